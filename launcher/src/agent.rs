@@ -1,0 +1,574 @@
+//! The agent: the lifecycle of one node, as torch elastic's `LocalElasticAgent`:
+//! rendezvous → start workers → monitor → (restart | finish). A worker failure stops the whole
+//! local group and re-forms the job through rendezvous, counted against `--max-restarts`; a
+//! node waiting to join makes running nodes re-form without counting a restart.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use tokio::sync::mpsc;
+
+use crate::config::{Config, EntrypointKind, RdzvBackend};
+use crate::devices;
+use crate::errors::{self, ProcessFailure};
+use crate::logs::{self, LogLayout, OutputPolicy, StreamKind, TeeSource};
+use crate::rendezvous::{self, DynamicRendezvous, NodeDesc, RendezvousError, RoundInfo};
+use crate::store::{StoreClient, StoreError, StoreServer};
+use crate::template::safe_substitute;
+use crate::worker_env::{self, RoundEnv, WorkerRanks};
+use crate::workers::{self, Guardian, ProcessSpec, Reaper};
+
+/// Grace between SIGTERM and SIGKILL when stopping workers for a restart (torchrun's 30 s).
+const RESTART_STOP_GRACE: Duration = Duration::from_secs(30);
+
+/// How a run ended.
+#[derive(Debug)]
+pub enum Outcome {
+    Succeeded,
+    /// The worker group failed with no restarts left.
+    WorkersFailed { failures: Vec<ProcessFailure>, restart_count: u32, round: Option<u64> },
+    /// One of `--signals-to-handle` arrived; the workers got it too.
+    Signaled(Signal),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Device(#[from] devices::DeviceError),
+    #[error(transparent)]
+    Rendezvous(#[from] RendezvousError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Worker(#[from] workers::WorkerError),
+    #[error(transparent)]
+    VirtualLocalRank(#[from] worker_env::VirtualLocalRankError),
+    #[error("invalid --rdzv-conf: {0}")]
+    RdzvConf(String),
+    #[error("invalid rendezvous endpoint: {0}")]
+    Endpoint(String),
+    #[error("log directory: {0}")]
+    Logs(std::io::Error),
+    #[error("cannot host the rendezvous store on port {port}: {source}")]
+    HostStore { port: u16, source: StoreError },
+}
+
+/// Facts fixed for the whole run.
+struct Node {
+    host: String,
+    nproc: u32,
+    run_id: String,
+    layout: LogLayout,
+    policy: OutputPolicy,
+    parent_env: BTreeMap<String, String>,
+    /// Address and port workers use for the agent's store.
+    master: (String, u16),
+}
+
+/// The entrypoint name torchrun prints in its failure report.
+pub fn entrypoint_name(cfg: &Config) -> String {
+    match cfg.entrypoint_kind {
+        EntrypointKind::RunPath => "run_script_path".into(),
+        _ => cfg.training_script.clone(),
+    }
+}
+
+/// Program and arguments of one worker, with `${local_rank}` substituted in every argument.
+pub fn worker_command(cfg: &Config, python: &str, local_rank: u32) -> (String, Vec<String>) {
+    let rank = local_rank.to_string();
+    let sub = |a: &String| safe_substitute(a, &[("local_rank", &rank)]);
+    let script_args = cfg.training_script_args.iter().map(sub);
+    let script = sub(&cfg.training_script);
+    match cfg.entrypoint_kind {
+        EntrypointKind::Binary => (script, script_args.collect()),
+        EntrypointKind::PythonScript => (python.into(), ["-u".to_string(), script].into_iter().chain(script_args).collect()),
+        EntrypointKind::PythonModule => {
+            (python.into(), ["-u".to_string(), "-m".into(), script].into_iter().chain(script_args).collect())
+        }
+        EntrypointKind::RunPath => (
+            python.into(),
+            ["-u".to_string(), "-c".into(), RUN_PATH_RUNNER.into(), script].into_iter().chain(script_args).collect(),
+        ),
+    }
+}
+
+/// `--run-path`: run the script with `runpy.run_path` as torchrun's function entrypoint does,
+/// and record an uncaught exception to `TORCHELASTIC_ERROR_FILE` in torch's format.
+const RUN_PATH_RUNNER: &str = r#"
+import json, os, runpy, sys, time, traceback
+script = sys.argv[1]
+sys.argv = sys.argv[1:]
+sys.path[0] = os.path.dirname(os.path.abspath(script))
+try:
+    runpy.run_path(script, run_name="__main__")
+except SystemExit:
+    raise
+except BaseException as e:
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if path:
+        with open(path, "w") as f:
+            json.dump({"message": {"message": f"{type(e).__name__}: {e}", "extraInfo": {
+                "py_callstack": traceback.format_exc(), "timestamp": str(int(time.time()))}}}, f)
+    raise
+"#;
+
+/// The interpreter for Python entrypoints: `PYTHON_EXEC`, else `python3` on the PATH.
+fn python_exec(env: &BTreeMap<String, String>) -> String {
+    env.get("PYTHON_EXEC").cloned().unwrap_or_else(|| "python3".into())
+}
+
+/// True when `host` names this machine: torchrun's is-host rule for the c10d store.
+pub fn is_local_host(host: &str) -> bool {
+    if host == "localhost" {
+        return true;
+    }
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        if ip.is_loopback() {
+            return true;
+        }
+    }
+    let me = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+    if host == me {
+        return true;
+    }
+    use std::net::ToSocketAddrs;
+    let resolve = |h: &str| -> Vec<std::net::IpAddr> {
+        (h, 0).to_socket_addrs().map(|a| a.map(|s| s.ip()).collect()).unwrap_or_default()
+    };
+    let mine = resolve(&me);
+    resolve(host).iter().any(|ip| mine.contains(ip))
+}
+
+/// A node's stable index when it is a pod of an ElasticJob (`<job>-worker-<i>`) or set
+/// explicitly with `ELASTICJOB_NODE_INDEX`; it orders group ranks.
+pub fn node_index(env: &BTreeMap<String, String>, host: &str) -> Option<u32> {
+    if let Some(v) = env.get("ELASTICJOB_NODE_INDEX") {
+        return v.trim().parse().ok();
+    }
+    let short = host.split('.').next()?;
+    let (_, index) = short.rsplit_once("-worker-")?;
+    index.parse().ok()
+}
+
+struct Rendezvous {
+    store: StoreClient,
+    /// Where `store` connects, for extra connections (a blocking WAIT needs its own).
+    endpoint: (String, u16),
+    /// Kept alive for the run: the store other nodes and the workers talk to.
+    _server: Option<StoreServer>,
+    backend: Backend,
+}
+
+enum Backend {
+    Static,
+    Dynamic(DynamicRendezvous),
+}
+
+pub struct Agent {
+    cfg: Config,
+    node: Node,
+    rdzv: Rendezvous,
+    reaper: Reaper,
+    guardian: Guardian,
+    signals: mpsc::UnboundedReceiver<Signal>,
+    restart_count: u32,
+    last_round: Option<u64>,
+}
+
+/// One started worker.
+struct Worker {
+    local_rank: u32,
+    global_rank: u32,
+    pid: u32,
+    exit: Option<i32>,
+}
+
+enum GroupEvent {
+    Succeeded,
+    Failed,
+    MembershipChanged,
+    Signal(Signal),
+    StoreLost(StoreError),
+}
+
+impl Agent {
+    /// Prepares everything that does not depend on a round: devices, logs, store, signals.
+    pub async fn setup(cfg: Config) -> Result<Agent, AgentError> {
+        let parent_env: BTreeMap<String, String> = std::env::vars().collect();
+        let nproc = devices::resolve_nproc(cfg.nproc_per_node, &devices::discover())?;
+        if !matches!(cfg.nproc_per_node, crate::config::NprocSpec::Count(_)) {
+            tracing::info!(nproc_per_node = nproc.count, device = nproc.device, "resolved --nproc-per-node from the machine's devices");
+        }
+        let host = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "localhost".into());
+        let run_id = cfg.rdzv_id.clone();
+        let layout = LogLayout::create(cfg.log_dir.as_deref(), &run_id).map_err(AgentError::Logs)?;
+        if let Some(dir) = layout.run_dir() {
+            tracing::info!(log_dir = %dir.display(), "log directory set");
+        }
+        let mut parent_env = parent_env;
+        if let Some(v) = worker_env::default_omp_num_threads(nproc.count, &parent_env) {
+            eprintln!("{}", worker_env::OMP_WARNING);
+            parent_env.insert("OMP_NUM_THREADS".into(), v.into());
+        }
+        let signals = install_signal_handlers(&cfg.signals_to_handle)?;
+        workers::become_subreaper();
+        let guardian = Guardian::start()?;
+        let reaper = Reaper::new(cfg.monitor_interval)?;
+        let (rdzv, master) = connect_rendezvous(&cfg, nproc.count, &host, &parent_env).await?;
+        let policy = OutputPolicy { redirects: cfg.redirects.clone(), tee: cfg.tee.clone(), local_ranks_filter: cfg.local_ranks_filter.clone() };
+        let node = Node { host, nproc: nproc.count, run_id, layout, policy, parent_env, master };
+        Ok(Agent { cfg, node, rdzv, reaper, guardian, signals, restart_count: 0, last_round: None })
+    }
+
+    pub fn host(&self) -> &str {
+        &self.node.host
+    }
+
+    pub fn restart_count(&self) -> u32 {
+        self.restart_count
+    }
+
+    /// Runs rounds until the workers succeed, fail for good, or a handled signal arrives.
+    pub async fn run(&mut self) -> Result<Outcome, AgentError> {
+        loop {
+            let round = tokio::select! {
+                round = next_round(&mut self.rdzv, &self.cfg, &self.node, self.restart_count) => round?,
+                Some(sig) = self.signals.recv() => {
+                    tracing::warn!(signal = %sig, "received signal during rendezvous; exiting");
+                    return Ok(Outcome::Signaled(sig));
+                }
+            };
+            self.last_round = Some(round.round);
+            let mut group = self.start_workers(&round)?;
+            let event = self.monitor(&mut group, &round).await;
+            match event {
+                GroupEvent::Succeeded => {
+                    self.exit_barrier(&round).await;
+                    if let Backend::Dynamic(d) = &self.rdzv.backend {
+                        if let Err(e) = d.close().await {
+                            tracing::debug!(error = %e, "could not mark the rendezvous closed");
+                        }
+                    }
+                    return Ok(Outcome::Succeeded);
+                }
+                GroupEvent::Signal(sig) => {
+                    tracing::warn!(signal = %sig, "received death signal, shutting down workers");
+                    self.stop(&group, sig, self.cfg.shutdown_timeout).await;
+                    return Ok(Outcome::Signaled(sig));
+                }
+                GroupEvent::MembershipChanged => {
+                    tracing::info!(round = round.round, "a node is waiting to join; restarting workers into a new round (not counted as a restart)");
+                    self.stop(&group, Signal::SIGTERM, RESTART_STOP_GRACE).await;
+                }
+                GroupEvent::StoreLost(e) => {
+                    self.stop(&group, Signal::SIGTERM, RESTART_STOP_GRACE).await;
+                    return Err(e.into());
+                }
+                GroupEvent::Failed => {
+                    self.stop(&group, Signal::SIGTERM, RESTART_STOP_GRACE).await;
+                    let failures = self.collect_failures(&mut group);
+                    if let Some(root) = errors::root_cause(&failures) {
+                        tracing::warn!(rank = root.global_rank, local_rank = root.local_rank, exitcode = root.exitcode, pid = root.pid, message = %root.message, "worker failed");
+                    }
+                    if self.restart_count >= self.cfg.max_restarts {
+                        return Ok(Outcome::WorkersFailed { failures, restart_count: self.restart_count, round: Some(round.round) });
+                    }
+                    self.restart_count += 1;
+                    tracing::warn!(restart = self.restart_count, max_restarts = self.cfg.max_restarts, "restarting the worker group");
+                }
+            }
+        }
+    }
+
+    fn start_workers(&mut self, round: &RoundInfo) -> Result<Vec<Worker>, AgentError> {
+        let node = &self.node;
+        node.layout.prepare_attempt(self.restart_count, node.nproc).map_err(AgentError::Logs)?;
+        let round_env = RoundEnv {
+            role: self.cfg.role.clone(),
+            run_id: node.run_id.clone(),
+            restart_count: self.restart_count,
+            max_restarts: self.cfg.max_restarts,
+            master_addr: node.master.0.clone(),
+            master_port: node.master.1,
+            use_agent_store: true,
+            virtual_local_rank: self.cfg.virtual_local_rank,
+        };
+        let python = python_exec(&node.parent_env);
+        let mut group = Vec::with_capacity(node.nproc as usize);
+        for local_rank in 0..node.nproc {
+            let global_rank = round.base_global_rank + local_rank;
+            let ranks = WorkerRanks {
+                local_rank,
+                global_rank,
+                role_rank: global_rank,
+                group_rank: round.group_rank,
+                group_world_size: round.group_world_size,
+                world_size: round.world_size,
+                role_world_size: round.world_size,
+                local_world_size: node.nproc,
+            };
+            let error_file = node.layout.error_file(self.restart_count, local_rank);
+            let error_file = error_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+            let mut env = worker_env::worker_env(&ranks, &round_env, &error_file, &node.parent_env)?;
+            if let Some(v) = node.parent_env.get("OMP_NUM_THREADS") {
+                env.insert("OMP_NUM_THREADS".into(), v.clone());
+            }
+            let (program, args) = worker_command(&self.cfg, &python, local_rank);
+            let prefix = logs::line_prefix(self.cfg.log_line_prefix_template.as_deref(), &self.cfg.role, global_rank, local_rank, short_host(&node.host));
+            let mut streams = Vec::new();
+            for kind in [StreamKind::Stdout, StreamKind::Stderr] {
+                let plan = node.policy.plan(&node.layout, self.restart_count, local_rank, kind);
+                let (stdio, tee) = logs::prepare_stream(&plan).map_err(AgentError::Logs)?;
+                if let Some((read, file)) = tee {
+                    let (filters, name) = match kind {
+                        StreamKind::Stdout => (&self.cfg.duplicate_stdout_filters, "filtered_stdout.log"),
+                        StreamKind::Stderr => (&self.cfg.duplicate_stderr_filters, "filtered_stderr.log"),
+                    };
+                    let filtered_file = (!filters.is_empty()).then(|| node.layout.attempt_dir(self.restart_count)).flatten().map(|d: PathBuf| d.join(name));
+                    let source = TeeSource { read, file, prefix: prefix.clone(), kind, filters: filters.clone(), filtered_file };
+                    tokio::spawn(async move {
+                        if let Err(e) = logs::run_tee(source).await {
+                            tracing::warn!(error = %e, "worker log tee failed");
+                        }
+                    });
+                }
+                streams.push(stdio);
+            }
+            let stderr = streams.pop().expect("stderr");
+            let stdout = streams.pop().expect("stdout");
+            let pid = workers::spawn(ProcessSpec { program, args, env: env.into_iter().collect(), stdout, stderr })?;
+            self.guardian.watch(pid);
+            tracing::debug!(local_rank, global_rank, pid, "started worker");
+            group.push(Worker { local_rank, global_rank, pid, exit: None });
+        }
+        tracing::info!(round = round.round, group_rank = round.group_rank, world_size = round.world_size, restart_count = self.restart_count, workers = node.nproc, "started workers");
+        Ok(group)
+    }
+
+    async fn monitor(&mut self, group: &mut [Worker], round: &RoundInfo) -> GroupEvent {
+        let mut watcher = self.membership_watcher(round).await;
+        loop {
+            for w in group.iter_mut().filter(|w| w.exit.is_none()) {
+                w.exit = self.reaper.take_exit(w.pid);
+            }
+            if group.iter().any(|w| w.exit.is_some_and(|c| c != 0)) {
+                return GroupEvent::Failed;
+            }
+            if group.iter().all(|w| w.exit == Some(0)) {
+                return GroupEvent::Succeeded;
+            }
+            tokio::select! {
+                _ = self.reaper.changed() => {}
+                Some(sig) = self.signals.recv() => return GroupEvent::Signal(sig),
+                result = async { match watcher.as_mut() { Some(w) => w.await, None => std::future::pending().await } } => {
+                    watcher = None;
+                    match result {
+                        Ok(Ok(())) => return GroupEvent::MembershipChanged,
+                        Ok(Err(e)) => return GroupEvent::StoreLost(e),
+                        Err(_) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// A task that completes when some node waits to join the round after `round`.
+    async fn membership_watcher(&self, round: &RoundInfo) -> Option<tokio::task::JoinHandle<Result<(), StoreError>>> {
+        let Backend::Dynamic(d) = &self.rdzv.backend else { return None };
+        let key = DynamicRendezvous::next_round_key(round.round);
+        let (host, port) = &self.rdzv.endpoint;
+        let conn = match StoreClient::connect(host, *port, Duration::from_secs(10)).await {
+            Ok(c) => d.keys_on(&c),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot open a store connection to watch for joining nodes");
+                return None;
+            }
+        };
+        Some(tokio::spawn(async move {
+            loop {
+                match conn.wait(&[key.as_str()], Duration::from_secs(3600)).await {
+                    Err(e) if e.is_timeout() => continue,
+                    other => return other,
+                }
+            }
+        }))
+    }
+
+    async fn stop(&mut self, group: &[Worker], sig: Signal, grace: Duration) {
+        let pgids: Vec<u32> = group.iter().map(|w| w.pid).collect();
+        workers::stop_groups(&pgids, sig, grace, &mut self.reaper).await;
+        for pgid in pgids {
+            self.guardian.forget(pgid);
+        }
+    }
+
+    fn collect_failures(&mut self, group: &mut [Worker]) -> Vec<ProcessFailure> {
+        let now = chrono::Utc::now().timestamp();
+        let mut failures = Vec::new();
+        for w in group.iter_mut() {
+            if w.exit.is_none() {
+                w.exit = self.reaper.take_exit(w.pid);
+            }
+            let Some(code) = w.exit.filter(|c| *c != 0) else { continue };
+            let path = self.node.layout.error_file(self.restart_count, w.local_rank);
+            let content = match path.as_deref().map(errors::read_error_file) {
+                Some(Ok(content)) => content,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "ignoring unreadable worker error file");
+                    None
+                }
+                None => None,
+            };
+            let path = path.unwrap_or_default();
+            failures.push(errors::failure_from_exit(w.local_rank, w.global_rank, w.pid, code, &path, content, now));
+        }
+        failures
+    }
+
+    /// Waits until every node of the round finished its workers, so the store host does not
+    /// exit while others still need the store. Says what it waits for; never hangs silently.
+    async fn exit_barrier(&self, round: &RoundInfo) {
+        if round.group_world_size <= 1 {
+            return;
+        }
+        let store = match &self.rdzv.backend {
+            Backend::Dynamic(d) => d.keys_on(&self.rdzv.store).prefixed(&format!("r{}/exit", round.round)),
+            Backend::Static => self.rdzv.store.prefixed(&format!("static/{}/exit/{}", self.node.run_id, round.round)),
+        };
+        let done = match store.add("done", 1).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "exit barrier: store unreachable; exiting");
+                return;
+            }
+        };
+        if done >= round.group_world_size as i64 {
+            let _ = store.set("all_done", b"1").await;
+            return;
+        }
+        let timeout = self.cfg.exit_barrier_timeout;
+        tracing::info!(finished = done, nodes = round.group_world_size, timeout_s = timeout.as_secs(), "workers succeeded; waiting at the exit barrier for the other nodes to finish");
+        match store.wait(&["all_done"], timeout).await {
+            Ok(()) => {}
+            Err(e) if e.is_timeout() => {
+                let finished = store.add("done", 0).await.unwrap_or(done);
+                tracing::warn!(finished, nodes = round.group_world_size, timeout_s = timeout.as_secs(), "exit barrier timed out: {} node(s) never finished (failed or restarting); this node's workers succeeded, exiting 0", round.group_world_size as i64 - finished);
+            }
+            Err(e) => tracing::warn!(error = %e, "exit barrier: lost the store; exiting"),
+        }
+    }
+}
+
+async fn next_round(rdzv: &mut Rendezvous, cfg: &Config, node: &Node, restart_count: u32) -> Result<RoundInfo, AgentError> {
+    match &mut rdzv.backend {
+        Backend::Static => {
+            let mut info = rendezvous::static_round(&rdzv.store, &node.run_id, cfg.node_rank, cfg.nnodes.max, node.nproc, static_timeout(cfg)).await?;
+            // Static membership never changes; restarts re-use the same ranks.
+            info.round = restart_count as u64;
+            Ok(info)
+        }
+        Backend::Dynamic(d) => Ok(d.next_round().await?),
+    }
+}
+
+/// The static backend's `timeout` rdzv-conf key (torchrun injects 900 s).
+fn static_timeout(cfg: &Config) -> Duration {
+    Duration::from_secs_f64(cfg.rdzv_conf.get("timeout").and_then(|t| t.trim().parse().ok()).filter(|t: &f64| *t > 0.0).unwrap_or(900.0))
+}
+
+fn short_host(host: &str) -> &str {
+    host.split('.').next().unwrap_or(host)
+}
+
+fn install_signal_handlers(signals: &[Signal]) -> Result<mpsc::UnboundedReceiver<Signal>, AgentError> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    for &sig in signals {
+        let mut stream = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(sig as i32)) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(signal = %sig, error = %e, "cannot handle signal");
+                continue;
+            }
+        };
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while stream.recv().await.is_some() {
+                if tx.send(sig).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    Ok(rx)
+}
+
+/// Hosts or joins the store and picks the backend. Returns the rendezvous and the address
+/// workers use for the agent's store (`MASTER_ADDR`, `MASTER_PORT`).
+async fn connect_rendezvous(cfg: &Config, nproc: u32, host: &str, env: &BTreeMap<String, String>) -> Result<(Rendezvous, (String, u16)), AgentError> {
+    let timeouts = rendezvous::timeouts_from_conf(&cfg.rdzv_conf).map_err(AgentError::RdzvConf)?;
+    match cfg.rdzv_backend {
+        RdzvBackend::Static => {
+            let (addr, port) = (cfg.master_addr.clone(), cfg.master_port);
+            let server = if cfg.node_rank == 0 {
+                Some(StoreServer::bind("::", port).map_err(|source| AgentError::HostStore { port, source })?)
+            } else {
+                None
+            };
+            let connect_host = if server.is_some() { "localhost" } else { addr.as_str() };
+            let store = StoreClient::connect(connect_host, port, static_timeout(cfg)).await?;
+            let endpoint = (connect_host.to_string(), port);
+            Ok((Rendezvous { store, endpoint, _server: server, backend: Backend::Static }, (addr, port)))
+        }
+        RdzvBackend::C10d => {
+            let (ep_host, ep_port) = crate::cli::parse_endpoint(&cfg.rdzv_endpoint, 29400).map_err(AgentError::Endpoint)?;
+            let forced = cfg.rdzv_conf.get("is_host").map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "t" | "yes" | "y"));
+            let want_host = forced.unwrap_or_else(|| is_local_host(&ep_host));
+            let mut server = None;
+            if want_host {
+                match StoreServer::bind("::", ep_port) {
+                    Ok(s) => server = Some(s),
+                    Err(e) if forced.is_none() => {
+                        tracing::info!(endpoint = %cfg.rdzv_endpoint, error = %e, "another agent hosts the store on this machine; joining as a client");
+                    }
+                    Err(source) => return Err(AgentError::HostStore { port: ep_port, source }),
+                }
+            }
+            let port = server.as_ref().map(|s| s.port()).unwrap_or(ep_port);
+            let connect_host = if server.is_some() { "localhost" } else { ep_host.as_str() };
+            if server.is_some() {
+                tracing::info!(port, run_id = %cfg.rdzv_id, "hosting the rendezvous store");
+            }
+            let endpoint = (connect_host.to_string(), port);
+            let store = StoreClient::connect(connect_host, port, timeouts.join).await?;
+            let id = format!("{host}_{}_{:08x}", std::process::id(), rand::random::<u32>());
+            let me = NodeDesc { id, host: cfg.local_addr.clone().unwrap_or_else(|| host.to_string()), index: node_index(env, host), nproc };
+            let dynamic = DynamicRendezvous::new(&store, &cfg.rdzv_id, cfg.nnodes, timeouts, me);
+            let master_addr = if ep_host == "localhost" || ep_host.is_empty() { "localhost".to_string() } else { ep_host };
+            Ok((Rendezvous { store, endpoint, _server: server, backend: Backend::Dynamic(dynamic) }, (master_addr, port)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_index_from_pod_name_or_env() {
+        let env = BTreeMap::new();
+        assert_eq!(node_index(&env, "train-worker-3"), Some(3));
+        assert_eq!(node_index(&env, "train-worker-12.train.ns.svc.cluster.local"), Some(12));
+        assert_eq!(node_index(&env, "laptop"), None);
+        let env = BTreeMap::from([("ELASTICJOB_NODE_INDEX".to_string(), "5".to_string())]);
+        assert_eq!(node_index(&env, "train-worker-3"), Some(5));
+    }
+
+    #[test]
+    fn localhost_is_local() {
+        assert!(is_local_host("localhost"));
+        assert!(is_local_host("127.0.0.1"));
+        assert!(is_local_host("::1"));
+    }
+}

@@ -1,0 +1,21 @@
+//! elastic-launch: a drop-in `torchrun` in Rust.
+//!
+//! The launcher is split the way torch elastic is: `cli` turns argv and `PET_*` into a plain
+//! [`config::Config`]; `agent` runs the lifecycle (rendezvous → start workers → monitor →
+//! restart or finish); `rendezvous` decides membership and ranks; `store` is the c10d TCPStore
+//! (wire codec, server, client) that both the agents and the PyTorch workers talk to;
+//! `workers` spawns and supervises worker processes; `worker_env` builds their environment;
+//! `logs`, `errors`, `devices` and `report` hold the rest.
+
+pub mod agent;
+pub mod cli;
+pub mod config;
+pub mod devices;
+pub mod errors;
+pub mod logs;
+pub mod rendezvous;
+pub mod report;
+pub mod store;
+pub mod template;
+pub mod worker_env;
+pub mod workers;

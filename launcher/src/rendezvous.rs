@@ -1,0 +1,368 @@
+//! Rendezvous: which nodes form the next round, and each node's group rank in it.
+//!
+//! Two backends, as torchrun's: `static` (fixed membership, `--node-rank` of `--nnodes`) and
+//! `c10d` (elastic, `MIN:MAX` nodes). Both run over the c10d TCPStore that one agent hosts.
+//!
+//! The c10d protocol is our own (Rust agents only), event-driven with the store's blocking
+//! WAIT instead of torchrun's 1 s polling of one pickled blob under compare-and-set:
+//! - `round` holds the round new nodes join. A node joins round `r` with `ADD r<r>/joined 1`,
+//!   which gives it an arrival index `k`, and publishes its description at `r<r>/node/<k>`.
+//! - The node that arrives `min`-th sets `r<r>/min_reached`; everyone then waits on
+//!   `r<r>/sealed` for at most `last_call_timeout`, after which any of them seals the round
+//!   with compare-and-set at the number joined so far (capped at `max`). The `max`-th node
+//!   seals at once, so a full round completes in a few store round trips.
+//! - A node whose index is beyond the sealed count is late: if the round is below `max` it opens
+//!   round `r+1` and joins it; otherwise it waits in reserve for `r+1` to open.
+//! - Running nodes watch `r<r+1>/joined` with a blocking WAIT: any node joining the next round
+//!   (a late or new node, or a peer restarting after a failure) makes them stop their workers
+//!   and join it too.
+//! Group ranks order nodes by their node index when they have one (pod `<job>-worker-<i>`),
+//! then by arrival, so rank 0 lives on pod 0 next to the store.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::config::NodeRange;
+use crate::store::{StoreClient, StoreError};
+
+/// A node's description, published when it joins a round.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeDesc {
+    /// Unique per agent process: `<host>_<pid>_<random>`.
+    pub id: String,
+    pub host: String,
+    /// Stable index (pod ordinal) when known; orders group ranks.
+    pub index: Option<u32>,
+    pub nproc: u32,
+}
+
+/// What a completed round tells this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoundInfo {
+    pub round: u64,
+    pub group_rank: u32,
+    pub group_world_size: u32,
+    /// Global rank of this node's local rank 0.
+    pub base_global_rank: u32,
+    pub world_size: u32,
+    pub members: Vec<NodeDesc>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RendezvousError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("rendezvous timed out after {waited_s:.0}s (join_timeout): {what}")]
+    Timeout { waited_s: f64, what: String },
+    #[error("rendezvous store holds a corrupt value under {key}: {detail}")]
+    Corrupt { key: String, detail: String },
+    #[error("rendezvous for run {run_id} is closed: the job finished; not joining")]
+    Closed { run_id: String },
+}
+
+/// Timeouts of the c10d rendezvous, torchrun's names and defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RendezvousTimeouts {
+    pub join: Duration,
+    pub last_call: Duration,
+    pub close: Duration,
+    pub keep_alive_interval: Duration,
+    pub keep_alive_max_attempt: u32,
+    pub read: Duration,
+}
+
+impl Default for RendezvousTimeouts {
+    fn default() -> Self {
+        RendezvousTimeouts {
+            join: Duration::from_secs(600),
+            last_call: Duration::from_secs(30),
+            close: Duration::from_secs(30),
+            keep_alive_interval: Duration::from_secs(5),
+            keep_alive_max_attempt: 3,
+            read: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Reads the timeouts from `--rdzv-conf`; unknown keys are ignored as torchrun does.
+pub fn timeouts_from_conf(conf: &BTreeMap<String, String>) -> Result<RendezvousTimeouts, String> {
+    let mut t = RendezvousTimeouts::default();
+    let seconds = |name: &str, default: Duration| -> Result<Duration, String> {
+        let Some(value) = conf.get(name) else { return Ok(default) };
+        let secs: f64 = value
+            .trim()
+            .parse()
+            .map_err(|_| format!("--rdzv-conf {name}={value}: the value does not represent a valid number of seconds"))?;
+        if !(secs > 0.0 && secs.is_finite()) {
+            return Err(format!("--rdzv-conf {name}={value}: the {name} ({value}) must be positive"));
+        }
+        Ok(Duration::from_secs_f64(secs))
+    };
+    t.join = seconds("join_timeout", t.join)?;
+    t.last_call = seconds("last_call_timeout", t.last_call)?;
+    t.close = seconds("close_timeout", t.close)?;
+    t.keep_alive_interval = seconds("keep_alive_interval", t.keep_alive_interval)?;
+    t.read = seconds("read_timeout", t.read)?;
+    if let Some(v) = conf.get("keep_alive_max_attempt") {
+        t.keep_alive_max_attempt = v
+            .trim()
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("--rdzv-conf keep_alive_max_attempt={v}: must be a positive integer"))?;
+    }
+    Ok(t)
+}
+
+/// Orders the members of a sealed round (by node index, then arrival) and finds this node.
+/// `members[k-1]` arrived `k`-th.
+pub fn assign_group_ranks(mut members: Vec<NodeDesc>, me: &str) -> Option<(u32, u32, Vec<NodeDesc>)> {
+    // A stable sort keeps arrival order among nodes without an index and among equal indices.
+    members.sort_by_key(|m| m.index.unwrap_or(u32::MAX));
+    let rank = members.iter().position(|m| m.id == me)? as u32;
+    let base = members[..rank as usize].iter().map(|m| m.nproc).sum();
+    Some((rank, base, members))
+}
+
+fn parse_u64(key: &str, bytes: &[u8]) -> Result<u64, RendezvousError> {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| RendezvousError::Corrupt { key: key.into(), detail: format!("{:?} is not a number", String::from_utf8_lossy(bytes)) })
+}
+
+/// The elastic c10d rendezvous, seen from one node.
+pub struct DynamicRendezvous {
+    store: StoreClient,
+    run_id: String,
+    nodes: NodeRange,
+    timeouts: RendezvousTimeouts,
+    me: NodeDesc,
+    /// The last round this node took part in.
+    last_round: Option<u64>,
+}
+
+impl DynamicRendezvous {
+    pub fn new(store: &StoreClient, run_id: &str, nodes: NodeRange, timeouts: RendezvousTimeouts, me: NodeDesc) -> Self {
+        DynamicRendezvous {
+            store: store.prefixed(&format!("rdzv/{run_id}")),
+            run_id: run_id.into(),
+            nodes,
+            timeouts,
+            me,
+            last_round: None,
+        }
+    }
+
+    pub fn node(&self) -> &NodeDesc {
+        &self.me
+    }
+
+    pub fn timeouts(&self) -> &RendezvousTimeouts {
+        &self.timeouts
+    }
+
+    /// The key whose appearance means some node waits to form the round after `round`.
+    pub fn next_round_key(round: u64) -> String {
+        format!("r{}/joined", round + 1)
+    }
+
+    /// A client view on this run's rendezvous keys (for watchers on their own connection).
+    pub fn keys_on(&self, store: &StoreClient) -> StoreClient {
+        store.prefixed(&format!("rdzv/{}", self.run_id))
+    }
+
+    /// Joins the next round and waits until it is sealed with this node in it.
+    pub async fn next_round(&mut self) -> Result<RoundInfo, RendezvousError> {
+        let started = Instant::now();
+        let deadline = started + self.timeouts.join;
+        if self.store.check(&["closed"]).await? {
+            return Err(RendezvousError::Closed { run_id: self.run_id.clone() });
+        }
+        let mut round = self.open_round().await?;
+        loop {
+            match self.join_round(round, deadline, started).await? {
+                Joined::Member(info) => {
+                    self.last_round = Some(info.round);
+                    return Ok(info);
+                }
+                Joined::Late { sealed } if sealed < self.nodes.max => {
+                    tracing::info!(round, sealed, "round already sealed without this node; opening the next round");
+                    round = self.advance_round(round).await?;
+                }
+                Joined::Late { sealed } => {
+                    tracing::info!(round, sealed, max = self.nodes.max, "round is full; waiting in reserve for the next round");
+                    self.wait_keys(&[Self::next_round_key(round)], deadline, started, "a place in a full job (reserve node)").await?;
+                    round += 1;
+                }
+            }
+        }
+    }
+
+    /// The round to join: the store's current round, but never one this node already had.
+    async fn open_round(&mut self) -> Result<u64, RendezvousError> {
+        let current = self.store.compare_set("round", b"", b"0").await?;
+        let current = parse_u64("round", &current)?;
+        match self.last_round {
+            Some(last) if current <= last => self.advance_round(last).await,
+            _ => Ok(current),
+        }
+    }
+
+    /// Moves the store's `round` from `from` to `from + 1` (unless someone already did) and
+    /// returns the round to join.
+    async fn advance_round(&mut self, from: u64) -> Result<u64, RendezvousError> {
+        let next = (from + 1).to_string();
+        let now = self.store.compare_set("round", from.to_string().as_bytes(), next.as_bytes()).await?;
+        Ok(parse_u64("round", &now)?.max(from + 1))
+    }
+
+    async fn join_round(&mut self, round: u64, deadline: Instant, started: Instant) -> Result<Joined, RendezvousError> {
+        let r = format!("r{round}");
+        let k = self.store.add(&format!("{r}/joined"), 1).await? as u64;
+        let desc = serde_json::to_vec(&self.me).expect("node description serializes");
+        self.store.set(&format!("{r}/node/{k}"), &desc).await?;
+        let (min, max) = (self.nodes.min as u64, self.nodes.max as u64);
+        tracing::info!(round, arrival = k, min, max, "joined rendezvous round");
+        if k == min {
+            self.store.set(&format!("{r}/min_reached"), b"1").await?;
+        }
+        if k == max {
+            self.store.compare_set(&format!("{r}/sealed"), b"", max.to_string().as_bytes()).await?;
+        }
+        let sealed_key = format!("{r}/sealed");
+        if !self.store.check(&[sealed_key.as_str()]).await? {
+            if k < min {
+                tracing::info!(round, joined = k, min, wait_s = (deadline - Instant::now()).as_secs_f64().round(), "waiting for at least {min} nodes");
+            }
+            self.wait_keys(&[format!("{r}/min_reached")], deadline, started, &format!("{min} nodes to join round {round} (minimum of --nnodes)")).await?;
+            let last_call = self.timeouts.last_call.min(deadline.saturating_duration_since(Instant::now()));
+            if !self.store.check(&[sealed_key.as_str()]).await? {
+                tracing::info!(round, last_call_s = last_call.as_secs_f64(), max, "minimum reached; waiting up to last_call_timeout for more nodes");
+            }
+            if let Err(e) = self.store.wait(&[sealed_key.as_str()], last_call).await {
+                if !e.is_timeout() {
+                    return Err(e.into());
+                }
+                let joined = self.store.add(&format!("{r}/joined"), 0).await? as u64;
+                let count = joined.min(max).to_string();
+                self.store.compare_set(&sealed_key, b"", count.as_bytes()).await?;
+            }
+        }
+        let sealed = parse_u64(&sealed_key, &self.store.get(&sealed_key).await?)?;
+        if k > sealed {
+            return Ok(Joined::Late { sealed: sealed as u32 });
+        }
+        let keys: Vec<String> = (1..=sealed).map(|i| format!("{r}/node/{i}")).collect();
+        let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let values = self.store.multi_get(&key_refs).await?;
+        let mut members = Vec::with_capacity(values.len());
+        for (key, value) in keys.iter().zip(values) {
+            members.push(serde_json::from_slice::<NodeDesc>(&value).map_err(|e| RendezvousError::Corrupt { key: key.clone(), detail: e.to_string() })?);
+        }
+        let (group_rank, base_global_rank, members) =
+            assign_group_ranks(members, &self.me.id).ok_or_else(|| RendezvousError::Corrupt { key: r.clone(), detail: "this node is missing from its own round".into() })?;
+        let world_size = members.iter().map(|m| m.nproc).sum();
+        tracing::info!(round, group_rank, nodes = sealed, world_size, waited_s = started.elapsed().as_secs_f64(), "rendezvous round complete");
+        Ok(Joined::Member(RoundInfo { round, group_rank, group_world_size: sealed as u32, base_global_rank, world_size, members }))
+    }
+
+    async fn wait_keys(&self, keys: &[String], deadline: Instant, started: Instant, what: &str) -> Result<(), RendezvousError> {
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.store.wait(&refs, left).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_timeout() => Err(RendezvousError::Timeout { waited_s: started.elapsed().as_secs_f64(), what: format!("waited for {what}") }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Marks the run finished, so nodes that arrive later do not wait for a job that is over.
+    pub async fn close(&self) -> Result<(), RendezvousError> {
+        self.store.set("closed", b"1").await?;
+        Ok(())
+    }
+}
+
+enum Joined {
+    Member(RoundInfo),
+    Late { sealed: u32 },
+}
+
+/// Static rendezvous: `nnodes` nodes, ranks given by `--node-rank`. Every node counts itself in
+/// and waits until all have, so workers start only when the whole group is there.
+pub async fn static_round(store: &StoreClient, run_id: &str, node_rank: u32, nnodes: u32, nproc: u32, timeout: Duration) -> Result<RoundInfo, RendezvousError> {
+    let store = store.prefixed(&format!("static/{run_id}"));
+    let started = Instant::now();
+    store.set(&format!("nproc/{node_rank}"), nproc.to_string().as_bytes()).await?;
+    let arrived = store.add("arrived", 1).await?;
+    if arrived == nnodes as i64 {
+        store.set("ready", b"1").await?;
+    }
+    if nnodes > 1 {
+        tracing::info!(node_rank, nnodes, timeout_s = timeout.as_secs(), "waiting for all static nodes to arrive");
+    }
+    match store.wait(&["ready"], timeout).await {
+        Ok(()) => {}
+        Err(e) if e.is_timeout() => {
+            return Err(RendezvousError::Timeout { waited_s: started.elapsed().as_secs_f64(), what: format!("waited for all {nnodes} nodes of the static rendezvous (--nnodes); check that every node uses the same --master-addr/--master-port and a distinct --node-rank") });
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let keys: Vec<String> = (0..nnodes).map(|r| format!("nproc/{r}")).collect();
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let values = store.multi_get(&refs).await?;
+    let nprocs: Vec<u32> = keys
+        .iter()
+        .zip(values)
+        .map(|(k, v)| parse_u64(k, &v).map(|n| n as u32))
+        .collect::<Result<_, _>>()?;
+    Ok(RoundInfo {
+        round: 0,
+        group_rank: node_rank,
+        group_world_size: nnodes,
+        base_global_rank: nprocs[..node_rank as usize].iter().sum(),
+        world_size: nprocs.iter().sum(),
+        members: Vec::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str, index: Option<u32>, nproc: u32) -> NodeDesc {
+        NodeDesc { id: id.into(), host: "h".into(), index, nproc }
+    }
+
+    #[test]
+    fn ranks_follow_node_index_then_arrival() {
+        let members = vec![node("c", Some(2), 4), node("x", None, 1), node("a", Some(0), 2), node("y", None, 1)];
+        let (rank, base, ordered) = assign_group_ranks(members.clone(), "c").unwrap();
+        assert_eq!((rank, base), (1, 2));
+        let ids: Vec<&str> = ordered.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, ["a", "c", "x", "y"]);
+        assert_eq!(assign_group_ranks(members.clone(), "y").unwrap().0, 3);
+        assert_eq!(assign_group_ranks(members, "zz"), None);
+    }
+
+    #[test]
+    fn conf_timeouts() {
+        let conf = BTreeMap::from([
+            ("join_timeout".to_string(), "5".to_string()),
+            ("last_call_timeout".to_string(), "0.5".to_string()),
+            ("'unknown".to_string(), "x'".to_string()),
+        ]);
+        let t = timeouts_from_conf(&conf).unwrap();
+        assert_eq!(t.join, Duration::from_secs(5));
+        assert_eq!(t.last_call, Duration::from_millis(500));
+        assert_eq!(t.close, Duration::from_secs(30));
+        let bad = BTreeMap::from([("join_timeout".to_string(), "-1".to_string())]);
+        assert!(timeouts_from_conf(&bad).unwrap_err().contains("must be positive"));
+        let bad = BTreeMap::from([("last_call_timeout".to_string(), "soon".to_string())]);
+        assert!(timeouts_from_conf(&bad).unwrap_err().contains("last_call_timeout=soon"));
+    }
+}

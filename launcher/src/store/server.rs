@@ -1,0 +1,522 @@
+//! The TCPStore server: a tokio task that speaks the c10d wire protocol to torch's own
+//! `TCPStore` clients and to ours, with the semantics of torch's libuv server (§7.2).
+//!
+//! Design, for speed at hundreds of connections: one `std::sync::Mutex<State>` held only while
+//! a batch of already-decoded requests is applied (no await inside); each connection reads into
+//! its own buffer, applies every complete request in it under one lock, and answers them all
+//! with one write. Replies that another connection triggers (a SET that ends a WAIT) are counted
+//! in the waiter's slot in `State` and flushed by the waiter's own task, always under the same
+//! lock, so a STOP_WAITING can never overtake the WAIT_CANCELED that follows it.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{Notify, oneshot};
+use tokio::task::{JoinHandle, JoinSet};
+
+use super::StoreError;
+use super::codec::{
+    self, CHECK_NOT_READY, CHECK_READY, Command, DecodeError, Request, STOP_WAITING, WAIT_CANCELED,
+};
+
+/// A running store server. Dropping it (or [`StoreServer::shutdown`]) stops accepting and
+/// closes every connection.
+pub struct StoreServer {
+    local_addr: SocketAddr,
+    /// Sending, or dropping, this stops the accept task.
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl StoreServer {
+    /// Binds like torch: an empty host, `"::"` or `"*"` binds the dual-stack `[::]:port` and falls
+    /// back to `0.0.0.0:port` when IPv6 is unavailable; any other host (an address such as
+    /// `127.0.0.2`, or a name) binds exactly that. Port 0 lets the OS choose; see
+    /// [`StoreServer::port`]. Must be called inside a tokio runtime, which runs the server.
+    pub fn bind(host: &str, port: u16) -> Result<StoreServer, StoreError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| StoreError::Bind {
+            addr: format!("{host}:{port}"),
+            source: io::Error::other("StoreServer::bind must be called inside a tokio runtime"),
+        })?;
+        // Registering the listener with the reactor needs the runtime's context.
+        let _enter = runtime.enter();
+        let listener = match host {
+            "" | "::" | "*" => listen(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port))
+                .or_else(|v6| {
+                    tracing::info!(error = %v6, "store: binding [::]:{port} failed, trying 0.0.0.0");
+                    listen(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port))
+                })
+                .map_err(|source| StoreError::Bind { addr: format!("[::]:{port} and 0.0.0.0:{port}"), source })?,
+            _ => {
+                let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+                // Blocking resolution is fine here: binding happens once, at start-up.
+                let addrs: Vec<SocketAddr> = (bare, port)
+                    .to_socket_addrs()
+                    .map_err(|source| StoreError::Bind { addr: format!("{host}:{port}"), source })?
+                    .collect();
+                let mut last = io::Error::new(io::ErrorKind::AddrNotAvailable, "host resolved to no address");
+                let mut bound = None;
+                for addr in addrs {
+                    match listen(addr) {
+                        Ok(l) => {
+                            bound = Some(l);
+                            break;
+                        }
+                        Err(e) => last = e,
+                    }
+                }
+                bound.ok_or_else(|| StoreError::Bind { addr: format!("{host}:{port}"), source: last })?
+            }
+        };
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| StoreError::Bind { addr: format!("{host}:{port}"), source })?;
+        let (stop, stop_rx) = oneshot::channel();
+        let task = runtime.spawn(accept_loop(listener, Arc::new(Shared::default()), stop_rx));
+        tracing::debug!(%local_addr, "store server listening");
+        Ok(StoreServer { local_addr, stop: Some(stop), task: Some(task) })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr.port()
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, closes every connection, and returns once they are all closed.
+    pub async fn shutdown(mut self) {
+        self.stop.take();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for StoreServer {
+    fn drop(&mut self) {
+        // The accept task sees the sender go and aborts every connection task (closing its
+        // socket).
+        self.stop.take();
+    }
+}
+
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv6() { TcpSocket::new_v6()? } else { TcpSocket::new_v4()? };
+    // As libuv does on Unix: a restarted store can rebind while old connections sit in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        set_dual_stack(&socket)?;
+    }
+    socket.bind(addr)?;
+    // torch passes -1 (the kernel's somaxconn); the kernel clamps larger values to it too.
+    socket.listen(65535)
+}
+
+/// Clears IPV6_V6ONLY so `[::]` also accepts IPv4 (do not rely on the sysctl default).
+fn set_dual_stack(socket: &TcpSocket) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let off: libc::c_int = 0;
+    // SAFETY: a valid socket fd and a correctly sized c_int option value.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IPV6,
+            libc::IPV6_V6ONLY,
+            (&off as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: oneshot::Receiver<()>) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    conns.spawn(serve_connection(stream, peer, shared.clone()));
+                }
+                Err(e) => {
+                    // Usually EMFILE/ECONNABORTED: transient; back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "store: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            },
+            // Reap finished connection tasks so the set does not grow without bound.
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            // The sender is only ever dropped: that is the signal.
+            _ = &mut stop => break,
+        }
+    }
+    drop(listener);
+    conns.shutdown().await;
+    tracing::debug!("store server stopped");
+}
+
+type ConnId = u64;
+
+#[derive(Default)]
+struct Shared {
+    state: Mutex<State>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock would be a bug in `apply`; keep serving the others.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Per-connection slot: its wait registration and the replies others released for it.
+struct Slot {
+    /// Keys this connection still waits for (libuv's `keysAwaited_`); 0 = not waiting.
+    awaited: usize,
+    /// Keys it registered under, so a cancel or disconnect can unregister in O(keys).
+    wait_keys: Vec<Vec<u8>>,
+    /// STOP_WAITING bytes released by other connections, not yet written.
+    pending_stops: usize,
+    notify: Arc<Notify>,
+}
+
+#[derive(Default)]
+struct State {
+    kv: HashMap<Vec<u8>, Vec<u8>>,
+    queues: HashMap<Vec<u8>, VecDeque<Vec<u8>>>,
+    /// key → connections waiting on it, in registration order (a connection appears once per
+    /// time the key was named, as in libuv).
+    waiting: HashMap<Vec<u8>, Vec<ConnId>>,
+    slots: HashMap<ConnId, Slot>,
+    next_id: ConnId,
+}
+
+/// Why a connection is closed by the server.
+#[derive(Debug, thiserror::Error)]
+enum Close {
+    #[error("malformed request: {0}")]
+    Decode(#[from] DecodeError),
+    #[error("first command was {0}, not VALIDATE")]
+    NotValidated(String),
+    #[error("{command} on key {key:?}: stored value {value:?} is not a decimal integer")]
+    NotANumber { command: Command, key: String, value: String },
+    #[error("connection closed in the middle of a request ({0} bytes unparsed)")]
+    Truncated(usize),
+}
+
+impl State {
+    fn register(&mut self) -> (ConnId, Arc<Notify>) {
+        self.next_id += 1;
+        let notify = Arc::new(Notify::new());
+        let slot = Slot { awaited: 0, wait_keys: Vec::new(), pending_stops: 0, notify: notify.clone() };
+        self.slots.insert(self.next_id, slot);
+        (self.next_id, notify)
+    }
+
+    fn unregister(&mut self, me: ConnId) {
+        self.clear_wait(me);
+        self.slots.remove(&me);
+    }
+
+    /// Drops `me`'s wait registrations (CANCEL_WAIT, a new WAIT/BARRIER, disconnect).
+    fn clear_wait(&mut self, me: ConnId) {
+        let Some(slot) = self.slots.get_mut(&me) else { return };
+        slot.awaited = 0;
+        for key in std::mem::take(&mut slot.wait_keys) {
+            if let Some(list) = self.waiting.get_mut(&key) {
+                list.retain(|c| *c != me);
+                if list.is_empty() {
+                    self.waiting.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn register_wait(&mut self, me: ConnId, keys: Vec<Vec<u8>>) {
+        self.clear_wait(me);
+        for key in &keys {
+            self.waiting.entry(key.clone()).or_default().push(me);
+        }
+        if let Some(slot) = self.slots.get_mut(&me) {
+            slot.awaited = keys.len();
+            slot.wait_keys = keys;
+        }
+    }
+
+    /// One of `conn`'s awaited keys appeared; release it if that was the last one.
+    fn key_appeared_for(&mut self, conn: ConnId, me: ConnId) -> bool {
+        let Some(slot) = self.slots.get_mut(&conn) else { return false };
+        if slot.awaited == 0 {
+            return false;
+        }
+        slot.awaited -= 1;
+        if slot.awaited > 0 {
+            return false;
+        }
+        slot.wait_keys.clear();
+        slot.pending_stops += 1;
+        // Our own task flushes after every request; only other tasks need waking.
+        if conn != me {
+            slot.notify.notify_one();
+        }
+        true
+    }
+
+    /// SET/ADD/APPEND/COMPARE_SET/BARRIER: every waiter on `key` counts it as present.
+    fn wake_all(&mut self, key: &[u8], me: ConnId) {
+        if let Some(list) = self.waiting.remove(key) {
+            for conn in list {
+                self.key_appeared_for(conn, me);
+            }
+        }
+    }
+
+    /// QUEUE_PUSH: waiters on `key`, in registration order, count it as present up to and
+    /// including the first one whose wait that completes, so one item releases one popper.
+    fn wake_one(&mut self, key: &[u8], me: ConnId) {
+        let Some(mut list) = self.waiting.remove(key) else { return };
+        let mut released = false;
+        while !released && !list.is_empty() {
+            let conn = list.remove(0);
+            released = self.key_appeared_for(conn, me);
+        }
+        if !list.is_empty() {
+            self.waiting.insert(key.to_vec(), list);
+        }
+    }
+
+    fn flush_pending(&mut self, me: ConnId, out: &mut Vec<u8>) {
+        if let Some(slot) = self.slots.get_mut(&me) {
+            for _ in 0..std::mem::take(&mut slot.pending_stops) {
+                codec::put_u8(out, STOP_WAITING);
+            }
+        }
+    }
+
+    fn exists(&self, key: &[u8]) -> bool {
+        self.kv.contains_key(key) || self.queues.get(key).is_some_and(|q| !q.is_empty())
+    }
+
+    fn set(&mut self, key: &[u8], value: &[u8], me: ConnId) {
+        match self.kv.get_mut(key) {
+            // Reuse the old value's allocation: the common case of a key written repeatedly.
+            Some(old) => {
+                old.clear();
+                old.extend_from_slice(value);
+            }
+            None => {
+                self.kv.insert(key.to_vec(), value.to_vec());
+            }
+        }
+        self.wake_all(key, me);
+    }
+
+    /// Adds to the decimal counter at `key` (absent = 0), as torch's ADD and BARRIER do.
+    fn add(&mut self, command: Command, key: &[u8], delta: i64) -> Result<i64, Close> {
+        let new = match self.kv.get(key) {
+            Some(old) => codec::parse_stoll(old)
+                .ok_or_else(|| Close::NotANumber {
+                    command,
+                    key: String::from_utf8_lossy(key).into_owned(),
+                    value: String::from_utf8_lossy(&old[..old.len().min(64)]).into_owned(),
+                })?
+                .wrapping_add(delta),
+            None => delta,
+        };
+        self.kv.insert(key.to_vec(), new.to_string().into_bytes());
+        Ok(new)
+    }
+
+    /// Applies one request from connection `me`, appending its immediate reply to `out`.
+    fn apply(&mut self, me: ConnId, req: Request<'_>, out: &mut Vec<u8>) -> Result<(), Close> {
+        match req {
+            // A repeated VALIDATE with the right magic is harmless (the decoder checked it).
+            Request::Validate { .. } => {}
+            Request::Set { key, value } => self.set(key, value, me),
+            Request::CompareSet { key, expected, desired } => {
+                let reply: &[u8] = match self.kv.get_mut(key) {
+                    None if expected.is_empty() => {
+                        self.kv.insert(key.to_vec(), desired.to_vec());
+                        desired
+                    }
+                    // Absent key, non-empty expectation: torch answers `expected`, writes nothing.
+                    None => expected,
+                    Some(current) => {
+                        if current.as_slice() == expected {
+                            current.clear();
+                            current.extend_from_slice(desired);
+                        }
+                        codec::put_bytes(out, current);
+                        self.wake_all(key, me);
+                        return Ok(());
+                    }
+                };
+                codec::put_bytes(out, reply);
+                // torch's libuv server wakes waiters on the key in every branch.
+                self.wake_all(key, me);
+            }
+            Request::Get { key } => codec::put_bytes(out, self.kv.get(key).map_or(&[][..], Vec::as_slice)),
+            Request::Add { key, delta } => {
+                let new = self.add(Command::Add, key, delta)?;
+                codec::put_i64(out, new);
+                self.wake_all(key, me);
+            }
+            Request::Check { keys } => {
+                let ready = keys.iter().all(|k| self.exists(k));
+                codec::put_u8(out, if ready { CHECK_READY } else { CHECK_NOT_READY });
+            }
+            Request::Wait { keys } => {
+                if keys.iter().all(|k| self.exists(k)) {
+                    codec::put_u8(out, STOP_WAITING);
+                } else {
+                    // Only keys missing from the map count, as in libuv (a non-empty queue
+                    // satisfies CHECK but an empty one must be waited for).
+                    let missing = keys.iter().filter(|k| !self.kv.contains_key(**k)).map(|k| k.to_vec()).collect();
+                    self.register_wait(me, missing);
+                }
+            }
+            Request::GetNumKeys => codec::put_i64(out, self.kv.len() as i64),
+            Request::DeleteKey { key } => codec::put_i64(out, i64::from(self.kv.remove(key).is_some())),
+            Request::Append { key, value } => {
+                match self.kv.get_mut(key) {
+                    Some(old) => old.extend_from_slice(value),
+                    None => {
+                        self.kv.insert(key.to_vec(), value.to_vec());
+                    }
+                }
+                self.wake_all(key, me);
+            }
+            Request::MultiGet { keys } => {
+                for key in keys {
+                    codec::put_bytes(out, self.kv.get(key).map_or(&[][..], Vec::as_slice));
+                }
+            }
+            Request::MultiSet { pairs } => {
+                for (key, value) in pairs {
+                    self.set(key, value, me);
+                }
+            }
+            Request::CancelWait => {
+                self.clear_wait(me);
+                // A STOP_WAITING released before the cancel goes out first.
+                self.flush_pending(me, out);
+                codec::put_u8(out, WAIT_CANCELED);
+            }
+            Request::Ping { nonce } => codec::put_u32(out, nonce),
+            Request::QueuePush { key, value } => {
+                self.queues.entry(key.to_vec()).or_default().push_back(value.to_vec());
+                self.wake_one(key, me);
+            }
+            Request::QueuePop { key } => {
+                let queue = self.queues.get_mut(key);
+                let len = queue.as_ref().map_or(0, |q| q.len());
+                codec::put_i64(out, len as i64);
+                if let Some(head) = queue.and_then(VecDeque::pop_front) {
+                    codec::put_bytes(out, &head);
+                }
+            }
+            Request::QueueLen { key } => {
+                codec::put_i64(out, self.queues.get(key).map_or(0, |q| q.len()) as i64);
+            }
+            Request::ListKeys => {
+                codec::put_i64(out, self.kv.len() as i64);
+                for key in self.kv.keys() {
+                    codec::put_bytes(out, key);
+                }
+            }
+            Request::Barrier { key, world_size } => {
+                let count = self.add(Command::Barrier, key, 1)?;
+                if count >= world_size {
+                    self.wake_all(key, me);
+                    codec::put_u8(out, STOP_WAITING);
+                } else {
+                    self.register_wait(me, vec![key.to_vec()]);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads, applies and answers one connection until it closes, misbehaves or the server stops.
+async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(%peer, error = %e, "store: cannot set TCP_NODELAY");
+    }
+    let (me, notify) = shared.lock().register();
+    let result = connection_loop(&mut stream, me, &notify, &shared).await;
+    shared.lock().unregister(me);
+    match result {
+        Ok(()) => tracing::debug!(%peer, "store: client disconnected"),
+        Err(ConnEnd::Io(e)) => tracing::debug!(%peer, error = %e, "store: connection error"),
+        Err(ConnEnd::Close(reason)) => tracing::warn!(%peer, %reason, "store: closing connection"),
+    }
+}
+
+enum ConnEnd {
+    Io(io::Error),
+    Close(Close),
+}
+
+async fn connection_loop(
+    stream: &mut TcpStream,
+    me: ConnId,
+    notify: &Notify,
+    shared: &Shared,
+) -> Result<(), ConnEnd> {
+    let mut inbuf: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let mut out: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let mut validated = false;
+    loop {
+        inbuf.reserve(8 * 1024);
+        tokio::select! {
+            read = stream.read_buf(&mut inbuf) => {
+                let n = read.map_err(ConnEnd::Io)?;
+                if n == 0 {
+                    return if inbuf.is_empty() { Ok(()) } else { Err(ConnEnd::Close(Close::Truncated(inbuf.len()))) };
+                }
+                if !validated {
+                    // Refuse a stranger (port scanner, HTTP probe) at its first byte.
+                    if inbuf[0] != Command::Validate as u8 {
+                        let name = Command::from_byte(inbuf[0])
+                            .map_or_else(|| format!("byte {}", inbuf[0]), |c| c.name().to_string());
+                        return Err(ConnEnd::Close(Close::NotValidated(name)));
+                    }
+                }
+                let consumed = process(&inbuf, me, shared, &mut out, &mut validated).map_err(ConnEnd::Close)?;
+                inbuf.drain(..consumed);
+            }
+            // Another connection released our WAIT or BARRIER.
+            _ = notify.notified() => shared.lock().flush_pending(me, &mut out),
+        }
+        if !out.is_empty() {
+            stream.write_all(&out).await.map_err(ConnEnd::Io)?;
+            out.clear();
+        }
+    }
+}
+
+/// Applies every complete request at the front of `buf` under one lock; returns bytes consumed.
+fn process(buf: &[u8], me: ConnId, shared: &Shared, out: &mut Vec<u8>, validated: &mut bool) -> Result<usize, Close> {
+    let mut pos = 0;
+    // Decode before locking: a partial request needs no lock at all.
+    let Some((mut req, mut n)) = codec::decode_request(buf)? else { return Ok(0) };
+    let mut state = shared.lock();
+    loop {
+        pos += n;
+        *validated = true; // the first request is VALIDATE: checked by the caller and decoder
+        state.flush_pending(me, out);
+        state.apply(me, req, out)?;
+        match codec::decode_request(&buf[pos..])? {
+            Some((next, len)) => (req, n) = (next, len),
+            None => break,
+        }
+    }
+    state.flush_pending(me, out);
+    Ok(pos)
+}
