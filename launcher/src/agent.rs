@@ -267,8 +267,9 @@ impl Agent {
                     return Err(e.into());
                 }
                 GroupEvent::Failed => {
-                    self.stop(&group, Signal::SIGTERM, RESTART_STOP_GRACE).await;
+                    // Only workers that failed on their own are failures; the rest are stopped.
                     let failures = self.collect_failures(&mut group);
+                    self.stop(&group, Signal::SIGTERM, RESTART_STOP_GRACE).await;
                     if let Some(root) = errors::root_cause(&failures) {
                         tracing::warn!(rank = root.global_rank, local_rank = root.local_rank, exitcode = root.exitcode, pid = root.pid, message = %root.message, "worker failed");
                     }

@@ -77,24 +77,30 @@ impl StoreClient {
         let deadline = start + timeout;
         let mut delay = Duration::from_millis(20);
         let mut attempts = 0u32;
+        let mut last_error = None;
         loop {
             attempts += 1;
-            let last_error = match tokio::time::timeout_at(deadline, handshake(bare, port, deadline)).await {
+            match tokio::time::timeout_at(deadline, handshake(bare, port, deadline)).await {
                 Ok(Ok(io)) => {
                     let conn = Arc::new(Connection { addr, host: bare.to_string(), port, io: Mutex::new(io) });
                     return Ok(StoreClient { conn, prefix: Arc::from(""), timeout });
                 }
-                Ok(Err(e)) => e,
-                Err(_) => "timed out during connect or handshake".to_string(),
-            };
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(StoreError::Connect { addr, waited: now - start, attempts, last_error });
+                Ok(Err(e)) => {
+                    tracing::debug!(%addr, attempts, error = %e, "store: connect failed, retrying");
+                    last_error = Some(e);
+                }
+                // Cut short by the deadline: the previous attempt's error says more.
+                Err(_) => {
+                    last_error.get_or_insert_with(|| "timed out during connect or handshake".into());
+                }
             }
-            tracing::debug!(%addr, attempts, error = %last_error, "store: connect failed, retrying");
             // Jitter in [0.5, 1.5) spreads out many agents retrying against one store.
-            let jittered = delay.mul_f64(0.5 + rand::random::<f64>());
-            tokio::time::sleep_until((now + jittered).min(deadline)).await;
+            let wake = Instant::now() + delay.mul_f64(0.5 + rand::random::<f64>());
+            if wake >= deadline {
+                let last_error = last_error.unwrap_or_default();
+                return Err(StoreError::Connect { addr, waited: start.elapsed(), attempts, last_error });
+            }
+            tokio::time::sleep_until(wake).await;
             delay = (delay * 3 / 2).min(Duration::from_secs(1));
         }
     }

@@ -11,7 +11,7 @@ REQUIRED = [
     "LOCAL_RANK", "RANK", "GROUP_RANK", "ROLE_RANK", "ROLE_NAME", "LOCAL_WORLD_SIZE", "WORLD_SIZE",
     "GROUP_WORLD_SIZE", "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RESTART_COUNT",
     "TORCHELASTIC_MAX_RESTARTS", "TORCHELASTIC_RUN_ID", "TORCHELASTIC_USE_AGENT_STORE",
-    "TORCH_NCCL_ASYNC_ERROR_HANDLING", "OMP_NUM_THREADS", "TEST_SENTINEL_PARENT", "TORCHELASTIC_ERROR_FILE",
+    "TORCH_NCCL_ASYNC_ERROR_HANDLING", "TEST_SENTINEL_PARENT", "TORCHELASTIC_ERROR_FILE",
 ]
 
 
@@ -22,6 +22,9 @@ def main():
     parser.add_argument("--env-dump-dir", type=str, default=None)
     args = parser.parse_args()
     env = {k: os.environ[k] for k in REQUIRED}
+    # torchrun sets OMP_NUM_THREADS=1 for more than one local worker when the parent has none.
+    if int(env["LOCAL_WORLD_SIZE"]) > 1:
+        env["OMP_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"]
     for k, v in env.items():
         print(f"{k} = {v}")
     if args.env_dump_dir:
