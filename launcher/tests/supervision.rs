@@ -5,7 +5,6 @@
 mod common;
 
 use std::io::Write;
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
@@ -98,10 +97,10 @@ fn handled_signal_is_forwarded_to_workers() {
     let mut args = vec!["--nproc-per-node=2".to_string()];
     args.extend(sh(&script));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let child = launch_cmd(&refs).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let child = Running::spawn(launch_cmd(&refs));
     wait_until(Duration::from_secs(20), "workers ready", || names(d.path()).len() == 2);
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
-    let out = wait_output(child, Duration::from_secs(30));
+    let out = child.output(Duration::from_secs(30));
     assert_ne!(out.status.code(), Some(0), "{}", describe(&out));
     assert!(names(d.path()).contains("term_0") && names(d.path()).contains("term_1"), "{:?}\n{}", names(d.path()), describe(&out));
 }
@@ -114,11 +113,10 @@ fn sigkilled_launcher_leaves_no_process_behind() {
     let mut args = vec!["--nproc-per-node=2".to_string()];
     args.extend(sh(&script));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut child = launch_cmd(&refs).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = Running::spawn(launch_cmd(&refs));
     let sleeps = || processes_with(&format!("sleep {marker}")).iter().filter(|(_, cmd)| cmd.starts_with("sleep")).count();
     wait_until(Duration::from_secs(20), "6 sleeping worker descendants", || sleeps() == 6);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
     wait_until(Duration::from_secs(10), "every worker descendant to be gone", || sleeps() == 0);
     assert!(processes_with(&format!("-c {script}")).is_empty(), "a worker shell survived");
 }
@@ -174,7 +172,7 @@ fn hostile_connections_do_not_disturb_a_running_job() {
     let dir = d.path().display().to_string();
     let mut cmd = launch_cmd(&["--nproc-per-node=2", "--master-addr=localhost", &port_arg, &s, &dir]);
     cmd.env("PYTHON_EXEC", torch_python());
-    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let child = Running::spawn(cmd);
     wait_until(Duration::from_secs(60), "workers in their loop", || names(d.path()).len() == 2);
     let garbage: [&[u8]; 5] = [
         b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -189,7 +187,7 @@ fn hostile_connections_do_not_disturb_a_running_job() {
         }
     }
     let _idle = std::net::TcpStream::connect(("127.0.0.1", port));
-    let out = wait_output(child, Duration::from_secs(60));
+    let out = child.output(Duration::from_secs(60));
     assert_success(&out);
     assert_eq!(String::from_utf8_lossy(&out.stdout).matches("rounds ok").count(), 2, "{}", describe(&out));
 }

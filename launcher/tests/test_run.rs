@@ -197,9 +197,9 @@ fn test_launch_elastic_multiple_agents() {
     let mut args = vec!["--nnodes=1:2".to_string(), "--nproc-per-node=4".into(), "--rdzv-backend=c10d".into(), format!("--rdzv-endpoint=localhost:{port}"), "--rdzv_conf=timeout=5".into(), "--rdzv-id=multi".into(), "--max-restarts=0".into(), "--monitor-interval=1".into(), "--start-method=spawn".into()];
     args.extend([script("test_script.py"), dir_arg(&d)]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let child = launch_cmd(&args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let child = Running::spawn(launch_cmd(&args));
     let out = run(&args);
-    let child_out = wait_output(child, Duration::from_secs(60));
+    let child_out = child.output(Duration::from_secs(60));
     assert_success(&out);
     assert_success(&child_out);
     assert_eq!(names(d.path()), ranks(8));

@@ -55,6 +55,40 @@ pub fn run_with_limit(mut cmd: Command, limit: Duration) -> Output {
     wait_output(child, limit)
 }
 
+/// A running launcher that is SIGKILLed if the test ends without waiting for it (a failed
+/// assertion), so a failing test never leaves a launcher (and, through its guardian, workers)
+/// behind.
+pub struct Running(Option<Child>);
+
+impl Running {
+    pub fn spawn(mut cmd: Command) -> Running {
+        Running(Some(cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn launcher")))
+    }
+
+    pub fn id(&self) -> u32 {
+        self.0.as_ref().unwrap().id()
+    }
+
+    pub fn output(mut self, limit: Duration) -> Output {
+        wait_output(self.0.take().unwrap(), limit)
+    }
+
+    pub fn kill(&mut self) {
+        let child = self.0.as_mut().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 pub fn wait_output(child: Child, limit: Duration) -> Output {
     let pid = child.id();
     let (tx, rx) = std::sync::mpsc::channel();

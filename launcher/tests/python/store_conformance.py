@@ -79,6 +79,12 @@ def transcript(host, port):
                 raise self.box["err"]
             return self.box["ok"]
 
+    def applied(c, result):
+        """SET-like commands have no reply, so another connection may overtake them (on any
+        server). A reply on the same connection proves the server has applied them."""
+        c.check([])
+        return result
+
     # world_size makes the client ADD "init/" 1 on connect, as workers do.
     a = client(world_size=1, wait_for_workers=True)
     b = client()
@@ -88,7 +94,7 @@ def transcript(host, port):
     step("get k from another client", lambda: b.get("k"))
     step("set bytes", lambda: a.set("bin", b"\x00\xff\x01"))
     step("get bytes", lambda: b.get("bin"))
-    step("set overwrite", lambda: a.set("k", "v2"))
+    step("set overwrite", lambda: applied(a, a.set("k", "v2")))
     step("get overwritten", lambda: b.get("k"))
 
     late = in_thread(lambda: b.get("late"))
@@ -160,7 +166,7 @@ def transcript(host, port):
     step("has queues", lambda: has_queue)
     if has_queue:
         step("queue_push 1", lambda: a.queue_push("q", "one"))
-        step("queue_push 2", lambda: a.queue_push("q", "two"))
+        step("queue_push 2", lambda: applied(a, a.queue_push("q", "two")))
         step("queue_len", lambda: b.queue_len("q"))
         step("check non-empty queue", lambda: b.check(["q"]))
         step("num_keys ignores queues", lambda: b.num_keys())
@@ -213,11 +219,13 @@ def main():
         import torch
 
         torch_port = int(torch_server.stdout.readline())
-        result = {
-            "torch_version": torch.__version__,
-            "torch": transcript("127.0.0.1", torch_port),
-            "ours": transcript(host, int(port)),
-        }
+        # Both runs at once, to keep the test short; each has its own clients and keys.
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(2) as pool:
+            theirs = pool.submit(transcript, "127.0.0.1", torch_port)
+            ours = pool.submit(transcript, host, int(port))
+            result = {"torch_version": torch.__version__, "torch": theirs.result(), "ours": ours.result()}
     finally:
         torch_server.stdin.close()
         torch_server.wait(10)
