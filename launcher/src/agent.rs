@@ -14,7 +14,7 @@ use crate::config::{Config, EntrypointKind, RdzvBackend};
 use crate::devices;
 use crate::errors::{self, ProcessFailure};
 use crate::logs::{self, LogLayout, OutputPolicy, StreamKind, TeeSource};
-use crate::rendezvous::{self, DynamicRendezvous, NodeDesc, RendezvousError, RoundInfo};
+use crate::rendezvous::{self, DynamicRendezvous, Heartbeat, NodeDesc, RendezvousError, RoundInfo};
 use crate::store::{StoreClient, StoreError, StoreServer};
 use crate::template::safe_substitute;
 use crate::worker_env::{self, RoundEnv, WorkerRanks};
@@ -63,8 +63,6 @@ struct Node {
     layout: LogLayout,
     policy: OutputPolicy,
     parent_env: BTreeMap<String, String>,
-    /// Address and port workers use for the agent's store.
-    master: (String, u16),
 }
 
 /// The entrypoint name torchrun prints in its failure report.
@@ -156,8 +154,10 @@ struct Rendezvous {
     store: StoreClient,
     /// Where `store` connects, for extra connections (a blocking WAIT needs its own).
     endpoint: (String, u16),
+    /// The endpoint's host as the user wrote it (`localhost` for `--standalone`).
+    endpoint_host: String,
     /// Kept alive for the run: the store other nodes and the workers talk to.
-    _server: Option<StoreServer>,
+    server: Option<StoreServer>,
     backend: Backend,
 }
 
@@ -173,8 +173,12 @@ pub struct Agent {
     reaper: Reaper,
     guardian: Guardian,
     signals: mpsc::UnboundedReceiver<Signal>,
-    restart_count: u32,
-    last_round: Option<u64>,
+    /// Restarts spent on this node's own worker failures (the `--max-restarts` budget).
+    failure_restarts: u32,
+    /// `TORCHELASTIC_RESTART_COUNT` of the current round.
+    attempt: u32,
+    /// The store this node hosts for the current round's workers, when it is rank 0 (c10d).
+    worker_store: Option<StoreServer>,
 }
 
 /// One started worker.
@@ -188,7 +192,10 @@ struct Worker {
 enum GroupEvent {
     Succeeded,
     Failed,
+    /// A node waits to join the next round (scale-up, or a peer re-forming after a failure).
     MembershipChanged,
+    /// A peer of this round stopped heartbeating.
+    PeerLost(String),
     Signal(Signal),
     StoreLost(StoreError),
 }
@@ -196,7 +203,7 @@ enum GroupEvent {
 impl Agent {
     /// Prepares everything that does not depend on a round: devices, logs, store, signals.
     pub async fn setup(cfg: Config) -> Result<Agent, AgentError> {
-        let parent_env: BTreeMap<String, String> = std::env::vars().collect();
+        let mut parent_env: BTreeMap<String, String> = std::env::vars().collect();
         let nproc = devices::resolve_nproc(cfg.nproc_per_node, &devices::discover())?;
         if !matches!(cfg.nproc_per_node, crate::config::NprocSpec::Count(_)) {
             tracing::info!(nproc_per_node = nproc.count, device = nproc.device, "resolved --nproc-per-node from the machine's devices");
@@ -207,41 +214,53 @@ impl Agent {
         if let Some(dir) = layout.run_dir() {
             tracing::info!(log_dir = %dir.display(), "log directory set");
         }
-        let mut parent_env = parent_env;
         if let Some(v) = worker_env::default_omp_num_threads(nproc.count, &parent_env) {
             eprintln!("{}", worker_env::OMP_WARNING);
             parent_env.insert("OMP_NUM_THREADS".into(), v.into());
         }
-        let signals = install_signal_handlers(&cfg.signals_to_handle)?;
+        let signals = install_signal_handlers(&cfg.signals_to_handle);
         workers::become_subreaper();
         let guardian = Guardian::start()?;
         let reaper = Reaper::new(cfg.monitor_interval)?;
-        let (rdzv, master) = connect_rendezvous(&cfg, nproc.count, &host, &parent_env).await?;
+        let rdzv = connect_rendezvous(&cfg, nproc.count, &host, &parent_env).await?;
         let policy = OutputPolicy { redirects: cfg.redirects.clone(), tee: cfg.tee.clone(), local_ranks_filter: cfg.local_ranks_filter.clone() };
-        let node = Node { host, nproc: nproc.count, run_id, layout, policy, parent_env, master };
-        Ok(Agent { cfg, node, rdzv, reaper, guardian, signals, restart_count: 0, last_round: None })
+        let node = Node { host, nproc: nproc.count, run_id, layout, policy, parent_env };
+        Ok(Agent { cfg, node, rdzv, reaper, guardian, signals, failure_restarts: 0, attempt: 0, worker_store: None })
     }
 
     pub fn host(&self) -> &str {
         &self.node.host
     }
 
+    /// Restarts spent on worker failures so far.
     pub fn restart_count(&self) -> u32 {
-        self.restart_count
+        self.failure_restarts
     }
 
     /// Runs rounds until the workers succeed, fail for good, or a handled signal arrives.
     pub async fn run(&mut self) -> Result<Outcome, AgentError> {
+        let mut started_once = false;
         loop {
+            let next_restart = if started_once { self.attempt + 1 } else { 0 };
             let round = tokio::select! {
-                round = next_round(&mut self.rdzv, &self.cfg, &self.node, self.restart_count) => round?,
+                round = next_round(&mut self.rdzv, &self.cfg, &self.node, self.failure_restarts, next_restart) => round?,
                 Some(sig) = self.signals.recv() => {
                     tracing::warn!(signal = %sig, "received signal during rendezvous; exiting");
                     return Ok(Outcome::Signaled(sig));
                 }
             };
-            self.last_round = Some(round.round);
-            let mut group = self.start_workers(&round)?;
+            self.attempt = round.restart_count;
+            started_once = true;
+            let master = match self.worker_store_for(&round).await {
+                Ok(master) => master,
+                Err(AgentError::Rendezvous(RendezvousError::Store(e))) if e.is_connection_lost() => {
+                    tracing::warn!(error = %e, "lost the rendezvous store before starting workers; re-joining");
+                    reconnect(&mut self.rdzv, &self.cfg).await?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let mut group = self.start_workers(&round, master)?;
             let event = self.monitor(&mut group, &round).await;
             match event {
                 GroupEvent::Succeeded => {
@@ -251,6 +270,7 @@ impl Agent {
                             tracing::debug!(error = %e, "could not mark the rendezvous closed");
                         }
                     }
+                    tracing::info!(round = round.round, "workers succeeded");
                     return Ok(Outcome::Succeeded);
                 }
                 GroupEvent::Signal(sig) => {
@@ -262,9 +282,14 @@ impl Agent {
                     tracing::info!(round = round.round, "a node is waiting to join; restarting workers into a new round (not counted as a restart)");
                     self.stop(&group, Signal::SIGTERM, RESTART_STOP_GRACE).await;
                 }
-                GroupEvent::StoreLost(e) => {
+                GroupEvent::PeerLost(peer) => {
+                    tracing::warn!(round = round.round, peer = %peer, "a node of this round stopped heartbeating; re-forming without it (not counted as a restart)");
                     self.stop(&group, Signal::SIGTERM, RESTART_STOP_GRACE).await;
-                    return Err(e.into());
+                }
+                GroupEvent::StoreLost(e) => {
+                    tracing::warn!(error = %e, "lost the rendezvous store; stopping workers and re-joining");
+                    self.stop(&group, Signal::SIGTERM, RESTART_STOP_GRACE).await;
+                    reconnect(&mut self.rdzv, &self.cfg).await?;
                 }
                 GroupEvent::Failed => {
                     // Only workers that failed on their own are failures; the rest are stopped.
@@ -273,26 +298,52 @@ impl Agent {
                     if let Some(root) = errors::root_cause(&failures) {
                         tracing::warn!(rank = root.global_rank, local_rank = root.local_rank, exitcode = root.exitcode, pid = root.pid, message = %root.message, "worker failed");
                     }
-                    if self.restart_count >= self.cfg.max_restarts {
-                        return Ok(Outcome::WorkersFailed { failures, restart_count: self.restart_count, round: Some(round.round) });
+                    if self.failure_restarts >= self.cfg.max_restarts {
+                        return Ok(Outcome::WorkersFailed { failures, restart_count: self.failure_restarts, round: Some(round.round) });
                     }
-                    self.restart_count += 1;
-                    tracing::warn!(restart = self.restart_count, max_restarts = self.cfg.max_restarts, "restarting the worker group");
+                    self.failure_restarts += 1;
+                    tracing::warn!(restart = self.failure_restarts, max_restarts = self.cfg.max_restarts, "restarting the worker group");
                 }
             }
         }
     }
 
-    fn start_workers(&mut self, round: &RoundInfo) -> Result<Vec<Worker>, AgentError> {
+    /// `MASTER_ADDR`/`MASTER_PORT` of the round. Static: the user's master address and port,
+    /// served by node 0's agent. c10d: a fresh store per round, hosted by the rank 0 agent, as
+    /// torch ≥ 2.15 workers expect (they no longer prefix keys per attempt, so a store reused
+    /// across restarts hands them the previous round's stale addresses; torchrun 2.15 itself
+    /// fails that way on a restart).
+    async fn worker_store_for(&mut self, round: &RoundInfo) -> Result<(String, u16), AgentError> {
+        let Backend::Dynamic(d) = &self.rdzv.backend else {
+            return Ok((self.cfg.master_addr.clone(), self.cfg.master_port));
+        };
+        self.worker_store = None;
+        if round.group_rank != 0 {
+            return Ok(d.master_of(round.round).await?);
+        }
+        let server = StoreServer::bind("::", 0).map_err(|source| AgentError::HostStore { port: 0, source })?;
+        let addr = match (&self.rdzv.server, &self.cfg.local_addr) {
+            // Hosting the rendezvous store means the endpoint reaches this machine.
+            (Some(_), _) => self.rdzv.endpoint_host.clone(),
+            (None, Some(local)) => local.clone(),
+            (None, None) => self.node.host.clone(),
+        };
+        d.publish_master(round.round, &addr, server.port()).await?;
+        let port = server.port();
+        self.worker_store = Some(server);
+        Ok((addr, port))
+    }
+
+    fn start_workers(&mut self, round: &RoundInfo, master: (String, u16)) -> Result<Vec<Worker>, AgentError> {
         let node = &self.node;
-        node.layout.prepare_attempt(self.restart_count, node.nproc).map_err(AgentError::Logs)?;
+        node.layout.prepare_attempt(self.attempt, node.nproc).map_err(AgentError::Logs)?;
         let round_env = RoundEnv {
             role: self.cfg.role.clone(),
             run_id: node.run_id.clone(),
-            restart_count: self.restart_count,
+            restart_count: self.attempt,
             max_restarts: self.cfg.max_restarts,
-            master_addr: node.master.0.clone(),
-            master_port: node.master.1,
+            master_addr: master.0,
+            master_port: master.1,
             use_agent_store: true,
             virtual_local_rank: self.cfg.virtual_local_rank,
         };
@@ -310,7 +361,7 @@ impl Agent {
                 role_world_size: round.world_size,
                 local_world_size: node.nproc,
             };
-            let error_file = node.layout.error_file(self.restart_count, local_rank);
+            let error_file = node.layout.error_file(self.attempt, local_rank);
             let error_file = error_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
             let mut env = worker_env::worker_env(&ranks, &round_env, &error_file, &node.parent_env)?;
             if let Some(v) = node.parent_env.get("OMP_NUM_THREADS") {
@@ -320,14 +371,14 @@ impl Agent {
             let prefix = logs::line_prefix(self.cfg.log_line_prefix_template.as_deref(), &self.cfg.role, global_rank, local_rank, short_host(&node.host));
             let mut streams = Vec::new();
             for kind in [StreamKind::Stdout, StreamKind::Stderr] {
-                let plan = node.policy.plan(&node.layout, self.restart_count, local_rank, kind);
+                let plan = node.policy.plan(&node.layout, self.attempt, local_rank, kind);
                 let (stdio, tee) = logs::prepare_stream(&plan).map_err(AgentError::Logs)?;
                 if let Some((read, file)) = tee {
                     let (filters, name) = match kind {
                         StreamKind::Stdout => (&self.cfg.duplicate_stdout_filters, "filtered_stdout.log"),
                         StreamKind::Stderr => (&self.cfg.duplicate_stderr_filters, "filtered_stderr.log"),
                     };
-                    let filtered_file = (!filters.is_empty()).then(|| node.layout.attempt_dir(self.restart_count)).flatten().map(|d: PathBuf| d.join(name));
+                    let filtered_file = (!filters.is_empty()).then(|| node.layout.attempt_dir(self.attempt)).flatten().map(|d: PathBuf| d.join(name));
                     let source = TeeSource { read, file, prefix: prefix.clone(), kind, filters: filters.clone(), filtered_file };
                     tokio::spawn(async move {
                         if let Err(e) = logs::run_tee(source).await {
@@ -344,12 +395,25 @@ impl Agent {
             tracing::debug!(local_rank, global_rank, pid, "started worker");
             group.push(Worker { local_rank, global_rank, pid, exit: None });
         }
-        tracing::info!(round = round.round, group_rank = round.group_rank, world_size = round.world_size, restart_count = self.restart_count, workers = node.nproc, "started workers");
+        tracing::info!(round = round.round, group_rank = round.group_rank, world_size = round.world_size, restart_count = self.attempt, workers = node.nproc, "started workers");
         Ok(group)
     }
 
     async fn monitor(&mut self, group: &mut [Worker], round: &RoundInfo) -> GroupEvent {
         let mut watcher = self.membership_watcher(round).await;
+        let mut heartbeat = match &self.rdzv.backend {
+            Backend::Dynamic(d) if round.group_world_size > 1 => match Heartbeat::start(d, &self.rdzv.store, round).await {
+                Ok(hb) => Some(hb),
+                Err(e) => return GroupEvent::StoreLost(e),
+            },
+            _ => None,
+        };
+        let interval = match &self.rdzv.backend {
+            Backend::Dynamic(d) => d.timeouts().keep_alive_interval,
+            Backend::Static => Duration::from_secs(3600),
+        };
+        let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             for w in group.iter_mut().filter(|w| w.exit.is_none()) {
                 w.exit = self.reaper.take_exit(w.pid);
@@ -363,7 +427,15 @@ impl Agent {
             tokio::select! {
                 _ = self.reaper.changed() => {}
                 Some(sig) = self.signals.recv() => return GroupEvent::Signal(sig),
-                result = async { match watcher.as_mut() { Some(w) => w.await, None => std::future::pending().await } } => {
+                _ = beat.tick(), if heartbeat.is_some() => {
+                    match heartbeat.as_mut().expect("guarded").tick().await {
+                        Ok(None) => {}
+                        Ok(Some(peer)) => return GroupEvent::PeerLost(peer),
+                        Err(e) if e.is_connection_lost() => return GroupEvent::StoreLost(e),
+                        Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+                    }
+                }
+                result = async { match watcher.as_mut() { Some(w) => (&mut w.0).await, None => std::future::pending().await } } => {
                     watcher = None;
                     match result {
                         Ok(Ok(())) => return GroupEvent::MembershipChanged,
@@ -375,8 +447,9 @@ impl Agent {
         }
     }
 
-    /// A task that completes when some node waits to join the round after `round`.
-    async fn membership_watcher(&self, round: &RoundInfo) -> Option<tokio::task::JoinHandle<Result<(), StoreError>>> {
+    /// A task that completes when some node waits to join the round after `round`; it runs on
+    /// its own connection because a blocking WAIT holds the connection it is sent on.
+    async fn membership_watcher(&self, round: &RoundInfo) -> Option<AbortOnDrop<Result<(), StoreError>>> {
         let Backend::Dynamic(d) = &self.rdzv.backend else { return None };
         let key = DynamicRendezvous::next_round_key(round.round);
         let (host, port) = &self.rdzv.endpoint;
@@ -387,14 +460,14 @@ impl Agent {
                 return None;
             }
         };
-        Some(tokio::spawn(async move {
+        Some(AbortOnDrop(tokio::spawn(async move {
             loop {
                 match conn.wait(&[key.as_str()], Duration::from_secs(3600)).await {
                     Err(e) if e.is_timeout() => continue,
                     other => return other,
                 }
             }
-        }))
+        })))
     }
 
     async fn stop(&mut self, group: &[Worker], sig: Signal, grace: Duration) {
@@ -413,7 +486,7 @@ impl Agent {
                 w.exit = self.reaper.take_exit(w.pid);
             }
             let Some(code) = w.exit.filter(|c| *c != 0) else { continue };
-            let path = self.node.layout.error_file(self.restart_count, w.local_rank);
+            let path = self.node.layout.error_file(self.attempt, w.local_rank);
             let content = match path.as_deref().map(errors::read_error_file) {
                 Some(Ok(content)) => content,
                 Some(Err(e)) => {
@@ -462,16 +535,45 @@ impl Agent {
     }
 }
 
-async fn next_round(rdzv: &mut Rendezvous, cfg: &Config, node: &Node, restart_count: u32) -> Result<RoundInfo, AgentError> {
+async fn next_round(rdzv: &mut Rendezvous, cfg: &Config, node: &Node, failure_restarts: u32, next_restart: u32) -> Result<RoundInfo, AgentError> {
     match &mut rdzv.backend {
         Backend::Static => {
             let mut info = rendezvous::static_round(&rdzv.store, &node.run_id, cfg.node_rank, cfg.nnodes.max, node.nproc, static_timeout(cfg)).await?;
-            // Static membership never changes; restarts re-use the same ranks.
-            info.round = restart_count as u64;
+            // Static membership never changes and nodes restart on their own, as torchrun's.
+            info.round = failure_restarts as u64;
+            info.restart_count = failure_restarts;
             Ok(info)
         }
-        Backend::Dynamic(d) => Ok(d.next_round().await?),
+        Backend::Dynamic(_) => {
+            // The store host may go away while we wait; keep re-joining until join_timeout.
+            let deadline = tokio::time::Instant::now() + rendezvous::timeouts_from_conf(&cfg.rdzv_conf).map_err(AgentError::RdzvConf)?.join;
+            loop {
+                let Backend::Dynamic(d) = &mut rdzv.backend else { unreachable!() };
+                d.propose_restart_count(next_restart);
+                match d.next_round().await {
+                    Err(RendezvousError::Store(e)) if e.is_connection_lost() && tokio::time::Instant::now() < deadline => {
+                        tracing::warn!(error = %e, "lost the rendezvous store while joining; re-joining");
+                        reconnect(rdzv, cfg).await?;
+                    }
+                    other => return Ok(other?),
+                }
+            }
+        }
     }
+}
+
+/// Reconnects to the rendezvous endpoint (whose host may be a new agent, e.g. a recreated pod
+/// 0), retrying until `join_timeout`. Never hosts: the agent at the endpoint does.
+async fn reconnect(rdzv: &mut Rendezvous, cfg: &Config) -> Result<(), AgentError> {
+    let join = rendezvous::timeouts_from_conf(&cfg.rdzv_conf).map_err(AgentError::RdzvConf)?.join;
+    let (host, port) = rdzv.endpoint.clone();
+    tracing::info!(endpoint = %format!("{host}:{port}"), join_timeout_s = join.as_secs(), "reconnecting to the rendezvous store");
+    let store = StoreClient::connect(&host, port, join).await?;
+    if let Backend::Dynamic(d) = &mut rdzv.backend {
+        d.set_store(&store);
+    }
+    rdzv.store = store;
+    Ok(())
 }
 
 /// The static backend's `timeout` rdzv-conf key (torchrun injects 900 s).
@@ -479,11 +581,20 @@ fn static_timeout(cfg: &Config) -> Duration {
     Duration::from_secs_f64(cfg.rdzv_conf.get("timeout").and_then(|t| t.trim().parse().ok()).filter(|t: &f64| *t > 0.0).unwrap_or(900.0))
 }
 
+/// A spawned task that is cancelled when its handle goes out of scope.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 fn short_host(host: &str) -> &str {
     host.split('.').next().unwrap_or(host)
 }
 
-fn install_signal_handlers(signals: &[Signal]) -> Result<mpsc::UnboundedReceiver<Signal>, AgentError> {
+fn install_signal_handlers(signals: &[Signal]) -> mpsc::UnboundedReceiver<Signal> {
     let (tx, rx) = mpsc::unbounded_channel();
     for &sig in signals {
         let mut stream = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(sig as i32)) {
@@ -502,12 +613,12 @@ fn install_signal_handlers(signals: &[Signal]) -> Result<mpsc::UnboundedReceiver
             }
         });
     }
-    Ok(rx)
+    rx
 }
 
 /// Hosts or joins the store and picks the backend. Returns the rendezvous and the address
 /// workers use for the agent's store (`MASTER_ADDR`, `MASTER_PORT`).
-async fn connect_rendezvous(cfg: &Config, nproc: u32, host: &str, env: &BTreeMap<String, String>) -> Result<(Rendezvous, (String, u16)), AgentError> {
+async fn connect_rendezvous(cfg: &Config, nproc: u32, host: &str, env: &BTreeMap<String, String>) -> Result<Rendezvous, AgentError> {
     let timeouts = rendezvous::timeouts_from_conf(&cfg.rdzv_conf).map_err(AgentError::RdzvConf)?;
     match cfg.rdzv_backend {
         RdzvBackend::Static => {
@@ -520,7 +631,7 @@ async fn connect_rendezvous(cfg: &Config, nproc: u32, host: &str, env: &BTreeMap
             let connect_host = if server.is_some() { "localhost" } else { addr.as_str() };
             let store = StoreClient::connect(connect_host, port, static_timeout(cfg)).await?;
             let endpoint = (connect_host.to_string(), port);
-            Ok((Rendezvous { store, endpoint, _server: server, backend: Backend::Static }, (addr, port)))
+            Ok(Rendezvous { store, endpoint, endpoint_host: addr, server, backend: Backend::Static })
         }
         RdzvBackend::C10d => {
             let (ep_host, ep_port) = crate::cli::parse_endpoint(&cfg.rdzv_endpoint, 29400).map_err(AgentError::Endpoint)?;
@@ -544,10 +655,10 @@ async fn connect_rendezvous(cfg: &Config, nproc: u32, host: &str, env: &BTreeMap
             let endpoint = (connect_host.to_string(), port);
             let store = StoreClient::connect(connect_host, port, timeouts.join).await?;
             let id = format!("{host}_{}_{:08x}", std::process::id(), rand::random::<u32>());
-            let me = NodeDesc { id, host: cfg.local_addr.clone().unwrap_or_else(|| host.to_string()), index: node_index(env, host), nproc };
+            let me = NodeDesc { id, host: cfg.local_addr.clone().unwrap_or_else(|| host.to_string()), index: node_index(env, host), nproc, next_restart: 0 };
             let dynamic = DynamicRendezvous::new(&store, &cfg.rdzv_id, cfg.nnodes, timeouts, me);
-            let master_addr = if ep_host == "localhost" || ep_host.is_empty() { "localhost".to_string() } else { ep_host };
-            Ok((Rendezvous { store, endpoint, _server: server, backend: Backend::Dynamic(dynamic) }, (master_addr, port)))
+            let endpoint_host = if ep_host.is_empty() { "localhost".to_string() } else { ep_host };
+            Ok(Rendezvous { store, endpoint, endpoint_host, server, backend: Backend::Dynamic(dynamic) })
         }
     }
 }

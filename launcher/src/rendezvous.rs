@@ -37,6 +37,9 @@ pub struct NodeDesc {
     /// Stable index (pod ordinal) when known; orders group ranks.
     pub index: Option<u32>,
     pub nproc: u32,
+    /// The `TORCHELASTIC_RESTART_COUNT` this node proposes for the round: one more than the
+    /// last it used. The round takes the largest proposal, so every node of a round agrees.
+    pub next_restart: u32,
 }
 
 /// What a completed round tells this node.
@@ -48,6 +51,10 @@ pub struct RoundInfo {
     /// Global rank of this node's local rank 0.
     pub base_global_rank: u32,
     pub world_size: u32,
+    /// `TORCHELASTIC_RESTART_COUNT` of this round, the same on every node. Workers derive
+    /// their store prefix (`/worker/attempt_<n>`) from it, so it must never repeat within a
+    /// store and must agree across nodes.
+    pub restart_count: u32,
     pub members: Vec<NodeDesc>,
 }
 
@@ -161,6 +168,18 @@ impl DynamicRendezvous {
         &self.me
     }
 
+    /// The store this rendezvous runs on, after a reconnect.
+    pub fn set_store(&mut self, store: &StoreClient) {
+        self.store = store.prefixed(&format!("rdzv/{}", self.run_id));
+        // A new store (its host restarted) starts again at round 0; join whatever is current.
+        self.last_round = None;
+    }
+
+    /// Sets the restart count this node proposes for the next round.
+    pub fn propose_restart_count(&mut self, next: u32) {
+        self.me.next_restart = next;
+    }
+
     pub fn timeouts(&self) -> &RendezvousTimeouts {
         &self.timeouts
     }
@@ -266,8 +285,9 @@ impl DynamicRendezvous {
         let (group_rank, base_global_rank, members) =
             assign_group_ranks(members, &self.me.id).ok_or_else(|| RendezvousError::Corrupt { key: r.clone(), detail: "this node is missing from its own round".into() })?;
         let world_size = members.iter().map(|m| m.nproc).sum();
-        tracing::info!(round, group_rank, nodes = sealed, world_size, waited_s = started.elapsed().as_secs_f64(), "rendezvous round complete");
-        Ok(Joined::Member(RoundInfo { round, group_rank, group_world_size: sealed as u32, base_global_rank, world_size, members }))
+        let restart_count = members.iter().map(|m| m.next_restart).max().unwrap_or(0);
+        tracing::info!(round, group_rank, nodes = sealed, world_size, restart_count, waited_s = started.elapsed().as_secs_f64(), "rendezvous round complete");
+        Ok(Joined::Member(RoundInfo { round, group_rank, group_world_size: sealed as u32, base_global_rank, world_size, restart_count, members }))
     }
 
     async fn wait_keys(&self, keys: &[String], deadline: Instant, started: Instant, what: &str) -> Result<(), RendezvousError> {
@@ -280,10 +300,78 @@ impl DynamicRendezvous {
         }
     }
 
+    /// Rank 0 of `round` tells the others where the round's worker store is.
+    pub async fn publish_master(&self, round: u64, addr: &str, port: u16) -> Result<(), RendezvousError> {
+        self.store.set(&format!("r{round}/MASTER_ADDR"), addr.as_bytes()).await?;
+        self.store.set(&format!("r{round}/MASTER_PORT"), port.to_string().as_bytes()).await?;
+        Ok(())
+    }
+
+    /// Where rank 0 of `round` hosts the round's worker store (waits until it says).
+    pub async fn master_of(&self, round: u64) -> Result<(String, u16), RendezvousError> {
+        let (addr_key, port_key) = (format!("r{round}/MASTER_ADDR"), format!("r{round}/MASTER_PORT"));
+        let values = self.store.multi_get(&[addr_key.as_str(), port_key.as_str()]).await?;
+        let addr = String::from_utf8_lossy(&values[0]).into_owned();
+        let port = parse_u64(&port_key, &values[1])?;
+        let port = u16::try_from(port).map_err(|_| RendezvousError::Corrupt { key: port_key, detail: format!("{port} is not a port") })?;
+        Ok((addr, port))
+    }
+
     /// Marks the run finished, so nodes that arrive later do not wait for a job that is over.
     pub async fn close(&self) -> Result<(), RendezvousError> {
         self.store.set("closed", b"1").await?;
         Ok(())
+    }
+}
+
+/// Liveness inside a running round: every node bumps its own heartbeat key, and watches the
+/// next node in group-rank order (a ring), so the cost per node stays constant however many
+/// nodes there are. A node whose heartbeat has not moved for `keep_alive_interval *
+/// keep_alive_max_attempt` (torchrun's 15 s by default) is declared lost. Time, not a count of
+/// checks, decides: a starved agent whose own checks bunch up must not declare a live peer dead.
+pub struct Heartbeat {
+    store: StoreClient,
+    own_key: String,
+    peer_key: Option<String>,
+    peer_id: String,
+    last_seen: Option<Vec<u8>>,
+    last_change: Instant,
+    dead_after: Duration,
+    beats: u64,
+}
+
+impl Heartbeat {
+    /// Starts heartbeating for `round` (writes the first beat at once).
+    pub async fn start(rdzv: &DynamicRendezvous, store: &StoreClient, round: &RoundInfo) -> Result<Heartbeat, StoreError> {
+        let store = rdzv.keys_on(store).prefixed(&format!("r{}/hb", round.round));
+        let n = round.members.len();
+        let peer = (n > 1).then(|| &round.members[(round.group_rank as usize + 1) % n]);
+        let hb = Heartbeat {
+            own_key: rdzv.me.id.clone(),
+            peer_key: peer.map(|p| p.id.clone()),
+            peer_id: peer.map(|p| p.id.clone()).unwrap_or_default(),
+            store,
+            last_seen: None,
+            last_change: Instant::now(),
+            dead_after: rdzv.timeouts.keep_alive_interval * rdzv.timeouts.keep_alive_max_attempt,
+            beats: 0,
+        };
+        hb.store.set(&hb.own_key, b"0").await?;
+        Ok(hb)
+    }
+
+    /// One beat and one look at the peer; `Some(peer)` once the peer counts as lost.
+    pub async fn tick(&mut self) -> Result<Option<String>, StoreError> {
+        self.beats += 1;
+        self.store.set(&self.own_key, self.beats.to_string().as_bytes()).await?;
+        let Some(peer_key) = &self.peer_key else { return Ok(None) };
+        let seen = if self.store.check(&[peer_key.as_str()]).await? { Some(self.store.get(peer_key).await?) } else { None };
+        if seen.is_some() && seen != self.last_seen {
+            self.last_seen = seen;
+            self.last_change = Instant::now();
+            return Ok(None);
+        }
+        Ok((self.last_change.elapsed() >= self.dead_after).then(|| self.peer_id.clone()))
     }
 }
 
@@ -326,6 +414,7 @@ pub async fn static_round(store: &StoreClient, run_id: &str, node_rank: u32, nno
         group_world_size: nnodes,
         base_global_rank: nprocs[..node_rank as usize].iter().sum(),
         world_size: nprocs.iter().sum(),
+        restart_count: 0,
         members: Vec::new(),
     })
 }
@@ -335,7 +424,7 @@ mod tests {
     use super::*;
 
     fn node(id: &str, index: Option<u32>, nproc: u32) -> NodeDesc {
-        NodeDesc { id: id.into(), host: "h".into(), index, nproc }
+        NodeDesc { id: id.into(), host: "h".into(), index, nproc, next_restart: 0 }
     }
 
     #[test]

@@ -191,3 +191,20 @@ fn hostile_connections_do_not_disturb_a_running_job() {
     assert_success(&out);
     assert_eq!(String::from_utf8_lossy(&out.stdout).matches("rounds ok").count(), 2, "{}", describe(&out));
 }
+
+/// Real torch workers restart after a SIGKILLed rank and all_reduce correctly again. torch 2.15
+/// workers no longer prefix store keys per attempt, so a store reused across restarts hands
+/// them the dead round's addresses; torchrun 2.15 fails exactly this. Each round gets a fresh
+/// store here.
+#[test]
+fn torch_workers_restart_with_a_fresh_store() {
+    let d = tempfile::tempdir().unwrap();
+    let s = script("test_script_elastic_torch.py");
+    let out_dir = format!("--out-dir={}", d.path().display());
+    let mut cmd = launch_cmd(&["--standalone", "--nproc-per-node=3", "--max-restarts=1", &s, "--kill-rank=2", &out_dir]);
+    cmd.env("PYTHON_EXEC", torch_python());
+    let out = run_with_limit(cmd, Duration::from_secs(180));
+    assert_success(&out);
+    let expected: std::collections::BTreeSet<String> = (0..3).map(|r| format!("ok_1_{r}_of_3")).collect();
+    assert_eq!(names(d.path()), expected);
+}

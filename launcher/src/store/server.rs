@@ -193,6 +193,8 @@ struct State {
     /// time the key was named, as in libuv).
     waiting: HashMap<Vec<u8>, Vec<ConnId>>,
     slots: HashMap<ConnId, Slot>,
+    /// Sum of every slot's `pending_stops`: lets the hot path skip the slot lookup.
+    pending_total: usize,
     next_id: ConnId,
 }
 
@@ -220,7 +222,9 @@ impl State {
 
     fn unregister(&mut self, me: ConnId) {
         self.clear_wait(me);
-        self.slots.remove(&me);
+        if let Some(slot) = self.slots.remove(&me) {
+            self.pending_total -= slot.pending_stops;
+        }
     }
 
     /// Drops `me`'s wait registrations (CANCEL_WAIT, a new WAIT/BARRIER, disconnect).
@@ -260,6 +264,7 @@ impl State {
         }
         slot.wait_keys.clear();
         slot.pending_stops += 1;
+        self.pending_total += 1;
         // Our own task flushes after every request; only other tasks need waking.
         if conn != me {
             slot.notify.notify_one();
@@ -291,10 +296,13 @@ impl State {
     }
 
     fn flush_pending(&mut self, me: ConnId, out: &mut Vec<u8>) {
+        if self.pending_total == 0 {
+            return;
+        }
         if let Some(slot) = self.slots.get_mut(&me) {
-            for _ in 0..std::mem::take(&mut slot.pending_stops) {
-                codec::put_u8(out, STOP_WAITING);
-            }
+            let n = std::mem::take(&mut slot.pending_stops);
+            self.pending_total -= n;
+            out.resize(out.len() + n, STOP_WAITING);
         }
     }
 
@@ -472,6 +480,10 @@ async fn connection_loop(
     let mut inbuf: Vec<u8> = Vec::with_capacity(16 * 1024);
     let mut out: Vec<u8> = Vec::with_capacity(16 * 1024);
     let mut validated = false;
+    // One `Notified` kept across iterations (re-armed after it fires) rather than a new one per
+    // select: this loop runs once per request batch.
+    let notified = notify.notified();
+    tokio::pin!(notified);
     loop {
         inbuf.reserve(8 * 1024);
         tokio::select! {
@@ -492,7 +504,10 @@ async fn connection_loop(
                 inbuf.drain(..consumed);
             }
             // Another connection released our WAIT or BARRIER.
-            _ = notify.notified() => shared.lock().flush_pending(me, &mut out),
+            _ = &mut notified => {
+                notified.set(notify.notified());
+                shared.lock().flush_pending(me, &mut out);
+            }
         }
         if !out.is_empty() {
             stream.write_all(&out).await.map_err(ConnEnd::Io)?;

@@ -1,0 +1,169 @@
+//! Several agents on one machine forming elastic c10d rounds over real TCP: scale-up, loss of a
+//! node, loss of the store host, too few nodes, restarts across nodes, and real torch workers.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::*;
+
+/// Common arguments of every agent of one job; fast heartbeats so a lost node is noticed in
+/// well under a second.
+fn job_args(port: u16, nnodes: &str, extra_conf: &str) -> Vec<String> {
+    vec![
+        format!("--nnodes={nnodes}"),
+        "--rdzv-backend=c10d".into(),
+        format!("--rdzv-endpoint=localhost:{port}"),
+        format!("--rdzv-id=job{port}"),
+        format!("--rdzv-conf=last_call_timeout=0.5,keep_alive_interval=0.25,keep_alive_max_attempt=4{extra_conf}"),
+        "--nproc-per-node=1".into(),
+        "--monitor-interval=0.05".into(),
+    ]
+}
+
+fn agent(port: u16, nnodes: &str, extra_conf: &str, worker: &[String]) -> Running {
+    let mut args = job_args(port, nnodes, extra_conf);
+    args.extend_from_slice(worker);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    Running::spawn(launch_cmd(&refs))
+}
+
+/// The first agent hosts the store; wait for it so the others are clients.
+fn host_agent(port: u16, nnodes: &str, extra_conf: &str, worker: &[String]) -> Running {
+    let a = agent(port, nnodes, extra_conf, worker);
+    wait_until(Duration::from_secs(10), "the host agent to listen", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    a
+}
+
+fn bash(script: String) -> Vec<String> {
+    vec!["--no-python".into(), "/bin/bash".into(), "-c".into(), script]
+}
+
+fn files(d: &tempfile::TempDir, prefix: &str) -> BTreeSet<String> {
+    names(d.path()).into_iter().filter(|n| n.starts_with(prefix)).collect()
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// 1:3 with two agents running; a third joins: everyone restarts into a round of three
+/// (not counted against --max-restarts=0), WORLD_SIZE grows from 2 to 3.
+#[test]
+fn scale_up_when_a_third_node_joins() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().display();
+    let worker = bash(format!(r#"touch {dir}/ws_${{WORLD_SIZE}}_rank_$RANK; [ "$WORLD_SIZE" = 3 ] && exit 0; exec sleep 60"#));
+    let port = free_port();
+    let a = host_agent(port, "1:3", "", &worker);
+    let b = agent(port, "1:3", "", &worker);
+    wait_until(Duration::from_secs(20), "a round of two", || files(&d, "ws_2").len() == 2);
+    let c = agent(port, "1:3", "", &worker);
+    for (name, agent) in [("a", a), ("b", b), ("c", c)] {
+        let out = agent.output(Duration::from_secs(30));
+        assert!(out.status.success(), "agent {name}:\n{}", describe(&out));
+    }
+    assert_eq!(files(&d, "ws_3"), set(&["ws_3_rank_0", "ws_3_rank_1", "ws_3_rank_2"]));
+}
+
+/// 2:3 with three agents; SIGKILL one that does not host the store: the survivors notice its
+/// heartbeat stop, re-form with two nodes, and finish.
+#[test]
+fn survivors_reform_after_a_node_is_killed() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().display();
+    let worker = bash(format!(r#"touch {dir}/ws_${{WORLD_SIZE}}_rank_$RANK; [ "$WORLD_SIZE" = 2 ] && exit 0; exec sleep 60"#));
+    let port = free_port();
+    let a = host_agent(port, "2:3", "", &worker);
+    let b = agent(port, "2:3", "", &worker);
+    let mut c = agent(port, "2:3", "", &worker);
+    wait_until(Duration::from_secs(20), "a round of three", || files(&d, "ws_3").len() == 3);
+    c.kill();
+    for (name, agent) in [("a", a), ("b", b)] {
+        let out = agent.output(Duration::from_secs(30));
+        assert!(out.status.success(), "agent {name}:\n{}", describe(&out));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("re-forming without it") || String::from_utf8_lossy(&out.stderr).contains("waiting to join"), "{}", describe(&out));
+    }
+    assert_eq!(files(&d, "ws_2"), set(&["ws_2_rank_0", "ws_2_rank_1"]));
+}
+
+/// SIGKILL of the agent that hosts the store; the other notices at once, keeps trying the
+/// endpoint, and when a new agent comes up there the job re-forms and finishes. Nobody exits
+/// 0 because of the loss itself: the survivor finishes only after the new round ran.
+#[test]
+fn job_reforms_after_the_store_host_is_killed_and_replaced() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().display();
+    let worker = bash(format!(r#"touch {dir}/attempt_${{TORCHELASTIC_RESTART_COUNT}}_rank_$RANK; [ "$TORCHELASTIC_RESTART_COUNT" -gt 0 ] && exit 0; exec sleep 60"#));
+    let port = free_port();
+    let mut a = host_agent(port, "2", ",join_timeout=30", &worker);
+    let b = agent(port, "2", ",join_timeout=30", &worker);
+    wait_until(Duration::from_secs(20), "the first round", || files(&d, "attempt_0").len() == 2);
+    a.kill();
+    let a2 = host_agent(port, "2", ",join_timeout=30", &worker);
+    let out_b = b.output(Duration::from_secs(40));
+    let out_a2 = a2.output(Duration::from_secs(40));
+    assert!(out_b.status.success(), "surviving agent:\n{}", describe(&out_b));
+    assert!(out_a2.status.success(), "replacement host:\n{}", describe(&out_a2));
+    assert!(String::from_utf8_lossy(&out_b.stderr).contains("lost the rendezvous store"), "{}", describe(&out_b));
+    assert_eq!(files(&d, "attempt_1"), set(&["attempt_1_rank_0", "attempt_1_rank_1"]));
+}
+
+/// Fewer nodes than MIN: a clear failure after join_timeout, naming what it waited for.
+#[test]
+fn below_min_fails_after_join_timeout() {
+    let port = free_port();
+    let a = agent(port, "2:3", ",join_timeout=1.5", &bash("exit 0".into()));
+    let out = a.output(Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("rendezvous timed out") && stderr.contains("join_timeout") && stderr.contains("2 nodes to join round 0"), "{stderr}");
+}
+
+/// A worker on one node fails twice with --max-restarts=2: every node restarts each time, and
+/// all nodes agree on TORCHELASTIC_RESTART_COUNT (0, 1, 2) in every round.
+#[test]
+fn worker_failure_restarts_every_node_with_consistent_counts() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().display();
+    let worker = bash(format!(
+        r#"touch {dir}/attempt_${{TORCHELASTIC_RESTART_COUNT}}_rank_$RANK; c=$TORCHELASTIC_RESTART_COUNT; if [ "$c" -ge 2 ]; then exit 0; fi; [ "$RANK" = 1 ] && exit 3; exec sleep 60"#
+    ));
+    let mut args_worker = vec!["--max-restarts=2".to_string()];
+    args_worker.extend(worker);
+    let port = free_port();
+    let a = host_agent(port, "2", "", &args_worker);
+    let b = agent(port, "2", "", &args_worker);
+    for (name, agent) in [("a", a), ("b", b)] {
+        let out = agent.output(Duration::from_secs(40));
+        assert!(out.status.success(), "agent {name}:\n{}", describe(&out));
+    }
+    let expected: BTreeSet<String> = (0..3).flat_map(|a| (0..2).map(move |r| format!("attempt_{a}_rank_{r}"))).collect();
+    assert_eq!(names(d.path()), expected);
+}
+
+/// 2 agents × 2 real torch workers (gloo): all_reduce, a worker SIGKILLed, the whole job
+/// restarts and all_reduce is right again with all four ranks.
+#[test]
+fn torch_workers_all_reduce_across_agents_and_a_restart() {
+    let d = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut args = job_args(port, "2", ",join_timeout=60");
+    args.retain(|a| a != "--nproc-per-node=1");
+    args.extend(["--nproc-per-node=2".into(), "--max-restarts=1".into(), script("test_script_elastic_torch.py"), "--kill-rank=3".into(), format!("--out-dir={}", d.path().display())]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let spawn = || {
+        let mut cmd = launch_cmd(&refs);
+        cmd.env("PYTHON_EXEC", torch_python());
+        Running::spawn(cmd)
+    };
+    let a = spawn();
+    wait_until(Duration::from_secs(10), "the host agent to listen", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    let b = spawn();
+    let outs = [a.output(Duration::from_secs(180)), b.output(Duration::from_secs(180))];
+    for out in &outs {
+        assert!(out.status.success(), "agent a:\n{}\nagent b:\n{}", describe(&outs[0]), describe(&outs[1]));
+    }
+    assert_eq!(names(d.path()), set(&["ok_1_0_of_4", "ok_1_1_of_4", "ok_1_2_of_4", "ok_1_3_of_4"]));
+}
