@@ -13,6 +13,9 @@
 //!   seals at once, so a full round completes in a few store round trips.
 //! - A node whose index is beyond the sealed count is late: if the round is below `max` it opens
 //!   round `r+1` and joins it; otherwise it waits in reserve for `r+1` to open.
+//! - Once sealed, one member (the first to claim `r<r>/assigner`) reads every description,
+//!   orders them and writes each node its own assignment at `r<r>/assign/<k>`; every node reads
+//!   only its own, so a round costs O(N) store traffic, not O(N²).
 //! - Running nodes watch `r<r+1>/joined` with a blocking WAIT: any node joining the next round
 //!   (a late or new node, or a peer restarting after a failure) makes them stop their workers
 //!   and join it too.
@@ -55,7 +58,19 @@ pub struct RoundInfo {
     /// their store prefix (`/worker/attempt_<n>`) from it, so it must never repeat within a
     /// store and must agree across nodes.
     pub restart_count: u32,
-    pub members: Vec<NodeDesc>,
+    /// The node this one watches for heartbeats: the next in group-rank order.
+    pub ring_peer: Option<String>,
+}
+
+/// What the assigner of a sealed round tells each member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub group_rank: u32,
+    pub group_world_size: u32,
+    pub base_global_rank: u32,
+    pub world_size: u32,
+    pub restart_count: u32,
+    pub ring_peer: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,14 +139,31 @@ pub fn timeouts_from_conf(conf: &BTreeMap<String, String>) -> Result<RendezvousT
     Ok(t)
 }
 
-/// Orders the members of a sealed round (by node index, then arrival) and finds this node.
-/// `members[k-1]` arrived `k`-th.
-pub fn assign_group_ranks(mut members: Vec<NodeDesc>, me: &str) -> Option<(u32, u32, Vec<NodeDesc>)> {
+/// Assignments of a sealed round, in arrival order (`members[k-1]` arrived `k`-th): group
+/// ranks by node index, then arrival; global ranks in group-rank order; the round's restart
+/// count is the largest proposal, so every node of the round agrees on it.
+pub fn assign(members: &[NodeDesc]) -> Vec<Assignment> {
+    let mut order: Vec<usize> = (0..members.len()).collect();
     // A stable sort keeps arrival order among nodes without an index and among equal indices.
-    members.sort_by_key(|m| m.index.unwrap_or(u32::MAX));
-    let rank = members.iter().position(|m| m.id == me)? as u32;
-    let base = members[..rank as usize].iter().map(|m| m.nproc).sum();
-    Some((rank, base, members))
+    order.sort_by_key(|&i| members[i].index.unwrap_or(u32::MAX));
+    let world_size = members.iter().map(|m| m.nproc).sum();
+    let restart_count = members.iter().map(|m| m.next_restart).max().unwrap_or(0);
+    let n = members.len();
+    let mut out = vec![None; n];
+    let mut base = 0;
+    for (rank, &i) in order.iter().enumerate() {
+        let peer = order[(rank + 1) % n];
+        out[i] = Some(Assignment {
+            group_rank: rank as u32,
+            group_world_size: n as u32,
+            base_global_rank: base,
+            world_size,
+            restart_count,
+            ring_peer: (n > 1).then(|| members[peer].id.clone()),
+        });
+        base += members[i].nproc;
+    }
+    out.into_iter().map(|a| a.expect("every member is ranked")).collect()
 }
 
 fn parse_u64(key: &str, bytes: &[u8]) -> Result<u64, RendezvousError> {
@@ -275,6 +307,26 @@ impl DynamicRendezvous {
         if k > sealed {
             return Ok(Joined::Late { sealed: sealed as u32 });
         }
+        if self.store.add(&format!("{r}/assigner"), 1).await? == 1 {
+            self.write_assignments(&r, sealed).await?;
+        }
+        let key = format!("{r}/assign/{k}");
+        let a: Assignment = serde_json::from_slice(&self.store.get(&key).await?)
+            .map_err(|e| RendezvousError::Corrupt { key: key.clone(), detail: e.to_string() })?;
+        tracing::info!(round, group_rank = a.group_rank, nodes = sealed, world_size = a.world_size, restart_count = a.restart_count, waited_s = started.elapsed().as_secs_f64(), "rendezvous round complete");
+        Ok(Joined::Member(RoundInfo {
+            round,
+            group_rank: a.group_rank,
+            group_world_size: a.group_world_size,
+            base_global_rank: a.base_global_rank,
+            world_size: a.world_size,
+            restart_count: a.restart_count,
+            ring_peer: a.ring_peer,
+        }))
+    }
+
+    /// Reads every member's description of the sealed round and writes each its assignment.
+    async fn write_assignments(&self, r: &str, sealed: u64) -> Result<(), RendezvousError> {
         let keys: Vec<String> = (1..=sealed).map(|i| format!("{r}/node/{i}")).collect();
         let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         let values = self.store.multi_get(&key_refs).await?;
@@ -282,12 +334,14 @@ impl DynamicRendezvous {
         for (key, value) in keys.iter().zip(values) {
             members.push(serde_json::from_slice::<NodeDesc>(&value).map_err(|e| RendezvousError::Corrupt { key: key.clone(), detail: e.to_string() })?);
         }
-        let (group_rank, base_global_rank, members) =
-            assign_group_ranks(members, &self.me.id).ok_or_else(|| RendezvousError::Corrupt { key: r.clone(), detail: "this node is missing from its own round".into() })?;
-        let world_size = members.iter().map(|m| m.nproc).sum();
-        let restart_count = members.iter().map(|m| m.next_restart).max().unwrap_or(0);
-        tracing::info!(round, group_rank, nodes = sealed, world_size, restart_count, waited_s = started.elapsed().as_secs_f64(), "rendezvous round complete");
-        Ok(Joined::Member(RoundInfo { round, group_rank, group_world_size: sealed as u32, base_global_rank, world_size, restart_count, members }))
+        let assignments = assign(&members);
+        let pairs: Vec<(String, Vec<u8>)> = assignments
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (format!("{r}/assign/{}", i + 1), serde_json::to_vec(a).expect("assignment serializes")))
+            .collect();
+        self.store.multi_set(pairs).await?;
+        Ok(())
     }
 
     async fn wait_keys(&self, keys: &[String], deadline: Instant, started: Instant, what: &str) -> Result<(), RendezvousError> {
@@ -344,12 +398,10 @@ impl Heartbeat {
     /// Starts heartbeating for `round` (writes the first beat at once).
     pub async fn start(rdzv: &DynamicRendezvous, store: &StoreClient, round: &RoundInfo) -> Result<Heartbeat, StoreError> {
         let store = rdzv.keys_on(store).prefixed(&format!("r{}/hb", round.round));
-        let n = round.members.len();
-        let peer = (n > 1).then(|| &round.members[(round.group_rank as usize + 1) % n]);
         let hb = Heartbeat {
             own_key: rdzv.me.id.clone(),
-            peer_key: peer.map(|p| p.id.clone()),
-            peer_id: peer.map(|p| p.id.clone()).unwrap_or_default(),
+            peer_key: round.ring_peer.clone(),
+            peer_id: round.ring_peer.clone().unwrap_or_default(),
             store,
             last_seen: None,
             last_change: Instant::now(),
@@ -415,7 +467,7 @@ pub async fn static_round(store: &StoreClient, run_id: &str, node_rank: u32, nno
         base_global_rank: nprocs[..node_rank as usize].iter().sum(),
         world_size: nprocs.iter().sum(),
         restart_count: 0,
-        members: Vec::new(),
+        ring_peer: None,
     })
 }
 
@@ -429,13 +481,17 @@ mod tests {
 
     #[test]
     fn ranks_follow_node_index_then_arrival() {
-        let members = vec![node("c", Some(2), 4), node("x", None, 1), node("a", Some(0), 2), node("y", None, 1)];
-        let (rank, base, ordered) = assign_group_ranks(members.clone(), "c").unwrap();
-        assert_eq!((rank, base), (1, 2));
-        let ids: Vec<&str> = ordered.iter().map(|m| m.id.as_str()).collect();
-        assert_eq!(ids, ["a", "c", "x", "y"]);
-        assert_eq!(assign_group_ranks(members.clone(), "y").unwrap().0, 3);
-        assert_eq!(assign_group_ranks(members, "zz"), None);
+        let mut members = vec![node("c", Some(2), 4), node("x", None, 1), node("a", Some(0), 2), node("y", None, 1)];
+        members[1].next_restart = 3;
+        let a = assign(&members);
+        let ranks: Vec<u32> = a.iter().map(|a| a.group_rank).collect();
+        assert_eq!(ranks, [1, 2, 0, 3]);
+        let bases: Vec<u32> = a.iter().map(|a| a.base_global_rank).collect();
+        assert_eq!(bases, [2, 6, 0, 7]);
+        assert!(a.iter().all(|a| a.world_size == 8 && a.group_world_size == 4 && a.restart_count == 3));
+        let peers: Vec<&str> = a.iter().map(|a| a.ring_peer.as_deref().unwrap()).collect();
+        assert_eq!(peers, ["x", "y", "c", "a"]);
+        assert_eq!(assign(&members[..1])[0].ring_peer, None);
     }
 
     #[test]
