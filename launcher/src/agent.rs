@@ -299,6 +299,7 @@ impl Agent {
                         tracing::warn!(rank = root.global_rank, local_rank = root.local_rank, exitcode = root.exitcode, pid = root.pid, message = %root.message, "worker failed");
                     }
                     if self.failure_restarts >= self.cfg.max_restarts {
+                        self.announce_failure(&round).await;
                         return Ok(Outcome::WorkersFailed { failures, restart_count: self.failure_restarts, round: Some(round.round) });
                     }
                     self.failure_restarts += 1;
@@ -503,14 +504,30 @@ impl Agent {
 
     /// Waits until every node of the round finished its workers, so the store host does not
     /// exit while others still need the store. Says what it waits for; never hangs silently.
+    /// The round's exit-barrier keys.
+    fn exit_keys(&self, round: &RoundInfo) -> StoreClient {
+        match &self.rdzv.backend {
+            Backend::Dynamic(d) => d.keys_on(&self.rdzv.store).prefixed(&format!("r{}/exit", round.round)),
+            Backend::Static => self.rdzv.store.prefixed(&format!("static/{}/exit/{}", self.node.run_id, round.round)),
+        }
+    }
+
+    /// Tells nodes waiting at this round's exit barrier that this node failed for good, so they
+    /// stop waiting at once instead of at the barrier's timeout.
+    async fn announce_failure(&self, round: &RoundInfo) {
+        if round.group_world_size > 1 {
+            let message = format!("failed:{} (group rank {})", self.node.host, round.group_rank);
+            if let Err(e) = self.exit_keys(round).set("all_done", message.as_bytes()).await {
+                tracing::debug!(error = %e, "could not announce the failure to the other nodes");
+            }
+        }
+    }
+
     async fn exit_barrier(&self, round: &RoundInfo) {
         if round.group_world_size <= 1 {
             return;
         }
-        let store = match &self.rdzv.backend {
-            Backend::Dynamic(d) => d.keys_on(&self.rdzv.store).prefixed(&format!("r{}/exit", round.round)),
-            Backend::Static => self.rdzv.store.prefixed(&format!("static/{}/exit/{}", self.node.run_id, round.round)),
-        };
+        let store = self.exit_keys(round);
         let done = match store.add("done", 1).await {
             Ok(n) => n,
             Err(e) => {
@@ -525,7 +542,12 @@ impl Agent {
         let timeout = self.cfg.exit_barrier_timeout;
         tracing::info!(finished = done, nodes = round.group_world_size, timeout_s = timeout.as_secs(), "workers succeeded; waiting at the exit barrier for the other nodes to finish");
         match store.wait(&["all_done"], timeout).await {
-            Ok(()) => {}
+            Ok(()) => {
+                let outcome = store.get("all_done").await.unwrap_or_default();
+                if let Some(who) = String::from_utf8_lossy(&outcome).strip_prefix("failed:") {
+                    tracing::warn!(node = %who, "another node failed for good; this node's workers succeeded, exiting 0");
+                }
+            }
             Err(e) if e.is_timeout() => {
                 let finished = store.add("done", 0).await.unwrap_or(done);
                 tracing::warn!(finished, nodes = round.group_world_size, timeout_s = timeout.as_secs(), "exit barrier timed out: {} node(s) never finished (failed or restarting); this node's workers succeeded, exiting 0", round.group_world_size as i64 - finished);

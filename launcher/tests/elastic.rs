@@ -128,7 +128,7 @@ fn worker_failure_restarts_every_node_with_consistent_counts() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().display();
     let worker = bash(format!(
-        r#"touch {dir}/attempt_${{TORCHELASTIC_RESTART_COUNT}}_rank_$RANK; c=$TORCHELASTIC_RESTART_COUNT; if [ "$c" -ge 2 ]; then exit 0; fi; [ "$RANK" = 1 ] && exit 3; exec sleep 60"#
+        r#"touch {dir}/attempt_${{TORCHELASTIC_RESTART_COUNT}}_rank_$RANK; c=$TORCHELASTIC_RESTART_COUNT; if [ "$c" -ge 2 ]; then exit 0; fi; if [ "$RANK" = 1 ]; then while [ ! -e {dir}/attempt_${{c}}_rank_0 ]; do sleep 0.01; done; exit 3; fi; exec sleep 60"#
     ));
     let mut args_worker = vec!["--max-restarts=2".to_string()];
     args_worker.extend(worker);
@@ -166,4 +166,48 @@ fn torch_workers_all_reduce_across_agents_and_a_restart() {
         assert!(out.status.success(), "agent a:\n{}\nagent b:\n{}", describe(&outs[0]), describe(&outs[1]));
     }
     assert_eq!(names(d.path()), set(&["ok_1_0_of_4", "ok_1_1_of_4", "ok_1_2_of_4", "ok_1_3_of_4"]));
+}
+
+/// Static rendezvous across two agents: `--node-rank` 0 and 1 of `--nnodes=2`, ranks 0..7.
+#[test]
+fn static_two_nodes() {
+    let d = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let args = |rank: u32| -> Vec<String> {
+        vec!["--nnodes=2".into(), "--nproc-per-node=4".into(), format!("--node-rank={rank}"), "--master-addr=localhost".into(), format!("--master-port={port}"), script("test_script.py"), format!("--touch-file-dir={}", d.path().display())]
+    };
+    let spawn = |rank| {
+        let a = args(rank);
+        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+        Running::spawn(launch_cmd(&refs))
+    };
+    let node1 = spawn(1);
+    let node0 = spawn(0);
+    for (name, agent) in [("node 0", node0), ("node 1", node1)] {
+        let out = agent.output(Duration::from_secs(60));
+        assert!(out.status.success(), "{name}:\n{}", describe(&out));
+    }
+    assert_eq!(names(d.path()), ranks(8));
+}
+
+/// One node's workers succeed while the other node's fail for good: the successful node says
+/// what it waits for at the exit barrier and learns of the failure at once, without waiting
+/// for the barrier's timeout.
+#[test]
+fn exit_barrier_learns_of_a_failed_peer() {
+    let worker = bash(r#"[ "$GROUP_RANK" = 1 ] && { sleep 0.5; exit 4; }; exit 0"#.into());
+    let port = free_port();
+    let mut args = vec!["--exit-barrier-timeout=120".to_string()];
+    args.extend(worker);
+    let a = host_agent(port, "2", "", &args);
+    let b = agent(port, "2", "", &args);
+    let started = std::time::Instant::now();
+    let out_a = a.output(Duration::from_secs(60));
+    let out_b = b.output(Duration::from_secs(60));
+    let (ok, failed) = if out_a.status.success() { (out_a, out_b) } else { (out_b, out_a) };
+    assert!(ok.status.success(), "{}", describe(&ok));
+    assert_eq!(failed.status.code(), Some(1), "{}", describe(&failed));
+    let stderr = String::from_utf8_lossy(&ok.stderr);
+    assert!(stderr.contains("waiting at the exit barrier for the other nodes") && stderr.contains("another node failed for good"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(60), "the barrier waited for its timeout");
 }

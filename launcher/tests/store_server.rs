@@ -21,7 +21,9 @@ async fn server() -> StoreServer {
 }
 
 async fn client(s: &StoreServer) -> StoreClient {
-    StoreClient::connect("127.0.0.1", s.port(), T).await.unwrap()
+    StoreClient::connect("127.0.0.1", s.port(), T)
+        .await
+        .unwrap()
 }
 
 /// A raw, validated connection for byte-exact checks.
@@ -34,12 +36,18 @@ impl Raw {
     async fn connect(addr: SocketAddr) -> Raw {
         let stream = TcpStream::connect(addr).await.unwrap();
         stream.set_nodelay(true).unwrap();
-        Raw { stream, buf: Vec::new() }
+        Raw {
+            stream,
+            buf: Vec::new(),
+        }
     }
 
     async fn validated(addr: SocketAddr) -> Raw {
         let mut raw = Raw::connect(addr).await;
-        raw.send(&Request::Validate { magic: VALIDATION_MAGIC }).await;
+        raw.send(&Request::Validate {
+            magic: VALIDATION_MAGIC,
+        })
+        .await;
         raw
     }
 
@@ -55,7 +63,10 @@ impl Raw {
                     return reply;
                 }
                 let n = self.stream.read_buf(&mut self.buf).await.unwrap();
-                assert!(n > 0, "server closed the connection while a reply was expected");
+                assert!(
+                    n > 0,
+                    "server closed the connection while a reply was expected"
+                );
             }
         })
         .await
@@ -71,7 +82,11 @@ impl Raw {
 
     /// Nothing arrives within QUIET.
     async fn assert_silent(&mut self) {
-        assert!(self.buf.is_empty(), "unexpected buffered bytes {:?}", self.buf);
+        assert!(
+            self.buf.is_empty(),
+            "unexpected buffered bytes {:?}",
+            self.buf
+        );
         let mut byte = [0u8; 1];
         if let Ok(r) = tokio::time::timeout(QUIET, self.stream.read(&mut byte)).await {
             panic!("expected silence, read {r:?} {byte:?}");
@@ -110,11 +125,27 @@ async fn key_value_commands() {
     assert_eq!(c.get("n").await.unwrap(), b"-2", "ADD stores ASCII decimal");
 
     // COMPARE_SET, every branch.
-    assert_eq!(c.compare_set("cas", b"", b"first").await.unwrap(), b"first", "absent + empty expected: stored");
-    assert_eq!(c.compare_set("cas2", b"x", b"y").await.unwrap(), b"x", "absent + non-empty expected: returns expected");
+    assert_eq!(
+        c.compare_set("cas", b"", b"first").await.unwrap(),
+        b"first",
+        "absent + empty expected: stored"
+    );
+    assert_eq!(
+        c.compare_set("cas2", b"x", b"y").await.unwrap(),
+        b"x",
+        "absent + non-empty expected: returns expected"
+    );
     assert!(!c.check(&["cas2"]).await.unwrap(), "... and writes nothing");
-    assert_eq!(c.compare_set("cas", b"first", b"second").await.unwrap(), b"second", "match: replaced");
-    assert_eq!(c.compare_set("cas", b"wrong", b"third").await.unwrap(), b"second", "mismatch: current value");
+    assert_eq!(
+        c.compare_set("cas", b"first", b"second").await.unwrap(),
+        b"second",
+        "match: replaced"
+    );
+    assert_eq!(
+        c.compare_set("cas", b"wrong", b"third").await.unwrap(),
+        b"second",
+        "mismatch: current value"
+    );
 
     assert!(c.check(&["a", "n"]).await.unwrap());
     assert!(!c.check(&["a", "missing"]).await.unwrap());
@@ -124,8 +155,13 @@ async fn key_value_commands() {
     c.append("log", b"cd").await.unwrap();
     assert_eq!(c.get("log").await.unwrap(), b"abcd");
 
-    c.multi_set([("m1", b"x".as_slice()), ("m2", b"".as_slice())]).await.unwrap();
-    assert_eq!(c.multi_get(&["m1", "m2", "a"]).await.unwrap(), vec![b"x".to_vec(), vec![], b"overwritten".to_vec()]);
+    c.multi_set([("m1", b"x".as_slice()), ("m2", b"".as_slice())])
+        .await
+        .unwrap();
+    assert_eq!(
+        c.multi_get(&["m1", "m2", "a"]).await.unwrap(),
+        vec![b"x".to_vec(), vec![], b"overwritten".to_vec()]
+    );
 
     // a, n, cas, log, m1, m2
     assert_eq!(c.num_keys().await.unwrap(), 6);
@@ -148,8 +184,14 @@ async fn get_of_missing_key_on_the_wire_is_empty() {
     let mut raw = Raw::validated(s.local_addr()).await;
     raw.send(&Request::Get { key: b"/nope" }).await;
     assert_eq!(raw.reply(ReplyShape::Bytes).await, Reply::Bytes(vec![]));
-    raw.send(&Request::MultiGet { keys: vec![b"/nope", b"/nope2"] }).await;
-    assert_eq!(raw.reply(ReplyShape::BytesN(2)).await, Reply::BytesN(vec![vec![], vec![]]));
+    raw.send(&Request::MultiGet {
+        keys: vec![b"/nope", b"/nope2"],
+    })
+    .await;
+    assert_eq!(
+        raw.reply(ReplyShape::BytesN(2)).await,
+        Reply::BytesN(vec![vec![], vec![]])
+    );
     raw.send(&Request::Ping { nonce: 0xABCD }).await;
     assert_eq!(raw.reply(ReplyShape::U32).await, Reply::U32(0xABCD));
 }
@@ -167,18 +209,37 @@ async fn keys_prefixes_and_the_init_key_on_the_wire() {
 
     let mut raw = Raw::validated(s.local_addr()).await;
     raw.send(&Request::ListKeys).await;
-    let Reply::KeyList(mut wire) = raw.reply(ReplyShape::KeyList).await else { panic!() };
+    let Reply::KeyList(mut wire) = raw.reply(ReplyShape::KeyList).await else {
+        panic!()
+    };
     wire.sort();
-    let wire: Vec<String> = wire.into_iter().map(|k| String::from_utf8(k).unwrap()).collect();
+    let wire: Vec<String> = wire
+        .into_iter()
+        .map(|k| String::from_utf8(k).unwrap())
+        .collect();
     assert_eq!(
         wire,
-        ["/plain", "/worker/attempt_0/default_pg/k", "/worker/attempt_0/init/", "/worker/attempt_0/k", "init/"]
+        [
+            "/plain",
+            "/worker/attempt_0/default_pg/k",
+            "/worker/attempt_0/init/",
+            "/worker/attempt_0/k",
+            "init/"
+        ]
     );
-    assert_eq!(c.num_keys().await.unwrap(), 5, "GETNUMKEYS counts init/ too");
+    assert_eq!(
+        c.num_keys().await.unwrap(),
+        5,
+        "GETNUMKEYS counts init/ too"
+    );
 
     let mut plain = c.list_keys().await.unwrap();
     plain.sort();
-    assert_eq!(plain.len(), 4, "TCPStore drops keys without its '/': {plain:?}");
+    assert_eq!(
+        plain.len(),
+        4,
+        "TCPStore drops keys without its '/': {plain:?}"
+    );
     let mut scoped = p.list_keys().await.unwrap();
     scoped.sort();
     assert_eq!(scoped, ["default_pg/k", "init/", "k"]);
@@ -192,10 +253,22 @@ async fn wait_is_released_when_the_last_missing_key_appears() {
     writer.set("present", b"x").await.unwrap();
 
     let mut waiter = Raw::validated(s.local_addr()).await;
-    waiter.send(&Request::Wait { keys: vec![b"/present"] }).await;
-    assert_eq!(waiter.u8().await, codec::STOP_WAITING, "all keys present: immediate");
+    waiter
+        .send(&Request::Wait {
+            keys: vec![b"/present"],
+        })
+        .await;
+    assert_eq!(
+        waiter.u8().await,
+        codec::STOP_WAITING,
+        "all keys present: immediate"
+    );
 
-    waiter.send(&Request::Wait { keys: vec![b"/present", b"/a", b"/b"] }).await;
+    waiter
+        .send(&Request::Wait {
+            keys: vec![b"/present", b"/a", b"/b"],
+        })
+        .await;
     waiter.assert_silent().await;
     writer.set("a", b"1").await.unwrap();
     writer.ping().await.unwrap(); // the SET has been applied
@@ -204,22 +277,36 @@ async fn wait_is_released_when_the_last_missing_key_appears() {
     writer.add("b", 1).await.unwrap();
     assert_eq!(waiter.u8().await, codec::STOP_WAITING);
 
-    for (i, op) in ["append", "compare_set", "multi_set"].into_iter().enumerate() {
+    for (i, op) in ["append", "compare_set", "multi_set"]
+        .into_iter()
+        .enumerate()
+    {
         let key = format!("k{i}");
-        waiter.send(&Request::Wait { keys: vec![format!("/{key}").as_bytes()] }).await;
+        waiter
+            .send(&Request::Wait {
+                keys: vec![format!("/{key}").as_bytes()],
+            })
+            .await;
         waiter.assert_silent().await;
         match op {
             "append" => writer.append(&key, b"x").await.unwrap(),
             "compare_set" => {
                 writer.compare_set(&key, b"", b"x").await.unwrap();
             }
-            _ => writer.multi_set([(key.as_str(), b"x".as_slice())]).await.unwrap(),
+            _ => writer
+                .multi_set([(key.as_str(), b"x".as_slice())])
+                .await
+                .unwrap(),
         }
         assert_eq!(waiter.u8().await, codec::STOP_WAITING, "{op} wakes waiters");
     }
 
     // DELETE_KEY wakes nobody.
-    waiter.send(&Request::Wait { keys: vec![b"/del"] }).await;
+    waiter
+        .send(&Request::Wait {
+            keys: vec![b"/del"],
+        })
+        .await;
     writer.delete_key("del").await.unwrap();
     waiter.assert_silent().await;
     writer.set("del", b"now").await.unwrap();
@@ -247,7 +334,10 @@ async fn several_waiters_on_one_key_all_wake_and_their_next_replies_follow_in_or
     for w in &mut waiters {
         assert_eq!(w.u8().await, codec::STOP_WAITING);
         w.send(&Request::Get { key: b"/go" }).await;
-        assert_eq!(w.reply(ReplyShape::Bytes).await, Reply::Bytes(b"1".to_vec()));
+        assert_eq!(
+            w.reply(ReplyShape::Bytes).await,
+            Reply::Bytes(b"1".to_vec())
+        );
     }
 }
 
@@ -275,7 +365,11 @@ async fn cancel_wait_after_release_sends_stop_waiting_then_wait_canceled() {
     assert_eq!(w.u8().await, codec::STOP_WAITING);
     assert_eq!(w.u8().await, codec::WAIT_CANCELED);
     w.send(&Request::Ping { nonce: 9 }).await;
-    assert_eq!(w.reply(ReplyShape::U32).await, Reply::U32(9), "nothing stray after the cancel");
+    assert_eq!(
+        w.reply(ReplyShape::U32).await,
+        Reply::U32(9),
+        "nothing stray after the cancel"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -283,10 +377,16 @@ async fn client_wait_timeout_names_the_keys_and_leaves_the_connection_usable() {
     let s = server().await;
     let c = client(&s).await;
     let other = client(&s).await;
-    let err = c.wait(&["never", "nor_this"], Duration::from_millis(100)).await.unwrap_err();
+    let err = c
+        .wait(&["never", "nor_this"], Duration::from_millis(100))
+        .await
+        .unwrap_err();
     assert!(err.is_timeout(), "{err:?}");
     let msg = err.to_string();
-    assert!(msg.contains("/never, /nor_this") && msg.contains("100ms"), "{msg}");
+    assert!(
+        msg.contains("/never, /nor_this") && msg.contains("100ms"),
+        "{msg}"
+    );
 
     // The server dropped the registration, so this set must not leave a stray STOP_WAITING
     // that the next reply would be confused with.
@@ -313,7 +413,14 @@ async fn get_waits_for_a_key_set_by_another_client() {
     tokio::time::sleep(QUIET).await;
     assert!(!pending.is_finished());
     other.set("late", b"here").await.unwrap();
-    assert_eq!(tokio::time::timeout(T, pending).await.unwrap().unwrap().unwrap(), b"here");
+    assert_eq!(
+        tokio::time::timeout(T, pending)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap(),
+        b"here"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -325,18 +432,35 @@ async fn barrier_releases_everyone_at_world_size() {
         tasks.push(tokio::spawn(async move { c.barrier("bar", 3, T).await }));
     }
     tokio::time::sleep(QUIET).await;
-    assert!(tasks.iter().all(|t| !t.is_finished()), "released before world_size arrived");
+    assert!(
+        tasks.iter().all(|t| !t.is_finished()),
+        "released before world_size arrived"
+    );
     let last = client(&s).await;
     last.barrier("bar", 3, T).await.unwrap();
     for t in tasks {
         tokio::time::timeout(T, t).await.unwrap().unwrap().unwrap();
     }
-    assert_eq!(last.get("bar").await.unwrap(), b"3", "the counter is a decimal string");
+    assert_eq!(
+        last.get("bar").await.unwrap(),
+        b"3",
+        "the counter is a decimal string"
+    );
 
     // Timeout: cancelled, reported with the key, connection still usable.
-    let err = last.barrier("lonely", 2, Duration::from_millis(80)).await.unwrap_err();
-    assert!(err.is_timeout() && err.to_string().contains("/lonely"), "{err}");
-    assert_eq!(last.get("lonely").await.unwrap(), b"1", "the arrival still counted");
+    let err = last
+        .barrier("lonely", 2, Duration::from_millis(80))
+        .await
+        .unwrap_err();
+    assert!(
+        err.is_timeout() && err.to_string().contains("/lonely"),
+        "{err}"
+    );
+    assert_eq!(
+        last.get("lonely").await.unwrap(),
+        b"1",
+        "the arrival still counted"
+    );
     last.ping().await.unwrap();
 }
 
@@ -348,15 +472,30 @@ async fn queues_are_fifo_separate_from_keys_and_a_push_wakes_one_popper() {
     c.queue_push("q", b"second").await.unwrap();
     assert_eq!(c.queue_len("q").await.unwrap(), 2);
     assert_eq!(c.num_keys().await.unwrap(), 0, "queues are not keys");
-    assert!(c.check(&["q"]).await.unwrap(), "a non-empty queue counts for CHECK");
+    assert!(
+        c.check(&["q"]).await.unwrap(),
+        "a non-empty queue counts for CHECK"
+    );
     assert_eq!(c.queue_pop("q", false).await.unwrap().unwrap(), b"first");
 
     // The wire reply carries the length before the pop.
     let mut raw = Raw::validated(s.local_addr()).await;
     raw.send(&Request::QueuePop { key: b"/q" }).await;
-    assert_eq!(raw.reply(ReplyShape::QueuePop).await, Reply::QueuePop { len_before: 1, value: Some(b"second".to_vec()) });
+    assert_eq!(
+        raw.reply(ReplyShape::QueuePop).await,
+        Reply::QueuePop {
+            len_before: 1,
+            value: Some(b"second".to_vec())
+        }
+    );
     raw.send(&Request::QueuePop { key: b"/q" }).await;
-    assert_eq!(raw.reply(ReplyShape::QueuePop).await, Reply::QueuePop { len_before: 0, value: None });
+    assert_eq!(
+        raw.reply(ReplyShape::QueuePop).await,
+        Reply::QueuePop {
+            len_before: 0,
+            value: None
+        }
+    );
     assert_eq!(c.queue_pop("q", false).await.unwrap(), None);
     assert!(!c.check(&["q"]).await.unwrap());
 
@@ -368,22 +507,33 @@ async fn queues_are_fifo_separate_from_keys_and_a_push_wakes_one_popper() {
     }
     tokio::time::sleep(QUIET).await;
     c.queue_push("jobs", b"one").await.unwrap();
-    let first = tokio::time::timeout(T, async {
+    let released = tokio::time::timeout(T, async {
         loop {
             if let Some(i) = poppers.iter().position(|t| t.is_finished()) {
-                return poppers.remove(i);
+                return i;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })
     .await
     .unwrap();
-    assert_eq!(first.await.unwrap().unwrap().unwrap(), b"one");
+    assert_eq!(
+        poppers.remove(released).await.unwrap().unwrap().unwrap(),
+        b"one"
+    );
     tokio::time::sleep(QUIET).await;
     assert!(!poppers[0].is_finished(), "one push released two poppers");
     c.queue_push("jobs", b"two").await.unwrap();
     let second = poppers.pop().unwrap();
-    assert_eq!(tokio::time::timeout(T, second).await.unwrap().unwrap().unwrap().unwrap(), b"two");
+    assert_eq!(
+        tokio::time::timeout(T, second)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+            .unwrap(),
+        b"two"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -392,7 +542,11 @@ async fn a_disconnecting_waiter_is_forgotten() {
     let c = client(&s).await;
     let mut gone = Raw::validated(s.local_addr()).await;
     gone.send(&Request::Wait { keys: vec![b"/k"] }).await;
-    gone.send(&Request::Barrier { key: b"/b", world_size: 5 }).await;
+    gone.send(&Request::Barrier {
+        key: b"/b",
+        world_size: 5,
+    })
+    .await;
     let mut stays = Raw::validated(s.local_addr()).await;
     stays.send(&Request::Wait { keys: vec![b"/k"] }).await;
     drop(gone);
@@ -416,7 +570,10 @@ async fn add_on_a_non_numeric_value_closes_only_that_connection() {
     assert!(err.is_connection_lost(), "{err:?}");
     assert!(err.to_string().contains("127.0.0.1"), "{err}");
     let again = c.ping().await.unwrap_err();
-    assert!(again.is_connection_lost(), "a broken client fails fast: {again:?}");
+    assert!(
+        again.is_connection_lost(),
+        "a broken client fails fast: {again:?}"
+    );
     assert_eq!(bystander.get("text").await.unwrap(), b"hello");
 }
 
@@ -426,15 +583,26 @@ async fn packed_and_byte_by_byte_requests() {
     let mut raw = Raw::validated(s.local_addr()).await;
     let mut wire = Vec::new();
     for i in 0..50u8 {
-        Request::Set { key: format!("/k{i}").as_bytes(), value: &[i] }.encode(&mut wire);
-        Request::Get { key: format!("/k{i}").as_bytes() }.encode(&mut wire);
+        Request::Set {
+            key: format!("/k{i}").as_bytes(),
+            value: &[i],
+        }
+        .encode(&mut wire);
+        Request::Get {
+            key: format!("/k{i}").as_bytes(),
+        }
+        .encode(&mut wire);
     }
     raw.stream.write_all(&wire).await.unwrap();
     for i in 0..50u8 {
         assert_eq!(raw.reply(ReplyShape::Bytes).await, Reply::Bytes(vec![i]));
     }
     // One request dribbled a byte at a time.
-    let req = Request::Add { key: b"/slow", delta: 11 }.to_bytes();
+    let req = Request::Add {
+        key: b"/slow",
+        delta: 11,
+    }
+    .to_bytes();
     for b in req {
         raw.stream.write_all(&[b]).await.unwrap();
         raw.stream.flush().await.unwrap();
@@ -467,7 +635,10 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
 #[tokio::test]
 async fn hostile_connections_are_closed_and_logged_while_a_good_client_carries_on() {
     let logs = Captured::default();
-    let subscriber = tracing_subscriber::fmt().with_writer(logs.clone()).with_ansi(false).finish();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let s = server().await;
@@ -477,7 +648,10 @@ async fn hostile_connections_are_closed_and_logged_while_a_good_client_carries_o
     let mut check_good = async || {
         round += 1;
         good.set("good", round.to_string()).await.unwrap();
-        assert_eq!(good.get("good").await.unwrap(), round.to_string().as_bytes());
+        assert_eq!(
+            good.get("good").await.unwrap(),
+            round.to_string().as_bytes()
+        );
         assert_eq!(good.add("count", 1).await.unwrap(), round);
     };
     check_good().await;
@@ -487,35 +661,79 @@ async fn hostile_connections_are_closed_and_logged_while_a_good_client_carries_o
 
     let mut peers = Vec::new();
     let hostile: Vec<(&str, Vec<u8>, &str)> = vec![
-        ("wrong magic", vec![0, 0xEF, 0xBE, 0xAD, 0xDE], "VALIDATE magic is 0xdeadbeef"),
-        ("no VALIDATE first", Request::Get { key: b"/good" }.to_bytes(), "first command was GET, not VALIDATE"),
-        ("http probe", b"GET / HTTP/1.1\r\n\r\n".to_vec(), "first command was byte 71, not VALIDATE"),
-        ("random bytes", vec![0xFF, 0x13, 0x37, 0x00, 0x42], "first command was byte 255"),
-        ("oversized key", {
-            let mut v = Request::Validate { magic: VALIDATION_MAGIC }.to_bytes();
-            v.push(codec::Command::Set as u8);
-            v.extend_from_slice(&u64::MAX.to_le_bytes());
-            v
-        }, "SET key of 18446744073709551615 bytes exceeds the limit"),
-        ("oversized value", {
-            let mut v = Request::Validate { magic: VALIDATION_MAGIC }.to_bytes();
-            v.push(codec::Command::Append as u8);
-            v.extend_from_slice(&1u64.to_le_bytes());
-            v.push(b'k');
-            v.extend_from_slice(&(9u64 << 20).to_le_bytes());
-            v
-        }, "APPEND value of 9437184 bytes exceeds the limit"),
-        ("too many keys", {
-            let mut v = Request::Validate { magic: VALIDATION_MAGIC }.to_bytes();
-            v.push(codec::Command::Wait as u8);
-            v.extend_from_slice(&1_000_000u64.to_le_bytes());
-            v
-        }, "WAIT names 1000000 keys"),
-        ("unknown command after VALIDATE", {
-            let mut v = Request::Validate { magic: VALIDATION_MAGIC }.to_bytes();
-            v.push(99);
-            v
-        }, "unknown command byte 99"),
+        (
+            "wrong magic",
+            vec![0, 0xEF, 0xBE, 0xAD, 0xDE],
+            "VALIDATE magic is 0xdeadbeef",
+        ),
+        (
+            "no VALIDATE first",
+            Request::Get { key: b"/good" }.to_bytes(),
+            "first command was GET, not VALIDATE",
+        ),
+        (
+            "http probe",
+            b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+            "first command was byte 71, not VALIDATE",
+        ),
+        (
+            "random bytes",
+            vec![0xFF, 0x13, 0x37, 0x00, 0x42],
+            "first command was byte 255",
+        ),
+        (
+            "oversized key",
+            {
+                let mut v = Request::Validate {
+                    magic: VALIDATION_MAGIC,
+                }
+                .to_bytes();
+                v.push(codec::Command::Set as u8);
+                v.extend_from_slice(&u64::MAX.to_le_bytes());
+                v
+            },
+            "SET key of 18446744073709551615 bytes exceeds the limit",
+        ),
+        (
+            "oversized value",
+            {
+                let mut v = Request::Validate {
+                    magic: VALIDATION_MAGIC,
+                }
+                .to_bytes();
+                v.push(codec::Command::Append as u8);
+                v.extend_from_slice(&1u64.to_le_bytes());
+                v.push(b'k');
+                v.extend_from_slice(&(9u64 << 20).to_le_bytes());
+                v
+            },
+            "APPEND value of 9437184 bytes exceeds the limit",
+        ),
+        (
+            "too many keys",
+            {
+                let mut v = Request::Validate {
+                    magic: VALIDATION_MAGIC,
+                }
+                .to_bytes();
+                v.push(codec::Command::Wait as u8);
+                v.extend_from_slice(&1_000_000u64.to_le_bytes());
+                v
+            },
+            "WAIT names 1000000 keys",
+        ),
+        (
+            "unknown command after VALIDATE",
+            {
+                let mut v = Request::Validate {
+                    magic: VALIDATION_MAGIC,
+                }
+                .to_bytes();
+                v.push(99);
+                v
+            },
+            "unknown command byte 99",
+        ),
     ];
     for (what, bytes, expected_log) in &hostile {
         let mut raw = Raw::connect(addr).await;
@@ -528,19 +746,32 @@ async fn hostile_connections_are_closed_and_logged_while_a_good_client_carries_o
 
     // A truncated frame, then EOF.
     let mut trunc = Raw::validated(addr).await;
-    let set = Request::Set { key: b"/half", value: b"written" }.to_bytes();
+    let set = Request::Set {
+        key: b"/half",
+        value: b"written",
+    }
+    .to_bytes();
     trunc.stream.write_all(&set[..set.len() - 3]).await.unwrap();
     let trunc_peer = trunc.stream.local_addr().unwrap();
     trunc.stream.shutdown().await.unwrap();
     trunc.assert_closed().await;
     peers.push((trunc_peer, "connection closed in the middle of a request"));
     check_good().await;
-    assert!(!good.check(&["half"]).await.unwrap(), "a truncated SET must not be applied");
+    assert!(
+        !good.check(&["half"]).await.unwrap(),
+        "a truncated SET must not be applied"
+    );
 
     // The idle connection is still open and can still validate and talk.
-    idle.send(&Request::Validate { magic: VALIDATION_MAGIC }).await;
+    idle.send(&Request::Validate {
+        magic: VALIDATION_MAGIC,
+    })
+    .await;
     idle.send(&Request::Get { key: b"/good" }).await;
-    assert_eq!(idle.reply(ReplyShape::Bytes).await, Reply::Bytes(round.to_string().into_bytes()));
+    assert_eq!(
+        idle.reply(ReplyShape::Bytes).await,
+        Reply::Bytes(round.to_string().into_bytes())
+    );
 
     let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     for (peer, reason) in peers {
@@ -548,7 +779,10 @@ async fn hostile_connections_are_closed_and_logged_while_a_good_client_carries_o
             .lines()
             .find(|l| l.contains(&peer.to_string()))
             .unwrap_or_else(|| panic!("no log line names peer {peer}:\n{text}"));
-        assert!(line.contains("WARN") && line.contains(reason), "for {peer} expected {reason:?} in {line}");
+        assert!(
+            line.contains("WARN") && line.contains(reason),
+            "for {peer} expected {reason:?} in {line}"
+        );
     }
 }
 
@@ -558,35 +792,62 @@ async fn shutdown_closes_connections_and_clients_see_connection_lost() {
     let port = s.port();
     let c = client(&s).await;
     let waiting = c.clone();
-    let blocked = tokio::spawn(async move { waiting.wait(&["never"], Duration::from_secs(30)).await });
+    let blocked =
+        tokio::spawn(async move { waiting.wait(&["never"], Duration::from_secs(30)).await });
     tokio::time::sleep(Duration::from_millis(50)).await;
     s.shutdown().await;
-    let err = tokio::time::timeout(T, blocked).await.expect("wait not interrupted").unwrap().unwrap_err();
+    let err = tokio::time::timeout(T, blocked)
+        .await
+        .expect("wait not interrupted")
+        .unwrap()
+        .unwrap_err();
     assert!(err.is_connection_lost(), "{err:?}");
-    assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(
+        err.to_string().contains(&format!("127.0.0.1:{port}")),
+        "{err}"
+    );
     assert!(c.set("x", b"y").await.unwrap_err().is_connection_lost());
 
     // Dropping a server closes its connections too.
     let s2 = server().await;
     let c2 = client(&s2).await;
     drop(s2);
-    let err = tokio::time::timeout(T, c2.wait(&["never"], Duration::from_secs(30))).await.unwrap().unwrap_err();
+    let err = tokio::time::timeout(T, c2.wait(&["never"], Duration::from_secs(30)))
+        .await
+        .unwrap()
+        .unwrap_err();
     assert!(err.is_connection_lost(), "{err:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_retries_until_the_server_appears_and_reports_a_clear_timeout() {
     // A port that is free now (racy only against other processes grabbing it).
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let err = StoreClient::connect("127.0.0.1", port, Duration::from_millis(300)).await.unwrap_err();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = StoreClient::connect("127.0.0.1", port, Duration::from_millis(300))
+        .await
+        .unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(err, StoreError::Connect { attempts, .. } if attempts > 1), "{err:?}");
-    assert!(msg.contains(&format!("127.0.0.1:{port}")) && msg.contains("refused"), "{msg}");
+    assert!(
+        matches!(err, StoreError::Connect { attempts, .. } if attempts > 1),
+        "{err:?}"
+    );
+    assert!(
+        msg.contains(&format!("127.0.0.1:{port}")) && msg.contains("refused"),
+        "{msg}"
+    );
 
     let connecting = tokio::spawn(async move { StoreClient::connect("127.0.0.1", port, T).await });
     tokio::time::sleep(Duration::from_millis(100)).await;
     let s = StoreServer::bind("127.0.0.1", port).unwrap();
-    let c = tokio::time::timeout(T, connecting).await.unwrap().unwrap().unwrap();
+    let c = tokio::time::timeout(T, connecting)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     c.set("hello", b"world").await.unwrap();
     let second = c.reconnect().await.unwrap();
     assert_eq!(second.get("hello").await.unwrap(), b"world");
@@ -597,19 +858,47 @@ async fn connect_retries_until_the_server_appears_and_reports_a_clear_timeout() 
 async fn binds_a_specific_address_and_the_dual_stack_default() {
     let s = StoreServer::bind("127.0.0.2", 0).unwrap();
     assert_eq!(s.local_addr().ip().to_string(), "127.0.0.2");
-    let c = StoreClient::connect("127.0.0.2", s.port(), T).await.unwrap();
+    let c = StoreClient::connect("127.0.0.2", s.port(), T)
+        .await
+        .unwrap();
     c.ping().await.unwrap();
-    assert!(StoreClient::connect("127.0.0.1", s.port(), Duration::from_millis(100)).await.is_err());
+    assert!(
+        StoreClient::connect("127.0.0.1", s.port(), Duration::from_millis(100))
+            .await
+            .is_err()
+    );
 
     let any = StoreServer::bind("", 0).unwrap();
     assert!(any.local_addr().ip().is_unspecified());
-    StoreClient::connect("127.0.0.1", any.port(), T).await.unwrap().ping().await.unwrap();
+    StoreClient::connect("127.0.0.1", any.port(), T)
+        .await
+        .unwrap()
+        .ping()
+        .await
+        .unwrap();
     if any.local_addr().is_ipv6() {
-        StoreClient::connect("::1", any.port(), T).await.unwrap().ping().await.unwrap();
-        StoreClient::connect("[::1]", any.port(), T).await.unwrap().ping().await.unwrap();
+        StoreClient::connect("::1", any.port(), T)
+            .await
+            .unwrap()
+            .ping()
+            .await
+            .unwrap();
+        StoreClient::connect("[::1]", any.port(), T)
+            .await
+            .unwrap()
+            .ping()
+            .await
+            .unwrap();
     }
-    let taken = StoreServer::bind("127.0.0.2", s.port()).err().expect("port in use");
-    assert!(taken.to_string().contains(&format!("127.0.0.2:{}", s.port())), "{taken}");
+    let taken = StoreServer::bind("127.0.0.2", s.port())
+        .err()
+        .expect("port in use");
+    assert!(
+        taken
+            .to_string()
+            .contains(&format!("127.0.0.2:{}", s.port())),
+        "{taken}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -631,5 +920,8 @@ async fn an_abandoned_request_breaks_the_client_instead_of_desynchronising_it() 
     // Dropping the future mid-wait leaves a WAIT outstanding on the connection.
     let _ = tokio::time::timeout(Duration::from_millis(50), c.get("absent")).await;
     let err = c.ping().await.unwrap_err();
-    assert!(err.is_connection_lost() && err.to_string().contains("abandoned"), "{err}");
+    assert!(
+        err.is_connection_lost() && err.to_string().contains("abandoned"),
+        "{err}"
+    );
 }

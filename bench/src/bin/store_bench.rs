@@ -40,7 +40,12 @@ fn parse_args() -> Args {
         match flag.as_str() {
             "--host" => a.host = v,
             "--port" => a.port = v.parse().expect("--port"),
-            "--conns" => a.conns = v.split(',').map(|n| n.trim().parse().expect("--conns")).collect(),
+            "--conns" => {
+                a.conns = v
+                    .split(',')
+                    .map(|n| n.trim().parse().expect("--conns"))
+                    .collect()
+            }
             "--secs" => a.secs = v.parse().expect("--secs"),
             "--warmup" => a.warmup = v.parse().expect("--warmup"),
             "--value" => a.value = v.parse().expect("--value"),
@@ -49,7 +54,10 @@ fn parse_args() -> Args {
         }
     }
     assert!(a.port != 0, "--port is required");
-    assert!(a.value >= 8, "--value must be at least 8 bytes (it carries a counter)");
+    assert!(
+        a.value >= 8,
+        "--value must be at least 8 bytes (it carries a counter)"
+    );
     a
 }
 
@@ -58,15 +66,21 @@ fn main() {
     // One thread by default: on a small machine the generator should leave the other cores to
     // the server under test, and it does so the same way for both servers.
     let rt = if args.threads <= 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
     } else {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads).enable_all().build()
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.threads)
+            .enable_all()
+            .build()
     }
     .expect("tokio runtime");
     for &n in &args.conns {
         let (pairs, mut lat) = rt.block_on(run(&args, n));
         lat.sort_unstable();
-        let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)] as f64 / 1000.0;
+        let pct =
+            |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)] as f64 / 1000.0;
         println!(
             "conns={n} ops_per_s={:.0} p50_us={:.1} p99_us={:.1} pairs={pairs}",
             pairs as f64 / args.secs,
@@ -99,9 +113,14 @@ async fn run(args: &Args, n: usize) -> (usize, Vec<u64>) {
 }
 
 async fn connect(host: &str, port: u16) -> TcpStream {
-    let mut s = TcpStream::connect((host, port)).await.expect("connect to the store");
+    let mut s = TcpStream::connect((host, port))
+        .await
+        .expect("connect to the store");
     s.set_nodelay(true).unwrap();
-    let mut hello = Request::Validate { magic: VALIDATION_MAGIC }.to_bytes();
+    let mut hello = Request::Validate {
+        magic: VALIDATION_MAGIC,
+    }
+    .to_bytes();
     Request::Ping { nonce: 1 }.encode(&mut hello);
     s.write_all(&hello).await.unwrap();
     let mut echo = [0u8; 4];
@@ -122,7 +141,10 @@ async fn conn_loop(
     let key = format!("/bench/{i}");
     let mut value = vec![b'x'; value_len];
     let (mut set, mut get, mut rbuf) = (Vec::new(), Vec::new(), Vec::with_capacity(2 * value_len));
-    Request::Get { key: key.as_bytes() }.encode(&mut get);
+    Request::Get {
+        key: key.as_bytes(),
+    }
+    .encode(&mut get);
     let mut lat = Vec::new();
     for iter in 0u64.. {
         let t0 = Instant::now();
@@ -131,7 +153,11 @@ async fn conn_loop(
         }
         value[..8].copy_from_slice(&iter.to_le_bytes());
         set.clear();
-        Request::Set { key: key.as_bytes(), value: &value }.encode(&mut set);
+        Request::Set {
+            key: key.as_bytes(),
+            value: &value,
+        }
+        .encode(&mut set);
         s.write_all(&set).await.unwrap();
         s.write_all(&get).await.unwrap();
         let reply = loop {
@@ -140,9 +166,15 @@ async fn conn_loop(
                 break reply;
             }
             rbuf.reserve(value_len + 64);
-            assert!(s.read_buf(&mut rbuf).await.unwrap() > 0, "server closed the connection");
+            assert!(
+                s.read_buf(&mut rbuf).await.unwrap() > 0,
+                "server closed the connection"
+            );
         };
-        assert!(matches!(&reply, Reply::Bytes(v) if *v == value), "GET must return the value just set");
+        assert!(
+            matches!(&reply, Reply::Bytes(v) if *v == value),
+            "GET must return the value just set"
+        );
         if t0 >= measure_from {
             lat.push(t0.elapsed().as_nanos() as u64);
         }

@@ -16,7 +16,9 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::StoreError;
-use super::codec::{self, Command, Reply, ReplyShape, Request, STOP_WAITING, VALIDATION_MAGIC, WAIT_CANCELED};
+use super::codec::{
+    self, Command, Reply, ReplyShape, Request, STOP_WAITING, VALIDATION_MAGIC, WAIT_CANCELED,
+};
 
 /// The key torch's TCPStore sends without its `/` prefix (the worker counter of
 /// `TCPStore(world_size=..)`).
@@ -69,10 +71,21 @@ impl StoreClient {
     /// Connects to the store at `host:port`, retrying refused or unreachable connections with
     /// exponential backoff and jitter until `timeout` has passed, then sends VALIDATE and PING
     /// and checks the echo. `timeout` is also the client's default per-request timeout.
-    pub async fn connect(host: &str, port: u16, timeout: Duration) -> Result<StoreClient, StoreError> {
+    pub async fn connect(
+        host: &str,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<StoreClient, StoreError> {
         // Accept a bracketed IPv6 literal as found in endpoints ("[::1]").
-        let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
-        let addr = if bare.contains(':') { format!("[{bare}]:{port}") } else { format!("{bare}:{port}") };
+        let bare = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        let addr = if bare.contains(':') {
+            format!("[{bare}]:{port}")
+        } else {
+            format!("{bare}:{port}")
+        };
         let start = Instant::now();
         let deadline = start + timeout;
         let mut delay = Duration::from_millis(20);
@@ -82,8 +95,17 @@ impl StoreClient {
             attempts += 1;
             match tokio::time::timeout_at(deadline, handshake(bare, port, deadline)).await {
                 Ok(Ok(io)) => {
-                    let conn = Arc::new(Connection { addr, host: bare.to_string(), port, io: Mutex::new(io) });
-                    return Ok(StoreClient { conn, prefix: Arc::from(""), timeout });
+                    let conn = Arc::new(Connection {
+                        addr,
+                        host: bare.to_string(),
+                        port,
+                        io: Mutex::new(io),
+                    });
+                    return Ok(StoreClient {
+                        conn,
+                        prefix: Arc::from(""),
+                        timeout,
+                    });
                 }
                 Ok(Err(e)) => {
                     tracing::debug!(%addr, attempts, error = %e, "store: connect failed, retrying");
@@ -91,14 +113,20 @@ impl StoreClient {
                 }
                 // Cut short by the deadline: the previous attempt's error says more.
                 Err(_) => {
-                    last_error.get_or_insert_with(|| "timed out during connect or handshake".into());
+                    last_error
+                        .get_or_insert_with(|| "timed out during connect or handshake".into());
                 }
             }
             // Jitter in [0.5, 1.5) spreads out many agents retrying against one store.
             let wake = Instant::now() + delay.mul_f64(0.5 + rand::random::<f64>());
             if wake >= deadline {
                 let last_error = last_error.unwrap_or_default();
-                return Err(StoreError::Connect { addr, waited: start.elapsed(), attempts, last_error });
+                return Err(StoreError::Connect {
+                    addr,
+                    waited: start.elapsed(),
+                    attempts,
+                    last_error,
+                });
             }
             tokio::time::sleep_until(wake).await;
             delay = (delay * 3 / 2).min(Duration::from_secs(1));
@@ -110,7 +138,10 @@ impl StoreClient {
     /// like `connect` for up to the view's timeout.
     pub async fn reconnect(&self) -> Result<StoreClient, StoreError> {
         let fresh = StoreClient::connect(&self.conn.host, self.conn.port, self.timeout).await?;
-        Ok(StoreClient { conn: fresh.conn, ..self.clone() })
+        Ok(StoreClient {
+            conn: fresh.conn,
+            ..self.clone()
+        })
     }
 
     /// `host:port` of the store.
@@ -125,14 +156,24 @@ impl StoreClient {
 
     /// A view with another default timeout, on the same connection.
     pub fn with_timeout(&self, timeout: Duration) -> StoreClient {
-        StoreClient { timeout, ..self.clone() }
+        StoreClient {
+            timeout,
+            ..self.clone()
+        }
     }
 
     /// A view whose keys are `prefix + "/" + key` (torch's `PrefixStore`), on the same
     /// connection. Views nest: `c.prefixed("a").prefixed("b")` writes `a/b/key`.
     pub fn prefixed(&self, prefix: &str) -> StoreClient {
-        let joined = if self.prefix.is_empty() { prefix.to_string() } else { format!("{}/{prefix}", self.prefix) };
-        StoreClient { prefix: Arc::from(joined), ..self.clone() }
+        let joined = if self.prefix.is_empty() {
+            prefix.to_string()
+        } else {
+            format!("{}/{prefix}", self.prefix)
+        };
+        StoreClient {
+            prefix: Arc::from(joined),
+            ..self.clone()
+        }
     }
 
     /// The key as it travels: TCPStore's `/` in front, after the PrefixStore join; the plain
@@ -154,7 +195,11 @@ impl StoreClient {
 
     pub async fn set(&self, key: &str, value: impl AsRef<[u8]>) -> Result<(), StoreError> {
         let key = self.wire_key(key);
-        self.send_only(&Request::Set { key: &key, value: value.as_ref() }).await
+        self.send_only(&Request::Set {
+            key: &key,
+            value: value.as_ref(),
+        })
+        .await
     }
 
     /// Waits (up to the client's timeout) for `key`, then returns its value.
@@ -162,7 +207,10 @@ impl StoreClient {
         let key = self.wire_key(key);
         let mut io = self.lock().await?;
         io.wait(&self.conn.addr, &[&key], self.timeout).await?;
-        match io.call(&self.conn.addr, &Request::Get { key: &key }, self.timeout).await? {
+        match io
+            .call(&self.conn.addr, &Request::Get { key: &key }, self.timeout)
+            .await?
+        {
             Reply::Bytes(v) => Ok(v),
             other => Err(unexpected(&self.conn.addr, Command::Get, &other)),
         }
@@ -184,7 +232,11 @@ impl StoreClient {
         desired: impl AsRef<[u8]>,
     ) -> Result<Vec<u8>, StoreError> {
         let key = self.wire_key(key);
-        let req = Request::CompareSet { key: &key, expected: expected.as_ref(), desired: desired.as_ref() };
+        let req = Request::CompareSet {
+            key: &key,
+            expected: expected.as_ref(),
+            desired: desired.as_ref(),
+        };
         match self.call(&req).await? {
             Reply::Bytes(v) => Ok(v),
             other => Err(unexpected(&self.conn.addr, Command::CompareSet, &other)),
@@ -194,7 +246,9 @@ impl StoreClient {
     /// True if every key exists (a non-empty queue counts).
     pub async fn check(&self, keys: &[&str]) -> Result<bool, StoreError> {
         let keys = self.wire_keys(keys);
-        let req = Request::Check { keys: keys.iter().map(Vec::as_slice).collect() };
+        let req = Request::Check {
+            keys: keys.iter().map(Vec::as_slice).collect(),
+        };
         match self.call(&req).await? {
             Reply::U8(codec::CHECK_READY) => Ok(true),
             Reply::U8(codec::CHECK_NOT_READY) => Ok(false),
@@ -207,7 +261,10 @@ impl StoreClient {
     pub async fn wait(&self, keys: &[&str], timeout: Duration) -> Result<(), StoreError> {
         let keys = self.wire_keys(keys);
         let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-        self.lock().await?.wait(&self.conn.addr, &refs, timeout).await
+        self.lock()
+            .await?
+            .wait(&self.conn.addr, &refs, timeout)
+            .await
     }
 
     /// Deletes `key`; true if it existed.
@@ -224,7 +281,11 @@ impl StoreClient {
     /// Appends to the value at `key`, creating it if absent.
     pub async fn append(&self, key: &str, value: impl AsRef<[u8]>) -> Result<(), StoreError> {
         let key = self.wire_key(key);
-        self.send_only(&Request::Append { key: &key, value: value.as_ref() }).await
+        self.send_only(&Request::Append {
+            key: &key,
+            value: value.as_ref(),
+        })
+        .await
     }
 
     /// Waits (up to the client's timeout) for all keys, then returns their values in order.
@@ -233,20 +294,36 @@ impl StoreClient {
         let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
         let mut io = self.lock().await?;
         io.wait(&self.conn.addr, &refs, self.timeout).await?;
-        match io.call(&self.conn.addr, &Request::MultiGet { keys: refs }, self.timeout).await? {
+        match io
+            .call(
+                &self.conn.addr,
+                &Request::MultiGet { keys: refs },
+                self.timeout,
+            )
+            .await?
+        {
             Reply::BytesN(v) => Ok(v),
             other => Err(unexpected(&self.conn.addr, Command::MultiGet, &other)),
         }
     }
 
     /// Sets several keys in one request.
-    pub async fn multi_set<K, V>(&self, pairs: impl IntoIterator<Item = (K, V)>) -> Result<(), StoreError>
+    pub async fn multi_set<K, V>(
+        &self,
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<(), StoreError>
     where
         K: AsRef<str>,
         V: AsRef<[u8]>,
     {
-        let owned: Vec<(Vec<u8>, V)> = pairs.into_iter().map(|(k, v)| (self.wire_key(k.as_ref()), v)).collect();
-        let pairs = owned.iter().map(|(k, v)| (k.as_slice(), v.as_ref())).collect();
+        let owned: Vec<(Vec<u8>, V)> = pairs
+            .into_iter()
+            .map(|(k, v)| (self.wire_key(k.as_ref()), v))
+            .collect();
+        let pairs = owned
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.as_ref()))
+            .collect();
         self.send_only(&Request::MultiSet { pairs }).await
     }
 
@@ -262,7 +339,11 @@ impl StoreClient {
     /// Appends to the FIFO queue `key` (separate from the key-value map).
     pub async fn queue_push(&self, key: &str, value: impl AsRef<[u8]>) -> Result<(), StoreError> {
         let key = self.wire_key(key);
-        self.send_only(&Request::QueuePush { key: &key, value: value.as_ref() }).await
+        self.send_only(&Request::QueuePush {
+            key: &key,
+            value: value.as_ref(),
+        })
+        .await
     }
 
     /// Pops the head of queue `key`. With `block`, first waits (up to the client's timeout) for
@@ -273,7 +354,14 @@ impl StoreClient {
         if block {
             io.wait(&self.conn.addr, &[&key], self.timeout).await?;
         }
-        match io.call(&self.conn.addr, &Request::QueuePop { key: &key }, self.timeout).await? {
+        match io
+            .call(
+                &self.conn.addr,
+                &Request::QueuePop { key: &key },
+                self.timeout,
+            )
+            .await?
+        {
             Reply::QueuePop { value, .. } => Ok(value),
             other => Err(unexpected(&self.conn.addr, Command::QueuePop, &other)),
         }
@@ -291,7 +379,11 @@ impl StoreClient {
             Reply::KeyList(keys) => keys,
             other => return Err(unexpected(&self.conn.addr, Command::ListKeys, &other)),
         };
-        let strip = if self.prefix.is_empty() { "/".to_string() } else { format!("/{}/", self.prefix) };
+        let strip = if self.prefix.is_empty() {
+            "/".to_string()
+        } else {
+            format!("/{}/", self.prefix)
+        };
         Ok(raw
             .into_iter()
             .map(|k| String::from_utf8_lossy(&k).into_owned())
@@ -301,26 +393,48 @@ impl StoreClient {
 
     /// Blocks until `world_size` callers reached the barrier at `key`; after `timeout` cancels
     /// and fails with [`StoreError::Timeout`] (the arrival still counts, as in torch).
-    pub async fn barrier(&self, key: &str, world_size: i64, timeout: Duration) -> Result<(), StoreError> {
+    pub async fn barrier(
+        &self,
+        key: &str,
+        world_size: i64,
+        timeout: Duration,
+    ) -> Result<(), StoreError> {
         let key = self.wire_key(key);
         let addr = &self.conn.addr;
         let mut io = self.lock().await?;
-        let released = io.request_then_stop_waiting(addr, &Request::Barrier { key: &key, world_size }, timeout).await?;
+        let released = io
+            .request_then_stop_waiting(
+                addr,
+                &Request::Barrier {
+                    key: &key,
+                    world_size,
+                },
+                timeout,
+            )
+            .await?;
         if released {
             Ok(())
         } else {
             let what = format!("barrier on key {}", String::from_utf8_lossy(&key));
-            Err(StoreError::Timeout { addr: addr.clone(), what, timeout })
+            Err(StoreError::Timeout {
+                addr: addr.clone(),
+                what,
+                timeout,
+            })
         }
     }
 
     async fn lock(&self) -> Result<tokio::sync::MutexGuard<'_, Io>, StoreError> {
         let mut io = self.conn.io.lock().await;
         if io.busy && io.broken.is_none() {
-            io.broken = Some("an earlier request was abandoned mid-way, so replies are out of step".into());
+            io.broken =
+                Some("an earlier request was abandoned mid-way, so replies are out of step".into());
         }
         if let Some(reason) = &io.broken {
-            return Err(StoreError::ConnectionLost { addr: self.conn.addr.clone(), reason: reason.clone() });
+            return Err(StoreError::ConnectionLost {
+                addr: self.conn.addr.clone(),
+                reason: reason.clone(),
+            });
         }
         Ok(io)
     }
@@ -334,7 +448,10 @@ impl StoreClient {
     }
 
     async fn call(&self, req: &Request<'_>) -> Result<Reply, StoreError> {
-        self.lock().await?.call(&self.conn.addr, req, self.timeout).await
+        self.lock()
+            .await?
+            .call(&self.conn.addr, req, self.timeout)
+            .await
     }
 
     async fn call_i64(&self, req: &Request<'_>) -> Result<i64, StoreError> {
@@ -346,21 +463,39 @@ impl StoreClient {
 }
 
 fn unexpected(addr: &str, command: Command, reply: &Reply) -> StoreError {
-    StoreError::Protocol { addr: addr.to_string(), command: command.name(), reason: format!("unexpected reply {reply:?}") }
+    StoreError::Protocol {
+        addr: addr.to_string(),
+        command: command.name(),
+        reason: format!("unexpected reply {reply:?}"),
+    }
 }
 
 /// Connects once and performs VALIDATE + PING. Errors are strings: the caller retries them all
 /// and reports only the last.
 async fn handshake(host: &str, port: u16, deadline: Instant) -> Result<Io, String> {
-    let stream = TcpStream::connect((host, port)).await.map_err(|e| e.to_string())?;
+    let stream = TcpStream::connect((host, port))
+        .await
+        .map_err(|e| e.to_string())?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
     set_keepalive(&stream);
-    let mut io = Io { stream, rbuf: Vec::with_capacity(4096), wbuf: Vec::with_capacity(4096), broken: None, busy: false };
+    let mut io = Io {
+        stream,
+        rbuf: Vec::with_capacity(4096),
+        wbuf: Vec::with_capacity(4096),
+        broken: None,
+        busy: false,
+    };
     let nonce = std::process::id();
     // Both in one write: VALIDATE has no reply.
-    Request::Validate { magic: VALIDATION_MAGIC }.encode(&mut io.wbuf);
+    Request::Validate {
+        magic: VALIDATION_MAGIC,
+    }
+    .encode(&mut io.wbuf);
     Request::Ping { nonce }.encode(&mut io.wbuf);
-    io.stream.write_all(&io.wbuf).await.map_err(|e| e.to_string())?;
+    io.stream
+        .write_all(&io.wbuf)
+        .await
+        .map_err(|e| e.to_string())?;
     io.wbuf.clear();
     match io.recv(ReplyShape::U32, Some(deadline)).await {
         Ok(Some(Reply::U32(n))) if n == nonce => Ok(io),
@@ -396,14 +531,20 @@ fn set_keepalive(stream: &TcpStream) {
 impl Io {
     fn lost(&mut self, addr: &str, reason: String) -> StoreError {
         self.broken = Some(reason.clone());
-        StoreError::ConnectionLost { addr: addr.to_string(), reason }
+        StoreError::ConnectionLost {
+            addr: addr.to_string(),
+            reason,
+        }
     }
 
     async fn send(&mut self, addr: &str, req: &Request<'_>) -> Result<(), StoreError> {
         if let Err(e) = req.check_limits() {
             // Nothing was sent, so the connection is still in step.
             self.busy = false;
-            return Err(StoreError::InvalidRequest { command: req.command().name(), reason: e.to_string() });
+            return Err(StoreError::InvalidRequest {
+                command: req.command().name(),
+                reason: e.to_string(),
+            });
         }
         self.wbuf.clear();
         req.encode(&mut self.wbuf);
@@ -415,7 +556,11 @@ impl Io {
 
     /// Reads one reply of `shape`. `Ok(None)` when `deadline` passes first (bytes read so far
     /// stay buffered: `read_buf` is cancel-safe). Errors are strings for `handshake`'s sake.
-    async fn recv(&mut self, shape: ReplyShape, deadline: Option<Instant>) -> Result<Option<Reply>, String> {
+    async fn recv(
+        &mut self,
+        shape: ReplyShape,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Reply>, String> {
         loop {
             match codec::decode_reply(shape, &self.rbuf) {
                 Ok(Some((reply, n))) => {
@@ -427,10 +572,12 @@ impl Io {
             }
             self.rbuf.reserve(4096);
             let read = match deadline {
-                Some(d) => match tokio::time::timeout_at(d, self.stream.read_buf(&mut self.rbuf)).await {
-                    Ok(r) => r,
-                    Err(_) => return Ok(None),
-                },
+                Some(d) => {
+                    match tokio::time::timeout_at(d, self.stream.read_buf(&mut self.rbuf)).await {
+                        Ok(r) => r,
+                        Err(_) => return Ok(None),
+                    }
+                }
                 None => self.stream.read_buf(&mut self.rbuf).await,
             };
             match read {
@@ -443,31 +590,65 @@ impl Io {
 
     /// Sends `req` and reads its reply within `timeout`. A timeout leaves the reply in flight,
     /// so the connection is then unusable.
-    async fn call(&mut self, addr: &str, req: &Request<'_>, timeout: Duration) -> Result<Reply, StoreError> {
+    async fn call(
+        &mut self,
+        addr: &str,
+        req: &Request<'_>,
+        timeout: Duration,
+    ) -> Result<Reply, StoreError> {
         self.busy = true;
         self.send(addr, req).await?;
-        match self.recv(req.reply_shape(), Some(Instant::now() + timeout)).await {
+        match self
+            .recv(req.reply_shape(), Some(Instant::now() + timeout))
+            .await
+        {
             Ok(Some(reply)) => {
                 self.busy = false;
                 Ok(reply)
             }
             Ok(None) => {
-                self.broken = Some(format!("no reply to {} within {}ms", req.command(), timeout.as_millis()));
-                Err(StoreError::Timeout { addr: addr.to_string(), what: format!("reply to {}", req.command()), timeout })
+                self.broken = Some(format!(
+                    "no reply to {} within {}ms",
+                    req.command(),
+                    timeout.as_millis()
+                ));
+                Err(StoreError::Timeout {
+                    addr: addr.to_string(),
+                    what: format!("reply to {}", req.command()),
+                    timeout,
+                })
             }
-            Err(reason) => Err(self.lost(addr, format!("waiting for the reply to {}: {reason}", req.command()))),
+            Err(reason) => Err(self.lost(
+                addr,
+                format!("waiting for the reply to {}: {reason}", req.command()),
+            )),
         }
     }
 
     /// WAIT as torch's client does it: on timeout, CANCEL_WAIT and drain a STOP_WAITING that
     /// may already be on its way.
-    async fn wait(&mut self, addr: &str, keys: &[&[u8]], timeout: Duration) -> Result<(), StoreError> {
-        let req = Request::Wait { keys: keys.to_vec() };
+    async fn wait(
+        &mut self,
+        addr: &str,
+        keys: &[&[u8]],
+        timeout: Duration,
+    ) -> Result<(), StoreError> {
+        let req = Request::Wait {
+            keys: keys.to_vec(),
+        };
         if self.request_then_stop_waiting(addr, &req, timeout).await? {
             return Ok(());
         }
-        let keys = keys.iter().map(|k| String::from_utf8_lossy(k)).collect::<Vec<_>>().join(", ");
-        Err(StoreError::Timeout { addr: addr.to_string(), what: format!("wait for keys {keys}"), timeout })
+        let keys = keys
+            .iter()
+            .map(|k| String::from_utf8_lossy(k))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Err(StoreError::Timeout {
+            addr: addr.to_string(),
+            what: format!("wait for keys {keys}"),
+            timeout,
+        })
     }
 
     /// Sends a WAIT or BARRIER; true when STOP_WAITING came within `timeout`, false when it did
@@ -481,12 +662,21 @@ impl Io {
         let cmd = req.command();
         self.busy = true;
         self.send(addr, req).await?;
-        match self.recv(ReplyShape::U8, Some(Instant::now() + timeout)).await {
+        match self
+            .recv(ReplyShape::U8, Some(Instant::now() + timeout))
+            .await
+        {
             Ok(Some(Reply::U8(STOP_WAITING))) => {
                 self.busy = false;
                 return Ok(true);
             }
-            Ok(Some(other)) => return Err(self.protocol(addr, cmd, format!("expected STOP_WAITING, got {other:?}"))),
+            Ok(Some(other)) => {
+                return Err(self.protocol(
+                    addr,
+                    cmd,
+                    format!("expected STOP_WAITING, got {other:?}"),
+                ));
+            }
             Ok(None) => {}
             Err(reason) => return Err(self.lost(addr, format!("waiting for {cmd}: {reason}"))),
         }
@@ -503,16 +693,28 @@ impl Io {
                 // Released just before the cancel arrived: the cancel's reply follows.
                 Ok(Some(Reply::U8(STOP_WAITING))) if first => first = false,
                 Ok(Some(other)) => {
-                    return Err(self.protocol(addr, Command::CancelWait, format!("expected WAIT_CANCELED, got {other:?}")));
+                    return Err(self.protocol(
+                        addr,
+                        Command::CancelWait,
+                        format!("expected WAIT_CANCELED, got {other:?}"),
+                    ));
                 }
                 Ok(None) => return Err(self.lost(addr, "no reply to CANCEL_WAIT".into())),
-                Err(reason) => return Err(self.lost(addr, format!("waiting for CANCEL_WAIT's reply: {reason}"))),
+                Err(reason) => {
+                    return Err(
+                        self.lost(addr, format!("waiting for CANCEL_WAIT's reply: {reason}"))
+                    );
+                }
             }
         }
     }
 
     fn protocol(&mut self, addr: &str, command: Command, reason: String) -> StoreError {
         self.broken = Some(format!("protocol error on {command}: {reason}"));
-        StoreError::Protocol { addr: addr.to_string(), command: command.name(), reason }
+        StoreError::Protocol {
+            addr: addr.to_string(),
+            command: command.name(),
+            reason,
+        }
     }
 }

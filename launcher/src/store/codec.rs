@@ -115,25 +115,64 @@ impl std::fmt::Display for Command {
 /// caller that is about to encode it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request<'a> {
-    Validate { magic: u32 },
-    Set { key: &'a [u8], value: &'a [u8] },
-    CompareSet { key: &'a [u8], expected: &'a [u8], desired: &'a [u8] },
-    Get { key: &'a [u8] },
-    Add { key: &'a [u8], delta: i64 },
-    Check { keys: Vec<&'a [u8]> },
-    Wait { keys: Vec<&'a [u8]> },
+    Validate {
+        magic: u32,
+    },
+    Set {
+        key: &'a [u8],
+        value: &'a [u8],
+    },
+    CompareSet {
+        key: &'a [u8],
+        expected: &'a [u8],
+        desired: &'a [u8],
+    },
+    Get {
+        key: &'a [u8],
+    },
+    Add {
+        key: &'a [u8],
+        delta: i64,
+    },
+    Check {
+        keys: Vec<&'a [u8]>,
+    },
+    Wait {
+        keys: Vec<&'a [u8]>,
+    },
     GetNumKeys,
-    DeleteKey { key: &'a [u8] },
-    Append { key: &'a [u8], value: &'a [u8] },
-    MultiGet { keys: Vec<&'a [u8]> },
-    MultiSet { pairs: Vec<(&'a [u8], &'a [u8])> },
+    DeleteKey {
+        key: &'a [u8],
+    },
+    Append {
+        key: &'a [u8],
+        value: &'a [u8],
+    },
+    MultiGet {
+        keys: Vec<&'a [u8]>,
+    },
+    MultiSet {
+        pairs: Vec<(&'a [u8], &'a [u8])>,
+    },
     CancelWait,
-    Ping { nonce: u32 },
-    QueuePush { key: &'a [u8], value: &'a [u8] },
-    QueuePop { key: &'a [u8] },
-    QueueLen { key: &'a [u8] },
+    Ping {
+        nonce: u32,
+    },
+    QueuePush {
+        key: &'a [u8],
+        value: &'a [u8],
+    },
+    QueuePop {
+        key: &'a [u8],
+    },
+    QueueLen {
+        key: &'a [u8],
+    },
     ListKeys,
-    Barrier { key: &'a [u8], world_size: i64 },
+    Barrier {
+        key: &'a [u8],
+        world_size: i64,
+    },
 }
 
 /// The shape of the reply a request gets, which the client needs to parse it (replies carry no
@@ -166,7 +205,10 @@ pub enum Reply {
     U8(u8),
     U32(u32),
     BytesN(Vec<Vec<u8>>),
-    QueuePop { len_before: i64, value: Option<Vec<u8>> },
+    QueuePop {
+        len_before: i64,
+        value: Option<Vec<u8>>,
+    },
     KeyList(Vec<Vec<u8>>),
 }
 
@@ -220,20 +262,30 @@ impl<'a> Reader<'a> {
     }
 
     fn u32(&mut self) -> Result<u32, Stop> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
 
     fn u64(&mut self) -> Result<u64, Stop> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
 
     fn i64(&mut self) -> Result<i64, Stop> {
-        Ok(i64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(i64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
 
     /// A length-prefixed string; the limit is checked as soon as the length is known, so a
     /// hostile length is refused before any of its bytes arrive (as torch's server does).
-    fn sized(&mut self, max: u64, too_long: impl FnOnce(u64) -> DecodeError) -> Result<&'a [u8], Stop> {
+    fn sized(
+        &mut self,
+        max: u64,
+        too_long: impl FnOnce(u64) -> DecodeError,
+    ) -> Result<&'a [u8], Stop> {
         let len = self.u64()?;
         if len > max {
             return Err(too_long(len).into());
@@ -247,7 +299,10 @@ impl<'a> Reader<'a> {
     }
 
     fn value(&mut self, command: Command) -> Result<&'a [u8], Stop> {
-        self.sized(MAX_VALUE_LEN, |len| DecodeError::ValueTooLong { command, len })
+        self.sized(MAX_VALUE_LEN, |len| DecodeError::ValueTooLong {
+            command,
+            len,
+        })
     }
 
     fn count(&mut self, command: Command) -> Result<usize, Stop> {
@@ -301,19 +356,28 @@ fn read_request<'a>(r: &mut Reader<'a>) -> Result<Request<'a>, Stop> {
             }
             Request::Validate { magic }
         }
-        Command::Set => Request::Set { key: r.key(cmd)?, value: r.value(cmd)? },
+        Command::Set => Request::Set {
+            key: r.key(cmd)?,
+            value: r.value(cmd)?,
+        },
         Command::CompareSet => Request::CompareSet {
             key: r.key(cmd)?,
             expected: r.value(cmd)?,
             desired: r.value(cmd)?,
         },
         Command::Get => Request::Get { key: r.key(cmd)? },
-        Command::Add => Request::Add { key: r.key(cmd)?, delta: r.i64()? },
+        Command::Add => Request::Add {
+            key: r.key(cmd)?,
+            delta: r.i64()?,
+        },
         Command::Check => Request::Check { keys: r.keys(cmd)? },
         Command::Wait => Request::Wait { keys: r.keys(cmd)? },
         Command::GetNumKeys => Request::GetNumKeys,
         Command::DeleteKey => Request::DeleteKey { key: r.key(cmd)? },
-        Command::Append => Request::Append { key: r.key(cmd)?, value: r.value(cmd)? },
+        Command::Append => Request::Append {
+            key: r.key(cmd)?,
+            value: r.value(cmd)?,
+        },
         Command::MultiGet => Request::MultiGet { keys: r.keys(cmd)? },
         Command::MultiSet => {
             let n = r.count(cmd)?;
@@ -325,11 +389,17 @@ fn read_request<'a>(r: &mut Reader<'a>) -> Result<Request<'a>, Stop> {
         }
         Command::CancelWait => Request::CancelWait,
         Command::Ping => Request::Ping { nonce: r.u32()? },
-        Command::QueuePush => Request::QueuePush { key: r.key(cmd)?, value: r.value(cmd)? },
+        Command::QueuePush => Request::QueuePush {
+            key: r.key(cmd)?,
+            value: r.value(cmd)?,
+        },
         Command::QueuePop => Request::QueuePop { key: r.key(cmd)? },
         Command::QueueLen => Request::QueueLen { key: r.key(cmd)? },
         Command::ListKeys => Request::ListKeys,
-        Command::Barrier => Request::Barrier { key: r.key(cmd)?, world_size: r.i64()? },
+        Command::Barrier => Request::Barrier {
+            key: r.key(cmd)?,
+            world_size: r.i64()?,
+        },
     })
 }
 
@@ -410,21 +480,30 @@ impl Request<'_> {
         let command = self.command();
         let key = |k: &[u8]| {
             if k.len() as u64 > MAX_KEY_LEN {
-                Err(DecodeError::KeyTooLong { command, len: k.len() as u64 })
+                Err(DecodeError::KeyTooLong {
+                    command,
+                    len: k.len() as u64,
+                })
             } else {
                 Ok(())
             }
         };
         let value = |v: &[u8]| {
             if v.len() as u64 > MAX_VALUE_LEN {
-                Err(DecodeError::ValueTooLong { command, len: v.len() as u64 })
+                Err(DecodeError::ValueTooLong {
+                    command,
+                    len: v.len() as u64,
+                })
             } else {
                 Ok(())
             }
         };
         let count = |n: usize| {
             if n as u64 > MAX_KEY_COUNT {
-                Err(DecodeError::TooManyKeys { command, count: n as u64 })
+                Err(DecodeError::TooManyKeys {
+                    command,
+                    count: n as u64,
+                })
             } else {
                 Ok(())
             }
@@ -438,9 +517,11 @@ impl Request<'_> {
             Request::Set { key: k, value: v }
             | Request::Append { key: k, value: v }
             | Request::QueuePush { key: k, value: v } => key(k).and(value(v)),
-            Request::CompareSet { key: k, expected, desired } => {
-                key(k).and(value(expected)).and(value(desired))
-            }
+            Request::CompareSet {
+                key: k,
+                expected,
+                desired,
+            } => key(k).and(value(expected)).and(value(desired)),
             Request::Get { key: k }
             | Request::Add { key: k, .. }
             | Request::DeleteKey { key: k }
@@ -469,7 +550,11 @@ impl Request<'_> {
                 put_bytes(out, key);
                 put_bytes(out, value);
             }
-            Request::CompareSet { key, expected, desired } => {
+            Request::CompareSet {
+                key,
+                expected,
+                desired,
+            } => {
                 put_bytes(out, key);
                 put_bytes(out, expected);
                 put_bytes(out, desired);
@@ -558,15 +643,27 @@ pub fn decode_reply(shape: ReplyShape, buf: &[u8]) -> Result<Option<(Reply, usiz
             ReplyShape::QueuePop => {
                 let len_before = r.i64()?;
                 if len_before < 0 {
-                    return Err(DecodeError::BadReplyLength { command: "QUEUE_POP", len: len_before }.into());
+                    return Err(DecodeError::BadReplyLength {
+                        command: "QUEUE_POP",
+                        len: len_before,
+                    }
+                    .into());
                 }
-                let value = if len_before > 0 { Some(r.reply_bytes()?) } else { None };
+                let value = if len_before > 0 {
+                    Some(r.reply_bytes()?)
+                } else {
+                    None
+                };
                 Reply::QueuePop { len_before, value }
             }
             ReplyShape::KeyList => {
                 let n = r.i64()?;
                 if n < 0 {
-                    return Err(DecodeError::BadReplyLength { command: "LIST_KEYS", len: n }.into());
+                    return Err(DecodeError::BadReplyLength {
+                        command: "LIST_KEYS",
+                        len: n,
+                    }
+                    .into());
                 }
                 let mut keys = Vec::with_capacity((n as usize).min(1024));
                 for _ in 0..n {
@@ -612,7 +709,11 @@ pub fn parse_stoll(bytes: &[u8]) -> Option<i64> {
     if i == start {
         return None;
     }
-    if negative { Some(acc) } else { acc.checked_neg() }
+    if negative {
+        Some(acc)
+    } else {
+        acc.checked_neg()
+    }
 }
 
 #[cfg(test)]
@@ -621,28 +722,44 @@ mod tests {
     use proptest::prelude::*;
 
     fn hex(s: &str) -> Vec<u8> {
-        s.split_whitespace().map(|b| u8::from_str_radix(b, 16).unwrap()).collect()
+        s.split_whitespace()
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect()
     }
 
     /// Reference §7.1.1, byte for byte.
     #[test]
     fn worked_example_matches_the_reference() {
         let cases: Vec<(Request<'_>, &str)> = vec![
-            (Request::Validate { magic: VALIDATION_MAGIC }, "00 CE F7 85 3C"),
+            (
+                Request::Validate {
+                    magic: VALIDATION_MAGIC,
+                },
+                "00 CE F7 85 3C",
+            ),
             (Request::Ping { nonce: 0x1234 }, "0D 34 12 00 00"),
             (
-                Request::Add { key: b"init/", delta: 1 },
+                Request::Add {
+                    key: b"init/",
+                    delta: 1,
+                },
                 "04 05 00 00 00 00 00 00 00 69 6E 69 74 2F 01 00 00 00 00 00 00 00",
             ),
             (
-                Request::Set { key: b"/a", value: b"b" },
+                Request::Set {
+                    key: b"/a",
+                    value: b"b",
+                },
                 "01 02 00 00 00 00 00 00 00 2F 61 01 00 00 00 00 00 00 00 62",
             ),
             (
                 Request::Wait { keys: vec![b"/a"] },
                 "06 01 00 00 00 00 00 00 00 02 00 00 00 00 00 00 00 2F 61",
             ),
-            (Request::Get { key: b"/a" }, "03 02 00 00 00 00 00 00 00 2F 61"),
+            (
+                Request::Get { key: b"/a" },
+                "03 02 00 00 00 00 00 00 00 2F 61",
+            ),
         ];
         for (req, bytes) in cases {
             let wire = hex(bytes);
@@ -653,38 +770,72 @@ mod tests {
             (ReplyShape::U32, Reply::U32(0x1234), "34 12 00 00"),
             (ReplyShape::I64, Reply::I64(1), "01 00 00 00 00 00 00 00"),
             (ReplyShape::U8, Reply::U8(STOP_WAITING), "00"),
-            (ReplyShape::Bytes, Reply::Bytes(b"b".to_vec()), "01 00 00 00 00 00 00 00 62"),
+            (
+                ReplyShape::Bytes,
+                Reply::Bytes(b"b".to_vec()),
+                "01 00 00 00 00 00 00 00 62",
+            ),
         ];
         for (shape, reply, bytes) in replies {
             let wire = hex(bytes);
             let mut enc = Vec::new();
             reply.encode(&mut enc);
             assert_eq!(enc, wire);
-            assert_eq!(decode_reply(shape, &wire).unwrap(), Some((reply, wire.len())));
+            assert_eq!(
+                decode_reply(shape, &wire).unwrap(),
+                Some((reply, wire.len()))
+            );
         }
     }
 
     fn all_requests() -> Vec<Request<'static>> {
         vec![
-            Request::Validate { magic: VALIDATION_MAGIC },
-            Request::Set { key: b"/k", value: b"v" },
-            Request::CompareSet { key: b"/k", expected: b"", desired: b"new" },
+            Request::Validate {
+                magic: VALIDATION_MAGIC,
+            },
+            Request::Set {
+                key: b"/k",
+                value: b"v",
+            },
+            Request::CompareSet {
+                key: b"/k",
+                expected: b"",
+                desired: b"new",
+            },
             Request::Get { key: b"/k" },
-            Request::Add { key: b"/n", delta: -7 },
-            Request::Check { keys: vec![b"/a", b"/b"] },
+            Request::Add {
+                key: b"/n",
+                delta: -7,
+            },
+            Request::Check {
+                keys: vec![b"/a", b"/b"],
+            },
             Request::Wait { keys: vec![] },
             Request::GetNumKeys,
             Request::DeleteKey { key: b"/k" },
-            Request::Append { key: b"/k", value: b"more" },
-            Request::MultiGet { keys: vec![b"/a", b"", b"/c"] },
-            Request::MultiSet { pairs: vec![(b"/a", b"1"), (b"/b", b"")] },
+            Request::Append {
+                key: b"/k",
+                value: b"more",
+            },
+            Request::MultiGet {
+                keys: vec![b"/a", b"", b"/c"],
+            },
+            Request::MultiSet {
+                pairs: vec![(b"/a", b"1"), (b"/b", b"")],
+            },
             Request::CancelWait,
             Request::Ping { nonce: 0xDEAD_BEEF },
-            Request::QueuePush { key: b"/q", value: b"item" },
+            Request::QueuePush {
+                key: b"/q",
+                value: b"item",
+            },
             Request::QueuePop { key: b"/q" },
             Request::QueueLen { key: b"/q" },
             Request::ListKeys,
-            Request::Barrier { key: b"/bar", world_size: 3 },
+            Request::Barrier {
+                key: b"/bar",
+                world_size: 3,
+            },
         ]
     }
 
@@ -693,11 +844,18 @@ mod tests {
         let reqs = all_requests();
         let mut seen: Vec<Command> = reqs.iter().map(Request::command).collect();
         seen.dedup();
-        assert_eq!(seen, Command::ALL.to_vec(), "one request per command, in wire order");
+        assert_eq!(
+            seen,
+            Command::ALL.to_vec(),
+            "one request per command, in wire order"
+        );
         for req in reqs {
             let wire = req.to_bytes();
             assert_eq!(wire[0], req.command() as u8);
-            assert_eq!(decode_request(&wire).unwrap(), Some((req.clone(), wire.len())));
+            assert_eq!(
+                decode_request(&wire).unwrap(),
+                Some((req.clone(), wire.len()))
+            );
             req.check_limits().unwrap();
         }
     }
@@ -707,7 +865,11 @@ mod tests {
         for req in all_requests() {
             let wire = req.to_bytes();
             for cut in 0..wire.len() {
-                assert_eq!(decode_request(&wire[..cut]).unwrap(), None, "{req:?} cut at {cut}");
+                assert_eq!(
+                    decode_request(&wire[..cut]).unwrap(),
+                    None,
+                    "{req:?} cut at {cut}"
+                );
             }
         }
     }
@@ -725,7 +887,11 @@ mod tests {
             got.push(req);
         }
         assert_eq!(got, reqs);
-        assert_eq!(wire.len() - pos, 3, "the partial request is left in the buffer");
+        assert_eq!(
+            wire.len() - pos,
+            3,
+            "the partial request is left in the buffer"
+        );
     }
 
     #[test]
@@ -733,7 +899,12 @@ mod tests {
         assert_eq!(Command::from_byte(18), Some(Command::Barrier));
         assert_eq!(Command::from_byte(19), None);
         assert_eq!(Command::CompareSet.to_string(), "COMPARE_SET");
-        assert_eq!(Command::ALL.iter().enumerate().all(|(i, c)| *c as usize == i), true);
+        assert!(
+            Command::ALL
+                .iter()
+                .enumerate()
+                .all(|(i, c)| *c as usize == i)
+        );
     }
 
     fn len(n: u64) -> [u8; 8] {
@@ -761,7 +932,13 @@ mod tests {
         let mut wire = vec![Command::Get as u8];
         wire.extend_from_slice(&len(MAX_KEY_LEN + 1));
         let err = decode_request(&wire).unwrap_err();
-        assert_eq!(err, DecodeError::KeyTooLong { command: Command::Get, len: MAX_KEY_LEN + 1 });
+        assert_eq!(
+            err,
+            DecodeError::KeyTooLong {
+                command: Command::Get,
+                len: MAX_KEY_LEN + 1
+            }
+        );
         assert!(err.to_string().contains("GET key of 8193 bytes"), "{err}");
         // Exactly at the limit is fine (just incomplete here).
         let mut ok = vec![Command::Get as u8];
@@ -770,19 +947,30 @@ mod tests {
         // A huge length (would overflow a naive usize add) is refused the same way.
         let mut huge = vec![Command::Set as u8];
         huge.extend_from_slice(&len(u64::MAX));
-        assert!(matches!(decode_request(&huge), Err(DecodeError::KeyTooLong { .. })));
+        assert!(matches!(
+            decode_request(&huge),
+            Err(DecodeError::KeyTooLong { .. })
+        ));
     }
 
     #[test]
     fn oversized_value_is_refused() {
-        for cmd in [Command::Set, Command::Append, Command::QueuePush, Command::CompareSet] {
+        for cmd in [
+            Command::Set,
+            Command::Append,
+            Command::QueuePush,
+            Command::CompareSet,
+        ] {
             let mut wire = vec![cmd as u8];
             wire.extend_from_slice(&len(1));
             wire.push(b'k');
             wire.extend_from_slice(&len(MAX_VALUE_LEN + 1));
             assert_eq!(
                 decode_request(&wire).unwrap_err(),
-                DecodeError::ValueTooLong { command: cmd, len: MAX_VALUE_LEN + 1 }
+                DecodeError::ValueTooLong {
+                    command: cmd,
+                    len: MAX_VALUE_LEN + 1
+                }
             );
         }
         // COMPARE_SET's second value is checked too.
@@ -791,16 +979,30 @@ mod tests {
         wire.push(b'k');
         wire.extend_from_slice(&len(0));
         wire.extend_from_slice(&len(u64::MAX));
-        assert!(matches!(decode_request(&wire), Err(DecodeError::ValueTooLong { .. })));
+        assert!(matches!(
+            decode_request(&wire),
+            Err(DecodeError::ValueTooLong { .. })
+        ));
     }
 
     #[test]
     fn too_many_keys_is_refused() {
-        for cmd in [Command::Check, Command::Wait, Command::MultiGet, Command::MultiSet] {
+        for cmd in [
+            Command::Check,
+            Command::Wait,
+            Command::MultiGet,
+            Command::MultiSet,
+        ] {
             let mut wire = vec![cmd as u8];
             wire.extend_from_slice(&len(MAX_KEY_COUNT + 1));
             let err = decode_request(&wire).unwrap_err();
-            assert_eq!(err, DecodeError::TooManyKeys { command: cmd, count: MAX_KEY_COUNT + 1 });
+            assert_eq!(
+                err,
+                DecodeError::TooManyKeys {
+                    command: cmd,
+                    count: MAX_KEY_COUNT + 1
+                }
+            );
             assert!(err.to_string().contains("131073 keys"), "{err}");
             let mut ok = vec![cmd as u8];
             ok.extend_from_slice(&len(MAX_KEY_COUNT));
@@ -812,20 +1014,50 @@ mod tests {
     fn client_side_limits_match_the_server() {
         let big_key = vec![b'k'; MAX_KEY_LEN as usize + 1];
         let req = Request::Get { key: &big_key };
-        assert!(matches!(req.check_limits(), Err(DecodeError::KeyTooLong { .. })));
-        assert!(matches!(decode_request(&req.to_bytes()), Err(DecodeError::KeyTooLong { .. })));
+        assert!(matches!(
+            req.check_limits(),
+            Err(DecodeError::KeyTooLong { .. })
+        ));
+        assert!(matches!(
+            decode_request(&req.to_bytes()),
+            Err(DecodeError::KeyTooLong { .. })
+        ));
         let big_value = vec![0u8; MAX_VALUE_LEN as usize + 1];
-        let req = Request::Set { key: b"/k", value: &big_value };
-        assert!(matches!(req.check_limits(), Err(DecodeError::ValueTooLong { .. })));
+        let req = Request::Set {
+            key: b"/k",
+            value: &big_value,
+        };
+        assert!(matches!(
+            req.check_limits(),
+            Err(DecodeError::ValueTooLong { .. })
+        ));
     }
 
     #[test]
     fn replies_decode_incrementally() {
         let cases = vec![
-            (ReplyShape::BytesN(3), Reply::BytesN(vec![b"a".to_vec(), vec![], b"ccc".to_vec()])),
-            (ReplyShape::QueuePop, Reply::QueuePop { len_before: 2, value: Some(b"head".to_vec()) }),
-            (ReplyShape::QueuePop, Reply::QueuePop { len_before: 0, value: None }),
-            (ReplyShape::KeyList, Reply::KeyList(vec![b"/a".to_vec(), b"init/".to_vec()])),
+            (
+                ReplyShape::BytesN(3),
+                Reply::BytesN(vec![b"a".to_vec(), vec![], b"ccc".to_vec()]),
+            ),
+            (
+                ReplyShape::QueuePop,
+                Reply::QueuePop {
+                    len_before: 2,
+                    value: Some(b"head".to_vec()),
+                },
+            ),
+            (
+                ReplyShape::QueuePop,
+                Reply::QueuePop {
+                    len_before: 0,
+                    value: None,
+                },
+            ),
+            (
+                ReplyShape::KeyList,
+                Reply::KeyList(vec![b"/a".to_vec(), b"init/".to_vec()]),
+            ),
             (ReplyShape::KeyList, Reply::KeyList(vec![])),
             (ReplyShape::Bytes, Reply::Bytes(vec![])),
         ];
@@ -833,15 +1065,28 @@ mod tests {
             let mut wire = Vec::new();
             reply.encode(&mut wire);
             for cut in 0..wire.len() {
-                assert_eq!(decode_reply(shape, &wire[..cut]).unwrap(), None, "{reply:?} at {cut}");
+                assert_eq!(
+                    decode_reply(shape, &wire[..cut]).unwrap(),
+                    None,
+                    "{reply:?} at {cut}"
+                );
             }
             wire.push(0x77); // bytes of a later reply stay unconsumed
-            assert_eq!(decode_reply(shape, &wire).unwrap(), Some((reply, wire.len() - 1)));
+            assert_eq!(
+                decode_reply(shape, &wire).unwrap(),
+                Some((reply, wire.len() - 1))
+            );
         }
         let mut neg = Vec::new();
         put_i64(&mut neg, -1);
-        assert!(matches!(decode_reply(ReplyShape::KeyList, &neg), Err(DecodeError::BadReplyLength { .. })));
-        assert!(matches!(decode_reply(ReplyShape::QueuePop, &neg), Err(DecodeError::BadReplyLength { .. })));
+        assert!(matches!(
+            decode_reply(ReplyShape::KeyList, &neg),
+            Err(DecodeError::BadReplyLength { .. })
+        ));
+        assert!(matches!(
+            decode_reply(ReplyShape::QueuePop, &neg),
+            Err(DecodeError::BadReplyLength { .. })
+        ));
     }
 
     #[test]
@@ -890,9 +1135,15 @@ mod tests {
                 v.iter().map(Vec::as_slice).collect()
             }
             match self {
-                Owned::Validate => Request::Validate { magic: VALIDATION_MAGIC },
+                Owned::Validate => Request::Validate {
+                    magic: VALIDATION_MAGIC,
+                },
                 Owned::Set(k, v) => Request::Set { key: k, value: v },
-                Owned::CompareSet(k, e, d) => Request::CompareSet { key: k, expected: e, desired: d },
+                Owned::CompareSet(k, e, d) => Request::CompareSet {
+                    key: k,
+                    expected: e,
+                    desired: d,
+                },
                 Owned::Get(k) => Request::Get { key: k },
                 Owned::Add(k, d) => Request::Add { key: k, delta: *d },
                 Owned::Check(k) => Request::Check { keys: ks(k) },
@@ -901,16 +1152,22 @@ mod tests {
                 Owned::DeleteKey(k) => Request::DeleteKey { key: k },
                 Owned::Append(k, v) => Request::Append { key: k, value: v },
                 Owned::MultiGet(k) => Request::MultiGet { keys: ks(k) },
-                Owned::MultiSet(p) => {
-                    Request::MultiSet { pairs: p.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect() }
-                }
+                Owned::MultiSet(p) => Request::MultiSet {
+                    pairs: p
+                        .iter()
+                        .map(|(k, v)| (k.as_slice(), v.as_slice()))
+                        .collect(),
+                },
                 Owned::CancelWait => Request::CancelWait,
                 Owned::Ping(n) => Request::Ping { nonce: *n },
                 Owned::QueuePush(k, v) => Request::QueuePush { key: k, value: v },
                 Owned::QueuePop(k) => Request::QueuePop { key: k },
                 Owned::QueueLen(k) => Request::QueueLen { key: k },
                 Owned::ListKeys => Request::ListKeys,
-                Owned::Barrier(k, w) => Request::Barrier { key: k, world_size: *w },
+                Owned::Barrier(k, w) => Request::Barrier {
+                    key: k,
+                    world_size: *w,
+                },
             }
         }
     }

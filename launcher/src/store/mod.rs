@@ -17,10 +17,20 @@ pub use server::StoreServer;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("could not bind the store server to {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
 
-    #[error("could not connect to the store at {addr}: tried {attempts} times for {waited:.1?}, last error: {last_error}")]
-    Connect { addr: String, waited: Duration, attempts: u32, last_error: String },
+    #[error(
+        "could not connect to the store at {addr}: tried {attempts} times for {waited:.1?}, last error: {last_error}"
+    )]
+    Connect {
+        addr: String,
+        waited: Duration,
+        attempts: u32,
+        last_error: String,
+    },
 
     #[error("lost the connection to the store at {addr}: {reason}")]
     ConnectionLost { addr: String, reason: String },
@@ -29,13 +39,24 @@ pub enum StoreError {
     /// After a wait or barrier timeout the connection stays usable (the wait was cancelled on
     /// the server); after a reply timeout it does not.
     #[error("{what} timed out after {}ms on the store at {addr}", timeout.as_millis())]
-    Timeout { addr: String, what: String, timeout: Duration },
+    Timeout {
+        addr: String,
+        what: String,
+        timeout: Duration,
+    },
 
     #[error("the store at {addr} sent an invalid reply to {command}: {reason}")]
-    Protocol { addr: String, command: &'static str, reason: String },
+    Protocol {
+        addr: String,
+        command: &'static str,
+        reason: String,
+    },
 
     #[error("refused to send an invalid {command} request: {reason}")]
-    InvalidRequest { command: &'static str, reason: String },
+    InvalidRequest {
+        command: &'static str,
+        reason: String,
+    },
 }
 
 impl StoreError {

@@ -72,13 +72,18 @@ impl StoreServer {
                 bound.ok_or_else(|| StoreError::Bind { addr: format!("{host}:{port}"), source: last })?
             }
         };
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| StoreError::Bind { addr: format!("{host}:{port}"), source })?;
+        let local_addr = listener.local_addr().map_err(|source| StoreError::Bind {
+            addr: format!("{host}:{port}"),
+            source,
+        })?;
         let (stop, stop_rx) = oneshot::channel();
         let task = runtime.spawn(accept_loop(listener, Arc::new(Shared::default()), stop_rx));
         tracing::debug!(%local_addr, "store server listening");
-        Ok(StoreServer { local_addr, stop: Some(stop), task: Some(task) })
+        Ok(StoreServer {
+            local_addr,
+            stop: Some(stop),
+            task: Some(task),
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -107,7 +112,11 @@ impl Drop for StoreServer {
 }
 
 fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = if addr.is_ipv6() { TcpSocket::new_v6()? } else { TcpSocket::new_v4()? };
+    let socket = if addr.is_ipv6() {
+        TcpSocket::new_v6()?
+    } else {
+        TcpSocket::new_v4()?
+    };
     // As libuv does on Unix: a restarted store can rebind while old connections sit in TIME_WAIT.
     socket.set_reuseaddr(true)?;
     if addr.is_ipv6() && addr.ip().is_unspecified() {
@@ -132,7 +141,11 @@ fn set_dual_stack(socket: &TcpSocket) -> io::Result<()> {
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: oneshot::Receiver<()>) {
@@ -170,7 +183,9 @@ struct Shared {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock would be a bug in `apply`; keep serving the others.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -206,7 +221,11 @@ enum Close {
     #[error("first command was {0}, not VALIDATE")]
     NotValidated(String),
     #[error("{command} on key {key:?}: stored value {value:?} is not a decimal integer")]
-    NotANumber { command: Command, key: String, value: String },
+    NotANumber {
+        command: Command,
+        key: String,
+        value: String,
+    },
     #[error("connection closed in the middle of a request ({0} bytes unparsed)")]
     Truncated(usize),
 }
@@ -215,7 +234,12 @@ impl State {
     fn register(&mut self) -> (ConnId, Arc<Notify>) {
         self.next_id += 1;
         let notify = Arc::new(Notify::new());
-        let slot = Slot { awaited: 0, wait_keys: Vec::new(), pending_stops: 0, notify: notify.clone() };
+        let slot = Slot {
+            awaited: 0,
+            wait_keys: Vec::new(),
+            pending_stops: 0,
+            notify: notify.clone(),
+        };
         self.slots.insert(self.next_id, slot);
         (self.next_id, notify)
     }
@@ -229,7 +253,9 @@ impl State {
 
     /// Drops `me`'s wait registrations (CANCEL_WAIT, a new WAIT/BARRIER, disconnect).
     fn clear_wait(&mut self, me: ConnId) {
-        let Some(slot) = self.slots.get_mut(&me) else { return };
+        let Some(slot) = self.slots.get_mut(&me) else {
+            return;
+        };
         slot.awaited = 0;
         for key in std::mem::take(&mut slot.wait_keys) {
             if let Some(list) = self.waiting.get_mut(&key) {
@@ -254,7 +280,9 @@ impl State {
 
     /// One of `conn`'s awaited keys appeared; release it if that was the last one.
     fn key_appeared_for(&mut self, conn: ConnId, me: ConnId) -> bool {
-        let Some(slot) = self.slots.get_mut(&conn) else { return false };
+        let Some(slot) = self.slots.get_mut(&conn) else {
+            return false;
+        };
         if slot.awaited == 0 {
             return false;
         }
@@ -284,7 +312,9 @@ impl State {
     /// QUEUE_PUSH: waiters on `key`, in registration order, count it as present up to and
     /// including the first one whose wait that completes, so one item releases one popper.
     fn wake_one(&mut self, key: &[u8], me: ConnId) {
-        let Some(mut list) = self.waiting.remove(key) else { return };
+        let Some(mut list) = self.waiting.remove(key) else {
+            return;
+        };
         let mut released = false;
         while !released && !list.is_empty() {
             let conn = list.remove(0);
@@ -346,7 +376,11 @@ impl State {
             // A repeated VALIDATE with the right magic is harmless (the decoder checked it).
             Request::Validate { .. } => {}
             Request::Set { key, value } => self.set(key, value, me),
-            Request::CompareSet { key, expected, desired } => {
+            Request::CompareSet {
+                key,
+                expected,
+                desired,
+            } => {
                 let reply: &[u8] = match self.kv.get_mut(key) {
                     None if expected.is_empty() => {
                         self.kv.insert(key.to_vec(), desired.to_vec());
@@ -368,7 +402,9 @@ impl State {
                 // torch's libuv server wakes waiters on the key in every branch.
                 self.wake_all(key, me);
             }
-            Request::Get { key } => codec::put_bytes(out, self.kv.get(key).map_or(&[][..], Vec::as_slice)),
+            Request::Get { key } => {
+                codec::put_bytes(out, self.kv.get(key).map_or(&[][..], Vec::as_slice))
+            }
             Request::Add { key, delta } => {
                 let new = self.add(Command::Add, key, delta)?;
                 codec::put_i64(out, new);
@@ -384,12 +420,18 @@ impl State {
                 } else {
                     // Only keys missing from the map count, as in libuv (a non-empty queue
                     // satisfies CHECK but an empty one must be waited for).
-                    let missing = keys.iter().filter(|k| !self.kv.contains_key(**k)).map(|k| k.to_vec()).collect();
+                    let missing = keys
+                        .iter()
+                        .filter(|k| !self.kv.contains_key(**k))
+                        .map(|k| k.to_vec())
+                        .collect();
                     self.register_wait(me, missing);
                 }
             }
             Request::GetNumKeys => codec::put_i64(out, self.kv.len() as i64),
-            Request::DeleteKey { key } => codec::put_i64(out, i64::from(self.kv.remove(key).is_some())),
+            Request::DeleteKey { key } => {
+                codec::put_i64(out, i64::from(self.kv.remove(key).is_some()))
+            }
             Request::Append { key, value } => {
                 match self.kv.get_mut(key) {
                     Some(old) => old.extend_from_slice(value),
@@ -417,7 +459,10 @@ impl State {
             }
             Request::Ping { nonce } => codec::put_u32(out, nonce),
             Request::QueuePush { key, value } => {
-                self.queues.entry(key.to_vec()).or_default().push_back(value.to_vec());
+                self.queues
+                    .entry(key.to_vec())
+                    .or_default()
+                    .push_back(value.to_vec());
                 self.wake_one(key, me);
             }
             Request::QueuePop { key } => {
@@ -471,14 +516,19 @@ enum ConnEnd {
     Close(Close),
 }
 
+/// Per-connection buffers start at this size and are shrunk back to it after growing past
+/// `BIG_BUFFER` for a large value.
+const SMALL_BUFFER: usize = 16 * 1024;
+const BIG_BUFFER: usize = 1024 * 1024;
+
 async fn connection_loop(
     stream: &mut TcpStream,
     me: ConnId,
     notify: &Notify,
     shared: &Shared,
 ) -> Result<(), ConnEnd> {
-    let mut inbuf: Vec<u8> = Vec::with_capacity(16 * 1024);
-    let mut out: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let mut inbuf: Vec<u8> = Vec::with_capacity(SMALL_BUFFER);
+    let mut out: Vec<u8> = Vec::with_capacity(SMALL_BUFFER);
     let mut validated = false;
     // One `Notified` kept across iterations (re-armed after it fires) rather than a new one per
     // select: this loop runs once per request batch.
@@ -502,6 +552,10 @@ async fn connection_loop(
                 }
                 let consumed = process(&inbuf, me, shared, &mut out, &mut validated).map_err(ConnEnd::Close)?;
                 inbuf.drain(..consumed);
+                // After a multi-MiB value, give the memory back: there may be thousands of us.
+                if inbuf.capacity() > BIG_BUFFER && inbuf.len() < SMALL_BUFFER {
+                    inbuf.shrink_to(SMALL_BUFFER);
+                }
             }
             // Another connection released our WAIT or BARRIER.
             _ = &mut notified => {
@@ -512,15 +566,26 @@ async fn connection_loop(
         if !out.is_empty() {
             stream.write_all(&out).await.map_err(ConnEnd::Io)?;
             out.clear();
+            if out.capacity() > BIG_BUFFER {
+                out.shrink_to(SMALL_BUFFER);
+            }
         }
     }
 }
 
 /// Applies every complete request at the front of `buf` under one lock; returns bytes consumed.
-fn process(buf: &[u8], me: ConnId, shared: &Shared, out: &mut Vec<u8>, validated: &mut bool) -> Result<usize, Close> {
+fn process(
+    buf: &[u8],
+    me: ConnId,
+    shared: &Shared,
+    out: &mut Vec<u8>,
+    validated: &mut bool,
+) -> Result<usize, Close> {
     let mut pos = 0;
     // Decode before locking: a partial request needs no lock at all.
-    let Some((mut req, mut n)) = codec::decode_request(buf)? else { return Ok(0) };
+    let Some((mut req, mut n)) = codec::decode_request(buf)? else {
+        return Ok(0);
+    };
     let mut state = shared.lock();
     loop {
         pos += n;

@@ -26,14 +26,21 @@ pub fn torch_python() -> String {
         return p;
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/scripts/python-env.sh");
-    let out = Command::new(script).stderr(Stdio::inherit()).output().expect("run python-env.sh");
+    let out = Command::new(script)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run python-env.sh");
     assert!(out.status.success(), "python-env.sh failed");
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 /// A port that was free a moment ago (bind to 0, read, close).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A launcher command with torchrun's test setup: every `PET_*` removed, and the sentinel
@@ -45,13 +52,19 @@ pub fn launch_cmd(args: &[&str]) -> Command {
             cmd.env_remove(k);
         }
     }
-    cmd.env("TEST_SENTINEL_PARENT", "FOOBAR").env("LOGLEVEL", "info").args(args);
+    cmd.env("TEST_SENTINEL_PARENT", "FOOBAR")
+        .env("LOGLEVEL", "info")
+        .args(args);
     cmd
 }
 
 /// Runs to completion, failing the test if it takes longer than `limit` (the child is killed).
 pub fn run_with_limit(mut cmd: Command, limit: Duration) -> Output {
-    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn launcher");
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn launcher");
     wait_output(child, limit)
 }
 
@@ -62,7 +75,12 @@ pub struct Running(Option<Child>);
 
 impl Running {
     pub fn spawn(mut cmd: Command) -> Running {
-        Running(Some(cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn launcher")))
+        Running(Some(
+            cmd.stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn launcher"),
+        ))
     }
 
     pub fn id(&self) -> u32 {
@@ -142,7 +160,10 @@ pub fn ranks(n: u32) -> BTreeSet<String> {
 pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -151,8 +172,12 @@ pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
 pub fn processes_with(needle: &str) -> Vec<(u32, String)> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
         let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
         if cmdline.contains(needle) && pid != std::process::id() {
             // Zombies have an empty cmdline and are skipped above.
