@@ -10,13 +10,13 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use tokio::sync::mpsc;
 
-use crate::config::{Config, EntrypointKind, RdzvBackend};
+use crate::config::{Config, RdzvBackend};
+use crate::entrypoint;
 use crate::devices;
 use crate::errors::{self, ProcessFailure};
 use crate::logs::{self, LogLayout, OutputPolicy, StreamKind, TeeSource};
 use crate::rendezvous::{self, DynamicRendezvous, Heartbeat, NodeDesc, RendezvousError, RoundInfo};
 use crate::store::{StoreClient, StoreError, StoreServer};
-use crate::template::safe_substitute;
 use crate::worker_env::{self, RoundEnv, WorkerRanks};
 use crate::workers::{self, Guardian, ProcessSpec, Reaper};
 
@@ -63,91 +63,6 @@ struct Node {
     layout: LogLayout,
     policy: OutputPolicy,
     parent_env: BTreeMap<String, String>,
-}
-
-/// The entrypoint name torchrun prints in its failure report.
-pub fn entrypoint_name(cfg: &Config) -> String {
-    match cfg.entrypoint_kind {
-        EntrypointKind::RunPath => "run_script_path".into(),
-        _ => cfg.training_script.clone(),
-    }
-}
-
-/// Program and arguments of one worker, with `${local_rank}` substituted in every argument.
-pub fn worker_command(cfg: &Config, python: &str, local_rank: u32) -> (String, Vec<String>) {
-    let rank = local_rank.to_string();
-    let sub = |a: &String| safe_substitute(a, &[("local_rank", &rank)]);
-    let script_args = cfg.training_script_args.iter().map(sub);
-    let script = sub(&cfg.training_script);
-    match cfg.entrypoint_kind {
-        EntrypointKind::Binary => (script, script_args.collect()),
-        EntrypointKind::PythonScript => (python.into(), ["-u".to_string(), script].into_iter().chain(script_args).collect()),
-        EntrypointKind::PythonModule => {
-            (python.into(), ["-u".to_string(), "-m".into(), script].into_iter().chain(script_args).collect())
-        }
-        EntrypointKind::RunPath => (
-            python.into(),
-            ["-u".to_string(), "-c".into(), RUN_PATH_RUNNER.into(), script].into_iter().chain(script_args).collect(),
-        ),
-    }
-}
-
-/// `--run-path`: run the script with `runpy.run_path` as torchrun's function entrypoint does,
-/// and record an uncaught exception to `TORCHELASTIC_ERROR_FILE` in torch's format.
-const RUN_PATH_RUNNER: &str = r#"
-import json, os, runpy, sys, time, traceback
-script = sys.argv[1]
-sys.argv = sys.argv[1:]
-sys.path[0] = os.path.dirname(os.path.abspath(script))
-try:
-    runpy.run_path(script, run_name="__main__")
-except SystemExit:
-    raise
-except BaseException as e:
-    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
-    if path:
-        with open(path, "w") as f:
-            json.dump({"message": {"message": f"{type(e).__name__}: {e}", "extraInfo": {
-                "py_callstack": traceback.format_exc(), "timestamp": str(int(time.time()))}}}, f)
-    raise
-"#;
-
-/// The interpreter for Python entrypoints: `PYTHON_EXEC`, else `python3` on the PATH.
-fn python_exec(env: &BTreeMap<String, String>) -> String {
-    env.get("PYTHON_EXEC").cloned().unwrap_or_else(|| "python3".into())
-}
-
-/// True when `host` names this machine: torchrun's is-host rule for the c10d store.
-pub fn is_local_host(host: &str) -> bool {
-    if host == "localhost" {
-        return true;
-    }
-    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
-        if ip.is_loopback() {
-            return true;
-        }
-    }
-    let me = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
-    if host == me {
-        return true;
-    }
-    use std::net::ToSocketAddrs;
-    let resolve = |h: &str| -> Vec<std::net::IpAddr> {
-        (h, 0).to_socket_addrs().map(|a| a.map(|s| s.ip()).collect()).unwrap_or_default()
-    };
-    let mine = resolve(&me);
-    resolve(host).iter().any(|ip| mine.contains(ip))
-}
-
-/// A node's stable index when it is a pod of an ElasticJob (`<job>-worker-<i>`) or set
-/// explicitly with `ELASTICJOB_NODE_INDEX`; it orders group ranks.
-pub fn node_index(env: &BTreeMap<String, String>, host: &str) -> Option<u32> {
-    if let Some(v) = env.get("ELASTICJOB_NODE_INDEX") {
-        return v.trim().parse().ok();
-    }
-    let short = host.split('.').next()?;
-    let (_, index) = short.rsplit_once("-worker-")?;
-    index.parse().ok()
 }
 
 struct Rendezvous {
@@ -348,7 +263,7 @@ impl Agent {
             use_agent_store: true,
             virtual_local_rank: self.cfg.virtual_local_rank,
         };
-        let python = python_exec(&node.parent_env);
+        let python = entrypoint::python_exec(&node.parent_env);
         let mut group = Vec::with_capacity(node.nproc as usize);
         for local_rank in 0..node.nproc {
             let global_rank = round.base_global_rank + local_rank;
@@ -368,7 +283,7 @@ impl Agent {
             if let Some(v) = node.parent_env.get("OMP_NUM_THREADS") {
                 env.insert("OMP_NUM_THREADS".into(), v.clone());
             }
-            let (program, args) = worker_command(&self.cfg, &python, local_rank);
+            let (program, args) = entrypoint::worker_command(&self.cfg, &python, local_rank);
             let prefix = logs::line_prefix(self.cfg.log_line_prefix_template.as_deref(), &self.cfg.role, global_rank, local_rank, short_host(&node.host));
             let mut streams = Vec::new();
             for kind in [StreamKind::Stdout, StreamKind::Stderr] {
@@ -658,7 +573,7 @@ async fn connect_rendezvous(cfg: &Config, nproc: u32, host: &str, env: &BTreeMap
         RdzvBackend::C10d => {
             let (ep_host, ep_port) = crate::cli::parse_endpoint(&cfg.rdzv_endpoint, 29400).map_err(AgentError::Endpoint)?;
             let forced = cfg.rdzv_conf.get("is_host").map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "t" | "yes" | "y"));
-            let want_host = forced.unwrap_or_else(|| is_local_host(&ep_host));
+            let want_host = forced.unwrap_or_else(|| rendezvous::is_local_host(&ep_host));
             let mut server = None;
             if want_host {
                 match StoreServer::bind("::", ep_port) {
@@ -677,32 +592,10 @@ async fn connect_rendezvous(cfg: &Config, nproc: u32, host: &str, env: &BTreeMap
             let endpoint = (connect_host.to_string(), port);
             let store = StoreClient::connect(connect_host, port, timeouts.join).await?;
             let id = format!("{host}_{}_{:08x}", std::process::id(), rand::random::<u32>());
-            let me = NodeDesc { id, host: cfg.local_addr.clone().unwrap_or_else(|| host.to_string()), index: node_index(env, host), nproc, next_restart: 0 };
+            let me = NodeDesc { id, host: cfg.local_addr.clone().unwrap_or_else(|| host.to_string()), index: rendezvous::node_index(env, host), nproc, next_restart: 0 };
             let dynamic = DynamicRendezvous::new(&store, &cfg.rdzv_id, cfg.nnodes, timeouts, me);
             let endpoint_host = if ep_host.is_empty() { "localhost".to_string() } else { ep_host };
             Ok(Rendezvous { store, endpoint, endpoint_host, server, backend: Backend::Dynamic(dynamic) })
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn node_index_from_pod_name_or_env() {
-        let env = BTreeMap::new();
-        assert_eq!(node_index(&env, "train-worker-3"), Some(3));
-        assert_eq!(node_index(&env, "train-worker-12.train.ns.svc.cluster.local"), Some(12));
-        assert_eq!(node_index(&env, "laptop"), None);
-        let env = BTreeMap::from([("ELASTICJOB_NODE_INDEX".to_string(), "5".to_string())]);
-        assert_eq!(node_index(&env, "train-worker-3"), Some(5));
-    }
-
-    #[test]
-    fn localhost_is_local() {
-        assert!(is_local_host("localhost"));
-        assert!(is_local_host("127.0.0.1"));
-        assert!(is_local_host("::1"));
     }
 }

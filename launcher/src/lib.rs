@@ -11,6 +11,7 @@ pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod devices;
+pub mod entrypoint;
 pub mod errors;
 pub mod logs;
 pub mod rendezvous;

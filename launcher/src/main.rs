@@ -3,10 +3,10 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use elastic_launch::agent::{self, Agent, Outcome};
+use elastic_launch::agent::{Agent, Outcome};
 use elastic_launch::config::Config;
 use elastic_launch::report::{self, FailureSummary};
-use elastic_launch::{cli, errors, workers};
+use elastic_launch::{cli, entrypoint, errors, workers};
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -52,7 +52,7 @@ fn init_tracing() {
 }
 
 async fn run(cfg: Config) -> u8 {
-    let name = agent::entrypoint_name(&cfg);
+    let name = entrypoint::entrypoint_name(&cfg);
     let termination_path = report::termination_message_path(cfg.termination_message_path.as_deref());
     let max_restarts = cfg.max_restarts;
     let mut agent = match Agent::setup(cfg).await {

@@ -166,6 +166,39 @@ pub fn assign(members: &[NodeDesc]) -> Vec<Assignment> {
     out.into_iter().map(|a| a.expect("every member is ranked")).collect()
 }
 
+/// True when `host` names this machine: torchrun's is-host rule for the c10d store.
+pub fn is_local_host(host: &str) -> bool {
+    if host == "localhost" {
+        return true;
+    }
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        if ip.is_loopback() {
+            return true;
+        }
+    }
+    let me = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+    if host == me {
+        return true;
+    }
+    use std::net::ToSocketAddrs;
+    let resolve = |h: &str| -> Vec<std::net::IpAddr> {
+        (h, 0).to_socket_addrs().map(|a| a.map(|s| s.ip()).collect()).unwrap_or_default()
+    };
+    let mine = resolve(&me);
+    resolve(host).iter().any(|ip| mine.contains(ip))
+}
+
+/// A node's stable index when it is a pod of an ElasticJob (`<job>-worker-<i>`) or set
+/// explicitly with `ELASTICJOB_NODE_INDEX`; it orders group ranks.
+pub fn node_index(env: &BTreeMap<String, String>, host: &str) -> Option<u32> {
+    if let Some(v) = env.get("ELASTICJOB_NODE_INDEX") {
+        return v.trim().parse().ok();
+    }
+    let short = host.split('.').next()?;
+    let (_, index) = short.rsplit_once("-worker-")?;
+    index.parse().ok()
+}
+
 fn parse_u64(key: &str, bytes: &[u8]) -> Result<u64, RendezvousError> {
     std::str::from_utf8(bytes)
         .ok()
@@ -492,6 +525,23 @@ mod tests {
         let peers: Vec<&str> = a.iter().map(|a| a.ring_peer.as_deref().unwrap()).collect();
         assert_eq!(peers, ["x", "y", "c", "a"]);
         assert_eq!(assign(&members[..1])[0].ring_peer, None);
+    }
+
+    #[test]
+    fn node_index_from_pod_name_or_env() {
+        let env = BTreeMap::new();
+        assert_eq!(node_index(&env, "train-worker-3"), Some(3));
+        assert_eq!(node_index(&env, "train-worker-12.train.ns.svc.cluster.local"), Some(12));
+        assert_eq!(node_index(&env, "laptop"), None);
+        let env = BTreeMap::from([("ELASTICJOB_NODE_INDEX".to_string(), "5".to_string())]);
+        assert_eq!(node_index(&env, "train-worker-3"), Some(5));
+    }
+
+    #[test]
+    fn localhost_is_local() {
+        assert!(is_local_host("localhost"));
+        assert!(is_local_host("127.0.0.1"));
+        assert!(is_local_host("::1"));
     }
 
     #[test]

@@ -24,6 +24,9 @@ use super::codec::{
 /// `TCPStore(world_size=..)`).
 pub const INIT_KEY: &str = "init/";
 
+/// How long a CANCEL_WAIT may take to be answered (a live server answers at once).
+const CANCEL_REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Default per-request timeout, as torch's default store timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -682,7 +685,7 @@ impl Io {
         }
         self.send(addr, &Request::CancelWait).await?;
         // The server answers a cancel at once; bound it anyway so a dead server cannot hang us.
-        let deadline = Some(Instant::now() + timeout.max(Duration::from_secs(5)));
+        let deadline = Some(Instant::now() + CANCEL_REPLY_TIMEOUT);
         let mut first = true;
         loop {
             match self.recv(ReplyShape::U8, deadline).await {
