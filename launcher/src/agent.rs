@@ -71,6 +71,8 @@ struct Rendezvous {
     endpoint: (String, u16),
     /// The endpoint's host as the user wrote it (`localhost` for `--standalone`).
     endpoint_host: String,
+    /// How long to keep trying to (re)join: `join_timeout` (c10d) or `timeout` (static).
+    join_timeout: Duration,
     /// Kept alive for the run: the store other nodes and the workers talk to.
     server: Option<StoreServer>,
     backend: Backend,
@@ -170,7 +172,7 @@ impl Agent {
                 Ok(master) => master,
                 Err(AgentError::Rendezvous(RendezvousError::Store(e))) if e.is_connection_lost() => {
                     tracing::warn!(error = %e, "lost the rendezvous store before starting workers; re-joining");
-                    reconnect(&mut self.rdzv, &self.cfg).await?;
+                    reconnect(&mut self.rdzv).await?;
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -204,7 +206,7 @@ impl Agent {
                 GroupEvent::StoreLost(e) => {
                     tracing::warn!(error = %e, "lost the rendezvous store; stopping workers and re-joining");
                     self.stop(&group, Signal::SIGTERM, RESTART_STOP_GRACE).await;
-                    reconnect(&mut self.rdzv, &self.cfg).await?;
+                    reconnect(&mut self.rdzv).await?;
                 }
                 GroupEvent::Failed => {
                     // Only workers that failed on their own are failures; the rest are stopped.
@@ -483,14 +485,14 @@ async fn next_round(rdzv: &mut Rendezvous, cfg: &Config, node: &Node, failure_re
         }
         Backend::Dynamic(_) => {
             // The store host may go away while we wait; keep re-joining until join_timeout.
-            let deadline = tokio::time::Instant::now() + rendezvous::timeouts_from_conf(&cfg.rdzv_conf).map_err(AgentError::RdzvConf)?.join;
+            let deadline = tokio::time::Instant::now() + rdzv.join_timeout;
             loop {
                 let Backend::Dynamic(d) = &mut rdzv.backend else { unreachable!() };
                 d.propose_restart_count(next_restart);
                 match d.next_round().await {
                     Err(RendezvousError::Store(e)) if e.is_connection_lost() && tokio::time::Instant::now() < deadline => {
                         tracing::warn!(error = %e, "lost the rendezvous store while joining; re-joining");
-                        reconnect(rdzv, cfg).await?;
+                        reconnect(rdzv).await?;
                     }
                     other => return Ok(other?),
                 }
@@ -501,8 +503,8 @@ async fn next_round(rdzv: &mut Rendezvous, cfg: &Config, node: &Node, failure_re
 
 /// Reconnects to the rendezvous endpoint (whose host may be a new agent, e.g. a recreated pod
 /// 0), retrying until `join_timeout`. Never hosts: the agent at the endpoint does.
-async fn reconnect(rdzv: &mut Rendezvous, cfg: &Config) -> Result<(), AgentError> {
-    let join = rendezvous::timeouts_from_conf(&cfg.rdzv_conf).map_err(AgentError::RdzvConf)?.join;
+async fn reconnect(rdzv: &mut Rendezvous) -> Result<(), AgentError> {
+    let join = rdzv.join_timeout;
     let (host, port) = rdzv.endpoint.clone();
     tracing::info!(endpoint = %format!("{host}:{port}"), join_timeout_s = join.as_secs(), "reconnecting to the rendezvous store");
     let store = StoreClient::connect(&host, port, join).await?;
@@ -568,7 +570,7 @@ async fn connect_rendezvous(cfg: &Config, nproc: u32, host: &str, env: &BTreeMap
             let connect_host = if server.is_some() { "localhost" } else { addr.as_str() };
             let store = StoreClient::connect(connect_host, port, static_timeout(cfg)).await?;
             let endpoint = (connect_host.to_string(), port);
-            Ok(Rendezvous { store, endpoint, endpoint_host: addr, server, backend: Backend::Static })
+            Ok(Rendezvous { store, endpoint, endpoint_host: addr, join_timeout: static_timeout(cfg), server, backend: Backend::Static })
         }
         RdzvBackend::C10d => {
             let (ep_host, ep_port) = crate::cli::parse_endpoint(&cfg.rdzv_endpoint, 29400).map_err(AgentError::Endpoint)?;
@@ -593,9 +595,10 @@ async fn connect_rendezvous(cfg: &Config, nproc: u32, host: &str, env: &BTreeMap
             let store = StoreClient::connect(connect_host, port, timeouts.join).await?;
             let id = format!("{host}_{}_{:08x}", std::process::id(), rand::random::<u32>());
             let me = NodeDesc { id, host: cfg.local_addr.clone().unwrap_or_else(|| host.to_string()), index: rendezvous::node_index(env, host), nproc, next_restart: 0 };
+            let join_timeout = timeouts.join;
             let dynamic = DynamicRendezvous::new(&store, &cfg.rdzv_id, cfg.nnodes, timeouts, me);
             let endpoint_host = if ep_host.is_empty() { "localhost".to_string() } else { ep_host };
-            Ok(Rendezvous { store, endpoint, endpoint_host, server, backend: Backend::Dynamic(dynamic) })
+            Ok(Rendezvous { store, endpoint, endpoint_host, join_timeout, server, backend: Backend::Dynamic(dynamic) })
         }
     }
 }
