@@ -31,6 +31,9 @@ pub enum Outcome {
     WorkersFailed { failures: Vec<ProcessFailure>, restart_count: u32, round: Option<u64> },
     /// One of `--signals-to-handle` arrived; the workers got it too.
     Signaled(Signal),
+    /// The job finished before this node got a place in it (it arrived late or waited in
+    /// reserve); nothing failed and nothing is left to do.
+    AlreadyFinished,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -160,7 +163,13 @@ impl Agent {
         loop {
             let next_restart = if started_once { self.attempt + 1 } else { 0 };
             let round = tokio::select! {
-                round = next_round(&mut self.rdzv, &self.cfg, &self.node, self.failure_restarts, next_restart) => round?,
+                round = next_round(&mut self.rdzv, &self.cfg, &self.node, self.failure_restarts, next_restart) => match round {
+                    Err(AgentError::Rendezvous(RendezvousError::Closed { run_id })) if !started_once => {
+                        tracing::info!(run_id = %run_id, "the job already finished; this node is not needed");
+                        return Ok(Outcome::AlreadyFinished);
+                    }
+                    round => round?,
+                },
                 Some(sig) = self.signals.recv() => {
                     tracing::warn!(signal = %sig, "received signal during rendezvous; exiting");
                     return Ok(Outcome::Signaled(sig));

@@ -64,7 +64,7 @@ async fn run(cfg: Config) -> u8 {
     };
     let host = agent.host().to_string();
     match agent.run().await {
-        Ok(Outcome::Succeeded) => 0,
+        Ok(Outcome::Succeeded) | Ok(Outcome::AlreadyFinished) => 0,
         Ok(Outcome::WorkersFailed { failures, restart_count, round }) => {
             eprintln!("{}", errors::format_report(&name, &failures, &host));
             let root = errors::root_cause(&failures).expect("a failed group has failures");

@@ -280,6 +280,10 @@ impl DynamicRendezvous {
                 Joined::Late { sealed } => {
                     tracing::info!(round, sealed, max = self.nodes.max, "round is full; waiting in reserve for the next round");
                     self.wait_keys(&[Self::next_round_key(round)], deadline, started, "a place in a full job (reserve node)").await?;
+                    if self.store.check(&["closed"]).await? {
+                        self.acknowledge_close(round).await?;
+                        return Err(RendezvousError::Closed { run_id: self.run_id.clone() });
+                    }
                     round += 1;
                 }
             }
@@ -405,8 +409,37 @@ impl DynamicRendezvous {
     }
 
     /// Marks the run finished, so nodes that arrive later do not wait for a job that is over.
+    /// Also wakes nodes waiting in reserve for the next round, so they learn the job is over,
+    /// and gives them a moment to read that before this node (maybe the store host) exits.
     pub async fn close(&self) -> Result<(), RendezvousError> {
         self.store.set("closed", b"1").await?;
+        let Some(last) = self.last_round else { return Ok(()) };
+        let r = format!("r{last}");
+        let joined = self.store.add(&format!("{r}/joined"), 0).await?;
+        let sealed = parse_u64("sealed", &self.store.get(&format!("{r}/sealed")).await?)? as i64;
+        let reserve = joined - sealed;
+        if reserve > 0 {
+            self.store.set(&format!("{r}/reserve_expected"), reserve.to_string().as_bytes()).await?;
+        }
+        // ADD 0 creates the key (and wakes its waiters) without counting a node.
+        self.store.add(&Self::next_round_key(last), 0).await?;
+        if reserve > 0 {
+            let grace = self.timeouts.close.min(Duration::from_secs(5));
+            if let Err(e) = self.store.wait(&[&format!("{r}/reserve_told")], grace).await {
+                tracing::debug!(error = %e, reserve, "reserve nodes did not all acknowledge the end of the job");
+            }
+        }
+        Ok(())
+    }
+
+    /// A reserve node woken by [`close`](Self::close) says it has seen the end.
+    async fn acknowledge_close(&self, round: u64) -> Result<(), RendezvousError> {
+        let r = format!("r{round}");
+        let acks = self.store.add(&format!("{r}/reserve_acks"), 1).await?;
+        let expected = self.store.get(&format!("{r}/reserve_expected")).await?;
+        if acks >= parse_u64("reserve_expected", &expected)? as i64 {
+            self.store.set(&format!("{r}/reserve_told"), b"1").await?;
+        }
         Ok(())
     }
 }

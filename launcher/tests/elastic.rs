@@ -211,3 +211,51 @@ fn exit_barrier_learns_of_a_failed_peer() {
     assert!(stderr.contains("waiting at the exit barrier for the other nodes") && stderr.contains("another node failed for good"), "{stderr}");
     assert!(started.elapsed() < Duration::from_secs(60), "the barrier waited for its timeout");
 }
+
+/// 1:2 with three agents: the third waits in reserve; when a member is killed the survivor
+/// re-forms with the reserve node.
+#[test]
+fn reserve_node_replaces_a_lost_member() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().display();
+    let worker = bash(format!(r#"touch {dir}/ws_${{WORLD_SIZE}}_attempt_${{TORCHELASTIC_RESTART_COUNT}}_pid_$$$$; [ "$TORCHELASTIC_RESTART_COUNT" -gt 0 ] && exit 0; exec sleep 60"#));
+    let port = free_port();
+    let a = host_agent(port, "1:2", "", &worker);
+    let mut b = agent(port, "1:2", "", &worker);
+    wait_until(Duration::from_secs(20), "a full round of two", || files(&d, "ws_2_attempt_0").len() == 2);
+    let c = agent(port, "1:2", "", &worker);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(files(&d, "ws_").len(), 2, "the reserve node must not disturb a full round");
+    b.kill();
+    let out_a = a.output(Duration::from_secs(30));
+    let out_c = c.output(Duration::from_secs(30));
+    assert!(out_a.status.success(), "{}", describe(&out_a));
+    assert!(out_c.status.success(), "{}", describe(&out_c));
+    assert!(String::from_utf8_lossy(&out_c.stderr).contains("waiting in reserve"), "{}", describe(&out_c));
+    assert_eq!(files(&d, "ws_2_attempt_1").len(), 2, "{:?}", names(d.path()));
+}
+
+/// A node waiting in reserve when the job finishes is told so and exits 0 without running
+/// anything.
+#[test]
+fn reserve_node_exits_when_the_job_finishes() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().display();
+    let go = d.path().join("go");
+    let worker = bash(format!(r#"touch {dir}/ran_$$$$; while [ ! -e {go} ]; do sleep 0.02; done"#, go = go.display()));
+    let port = free_port();
+    let a = host_agent(port, "1:2", "", &worker);
+    let b = agent(port, "1:2", "", &worker);
+    wait_until(Duration::from_secs(20), "a full round of two", || files(&d, "ran_").len() == 2);
+    let c = agent(port, "1:2", "", &worker);
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(&go, "").unwrap();
+    for (name, agent) in [("a", a), ("b", b), ("c", c)] {
+        let out = agent.output(Duration::from_secs(30));
+        assert!(out.status.success(), "agent {name}:\n{}", describe(&out));
+        if name == "c" {
+            assert!(String::from_utf8_lossy(&out.stderr).contains("the job already finished"), "{}", describe(&out));
+        }
+    }
+    assert_eq!(files(&d, "ran_").len(), 2);
+}
