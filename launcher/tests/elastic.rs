@@ -8,15 +8,14 @@ use std::time::Duration;
 
 use common::*;
 
-/// Common arguments of every agent of one job; fast heartbeats so a lost node is noticed in
-/// well under a second.
+/// Common arguments of every agent of one job.
 fn job_args(port: u16, nnodes: &str, extra_conf: &str) -> Vec<String> {
     vec![
         format!("--nnodes={nnodes}"),
         "--rdzv-backend=c10d".into(),
         format!("--rdzv-endpoint=localhost:{port}"),
         format!("--rdzv-id=job{port}"),
-        format!("--rdzv-conf=last_call_timeout=0.5,keep_alive_interval=0.25,keep_alive_max_attempt=4{extra_conf}"),
+        format!("--rdzv-conf=last_call_timeout=0.5{extra_conf}"),
         "--nproc-per-node=1".into(),
         "--monitor-interval=0.05".into(),
     ]
@@ -35,6 +34,9 @@ fn host_agent(port: u16, nnodes: &str, extra_conf: &str, worker: &[String]) -> R
     wait_until(Duration::from_secs(10), "the host agent to listen", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
     a
 }
+
+/// Heartbeats fast enough that a lost node is noticed in about two seconds.
+const FAST_HEARTBEAT: &str = ",keep_alive_interval=0.25,keep_alive_max_attempt=8";
 
 fn bash(script: String) -> Vec<String> {
     vec!["--no-python".into(), "/bin/bash".into(), "-c".into(), script]
@@ -75,9 +77,9 @@ fn survivors_reform_after_a_node_is_killed() {
     let dir = d.path().display();
     let worker = bash(format!(r#"touch {dir}/ws_${{WORLD_SIZE}}_rank_$RANK; [ "$WORLD_SIZE" = 2 ] && exit 0; exec sleep 60"#));
     let port = free_port();
-    let a = host_agent(port, "2:3", "", &worker);
-    let b = agent(port, "2:3", "", &worker);
-    let mut c = agent(port, "2:3", "", &worker);
+    let a = host_agent(port, "2:3", FAST_HEARTBEAT, &worker);
+    let b = agent(port, "2:3", FAST_HEARTBEAT, &worker);
+    let mut c = agent(port, "2:3", FAST_HEARTBEAT, &worker);
     wait_until(Duration::from_secs(20), "a round of three", || files(&d, "ws_3").len() == 3);
     c.kill();
     for (name, agent) in [("a", a), ("b", b)] {
@@ -220,10 +222,10 @@ fn reserve_node_replaces_a_lost_member() {
     let dir = d.path().display();
     let worker = bash(format!(r#"touch {dir}/ws_${{WORLD_SIZE}}_attempt_${{TORCHELASTIC_RESTART_COUNT}}_pid_$$$$; [ "$TORCHELASTIC_RESTART_COUNT" -gt 0 ] && exit 0; exec sleep 60"#));
     let port = free_port();
-    let a = host_agent(port, "1:2", "", &worker);
-    let mut b = agent(port, "1:2", "", &worker);
+    let a = host_agent(port, "1:2", FAST_HEARTBEAT, &worker);
+    let mut b = agent(port, "1:2", FAST_HEARTBEAT, &worker);
     wait_until(Duration::from_secs(20), "a full round of two", || files(&d, "ws_2_attempt_0").len() == 2);
-    let c = agent(port, "1:2", "", &worker);
+    let c = agent(port, "1:2", FAST_HEARTBEAT, &worker);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(files(&d, "ws_").len(), 2, "the reserve node must not disturb a full round");
     b.kill();
