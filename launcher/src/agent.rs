@@ -83,7 +83,7 @@ struct Rendezvous {
 
 enum Backend {
     Static,
-    Dynamic(DynamicRendezvous),
+    Dynamic(Box<DynamicRendezvous>),
 }
 
 pub struct Agent {
@@ -191,10 +191,10 @@ impl Agent {
             match event {
                 GroupEvent::Succeeded => {
                     self.exit_barrier(&round).await;
-                    if let Backend::Dynamic(d) = &self.rdzv.backend {
-                        if let Err(e) = d.close().await {
-                            tracing::debug!(error = %e, "could not mark the rendezvous closed");
-                        }
+                    if let Backend::Dynamic(d) = &self.rdzv.backend
+                        && let Err(e) = d.close().await
+                    {
+                        tracing::debug!(error = %e, "could not mark the rendezvous closed");
                     }
                     tracing::info!(round = round.round, "workers succeeded");
                     return Ok(Outcome::Succeeded);
@@ -607,7 +607,7 @@ async fn connect_rendezvous(cfg: &Config, nproc: u32, host: &str, env: &BTreeMap
             let join_timeout = timeouts.join;
             let dynamic = DynamicRendezvous::new(&store, &cfg.rdzv_id, cfg.nnodes, timeouts, me);
             let endpoint_host = if ep_host.is_empty() { "localhost".to_string() } else { ep_host };
-            Ok(Rendezvous { store, endpoint, endpoint_host, join_timeout, server, backend: Backend::Dynamic(dynamic) })
+            Ok(Rendezvous { store, endpoint, endpoint_host, join_timeout, server, backend: Backend::Dynamic(Box::new(dynamic)) })
         }
     }
 }

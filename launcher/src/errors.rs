@@ -175,10 +175,10 @@ fn format_failure(index: usize, f: &ProcessFailure, host: &str) -> String {
 /// cause left no file (torchrun then writes nothing either).
 pub fn forwarded_error(root: &ProcessFailure) -> Option<Value> {
     let mut data = root.error_data.clone()?;
-    if root.exitcode != 0 {
-        if let Some(Value::Object(message)) = data.get_mut("message") {
-            message.insert("errorCode".into(), Value::from(root.exitcode));
-        }
+    if root.exitcode != 0
+        && let Some(Value::Object(message)) = data.get_mut("message")
+    {
+        message.insert("errorCode".into(), Value::from(root.exitcode));
     }
     Some(data)
 }

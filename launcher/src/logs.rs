@@ -194,14 +194,14 @@ pub async fn run_tee(source: TeeSource) -> std::io::Result<()> {
             StreamKind::Stderr => std::io::stderr().lock().write_all(&console_line),
         };
         let text = String::from_utf8_lossy(&line);
-        if let Some(path) = &source.filtered_file {
-            if source.filters.iter().any(|needle| text.contains(needle.as_str())) {
-                if filtered.is_none() {
-                    filtered = Some(std::fs::OpenOptions::new().create(true).append(true).open(path)?);
-                }
-                if let Some(f) = filtered.as_mut() {
-                    f.write_all(&console_line)?;
-                }
+        if let Some(path) = &source.filtered_file
+            && source.filters.iter().any(|needle| text.contains(needle.as_str()))
+        {
+            if filtered.is_none() {
+                filtered = Some(std::fs::OpenOptions::new().create(true).append(true).open(path)?);
+            }
+            if let Some(f) = filtered.as_mut() {
+                f.write_all(&console_line)?;
             }
         }
     }

@@ -19,6 +19,7 @@
 //! - Running nodes watch `r<r+1>/joined` with a blocking WAIT: any node joining the next round
 //!   (a late or new node, or a peer restarting after a failure) makes them stop their workers
 //!   and join it too.
+//!
 //! Group ranks order nodes by their node index when they have one (pod `<job>-worker-<i>`),
 //! then by arrival, so rank 0 lives on pod 0 next to the store.
 
@@ -168,13 +169,8 @@ pub fn assign(members: &[NodeDesc]) -> Vec<Assignment> {
 
 /// True when `host` names this machine: torchrun's is-host rule for the c10d store.
 pub fn is_local_host(host: &str) -> bool {
-    if host == "localhost" {
+    if host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()) {
         return true;
-    }
-    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
-        if ip.is_loopback() {
-            return true;
-        }
     }
     let me = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
     if host == me {
