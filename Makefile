@@ -31,6 +31,7 @@ demo: build python-env
 # Side-by-side benchmarks against torchrun and torch's TCPStore; results go in bench/README.md.
 bench: build python-env
 	bench/launch.sh
+	bench/rendezvous.sh
 	bench/store.sh
 
 lint: rust-toolchain

@@ -4,12 +4,15 @@
 //! usage: rdzv-worker FILE [--fail-group-rank G --wait-starts N [--settle S]]
 //!
 //! On start it appends `start <unix time> <restart count> <group rank> <rank> <pid>` to FILE (one
-//! O_APPEND write, so lines from concurrent workers never interleave). Then:
-//! - in restart 0, the worker with GROUP_RANK=G and LOCAL_RANK=0 waits until FILE holds N
-//!   `start` lines of restart 0 (every worker of the round is up), sleeps S seconds (default
-//!   1) so the agents are settled in monitoring, appends `death <unix time> ...` and exits 1;
-//! - in restart 0 with --fail-group-rank, every other worker sleeps until its agent stops it;
-//! - otherwise it exits 0 at once.
+//! O_APPEND write, so lines from concurrent workers never interleave). Then, with
+//! --fail-group-rank, while FILE holds no `death` line yet (the first round; torchrun's restart
+//! counts cannot tell, they differ between nodes after a restart):
+//! - the worker with GROUP_RANK=G and LOCAL_RANK=0 waits until FILE holds N `start` lines
+//!   (every worker of the round is up), sleeps S seconds (default 1) so the agents are settled
+//!   in monitoring, appends `death <unix time> ...` and exits 1;
+//! - every other worker sleeps until its agent stops it.
+//!
+//! Otherwise it exits 0 at once.
 
 use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -39,7 +42,7 @@ fn main() {
 
     let flag = |name: &str| args.iter().position(|a| a == name).map(|i| args[i + 1].parse::<f64>().expect("numeric flag"));
     let Some(fail_group_rank) = flag("--fail-group-rank") else { return };
-    if restart != 0 {
+    if std::fs::read_to_string(&file).unwrap_or_default().contains("\ndeath ") {
         return;
     }
     if group_rank != fail_group_rank as u32 || env_u32("LOCAL_RANK") != 0 {
@@ -50,7 +53,7 @@ fn main() {
     let settle = flag("--settle").unwrap_or(1.0);
     loop {
         let text = std::fs::read_to_string(&file).unwrap_or_default();
-        let up = text.lines().filter(|l| l.starts_with("start ") && l.split(' ').nth(2) == Some("0")).count();
+        let up = text.lines().filter(|l| l.starts_with("start ")).count();
         if up >= wait_starts {
             break;
         }
