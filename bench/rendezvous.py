@@ -1,13 +1,18 @@
 """Rendezvous benchmarks, side by side: elastic-launch vs torchrun's c10d, same machine, same run.
+(Benchmark 2, the scale of one round, is the `rdzv-scale` binary; see bench/rendezvous.sh.)
 
-1. First worker start: N agents (`--nnodes=N --rdzv-backend=c10d`, min = max = N, one
-   `--no-python` worker each) started at once. Measured from just before the first agent
-   process is started to (a) the start of the LAST agent's first worker, as that worker
-   records it, and (b) the exit of the last agent. Also N = 64, 256 and 1024
-   separate elastic-launch processes, alone.
-2. Restart: 2 agents x 1 worker, `--max-restarts=1`. In the first round the worker of group rank
+1. First worker start: N = 2 and 8 agents (`--nnodes=N --rdzv-backend=c10d`, min = max = N,
+   one `--no-python` worker each) started at once. Measured from just before the first agent
+   process is started to (a) the start of the LAST agent's first worker, as that worker records
+   it, and (b) the exit of the last agent. Then N = 64, 256 and 1024 separate elastic-launch
+   processes, alone (torchrun would need minutes of CPU per run here).
+3. Restart: 2 agents x 1 worker, `--max-restarts=1`. In the first round the worker of group rank
    1 dies (exit 1) once both workers run; measured from its death to every worker started again
-   (a static worker), and to every rank through its first `all_reduce` (a torch worker).
+   (a static worker). 3b: the same with torch workers, to every rank through its first
+   `all_reduce` in the new round ("training again"); torchrun both as shipped and with
+   TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1, since its restart of torch 2.15 gloo workers is
+   unreliable as shipped (the restarted workers can read the dead round's addresses from the
+   reused store).
 
 The workers (`rdzv-worker`, `rdzv_torch_worker.py`) append `<what> <unix time> <restart count>
 <group rank> <rank> <pid>` lines to a file; the harness reads the time from the same clock.
@@ -15,7 +20,7 @@ Both launchers alternate within each repetition; medians are reported with the m
 
     bench/rendezvous.sh        # what `make bench` runs
     usage: rendezvous.py ELASTIC_LAUNCH TORCHRUN RDZV_WORKER PYTHON
-    env: REPS (5), TORCH_REPS (3), PROC_AGENTS (64,256,1024: elastic-launch alone), PARTS (first,restart,torch)
+    env: REPS (5), TORCH_REPS (5), PROC_AGENTS (64,256,1024: elastic-launch alone), PARTS (first,restart,torch)
 """
 import os
 import signal
@@ -28,9 +33,11 @@ import threading
 import time
 
 REPS = int(os.environ.get("REPS", "5"))
-TORCH_REPS = int(os.environ.get("TORCH_REPS", "3"))
+TORCH_REPS = int(os.environ.get("TORCH_REPS", "5"))
 PROC_AGENTS = [int(n) for n in os.environ.get("PROC_AGENTS", "64,256,1024").split(",") if n]
 PARTS = os.environ.get("PARTS", "first,restart,torch").split(",")
+# A torch restart run normally takes about 15 s here; torchrun's sometimes hangs instead.
+TORCH_TIMEOUT = 60
 TORCH_WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rdzv_torch_worker.py")
 
 
@@ -217,38 +224,40 @@ def part_restart(ours, torchrun, worker, python):
     print(f"\nratio (torchrun / ours): {ratio(e, t)}; goal < 0.5 s and ≥ 5x: {'met' if met else 'NOT met'}")
 
 
-def part_torch(ours, torchrun, worker, python):
-    print(f"\n### 3b. Training again: 2 agents x 1 torch worker (gloo), `--max-restarts=1` (REPS={TORCH_REPS})\n")
-    # torchrun as shipped: does its restart of torch 2.15 gloo workers work at all?
-    r = restart(torchrun, worker, python, torch_worker=True, timeout=150)
-    ok = r["reduced"] is not None
-    why = ""
+def gloo_error(r):
+    """The first gloo connection error in the agents' stderr (what breaks torchrun's restart)."""
     for err in r["stderr"]:
         for line in err.splitlines():
-            if "Connection refused" in line or "connectFullMesh" in line or "ECONNREFUSED" in line:
-                why = line.strip()[:300]
-                break
-    print(f"torchrun, shared agent store (default): restarted workers {'reached' if ok else 'did NOT reach'} "
-          f"their first all_reduce; agent exit codes {r['codes']}{' (killed after 150 s)' if r['timed_out'] else ''}"
-          f"{'; first error: `' + why + '`' if why else ''}\n")
-    variants = [("elastic-launch", ours, {})]
-    if not ok:
-        variants.append(("torchrun, TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1", torchrun, {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}))
-    else:
-        variants.append(("torchrun", torchrun, {}))
+            if "connectFullMesh failed" in line:
+                return line.strip()[line.find("Gloo connectFullMesh"):][:200]
+    return None
+
+
+def part_torch(ours, torchrun, worker, python):
+    print(f"\n### 3b. Training again: 2 agents x 1 torch worker (gloo), `--max-restarts=1` (REPS={TORCH_REPS})\n")
+    variants = [("elastic-launch", ours, {}), ("torchrun (default: workers share the agent store)", torchrun, {}),
+                ("torchrun, TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1", torchrun, {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"})]
     res = {name: [] for name, _, _ in variants}
     for _ in range(TORCH_REPS):
         for name, launcher, env in variants:
-            res[name].append(restart(launcher, worker, python, torch_worker=True, extra_env=env))
+            res[name].append(restart(launcher, worker, python, torch_worker=True, extra_env=env, timeout=TORCH_TIMEOUT))
     print("| launcher | death → all started, s | → all imported torch, s | → all through first all_reduce (training again), s | runs that trained again |")
     print("|---|---:|---:|---:|---:|")
     for name, rs in res.items():
         good = sum(r["reduced"] is not None for r in rs)
         print(f"| {name} | {cell([r['restart'] for r in rs])} | {cell([r['imported'] for r in rs])} | {cell([r['reduced'] for r in rs])} | {good}/{len(rs)} |")
-    names = list(res)
-    e, t = med([r["reduced"] for r in res[names[0]]]), med([r["reduced"] for r in res[names[1]]])
-    s_e, s_t = med([r["restart"] for r in res[names[0]]]), med([r["restart"] for r in res[names[1]]])
-    print(f"\nratio (torchrun / ours): training again {ratio(e, t)}, workers started again {ratio(s_e, s_t)}")
+    print("\nTimes are over the runs that trained again. Runs that did not:\n")
+    for name, rs in res.items():
+        for r in rs:
+            if r["reduced"] is None:
+                how = f"hung, killed after {TORCH_TIMEOUT} s" if r["timed_out"] else f"agent exit codes {r['codes']}"
+                print(f"- {name}: {how}; {gloo_error(r) or 'no gloo error in the agents stderr'}")
+    e = med([r["reduced"] for r in res["elastic-launch"]])
+    s_e = med([r["restart"] for r in res["elastic-launch"]])
+    print()
+    for name in list(res)[1:]:
+        t, s_t = med([r["reduced"] for r in res[name]]), med([r["restart"] for r in res[name]])
+        print(f"- ratio {name} / ours: training again {t / e:.1f}x, workers started again {ratio(s_e, s_t)}" if e and t else f"- {name}: never trained again")
 
 
 def main():

@@ -18,31 +18,53 @@ use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 fn now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs_f64()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs_f64()
 }
 
 fn env_u32(name: &str) -> u32 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(0)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 fn append(file: &str, line: &str) {
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(file).expect("open stamp file");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)
+        .expect("open stamp file");
     f.write_all(line.as_bytes()).expect("write stamp file");
 }
 
 fn main() {
     let started = now();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let file = args.first().expect("usage: rdzv-worker FILE [--fail-group-rank G --wait-starts N [--settle S]]").clone();
+    let file = args
+        .first()
+        .expect("usage: rdzv-worker FILE [--fail-group-rank G --wait-starts N [--settle S]]")
+        .clone();
     let restart = env_u32("TORCHELASTIC_RESTART_COUNT");
     let group_rank = env_u32("GROUP_RANK");
     let rank = env_u32("RANK");
     let ids = format!("{restart} {group_rank} {rank} {}", std::process::id());
     append(&file, &format!("start {started:.6} {ids}\n"));
 
-    let flag = |name: &str| args.iter().position(|a| a == name).map(|i| args[i + 1].parse::<f64>().expect("numeric flag"));
-    let Some(fail_group_rank) = flag("--fail-group-rank") else { return };
-    if std::fs::read_to_string(&file).unwrap_or_default().contains("\ndeath ") {
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .map(|i| args[i + 1].parse::<f64>().expect("numeric flag"))
+    };
+    let Some(fail_group_rank) = flag("--fail-group-rank") else {
+        return;
+    };
+    if std::fs::read_to_string(&file)
+        .unwrap_or_default()
+        .contains("\ndeath ")
+    {
         return;
     }
     if group_rank != fail_group_rank as u32 || env_u32("LOCAL_RANK") != 0 {
