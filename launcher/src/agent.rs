@@ -11,8 +11,8 @@ use nix::sys::signal::Signal;
 use tokio::sync::mpsc;
 
 use crate::config::{Config, RdzvBackend};
-use crate::entrypoint;
 use crate::devices;
+use crate::entrypoint;
 use crate::errors::{self, ProcessFailure};
 use crate::logs::{self, LogLayout, OutputPolicy, StreamKind, TeeSource};
 use crate::rendezvous::{self, DynamicRendezvous, Heartbeat, NodeDesc, RendezvousError, RoundInfo};
@@ -28,7 +28,11 @@ const RESTART_STOP_GRACE: Duration = Duration::from_secs(30);
 pub enum Outcome {
     Succeeded,
     /// The worker group failed with no restarts left.
-    WorkersFailed { failures: Vec<ProcessFailure>, restart_count: u32, round: Option<u64> },
+    WorkersFailed {
+        failures: Vec<ProcessFailure>,
+        restart_count: u32,
+        round: Option<u64>,
+    },
     /// One of `--signals-to-handle` arrived; the workers got it too.
     Signaled(Signal),
     /// The job finished before this node got a place in it (it arrived late or waited in
@@ -126,11 +130,18 @@ impl Agent {
         let mut parent_env: BTreeMap<String, String> = std::env::vars().collect();
         let nproc = devices::resolve_nproc(cfg.nproc_per_node, &devices::discover())?;
         if !matches!(cfg.nproc_per_node, crate::config::NprocSpec::Count(_)) {
-            tracing::info!(nproc_per_node = nproc.count, device = nproc.device, "resolved --nproc-per-node from the machine's devices");
+            tracing::info!(
+                nproc_per_node = nproc.count,
+                device = nproc.device,
+                "resolved --nproc-per-node from the machine's devices"
+            );
         }
-        let host = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "localhost".into());
+        let host = hostname::get()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "localhost".into());
         let run_id = cfg.rdzv_id.clone();
-        let layout = LogLayout::create(cfg.log_dir.as_deref(), &run_id).map_err(AgentError::Logs)?;
+        let layout =
+            LogLayout::create(cfg.log_dir.as_deref(), &run_id).map_err(AgentError::Logs)?;
         if let Some(dir) = layout.run_dir() {
             tracing::info!(log_dir = %dir.display(), "log directory set");
         }
@@ -140,12 +151,34 @@ impl Agent {
         }
         let signals = install_signal_handlers(&cfg.signals_to_handle);
         workers::become_subreaper();
+        workers::raise_open_files_limit();
         let guardian = Guardian::start()?;
         let reaper = Reaper::new(cfg.monitor_interval)?;
         let rdzv = connect_rendezvous(&cfg, nproc.count, &host, &parent_env).await?;
-        let policy = OutputPolicy { redirects: cfg.redirects.clone(), tee: cfg.tee.clone(), local_ranks_filter: cfg.local_ranks_filter.clone() };
-        let node = Node { host, nproc: nproc.count, run_id, layout, policy, parent_env };
-        Ok(Agent { cfg, node, rdzv, reaper, guardian, signals, failure_restarts: 0, attempt: 0, worker_store: None })
+        let policy = OutputPolicy {
+            redirects: cfg.redirects.clone(),
+            tee: cfg.tee.clone(),
+            local_ranks_filter: cfg.local_ranks_filter.clone(),
+        };
+        let node = Node {
+            host,
+            nproc: nproc.count,
+            run_id,
+            layout,
+            policy,
+            parent_env,
+        };
+        Ok(Agent {
+            cfg,
+            node,
+            rdzv,
+            reaper,
+            guardian,
+            signals,
+            failure_restarts: 0,
+            attempt: 0,
+            worker_store: None,
+        })
     }
 
     pub fn host(&self) -> &str {
@@ -179,7 +212,9 @@ impl Agent {
             started_once = true;
             let master = match self.worker_store_for(&round).await {
                 Ok(master) => master,
-                Err(AgentError::Rendezvous(RendezvousError::Store(e))) if e.is_connection_lost() => {
+                Err(AgentError::Rendezvous(RendezvousError::Store(e)))
+                    if e.is_connection_lost() =>
+                {
                     tracing::warn!(error = %e, "lost the rendezvous store before starting workers; re-joining");
                     reconnect(&mut self.rdzv).await?;
                     continue;
@@ -205,7 +240,10 @@ impl Agent {
                     return Ok(Outcome::Signaled(sig));
                 }
                 GroupEvent::MembershipChanged => {
-                    tracing::info!(round = round.round, "a node is waiting to join; restarting workers into a new round (not counted as a restart)");
+                    tracing::info!(
+                        round = round.round,
+                        "a node is waiting to join; restarting workers into a new round (not counted as a restart)"
+                    );
                     self.stop(&group, Signal::SIGTERM, RESTART_STOP_GRACE).await;
                 }
                 GroupEvent::PeerLost(peer) => {
@@ -226,10 +264,18 @@ impl Agent {
                     }
                     if self.failure_restarts >= self.cfg.max_restarts {
                         self.announce_failure(&round).await;
-                        return Ok(Outcome::WorkersFailed { failures, restart_count: self.failure_restarts, round: Some(round.round) });
+                        return Ok(Outcome::WorkersFailed {
+                            failures,
+                            restart_count: self.failure_restarts,
+                            round: Some(round.round),
+                        });
                     }
                     self.failure_restarts += 1;
-                    tracing::warn!(restart = self.failure_restarts, max_restarts = self.cfg.max_restarts, "restarting the worker group");
+                    tracing::warn!(
+                        restart = self.failure_restarts,
+                        max_restarts = self.cfg.max_restarts,
+                        "restarting the worker group"
+                    );
                 }
             }
         }
@@ -248,7 +294,8 @@ impl Agent {
         if round.group_rank != 0 {
             return Ok(d.master_of(round.round).await?);
         }
-        let server = StoreServer::bind("::", 0).map_err(|source| AgentError::HostStore { port: 0, source })?;
+        let server = StoreServer::bind("::", 0)
+            .map_err(|source| AgentError::HostStore { port: 0, source })?;
         let addr = match (&self.rdzv.server, &self.cfg.local_addr) {
             // Hosting the rendezvous store means the endpoint reaches this machine.
             (Some(_), _) => self.rdzv.endpoint_host.clone(),
@@ -261,9 +308,15 @@ impl Agent {
         Ok((addr, port))
     }
 
-    fn start_workers(&mut self, round: &RoundInfo, master: (String, u16)) -> Result<Vec<Worker>, AgentError> {
+    fn start_workers(
+        &mut self,
+        round: &RoundInfo,
+        master: (String, u16),
+    ) -> Result<Vec<Worker>, AgentError> {
         let node = &self.node;
-        node.layout.prepare_attempt(self.attempt, node.nproc).map_err(AgentError::Logs)?;
+        node.layout
+            .prepare_attempt(self.attempt, node.nproc)
+            .map_err(AgentError::Logs)?;
         let round_env = RoundEnv {
             role: self.cfg.role.clone(),
             run_id: node.run_id.clone(),
@@ -289,24 +342,50 @@ impl Agent {
                 local_world_size: node.nproc,
             };
             let error_file = node.layout.error_file(self.attempt, local_rank);
-            let error_file = error_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
-            let mut env = worker_env::worker_env(&ranks, &round_env, &error_file, &node.parent_env)?;
+            let error_file = error_file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            let mut env =
+                worker_env::worker_env(&ranks, &round_env, &error_file, &node.parent_env)?;
             if let Some(v) = node.parent_env.get("OMP_NUM_THREADS") {
                 env.insert("OMP_NUM_THREADS".into(), v.clone());
             }
             let (program, args) = entrypoint::worker_command(&self.cfg, &python, local_rank);
-            let prefix = logs::line_prefix(self.cfg.log_line_prefix_template.as_deref(), &self.cfg.role, global_rank, local_rank, short_host(&node.host));
+            let prefix = logs::line_prefix(
+                self.cfg.log_line_prefix_template.as_deref(),
+                &self.cfg.role,
+                global_rank,
+                local_rank,
+                short_host(&node.host),
+            );
             let mut streams = Vec::new();
             for kind in [StreamKind::Stdout, StreamKind::Stderr] {
-                let plan = node.policy.plan(&node.layout, self.attempt, local_rank, kind);
+                let plan = node
+                    .policy
+                    .plan(&node.layout, self.attempt, local_rank, kind);
                 let (stdio, tee) = logs::prepare_stream(&plan).map_err(AgentError::Logs)?;
                 if let Some((read, file)) = tee {
                     let (filters, name) = match kind {
-                        StreamKind::Stdout => (&self.cfg.duplicate_stdout_filters, "filtered_stdout.log"),
-                        StreamKind::Stderr => (&self.cfg.duplicate_stderr_filters, "filtered_stderr.log"),
+                        StreamKind::Stdout => {
+                            (&self.cfg.duplicate_stdout_filters, "filtered_stdout.log")
+                        }
+                        StreamKind::Stderr => {
+                            (&self.cfg.duplicate_stderr_filters, "filtered_stderr.log")
+                        }
                     };
-                    let filtered_file = (!filters.is_empty()).then(|| node.layout.attempt_dir(self.attempt)).flatten().map(|d: PathBuf| d.join(name));
-                    let source = TeeSource { read, file, prefix: prefix.clone(), kind, filters: filters.clone(), filtered_file };
+                    let filtered_file = (!filters.is_empty())
+                        .then(|| node.layout.attempt_dir(self.attempt))
+                        .flatten()
+                        .map(|d: PathBuf| d.join(name));
+                    let source = TeeSource {
+                        read,
+                        file,
+                        prefix: prefix.clone(),
+                        kind,
+                        filters: filters.clone(),
+                        filtered_file,
+                    };
                     tokio::spawn(async move {
                         if let Err(e) = logs::run_tee(source).await {
                             tracing::warn!(error = %e, "worker log tee failed");
@@ -317,22 +396,42 @@ impl Agent {
             }
             let stderr = streams.pop().expect("stderr");
             let stdout = streams.pop().expect("stdout");
-            let pid = workers::spawn(ProcessSpec { program, args, env: env.into_iter().collect(), stdout, stderr })?;
+            let pid = workers::spawn(ProcessSpec {
+                program,
+                args,
+                env: env.into_iter().collect(),
+                stdout,
+                stderr,
+            })?;
             self.guardian.watch(pid);
             tracing::debug!(local_rank, global_rank, pid, "started worker");
-            group.push(Worker { local_rank, global_rank, pid, exit: None });
+            group.push(Worker {
+                local_rank,
+                global_rank,
+                pid,
+                exit: None,
+            });
         }
-        tracing::info!(round = round.round, group_rank = round.group_rank, world_size = round.world_size, restart_count = self.attempt, workers = node.nproc, "started workers");
+        tracing::info!(
+            round = round.round,
+            group_rank = round.group_rank,
+            world_size = round.world_size,
+            restart_count = self.attempt,
+            workers = node.nproc,
+            "started workers"
+        );
         Ok(group)
     }
 
     async fn monitor(&mut self, group: &mut [Worker], round: &RoundInfo) -> GroupEvent {
-        let mut watcher = self.membership_watcher(round).await;
+        let mut watcher = self.membership_watcher(round);
         let mut heartbeat = match &self.rdzv.backend {
-            Backend::Dynamic(d) if round.group_world_size > 1 => match Heartbeat::start(d, &self.rdzv.store, round).await {
-                Ok(hb) => Some(hb),
-                Err(e) => return GroupEvent::StoreLost(e),
-            },
+            Backend::Dynamic(d) if round.group_world_size > 1 => {
+                match Heartbeat::start(d, &self.rdzv.store, round).await {
+                    Ok(hb) => Some(hb),
+                    Err(e) => return GroupEvent::StoreLost(e),
+                }
+            }
             _ => None,
         };
         let interval = match &self.rdzv.backend {
@@ -375,19 +474,20 @@ impl Agent {
     }
 
     /// A task that completes when some node waits to join the round after `round`; it runs on
-    /// its own connection because a blocking WAIT holds the connection it is sent on.
-    async fn membership_watcher(&self, round: &RoundInfo) -> Option<AbortOnDrop<Result<(), StoreError>>> {
-        let Backend::Dynamic(d) = &self.rdzv.backend else { return None };
-        let key = DynamicRendezvous::next_round_key(round.round);
-        let (host, port) = &self.rdzv.endpoint;
-        let conn = match StoreClient::connect(host, *port, Duration::from_secs(10)).await {
-            Ok(c) => d.keys_on(&c),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot open a store connection to watch for joining nodes");
-                return None;
-            }
+    /// its own connection because a blocking WAIT holds the connection it is sent on. It keeps
+    /// trying to connect until the join timeout; failing that, it reports the store as lost.
+    fn membership_watcher(&self, round: &RoundInfo) -> Option<AbortOnDrop<Result<(), StoreError>>> {
+        let Backend::Dynamic(d) = &self.rdzv.backend else {
+            return None;
         };
+        let key = DynamicRendezvous::next_round_key(round.round);
+        let (host, port) = self.rdzv.endpoint.clone();
+        let join_timeout = self.rdzv.join_timeout;
+        let keys = d.keys_on_prefix();
         Some(AbortOnDrop(tokio::spawn(async move {
+            let conn = StoreClient::connect(&host, port, join_timeout)
+                .await?
+                .prefixed(&keys);
             loop {
                 match conn.wait(&[key.as_str()], Duration::from_secs(3600)).await {
                     Err(e) if e.is_timeout() => continue,
@@ -412,7 +512,9 @@ impl Agent {
             if w.exit.is_none() {
                 w.exit = self.reaper.take_exit(w.pid);
             }
-            let Some(code) = w.exit.filter(|c| *c != 0) else { continue };
+            let Some(code) = w.exit.filter(|c| *c != 0) else {
+                continue;
+            };
             let path = self.node.layout.error_file(self.attempt, w.local_rank);
             let content = match path.as_deref().map(errors::read_error_file) {
                 Some(Ok(content)) => content,
@@ -423,7 +525,15 @@ impl Agent {
                 None => None,
             };
             let path = path.unwrap_or_default();
-            failures.push(errors::failure_from_exit(w.local_rank, w.global_rank, w.pid, code, &path, content, now));
+            failures.push(errors::failure_from_exit(
+                w.local_rank,
+                w.global_rank,
+                w.pid,
+                code,
+                &path,
+                content,
+                now,
+            ));
         }
         failures
     }
@@ -433,8 +543,13 @@ impl Agent {
     /// The round's exit-barrier keys.
     fn exit_keys(&self, round: &RoundInfo) -> StoreClient {
         match &self.rdzv.backend {
-            Backend::Dynamic(d) => d.keys_on(&self.rdzv.store).prefixed(&format!("r{}/exit", round.round)),
-            Backend::Static => self.rdzv.store.prefixed(&format!("static/{}/exit/{}", self.node.run_id, round.round)),
+            Backend::Dynamic(d) => d
+                .keys_on(&self.rdzv.store)
+                .prefixed(&format!("r{}/exit", round.round)),
+            Backend::Static => self
+                .rdzv
+                .store
+                .prefixed(&format!("static/{}/exit/{}", self.node.run_id, round.round)),
         }
     }
 
@@ -442,8 +557,15 @@ impl Agent {
     /// stop waiting at once instead of at the barrier's timeout.
     async fn announce_failure(&self, round: &RoundInfo) {
         if round.group_world_size > 1 {
-            let message = format!("failed:{} (group rank {})", self.node.host, round.group_rank);
-            if let Err(e) = self.exit_keys(round).set("all_done", message.as_bytes()).await {
+            let message = format!(
+                "failed:{} (group rank {})",
+                self.node.host, round.group_rank
+            );
+            if let Err(e) = self
+                .exit_keys(round)
+                .set("all_done", message.as_bytes())
+                .await
+            {
                 tracing::debug!(error = %e, "could not announce the failure to the other nodes");
             }
         }
@@ -466,7 +588,12 @@ impl Agent {
             return;
         }
         let timeout = self.cfg.exit_barrier_timeout;
-        tracing::info!(finished = done, nodes = round.group_world_size, timeout_s = timeout.as_secs(), "workers succeeded; waiting at the exit barrier for the other nodes to finish");
+        tracing::info!(
+            finished = done,
+            nodes = round.group_world_size,
+            timeout_s = timeout.as_secs(),
+            "workers succeeded; waiting at the exit barrier for the other nodes to finish"
+        );
         match store.wait(&["all_done"], timeout).await {
             Ok(()) => {
                 let outcome = store.get("all_done").await.unwrap_or_default();
@@ -476,17 +603,37 @@ impl Agent {
             }
             Err(e) if e.is_timeout() => {
                 let finished = store.add("done", 0).await.unwrap_or(done);
-                tracing::warn!(finished, nodes = round.group_world_size, timeout_s = timeout.as_secs(), "exit barrier timed out: {} node(s) never finished (failed or restarting); this node's workers succeeded, exiting 0", round.group_world_size as i64 - finished);
+                tracing::warn!(
+                    finished,
+                    nodes = round.group_world_size,
+                    timeout_s = timeout.as_secs(),
+                    "exit barrier timed out: {} node(s) never finished (failed or restarting); this node's workers succeeded, exiting 0",
+                    round.group_world_size as i64 - finished
+                );
             }
             Err(e) => tracing::warn!(error = %e, "exit barrier: lost the store; exiting"),
         }
     }
 }
 
-async fn next_round(rdzv: &mut Rendezvous, cfg: &Config, node: &Node, failure_restarts: u32, next_restart: u32) -> Result<RoundInfo, AgentError> {
+async fn next_round(
+    rdzv: &mut Rendezvous,
+    cfg: &Config,
+    node: &Node,
+    failure_restarts: u32,
+    next_restart: u32,
+) -> Result<RoundInfo, AgentError> {
     match &mut rdzv.backend {
         Backend::Static => {
-            let mut info = rendezvous::static_round(&rdzv.store, &node.run_id, cfg.node_rank, cfg.nnodes.max, node.nproc, static_timeout(cfg)).await?;
+            let mut info = rendezvous::static_round(
+                &rdzv.store,
+                &node.run_id,
+                cfg.node_rank,
+                cfg.nnodes.max,
+                node.nproc,
+                static_timeout(cfg),
+            )
+            .await?;
             // Static membership never changes and nodes restart on their own, as torchrun's.
             info.round = failure_restarts as u64;
             info.restart_count = failure_restarts;
@@ -496,10 +643,14 @@ async fn next_round(rdzv: &mut Rendezvous, cfg: &Config, node: &Node, failure_re
             // The store host may go away while we wait; keep re-joining until join_timeout.
             let deadline = tokio::time::Instant::now() + rdzv.join_timeout;
             loop {
-                let Backend::Dynamic(d) = &mut rdzv.backend else { unreachable!() };
+                let Backend::Dynamic(d) = &mut rdzv.backend else {
+                    unreachable!()
+                };
                 d.propose_restart_count(next_restart);
                 match d.next_round().await {
-                    Err(RendezvousError::Store(e)) if e.is_connection_lost() && tokio::time::Instant::now() < deadline => {
+                    Err(RendezvousError::Store(e))
+                        if e.is_connection_lost() && tokio::time::Instant::now() < deadline =>
+                    {
                         tracing::warn!(error = %e, "lost the rendezvous store while joining; re-joining");
                         reconnect(rdzv).await?;
                     }
@@ -526,7 +677,13 @@ async fn reconnect(rdzv: &mut Rendezvous) -> Result<(), AgentError> {
 
 /// The static backend's `timeout` rdzv-conf key (torchrun injects 900 s).
 fn static_timeout(cfg: &Config) -> Duration {
-    Duration::from_secs_f64(cfg.rdzv_conf.get("timeout").and_then(|t| t.trim().parse().ok()).filter(|t: &f64| *t > 0.0).unwrap_or(900.0))
+    Duration::from_secs_f64(
+        cfg.rdzv_conf
+            .get("timeout")
+            .and_then(|t| t.trim().parse().ok())
+            .filter(|t: &f64| *t > 0.0)
+            .unwrap_or(900.0),
+    )
 }
 
 /// A spawned task that is cancelled when its handle goes out of scope.
@@ -545,7 +702,9 @@ fn short_host(host: &str) -> &str {
 fn install_signal_handlers(signals: &[Signal]) -> mpsc::UnboundedReceiver<Signal> {
     let (tx, rx) = mpsc::unbounded_channel();
     for &sig in signals {
-        let mut stream = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(sig as i32)) {
+        let mut stream = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::from_raw(sig as i32),
+        ) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(signal = %sig, error = %e, "cannot handle signal");
@@ -566,24 +725,49 @@ fn install_signal_handlers(signals: &[Signal]) -> mpsc::UnboundedReceiver<Signal
 
 /// Hosts or joins the store and picks the backend. Returns the rendezvous and the address
 /// workers use for the agent's store (`MASTER_ADDR`, `MASTER_PORT`).
-async fn connect_rendezvous(cfg: &Config, nproc: u32, host: &str, env: &BTreeMap<String, String>) -> Result<Rendezvous, AgentError> {
+async fn connect_rendezvous(
+    cfg: &Config,
+    nproc: u32,
+    host: &str,
+    env: &BTreeMap<String, String>,
+) -> Result<Rendezvous, AgentError> {
     let timeouts = rendezvous::timeouts_from_conf(&cfg.rdzv_conf).map_err(AgentError::RdzvConf)?;
     match cfg.rdzv_backend {
         RdzvBackend::Static => {
             let (addr, port) = (cfg.master_addr.clone(), cfg.master_port);
             let server = if cfg.node_rank == 0 {
-                Some(StoreServer::bind("::", port).map_err(|source| AgentError::HostStore { port, source })?)
+                Some(
+                    StoreServer::bind("::", port)
+                        .map_err(|source| AgentError::HostStore { port, source })?,
+                )
             } else {
                 None
             };
-            let connect_host = if server.is_some() { "localhost" } else { addr.as_str() };
+            let connect_host = if server.is_some() {
+                "localhost"
+            } else {
+                addr.as_str()
+            };
             let store = StoreClient::connect(connect_host, port, static_timeout(cfg)).await?;
             let endpoint = (connect_host.to_string(), port);
-            Ok(Rendezvous { store, endpoint, endpoint_host: addr, join_timeout: static_timeout(cfg), server, backend: Backend::Static })
+            Ok(Rendezvous {
+                store,
+                endpoint,
+                endpoint_host: addr,
+                join_timeout: static_timeout(cfg),
+                server,
+                backend: Backend::Static,
+            })
         }
         RdzvBackend::C10d => {
-            let (ep_host, ep_port) = crate::cli::parse_endpoint(&cfg.rdzv_endpoint, 29400).map_err(AgentError::Endpoint)?;
-            let forced = cfg.rdzv_conf.get("is_host").map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "t" | "yes" | "y"));
+            let (ep_host, ep_port) = crate::cli::parse_endpoint(&cfg.rdzv_endpoint, 29400)
+                .map_err(AgentError::Endpoint)?;
+            let forced = cfg.rdzv_conf.get("is_host").map(|v| {
+                matches!(
+                    v.trim().to_ascii_lowercase().as_str(),
+                    "1" | "true" | "t" | "yes" | "y"
+                )
+            });
             let want_host = forced.unwrap_or_else(|| rendezvous::is_local_host(&ep_host));
             let mut server = None;
             if want_host {
@@ -592,22 +776,52 @@ async fn connect_rendezvous(cfg: &Config, nproc: u32, host: &str, env: &BTreeMap
                     Err(e) if forced.is_none() => {
                         tracing::info!(endpoint = %cfg.rdzv_endpoint, error = %e, "another agent hosts the store on this machine; joining as a client");
                     }
-                    Err(source) => return Err(AgentError::HostStore { port: ep_port, source }),
+                    Err(source) => {
+                        return Err(AgentError::HostStore {
+                            port: ep_port,
+                            source,
+                        });
+                    }
                 }
             }
             let port = server.as_ref().map(|s| s.port()).unwrap_or(ep_port);
-            let connect_host = if server.is_some() { "localhost" } else { ep_host.as_str() };
+            let connect_host = if server.is_some() {
+                "localhost"
+            } else {
+                ep_host.as_str()
+            };
             if server.is_some() {
                 tracing::info!(port, run_id = %cfg.rdzv_id, "hosting the rendezvous store");
             }
             let endpoint = (connect_host.to_string(), port);
             let store = StoreClient::connect(connect_host, port, timeouts.join).await?;
-            let id = format!("{host}_{}_{:08x}", std::process::id(), rand::random::<u32>());
-            let me = NodeDesc { id, host: cfg.local_addr.clone().unwrap_or_else(|| host.to_string()), index: rendezvous::node_index(env, host), nproc, next_restart: 0 };
+            let id = format!(
+                "{host}_{}_{:08x}",
+                std::process::id(),
+                rand::random::<u32>()
+            );
+            let me = NodeDesc {
+                id,
+                host: cfg.local_addr.clone().unwrap_or_else(|| host.to_string()),
+                index: rendezvous::node_index(env, host),
+                nproc,
+                next_restart: 0,
+            };
             let join_timeout = timeouts.join;
             let dynamic = DynamicRendezvous::new(&store, &cfg.rdzv_id, cfg.nnodes, timeouts, me);
-            let endpoint_host = if ep_host.is_empty() { "localhost".to_string() } else { ep_host };
-            Ok(Rendezvous { store, endpoint, endpoint_host, join_timeout, server, backend: Backend::Dynamic(Box::new(dynamic)) })
+            let endpoint_host = if ep_host.is_empty() {
+                "localhost".to_string()
+            } else {
+                ep_host
+            };
+            Ok(Rendezvous {
+                store,
+                endpoint,
+                endpoint_host,
+                join_timeout,
+                server,
+                backend: Backend::Dynamic(Box::new(dynamic)),
+            })
         }
     }
 }

@@ -26,9 +26,13 @@ pub struct DeviceFacts {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DeviceError {
-    #[error("Cuda is not available. --nproc-per-node={0} needs NVIDIA GPUs: none found in CUDA_VISIBLE_DEVICES, NVIDIA_VISIBLE_DEVICES, /proc/driver/nvidia/gpus or /dev/nvidia*; give a number instead")]
+    #[error(
+        "Cuda is not available. --nproc-per-node={0} needs NVIDIA GPUs: none found in CUDA_VISIBLE_DEVICES, NVIDIA_VISIBLE_DEVICES, /proc/driver/nvidia/gpus or /dev/nvidia*; give a number instead"
+    )]
     CudaUnavailable(&'static str),
-    #[error("Xpu is not available. --nproc-per-node=xpu needs Intel GPUs: none found in ZE_AFFINITY_MASK or /sys/class/drm; give a number instead")]
+    #[error(
+        "Xpu is not available. --nproc-per-node=xpu needs Intel GPUs: none found in ZE_AFFINITY_MASK or /sys/class/drm; give a number instead"
+    )]
     XpuUnavailable,
 }
 
@@ -40,22 +44,40 @@ pub struct Nproc {
 }
 
 pub fn resolve_nproc(spec: NprocSpec, facts: &DeviceFacts) -> Result<Nproc, DeviceError> {
-    let cpu = Nproc { count: facts.usable_cpus.max(1) as u32, device: "cpu" };
+    let cpu = Nproc {
+        count: facts.usable_cpus.max(1) as u32,
+        device: "cpu",
+    };
     match spec {
-        NprocSpec::Count(count) => Ok(Nproc { count, device: "explicit" }),
+        NprocSpec::Count(count) => Ok(Nproc {
+            count,
+            device: "explicit",
+        }),
         NprocSpec::Cpu => Ok(cpu),
         NprocSpec::Gpu => match gpu_count(facts) {
             0 => Err(DeviceError::CudaUnavailable("gpu")),
-            n => Ok(Nproc { count: n as u32, device: "gpu" }),
+            n => Ok(Nproc {
+                count: n as u32,
+                device: "gpu",
+            }),
         },
         NprocSpec::Xpu => match xpu_count(facts) {
             0 => Err(DeviceError::XpuUnavailable),
-            n => Ok(Nproc { count: n as u32, device: "xpu" }),
+            n => Ok(Nproc {
+                count: n as u32,
+                device: "xpu",
+            }),
         },
         NprocSpec::Auto => match (gpu_count(facts), xpu_count(facts)) {
             (0, 0) => Ok(cpu),
-            (0, n) => Ok(Nproc { count: n as u32, device: "xpu" }),
-            (n, _) => Ok(Nproc { count: n as u32, device: "gpu" }),
+            (0, n) => Ok(Nproc {
+                count: n as u32,
+                device: "xpu",
+            }),
+            (n, _) => Ok(Nproc {
+                count: n as u32,
+                device: "gpu",
+            }),
         },
     }
 }
@@ -98,7 +120,8 @@ pub fn discover() -> DeviceFacts {
         nvidia_visible_devices: std::env::var("NVIDIA_VISIBLE_DEVICES").ok(),
         proc_nvidia_gpus: count_entries(Path::new("/proc/driver/nvidia/gpus"), |_| true),
         dev_nvidia: count_entries(Path::new("/dev"), |name| {
-            name.strip_prefix("nvidia").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            name.strip_prefix("nvidia")
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
         }),
         ze_affinity_mask: std::env::var("ZE_AFFINITY_MASK").ok(),
         intel_render_nodes: intel_render_nodes(),
@@ -108,17 +131,25 @@ pub fn discover() -> DeviceFacts {
 
 fn count_entries(dir: &Path, keep: impl Fn(&str) -> bool) -> usize {
     std::fs::read_dir(dir)
-        .map(|entries| entries.flatten().filter(|e| keep(&e.file_name().to_string_lossy())).count())
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| keep(&e.file_name().to_string_lossy()))
+                .count()
+        })
         .unwrap_or(0)
 }
 
 fn intel_render_nodes() -> usize {
-    let Ok(entries) = std::fs::read_dir("/sys/class/drm") else { return 0 };
+    let Ok(entries) = std::fs::read_dir("/sys/class/drm") else {
+        return 0;
+    };
     entries
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with("renderD"))
         .filter(|e| {
-            std::fs::read_to_string(e.path().join("device/vendor")).is_ok_and(|v| v.trim() == "0x8086")
+            std::fs::read_to_string(e.path().join("device/vendor"))
+                .is_ok_and(|v| v.trim() == "0x8086")
         })
         .count()
 }
@@ -128,7 +159,11 @@ fn intel_render_nodes() -> usize {
 /// should start 2 workers with `cpu`, not 64.
 pub fn usable_cpus() -> usize {
     let affinity = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
-        .map(|set| (0..nix::sched::CpuSet::count()).filter(|&i| set.is_set(i).unwrap_or(false)).count())
+        .map(|set| {
+            (0..nix::sched::CpuSet::count())
+                .filter(|&i| set.is_set(i).unwrap_or(false))
+                .count()
+        })
         .ok()
         .filter(|&n| n > 0)
         .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
@@ -165,55 +200,122 @@ mod tests {
     use super::*;
 
     fn facts() -> DeviceFacts {
-        DeviceFacts { usable_cpus: 8, ..Default::default() }
+        DeviceFacts {
+            usable_cpus: 8,
+            ..Default::default()
+        }
     }
 
     #[test]
     fn explicit_and_cpu() {
-        assert_eq!(resolve_nproc(NprocSpec::Count(3), &facts()).unwrap().count, 3);
-        assert_eq!(resolve_nproc(NprocSpec::Cpu, &facts()).unwrap(), Nproc { count: 8, device: "cpu" });
+        assert_eq!(
+            resolve_nproc(NprocSpec::Count(3), &facts()).unwrap().count,
+            3
+        );
+        assert_eq!(
+            resolve_nproc(NprocSpec::Cpu, &facts()).unwrap(),
+            Nproc {
+                count: 8,
+                device: "cpu"
+            }
+        );
     }
 
     #[test]
     fn auto_falls_back_to_cpus_without_gpus() {
-        assert_eq!(resolve_nproc(NprocSpec::Auto, &facts()).unwrap(), Nproc { count: 8, device: "cpu" });
+        assert_eq!(
+            resolve_nproc(NprocSpec::Auto, &facts()).unwrap(),
+            Nproc {
+                count: 8,
+                device: "cpu"
+            }
+        );
     }
 
     #[test]
     fn gpu_without_gpus_is_torchruns_error() {
         let err = resolve_nproc(NprocSpec::Gpu, &facts()).unwrap_err();
-        assert!(err.to_string().starts_with("Cuda is not available."), "{err}");
+        assert!(
+            err.to_string().starts_with("Cuda is not available."),
+            "{err}"
+        );
         let err = resolve_nproc(NprocSpec::Xpu, &facts()).unwrap_err();
-        assert!(err.to_string().starts_with("Xpu is not available."), "{err}");
+        assert!(
+            err.to_string().starts_with("Xpu is not available."),
+            "{err}"
+        );
     }
 
     #[test]
     fn cuda_visible_devices_wins() {
-        let f = DeviceFacts { cuda_visible_devices: Some("0,2,5".into()), dev_nvidia: 8, ..facts() };
-        assert_eq!(resolve_nproc(NprocSpec::Auto, &f).unwrap(), Nproc { count: 3, device: "gpu" });
+        let f = DeviceFacts {
+            cuda_visible_devices: Some("0,2,5".into()),
+            dev_nvidia: 8,
+            ..facts()
+        };
+        assert_eq!(
+            resolve_nproc(NprocSpec::Auto, &f).unwrap(),
+            Nproc {
+                count: 3,
+                device: "gpu"
+            }
+        );
         assert_eq!(resolve_nproc(NprocSpec::Gpu, &f).unwrap().count, 3);
-        let hidden = DeviceFacts { cuda_visible_devices: Some("".into()), dev_nvidia: 8, ..facts() };
-        assert_eq!(resolve_nproc(NprocSpec::Auto, &hidden).unwrap().device, "cpu");
-        let stop = DeviceFacts { cuda_visible_devices: Some("1,-1,2".into()), ..facts() };
+        let hidden = DeviceFacts {
+            cuda_visible_devices: Some("".into()),
+            dev_nvidia: 8,
+            ..facts()
+        };
+        assert_eq!(
+            resolve_nproc(NprocSpec::Auto, &hidden).unwrap().device,
+            "cpu"
+        );
+        let stop = DeviceFacts {
+            cuda_visible_devices: Some("1,-1,2".into()),
+            ..facts()
+        };
         assert_eq!(gpu_count(&stop), 1);
     }
 
     #[test]
     fn nvidia_visible_devices_and_driver() {
-        let all = DeviceFacts { nvidia_visible_devices: Some("all".into()), proc_nvidia_gpus: 4, ..facts() };
+        let all = DeviceFacts {
+            nvidia_visible_devices: Some("all".into()),
+            proc_nvidia_gpus: 4,
+            ..facts()
+        };
         assert_eq!(gpu_count(&all), 4);
-        let none = DeviceFacts { nvidia_visible_devices: Some("none".into()), dev_nvidia: 4, ..facts() };
+        let none = DeviceFacts {
+            nvidia_visible_devices: Some("none".into()),
+            dev_nvidia: 4,
+            ..facts()
+        };
         assert_eq!(gpu_count(&none), 0);
-        let some = DeviceFacts { nvidia_visible_devices: Some("GPU-a,GPU-b".into()), ..facts() };
+        let some = DeviceFacts {
+            nvidia_visible_devices: Some("GPU-a,GPU-b".into()),
+            ..facts()
+        };
         assert_eq!(gpu_count(&some), 2);
-        let dev = DeviceFacts { dev_nvidia: 2, ..facts() };
+        let dev = DeviceFacts {
+            dev_nvidia: 2,
+            ..facts()
+        };
         assert_eq!(gpu_count(&dev), 2);
     }
 
     #[test]
     fn xpu_from_affinity_mask() {
-        let f = DeviceFacts { ze_affinity_mask: Some("0,1,2".into()), ..facts() };
-        assert_eq!(resolve_nproc(NprocSpec::Xpu, &f).unwrap(), Nproc { count: 3, device: "xpu" });
+        let f = DeviceFacts {
+            ze_affinity_mask: Some("0,1,2".into()),
+            ..facts()
+        };
+        assert_eq!(
+            resolve_nproc(NprocSpec::Xpu, &f).unwrap(),
+            Nproc {
+                count: 3,
+                device: "xpu"
+            }
+        );
         assert_eq!(resolve_nproc(NprocSpec::Auto, &f).unwrap().device, "xpu");
     }
 

@@ -22,13 +22,31 @@ pub fn worker_command(cfg: &Config, python: &str, local_rank: u32) -> (String, V
     let script = sub(&cfg.training_script);
     match cfg.entrypoint_kind {
         EntrypointKind::Binary => (script, script_args.collect()),
-        EntrypointKind::PythonScript => (python.into(), ["-u".to_string(), script].into_iter().chain(script_args).collect()),
-        EntrypointKind::PythonModule => {
-            (python.into(), ["-u".to_string(), "-m".into(), script].into_iter().chain(script_args).collect())
-        }
+        EntrypointKind::PythonScript => (
+            python.into(),
+            ["-u".to_string(), script]
+                .into_iter()
+                .chain(script_args)
+                .collect(),
+        ),
+        EntrypointKind::PythonModule => (
+            python.into(),
+            ["-u".to_string(), "-m".into(), script]
+                .into_iter()
+                .chain(script_args)
+                .collect(),
+        ),
         EntrypointKind::RunPath => (
             python.into(),
-            ["-u".to_string(), "-c".into(), RUN_PATH_RUNNER.into(), script].into_iter().chain(script_args).collect(),
+            [
+                "-u".to_string(),
+                "-c".into(),
+                RUN_PATH_RUNNER.into(),
+                script,
+            ]
+            .into_iter()
+            .chain(script_args)
+            .collect(),
         ),
     }
 }
@@ -55,7 +73,9 @@ except BaseException as e:
 
 /// The interpreter for Python entrypoints: `PYTHON_EXEC`, else `python3` on the PATH.
 pub fn python_exec(env: &BTreeMap<String, String>) -> String {
-    env.get("PYTHON_EXEC").cloned().unwrap_or_else(|| "python3".into())
+    env.get("PYTHON_EXEC")
+        .cloned()
+        .unwrap_or_else(|| "python3".into())
 }
 
 #[cfg(test)]
@@ -70,14 +90,26 @@ mod tests {
     #[test]
     fn commands_per_entrypoint_kind() {
         let c = cfg(&["train.py", "--lr=${local_rank}", "$$x"]);
-        assert_eq!(worker_command(&c, "py", 2), ("py".into(), vec!["-u".into(), "train.py".into(), "--lr=2".into(), "$x".into()]));
+        assert_eq!(
+            worker_command(&c, "py", 2),
+            (
+                "py".into(),
+                vec!["-u".into(), "train.py".into(), "--lr=2".into(), "$x".into()]
+            )
+        );
         let c = cfg(&["-m", "pkg.mod", "a"]);
         assert_eq!(worker_command(&c, "py", 0).1, ["-u", "-m", "pkg.mod", "a"]);
         let c = cfg(&["--no-python", "/bin/echo", "$local_rank"]);
-        assert_eq!(worker_command(&c, "py", 1), ("/bin/echo".into(), vec!["1".into()]));
+        assert_eq!(
+            worker_command(&c, "py", 1),
+            ("/bin/echo".into(), vec!["1".into()])
+        );
         let c = cfg(&["--run-path", "--no-python", "s.py"]);
         let (program, args) = worker_command(&c, "py", 0);
-        assert_eq!((program.as_str(), args[1].as_str(), args[3].as_str()), ("py", "-c", "s.py"));
+        assert_eq!(
+            (program.as_str(), args[1].as_str(), args[3].as_str()),
+            ("py", "-c", "s.py")
+        );
         assert_eq!(entrypoint_name(&c), "run_script_path");
         assert_eq!(entrypoint_name(&cfg(&["train.py"])), "train.py");
     }

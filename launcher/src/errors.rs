@@ -51,9 +51,15 @@ pub struct ErrorFileContent {
 #[derive(Debug, thiserror::Error)]
 pub enum ErrorFileError {
     #[error("cannot read worker error file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("worker error file {path} is not valid JSON: {source}")]
-    Parse { path: PathBuf, source: serde_json::Error },
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
 }
 
 /// Reads a worker's error file; `Ok(None)` when the worker wrote none.
@@ -61,23 +67,40 @@ pub fn read_error_file(path: &Path) -> Result<Option<ErrorFileContent>, ErrorFil
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(ErrorFileError::Read { path: path.into(), source }),
+        Err(source) => {
+            return Err(ErrorFileError::Read {
+                path: path.into(),
+                source,
+            });
+        }
     };
-    let data: Value = serde_json::from_str(&text)
-        .map_err(|source| ErrorFileError::Parse { path: path.into(), source })?;
+    let data: Value = serde_json::from_str(&text).map_err(|source| ErrorFileError::Parse {
+        path: path.into(),
+        source,
+    })?;
     Ok(Some(parse_error_data(data)))
 }
 
 /// Both formats torch elastic writes: `{"message": {"message": .., "extraInfo": {"py_callstack":
 /// .., "timestamp": "<int>"}}}` and the older `{"message": "<str>", "timestamp": <int>}`.
 pub fn parse_error_data(data: Value) -> ErrorFileContent {
-    let as_int = |v: &Value| v.as_i64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()));
+    let as_int = |v: &Value| {
+        v.as_i64()
+            .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+    };
     match data.get("message") {
         Some(Value::Object(inner)) => {
             let extra = inner.get("extraInfo");
             ErrorFileContent {
-                message: inner.get("message").and_then(Value::as_str).unwrap_or("<NONE>").to_string(),
-                traceback: extra.and_then(|e| e.get("py_callstack")).and_then(Value::as_str).map(str::to_string),
+                message: inner
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("<NONE>")
+                    .to_string(),
+                traceback: extra
+                    .and_then(|e| e.get("py_callstack"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
                 timestamp: extra.and_then(|e| e.get("timestamp")).and_then(as_int),
                 data,
             }
@@ -88,7 +111,12 @@ pub fn parse_error_data(data: Value) -> ErrorFileContent {
             timestamp: Some(data.get("timestamp").and_then(as_int).unwrap_or(0)),
             data,
         },
-        _ => ErrorFileContent { message: "<NONE>".into(), traceback: None, timestamp: None, data },
+        _ => ErrorFileContent {
+            message: "<NONE>".into(),
+            traceback: None,
+            timestamp: None,
+            data,
+        },
     }
 }
 
@@ -123,7 +151,10 @@ pub fn failure_from_exit(
             error_file: None,
             message: match signal_name(exitcode) {
                 Some(name) => format!("Signal {} ({name}) received by PID {pid}", -exitcode),
-                None => "To enable traceback see: https://pytorch.org/docs/stable/elastic/errors.html".into(),
+                None => {
+                    "To enable traceback see: https://pytorch.org/docs/stable/elastic/errors.html"
+                        .into()
+                }
             },
             traceback: None,
             timestamp: now,
@@ -134,21 +165,47 @@ pub fn failure_from_exit(
 
 /// The first observed failure: smallest timestamp, ties to the earliest in `failures`' order.
 pub fn root_cause(failures: &[ProcessFailure]) -> Option<&ProcessFailure> {
-    failures.iter().enumerate().min_by_key(|(i, f)| (f.timestamp, *i)).map(|(_, f)| f)
+    failures
+        .iter()
+        .enumerate()
+        .min_by_key(|(i, f)| (f.timestamp, *i))
+        .map(|(_, f)| f)
 }
 
 /// torchrun's `ChildFailedError` text: title, other failures, root cause, 60-column rules.
 pub fn format_report(name: &str, failures: &[ProcessFailure], host: &str) -> String {
-    let Some(root) = root_cause(failures) else { return String::new() };
-    let blocks: Vec<String> =
-        failures.iter().enumerate().map(|(i, f)| format_failure(i, f, host)).collect();
-    let root_index = failures.iter().position(|f| std::ptr::eq(f, root)).unwrap_or(0);
-    let others: Vec<&str> =
-        blocks.iter().enumerate().filter(|(i, _)| *i != root_index).map(|(_, b)| b.as_str()).collect();
+    let Some(root) = root_cause(failures) else {
+        return String::new();
+    };
+    let blocks: Vec<String> = failures
+        .iter()
+        .enumerate()
+        .map(|(i, f)| format_failure(i, f, host))
+        .collect();
+    let root_index = failures
+        .iter()
+        .position(|f| std::ptr::eq(f, root))
+        .unwrap_or(0);
+    let others: Vec<&str> = blocks
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != root_index)
+        .map(|(_, b)| b.as_str())
+        .collect();
     let title = format!("{name} FAILED");
-    let longest = blocks.iter().flat_map(|b| b.lines()).map(str::len).chain([title.len()]).max().unwrap_or(0);
+    let longest = blocks
+        .iter()
+        .flat_map(|b| b.lines())
+        .map(str::len)
+        .chain([title.len()])
+        .max()
+        .unwrap_or(0);
     let width = longest.clamp(0, 60);
-    let others = if others.is_empty() { "  <NO_OTHER_FAILURES>".to_string() } else { others.join("\n") };
+    let others = if others.is_empty() {
+        "  <NO_OTHER_FAILURES>".to_string()
+    } else {
+        others.join("\n")
+    };
     format!(
         "\n{eq}\n{title}\n{dash}\nFailures:\n{others}\n{dash}\nRoot Cause (first observed failure):\n{root}\n{eq}",
         eq = "=".repeat(width),
@@ -159,11 +216,26 @@ pub fn format_report(name: &str, failures: &[ProcessFailure], host: &str) -> Str
 
 fn format_failure(index: usize, f: &ProcessFailure, host: &str) -> String {
     let time = chrono::DateTime::from_timestamp(f.timestamp, 0)
-        .map(|t| t.with_timezone(&chrono::Local).format("%Y-%m-%d_%H:%M:%S").to_string())
+        .map(|t| {
+            t.with_timezone(&chrono::Local)
+                .format("%Y-%m-%d_%H:%M:%S")
+                .to_string()
+        })
         .unwrap_or_else(|| f.timestamp.to_string());
-    let signal = f.signal_name().map(|s| format!(" ({s})")).unwrap_or_default();
-    let error_file = f.error_file.as_ref().map(|p| p.display().to_string()).unwrap_or("<N/A>".into());
-    let traceback = f.traceback.as_deref().unwrap_or(&f.message).replace('\n', "\n  ");
+    let signal = f
+        .signal_name()
+        .map(|s| format!(" ({s})"))
+        .unwrap_or_default();
+    let error_file = f
+        .error_file
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or("<N/A>".into());
+    let traceback = f
+        .traceback
+        .as_deref()
+        .unwrap_or(&f.message)
+        .replace('\n', "\n  ");
     format!(
         "[{index}]:\n  time      : {time}\n  host      : {host}\n  rank      : {} (local_rank: {})\n  exitcode  : {} (pid: {}) {signal}\n  error_file: {error_file}\n  traceback : {traceback}",
         f.global_rank, f.local_rank, f.exitcode, f.pid
@@ -189,7 +261,15 @@ mod tests {
     use serde_json::json;
 
     fn failure(rank: u32, exitcode: i32, ts: i64) -> ProcessFailure {
-        failure_from_exit(rank, rank + 4, 100 + rank, exitcode, Path::new("/e.json"), None, ts)
+        failure_from_exit(
+            rank,
+            rank + 4,
+            100 + rank,
+            exitcode,
+            Path::new("/e.json"),
+            None,
+            ts,
+        )
     }
 
     #[test]
@@ -200,14 +280,21 @@ mod tests {
         assert_eq!(new.timestamp, Some(1700000000));
         assert!(new.traceback.unwrap().starts_with("Traceback"));
         let old = parse_error_data(json!({"message": "boom", "timestamp": 17}));
-        assert_eq!((old.message.as_str(), old.timestamp, old.traceback), ("boom", Some(17), None));
+        assert_eq!(
+            (old.message.as_str(), old.timestamp, old.traceback),
+            ("boom", Some(17), None)
+        );
     }
 
     #[test]
     fn missing_file_messages() {
         let killed = failure(0, -9, 5);
         assert_eq!(killed.message, "Signal 9 (SIGKILL) received by PID 100");
-        assert!(failure(1, 3, 5).message.starts_with("To enable traceback see"));
+        assert!(
+            failure(1, 3, 5)
+                .message
+                .starts_with("To enable traceback see")
+        );
     }
 
     #[test]
@@ -235,9 +322,13 @@ mod tests {
 
     #[test]
     fn forwarding_adds_error_code() {
-        let content = parse_error_data(json!({"message": {"message": "E", "extraInfo": {"timestamp": "1"}}}));
+        let content =
+            parse_error_data(json!({"message": {"message": "E", "extraInfo": {"timestamp": "1"}}}));
         let f = failure_from_exit(0, 0, 1, 2, Path::new("/e"), Some(content), 0);
-        assert_eq!(forwarded_error(&f).unwrap()["message"]["errorCode"], json!(2));
+        assert_eq!(
+            forwarded_error(&f).unwrap()["message"]["errorCode"],
+            json!(2)
+        );
         assert_eq!(forwarded_error(&failure(0, 1, 0)), None);
     }
 }

@@ -37,10 +37,18 @@ impl LogLayout {
                 std::fs::create_dir_all(base)?;
                 base.to_path_buf()
             }
-            None => tempfile::Builder::new().prefix("torchelastic_").tempdir()?.keep(),
+            None => tempfile::Builder::new()
+                .prefix("torchelastic_")
+                .tempdir()?
+                .keep(),
         };
-        let run_dir = tempfile::Builder::new().prefix(&format!("{run_id}_")).tempdir_in(&base)?.keep();
-        Ok(LogLayout { run_dir: Some(run_dir) })
+        let run_dir = tempfile::Builder::new()
+            .prefix(&format!("{run_id}_"))
+            .tempdir_in(&base)?
+            .keep();
+        Ok(LogLayout {
+            run_dir: Some(run_dir),
+        })
     }
 
     pub fn run_dir(&self) -> Option<&Path> {
@@ -50,7 +58,9 @@ impl LogLayout {
     /// Prepares `attempt_<n>/<local_rank>/` for every local rank (an old attempt of the same
     /// number is replaced, as torchrun does).
     pub fn prepare_attempt(&self, restart_count: u32, nproc: u32) -> std::io::Result<()> {
-        let Some(attempt) = self.attempt_dir(restart_count) else { return Ok(()) };
+        let Some(attempt) = self.attempt_dir(restart_count) else {
+            return Ok(());
+        };
         if attempt.exists() {
             std::fs::remove_dir_all(&attempt)?;
         }
@@ -61,11 +71,14 @@ impl LogLayout {
     }
 
     pub fn attempt_dir(&self, restart_count: u32) -> Option<PathBuf> {
-        self.run_dir.as_ref().map(|d| d.join(format!("attempt_{restart_count}")))
+        self.run_dir
+            .as_ref()
+            .map(|d| d.join(format!("attempt_{restart_count}")))
     }
 
     fn rank_file(&self, restart_count: u32, local_rank: u32, name: &str) -> Option<PathBuf> {
-        self.attempt_dir(restart_count).map(|d| d.join(local_rank.to_string()).join(name))
+        self.attempt_dir(restart_count)
+            .map(|d| d.join(local_rank.to_string()).join(name))
     }
 
     /// `TORCHELASTIC_ERROR_FILE` for a worker: always set, `""` without a log directory.
@@ -104,19 +117,31 @@ pub struct OutputPolicy {
 impl OutputPolicy {
     /// torchrun's rules: the effective redirect is `redirects | tee`; ranks outside the filter
     /// are not teed and their non-redirected output is dropped.
-    pub fn plan(&self, layout: &LogLayout, restart_count: u32, local_rank: u32, kind: StreamKind) -> StreamPlan {
+    pub fn plan(
+        &self,
+        layout: &LogLayout,
+        restart_count: u32,
+        local_rank: u32,
+        kind: StreamKind,
+    ) -> StreamPlan {
         let pick = |s: Std| match kind {
             StreamKind::Stdout => s.out,
             StreamKind::Stderr => s.err,
         };
         let teed = pick(self.tee.for_rank(local_rank));
         let redirected = teed || pick(self.redirects.for_rank(local_rank));
-        let shown = self.local_ranks_filter.as_ref().is_none_or(|f| f.contains(&local_rank));
+        let shown = self
+            .local_ranks_filter
+            .as_ref()
+            .is_none_or(|f| f.contains(&local_rank));
         let name = match kind {
             StreamKind::Stdout => "stdout.log",
             StreamKind::Stderr => "stderr.log",
         };
-        match (redirected, layout.rank_file(restart_count, local_rank, name)) {
+        match (
+            redirected,
+            layout.rank_file(restart_count, local_rank, name),
+        ) {
             (false, _) if shown => StreamPlan::Inherit,
             (false, _) => StreamPlan::Null,
             (true, None) => StreamPlan::Null,
@@ -128,11 +153,22 @@ impl OutputPolicy {
 
 /// The console prefix of teed lines: `[<role><local_rank>]:` or the user's template with
 /// `${role_name}`, `${rank}`, `${local_rank}`, `${hostname}`.
-pub fn line_prefix(template: Option<&str>, role: &str, rank: u32, local_rank: u32, hostname: &str) -> String {
+pub fn line_prefix(
+    template: Option<&str>,
+    role: &str,
+    rank: u32,
+    local_rank: u32,
+    hostname: &str,
+) -> String {
     match template {
         Some(t) => safe_substitute(
             t,
-            &[("role_name", role), ("rank", &rank.to_string()), ("local_rank", &local_rank.to_string()), ("hostname", hostname)],
+            &[
+                ("role_name", role),
+                ("rank", &rank.to_string()),
+                ("local_rank", &local_rank.to_string()),
+                ("hostname", hostname),
+            ],
         ),
         None => format!("[{role}{local_rank}]:"),
     }
@@ -155,14 +191,17 @@ pub struct TeeSource {
     pub filtered_file: Option<PathBuf>,
 }
 
-pub fn prepare_stream(plan: &StreamPlan) -> std::io::Result<(Stdio, Option<(OwnedFd, std::fs::File)>)> {
+pub fn prepare_stream(
+    plan: &StreamPlan,
+) -> std::io::Result<(Stdio, Option<(OwnedFd, std::fs::File)>)> {
     Ok(match plan {
         StreamPlan::Inherit => (Stdio::inherit(), None),
         StreamPlan::Null => (Stdio::null(), None),
         StreamPlan::File(path) => (Stdio::from(std::fs::File::create(path)?), None),
         StreamPlan::Tee(path) => {
             let file = std::fs::File::create(path)?;
-            let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
+            let (read, write) =
+                nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
             (Stdio::from(write), Some((read, file)))
         }
     })
@@ -195,10 +234,18 @@ pub async fn run_tee(source: TeeSource) -> std::io::Result<()> {
         };
         let text = String::from_utf8_lossy(&line);
         if let Some(path) = &source.filtered_file
-            && source.filters.iter().any(|needle| text.contains(needle.as_str()))
+            && source
+                .filters
+                .iter()
+                .any(|needle| text.contains(needle.as_str()))
         {
             if filtered.is_none() {
-                filtered = Some(std::fs::OpenOptions::new().create(true).append(true).open(path)?);
+                filtered = Some(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)?,
+                );
             }
             if let Some(f) = filtered.as_mut() {
                 f.write_all(&console_line)?;
@@ -213,10 +260,20 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn policy(redirects: StdSpec, tee: StdSpec, filter: Option<&[u32]>) -> OutputPolicy {
-        OutputPolicy { redirects, tee, local_ranks_filter: filter.map(|f| f.iter().copied().collect()) }
+        OutputPolicy {
+            redirects,
+            tee,
+            local_ranks_filter: filter.map(|f| f.iter().copied().collect()),
+        }
     }
-    const ALL: Std = Std { out: true, err: true };
-    const OUT: Std = Std { out: true, err: false };
+    const ALL: Std = Std {
+        out: true,
+        err: true,
+    };
+    const OUT: Std = Std {
+        out: true,
+        err: false,
+    };
 
     #[test]
     fn layout_is_torchruns() {
@@ -225,10 +282,16 @@ mod tests {
         let run = layout.run_dir().unwrap();
         assert_eq!(run.parent().unwrap(), base.path());
         let name = run.file_name().unwrap().to_string_lossy().to_string();
-        assert!(name.starts_with("myrun_") && name.len() > "myrun_".len(), "{name}");
+        assert!(
+            name.starts_with("myrun_") && name.len() > "myrun_".len(),
+            "{name}"
+        );
         layout.prepare_attempt(1, 2).unwrap();
         assert!(run.join("attempt_1/0").is_dir() && run.join("attempt_1/1").is_dir());
-        assert_eq!(layout.error_file(1, 1).unwrap(), run.join("attempt_1/1/error.json"));
+        assert_eq!(
+            layout.error_file(1, 1).unwrap(),
+            run.join("attempt_1/1/error.json")
+        );
     }
 
     #[test]
@@ -252,19 +315,50 @@ mod tests {
         let layout = LogLayout::create(Some(base.path()), "r").unwrap();
         let run = layout.run_dir().unwrap().to_path_buf();
         let none = policy(StdSpec::none(), StdSpec::none(), None);
-        assert_eq!(none.plan(&layout, 0, 0, StreamKind::Stdout), StreamPlan::Inherit);
+        assert_eq!(
+            none.plan(&layout, 0, 0, StreamKind::Stdout),
+            StreamPlan::Inherit
+        );
         let per_rank = StdSpec::PerRank(BTreeMap::from([(1, OUT)]));
-        let p = policy(StdSpec::All(Std { out: false, err: true }), per_rank, Some(&[1]));
-        assert_eq!(p.plan(&layout, 0, 1, StreamKind::Stdout), StreamPlan::Tee(run.join("attempt_0/1/stdout.log")));
-        assert_eq!(p.plan(&layout, 0, 1, StreamKind::Stderr), StreamPlan::File(run.join("attempt_0/1/stderr.log")));
+        let p = policy(
+            StdSpec::All(Std {
+                out: false,
+                err: true,
+            }),
+            per_rank,
+            Some(&[1]),
+        );
+        assert_eq!(
+            p.plan(&layout, 0, 1, StreamKind::Stdout),
+            StreamPlan::Tee(run.join("attempt_0/1/stdout.log"))
+        );
+        assert_eq!(
+            p.plan(&layout, 0, 1, StreamKind::Stderr),
+            StreamPlan::File(run.join("attempt_0/1/stderr.log"))
+        );
         assert_eq!(p.plan(&layout, 0, 0, StreamKind::Stdout), StreamPlan::Null);
-        assert_eq!(p.plan(&layout, 0, 0, StreamKind::Stderr), StreamPlan::File(run.join("attempt_0/0/stderr.log")));
+        assert_eq!(
+            p.plan(&layout, 0, 0, StreamKind::Stderr),
+            StreamPlan::File(run.join("attempt_0/0/stderr.log"))
+        );
     }
 
     #[test]
     fn prefixes() {
         assert_eq!(line_prefix(None, "default", 5, 1, "h"), "[default1]:");
-        assert_eq!(line_prefix(Some("[rank${rank}]: "), "default", 5, 1, "h"), "[rank5]: ");
-        assert_eq!(line_prefix(Some("${hostname}/${role_name}${local_rank}|"), "t", 5, 1, "h"), "h/t1|");
+        assert_eq!(
+            line_prefix(Some("[rank${rank}]: "), "default", 5, 1, "h"),
+            "[rank5]: "
+        );
+        assert_eq!(
+            line_prefix(
+                Some("${hostname}/${role_name}${local_rank}|"),
+                "t",
+                5,
+                1,
+                "h"
+            ),
+            "h/t1|"
+        );
     }
 }

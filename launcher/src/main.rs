@@ -30,7 +30,10 @@ fn main() -> ExitCode {
     }
     // One thread: workers are spawned from the thread that lives as long as the launcher, which
     // is what PR_SET_PDEATHSIG ties them to.
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let code = runtime.block_on(run(cfg));
     // Tee tasks and the store stop with the runtime; workers are already gone.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
@@ -41,10 +44,16 @@ fn init_tracing() {
     // LOGLEVEL is torchrun's knob; RUST_LOG gives full control.
     let filter = std::env::var("RUST_LOG")
         .ok()
-        .or_else(|| std::env::var("LOGLEVEL").ok().map(|l| l.to_ascii_lowercase().replace("warning", "warn")))
+        .or_else(|| {
+            std::env::var("LOGLEVEL")
+                .ok()
+                .map(|l| l.to_ascii_lowercase().replace("warning", "warn"))
+        })
         .unwrap_or_else(|| "info".into());
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
@@ -53,45 +62,89 @@ fn init_tracing() {
 
 async fn run(cfg: Config) -> u8 {
     let name = entrypoint::entrypoint_name(&cfg);
-    let termination_path = report::termination_message_path(cfg.termination_message_path.as_deref());
+    let termination_path =
+        report::termination_message_path(cfg.termination_message_path.as_deref());
     let max_restarts = cfg.max_restarts;
     let mut agent = match Agent::setup(cfg).await {
         Ok(agent) => agent,
         Err(e) => {
-            let host = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
-            return launcher_failure(&e.to_string(), &host, 0, max_restarts, termination_path.as_deref());
+            let host = hostname::get()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            return launcher_failure(
+                &e.to_string(),
+                &host,
+                0,
+                max_restarts,
+                termination_path.as_deref(),
+            );
         }
     };
     let host = agent.host().to_string();
     match agent.run().await {
         Ok(Outcome::Succeeded) | Ok(Outcome::AlreadyFinished) => 0,
-        Ok(Outcome::WorkersFailed { failures, restart_count, round }) => {
+        Ok(Outcome::WorkersFailed {
+            failures,
+            restart_count,
+            round,
+        }) => {
             eprintln!("{}", errors::format_report(&name, &failures, &host));
             let root = errors::root_cause(&failures).expect("a failed group has failures");
             if let Err(e) = forward_error_file(root) {
                 tracing::warn!(error = %e, "cannot write the launcher's TORCHELASTIC_ERROR_FILE");
             }
             if let Some(path) = &termination_path {
-                write_summary(path, &FailureSummary::from_worker(root, &host, restart_count, max_restarts, round));
+                write_summary(
+                    path,
+                    &FailureSummary::from_worker(root, &host, restart_count, max_restarts, round),
+                );
             }
             1
         }
         Ok(Outcome::Signaled(sig)) => {
             let message = format!("launcher received {sig}; workers were stopped");
             if let Some(path) = &termination_path {
-                write_summary(path, &FailureSummary::launcher("Signaled", message, &host, agent.restart_count(), max_restarts));
+                write_summary(
+                    path,
+                    &FailureSummary::launcher(
+                        "Signaled",
+                        message,
+                        &host,
+                        agent.restart_count(),
+                        max_restarts,
+                    ),
+                );
             }
             1
         }
-        Err(e) => launcher_failure(&e.to_string(), &host, agent.restart_count(), max_restarts, termination_path.as_deref()),
+        Err(e) => launcher_failure(
+            &e.to_string(),
+            &host,
+            agent.restart_count(),
+            max_restarts,
+            termination_path.as_deref(),
+        ),
     }
 }
 
-fn launcher_failure(message: &str, host: &str, restarts: u32, max_restarts: u32, path: Option<&std::path::Path>) -> u8 {
+fn launcher_failure(
+    message: &str,
+    host: &str,
+    restarts: u32,
+    max_restarts: u32,
+    path: Option<&std::path::Path>,
+) -> u8 {
     tracing::error!("{message}");
-    let reason = if message.contains("rendezvous") { "RendezvousFailed" } else { "LauncherError" };
+    let reason = if message.contains("rendezvous") {
+        "RendezvousFailed"
+    } else {
+        "LauncherError"
+    };
     if let Some(path) = path {
-        write_summary(path, &FailureSummary::launcher(reason, message.to_string(), host, restarts, max_restarts));
+        write_summary(
+            path,
+            &FailureSummary::launcher(reason, message.to_string(), host, restarts, max_restarts),
+        );
     }
     if let Ok(file) = std::env::var("TORCHELASTIC_ERROR_FILE") {
         let data = serde_json::json!({"message": {"message": format!("{reason}: {message}"), "extraInfo": {"py_callstack": "", "timestamp": chrono::Utc::now().timestamp().to_string()}}});
@@ -109,9 +162,14 @@ fn write_summary(path: &std::path::Path, summary: &FailureSummary) {
 /// torchrun's `@record` on main: the root cause's error file goes to the launcher's own
 /// `TORCHELASTIC_ERROR_FILE` when a scheduler (or a parent launcher) set one.
 fn forward_error_file(root: &errors::ProcessFailure) -> anyhow::Result<()> {
-    let Ok(path) = std::env::var("TORCHELASTIC_ERROR_FILE") else { return Ok(()) };
+    let Ok(path) = std::env::var("TORCHELASTIC_ERROR_FILE") else {
+        return Ok(());
+    };
     let Some(data) = errors::forwarded_error(root) else {
-        tracing::info!(local_rank = root.local_rank, "root cause failed with no error file; decorate the entrypoint with @record to get its traceback");
+        tracing::info!(
+            local_rank = root.local_rank,
+            "root cause failed with no error file; decorate the entrypoint with @record to get its traceback"
+        );
         return Ok(());
     };
     if std::path::Path::new(&path).exists() {

@@ -114,13 +114,18 @@ impl Default for RendezvousTimeouts {
 pub fn timeouts_from_conf(conf: &BTreeMap<String, String>) -> Result<RendezvousTimeouts, String> {
     let mut t = RendezvousTimeouts::default();
     let seconds = |name: &str, default: Duration| -> Result<Duration, String> {
-        let Some(value) = conf.get(name) else { return Ok(default) };
-        let secs: f64 = value
-            .trim()
-            .parse()
-            .map_err(|_| format!("--rdzv-conf {name}={value}: the value does not represent a valid number of seconds"))?;
+        let Some(value) = conf.get(name) else {
+            return Ok(default);
+        };
+        let secs: f64 = value.trim().parse().map_err(|_| {
+            format!(
+                "--rdzv-conf {name}={value}: the value does not represent a valid number of seconds"
+            )
+        })?;
         if !(secs > 0.0 && secs.is_finite()) {
-            return Err(format!("--rdzv-conf {name}={value}: the {name} ({value}) must be positive"));
+            return Err(format!(
+                "--rdzv-conf {name}={value}: the {name} ({value}) must be positive"
+            ));
         }
         Ok(Duration::from_secs_f64(secs))
     };
@@ -130,12 +135,9 @@ pub fn timeouts_from_conf(conf: &BTreeMap<String, String>) -> Result<RendezvousT
     t.keep_alive_interval = seconds("keep_alive_interval", t.keep_alive_interval)?;
     t.read = seconds("read_timeout", t.read)?;
     if let Some(v) = conf.get("keep_alive_max_attempt") {
-        t.keep_alive_max_attempt = v
-            .trim()
-            .parse()
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or_else(|| format!("--rdzv-conf keep_alive_max_attempt={v}: must be a positive integer"))?;
+        t.keep_alive_max_attempt = v.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+            format!("--rdzv-conf keep_alive_max_attempt={v}: must be a positive integer")
+        })?;
     }
     Ok(t)
 }
@@ -164,21 +166,32 @@ pub fn assign(members: &[NodeDesc]) -> Vec<Assignment> {
         });
         base += members[i].nproc;
     }
-    out.into_iter().map(|a| a.expect("every member is ranked")).collect()
+    out.into_iter()
+        .map(|a| a.expect("every member is ranked"))
+        .collect()
 }
 
 /// True when `host` names this machine: torchrun's is-host rule for the c10d store.
 pub fn is_local_host(host: &str) -> bool {
-    if host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()) {
+    if host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+    {
         return true;
     }
-    let me = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+    let me = hostname::get()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
     if host == me {
         return true;
     }
     use std::net::ToSocketAddrs;
     let resolve = |h: &str| -> Vec<std::net::IpAddr> {
-        (h, 0).to_socket_addrs().map(|a| a.map(|s| s.ip()).collect()).unwrap_or_default()
+        (h, 0)
+            .to_socket_addrs()
+            .map(|a| a.map(|s| s.ip()).collect())
+            .unwrap_or_default()
     };
     let mine = resolve(&me);
     resolve(host).iter().any(|ip| mine.contains(ip))
@@ -199,7 +212,10 @@ fn parse_u64(key: &str, bytes: &[u8]) -> Result<u64, RendezvousError> {
     std::str::from_utf8(bytes)
         .ok()
         .and_then(|s| s.trim().parse().ok())
-        .ok_or_else(|| RendezvousError::Corrupt { key: key.into(), detail: format!("{:?} is not a number", String::from_utf8_lossy(bytes)) })
+        .ok_or_else(|| RendezvousError::Corrupt {
+            key: key.into(),
+            detail: format!("{:?} is not a number", String::from_utf8_lossy(bytes)),
+        })
 }
 
 /// The elastic c10d rendezvous, seen from one node.
@@ -214,7 +230,13 @@ pub struct DynamicRendezvous {
 }
 
 impl DynamicRendezvous {
-    pub fn new(store: &StoreClient, run_id: &str, nodes: NodeRange, timeouts: RendezvousTimeouts, me: NodeDesc) -> Self {
+    pub fn new(
+        store: &StoreClient,
+        run_id: &str,
+        nodes: NodeRange,
+        timeouts: RendezvousTimeouts,
+        me: NodeDesc,
+    ) -> Self {
         DynamicRendezvous {
             store: store.prefixed(&format!("rdzv/{run_id}")),
             run_id: run_id.into(),
@@ -231,7 +253,7 @@ impl DynamicRendezvous {
 
     /// The store this rendezvous runs on, after a reconnect.
     pub fn set_store(&mut self, store: &StoreClient) {
-        self.store = store.prefixed(&format!("rdzv/{}", self.run_id));
+        self.store = store.prefixed(&self.keys_on_prefix());
         // A new store (its host restarted) starts again at round 0; join whatever is current.
         self.last_round = None;
     }
@@ -252,7 +274,12 @@ impl DynamicRendezvous {
 
     /// A client view on this run's rendezvous keys (for watchers on their own connection).
     pub fn keys_on(&self, store: &StoreClient) -> StoreClient {
-        store.prefixed(&format!("rdzv/{}", self.run_id))
+        store.prefixed(&self.keys_on_prefix())
+    }
+
+    /// The prefix of this run's rendezvous keys.
+    pub fn keys_on_prefix(&self) -> String {
+        format!("rdzv/{}", self.run_id)
     }
 
     /// Joins the next round and waits until it is sealed with this node in it.
@@ -260,7 +287,9 @@ impl DynamicRendezvous {
         let started = Instant::now();
         let deadline = started + self.timeouts.join;
         if self.store.check(&["closed"]).await? {
-            return Err(RendezvousError::Closed { run_id: self.run_id.clone() });
+            return Err(RendezvousError::Closed {
+                run_id: self.run_id.clone(),
+            });
         }
         let mut round = self.open_round().await?;
         loop {
@@ -270,15 +299,32 @@ impl DynamicRendezvous {
                     return Ok(info);
                 }
                 Joined::Late { sealed } if sealed < self.nodes.max => {
-                    tracing::info!(round, sealed, "round already sealed without this node; opening the next round");
+                    tracing::info!(
+                        round,
+                        sealed,
+                        "round already sealed without this node; opening the next round"
+                    );
                     round = self.advance_round(round).await?;
                 }
                 Joined::Late { sealed } => {
-                    tracing::info!(round, sealed, max = self.nodes.max, "round is full; waiting in reserve for the next round");
-                    self.wait_keys(&[Self::next_round_key(round)], deadline, started, "a place in a full job (reserve node)").await?;
+                    tracing::info!(
+                        round,
+                        sealed,
+                        max = self.nodes.max,
+                        "round is full; waiting in reserve for the next round"
+                    );
+                    self.wait_keys(
+                        &[Self::next_round_key(round)],
+                        deadline,
+                        started,
+                        "a place in a full job (reserve node)",
+                    )
+                    .await?;
                     if self.store.check(&["closed"]).await? {
                         self.acknowledge_close(round).await?;
-                        return Err(RendezvousError::Closed { run_id: self.run_id.clone() });
+                        return Err(RendezvousError::Closed {
+                            run_id: self.run_id.clone(),
+                        });
                     }
                     round += 1;
                 }
@@ -300,11 +346,19 @@ impl DynamicRendezvous {
     /// returns the round to join.
     async fn advance_round(&mut self, from: u64) -> Result<u64, RendezvousError> {
         let next = (from + 1).to_string();
-        let now = self.store.compare_set("round", from.to_string().as_bytes(), next.as_bytes()).await?;
+        let now = self
+            .store
+            .compare_set("round", from.to_string().as_bytes(), next.as_bytes())
+            .await?;
         Ok(parse_u64("round", &now)?.max(from + 1))
     }
 
-    async fn join_round(&mut self, round: u64, deadline: Instant, started: Instant) -> Result<Joined, RendezvousError> {
+    async fn join_round(
+        &mut self,
+        round: u64,
+        deadline: Instant,
+        started: Instant,
+    ) -> Result<Joined, RendezvousError> {
         let r = format!("r{round}");
         let k = self.store.add(&format!("{r}/joined"), 1).await? as u64;
         let desc = serde_json::to_vec(&self.me).expect("node description serializes");
@@ -315,17 +369,39 @@ impl DynamicRendezvous {
             self.store.set(&format!("{r}/min_reached"), b"1").await?;
         }
         if k == max {
-            self.store.compare_set(&format!("{r}/sealed"), b"", max.to_string().as_bytes()).await?;
+            self.store
+                .compare_set(&format!("{r}/sealed"), b"", max.to_string().as_bytes())
+                .await?;
         }
         let sealed_key = format!("{r}/sealed");
         if !self.store.check(&[sealed_key.as_str()]).await? {
             if k < min {
-                tracing::info!(round, joined = k, min, wait_s = (deadline - Instant::now()).as_secs_f64().round(), "waiting for at least {min} nodes");
+                tracing::info!(
+                    round,
+                    joined = k,
+                    min,
+                    wait_s = (deadline - Instant::now()).as_secs_f64().round(),
+                    "waiting for at least {min} nodes"
+                );
             }
-            self.wait_keys(&[format!("{r}/min_reached")], deadline, started, &format!("{min} nodes to join round {round} (minimum of --nnodes)")).await?;
-            let last_call = self.timeouts.last_call.min(deadline.saturating_duration_since(Instant::now()));
+            self.wait_keys(
+                &[format!("{r}/min_reached")],
+                deadline,
+                started,
+                &format!("{min} nodes to join round {round} (minimum of --nnodes)"),
+            )
+            .await?;
+            let last_call = self
+                .timeouts
+                .last_call
+                .min(deadline.saturating_duration_since(Instant::now()));
             if !self.store.check(&[sealed_key.as_str()]).await? {
-                tracing::info!(round, last_call_s = last_call.as_secs_f64(), max, "minimum reached; waiting up to last_call_timeout for more nodes");
+                tracing::info!(
+                    round,
+                    last_call_s = last_call.as_secs_f64(),
+                    max,
+                    "minimum reached; waiting up to last_call_timeout for more nodes"
+                );
             }
             if let Err(e) = self.store.wait(&[sealed_key.as_str()], last_call).await {
                 if !e.is_timeout() {
@@ -333,20 +409,36 @@ impl DynamicRendezvous {
                 }
                 let joined = self.store.add(&format!("{r}/joined"), 0).await? as u64;
                 let count = joined.min(max).to_string();
-                self.store.compare_set(&sealed_key, b"", count.as_bytes()).await?;
+                self.store
+                    .compare_set(&sealed_key, b"", count.as_bytes())
+                    .await?;
             }
         }
         let sealed = parse_u64(&sealed_key, &self.store.get(&sealed_key).await?)?;
         if k > sealed {
-            return Ok(Joined::Late { sealed: sealed as u32 });
+            return Ok(Joined::Late {
+                sealed: sealed as u32,
+            });
         }
         if self.store.add(&format!("{r}/assigner"), 1).await? == 1 {
             self.write_assignments(&r, sealed).await?;
         }
         let key = format!("{r}/assign/{k}");
-        let a: Assignment = serde_json::from_slice(&self.store.get(&key).await?)
-            .map_err(|e| RendezvousError::Corrupt { key: key.clone(), detail: e.to_string() })?;
-        tracing::info!(round, group_rank = a.group_rank, nodes = sealed, world_size = a.world_size, restart_count = a.restart_count, waited_s = started.elapsed().as_secs_f64(), "rendezvous round complete");
+        let a: Assignment = serde_json::from_slice(&self.store.get(&key).await?).map_err(|e| {
+            RendezvousError::Corrupt {
+                key: key.clone(),
+                detail: e.to_string(),
+            }
+        })?;
+        tracing::info!(
+            round,
+            group_rank = a.group_rank,
+            nodes = sealed,
+            world_size = a.world_size,
+            restart_count = a.restart_count,
+            waited_s = started.elapsed().as_secs_f64(),
+            "rendezvous round complete"
+        );
         Ok(Joined::Member(RoundInfo {
             round,
             group_rank: a.group_rank,
@@ -365,42 +457,82 @@ impl DynamicRendezvous {
         let values = self.store.multi_get(&key_refs).await?;
         let mut members = Vec::with_capacity(values.len());
         for (key, value) in keys.iter().zip(values) {
-            members.push(serde_json::from_slice::<NodeDesc>(&value).map_err(|e| RendezvousError::Corrupt { key: key.clone(), detail: e.to_string() })?);
+            members.push(serde_json::from_slice::<NodeDesc>(&value).map_err(|e| {
+                RendezvousError::Corrupt {
+                    key: key.clone(),
+                    detail: e.to_string(),
+                }
+            })?);
         }
         let assignments = assign(&members);
         let pairs: Vec<(String, Vec<u8>)> = assignments
             .iter()
             .enumerate()
-            .map(|(i, a)| (format!("{r}/assign/{}", i + 1), serde_json::to_vec(a).expect("assignment serializes")))
+            .map(|(i, a)| {
+                (
+                    format!("{r}/assign/{}", i + 1),
+                    serde_json::to_vec(a).expect("assignment serializes"),
+                )
+            })
             .collect();
         self.store.multi_set(pairs).await?;
         Ok(())
     }
 
-    async fn wait_keys(&self, keys: &[String], deadline: Instant, started: Instant, what: &str) -> Result<(), RendezvousError> {
+    async fn wait_keys(
+        &self,
+        keys: &[String],
+        deadline: Instant,
+        started: Instant,
+        what: &str,
+    ) -> Result<(), RendezvousError> {
         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         let left = deadline.saturating_duration_since(Instant::now());
         match self.store.wait(&refs, left).await {
             Ok(()) => Ok(()),
-            Err(e) if e.is_timeout() => Err(RendezvousError::Timeout { waited_s: started.elapsed().as_secs_f64(), what: format!("waited for {what}") }),
+            Err(e) if e.is_timeout() => Err(RendezvousError::Timeout {
+                waited_s: started.elapsed().as_secs_f64(),
+                what: format!("waited for {what}"),
+            }),
             Err(e) => Err(e.into()),
         }
     }
 
     /// Rank 0 of `round` tells the others where the round's worker store is.
-    pub async fn publish_master(&self, round: u64, addr: &str, port: u16) -> Result<(), RendezvousError> {
-        self.store.set(&format!("r{round}/MASTER_ADDR"), addr.as_bytes()).await?;
-        self.store.set(&format!("r{round}/MASTER_PORT"), port.to_string().as_bytes()).await?;
+    pub async fn publish_master(
+        &self,
+        round: u64,
+        addr: &str,
+        port: u16,
+    ) -> Result<(), RendezvousError> {
+        self.store
+            .set(&format!("r{round}/MASTER_ADDR"), addr.as_bytes())
+            .await?;
+        self.store
+            .set(
+                &format!("r{round}/MASTER_PORT"),
+                port.to_string().as_bytes(),
+            )
+            .await?;
         Ok(())
     }
 
     /// Where rank 0 of `round` hosts the round's worker store (waits until it says).
     pub async fn master_of(&self, round: u64) -> Result<(String, u16), RendezvousError> {
-        let (addr_key, port_key) = (format!("r{round}/MASTER_ADDR"), format!("r{round}/MASTER_PORT"));
-        let values = self.store.multi_get(&[addr_key.as_str(), port_key.as_str()]).await?;
+        let (addr_key, port_key) = (
+            format!("r{round}/MASTER_ADDR"),
+            format!("r{round}/MASTER_PORT"),
+        );
+        let values = self
+            .store
+            .multi_get(&[addr_key.as_str(), port_key.as_str()])
+            .await?;
         let addr = String::from_utf8_lossy(&values[0]).into_owned();
         let port = parse_u64(&port_key, &values[1])?;
-        let port = u16::try_from(port).map_err(|_| RendezvousError::Corrupt { key: port_key, detail: format!("{port} is not a port") })?;
+        let port = u16::try_from(port).map_err(|_| RendezvousError::Corrupt {
+            key: port_key,
+            detail: format!("{port} is not a port"),
+        })?;
         Ok((addr, port))
     }
 
@@ -409,19 +541,30 @@ impl DynamicRendezvous {
     /// and gives them a moment to read that before this node (maybe the store host) exits.
     pub async fn close(&self) -> Result<(), RendezvousError> {
         self.store.set("closed", b"1").await?;
-        let Some(last) = self.last_round else { return Ok(()) };
+        let Some(last) = self.last_round else {
+            return Ok(());
+        };
         let r = format!("r{last}");
         let joined = self.store.add(&format!("{r}/joined"), 0).await?;
         let sealed = parse_u64("sealed", &self.store.get(&format!("{r}/sealed")).await?)? as i64;
         let reserve = joined - sealed;
         if reserve > 0 {
-            self.store.set(&format!("{r}/reserve_expected"), reserve.to_string().as_bytes()).await?;
+            self.store
+                .set(
+                    &format!("{r}/reserve_expected"),
+                    reserve.to_string().as_bytes(),
+                )
+                .await?;
         }
         // ADD 0 creates the key (and wakes its waiters) without counting a node.
         self.store.add(&Self::next_round_key(last), 0).await?;
         if reserve > 0 {
             let grace = self.timeouts.close.min(Duration::from_secs(5));
-            if let Err(e) = self.store.wait(&[&format!("{r}/reserve_told")], grace).await {
+            if let Err(e) = self
+                .store
+                .wait(&[&format!("{r}/reserve_told")], grace)
+                .await
+            {
                 tracing::debug!(error = %e, reserve, "reserve nodes did not all acknowledge the end of the job");
             }
         }
@@ -458,8 +601,14 @@ pub struct Heartbeat {
 
 impl Heartbeat {
     /// Starts heartbeating for `round` (writes the first beat at once).
-    pub async fn start(rdzv: &DynamicRendezvous, store: &StoreClient, round: &RoundInfo) -> Result<Heartbeat, StoreError> {
-        let store = rdzv.keys_on(store).prefixed(&format!("r{}/hb", round.round));
+    pub async fn start(
+        rdzv: &DynamicRendezvous,
+        store: &StoreClient,
+        round: &RoundInfo,
+    ) -> Result<Heartbeat, StoreError> {
+        let store = rdzv
+            .keys_on(store)
+            .prefixed(&format!("r{}/hb", round.round));
         let hb = Heartbeat {
             own_key: rdzv.me.id.clone(),
             peer_key: round.ring_peer.clone(),
@@ -477,9 +626,17 @@ impl Heartbeat {
     /// One beat and one look at the peer; `Some(peer)` once the peer counts as lost.
     pub async fn tick(&mut self) -> Result<Option<String>, StoreError> {
         self.beats += 1;
-        self.store.set(&self.own_key, self.beats.to_string().as_bytes()).await?;
-        let Some(peer_key) = &self.peer_key else { return Ok(None) };
-        let seen = if self.store.check(&[peer_key.as_str()]).await? { Some(self.store.get(peer_key).await?) } else { None };
+        self.store
+            .set(&self.own_key, self.beats.to_string().as_bytes())
+            .await?;
+        let Some(peer_key) = &self.peer_key else {
+            return Ok(None);
+        };
+        let seen = if self.store.check(&[peer_key.as_str()]).await? {
+            Some(self.store.get(peer_key).await?)
+        } else {
+            None
+        };
         if seen.is_some() && seen != self.last_seen {
             self.last_seen = seen;
             self.last_change = Instant::now();
@@ -496,21 +653,40 @@ enum Joined {
 
 /// Static rendezvous: `nnodes` nodes, ranks given by `--node-rank`. Every node counts itself in
 /// and waits until all have, so workers start only when the whole group is there.
-pub async fn static_round(store: &StoreClient, run_id: &str, node_rank: u32, nnodes: u32, nproc: u32, timeout: Duration) -> Result<RoundInfo, RendezvousError> {
+pub async fn static_round(
+    store: &StoreClient,
+    run_id: &str,
+    node_rank: u32,
+    nnodes: u32,
+    nproc: u32,
+    timeout: Duration,
+) -> Result<RoundInfo, RendezvousError> {
     let store = store.prefixed(&format!("static/{run_id}"));
     let started = Instant::now();
-    store.set(&format!("nproc/{node_rank}"), nproc.to_string().as_bytes()).await?;
+    store
+        .set(&format!("nproc/{node_rank}"), nproc.to_string().as_bytes())
+        .await?;
     let arrived = store.add("arrived", 1).await?;
     if arrived == nnodes as i64 {
         store.set("ready", b"1").await?;
     }
     if nnodes > 1 {
-        tracing::info!(node_rank, nnodes, timeout_s = timeout.as_secs(), "waiting for all static nodes to arrive");
+        tracing::info!(
+            node_rank,
+            nnodes,
+            timeout_s = timeout.as_secs(),
+            "waiting for all static nodes to arrive"
+        );
     }
     match store.wait(&["ready"], timeout).await {
         Ok(()) => {}
         Err(e) if e.is_timeout() => {
-            return Err(RendezvousError::Timeout { waited_s: started.elapsed().as_secs_f64(), what: format!("waited for all {nnodes} nodes of the static rendezvous (--nnodes); check that every node uses the same --master-addr/--master-port and a distinct --node-rank") });
+            return Err(RendezvousError::Timeout {
+                waited_s: started.elapsed().as_secs_f64(),
+                what: format!(
+                    "waited for all {nnodes} nodes of the static rendezvous (--nnodes); check that every node uses the same --master-addr/--master-port and a distinct --node-rank"
+                ),
+            });
         }
         Err(e) => return Err(e.into()),
     }
@@ -538,19 +714,33 @@ mod tests {
     use super::*;
 
     fn node(id: &str, index: Option<u32>, nproc: u32) -> NodeDesc {
-        NodeDesc { id: id.into(), host: "h".into(), index, nproc, next_restart: 0 }
+        NodeDesc {
+            id: id.into(),
+            host: "h".into(),
+            index,
+            nproc,
+            next_restart: 0,
+        }
     }
 
     #[test]
     fn ranks_follow_node_index_then_arrival() {
-        let mut members = vec![node("c", Some(2), 4), node("x", None, 1), node("a", Some(0), 2), node("y", None, 1)];
+        let mut members = vec![
+            node("c", Some(2), 4),
+            node("x", None, 1),
+            node("a", Some(0), 2),
+            node("y", None, 1),
+        ];
         members[1].next_restart = 3;
         let a = assign(&members);
         let ranks: Vec<u32> = a.iter().map(|a| a.group_rank).collect();
         assert_eq!(ranks, [1, 2, 0, 3]);
         let bases: Vec<u32> = a.iter().map(|a| a.base_global_rank).collect();
         assert_eq!(bases, [2, 6, 0, 7]);
-        assert!(a.iter().all(|a| a.world_size == 8 && a.group_world_size == 4 && a.restart_count == 3));
+        assert!(
+            a.iter()
+                .all(|a| a.world_size == 8 && a.group_world_size == 4 && a.restart_count == 3)
+        );
         let peers: Vec<&str> = a.iter().map(|a| a.ring_peer.as_deref().unwrap()).collect();
         assert_eq!(peers, ["x", "y", "c", "a"]);
         assert_eq!(assign(&members[..1])[0].ring_peer, None);
@@ -560,7 +750,10 @@ mod tests {
     fn node_index_from_pod_name_or_env() {
         let env = BTreeMap::new();
         assert_eq!(node_index(&env, "train-worker-3"), Some(3));
-        assert_eq!(node_index(&env, "train-worker-12.train.ns.svc.cluster.local"), Some(12));
+        assert_eq!(
+            node_index(&env, "train-worker-12.train.ns.svc.cluster.local"),
+            Some(12)
+        );
         assert_eq!(node_index(&env, "laptop"), None);
         let env = BTreeMap::from([("ELASTICJOB_NODE_INDEX".to_string(), "5".to_string())]);
         assert_eq!(node_index(&env, "train-worker-3"), Some(5));
@@ -585,8 +778,16 @@ mod tests {
         assert_eq!(t.last_call, Duration::from_millis(500));
         assert_eq!(t.close, Duration::from_secs(30));
         let bad = BTreeMap::from([("join_timeout".to_string(), "-1".to_string())]);
-        assert!(timeouts_from_conf(&bad).unwrap_err().contains("must be positive"));
+        assert!(
+            timeouts_from_conf(&bad)
+                .unwrap_err()
+                .contains("must be positive")
+        );
         let bad = BTreeMap::from([("last_call_timeout".to_string(), "soon".to_string())]);
-        assert!(timeouts_from_conf(&bad).unwrap_err().contains("last_call_timeout=soon"));
+        assert!(
+            timeouts_from_conf(&bad)
+                .unwrap_err()
+                .contains("last_call_timeout=soon")
+        );
     }
 }

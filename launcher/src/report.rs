@@ -34,7 +34,13 @@ pub struct FailureSummary {
 }
 
 impl FailureSummary {
-    pub fn from_worker(root: &ProcessFailure, host: &str, restart_count: u32, max_restarts: u32, round: Option<u64>) -> Self {
+    pub fn from_worker(
+        root: &ProcessFailure,
+        host: &str,
+        restart_count: u32,
+        max_restarts: u32,
+        round: Option<u64>,
+    ) -> Self {
         FailureSummary {
             kind: "elastic-launch/v1",
             reason: "WorkerFailed".into(),
@@ -51,7 +57,13 @@ impl FailureSummary {
         }
     }
 
-    pub fn launcher(reason: &str, message: String, host: &str, restart_count: u32, max_restarts: u32) -> Self {
+    pub fn launcher(
+        reason: &str,
+        message: String,
+        host: &str,
+        restart_count: u32,
+        max_restarts: u32,
+    ) -> Self {
         FailureSummary {
             kind: "elastic-launch/v1",
             reason: reason.into(),
@@ -79,8 +91,13 @@ impl FailureSummary {
             }
             let excess = json.len() - TERMINATION_MESSAGE_LIMIT + 4;
             let chars: Vec<char> = summary.message.chars().collect();
-            let keep = chars.len().saturating_sub(excess.max(chars.len() / 8).max(1));
-            summary.message = format!("…{}", chars[chars.len() - keep..].iter().collect::<String>());
+            let keep = chars
+                .len()
+                .saturating_sub(excess.max(chars.len() / 8).max(1));
+            summary.message = format!(
+                "…{}",
+                chars[chars.len() - keep..].iter().collect::<String>()
+            );
         }
     }
 }
@@ -92,7 +109,10 @@ pub fn termination_message_path(explicit: Option<&Path>) -> Option<PathBuf> {
         return Some(path.into());
     }
     let default = Path::new(KUBERNETES_TERMINATION_LOG);
-    let writable = std::fs::OpenOptions::new().append(true).open(default).is_ok();
+    let writable = std::fs::OpenOptions::new()
+        .append(true)
+        .open(default)
+        .is_ok();
     writable.then(|| default.into())
 }
 
@@ -106,7 +126,8 @@ mod tests {
 
     #[test]
     fn long_messages_are_cut_to_the_limit_keeping_the_end() {
-        let mut s = FailureSummary::launcher("WorkerFailed", "x".repeat(10_000) + "THE END", "h", 1, 3);
+        let mut s =
+            FailureSummary::launcher("WorkerFailed", "x".repeat(10_000) + "THE END", "h", 1, 3);
         let json = s.to_bounded_json();
         assert!(json.len() <= TERMINATION_MESSAGE_LIMIT, "{}", json.len());
         assert!(json.contains("THE END\""));

@@ -46,7 +46,10 @@ fn identifier_len(s: &str) -> usize {
     if bytes.is_empty() || !(bytes[0].is_ascii_alphabetic() || bytes[0] == b'_') {
         return 0;
     }
-    bytes.iter().take_while(|b| b.is_ascii_alphanumeric() || **b == b'_').count()
+    bytes
+        .iter()
+        .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_')
+        .count()
 }
 
 fn is_identifier(s: &str) -> bool {
@@ -68,7 +71,10 @@ mod tests {
 
     #[test]
     fn leaves_unknown_and_malformed_alone() {
-        assert_eq!(safe_substitute("$HOME ${other} $", VARS), "$HOME ${other} $");
+        assert_eq!(
+            safe_substitute("$HOME ${other} $", VARS),
+            "$HOME ${other} $"
+        );
         assert_eq!(safe_substitute("${local_rank", VARS), "${local_rank");
         assert_eq!(safe_substitute("${1x} $1", VARS), "${1x} $1");
         assert_eq!(safe_substitute("no dollars", VARS), "no dollars");

@@ -30,7 +30,9 @@ pub struct RoundEnv {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("local_rank {local_rank} exceeds available GPUs in CUDA_VISIBLE_DEVICES={visible}: --virtual-local-rank gives each worker one entry of it; start fewer workers or expose more GPUs")]
+#[error(
+    "local_rank {local_rank} exceeds available GPUs in CUDA_VISIBLE_DEVICES={visible}: --virtual-local-rank gives each worker one entry of it; start fewer workers or expose more GPUs"
+)]
 pub struct VirtualLocalRankError {
     pub local_rank: u32,
     pub visible: String,
@@ -48,7 +50,11 @@ pub fn worker_env(
     let mut set = |k: &str, v: String| {
         env.insert(k.to_string(), v);
     };
-    let local_rank = if round.virtual_local_rank { 0 } else { ranks.local_rank };
+    let local_rank = if round.virtual_local_rank {
+        0
+    } else {
+        ranks.local_rank
+    };
     set("LOCAL_RANK", local_rank.to_string());
     set("RANK", ranks.global_rank.to_string());
     set("GROUP_RANK", ranks.group_rank.to_string());
@@ -60,33 +66,61 @@ pub fn worker_env(
     set("ROLE_WORLD_SIZE", ranks.role_world_size.to_string());
     set("MASTER_ADDR", round.master_addr.clone());
     set("MASTER_PORT", round.master_port.to_string());
-    set("TORCHELASTIC_RESTART_COUNT", round.restart_count.to_string());
+    set(
+        "TORCHELASTIC_RESTART_COUNT",
+        round.restart_count.to_string(),
+    );
     set("TORCHELASTIC_MAX_RESTARTS", round.max_restarts.to_string());
     set("TORCHELASTIC_RUN_ID", round.run_id.clone());
-    set("TORCHELASTIC_USE_AGENT_STORE", if round.use_agent_store { "True" } else { "False" }.into());
+    set(
+        "TORCHELASTIC_USE_AGENT_STORE",
+        if round.use_agent_store {
+            "True"
+        } else {
+            "False"
+        }
+        .into(),
+    );
     set(
         "TORCH_NCCL_ASYNC_ERROR_HANDLING",
-        parent.get("TORCH_NCCL_ASYNC_ERROR_HANDLING").cloned().unwrap_or_else(|| "1".into()),
+        parent
+            .get("TORCH_NCCL_ASYNC_ERROR_HANDLING")
+            .cloned()
+            .unwrap_or_else(|| "1".into()),
     );
     set("TORCHELASTIC_ERROR_FILE", error_file.to_string());
     if round.virtual_local_rank {
-        set("CUDA_VISIBLE_DEVICES", virtual_device(ranks.local_rank, parent.get("CUDA_VISIBLE_DEVICES"))?);
+        set(
+            "CUDA_VISIBLE_DEVICES",
+            virtual_device(ranks.local_rank, parent.get("CUDA_VISIBLE_DEVICES"))?,
+        );
     }
     Ok(env)
 }
 
 /// With `--virtual-local-rank` every worker sees only its own GPU, as `LOCAL_RANK=0`.
-fn virtual_device(local_rank: u32, visible: Option<&String>) -> Result<String, VirtualLocalRankError> {
-    let Some(visible) = visible else { return Ok(local_rank.to_string()) };
+fn virtual_device(
+    local_rank: u32,
+    visible: Option<&String>,
+) -> Result<String, VirtualLocalRankError> {
+    let Some(visible) = visible else {
+        return Ok(local_rank.to_string());
+    };
     visible
         .split(',')
         .nth(local_rank as usize)
         .map(|d| d.trim().to_string())
-        .ok_or_else(|| VirtualLocalRankError { local_rank, visible: visible.clone() })
+        .ok_or_else(|| VirtualLocalRankError {
+            local_rank,
+            visible: visible.clone(),
+        })
 }
 
 /// torchrun's rule: with more than one worker and no `OMP_NUM_THREADS`, workers get 1.
-pub fn default_omp_num_threads(nproc_per_node: u32, parent: &BTreeMap<String, String>) -> Option<&'static str> {
+pub fn default_omp_num_threads(
+    nproc_per_node: u32,
+    parent: &BTreeMap<String, String>,
+) -> Option<&'static str> {
     (nproc_per_node > 1 && !parent.contains_key("OMP_NUM_THREADS")).then_some("1")
 }
 
@@ -144,21 +178,36 @@ mod tests {
 
     #[test]
     fn keeps_parent_nccl_setting() {
-        let parent = BTreeMap::from([("TORCH_NCCL_ASYNC_ERROR_HANDLING".to_string(), "0".to_string())]);
+        let parent = BTreeMap::from([(
+            "TORCH_NCCL_ASYNC_ERROR_HANDLING".to_string(),
+            "0".to_string(),
+        )]);
         let env = worker_env(&ranks(0), &round(), "", &parent).unwrap();
         assert_eq!(env["TORCH_NCCL_ASYNC_ERROR_HANDLING"], "0");
     }
 
     #[test]
     fn virtual_local_rank_narrows_devices() {
-        let r = RoundEnv { virtual_local_rank: true, ..round() };
+        let r = RoundEnv {
+            virtual_local_rank: true,
+            ..round()
+        };
         let parent = BTreeMap::from([("CUDA_VISIBLE_DEVICES".to_string(), "4, 5,6".to_string())]);
         let env = worker_env(&ranks(1), &r, "", &parent).unwrap();
-        assert_eq!((env["LOCAL_RANK"].as_str(), env["CUDA_VISIBLE_DEVICES"].as_str()), ("0", "5"));
+        assert_eq!(
+            (
+                env["LOCAL_RANK"].as_str(),
+                env["CUDA_VISIBLE_DEVICES"].as_str()
+            ),
+            ("0", "5")
+        );
         let env = worker_env(&ranks(2), &r, "", &BTreeMap::new()).unwrap();
         assert_eq!(env["CUDA_VISIBLE_DEVICES"], "2");
         let err = worker_env(&ranks(3), &r, "", &parent).unwrap_err();
-        assert!(err.to_string().contains("local_rank 3 exceeds available GPUs in CUDA_VISIBLE_DEVICES=4, 5,6"));
+        assert!(
+            err.to_string()
+                .contains("local_rank 3 exceeds available GPUs in CUDA_VISIBLE_DEVICES=4, 5,6")
+        );
     }
 
     #[test]

@@ -26,7 +26,10 @@ pub const GUARDIAN_ARG: &str = "__guardian";
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
     #[error("cannot start worker `{program}`: {source}")]
-    Spawn { program: String, source: std::io::Error },
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
     #[error("cannot start the process guardian: {0}")]
     Guardian(std::io::Error),
     #[error("cannot install the SIGCHLD handler: {0}")]
@@ -43,6 +46,22 @@ pub fn become_subreaper() {
     }
 }
 
+/// Raises the soft limit on open files to the hard limit. The agent that hosts the store holds
+/// a few connections per node (1000 nodes exhaust the common default of 1024), and data-loading
+/// workers inherit the higher limit, as they would under most container runtimes.
+pub fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(soft, hard, error = %e, "cannot raise the open files limit");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the open files limit"),
+    }
+}
+
 /// Everything needed to start one worker process.
 pub struct ProcessSpec {
     pub program: String,
@@ -56,7 +75,12 @@ pub struct ProcessSpec {
 pub fn spawn(spec: ProcessSpec) -> Result<u32, WorkerError> {
     let parent = std::process::id() as libc::pid_t;
     let mut command = Command::new(&spec.program);
-    command.args(&spec.args).envs(spec.env).stdin(Stdio::null()).stdout(spec.stdout).stderr(spec.stderr);
+    command
+        .args(&spec.args)
+        .envs(spec.env)
+        .stdin(Stdio::null())
+        .stdout(spec.stdout)
+        .stderr(spec.stderr);
     // SAFETY: only async-signal-safe libc calls between fork and exec.
     unsafe {
         command.pre_exec(move || {
@@ -73,7 +97,10 @@ pub fn spawn(spec: ProcessSpec) -> Result<u32, WorkerError> {
             Ok(())
         });
     }
-    let child = command.spawn().map_err(|source| WorkerError::Spawn { program: spec.program.clone(), source })?;
+    let child = command.spawn().map_err(|source| WorkerError::Spawn {
+        program: spec.program.clone(),
+        source,
+    })?;
     // The reaper collects the exit status; dropping `Child` neither waits nor kills.
     Ok(child.id())
 }
@@ -87,7 +114,11 @@ impl Guardian {
     pub fn start() -> Result<Guardian, WorkerError> {
         let exe = std::env::current_exe().map_err(WorkerError::Guardian)?;
         let mut command = Command::new(exe);
-        command.arg(GUARDIAN_ARG).stdin(Stdio::piped()).stdout(Stdio::null()).process_group(0);
+        command
+            .arg(GUARDIAN_ARG)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .process_group(0);
         let mut child = command.spawn().map_err(WorkerError::Guardian)?;
         let pipe = child.stdin.take().expect("piped stdin");
         Ok(Guardian { pipe })
@@ -111,14 +142,22 @@ impl Guardian {
 /// The guardian process: records process groups from stdin and SIGKILLs the remaining ones
 /// when stdin reaches EOF (the launcher exited or was killed).
 pub fn guardian_main() -> i32 {
-    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT] {
+    for sig in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ] {
         // SAFETY: setting a disposition to SIG_IGN installs no handler code.
         let _ = unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigIgn) };
     }
     let mut groups = std::collections::BTreeSet::new();
     for line in std::io::stdin().lines() {
         let Ok(line) = line else { break };
-        match (line.get(..1), line.get(1..).and_then(|n| n.parse::<i32>().ok())) {
+        match (
+            line.get(..1),
+            line.get(1..).and_then(|n| n.parse::<i32>().ok()),
+        ) {
             (Some("+"), Some(pgid)) => {
                 groups.insert(pgid);
             }
@@ -155,7 +194,11 @@ impl Reaper {
     /// interval).
     pub fn new(fallback_poll: Duration) -> Result<Reaper, WorkerError> {
         let sigchld = signal(SignalKind::child()).map_err(WorkerError::Signal)?;
-        Ok(Reaper { sigchld, exits: HashMap::new(), fallback_poll })
+        Ok(Reaper {
+            sigchld,
+            exits: HashMap::new(),
+            fallback_poll,
+        })
     }
 
     /// Reaps everything that has exited so far.
@@ -192,7 +235,9 @@ pub fn group_alive(pgid: u32) -> bool {
 pub fn signal_group(pgid: u32, sig: Signal) {
     match killpg(Pid::from_raw(pgid as i32), sig) {
         Ok(()) | Err(Errno::ESRCH) => {}
-        Err(e) => tracing::warn!(pgid, signal = %sig, error = %e, "cannot signal worker process group"),
+        Err(e) => {
+            tracing::warn!(pgid, signal = %sig, error = %e, "cannot signal worker process group")
+        }
     }
 }
 
@@ -201,7 +246,13 @@ pub fn signal_group(pgid: u32, sig: Signal) {
 /// kernel, which is logged). Exit codes of leaders stay in the reaper.
 pub async fn stop_groups(pgids: &[u32], first: Signal, grace: Duration, reaper: &mut Reaper) {
     reaper.reap();
-    let alive = |pgids: &[u32]| pgids.iter().copied().filter(|&p| group_alive(p)).collect::<Vec<_>>();
+    let alive = |pgids: &[u32]| {
+        pgids
+            .iter()
+            .copied()
+            .filter(|&p| group_alive(p))
+            .collect::<Vec<_>>()
+    };
     let mut remaining = alive(pgids);
     if remaining.is_empty() {
         return;
@@ -240,7 +291,10 @@ mod tests {
     fn exit_codes_follow_popen() {
         let pid = Pid::from_raw(7);
         assert_eq!(exit_code(WaitStatus::Exited(pid, 3)), Some((7, 3)));
-        assert_eq!(exit_code(WaitStatus::Signaled(pid, Signal::SIGKILL, false)), Some((7, -9)));
+        assert_eq!(
+            exit_code(WaitStatus::Signaled(pid, Signal::SIGKILL, false)),
+            Some((7, -9))
+        );
         assert_eq!(exit_code(WaitStatus::StillAlive), None);
     }
 }

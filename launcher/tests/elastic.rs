@@ -31,7 +31,9 @@ fn agent(port: u16, nnodes: &str, extra_conf: &str, worker: &[String]) -> Runnin
 /// The first agent hosts the store; wait for it so the others are clients.
 fn host_agent(port: u16, nnodes: &str, extra_conf: &str, worker: &[String]) -> Running {
     let a = agent(port, nnodes, extra_conf, worker);
-    wait_until(Duration::from_secs(10), "the host agent to listen", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    wait_until(Duration::from_secs(10), "the host agent to listen", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
     a
 }
 
@@ -39,11 +41,19 @@ fn host_agent(port: u16, nnodes: &str, extra_conf: &str, worker: &[String]) -> R
 const FAST_HEARTBEAT: &str = ",keep_alive_interval=0.25,keep_alive_max_attempt=8";
 
 fn bash(script: String) -> Vec<String> {
-    vec!["--no-python".into(), "/bin/bash".into(), "-c".into(), script]
+    vec![
+        "--no-python".into(),
+        "/bin/bash".into(),
+        "-c".into(),
+        script,
+    ]
 }
 
 fn files(d: &tempfile::TempDir, prefix: &str) -> BTreeSet<String> {
-    names(d.path()).into_iter().filter(|n| n.starts_with(prefix)).collect()
+    names(d.path())
+        .into_iter()
+        .filter(|n| n.starts_with(prefix))
+        .collect()
 }
 
 fn set(items: &[&str]) -> BTreeSet<String> {
@@ -56,17 +66,24 @@ fn set(items: &[&str]) -> BTreeSet<String> {
 fn scale_up_when_a_third_node_joins() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().display();
-    let worker = bash(format!(r#"touch {dir}/ws_${{WORLD_SIZE}}_rank_$RANK; [ "$WORLD_SIZE" = 3 ] && exit 0; exec sleep 60"#));
+    let worker = bash(format!(
+        r#"touch {dir}/ws_${{WORLD_SIZE}}_rank_$RANK; [ "$WORLD_SIZE" = 3 ] && exit 0; exec sleep 60"#
+    ));
     let port = free_port();
     let a = host_agent(port, "1:3", "", &worker);
     let b = agent(port, "1:3", "", &worker);
-    wait_until(Duration::from_secs(20), "a round of two", || files(&d, "ws_2").len() == 2);
+    wait_until(Duration::from_secs(20), "a round of two", || {
+        files(&d, "ws_2").len() == 2
+    });
     let c = agent(port, "1:3", "", &worker);
     for (name, agent) in [("a", a), ("b", b), ("c", c)] {
         let out = agent.output(Duration::from_secs(30));
         assert!(out.status.success(), "agent {name}:\n{}", describe(&out));
     }
-    assert_eq!(files(&d, "ws_3"), set(&["ws_3_rank_0", "ws_3_rank_1", "ws_3_rank_2"]));
+    assert_eq!(
+        files(&d, "ws_3"),
+        set(&["ws_3_rank_0", "ws_3_rank_1", "ws_3_rank_2"])
+    );
 }
 
 /// 2:3 with three agents; SIGKILL one that does not host the store: the survivors notice its
@@ -75,17 +92,26 @@ fn scale_up_when_a_third_node_joins() {
 fn survivors_reform_after_a_node_is_killed() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().display();
-    let worker = bash(format!(r#"touch {dir}/ws_${{WORLD_SIZE}}_rank_$RANK; [ "$WORLD_SIZE" = 2 ] && exit 0; exec sleep 60"#));
+    let worker = bash(format!(
+        r#"touch {dir}/ws_${{WORLD_SIZE}}_rank_$RANK; [ "$WORLD_SIZE" = 2 ] && exit 0; exec sleep 60"#
+    ));
     let port = free_port();
     let a = host_agent(port, "2:3", FAST_HEARTBEAT, &worker);
     let b = agent(port, "2:3", FAST_HEARTBEAT, &worker);
     let mut c = agent(port, "2:3", FAST_HEARTBEAT, &worker);
-    wait_until(Duration::from_secs(20), "a round of three", || files(&d, "ws_3").len() == 3);
+    wait_until(Duration::from_secs(20), "a round of three", || {
+        files(&d, "ws_3").len() == 3
+    });
     c.kill();
     for (name, agent) in [("a", a), ("b", b)] {
         let out = agent.output(Duration::from_secs(30));
         assert!(out.status.success(), "agent {name}:\n{}", describe(&out));
-        assert!(String::from_utf8_lossy(&out.stderr).contains("re-forming without it") || String::from_utf8_lossy(&out.stderr).contains("waiting to join"), "{}", describe(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("re-forming without it")
+                || String::from_utf8_lossy(&out.stderr).contains("waiting to join"),
+            "{}",
+            describe(&out)
+        );
     }
     assert_eq!(files(&d, "ws_2"), set(&["ws_2_rank_0", "ws_2_rank_1"]));
 }
@@ -97,19 +123,38 @@ fn survivors_reform_after_a_node_is_killed() {
 fn job_reforms_after_the_store_host_is_killed_and_replaced() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().display();
-    let worker = bash(format!(r#"touch {dir}/attempt_${{TORCHELASTIC_RESTART_COUNT}}_rank_$RANK; [ "$TORCHELASTIC_RESTART_COUNT" -gt 0 ] && exit 0; exec sleep 60"#));
+    let worker = bash(format!(
+        r#"touch {dir}/attempt_${{TORCHELASTIC_RESTART_COUNT}}_rank_$RANK; [ "$TORCHELASTIC_RESTART_COUNT" -gt 0 ] && exit 0; exec sleep 60"#
+    ));
     let port = free_port();
     let mut a = host_agent(port, "2", ",join_timeout=30", &worker);
     let b = agent(port, "2", ",join_timeout=30", &worker);
-    wait_until(Duration::from_secs(20), "the first round", || files(&d, "attempt_0").len() == 2);
+    wait_until(Duration::from_secs(20), "the first round", || {
+        files(&d, "attempt_0").len() == 2
+    });
     a.kill();
     let a2 = host_agent(port, "2", ",join_timeout=30", &worker);
     let out_b = b.output(Duration::from_secs(40));
     let out_a2 = a2.output(Duration::from_secs(40));
-    assert!(out_b.status.success(), "surviving agent:\n{}", describe(&out_b));
-    assert!(out_a2.status.success(), "replacement host:\n{}", describe(&out_a2));
-    assert!(String::from_utf8_lossy(&out_b.stderr).contains("lost the rendezvous store"), "{}", describe(&out_b));
-    assert_eq!(files(&d, "attempt_1"), set(&["attempt_1_rank_0", "attempt_1_rank_1"]));
+    assert!(
+        out_b.status.success(),
+        "surviving agent:\n{}",
+        describe(&out_b)
+    );
+    assert!(
+        out_a2.status.success(),
+        "replacement host:\n{}",
+        describe(&out_a2)
+    );
+    assert!(
+        String::from_utf8_lossy(&out_b.stderr).contains("lost the rendezvous store"),
+        "{}",
+        describe(&out_b)
+    );
+    assert_eq!(
+        files(&d, "attempt_1"),
+        set(&["attempt_1_rank_0", "attempt_1_rank_1"])
+    );
 }
 
 /// Fewer nodes than MIN: a clear failure after join_timeout, naming what it waited for.
@@ -120,7 +165,12 @@ fn below_min_fails_after_join_timeout() {
     let out = a.output(Duration::from_secs(20));
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("rendezvous timed out") && stderr.contains("join_timeout") && stderr.contains("2 nodes to join round 0"), "{stderr}");
+    assert!(
+        stderr.contains("rendezvous timed out")
+            && stderr.contains("join_timeout")
+            && stderr.contains("2 nodes to join round 0"),
+        "{stderr}"
+    );
 }
 
 /// A worker on one node fails twice with --max-restarts=2: every node restarts each time, and
@@ -141,7 +191,9 @@ fn worker_failure_restarts_every_node_with_consistent_counts() {
         let out = agent.output(Duration::from_secs(40));
         assert!(out.status.success(), "agent {name}:\n{}", describe(&out));
     }
-    let expected: BTreeSet<String> = (0..3).flat_map(|a| (0..2).map(move |r| format!("attempt_{a}_rank_{r}"))).collect();
+    let expected: BTreeSet<String> = (0..3)
+        .flat_map(|a| (0..2).map(move |r| format!("attempt_{a}_rank_{r}")))
+        .collect();
     assert_eq!(names(d.path()), expected);
 }
 
@@ -153,7 +205,13 @@ fn torch_workers_all_reduce_across_agents_and_a_restart() {
     let port = free_port();
     let mut args = job_args(port, "2", ",join_timeout=60");
     args.retain(|a| a != "--nproc-per-node=1");
-    args.extend(["--nproc-per-node=2".into(), "--max-restarts=1".into(), script("test_script_elastic_torch.py"), "--kill-rank=3".into(), format!("--out-dir={}", d.path().display())]);
+    args.extend([
+        "--nproc-per-node=2".into(),
+        "--max-restarts=1".into(),
+        script("test_script_elastic_torch.py"),
+        "--kill-rank=3".into(),
+        format!("--out-dir={}", d.path().display()),
+    ]);
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let spawn = || {
         let mut cmd = launch_cmd(&refs);
@@ -161,13 +219,26 @@ fn torch_workers_all_reduce_across_agents_and_a_restart() {
         Running::spawn(cmd)
     };
     let a = spawn();
-    wait_until(Duration::from_secs(10), "the host agent to listen", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    wait_until(Duration::from_secs(10), "the host agent to listen", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
     let b = spawn();
-    let outs = [a.output(Duration::from_secs(180)), b.output(Duration::from_secs(180))];
+    let outs = [
+        a.output(Duration::from_secs(180)),
+        b.output(Duration::from_secs(180)),
+    ];
     for out in &outs {
-        assert!(out.status.success(), "agent a:\n{}\nagent b:\n{}", describe(&outs[0]), describe(&outs[1]));
+        assert!(
+            out.status.success(),
+            "agent a:\n{}\nagent b:\n{}",
+            describe(&outs[0]),
+            describe(&outs[1])
+        );
     }
-    assert_eq!(names(d.path()), set(&["ok_1_0_of_4", "ok_1_1_of_4", "ok_1_2_of_4", "ok_1_3_of_4"]));
+    assert_eq!(
+        names(d.path()),
+        set(&["ok_1_0_of_4", "ok_1_1_of_4", "ok_1_2_of_4", "ok_1_3_of_4"])
+    );
 }
 
 /// Static rendezvous across two agents: `--node-rank` 0 and 1 of `--nnodes=2`, ranks 0..7.
@@ -176,7 +247,15 @@ fn static_two_nodes() {
     let d = tempfile::tempdir().unwrap();
     let port = free_port();
     let args = |rank: u32| -> Vec<String> {
-        vec!["--nnodes=2".into(), "--nproc-per-node=4".into(), format!("--node-rank={rank}"), "--master-addr=localhost".into(), format!("--master-port={port}"), script("test_script.py"), format!("--touch-file-dir={}", d.path().display())]
+        vec![
+            "--nnodes=2".into(),
+            "--nproc-per-node=4".into(),
+            format!("--node-rank={rank}"),
+            "--master-addr=localhost".into(),
+            format!("--master-port={port}"),
+            script("test_script.py"),
+            format!("--touch-file-dir={}", d.path().display()),
+        ]
     };
     let spawn = |rank| {
         let a = args(rank);
@@ -206,12 +285,23 @@ fn exit_barrier_learns_of_a_failed_peer() {
     let started = std::time::Instant::now();
     let out_a = a.output(Duration::from_secs(60));
     let out_b = b.output(Duration::from_secs(60));
-    let (ok, failed) = if out_a.status.success() { (out_a, out_b) } else { (out_b, out_a) };
+    let (ok, failed) = if out_a.status.success() {
+        (out_a, out_b)
+    } else {
+        (out_b, out_a)
+    };
     assert!(ok.status.success(), "{}", describe(&ok));
     assert_eq!(failed.status.code(), Some(1), "{}", describe(&failed));
     let stderr = String::from_utf8_lossy(&ok.stderr);
-    assert!(stderr.contains("waiting at the exit barrier for the other nodes") && stderr.contains("another node failed for good"), "{stderr}");
-    assert!(started.elapsed() < Duration::from_secs(60), "the barrier waited for its timeout");
+    assert!(
+        stderr.contains("waiting at the exit barrier for the other nodes")
+            && stderr.contains("another node failed for good"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the barrier waited for its timeout"
+    );
 }
 
 /// 1:2 with three agents: the third waits in reserve; when a member is killed the survivor
@@ -220,21 +310,38 @@ fn exit_barrier_learns_of_a_failed_peer() {
 fn reserve_node_replaces_a_lost_member() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().display();
-    let worker = bash(format!(r#"touch {dir}/ws_${{WORLD_SIZE}}_attempt_${{TORCHELASTIC_RESTART_COUNT}}_pid_$$$$; [ "$TORCHELASTIC_RESTART_COUNT" -gt 0 ] && exit 0; exec sleep 60"#));
+    let worker = bash(format!(
+        r#"touch {dir}/ws_${{WORLD_SIZE}}_attempt_${{TORCHELASTIC_RESTART_COUNT}}_pid_$$$$; [ "$TORCHELASTIC_RESTART_COUNT" -gt 0 ] && exit 0; exec sleep 60"#
+    ));
     let port = free_port();
     let a = host_agent(port, "1:2", FAST_HEARTBEAT, &worker);
     let mut b = agent(port, "1:2", FAST_HEARTBEAT, &worker);
-    wait_until(Duration::from_secs(20), "a full round of two", || files(&d, "ws_2_attempt_0").len() == 2);
+    wait_until(Duration::from_secs(20), "a full round of two", || {
+        files(&d, "ws_2_attempt_0").len() == 2
+    });
     let c = agent(port, "1:2", FAST_HEARTBEAT, &worker);
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(files(&d, "ws_").len(), 2, "the reserve node must not disturb a full round");
+    assert_eq!(
+        files(&d, "ws_").len(),
+        2,
+        "the reserve node must not disturb a full round"
+    );
     b.kill();
     let out_a = a.output(Duration::from_secs(30));
     let out_c = c.output(Duration::from_secs(30));
     assert!(out_a.status.success(), "{}", describe(&out_a));
     assert!(out_c.status.success(), "{}", describe(&out_c));
-    assert!(String::from_utf8_lossy(&out_c.stderr).contains("waiting in reserve"), "{}", describe(&out_c));
-    assert_eq!(files(&d, "ws_2_attempt_1").len(), 2, "{:?}", names(d.path()));
+    assert!(
+        String::from_utf8_lossy(&out_c.stderr).contains("waiting in reserve"),
+        "{}",
+        describe(&out_c)
+    );
+    assert_eq!(
+        files(&d, "ws_2_attempt_1").len(),
+        2,
+        "{:?}",
+        names(d.path())
+    );
 }
 
 /// A node waiting in reserve when the job finishes is told so and exits 0 without running
@@ -244,11 +351,16 @@ fn reserve_node_exits_when_the_job_finishes() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().display();
     let go = d.path().join("go");
-    let worker = bash(format!(r#"touch {dir}/ran_$$$$; while [ ! -e {go} ]; do sleep 0.02; done"#, go = go.display()));
+    let worker = bash(format!(
+        r#"touch {dir}/ran_$$$$; while [ ! -e {go} ]; do sleep 0.02; done"#,
+        go = go.display()
+    ));
     let port = free_port();
     let a = host_agent(port, "1:2", "", &worker);
     let b = agent(port, "1:2", "", &worker);
-    wait_until(Duration::from_secs(20), "a full round of two", || files(&d, "ran_").len() == 2);
+    wait_until(Duration::from_secs(20), "a full round of two", || {
+        files(&d, "ran_").len() == 2
+    });
     let c = agent(port, "1:2", "", &worker);
     std::thread::sleep(Duration::from_millis(300));
     std::fs::write(&go, "").unwrap();
@@ -256,7 +368,11 @@ fn reserve_node_exits_when_the_job_finishes() {
         let out = agent.output(Duration::from_secs(30));
         assert!(out.status.success(), "agent {name}:\n{}", describe(&out));
         if name == "c" {
-            assert!(String::from_utf8_lossy(&out.stderr).contains("the job already finished"), "{}", describe(&out));
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("the job already finished"),
+                "{}",
+                describe(&out)
+            );
         }
     }
     assert_eq!(files(&d, "ran_").len(), 2);

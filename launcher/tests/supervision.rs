@@ -10,7 +10,12 @@ use std::time::Duration;
 use common::*;
 
 fn sh(script: &str) -> Vec<String> {
-    vec!["--no-python".into(), "/bin/bash".into(), "-c".into(), script.into()]
+    vec![
+        "--no-python".into(),
+        "/bin/bash".into(),
+        "-c".into(),
+        script.into(),
+    ]
 }
 
 fn run_args(args: &[String]) -> std::process::Output {
@@ -24,13 +29,16 @@ fn run_args(args: &[String]) -> std::process::Output {
 fn restarts_count_up_and_succeed_within_budget() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().display();
-    let script = format!(r#"touch {dir}/attempt_${{TORCHELASTIC_RESTART_COUNT}}_rank_$RANK; [ "$RANK" = 1 ] && [ "$TORCHELASTIC_RESTART_COUNT" -lt 2 ] && exit 3; exit 0"#);
+    let script = format!(
+        r#"touch {dir}/attempt_${{TORCHELASTIC_RESTART_COUNT}}_rank_$RANK; [ "$RANK" = 1 ] && [ "$TORCHELASTIC_RESTART_COUNT" -lt 2 ] && exit 3; exit 0"#
+    );
     let mut args = vec!["--nproc-per-node=2".to_string(), "--max-restarts=2".into()];
     args.extend(sh(&script));
     let out = run_args(&args);
     assert_success(&out);
-    let expected: std::collections::BTreeSet<String> =
-        (0..3).flat_map(|a| (0..2).map(move |r| format!("attempt_{a}_rank_{r}"))).collect();
+    let expected: std::collections::BTreeSet<String> = (0..3)
+        .flat_map(|a| (0..2).map(move |r| format!("attempt_{a}_rank_{r}")))
+        .collect();
     assert_eq!(names(d.path()), expected);
 }
 
@@ -40,7 +48,11 @@ fn restarts_count_up_and_succeed_within_budget() {
 fn exhausted_budget_fails_with_report_and_termination_message() {
     let d = tempfile::tempdir().unwrap();
     let term = d.path().join("termination-log");
-    let mut args = vec!["--nproc-per-node=2".to_string(), "--max-restarts=1".into(), format!("--termination-message-path={}", term.display())];
+    let mut args = vec![
+        "--nproc-per-node=2".to_string(),
+        "--max-restarts=1".into(),
+        format!("--termination-message-path={}", term.display()),
+    ];
     args.extend(sh(r#"[ "$RANK" = 1 ] && exit 3; sleep 30"#));
     let out = run_args(&args);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
@@ -48,7 +60,8 @@ fn exhausted_budget_fails_with_report_and_termination_message() {
     assert!(stderr.contains("/bin/bash FAILED"), "{stderr}");
     assert!(stderr.contains("rank      : 1 (local_rank: 1)"), "{stderr}");
     assert!(stderr.contains("exitcode  : 3 (pid: "), "{stderr}");
-    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&term).unwrap()).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&term).unwrap()).unwrap();
     assert_eq!(summary["reason"], "WorkerFailed");
     assert_eq!(summary["rank"], 1);
     assert_eq!(summary["exitCode"], 3);
@@ -71,8 +84,12 @@ fn error_file_is_read_and_forwarded() {
     let out = run_with_limit(cmd, Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("traceback : Traceback (most recent call last):\n  ValueError: bad batch"), "{stderr}");
-    let forwarded: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&parent_file).unwrap()).unwrap();
+    assert!(
+        stderr.contains("traceback : Traceback (most recent call last):\n  ValueError: bad batch"),
+        "{stderr}"
+    );
+    let forwarded: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&parent_file).unwrap()).unwrap();
     assert_eq!(forwarded["message"]["message"], "ValueError: bad batch");
     assert_eq!(forwarded["message"]["errorCode"], 7);
 }
@@ -84,8 +101,14 @@ fn killed_worker_shows_signal_name() {
     let out = run_args(&args);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("exitcode  : -9 (pid: ") && stderr.contains(" (SIGKILL)"), "{stderr}");
-    assert!(stderr.contains("Signal 9 (SIGKILL) received by PID"), "{stderr}");
+    assert!(
+        stderr.contains("exitcode  : -9 (pid: ") && stderr.contains(" (SIGKILL)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("Signal 9 (SIGKILL) received by PID"),
+        "{stderr}"
+    );
 }
 
 /// SIGTERM to the launcher reaches every worker; the launcher then exits non-zero.
@@ -93,16 +116,29 @@ fn killed_worker_shows_signal_name() {
 fn handled_signal_is_forwarded_to_workers() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().display();
-    let script = format!(r#"trap 'touch {dir}/term_$RANK; exit 0' TERM; touch {dir}/ready_$RANK; while true; do sleep 0.05; done"#);
+    let script = format!(
+        r#"trap 'touch {dir}/term_$RANK; exit 0' TERM; touch {dir}/ready_$RANK; while true; do sleep 0.05; done"#
+    );
     let mut args = vec!["--nproc-per-node=2".to_string()];
     args.extend(sh(&script));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let child = Running::spawn(launch_cmd(&refs));
-    wait_until(Duration::from_secs(20), "workers ready", || names(d.path()).len() == 2);
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    wait_until(Duration::from_secs(20), "workers ready", || {
+        names(d.path()).len() == 2
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
     let out = child.output(Duration::from_secs(30));
     assert_ne!(out.status.code(), Some(0), "{}", describe(&out));
-    assert!(names(d.path()).contains("term_0") && names(d.path()).contains("term_1"), "{:?}\n{}", names(d.path()), describe(&out));
+    assert!(
+        names(d.path()).contains("term_0") && names(d.path()).contains("term_1"),
+        "{:?}\n{}",
+        names(d.path()),
+        describe(&out)
+    );
 }
 
 /// SIGKILL of the launcher mid-run: workers and their children (same process group) all die.
@@ -114,11 +150,27 @@ fn sigkilled_launcher_leaves_no_process_behind() {
     args.extend(sh(&script));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut child = Running::spawn(launch_cmd(&refs));
-    let sleeps = || processes_with(&format!("sleep {marker}")).iter().filter(|(_, cmd)| cmd.starts_with("sleep")).count();
-    wait_until(Duration::from_secs(20), "6 sleeping worker descendants", || sleeps() == 6);
+    let sleeps = || {
+        processes_with(&format!("sleep {marker}"))
+            .iter()
+            .filter(|(_, cmd)| cmd.starts_with("sleep"))
+            .count()
+    };
+    wait_until(
+        Duration::from_secs(20),
+        "6 sleeping worker descendants",
+        || sleeps() == 6,
+    );
     child.kill();
-    wait_until(Duration::from_secs(10), "every worker descendant to be gone", || sleeps() == 0);
-    assert!(processes_with(&format!("-c {script}")).is_empty(), "a worker shell survived");
+    wait_until(
+        Duration::from_secs(10),
+        "every worker descendant to be gone",
+        || sleeps() == 0,
+    );
+    assert!(
+        processes_with(&format!("-c {script}")).is_empty(),
+        "a worker shell survived"
+    );
 }
 
 /// `${local_rank}` in any argument becomes the worker's local rank; `$$` is an escaped `$`.
@@ -126,13 +178,18 @@ fn sigkilled_launcher_leaves_no_process_behind() {
 fn local_rank_macro_in_arguments() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().display();
-    let mut args = vec!["--nproc-per-node=3".to_string(), "--no-python".into(), "/usr/bin/touch".into()];
+    let mut args = vec![
+        "--nproc-per-node=3".to_string(),
+        "--no-python".into(),
+        "/usr/bin/touch".into(),
+    ];
     args.push(format!("{dir}/lr_${{local_rank}}"));
     args.push(format!("{dir}/plain_$local_rank"));
     let out = run_args(&args);
     assert_success(&out);
-    let expected: std::collections::BTreeSet<String> =
-        (0..3).flat_map(|i| [format!("lr_{i}"), format!("plain_{i}")]).collect();
+    let expected: std::collections::BTreeSet<String> = (0..3)
+        .flat_map(|i| [format!("lr_{i}"), format!("plain_{i}")])
+        .collect();
     assert_eq!(names(d.path()), expected);
 }
 
@@ -141,24 +198,53 @@ fn local_rank_macro_in_arguments() {
 #[test]
 fn log_dir_layout_redirects_and_filter() {
     let logs = tempfile::tempdir().unwrap();
-    let mut args = vec![format!("--log-dir={}", logs.path().display()), "--rdzv-id=layout".into(), "--nproc-per-node=2".into(), "-r".into(), "1".into(), "--tee=2".into(), "--local-ranks-filter=1".into()];
+    let mut args = vec![
+        format!("--log-dir={}", logs.path().display()),
+        "--rdzv-id=layout".into(),
+        "--nproc-per-node=2".into(),
+        "-r".into(),
+        "1".into(),
+        "--tee=2".into(),
+        "--local-ranks-filter=1".into(),
+    ];
     args.extend(sh("echo out-$RANK; echo err-$RANK >&2"));
     let out = run_args(&args);
     assert_success(&out);
-    let run_dirs: Vec<_> = std::fs::read_dir(logs.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    let run_dirs: Vec<_> = std::fs::read_dir(logs.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(run_dirs.len(), 1);
     let run_dir = &run_dirs[0];
-    assert!(run_dir.file_name().unwrap().to_string_lossy().starts_with("layout_"));
+    assert!(
+        run_dir
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("layout_")
+    );
     for rank in 0..2 {
         let rank_dir = run_dir.join(format!("attempt_0/{rank}"));
-        assert_eq!(std::fs::read_to_string(rank_dir.join("stdout.log")).unwrap(), format!("out-{rank}\n"));
-        assert_eq!(std::fs::read_to_string(rank_dir.join("stderr.log")).unwrap(), format!("err-{rank}\n"));
+        assert_eq!(
+            std::fs::read_to_string(rank_dir.join("stdout.log")).unwrap(),
+            format!("out-{rank}\n")
+        );
+        assert_eq!(
+            std::fs::read_to_string(rank_dir.join("stderr.log")).unwrap(),
+            format!("err-{rank}\n")
+        );
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stdout.contains("out-"), "redirected stdout must not reach the console: {stdout}");
+    assert!(
+        !stdout.contains("out-"),
+        "redirected stdout must not reach the console: {stdout}"
+    );
     assert!(stderr.contains("[default1]:err-1"), "{stderr}");
-    assert!(!stderr.contains("err-0"), "rank 0 is filtered out: {stderr}");
+    assert!(
+        !stderr.contains("err-0"),
+        "rank 0 is filtered out: {stderr}"
+    );
 }
 
 /// Port scanners and broken clients hit the store while real torch workers use it: the job
@@ -170,14 +256,24 @@ fn hostile_connections_do_not_disturb_a_running_job() {
     let port_arg = format!("--master-port={port}");
     let s = script("test_script_store_loop.py");
     let dir = d.path().display().to_string();
-    let mut cmd = launch_cmd(&["--nproc-per-node=2", "--master-addr=localhost", &port_arg, &s, &dir]);
+    let mut cmd = launch_cmd(&[
+        "--nproc-per-node=2",
+        "--master-addr=localhost",
+        &port_arg,
+        &s,
+        &dir,
+    ]);
     cmd.env("PYTHON_EXEC", torch_python());
     let child = Running::spawn(cmd);
-    wait_until(Duration::from_secs(60), "workers in their loop", || names(d.path()).len() == 2);
+    wait_until(Duration::from_secs(60), "workers in their loop", || {
+        names(d.path()).len() == 2
+    });
     let garbage: [&[u8]; 5] = [
         b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
         &[0x00, 0xde, 0xad, 0xbe, 0xef],
-        &[0x00, 0xce, 0xf7, 0x85, 0x3c, 0x01, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f],
+        &[
+            0x00, 0xce, 0xf7, 0x85, 0x3c, 0x01, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f,
+        ],
         &[0x00, 0xce, 0xf7, 0x85, 0x3c, 0x03, 0x05, 0x00],
         &[0xff; 64],
     ];
@@ -189,7 +285,14 @@ fn hostile_connections_do_not_disturb_a_running_job() {
     let _idle = std::net::TcpStream::connect(("127.0.0.1", port));
     let out = child.output(Duration::from_secs(60));
     assert_success(&out);
-    assert_eq!(String::from_utf8_lossy(&out.stdout).matches("rounds ok").count(), 2, "{}", describe(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .matches("rounds ok")
+            .count(),
+        2,
+        "{}",
+        describe(&out)
+    );
 }
 
 /// Real torch workers restart after a SIGKILLed rank and all_reduce correctly again. torch 2.15
@@ -201,10 +304,45 @@ fn torch_workers_restart_with_a_fresh_store() {
     let d = tempfile::tempdir().unwrap();
     let s = script("test_script_elastic_torch.py");
     let out_dir = format!("--out-dir={}", d.path().display());
-    let mut cmd = launch_cmd(&["--standalone", "--nproc-per-node=3", "--max-restarts=1", &s, "--kill-rank=2", &out_dir]);
+    let mut cmd = launch_cmd(&[
+        "--standalone",
+        "--nproc-per-node=3",
+        "--max-restarts=1",
+        &s,
+        "--kill-rank=2",
+        &out_dir,
+    ]);
     cmd.env("PYTHON_EXEC", torch_python());
     let out = run_with_limit(cmd, Duration::from_secs(180));
     assert_success(&out);
-    let expected: std::collections::BTreeSet<String> = (0..3).map(|r| format!("ok_1_{r}_of_3")).collect();
+    let expected: std::collections::BTreeSet<String> =
+        (0..3).map(|r| format!("ok_1_{r}_of_3")).collect();
     assert_eq!(names(d.path()), expected);
+}
+
+/// The launcher raises its soft open-files limit to the hard limit (the store host holds
+/// connections per node); workers inherit it.
+#[test]
+fn open_files_limit_is_raised_to_the_hard_limit() {
+    let hard = String::from_utf8(
+        std::process::Command::new("bash")
+            .args(["-c", "ulimit -Hn"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let wrapper = format!(
+        "ulimit -Sn 256 && exec {} --nproc-per-node=1 --no-python /bin/bash -c 'echo soft=$(ulimit -Sn)'",
+        launcher()
+    );
+    let mut cmd = std::process::Command::new("bash");
+    cmd.args(["-c", &wrapper]);
+    let out = run_with_limit(cmd, Duration::from_secs(30));
+    assert_success(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("soft={}", hard.trim())),
+        "{}",
+        describe(&out)
+    );
 }

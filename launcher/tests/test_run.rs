@@ -20,7 +20,15 @@ fn dir_arg(d: &tempfile::TempDir) -> String {
 #[test]
 fn test_launch_user_script_python() {
     let d = touch_dir();
-    let out = run(&["--nnodes=1", "--nproc-per-node=4", "--rdzv-id=test-run", "--monitor-interval=1", "--start-method=spawn", &script("test_script.py"), &dir_arg(&d)]);
+    let out = run(&[
+        "--nnodes=1",
+        "--nproc-per-node=4",
+        "--rdzv-id=test-run",
+        "--monitor-interval=1",
+        "--start-method=spawn",
+        &script("test_script.py"),
+        &dir_arg(&d),
+    ]);
     assert_success(&out);
     assert_eq!(names(d.path()), ranks(4));
 }
@@ -29,7 +37,17 @@ fn test_launch_user_script_python() {
 fn test_launch_user_script_python_caffe2_bc() {
     let d = touch_dir();
     let port = free_port().to_string();
-    let out = run(&["--nnodes=1", "--nproc-per-node=4", "--monitor-interval=1", "--start-method=spawn", "--master-addr=localhost", &format!("--master-port={port}"), "--node-rank=0", &script("test_script.py"), &dir_arg(&d)]);
+    let out = run(&[
+        "--nnodes=1",
+        "--nproc-per-node=4",
+        "--monitor-interval=1",
+        "--start-method=spawn",
+        "--master-addr=localhost",
+        &format!("--master-port={port}"),
+        "--node-rank=0",
+        &script("test_script.py"),
+        &dir_arg(&d),
+    ]);
     assert_success(&out);
     assert_eq!(names(d.path()), ranks(4));
 }
@@ -38,11 +56,33 @@ fn test_launch_user_script_python_caffe2_bc() {
 fn test_launch_user_script_bash() {
     let d = touch_dir();
     let dir = d.path().display().to_string();
-    let out = run(&["--nnodes=1", "--nproc-per-node=4", "--no-python", "--module", &script("test_script.sh"), &dir]);
+    let out = run(&[
+        "--nnodes=1",
+        "--nproc-per-node=4",
+        "--no-python",
+        "--module",
+        &script("test_script.sh"),
+        &dir,
+    ]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("Don't use both the '--no-python' flag and the '--module' flag at the same time."), "{}", describe(&out));
-    assert!(names(d.path()).is_empty(), "nothing may start on a usage error");
-    let out = run(&["--nnodes=1", "--nproc-per-node=4", "--no-python", &script("test_script.sh"), &dir]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "Don't use both the '--no-python' flag and the '--module' flag at the same time."
+        ),
+        "{}",
+        describe(&out)
+    );
+    assert!(
+        names(d.path()).is_empty(),
+        "nothing may start on a usage error"
+    );
+    let out = run(&[
+        "--nnodes=1",
+        "--nproc-per-node=4",
+        "--no-python",
+        &script("test_script.sh"),
+        &dir,
+    ]);
     assert_success(&out);
     assert_eq!(names(d.path()), ranks(4));
 }
@@ -50,7 +90,13 @@ fn test_launch_user_script_bash() {
 #[test]
 fn test_launch_user_script_default_nproc() {
     let d = touch_dir();
-    let out = run(&["--nnodes=1", "--no-python", "--module", &script("test_script.sh"), &d.path().display().to_string()]);
+    let out = run(&[
+        "--nnodes=1",
+        "--no-python",
+        "--module",
+        &script("test_script.sh"),
+        &d.path().display().to_string(),
+    ]);
     assert!(!out.status.success(), "{}", describe(&out));
     let out = run(&["--nnodes=1", &script("test_script.py"), &dir_arg(&d)]);
     assert_success(&out);
@@ -62,12 +108,22 @@ fn test_launch_with_env_vars() {
     let d = touch_dir();
     let with_env = |module: &str| {
         let mut cmd = launch_cmd(&[&script("test_script.sh"), &d.path().display().to_string()]);
-        cmd.env("PET_NNODES", "1").env("PET_NPROC_PER_NODE", "4").env("PET_RDZV_ID", "env-run").env("PET_MONITOR_INTERVAL", "1").env("PET_START_METHOD", "spawn").env("PET_NO_PYTHON", "1").env("PET_MODULE", module);
+        cmd.env("PET_NNODES", "1")
+            .env("PET_NPROC_PER_NODE", "4")
+            .env("PET_RDZV_ID", "env-run")
+            .env("PET_MONITOR_INTERVAL", "1")
+            .env("PET_START_METHOD", "spawn")
+            .env("PET_NO_PYTHON", "1")
+            .env("PET_MODULE", module);
         run_with_limit(cmd, Duration::from_secs(60))
     };
     let out = with_env("1");
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--module"), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--module"),
+        "{}",
+        describe(&out)
+    );
     assert!(names(d.path()).is_empty());
     let out = with_env("0");
     assert_success(&out);
@@ -76,8 +132,15 @@ fn test_launch_with_env_vars() {
 
 fn nproc_files(nproc: &str, env: &[(&str, &str)]) -> std::collections::BTreeSet<String> {
     let d = touch_dir();
-    let mut cmd = launch_cmd(&[&format!("--nproc-per-node={nproc}"), "--no-python", &script("test_script.sh"), &d.path().display().to_string()]);
-    cmd.env_remove("CUDA_VISIBLE_DEVICES").env_remove("NVIDIA_VISIBLE_DEVICES").env_remove("ZE_AFFINITY_MASK");
+    let mut cmd = launch_cmd(&[
+        &format!("--nproc-per-node={nproc}"),
+        "--no-python",
+        &script("test_script.sh"),
+        &d.path().display().to_string(),
+    ]);
+    cmd.env_remove("CUDA_VISIBLE_DEVICES")
+        .env_remove("NVIDIA_VISIBLE_DEVICES")
+        .env_remove("ZE_AFFINITY_MASK");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -89,7 +152,10 @@ fn nproc_files(nproc: &str, env: &[(&str, &str)]) -> std::collections::BTreeSet<
 #[test]
 fn test_nproc_launch_auto_configurations() {
     let cpus = elastic_launch::devices::usable_cpus() as u32;
-    assert_eq!(nproc_files("auto", &[("CUDA_VISIBLE_DEVICES", "")]), ranks(cpus));
+    assert_eq!(
+        nproc_files("auto", &[("CUDA_VISIBLE_DEVICES", "")]),
+        ranks(cpus)
+    );
 }
 
 #[test]
@@ -101,21 +167,41 @@ fn test_nproc_launch_number_configurations() {
 fn test_nproc_launch_unknown_configurations() {
     let out = run(&["--nproc-per-node=unknown", "--no-python", "/bin/true"]);
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("Unsupported nproc_per_node value: unknown"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Unsupported nproc_per_node value: unknown")
+    );
 }
 
 /// Torch mocks "cuda available, 3 devices"; here the device plugin's variable says so.
 #[test]
 fn test_nproc_gpu_launch_configurations() {
-    assert_eq!(nproc_files("auto", &[("CUDA_VISIBLE_DEVICES", "0,1,2")]), ranks(3));
-    assert_eq!(nproc_files("gpu", &[("CUDA_VISIBLE_DEVICES", "0,1,2")]), ranks(3));
-    assert_eq!(nproc_files("gpu", &[("NVIDIA_VISIBLE_DEVICES", "GPU-a,GPU-b,GPU-c")]), ranks(3));
+    assert_eq!(
+        nproc_files("auto", &[("CUDA_VISIBLE_DEVICES", "0,1,2")]),
+        ranks(3)
+    );
+    assert_eq!(
+        nproc_files("gpu", &[("CUDA_VISIBLE_DEVICES", "0,1,2")]),
+        ranks(3)
+    );
+    assert_eq!(
+        nproc_files("gpu", &[("NVIDIA_VISIBLE_DEVICES", "GPU-a,GPU-b,GPU-c")]),
+        ranks(3)
+    );
 }
 
 #[test]
 fn test_nproc_xpu_launch_configurations() {
-    assert_eq!(nproc_files("auto", &[("CUDA_VISIBLE_DEVICES", ""), ("ZE_AFFINITY_MASK", "0,1,2")]), ranks(3));
-    assert_eq!(nproc_files("xpu", &[("ZE_AFFINITY_MASK", "0,1,2")]), ranks(3));
+    assert_eq!(
+        nproc_files(
+            "auto",
+            &[("CUDA_VISIBLE_DEVICES", ""), ("ZE_AFFINITY_MASK", "0,1,2")]
+        ),
+        ranks(3)
+    );
+    assert_eq!(
+        nproc_files("xpu", &[("ZE_AFFINITY_MASK", "0,1,2")]),
+        ranks(3)
+    );
 }
 
 fn elastic_args(port: u16) -> Vec<String> {
@@ -137,13 +223,20 @@ fn test_launch_elastic() {
     let d = touch_dir();
     let envd = touch_dir();
     let mut args = elastic_args(free_port());
-    args.extend([script("test_script.py"), dir_arg(&d), format!("--env-dump-dir={}", envd.path().display())]);
+    args.extend([
+        script("test_script.py"),
+        dir_arg(&d),
+        format!("--env-dump-dir={}", envd.path().display()),
+    ]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = run(&args);
     assert_success(&out);
     assert_eq!(names(d.path()), ranks(4));
     let env0 = std::fs::read_to_string(envd.path().join("env_0")).unwrap();
-    assert!(env0.contains("WORLD_SIZE=4\n") && env0.contains("GROUP_WORLD_SIZE=1\n"), "{env0}");
+    assert!(
+        env0.contains("WORLD_SIZE=4\n") && env0.contains("GROUP_WORLD_SIZE=1\n"),
+        "{env0}"
+    );
 }
 
 #[test]
@@ -151,15 +244,31 @@ fn test_launch_elastic_worker_raise_exception() {
     let d = touch_dir();
     let logs = touch_dir();
     let mut args = elastic_args(free_port());
-    args.extend([format!("--log-dir={}", logs.path().display()), script("test_script.py"), "--fail".into(), dir_arg(&d)]);
+    args.extend([
+        format!("--log-dir={}", logs.path().display()),
+        script("test_script.py"),
+        "--fail".into(),
+        dir_arg(&d),
+    ]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = run(&args);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("FAILED") && stderr.contains("Root Cause (first observed failure):"), "{stderr}");
-    assert!(stderr.contains("RuntimeError: raising exception since --fail flag was set"), "{stderr}");
+    assert!(
+        stderr.contains("FAILED") && stderr.contains("Root Cause (first observed failure):"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("RuntimeError: raising exception since --fail flag was set"),
+        "{stderr}"
+    );
     // No restart: exactly one attempt.
-    let run_dir = std::fs::read_dir(logs.path()).unwrap().next().unwrap().unwrap().path();
+    let run_dir = std::fs::read_dir(logs.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     assert_eq!(names(&run_dir), ["attempt_0".to_string()].into());
 }
 
@@ -169,15 +278,31 @@ fn test_launch_elastic_worker_raise_exception() {
 fn test_launch_elastic_agent_raise_exception() {
     let holder = std::net::TcpListener::bind("[::]:0").unwrap();
     let port = holder.local_addr().unwrap().port();
-    let out = run(&["--nproc-per-node=1", "--master-addr=localhost", &format!("--master-port={port}"), "--no-python", "/bin/true"]);
+    let out = run(&[
+        "--nproc-per-node=1",
+        "--master-addr=localhost",
+        &format!("--master-port={port}"),
+        "--no-python",
+        "/bin/true",
+    ]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("port {port}")), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("port {port}")),
+        "{}",
+        describe(&out)
+    );
 }
 
 #[test]
 fn test_launch_standalone() {
     let d = touch_dir();
-    let out = run(&["--standalone", "--nproc-per-node=4", "--monitor-interval=1", &script("test_script.py"), &dir_arg(&d)]);
+    let out = run(&[
+        "--standalone",
+        "--nproc-per-node=4",
+        "--monitor-interval=1",
+        &script("test_script.py"),
+        &dir_arg(&d),
+    ]);
     assert_success(&out);
     assert_eq!(names(d.path()), ranks(4));
 }
@@ -185,7 +310,14 @@ fn test_launch_standalone() {
 #[test]
 fn test_launch_run_path() {
     let d = touch_dir();
-    let out = run(&["--run-path", "--nnodes=1", "--nproc-per-node=4", "--monitor-interval=1", &script("test_script.py"), &dir_arg(&d)]);
+    let out = run(&[
+        "--run-path",
+        "--nnodes=1",
+        "--nproc-per-node=4",
+        "--monitor-interval=1",
+        &script("test_script.py"),
+        &dir_arg(&d),
+    ]);
     assert_success(&out);
     assert_eq!(names(d.path()), ranks(4));
 }
@@ -194,7 +326,17 @@ fn test_launch_run_path() {
 fn test_launch_elastic_multiple_agents() {
     let d = touch_dir();
     let port = free_port();
-    let mut args = vec!["--nnodes=1:2".to_string(), "--nproc-per-node=4".into(), "--rdzv-backend=c10d".into(), format!("--rdzv-endpoint=localhost:{port}"), "--rdzv_conf=timeout=5".into(), "--rdzv-id=multi".into(), "--max-restarts=0".into(), "--monitor-interval=1".into(), "--start-method=spawn".into()];
+    let mut args = vec![
+        "--nnodes=1:2".to_string(),
+        "--nproc-per-node=4".into(),
+        "--rdzv-backend=c10d".into(),
+        format!("--rdzv-endpoint=localhost:{port}"),
+        "--rdzv_conf=timeout=5".into(),
+        "--rdzv-id=multi".into(),
+        "--max-restarts=0".into(),
+        "--monitor-interval=1".into(),
+        "--start-method=spawn".into(),
+    ];
     args.extend([script("test_script.py"), dir_arg(&d)]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let child = Running::spawn(launch_cmd(&args));
@@ -215,7 +357,12 @@ fn test_min_max_nodes_parse() {
     assert!(parse_min_max_nnodes("2:20:30").is_err());
     let out = run(&["--nnodes=2:20:30", "/bin/true"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("nnodes=2:20:30 is not in \"MIN:MAX\" format"), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("nnodes=2:20:30 is not in \"MIN:MAX\" format"),
+        "{}",
+        describe(&out)
+    );
 }
 
 /// Torch checks that the rendezvous handler is shut down exactly once after success. The
@@ -224,7 +371,15 @@ fn test_min_max_nodes_parse() {
 #[test]
 fn test_launch_shutdown() {
     let port = free_port();
-    let out = run(&["--nnodes=1:2", "--rdzv-backend=c10d", &format!("--rdzv-endpoint=localhost:{port}"), "--rdzv-conf=last_call_timeout=0.2", "--nproc-per-node=2", "--no-python", "/bin/true"]);
+    let out = run(&[
+        "--nnodes=1:2",
+        "--rdzv-backend=c10d",
+        &format!("--rdzv-endpoint=localhost:{port}"),
+        "--rdzv-conf=last_call_timeout=0.2",
+        "--nproc-per-node=2",
+        "--no-python",
+        "/bin/true",
+    ]);
     assert_success(&out);
     std::net::TcpListener::bind(("::", port)).expect("store port released after shutdown");
 }
@@ -232,7 +387,12 @@ fn test_launch_shutdown() {
 fn is_launched_file(extra: &[&str]) -> String {
     let d = touch_dir();
     let out_file = d.path().join("out");
-    let mut args = vec!["--run-path", "--nnodes=1", "--nproc-per-node=1", "--monitor-interval=1"];
+    let mut args = vec![
+        "--run-path",
+        "--nnodes=1",
+        "--nproc-per-node=1",
+        "--monitor-interval=1",
+    ];
     args.extend_from_slice(extra);
     let out_arg = format!("--out-file={}", out_file.display());
     let s = script("test_script_is_torchelastic_launched.py");
@@ -256,9 +416,18 @@ fn test_is_torchelastic_launched_with_logs_spec_defined() {
 #[test]
 fn test_logs_logs_spec_entrypoint_must_be_defined() {
     let d = touch_dir();
-    let out = run(&["--logs_specs=DOESNOT_EXIST", "--nproc-per-node=1", "--no-python", &script("test_script.sh"), &d.path().display().to_string()]);
+    let out = run(&[
+        "--logs_specs=DOESNOT_EXIST",
+        "--nproc-per-node=1",
+        "--no-python",
+        &script("test_script.sh"),
+        &d.path().display().to_string(),
+    ]);
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("Could not find entrypoint under 'torchrun.logs_specs[DOESNOT_EXIST]' key"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("Could not find entrypoint under 'torchrun.logs_specs[DOESNOT_EXIST]' key")
+    );
     assert!(names(d.path()).is_empty());
 }
 
@@ -268,7 +437,10 @@ fn test_is_not_torchelastic_launched() {
     let out_file = d.path().join("out");
     let status = std::process::Command::new(torch_python())
         .env_remove("TORCHELASTIC_RUN_ID")
-        .args([&script("test_script_is_torchelastic_launched.py"), &format!("--out-file={}", out_file.display())])
+        .args([
+            &script("test_script_is_torchelastic_launched.py"),
+            &format!("--out-file={}", out_file.display()),
+        ])
         .status()
         .unwrap();
     assert!(status.success());
@@ -280,11 +452,27 @@ fn init_method(method_for_port: impl Fn(u16) -> String) {
     let method = format!("--init-method={}", method_for_port(port));
     let port_arg = format!("--master-port={port}");
     let s = script("test_script_init_method.py");
-    let mut cmd = launch_cmd(&["--run-path", "--nnodes=1", "--nproc-per-node=4", "--master-addr=localhost", &port_arg, "--monitor-interval=1", &s, &method]);
+    let mut cmd = launch_cmd(&[
+        "--run-path",
+        "--nnodes=1",
+        "--nproc-per-node=4",
+        "--master-addr=localhost",
+        &port_arg,
+        "--monitor-interval=1",
+        &s,
+        &method,
+    ]);
     cmd.env("PYTHON_EXEC", torch_python());
     let out = run_with_limit(cmd, Duration::from_secs(180));
     assert_success(&out);
-    assert_eq!(String::from_utf8_lossy(&out.stdout).matches("all_reduce ok (10.0)").count(), 4, "{}", describe(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .matches("all_reduce ok (10.0)")
+            .count(),
+        4,
+        "{}",
+        describe(&out)
+    );
 }
 
 #[test]
@@ -300,13 +488,25 @@ fn test_init_method_env_with_torchelastic() {
 #[test]
 fn test_capture_logs_using_default_logs_specs() {
     let d = touch_dir();
-    let mut cmd = launch_cmd(&["--nnodes=1", "--nproc-per-node=4", "--redirect=3", "--tee=3", "--no-python", &script("test_script.sh"), &d.path().display().to_string()]);
+    let mut cmd = launch_cmd(&[
+        "--nnodes=1",
+        "--nproc-per-node=4",
+        "--redirect=3",
+        "--tee=3",
+        "--no-python",
+        &script("test_script.sh"),
+        &d.path().display().to_string(),
+    ]);
     cmd.env("TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE", "[rank${rank}]: ");
     let out = run_with_limit(cmd, Duration::from_secs(60));
     assert_success(&out);
     let stdout = String::from_utf8_lossy(&out.stdout);
     for i in 0..4 {
-        assert!(stdout.contains(&format!("[rank{i}]: creating ")), "{}", describe(&out));
+        assert!(
+            stdout.contains(&format!("[rank{i}]: creating ")),
+            "{}",
+            describe(&out)
+        );
     }
 }
 
@@ -324,10 +524,26 @@ fn test_virtual_local_rank() {
         cmd.env("CUDA_VISIBLE_DEVICES", "4,7");
         let out = run_with_limit(cmd, Duration::from_secs(60));
         assert_success(&out);
-        let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with("[default")).map(str::to_string).collect();
+        let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("[default"))
+            .map(str::to_string)
+            .collect();
         lines.sort();
         lines
     };
-    assert_eq!(lines(&[]), ["[default0]:LOCAL_RANK=0 CUDA_VISIBLE_DEVICES=4,7", "[default1]:LOCAL_RANK=1 CUDA_VISIBLE_DEVICES=4,7"]);
-    assert_eq!(lines(&["--virtual-local-rank"]), ["[default0]:LOCAL_RANK=0 CUDA_VISIBLE_DEVICES=4", "[default1]:LOCAL_RANK=0 CUDA_VISIBLE_DEVICES=7"]);
+    assert_eq!(
+        lines(&[]),
+        [
+            "[default0]:LOCAL_RANK=0 CUDA_VISIBLE_DEVICES=4,7",
+            "[default1]:LOCAL_RANK=1 CUDA_VISIBLE_DEVICES=4,7"
+        ]
+    );
+    assert_eq!(
+        lines(&["--virtual-local-rank"]),
+        [
+            "[default0]:LOCAL_RANK=0 CUDA_VISIBLE_DEVICES=4",
+            "[default1]:LOCAL_RANK=0 CUDA_VISIBLE_DEVICES=7"
+        ]
+    );
 }

@@ -150,6 +150,10 @@ fn set_dual_stack(socket: &TcpSocket) -> io::Result<()> {
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: oneshot::Receiver<()>) {
     let mut conns = JoinSet::new();
+    // Accept errors come in bursts (EMFILE while descriptors are exhausted): say so once per
+    // interval with a count, not once per retry.
+    let mut failures_since_warn = 0u64;
+    let mut last_warn: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -157,8 +161,13 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: onesh
                     conns.spawn(serve_connection(stream, peer, shared.clone()));
                 }
                 Err(e) => {
+                    failures_since_warn += 1;
+                    if last_warn.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(5)) {
+                        tracing::warn!(error = %e, failures = failures_since_warn, "store: accept failed (out of file descriptors? raise `ulimit -n`)");
+                        last_warn = Some(std::time::Instant::now());
+                        failures_since_warn = 0;
+                    }
                     // Usually EMFILE/ECONNABORTED: transient; back off briefly instead of spinning.
-                    tracing::warn!(error = %e, "store: accept failed");
                     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                 }
             },
