@@ -46,8 +46,8 @@ pub struct NodeDesc {
     pub next_restart: u32,
 }
 
-/// What a completed round tells this node.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a completed round tells this node; the assigner of the round writes one per member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoundInfo {
     pub round: u64,
     pub group_rank: u32,
@@ -55,22 +55,10 @@ pub struct RoundInfo {
     /// Global rank of this node's local rank 0.
     pub base_global_rank: u32,
     pub world_size: u32,
-    /// `TORCHELASTIC_RESTART_COUNT` of this round, the same on every node. Workers derive
-    /// their store prefix (`/worker/attempt_<n>`) from it, so it must never repeat within a
-    /// store and must agree across nodes.
+    /// `TORCHELASTIC_RESTART_COUNT` of this round, the same on every node: torch < 2.15
+    /// workers prefix their store keys with it (`/worker/attempt_<n>`), so nodes must agree.
     pub restart_count: u32,
     /// The node this one watches for heartbeats: the next in group-rank order.
-    pub ring_peer: Option<String>,
-}
-
-/// What the assigner of a sealed round tells each member.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Assignment {
-    pub group_rank: u32,
-    pub group_world_size: u32,
-    pub base_global_rank: u32,
-    pub world_size: u32,
-    pub restart_count: u32,
     pub ring_peer: Option<String>,
 }
 
@@ -145,7 +133,7 @@ pub fn timeouts_from_conf(conf: &BTreeMap<String, String>) -> Result<RendezvousT
 /// Assignments of a sealed round, in arrival order (`members[k-1]` arrived `k`-th): group
 /// ranks by node index, then arrival; global ranks in group-rank order; the round's restart
 /// count is the largest proposal, so every node of the round agrees on it.
-pub fn assign(members: &[NodeDesc]) -> Vec<Assignment> {
+pub fn assign(round: u64, members: &[NodeDesc]) -> Vec<RoundInfo> {
     let mut order: Vec<usize> = (0..members.len()).collect();
     // A stable sort keeps arrival order among nodes without an index and among equal indices.
     order.sort_by_key(|&i| members[i].index.unwrap_or(u32::MAX));
@@ -156,7 +144,8 @@ pub fn assign(members: &[NodeDesc]) -> Vec<Assignment> {
     let mut base = 0;
     for (rank, &i) in order.iter().enumerate() {
         let peer = order[(rank + 1) % n];
-        out[i] = Some(Assignment {
+        out[i] = Some(RoundInfo {
+            round,
             group_rank: rank as u32,
             group_world_size: n as u32,
             base_global_rank: base,
@@ -421,10 +410,10 @@ impl DynamicRendezvous {
             });
         }
         if self.store.add(&format!("{r}/assigner"), 1).await? == 1 {
-            self.write_assignments(&r, sealed).await?;
+            self.write_assignments(round, sealed).await?;
         }
         let key = format!("{r}/assign/{k}");
-        let a: Assignment = serde_json::from_slice(&self.store.get(&key).await?).map_err(|e| {
+        let info: RoundInfo = serde_json::from_slice(&self.store.get(&key).await?).map_err(|e| {
             RendezvousError::Corrupt {
                 key: key.clone(),
                 detail: e.to_string(),
@@ -432,26 +421,19 @@ impl DynamicRendezvous {
         })?;
         tracing::info!(
             round,
-            group_rank = a.group_rank,
+            group_rank = info.group_rank,
             nodes = sealed,
-            world_size = a.world_size,
-            restart_count = a.restart_count,
+            world_size = info.world_size,
+            restart_count = info.restart_count,
             waited_s = started.elapsed().as_secs_f64(),
             "rendezvous round complete"
         );
-        Ok(Joined::Member(RoundInfo {
-            round,
-            group_rank: a.group_rank,
-            group_world_size: a.group_world_size,
-            base_global_rank: a.base_global_rank,
-            world_size: a.world_size,
-            restart_count: a.restart_count,
-            ring_peer: a.ring_peer,
-        }))
+        Ok(Joined::Member(info))
     }
 
     /// Reads every member's description of the sealed round and writes each its assignment.
-    async fn write_assignments(&self, r: &str, sealed: u64) -> Result<(), RendezvousError> {
+    async fn write_assignments(&self, round: u64, sealed: u64) -> Result<(), RendezvousError> {
+        let r = format!("r{round}");
         let keys: Vec<String> = (1..=sealed).map(|i| format!("{r}/node/{i}")).collect();
         let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         let values = self.store.multi_get(&key_refs).await?;
@@ -464,7 +446,7 @@ impl DynamicRendezvous {
                 }
             })?);
         }
-        let assignments = assign(&members);
+        let assignments = assign(round, &members);
         let pairs: Vec<(String, Vec<u8>)> = assignments
             .iter()
             .enumerate()
@@ -732,7 +714,8 @@ mod tests {
             node("y", None, 1),
         ];
         members[1].next_restart = 3;
-        let a = assign(&members);
+        let a = assign(7, &members);
+        assert!(a.iter().all(|a| a.round == 7));
         let ranks: Vec<u32> = a.iter().map(|a| a.group_rank).collect();
         assert_eq!(ranks, [1, 2, 0, 3]);
         let bases: Vec<u32> = a.iter().map(|a| a.base_global_rank).collect();
@@ -743,7 +726,7 @@ mod tests {
         );
         let peers: Vec<&str> = a.iter().map(|a| a.ring_peer.as_deref().unwrap()).collect();
         assert_eq!(peers, ["x", "y", "c", "a"]);
-        assert_eq!(assign(&members[..1])[0].ring_peer, None);
+        assert_eq!(assign(0, &members[..1])[0].ring_peer, None);
     }
 
     #[test]
