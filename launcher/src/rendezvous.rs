@@ -81,6 +81,8 @@ pub struct RendezvousTimeouts {
     pub last_call: Duration,
     pub close: Duration,
     pub keep_alive_interval: Duration,
+    /// Deadline of one heartbeat (its store operations).
+    pub heartbeat: Duration,
     pub keep_alive_max_attempt: u32,
     pub read: Duration,
 }
@@ -92,6 +94,7 @@ impl Default for RendezvousTimeouts {
             last_call: Duration::from_secs(30),
             close: Duration::from_secs(30),
             keep_alive_interval: Duration::from_secs(5),
+            heartbeat: Duration::from_secs(5),
             keep_alive_max_attempt: 3,
             read: Duration::from_secs(60),
         }
@@ -121,6 +124,7 @@ pub fn timeouts_from_conf(conf: &BTreeMap<String, String>) -> Result<RendezvousT
     t.last_call = seconds("last_call_timeout", t.last_call)?;
     t.close = seconds("close_timeout", t.close)?;
     t.keep_alive_interval = seconds("keep_alive_interval", t.keep_alive_interval)?;
+    t.heartbeat = seconds("heartbeat_timeout", t.heartbeat)?;
     t.read = seconds("read_timeout", t.read)?;
     if let Some(v) = conf.get("keep_alive_max_attempt") {
         t.keep_alive_max_attempt = v.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
@@ -413,12 +417,13 @@ impl DynamicRendezvous {
             self.write_assignments(round, sealed).await?;
         }
         let key = format!("{r}/assign/{k}");
-        let info: RoundInfo = serde_json::from_slice(&self.store.get(&key).await?).map_err(|e| {
-            RendezvousError::Corrupt {
-                key: key.clone(),
-                detail: e.to_string(),
-            }
-        })?;
+        let info: RoundInfo =
+            serde_json::from_slice(&self.store.get(&key).await?).map_err(|e| {
+                RendezvousError::Corrupt {
+                    key: key.clone(),
+                    detail: e.to_string(),
+                }
+            })?;
         tracing::info!(
             round,
             group_rank = info.group_rank,
@@ -588,9 +593,12 @@ impl Heartbeat {
         store: &StoreClient,
         round: &RoundInfo,
     ) -> Result<Heartbeat, StoreError> {
+        // A heartbeat that cannot complete within heartbeat_timeout is a store problem: the
+        // client then reports the connection lost and the agent re-joins.
         let store = rdzv
             .keys_on(store)
-            .prefixed(&format!("r{}/hb", round.round));
+            .prefixed(&format!("r{}/hb", round.round))
+            .with_timeout(rdzv.timeouts.heartbeat);
         let hb = Heartbeat {
             own_key: rdzv.me.id.clone(),
             peer_key: round.ring_peer.clone(),
@@ -759,6 +767,7 @@ mod tests {
         let t = timeouts_from_conf(&conf).unwrap();
         assert_eq!(t.join, Duration::from_secs(5));
         assert_eq!(t.last_call, Duration::from_millis(500));
+        assert_eq!(t.heartbeat, Duration::from_secs(5));
         assert_eq!(t.close, Duration::from_secs(30));
         let bad = BTreeMap::from([("join_timeout".to_string(), "-1".to_string())]);
         assert!(
