@@ -288,6 +288,9 @@ impl Agent {
     /// fails that way on a restart).
     async fn worker_store_for(&mut self, round: &RoundInfo) -> Result<(String, u16), AgentError> {
         let Backend::Dynamic(d) = &self.rdzv.backend else {
+            if self.attempt > 0 && self.cfg.nnodes.max == 1 {
+                self.forget_worker_keys().await?;
+            }
             return Ok((self.cfg.master_addr.clone(), self.cfg.master_port));
         };
         self.worker_store = None;
@@ -306,6 +309,23 @@ impl Agent {
         let port = server.port();
         self.worker_store = Some(server);
         Ok((addr, port))
+    }
+
+    /// Static, single node: the workers' store is the user's `--master-port`, the same in every
+    /// attempt, so before a restart the previous attempt's worker keys are deleted (torch 2.15
+    /// workers would read them as their peers' addresses). With several static nodes restarting
+    /// independently, as torchrun's, there is no safe moment to do this.
+    async fn forget_worker_keys(&self) -> Result<(), AgentError> {
+        let rendezvous_keys = format!("static/{}/", self.node.run_id);
+        let store = &self.rdzv.store;
+        let mut deleted = 0;
+        for key in store.list_keys().await? {
+            if !key.starts_with(&rendezvous_keys) && store.delete_key(&key).await? {
+                deleted += 1;
+            }
+        }
+        tracing::debug!(deleted, "deleted the previous attempt's worker keys");
+        Ok(())
     }
 
     fn start_workers(

@@ -346,3 +346,28 @@ fn open_files_limit_is_raised_to_the_hard_limit() {
         describe(&out)
     );
 }
+
+/// The same with a static `--master-port`, which every attempt's workers share: the previous
+/// attempt's keys are deleted before the restart.
+#[test]
+fn torch_workers_restart_on_a_static_master_port() {
+    let d = tempfile::tempdir().unwrap();
+    let s = script("test_script_elastic_torch.py");
+    let out_dir = format!("--out-dir={}", d.path().display());
+    let port = format!("--master-port={}", free_port());
+    let mut cmd = launch_cmd(&[
+        "--nproc-per-node=3",
+        "--master-addr=localhost",
+        &port,
+        "--max-restarts=1",
+        &s,
+        "--kill-rank=2",
+        &out_dir,
+    ]);
+    cmd.env("PYTHON_EXEC", torch_python());
+    let out = run_with_limit(cmd, Duration::from_secs(180));
+    assert_success(&out);
+    let expected: std::collections::BTreeSet<String> =
+        (0..3).map(|r| format!("ok_1_{r}_of_3")).collect();
+    assert_eq!(names(d.path()), expected);
+}
