@@ -103,6 +103,8 @@ pub struct Agent {
     attempt: u32,
     /// The store this node hosts for the current round's workers, when it is rank 0 (c10d).
     worker_store: Option<StoreServer>,
+    /// Tasks copying the current group's teed output to the console.
+    tees: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// One started worker.
@@ -178,6 +180,7 @@ impl Agent {
             failure_restarts: 0,
             attempt: 0,
             worker_store: None,
+            tees: Vec::new(),
         })
     }
 
@@ -225,6 +228,10 @@ impl Agent {
             let event = self.monitor(&mut group, &round).await;
             match event {
                 GroupEvent::Succeeded => {
+                    // Whatever the workers left running in their process groups goes now, as
+                    // torchrun's context close does; this also drains their teed output.
+                    self.stop(&group, Signal::SIGTERM, self.cfg.shutdown_timeout)
+                        .await;
                     self.exit_barrier(&round).await;
                     if let Backend::Dynamic(d) = &self.rdzv.backend
                         && let Err(e) = d.close().await
@@ -406,11 +413,11 @@ impl Agent {
                         filters: filters.clone(),
                         filtered_file,
                     };
-                    tokio::spawn(async move {
+                    self.tees.push(tokio::spawn(async move {
                         if let Err(e) = logs::run_tee(source).await {
                             tracing::warn!(error = %e, "worker log tee failed");
                         }
-                    });
+                    }));
                 }
                 streams.push(stdio);
             }
@@ -517,12 +524,32 @@ impl Agent {
         })))
     }
 
+    /// Lets the tee tasks copy what the stopped workers last wrote. A descendant that still
+    /// holds a pipe open must not keep the launcher waiting, hence the bound.
+    async fn drain_tees(&mut self) {
+        let tees = std::mem::take(&mut self.tees);
+        let all = async {
+            for tee in tees {
+                let _ = tee.await;
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(2), all)
+            .await
+            .is_err()
+        {
+            tracing::debug!(
+                "worker output still open after the workers exited; not waiting for it"
+            );
+        }
+    }
+
     async fn stop(&mut self, group: &[Worker], sig: Signal, grace: Duration) {
         let pgids: Vec<u32> = group.iter().map(|w| w.pid).collect();
         workers::stop_groups(&pgids, sig, grace, &mut self.reaper).await;
         for pgid in pgids {
             self.guardian.forget(pgid);
         }
+        self.drain_tees().await;
     }
 
     fn collect_failures(&mut self, group: &mut [Worker]) -> Vec<ProcessFailure> {

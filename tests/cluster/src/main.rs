@@ -1,0 +1,110 @@
+//! `cluster up --dir DIR` / `cluster down --dir DIR`: a local Kubernetes control plane.
+//! All the logic is in the library (`local_cluster`); this is argument parsing and signals.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use local_cluster::{Cluster, ClusterConfig};
+use tokio::signal::unix::{SignalKind, signal};
+
+#[derive(Parser)]
+#[command(about = "A real Kubernetes control plane on this machine (etcd, kube-apiserver, controller-manager, scheduler)")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Start a cluster in DIR and keep it running until Ctrl-C / SIGTERM / `cluster down`.
+    Up {
+        /// State dir of this cluster (certs, kubeconfig, etcd data, logs); one per cluster.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Dir with etcd, kube-apiserver, ... (default: what tests/cluster/provision.sh prints).
+        #[arg(long, env = "ELASTICJOB_CLUSTER_BIN")]
+        bin_dir: Option<PathBuf>,
+        /// Service cluster IP range.
+        #[arg(long, default_value = "10.96.0.0/16")]
+        service_cidr: String,
+        /// Seconds between SIGTERM and SIGKILL for each component at shutdown.
+        #[arg(long, default_value_t = 10)]
+        grace_secs: u64,
+        /// klog verbosity of the Kubernetes components.
+        #[arg(long, default_value_t = 1)]
+        v: u8,
+    },
+    /// Stop the cluster started with `cluster up --dir DIR`.
+    Down {
+        #[arg(long)]
+        dir: PathBuf,
+        /// How long to wait for an orderly stop before SIGKILL.
+        #[arg(long, default_value_t = 60)]
+        timeout_secs: u64,
+    },
+}
+
+fn default_bin_dir() -> PathBuf {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"));
+    cache.join("elasticjob/cluster/bin")
+}
+
+fn absolute(p: PathBuf) -> Result<PathBuf> {
+    Ok(if p.is_absolute() { p } else { std::env::current_dir()?.join(p) })
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().cmd {
+        Cmd::Up { dir, bin_dir, service_cidr, grace_secs, v } => {
+            let dir = absolute(dir)?;
+            let bin_dir = absolute(bin_dir.unwrap_or_else(default_bin_dir))?;
+            let mut cfg = ClusterConfig::new(&dir, &bin_dir)?;
+            cfg.service_cidr = service_cidr;
+            cfg.grace = Duration::from_secs(grace_secs);
+            cfg.verbosity = v;
+            // Listen for signals before starting anything, so none is missed.
+            let mut term = signal(SignalKind::terminate())?;
+            let mut int = signal(SignalKind::interrupt())?;
+            let mut cluster = tokio::select! {
+                c = Cluster::start(cfg) => c.context("starting the cluster")?,
+                _ = term.recv() => bail!("SIGTERM during startup (components were killed)"),
+                _ = int.recv() => bail!("interrupted during startup (components were killed)"),
+            };
+            println!("cluster {} is up: {}", cluster.config().name, cluster.api_url());
+            println!("  export KUBECONFIG={}", cluster.kubeconfig().display());
+            println!("  export PATH={}:$PATH   # kubectl, helm", bin_dir.display());
+            println!("  kubectl get --raw /readyz");
+            println!("logs: {}", cluster.layout().logs().display());
+            println!("stop: Ctrl-C, or `cluster down --dir {}`", dir.display());
+            let crashed = tokio::select! {
+                _ = term.recv() => None,
+                _ = int.recv() => None,
+                (c, why) = cluster.wait_for_exit() => Some((c, why)),
+            };
+            eprintln!("stopping cluster {} ...", cluster.config().name);
+            cluster.shutdown().await.context("stopping the cluster")?;
+            eprintln!("stopped; no process left");
+            if let Some((c, why)) = crashed {
+                bail!("{c} exited unexpectedly: {why}");
+            }
+            Ok(())
+        }
+        Cmd::Down { dir, timeout_secs } => {
+            let dir = absolute(dir)?;
+            local_cluster::down(&dir, Duration::from_secs(timeout_secs)).await?;
+            eprintln!("cluster in {} stopped", dir.display());
+            Ok(())
+        }
+    }
+}
