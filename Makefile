@@ -6,7 +6,7 @@ export CARGO_TARGET_DIR := $(CACHE)/target
 PYTHON_ENV := tests/scripts/python-env.sh
 LAUNCH := $(CARGO_TARGET_DIR)/release/elastic-launch
 
-.PHONY: all build test demo bench lint rust-toolchain python-env
+.PHONY: all build test demo bench lint rust-toolchain python-env cluster-provision cluster-test
 
 all: build
 
@@ -37,3 +37,12 @@ bench: build python-env
 lint: rust-toolchain
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
+
+# Local Kubernetes control plane (issue 4, tests/cluster/): provision once (cached under
+# $(CACHE)/cluster, ~12 min cold), then the end-to-end tests behind the cargo feature
+# `control-plane-tests` (not part of `make test` yet).
+cluster-provision:
+	tests/cluster/provision.sh
+
+cluster-test: rust-toolchain cluster-provision
+	cargo test -p local-cluster --features control-plane-tests -- --nocapture

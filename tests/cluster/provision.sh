@@ -151,7 +151,8 @@ EOF
   log "building kubernetes v$upstream control plane with $(go version | cut -d' ' -f3) (about 12 min cold on 2 cores; log: $src/build.log)"
   (
     cd "$k/.go/src/k8s.io/kubernetes"
-    export GOPATH="$k/.go" CGO_ENABLED=0 GOCACHE="$cache/gocache" GOFLAGS=-mod=vendor
+    # hack/lib/golang.sh sets GOCACHE itself (_output/local/go/cache inside the tree).
+    export GOPATH="$k/.go" CGO_ENABLED=0 GOFLAGS=-mod=vendor
     export KUBE_GIT_VERSION_FILE="$src/version-file"
     nice -n "${PROVISION_NICE:-10}" make WHAT="cmd/kube-apiserver cmd/kube-controller-manager cmd/kube-scheduler"
   ) >"$src/build.log" 2>&1 || {

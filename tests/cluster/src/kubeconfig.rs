@@ -11,7 +11,10 @@ use crate::{ClusterConfig, Result, io_err};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Credential {
     Token(String),
-    ClientCert { cert: std::path::PathBuf, key: std::path::PathBuf },
+    ClientCert {
+        cert: std::path::PathBuf,
+        key: std::path::PathBuf,
+    },
 }
 
 /// The kubeconfig document for `user` against this cluster.
@@ -55,8 +58,14 @@ mod tests {
         let cfg = ClusterConfig::new("/tmp/k/c2", "/bin").unwrap();
         let v = render(&cfg, "admin", &Credential::Token("t0k".into()));
         assert_eq!(v["current-context"], "c2");
-        assert_eq!(v["clusters"][0]["cluster"]["server"], format!("https://127.0.0.1:{}", cfg.ports.apiserver));
-        assert_eq!(v["clusters"][0]["cluster"]["certificate-authority"], "/tmp/k/c2/pki/ca.crt");
+        assert_eq!(
+            v["clusters"][0]["cluster"]["server"],
+            format!("https://127.0.0.1:{}", cfg.ports.apiserver)
+        );
+        assert_eq!(
+            v["clusters"][0]["cluster"]["certificate-authority"],
+            "/tmp/k/c2/pki/ca.crt"
+        );
         assert_eq!(v["users"][0]["user"]["token"], "t0k");
         assert_eq!(v["contexts"][0]["context"]["user"], "admin");
     }

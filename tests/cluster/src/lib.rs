@@ -65,7 +65,9 @@ pub enum ClusterError {
         log: PathBuf,
         tail: String,
     },
-    #[error("a cluster is already running from {dir} (pid {pid}); stop it with `cluster down --dir {dir}`")]
+    #[error(
+        "a cluster is already running from {dir} (pid {pid}); stop it with `cluster down --dir {dir}`"
+    )]
     AlreadyRunning { dir: PathBuf, pid: i32 },
     #[error("no cluster state in {0} (was `cluster up` run with this --dir?)")]
     NoState(PathBuf),
@@ -73,6 +75,18 @@ pub enum ClusterError {
     Config(String),
     #[error("processes still alive after shutdown: {0:?}")]
     Leftover(Vec<i32>),
+}
+
+impl ClusterError {
+    /// A component could not bind its port (taken between picking and binding).
+    pub fn is_port_clash(&self) -> bool {
+        match self {
+            ClusterError::ComponentExited { tail, .. } | ClusterError::NotReady { tail, .. } => {
+                tail.contains("address already in use")
+            }
+            _ => false,
+        }
+    }
 }
 
 pub type Result<T, E = ClusterError> = std::result::Result<T, E>;
@@ -182,7 +196,13 @@ impl ClusterConfig {
             .filter(|n| !n.is_empty())
             .unwrap_or("local")
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c.to_ascii_lowercase() } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
             .collect();
         Ok(ClusterConfig {
             name,
@@ -216,18 +236,28 @@ impl ClusterConfig {
     /// First address of the service range: the `kubernetes` service's cluster IP, which must be
     /// in the apiserver's serving cert.
     pub fn kubernetes_service_ip(&self) -> Result<Ipv4Addr> {
-        let (net, prefix) = self
-            .service_cidr
-            .split_once('/')
-            .ok_or_else(|| ClusterError::Config(format!("service CIDR {:?} has no /prefix", self.service_cidr)))?;
-        let net: Ipv4Addr = net
-            .parse()
-            .map_err(|_| ClusterError::Config(format!("service CIDR {:?}: bad IPv4 address", self.service_cidr)))?;
+        let (net, prefix) = self.service_cidr.split_once('/').ok_or_else(|| {
+            ClusterError::Config(format!(
+                "service CIDR {:?} has no /prefix",
+                self.service_cidr
+            ))
+        })?;
+        let net: Ipv4Addr = net.parse().map_err(|_| {
+            ClusterError::Config(format!(
+                "service CIDR {:?}: bad IPv4 address",
+                self.service_cidr
+            ))
+        })?;
         let prefix: u32 = prefix
             .parse()
             .ok()
             .filter(|p| (1..=30).contains(p))
-            .ok_or_else(|| ClusterError::Config(format!("service CIDR {:?}: prefix must be 1..=30", self.service_cidr)))?;
+            .ok_or_else(|| {
+                ClusterError::Config(format!(
+                    "service CIDR {:?}: prefix must be 1..=30",
+                    self.service_cidr
+                ))
+            })?;
         let mask = u32::MAX << (32 - prefix);
         Ok(Ipv4Addr::from((u32::from(net) & mask) + 1))
     }
@@ -241,7 +271,9 @@ pub struct Layout {
 
 impl Layout {
     pub fn new(dir: &Path) -> Self {
-        Layout { dir: dir.to_path_buf() }
+        Layout {
+            dir: dir.to_path_buf(),
+        }
     }
     pub fn pki(&self) -> PathBuf {
         self.dir.join("pki")
@@ -254,7 +286,10 @@ impl Layout {
     }
     /// `<pki>/<name>.crt`, `<pki>/<name>.key`.
     pub fn cert_pair(&self, name: &str) -> (PathBuf, PathBuf) {
-        (self.pki().join(format!("{name}.crt")), self.pki().join(format!("{name}.key")))
+        (
+            self.pki().join(format!("{name}.crt")),
+            self.pki().join(format!("{name}.key")),
+        )
     }
     pub fn sa_key(&self) -> PathBuf {
         self.pki().join("sa.key")
@@ -333,7 +368,10 @@ impl TokenFile {
     }
 
     pub fn token_of(&self, user: &str) -> Option<&str> {
-        self.users.iter().find(|u| u.user == user).map(|u| u.token.as_str())
+        self.users
+            .iter()
+            .find(|u| u.user == user)
+            .map(|u| u.token.as_str())
     }
 
     /// The CSV the apiserver reads.
@@ -354,14 +392,22 @@ impl TokenFile {
         let mut users = Vec::new();
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             let mut parts = line.splitn(4, ',');
-            let (Some(token), Some(user), Some(uid)) = (parts.next(), parts.next(), parts.next()) else {
-                return Err(ClusterError::Config(format!("bad token file line {line:?}")));
+            let (Some(token), Some(user), Some(uid)) = (parts.next(), parts.next(), parts.next())
+            else {
+                return Err(ClusterError::Config(format!(
+                    "bad token file line {line:?}"
+                )));
             };
             let groups = parts
                 .next()
                 .map(|g| g.trim_matches('"').split(',').map(str::to_string).collect())
                 .unwrap_or_default();
-            users.push(TokenUser { token: token.into(), user: user.into(), uid: uid.into(), groups });
+            users.push(TokenUser {
+                token: token.into(),
+                user: user.into(),
+                uid: uid.into(),
+                groups,
+            });
         }
         Ok(TokenFile { users })
     }
@@ -390,7 +436,9 @@ impl ComponentCommand {
     /// The value of `--flag=value`, if present.
     pub fn flag(&self, name: &str) -> Option<&str> {
         let prefix = format!("--{name}=");
-        self.args.iter().find_map(|a| a.strip_prefix(prefix.as_str()))
+        self.args
+            .iter()
+            .find_map(|a| a.strip_prefix(prefix.as_str()))
     }
 }
 
@@ -435,6 +483,7 @@ pub mod commands {
         let l = cfg.layout();
         let (crt, key) = l.cert_pair("apiserver");
         let (kcrt, kkey) = l.cert_pair("apiserver-kubelet-client");
+        let (pcrt, pkey) = l.cert_pair("front-proxy-client");
         ComponentCommand {
             component: Component::KubeApiserver,
             program: cfg.bin_dir.join("kube-apiserver"),
@@ -459,6 +508,13 @@ pub mod commands {
                 // For the kubelet stand-in (logs/exec) later.
                 arg("kubelet-client-certificate", path(kcrt)),
                 arg("kubelet-client-key", path(kkey)),
+                arg("requestheader-client-ca-file", path(l.ca_cert())),
+                arg("requestheader-allowed-names", "front-proxy-client"),
+                arg("requestheader-username-headers", "X-Remote-User"),
+                arg("requestheader-group-headers", "X-Remote-Group"),
+                arg("requestheader-extra-headers-prefix", "X-Remote-Extra-"),
+                arg("proxy-client-cert-file", path(pcrt)),
+                arg("proxy-client-key-file", path(pkey)),
                 arg("cert-dir", path(l.run_dir(Component::KubeApiserver))),
                 // The `kubernetes` Endpoints may not hold a loopback address (validation refuses
                 // 127.0.0.0/8), so the apiserver does not manage it; phase 2 (pod network)
@@ -485,7 +541,10 @@ pub mod commands {
                 arg("secure-port", cfg.ports.controller_manager),
                 // 1.20's insecure port (10252 on every interface by default): off.
                 arg("port", 0),
-                arg("cert-dir", path(l.run_dir(Component::KubeControllerManager))),
+                arg(
+                    "cert-dir",
+                    path(l.run_dir(Component::KubeControllerManager)),
+                ),
                 arg("leader-elect", false),
                 // All default controllers: garbagecollector, serviceaccount-token, ...
                 arg("controllers", "*"),
@@ -529,7 +588,12 @@ pub mod commands {
 
     /// All four, in start order.
     pub fn all(cfg: &ClusterConfig) -> Vec<ComponentCommand> {
-        vec![etcd(cfg), apiserver(cfg), controller_manager(cfg), scheduler(cfg)]
+        vec![
+            etcd(cfg),
+            apiserver(cfg),
+            controller_manager(cfg),
+            scheduler(cfg),
+        ]
     }
 }
 
@@ -539,7 +603,13 @@ mod tests {
 
     fn cfg() -> ClusterConfig {
         let mut c = ClusterConfig::new("/tmp/x/My_Cluster", "/opt/bin").unwrap();
-        c.ports = Ports { etcd_client: 1001, etcd_peer: 1002, apiserver: 1003, controller_manager: 1004, scheduler: 1005 };
+        c.ports = Ports {
+            etcd_client: 1001,
+            etcd_peer: 1002,
+            apiserver: 1003,
+            controller_manager: 1004,
+            scheduler: 1005,
+        };
         c
     }
 
@@ -551,7 +621,13 @@ mod tests {
     #[test]
     fn picked_ports_are_distinct_and_nonzero() {
         let p = Ports::pick().unwrap();
-        let mut v = vec![p.etcd_client, p.etcd_peer, p.apiserver, p.controller_manager, p.scheduler];
+        let mut v = vec![
+            p.etcd_client,
+            p.etcd_peer,
+            p.apiserver,
+            p.controller_manager,
+            p.scheduler,
+        ];
         assert!(v.iter().all(|&x| x != 0));
         v.sort();
         v.dedup();
@@ -561,11 +637,20 @@ mod tests {
     #[test]
     fn kubernetes_service_ip_is_first_of_range() {
         let mut c = cfg();
-        assert_eq!(c.kubernetes_service_ip().unwrap(), Ipv4Addr::new(10, 96, 0, 1));
+        assert_eq!(
+            c.kubernetes_service_ip().unwrap(),
+            Ipv4Addr::new(10, 96, 0, 1)
+        );
         c.service_cidr = "10.20.30.40/24".into();
-        assert_eq!(c.kubernetes_service_ip().unwrap(), Ipv4Addr::new(10, 20, 30, 1));
+        assert_eq!(
+            c.kubernetes_service_ip().unwrap(),
+            Ipv4Addr::new(10, 20, 30, 1)
+        );
         c.service_cidr = "10.0.0.0".into();
-        assert!(matches!(c.kubernetes_service_ip(), Err(ClusterError::Config(_))));
+        assert!(matches!(
+            c.kubernetes_service_ip(),
+            Err(ClusterError::Config(_))
+        ));
     }
 
     #[test]
@@ -574,7 +659,10 @@ mod tests {
         assert_eq!(e.program, PathBuf::from("/opt/bin/etcd"));
         assert_eq!(e.flag("listen-client-urls"), Some("http://127.0.0.1:1001"));
         assert_eq!(e.flag("listen-peer-urls"), Some("http://127.0.0.1:1002"));
-        assert_eq!(e.flag("initial-cluster"), Some("my-cluster=http://127.0.0.1:1002"));
+        assert_eq!(
+            e.flag("initial-cluster"),
+            Some("my-cluster=http://127.0.0.1:1002")
+        );
         assert_eq!(e.flag("data-dir"), Some("/tmp/x/My_Cluster/etcd"));
     }
 
@@ -587,10 +675,22 @@ mod tests {
         assert_eq!(a.flag("advertise-address"), Some("127.0.0.1"));
         assert_eq!(a.flag("etcd-servers"), Some("http://127.0.0.1:1001"));
         assert_eq!(a.flag("authorization-mode"), Some("Node,RBAC"));
-        assert_eq!(a.flag("token-auth-file"), Some("/tmp/x/My_Cluster/tokens.csv"));
-        assert_eq!(a.flag("client-ca-file"), Some("/tmp/x/My_Cluster/pki/ca.crt"));
-        assert_eq!(a.flag("service-account-issuer"), Some("https://kubernetes.default.svc.cluster.local"));
-        assert_eq!(a.flag("service-account-signing-key-file"), Some("/tmp/x/My_Cluster/pki/sa.key"));
+        assert_eq!(
+            a.flag("token-auth-file"),
+            Some("/tmp/x/My_Cluster/tokens.csv")
+        );
+        assert_eq!(
+            a.flag("client-ca-file"),
+            Some("/tmp/x/My_Cluster/pki/ca.crt")
+        );
+        assert_eq!(
+            a.flag("service-account-issuer"),
+            Some("https://kubernetes.default.svc.cluster.local")
+        );
+        assert_eq!(
+            a.flag("service-account-signing-key-file"),
+            Some("/tmp/x/My_Cluster/pki/sa.key")
+        );
         assert_eq!(a.flag("service-cluster-ip-range"), Some("10.96.0.0/16"));
     }
 
@@ -602,16 +702,31 @@ mod tests {
         assert_eq!(cm.flag("port"), Some("0"));
         assert_eq!(cm.flag("bind-address"), Some("127.0.0.1"));
         assert_eq!(cm.flag("enable-garbage-collector"), Some("true"));
-        assert_eq!(cm.flag("service-account-private-key-file"), Some("/tmp/x/My_Cluster/pki/sa.key"));
-        assert_eq!(cm.flag("root-ca-file"), Some("/tmp/x/My_Cluster/pki/ca.crt"));
-        assert_eq!(cm.flag("kubeconfig"), Some("/tmp/x/My_Cluster/kube-controller-manager.kubeconfig"));
+        assert_eq!(
+            cm.flag("service-account-private-key-file"),
+            Some("/tmp/x/My_Cluster/pki/sa.key")
+        );
+        assert_eq!(
+            cm.flag("root-ca-file"),
+            Some("/tmp/x/My_Cluster/pki/ca.crt")
+        );
+        assert_eq!(
+            cm.flag("kubeconfig"),
+            Some("/tmp/x/My_Cluster/kube-controller-manager.kubeconfig")
+        );
         let s = commands::scheduler(&c);
         assert_eq!(s.flag("secure-port"), Some("1005"));
         assert_eq!(s.flag("port"), Some("0"));
         assert_eq!(s.flag("bind-address"), Some("127.0.0.1"));
-        assert_eq!(s.flag("kubeconfig"), Some("/tmp/x/My_Cluster/kube-scheduler.kubeconfig"));
+        assert_eq!(
+            s.flag("kubeconfig"),
+            Some("/tmp/x/My_Cluster/kube-scheduler.kubeconfig")
+        );
         let all = commands::all(&c);
-        assert_eq!(all.iter().map(|c| c.component).collect::<Vec<_>>(), Component::ALL.to_vec());
+        assert_eq!(
+            all.iter().map(|c| c.component).collect::<Vec<_>>(),
+            Component::ALL.to_vec()
+        );
     }
 
     #[test]
@@ -620,17 +735,37 @@ mod tests {
             for a in &c.args {
                 assert!(!a.contains("0.0.0.0"), "{}: {a}", c.component);
                 if a.contains("://") {
-                    assert!(a.contains("://127.0.0.1:") || a.contains("kubernetes.default.svc"), "{}: {a}", c.component);
+                    assert!(
+                        a.contains("://127.0.0.1:") || a.contains("kubernetes.default.svc"),
+                        "{}: {a}",
+                        c.component
+                    );
                 }
             }
         }
     }
 
     #[test]
+    fn port_clash_is_recognised_from_the_log_tail() {
+        let e = |tail: &str| ClusterError::ComponentExited {
+            component: Component::Etcd,
+            status: "exit status: 1".into(),
+            log: "/x".into(),
+            tail: tail.into(),
+        };
+        assert!(e("listen tcp 127.0.0.1:4001: bind: address already in use").is_port_clash());
+        assert!(!e("some other failure").is_port_clash());
+        assert!(!ClusterError::NoState("/x".into()).is_port_clash());
+    }
+
+    #[test]
     fn token_file_round_trips_and_has_admin_and_unprivileged() {
         let t = TokenFile::generate().unwrap();
         let text = t.render();
-        assert!(text.contains(",admin,uid-admin,\"system:masters\"\n"), "{text}");
+        assert!(
+            text.contains(",admin,uid-admin,\"system:masters\"\n"),
+            "{text}"
+        );
         assert_eq!(TokenFile::parse(&text).unwrap(), t);
         assert_eq!(t.token_of(ADMIN_USER).unwrap().len(), 48);
         assert_ne!(t.token_of(ADMIN_USER), t.token_of(UNPRIVILEGED_USER));

@@ -10,7 +10,9 @@ use local_cluster::{Cluster, ClusterConfig};
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Parser)]
-#[command(about = "A real Kubernetes control plane on this machine (etcd, kube-apiserver, controller-manager, scheduler)")]
+#[command(
+    about = "A real Kubernetes control plane on this machine (etcd, kube-apiserver, controller-manager, scheduler)"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -49,12 +51,18 @@ enum Cmd {
 fn default_bin_dir() -> PathBuf {
     let cache = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
+        });
     cache.join("elasticjob/cluster/bin")
 }
 
 fn absolute(p: PathBuf) -> Result<PathBuf> {
-    Ok(if p.is_absolute() { p } else { std::env::current_dir()?.join(p) })
+    Ok(if p.is_absolute() {
+        p
+    } else {
+        std::env::current_dir()?.join(p)
+    })
 }
 
 #[tokio::main]
@@ -66,7 +74,13 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().cmd {
-        Cmd::Up { dir, bin_dir, service_cidr, grace_secs, v } => {
+        Cmd::Up {
+            dir,
+            bin_dir,
+            service_cidr,
+            grace_secs,
+            v,
+        } => {
             let dir = absolute(dir)?;
             let bin_dir = absolute(bin_dir.unwrap_or_else(default_bin_dir))?;
             let mut cfg = ClusterConfig::new(&dir, &bin_dir)?;
@@ -81,9 +95,16 @@ async fn main() -> Result<()> {
                 _ = term.recv() => bail!("SIGTERM during startup (components were killed)"),
                 _ = int.recv() => bail!("interrupted during startup (components were killed)"),
             };
-            println!("cluster {} is up: {}", cluster.config().name, cluster.api_url());
+            println!(
+                "cluster {} is up: {}",
+                cluster.config().name,
+                cluster.api_url()
+            );
             println!("  export KUBECONFIG={}", cluster.kubeconfig().display());
-            println!("  export PATH={}:$PATH   # kubectl, helm", bin_dir.display());
+            println!(
+                "  export PATH={}:$PATH   # kubectl, helm",
+                bin_dir.display()
+            );
             println!("  kubectl get --raw /readyz");
             println!("logs: {}", cluster.layout().logs().display());
             println!("stop: Ctrl-C, or `cluster down --dir {}`", dir.display());

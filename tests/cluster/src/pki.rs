@@ -16,7 +16,10 @@ use rcgen::{
 use crate::{ClusterConfig, ClusterError, Layout, Result, io_err};
 
 fn cert_err(what: &str) -> impl FnOnce(rcgen::Error) -> ClusterError + '_ {
-    move |source| ClusterError::Cert { what: what.to_string(), source }
+    move |source| ClusterError::Cert {
+        what: what.to_string(),
+        source,
+    }
 }
 
 /// A client identity: the apiserver maps CN to the user and O to groups.
@@ -30,12 +33,28 @@ pub struct ClientIdentity {
 
 /// The client certs phase 1 makes.
 pub const CLIENTS: &[ClientIdentity] = &[
-    ClientIdentity { file: "kube-controller-manager", user: "system:kube-controller-manager", groups: &[] },
-    ClientIdentity { file: "kube-scheduler", user: "system:kube-scheduler", groups: &[] },
+    ClientIdentity {
+        file: "kube-controller-manager",
+        user: "system:kube-controller-manager",
+        groups: &[],
+    },
+    ClientIdentity {
+        file: "kube-scheduler",
+        user: "system:kube-scheduler",
+        groups: &[],
+    },
     ClientIdentity {
         file: "apiserver-kubelet-client",
         user: "kube-apiserver-kubelet-client",
         groups: &["system:masters"],
+    },
+    // The apiserver's front-proxy (requestheader) client: the extension-apiserver-authentication
+    // configmap then holds a requestheader CA, which the delegated authentication of the
+    // controller-manager and scheduler (and aggregated APIs) expect.
+    ClientIdentity {
+        file: "front-proxy-client",
+        user: "front-proxy-client",
+        groups: &[],
     },
 ];
 
@@ -97,10 +116,20 @@ pub fn generate(cfg: &ClusterConfig) -> Result<()> {
 
     // CA
     let ca_key = KeyPair::generate().map_err(cert_err("CA key"))?;
-    let mut ca_params = base_params(vec![], &format!("elasticjob-local-cluster-ca-{}", cfg.name), "CA")?;
+    let mut ca_params = base_params(
+        vec![],
+        &format!("elasticjob-local-cluster-ca-{}", cfg.name),
+        "CA",
+    )?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-    let ca_cert = ca_params.self_signed(&ca_key).map_err(cert_err("CA cert"))?;
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_cert = ca_params
+        .self_signed(&ca_key)
+        .map_err(cert_err("CA cert"))?;
     write(&l.ca_cert(), &ca_cert.pem(), false)?;
     write(&l.ca_key(), &ca_key.serialize_pem(), true)?;
     let issuer = Issuer::new(ca_params, ca_key);
@@ -108,9 +137,14 @@ pub fn generate(cfg: &ClusterConfig) -> Result<()> {
     // apiserver serving cert
     let key = KeyPair::generate().map_err(cert_err("apiserver key"))?;
     let mut p = base_params(apiserver_sans(cfg)?, "kube-apiserver", "apiserver cert")?;
-    p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    p.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let cert = p.signed_by(&key, &issuer).map_err(cert_err("apiserver cert"))?;
+    let cert = p
+        .signed_by(&key, &issuer)
+        .map_err(cert_err("apiserver cert"))?;
     let (c, k) = l.cert_pair("apiserver");
     write(&c, &cert.pem(), false)?;
     write(&k, &key.serialize_pem(), true)?;
@@ -122,7 +156,10 @@ pub fn generate(cfg: &ClusterConfig) -> Result<()> {
         for g in id.groups {
             p.distinguished_name.push(DnType::OrganizationName, *g);
         }
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        p.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let cert = p.signed_by(&key, &issuer).map_err(cert_err(id.file))?;
         let (c, k) = l.cert_pair(id.file);
@@ -155,29 +192,64 @@ mod tests {
         assert!(is_complete(&l));
         let mode = fs::metadata(l.ca_key()).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        assert!(fs::read_to_string(l.sa_pub()).unwrap().starts_with("-----BEGIN PUBLIC KEY-----"));
-        assert!(fs::read_to_string(l.sa_key()).unwrap().starts_with("-----BEGIN PRIVATE KEY-----"));
+        assert!(
+            fs::read_to_string(l.sa_pub())
+                .unwrap()
+                .starts_with("-----BEGIN PUBLIC KEY-----")
+        );
+        assert!(
+            fs::read_to_string(l.sa_key())
+                .unwrap()
+                .starts_with("-----BEGIN PRIVATE KEY-----")
+        );
 
         let mut roots = rustls::RootCertStore::empty();
-        roots.add(CertificateDer::from_pem_file(l.ca_cert()).unwrap()).unwrap();
+        roots
+            .add(CertificateDer::from_pem_file(l.ca_cert()).unwrap())
+            .unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider).build().unwrap();
+        let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .unwrap();
         let leaf = CertificateDer::from_pem_file(l.cert_pair("apiserver").0).unwrap();
-        for name in ["127.0.0.1", "10.96.0.1", "localhost", "kubernetes.default.svc.cluster.local"] {
+        for name in [
+            "127.0.0.1",
+            "10.96.0.1",
+            "localhost",
+            "kubernetes.default.svc.cluster.local",
+        ] {
             verifier
-                .verify_server_cert(&leaf, &[], &ServerName::try_from(name).unwrap(), &[], UnixTime::now())
+                .verify_server_cert(
+                    &leaf,
+                    &[],
+                    &ServerName::try_from(name).unwrap(),
+                    &[],
+                    UnixTime::now(),
+                )
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
         }
         assert!(
             verifier
-                .verify_server_cert(&leaf, &[], &ServerName::try_from("example.com").unwrap(), &[], UnixTime::now())
+                .verify_server_cert(
+                    &leaf,
+                    &[],
+                    &ServerName::try_from("example.com").unwrap(),
+                    &[],
+                    UnixTime::now()
+                )
                 .is_err()
         );
         // A client cert is no serving cert.
         let client = CertificateDer::from_pem_file(l.cert_pair("kube-scheduler").0).unwrap();
         assert!(
             verifier
-                .verify_server_cert(&client, &[], &ServerName::try_from("127.0.0.1").unwrap(), &[], UnixTime::now())
+                .verify_server_cert(
+                    &client,
+                    &[],
+                    &ServerName::try_from("127.0.0.1").unwrap(),
+                    &[],
+                    UnixTime::now()
+                )
                 .is_err()
         );
 

@@ -17,7 +17,9 @@ pub(crate) fn tls_config(ca_cert: &Path) -> Result<Arc<rustls::ClientConfig>> {
     let ca = CertificateDer::from_pem_file(ca_cert)
         .map_err(|e| ClusterError::Tls(format!("reading {}: {e}", ca_cert.display())))?;
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca).map_err(|e| ClusterError::Tls(e.to_string()))?;
+    roots
+        .add(ca)
+        .map_err(|e| ClusterError::Tls(e.to_string()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -36,7 +38,8 @@ pub(crate) fn get(
     token: Option<&str>,
 ) -> std::result::Result<(u16, String), String> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let sock = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| format!("connect {addr}: {e}"))?;
+    let sock = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map_err(|e| format!("connect {addr}: {e}"))?;
     sock.set_read_timeout(Some(Duration::from_secs(5))).ok();
     sock.set_write_timeout(Some(Duration::from_secs(5))).ok();
     let mut req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
@@ -48,14 +51,17 @@ pub(crate) fn get(
     let res = match tls {
         Some(cfg) => {
             let name = ServerName::IpAddress(Ipv4Addr::LOCALHOST.into());
-            let conn = rustls::ClientConnection::new(cfg.clone(), name).map_err(|e| e.to_string())?;
+            let conn =
+                rustls::ClientConnection::new(cfg.clone(), name).map_err(|e| e.to_string())?;
             let mut s = rustls::StreamOwned::new(conn, sock);
-            s.write_all(req.as_bytes()).map_err(|e| format!("TLS write: {e}"))?;
+            s.write_all(req.as_bytes())
+                .map_err(|e| format!("TLS write: {e}"))?;
             s.read_to_end(&mut buf)
         }
         None => {
             let mut s = sock;
-            s.write_all(req.as_bytes()).map_err(|e| format!("write: {e}"))?;
+            s.write_all(req.as_bytes())
+                .map_err(|e| format!("write: {e}"))?;
             s.read_to_end(&mut buf)
         }
     };
@@ -70,7 +76,15 @@ pub(crate) fn get(
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("not an HTTP response: {:?}", text.chars().take(80).collect::<String>()))?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        .ok_or_else(|| {
+            format!(
+                "not an HTTP response: {:?}",
+                text.chars().take(80).collect::<String>()
+            )
+        })?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((status, body))
 }

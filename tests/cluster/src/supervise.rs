@@ -6,7 +6,6 @@
 //! the grace period, SIGKILL, reap.
 
 use std::fs;
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -58,22 +57,34 @@ fn tail(path: &Path, lines: usize) -> String {
 fn process_alive(pid: i32) -> bool {
     // A zombie is dead for our purposes.
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => s.rsplit_once(')').map(|(_, rest)| !rest.trim_start().starts_with('Z')).unwrap_or(true),
+        Ok(s) => s
+            .rsplit_once(')')
+            .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+            .unwrap_or(true),
         Err(_) => false,
     }
 }
 
 /// Pids of live processes whose command line mentions `dir` (the state dir is in every
-/// component's flags): what a test checks after shutdown.
+/// component's flags): what a test checks after shutdown. This process and other processes of
+/// the same executable (a `cluster down --dir DIR` that is stopping this cluster) do not count.
 pub fn processes_mentioning(dir: &Path) -> Vec<i32> {
     let needle = dir.display().to_string();
     let me = std::process::id() as i32;
-    let Ok(rd) = fs::read_dir("/proc") else { return vec![] };
+    let my_exe = fs::read_link("/proc/self/exe").ok();
+    let Ok(rd) = fs::read_dir("/proc") else {
+        return vec![];
+    };
     rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter(|&pid| pid != me)
+        .filter(|&pid| my_exe.is_none() || fs::read_link(format!("/proc/{pid}/exe")).ok() != my_exe)
         .filter(|&pid| {
             fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(&needle))
+                .map(|c| {
+                    String::from_utf8_lossy(&c)
+                        .replace('\0', " ")
+                        .contains(&needle)
+                })
                 .unwrap_or(false)
         })
         .filter(|&pid| process_alive(pid))
@@ -83,10 +94,34 @@ pub fn processes_mentioning(dir: &Path) -> Vec<i32> {
 impl Cluster {
     /// Prepares the state dir (PKI, tokens, kubeconfigs, fresh etcd data), starts etcd,
     /// kube-apiserver, kube-controller-manager and kube-scheduler and waits until each is ready.
-    pub async fn start(config: ClusterConfig) -> Result<Cluster> {
+    ///
+    /// Free ports are picked before the components bind them; if another process takes one in
+    /// between (a component fails with "address already in use"), the start is retried with
+    /// fresh ports, up to three times.
+    pub async fn start(mut config: ClusterConfig) -> Result<Cluster> {
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(config.clone()).await {
+                Err(e) if e.is_port_clash() && attempt < 3 => {
+                    warn!(
+                        attempt,
+                        "a port was taken before the component bound it; retrying with fresh ports: {e}"
+                    );
+                    config.ports = Ports::pick()?;
+                    attempt += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn start_once(config: ClusterConfig) -> Result<Cluster> {
         let l = config.layout();
         if let Some(pid) = running_supervisor(&l) {
-            return Err(ClusterError::AlreadyRunning { dir: config.dir.clone(), pid });
+            return Err(ClusterError::AlreadyRunning {
+                dir: config.dir.clone(),
+                pid,
+            });
         }
         for c in Component::ALL {
             let p = config.bin_dir.join(c.binary());
@@ -97,23 +132,36 @@ impl Cluster {
         let t0 = Instant::now();
         let tokens = prepare_dir(&config)?;
         debug!(elapsed = ?t0.elapsed(), "state dir prepared");
-        let mut cluster = Cluster { config, tokens, running: Vec::new() };
+        let mut cluster = Cluster {
+            config,
+            tokens,
+            running: Vec::new(),
+        };
 
         let cfg = cluster.config.clone();
         cluster.spawn(commands::etcd(&cfg))?;
-        cluster.wait_ready(Component::Etcd, cfg.ports.etcd_client, "/health", None, |s, b| {
-            s == 200 && b.contains("\"health\":\"true\"")
-        })
-        .await?;
+        cluster
+            .wait_ready(
+                Component::Etcd,
+                cfg.ports.etcd_client,
+                "/health",
+                None,
+                |s, b| s == 200 && b.contains("\"health\":\"true\""),
+            )
+            .await?;
         info!(elapsed = ?t0.elapsed(), "etcd ready on {}", cfg.etcd_url());
 
         cluster.spawn(commands::apiserver(&cfg))?;
         let tls = probe::tls_config(&cfg.layout().ca_cert())?;
         let admin = cluster.tokens.token_of(ADMIN_USER).map(str::to_string);
         cluster
-            .wait_ready(Component::KubeApiserver, cfg.ports.apiserver, "/readyz", Some((&tls, admin.as_deref())), |s, _| {
-                s == 200
-            })
+            .wait_ready(
+                Component::KubeApiserver,
+                cfg.ports.apiserver,
+                "/readyz",
+                Some((&tls, admin.as_deref())),
+                |s, _| s == 200,
+            )
             .await?;
         info!(elapsed = ?t0.elapsed(), "kube-apiserver ready on {}", cfg.api_url());
 
@@ -121,7 +169,10 @@ impl Cluster {
         cluster.spawn(commands::scheduler(&cfg))?;
         // Their serving certs are self-signed; being up and answering HTTPS is what we check.
         for (c, port) in [
-            (Component::KubeControllerManager, cfg.ports.controller_manager),
+            (
+                Component::KubeControllerManager,
+                cfg.ports.controller_manager,
+            ),
             (Component::KubeScheduler, cfg.ports.scheduler),
         ] {
             cluster.wait_listening(c, port).await?;
@@ -189,16 +240,26 @@ impl Cluster {
                 Ok(())
             });
         }
-        let child = c.spawn().map_err(io_err(format!("starting {}", cmd.program.display())))?;
+        let child = c
+            .spawn()
+            .map_err(io_err(format!("starting {}", cmd.program.display())))?;
         let pid = child.id().map(|p| p as i32).unwrap_or(-1);
         info!(component = %cmd.component, pid, log = %cmd.log.display(), "started");
         debug!(args = ?cmd.args, "{}", cmd.component);
-        self.running.push(Running { component: cmd.component, child, pid, log: cmd.log });
+        self.running.push(Running {
+            component: cmd.component,
+            child,
+            pid,
+            log: cmd.log,
+        });
         Ok(())
     }
 
     fn running_mut(&mut self, c: Component) -> &mut Running {
-        self.running.iter_mut().find(|r| r.component == c).expect("component started")
+        self.running
+            .iter_mut()
+            .find(|r| r.component == c)
+            .expect("component started")
     }
 
     /// Err if the component has exited.
@@ -225,18 +286,25 @@ impl Cluster {
         ok: impl Fn(u16, &str) -> bool,
     ) -> Result<()> {
         let start = Instant::now();
-        let mut last = String::from("no answer yet");
+        let mut last;
         let tls_cfg = tls.map(|(t, _)| t.clone());
         let token = tls.and_then(|(_, t)| t.map(str::to_string));
         loop {
             self.check_alive(c)?;
             let (tc, tk) = (tls_cfg.clone(), token.clone());
-            let res = tokio::task::spawn_blocking(move || probe::get(port, path, tc.as_ref(), tk.as_deref()))
-                .await
-                .unwrap_or_else(|e| Err(e.to_string()));
+            let res = tokio::task::spawn_blocking(move || {
+                probe::get(port, path, tc.as_ref(), tk.as_deref())
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
             match res {
                 Ok((s, b)) if ok(s, &b) => return Ok(()),
-                Ok((s, b)) => last = format!("GET {path}: {s} {}", b.chars().take(300).collect::<String>()),
+                Ok((s, b)) => {
+                    last = format!(
+                        "GET {path}: {s} {}",
+                        b.chars().take(300).collect::<String>()
+                    )
+                }
                 Err(e) => last = e,
             }
             if start.elapsed() > self.config.ready_timeout {
@@ -279,7 +347,14 @@ impl Cluster {
         loop {
             for r in &mut self.running {
                 if let Ok(Some(status)) = r.child.try_wait() {
-                    return (r.component, format!("{status}; last lines of {}:\n{}", r.log.display(), tail(&r.log, 15)));
+                    return (
+                        r.component,
+                        format!(
+                            "{status}; last lines of {}:\n{}",
+                            r.log.display(),
+                            tail(&r.log, 15)
+                        ),
+                    );
                 }
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
@@ -311,7 +386,11 @@ impl Cluster {
         }
         let _ = fs::remove_file(self.layout().state_file());
         let left = processes_mentioning(&self.config.dir);
-        if left.is_empty() { Ok(()) } else { Err(ClusterError::Leftover(left)) }
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(ClusterError::Leftover(left))
+        }
     }
 }
 
@@ -325,7 +404,9 @@ impl Drop for Cluster {
 
 fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }
 
 fn running_supervisor(l: &Layout) -> Option<i32> {
@@ -346,23 +427,33 @@ fn prepare_dir(cfg: &ClusterConfig) -> Result<TokenFile> {
     }
     // A cluster is fresh on every `up`: a kept etcd member would remember its old peer URL.
     if l.etcd_data().exists() {
-        fs::remove_dir_all(l.etcd_data()).map_err(io_err(format!("removing {}", l.etcd_data().display())))?;
+        fs::remove_dir_all(l.etcd_data())
+            .map_err(io_err(format!("removing {}", l.etcd_data().display())))?;
     }
     pki::ensure(cfg)?;
     let tokens = TokenFile::generate()?;
     {
         use std::os::unix::fs::PermissionsExt;
         fs::write(l.token_file(), tokens.render()).map_err(io_err("writing token file"))?;
-        fs::set_permissions(l.token_file(), fs::Permissions::from_mode(0o600)).map_err(io_err("chmod token file"))?;
+        fs::set_permissions(l.token_file(), fs::Permissions::from_mode(0o600))
+            .map_err(io_err("chmod token file"))?;
     }
-    let admin = tokens.token_of(ADMIN_USER).expect("admin token").to_string();
+    let admin = tokens
+        .token_of(ADMIN_USER)
+        .expect("admin token")
+        .to_string();
     kubeconfig::write(&l.kubeconfig(), cfg, ADMIN_USER, &Credential::Token(admin))?;
     for (c, id) in [
         (Component::KubeControllerManager, &pki::CLIENTS[0]),
         (Component::KubeScheduler, &pki::CLIENTS[1]),
     ] {
         let (cert, key) = l.cert_pair(id.file);
-        kubeconfig::write(&l.component_kubeconfig(c), cfg, id.user, &Credential::ClientCert { cert, key })?;
+        kubeconfig::write(
+            &l.component_kubeconfig(c),
+            cfg,
+            id.user,
+            &Credential::ClientCert { cert, key },
+        )?;
     }
     Ok(tokens)
 }
@@ -373,12 +464,16 @@ fn prepare_dir(cfg: &ClusterConfig) -> Result<TokenFile> {
 /// mentions `dir` (no stray kill after pid reuse).
 pub async fn down(dir: &Path, timeout: Duration) -> Result<()> {
     let l = Layout::new(dir);
-    let text = fs::read_to_string(l.state_file()).map_err(|_| ClusterError::NoState(dir.to_path_buf()))?;
+    let text =
+        fs::read_to_string(l.state_file()).map_err(|_| ClusterError::NoState(dir.to_path_buf()))?;
     let st: StateFile = serde_json::from_str(&text)
         .map_err(|e| ClusterError::Config(format!("{}: {e}", l.state_file().display())))?;
     let ours = |pid: i32| processes_mentioning(dir).contains(&pid) || pid == st.supervisor_pid;
     if process_alive(st.supervisor_pid) && st.supervisor_pid != std::process::id() as i32 {
-        info!(pid = st.supervisor_pid, "asking the supervisor to stop the cluster");
+        info!(
+            pid = st.supervisor_pid,
+            "asking the supervisor to stop the cluster"
+        );
         let _ = kill(Pid::from_raw(st.supervisor_pid), Signal::SIGTERM);
         let start = Instant::now();
         while process_alive(st.supervisor_pid) && start.elapsed() < timeout {
@@ -395,5 +490,9 @@ pub async fn down(dir: &Path, timeout: Duration) -> Result<()> {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let _ = fs::remove_file(l.state_file());
     let left = processes_mentioning(dir);
-    if left.is_empty() { Ok(()) } else { Err(ClusterError::Leftover(left)) }
+    if left.is_empty() {
+        Ok(())
+    } else {
+        Err(ClusterError::Leftover(left))
+    }
 }

@@ -1,0 +1,643 @@
+//! End-to-end tests of the local control plane with the real binaries and the real kubectl.
+//!
+//! Behind the cargo feature `control-plane-tests` (off by default, so `cargo test --workspace`
+//! does not compile or run them): `make cluster-test` provisions and runs them. With the feature
+//! on, nothing is skipped: a failed provision fails the test.
+#![cfg(feature = "control-plane-tests")]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use local_cluster::{Cluster, ClusterConfig, UNPRIVILEGED_USER, processes_mentioning};
+use serde_json::json;
+
+/// Runs provision.sh once per test binary (idempotent, cached; the script serialises concurrent
+/// runs itself) and returns the bin dir.
+fn bin_dir() -> PathBuf {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_test_writer()
+        .try_init();
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("provision.sh");
+        let t = Instant::now();
+        let out = Command::new("bash")
+            .arg(&script)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("running provision.sh");
+        assert!(
+            out.status.success(),
+            "{} failed ({}): see its messages above",
+            script.display(),
+            out.status
+        );
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let bin = PathBuf::from(
+            stdout
+                .lines()
+                .last()
+                .expect("provision.sh printed the bin dir")
+                .trim(),
+        );
+        eprintln!("provisioned in {:?}: {}", t.elapsed(), bin.display());
+        bin
+    })
+    .clone()
+}
+
+struct Kubectl {
+    bin: PathBuf,
+    kubeconfig: PathBuf,
+}
+
+impl Kubectl {
+    fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut c = Command::new(&self.bin);
+        c.arg("--kubeconfig").arg(&self.kubeconfig).args(args);
+        c.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c.spawn().expect("spawning kubectl");
+        if let Some(s) = stdin {
+            child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs and asserts success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args, None);
+        assert!(
+            o.status.success(),
+            "kubectl {args:?} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    fn apply(&self, doc: &serde_json::Value) -> String {
+        let o = self.run(&["apply", "-f", "-"], Some(&doc.to_string()));
+        assert!(
+            o.status.success(),
+            "kubectl apply failed: {}\n{doc:#}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    /// Retries `args` until `pred(stdout)` holds or `timeout` passes.
+    fn eventually(
+        &self,
+        what: &str,
+        timeout: Duration,
+        args: &[&str],
+        pred: impl Fn(&Output) -> bool,
+    ) -> Output {
+        let start = Instant::now();
+        loop {
+            let o = self.run(args, None);
+            if pred(&o) {
+                return o;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "timed out after {timeout:?} waiting for {what}: kubectl {args:?}\nstdout: {}\nstderr: {}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+fn assert_nothing_left(dir: &Path, pids: &[(local_cluster::Component, i32)]) {
+    let left = processes_mentioning(dir);
+    assert!(
+        left.is_empty(),
+        "processes of {} still alive: {left:?}",
+        dir.display()
+    );
+    for (c, pid) in pids {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "{c} (pid {pid}) still exists"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_plane_serves_crds_gc_serviceaccounts_and_rbac() {
+    let bin = bin_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("e2e-main");
+    let mut cfg = ClusterConfig::new(&dir, &bin).unwrap();
+    // A port taken between picking and binding: start retries with fresh ports.
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = squatter.local_addr().unwrap().port();
+    cfg.ports.apiserver = taken;
+    let t = Instant::now();
+    let cluster = Cluster::start(cfg)
+        .await
+        .unwrap_or_else(|e| panic!("cluster start: {e}"));
+    assert_ne!(cluster.config().ports.apiserver, taken);
+    drop(squatter);
+    eprintln!(
+        "control plane ready in {:?} at {}",
+        t.elapsed(),
+        cluster.api_url()
+    );
+    let pids = cluster.pids();
+    assert_eq!(pids.len(), 4);
+    let k = Kubectl {
+        bin: bin.join("kubectl"),
+        kubeconfig: cluster.kubeconfig(),
+    };
+    let ca = cluster.layout().ca_cert().display().to_string();
+    let server = cluster.api_url();
+
+    // --- health and version
+    assert_eq!(k.ok(&["get", "--raw", "/healthz"]).trim(), "ok");
+    assert_eq!(k.ok(&["get", "--raw", "/readyz"]).trim(), "ok");
+    let version: serde_json::Value =
+        serde_json::from_str(&k.ok(&["get", "--raw", "/version"])).unwrap();
+    assert_eq!(version["gitVersion"], "v1.20.2", "{version}");
+
+    // --- namespace
+    k.ok(&["create", "namespace", "e2e"]);
+    assert_eq!(
+        k.ok(&["get", "ns", "e2e", "-o", "jsonpath={.status.phase}"]),
+        "Active"
+    );
+
+    // --- CRD with status and scale subresources, a custom resource, schema validation, scale
+    k.apply(&json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.e2e.elasticjob.dev"},
+        "spec": {
+            "group": "e2e.elasticjob.dev",
+            "scope": "Namespaced",
+            "names": {"kind": "Widget", "plural": "widgets", "singular": "widget", "listKind": "WidgetList"},
+            "versions": [{
+                "name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {
+                    "type": "object",
+                    "properties": {
+                        "spec": {"type": "object", "properties": {"replicas": {"type": "integer", "minimum": 0}}},
+                        "status": {"type": "object", "properties": {
+                            "replicas": {"type": "integer"}, "selector": {"type": "string"}}}
+                    }
+                }},
+                "subresources": {
+                    "status": {},
+                    "scale": {
+                        "specReplicasPath": ".spec.replicas",
+                        "statusReplicasPath": ".status.replicas",
+                        "labelSelectorPath": ".status.selector"
+                    }
+                }
+            }]
+        }
+    }));
+    k.ok(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/widgets.e2e.elasticjob.dev",
+        "--timeout=60s",
+    ]);
+    let widget = |replicas: i64| {
+        json!({"apiVersion": "e2e.elasticjob.dev/v1", "kind": "Widget",
+               "metadata": {"name": "w1", "namespace": "e2e"}, "spec": {"replicas": replicas}})
+    };
+    // Discovery of a fresh CRD can lag a moment behind Established.
+    k.eventually(
+        "the Widget kind in discovery",
+        Duration::from_secs(30),
+        &["api-resources", "--api-group=e2e.elasticjob.dev"],
+        |o| stdout(o).contains("widgets"),
+    );
+    let bad = k.run(&["apply", "-f", "-"], Some(&widget(-1).to_string()));
+    assert!(
+        !bad.status.success(),
+        "a widget with replicas -1 was accepted"
+    );
+    assert!(
+        stderr(&bad).contains("spec.replicas"),
+        "validation error does not name the field: {}",
+        stderr(&bad)
+    );
+    k.apply(&widget(1));
+    k.ok(&["scale", "-n", "e2e", "widget/w1", "--replicas=3"]);
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "-n",
+            "e2e",
+            "widget/w1",
+            "-o",
+            "jsonpath={.spec.replicas}"
+        ]),
+        "3"
+    );
+    let scale: serde_json::Value = serde_json::from_str(&k.ok(&[
+        "get",
+        "--raw",
+        "/apis/e2e.elasticjob.dev/v1/namespaces/e2e/widgets/w1/scale",
+    ]))
+    .unwrap();
+    assert_eq!(scale["kind"], "Scale");
+    assert_eq!(scale["spec"]["replicas"], 3);
+    // The status subresource: a status write through the main resource is ignored...
+    let o = k.run(
+        &[
+            "patch",
+            "-n",
+            "e2e",
+            "widget/w1",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"replicas":7}}"#,
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "-n",
+            "e2e",
+            "widget/w1",
+            "-o",
+            "jsonpath={.status.replicas}"
+        ]),
+        ""
+    );
+    // ...and goes through /status.
+    let raw_status = json!({"apiVersion": "e2e.elasticjob.dev/v1", "kind": "Widget",
+        "metadata": {"name": "w1", "namespace": "e2e",
+                     "resourceVersion": k.ok(&["get", "-n", "e2e", "widget/w1", "-o", "jsonpath={.metadata.resourceVersion}"])},
+        "spec": {"replicas": 3}, "status": {"replicas": 3, "selector": "app=w1"}});
+    let o = k.run(
+        &[
+            "replace",
+            "--raw",
+            "/apis/e2e.elasticjob.dev/v1/namespaces/e2e/widgets/w1/status",
+            "-f",
+            "-",
+        ],
+        Some(&raw_status.to_string()),
+    );
+    assert!(o.status.success(), "status update: {}", stderr(&o));
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "-n",
+            "e2e",
+            "widget/w1",
+            "-o",
+            "jsonpath={.status.replicas}"
+        ]),
+        "3"
+    );
+
+    // --- garbage collection (controller-manager): a dependent of a deleted owner goes away
+    k.ok(&[
+        "create",
+        "configmap",
+        "-n",
+        "e2e",
+        "owner",
+        "--from-literal=a=b",
+    ]);
+    let uid = k.ok(&[
+        "get",
+        "configmap",
+        "-n",
+        "e2e",
+        "owner",
+        "-o",
+        "jsonpath={.metadata.uid}",
+    ]);
+    assert!(!uid.is_empty());
+    k.apply(&json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "dependent", "namespace": "e2e", "ownerReferences": [
+            {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": uid}]},
+        "data": {"c": "d"}}));
+    k.ok(&["delete", "configmap", "-n", "e2e", "owner", "--wait=true"]);
+    k.eventually(
+        "GC of the dependent configmap",
+        Duration::from_secs(60),
+        &["get", "configmap", "-n", "e2e", "dependent"],
+        |o| !o.status.success() && stderr(o).contains("NotFound"),
+    );
+
+    // --- scheduler: with no nodes, a pod is marked Unschedulable by the scheduler
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p1", "namespace": "e2e"},
+        "spec": {"automountServiceAccountToken": false,
+                 "containers": [{"name": "c", "image": "local/none", "command": ["true"]}]}});
+    // The ServiceAccount admission plugin refuses pods until the `default` SA exists.
+    let start = Instant::now();
+    loop {
+        let o = k.run(&["apply", "-f", "-"], Some(&pod.to_string()));
+        if o.status.success() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "pod create: {}",
+            stderr(&o)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    k.eventually(
+        "the scheduler to mark p1 unschedulable",
+        Duration::from_secs(60),
+        &[
+            "get",
+            "pod",
+            "-n",
+            "e2e",
+            "p1",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"PodScheduled\")].reason}",
+        ],
+        |o| stdout(o) == "Unschedulable",
+    );
+
+    // --- ServiceAccount gets a token secret (1.20 token controller); RBAC refuses it (403)
+    k.ok(&["create", "serviceaccount", "-n", "e2e", "robot"]);
+    let o = k.eventually(
+        "a token secret for SA robot",
+        Duration::from_secs(60),
+        &[
+            "get",
+            "sa",
+            "-n",
+            "e2e",
+            "robot",
+            "-o",
+            "jsonpath={.secrets[0].name}",
+        ],
+        |o| o.status.success() && !stdout(o).is_empty(),
+    );
+    let secret = stdout(&o);
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "secret",
+            "-n",
+            "e2e",
+            &secret,
+            "-o",
+            "jsonpath={.type}"
+        ]),
+        "kubernetes.io/service-account-token"
+    );
+    let sa_token = k.ok(&[
+        "get",
+        "secret",
+        "-n",
+        "e2e",
+        &secret,
+        "-o",
+        "go-template={{.data.token | base64decode}}",
+    ]);
+    assert!(sa_token.starts_with("ey"), "not a JWT: {sa_token:?}");
+    let as_token = |token: &str, args: &[&str]| {
+        let mut c = Command::new(bin.join("kubectl"));
+        // An empty kubeconfig so nothing of the admin's leaks in.
+        c.env("KUBECONFIG", "/dev/null")
+            .args([
+                "--server",
+                &server,
+                "--certificate-authority",
+                &ca,
+                "--token",
+                token,
+            ])
+            .args(args);
+        c.output().unwrap()
+    };
+    let o = as_token(&sa_token, &["get", "secrets", "-n", "kube-system"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("Forbidden")
+            && stderr(&o).contains("system:serviceaccount:e2e:robot")
+            && stderr(&o).contains("cannot list resource \"secrets\""),
+        "expected a 403 for the SA: {}",
+        stderr(&o)
+    );
+    let o = as_token(
+        &sa_token,
+        &["get", "--raw", "/api/v1/namespaces/kube-system/secrets"],
+    );
+    assert!(
+        stderr(&o).contains("(Forbidden)") || stderr(&o).contains("403"),
+        "{}",
+        stderr(&o)
+    );
+    // Granting RBAC makes the same token work.
+    k.ok(&[
+        "create",
+        "rolebinding",
+        "-n",
+        "e2e",
+        "robot-view",
+        "--clusterrole=view",
+        "--serviceaccount=e2e:robot",
+    ]);
+    let start = Instant::now();
+    loop {
+        let o = as_token(&sa_token, &["get", "configmaps", "-n", "e2e"]);
+        if o.status.success() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "SA with view role: {}",
+            stderr(&o)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The static unprivileged user: authenticated, but no permission at all.
+    let unpriv = cluster
+        .tokens()
+        .token_of(UNPRIVILEGED_USER)
+        .unwrap()
+        .to_string();
+    let o = as_token(&unpriv, &["get", "namespaces"]);
+    assert!(
+        stderr(&o).contains("Forbidden") && stderr(&o).contains(UNPRIVILEGED_USER),
+        "{}",
+        stderr(&o)
+    );
+    // An unknown token is not authenticated at all (401).
+    let o = as_token("not-a-token", &["get", "namespaces"]);
+    assert!(stderr(&o).contains("Unauthorized"), "{}", stderr(&o));
+
+    // --- stop: nothing left
+    let t = Instant::now();
+    cluster
+        .shutdown()
+        .await
+        .unwrap_or_else(|e| panic!("shutdown: {e}"));
+    eprintln!("stopped in {:?}", t.elapsed());
+    assert_nothing_left(&dir, &pids);
+    assert!(!dir.join("cluster.json").exists());
+}
+
+/// Starts `cluster up` (the binary) and returns it once it printed that it is up.
+fn cluster_up(dir: &Path, bin: &Path) -> std::process::Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cluster"))
+        .args(["up", "--dir"])
+        .arg(dir)
+        .arg("--bin-dir")
+        .arg(bin)
+        .args(["--grace-secs", "5"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut text = String::new();
+    loop {
+        let mut line = String::new();
+        if out.read_line(&mut line).unwrap() == 0 {
+            panic!(
+                "cluster up for {} ended before it was up ({:?}): {text}",
+                dir.display(),
+                child.wait()
+            );
+        }
+        text.push_str(&line);
+        if line.contains("export KUBECONFIG=") {
+            assert_eq!(
+                line.trim(),
+                format!("export KUBECONFIG={}", dir.join("kubeconfig").display())
+            );
+            break;
+        }
+    }
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in out.lines() {});
+    child
+}
+
+fn wait_exit(child: &mut std::process::Child, timeout: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "cluster up did not exit within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn two_clusters_side_by_side_via_the_binary_stop_by_sigterm_and_by_down() {
+    let bin = bin_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("side-a"), tmp.path().join("side-b"));
+    let t = Instant::now();
+    let mut ca = cluster_up(&a, &bin);
+    let mut cb = cluster_up(&b, &bin);
+    eprintln!("two clusters up in {:?}", t.elapsed());
+    let ka = Kubectl {
+        bin: bin.join("kubectl"),
+        kubeconfig: a.join("kubeconfig"),
+    };
+    let kb = Kubectl {
+        bin: bin.join("kubectl"),
+        kubeconfig: b.join("kubeconfig"),
+    };
+    assert_ne!(
+        ka.ok(&[
+            "config",
+            "view",
+            "-o",
+            "jsonpath={.clusters[0].cluster.server}"
+        ]),
+        kb.ok(&[
+            "config",
+            "view",
+            "-o",
+            "jsonpath={.clusters[0].cluster.server}"
+        ])
+    );
+    // Separate etcds: a namespace made in one is absent from the other.
+    ka.ok(&["create", "namespace", "only-in-a"]);
+    assert!(
+        !kb.run(&["get", "namespace", "only-in-a"], None)
+            .status
+            .success()
+    );
+    assert_eq!(kb.ok(&["get", "--raw", "/readyz"]).trim(), "ok");
+    // A's credentials are no good on B (different CA and tokens).
+    let o = Command::new(bin.join("kubectl"))
+        .args(["--kubeconfig"])
+        .arg(a.join("kubeconfig"))
+        .args([
+            "--server",
+            &kb.ok(&[
+                "config",
+                "view",
+                "-o",
+                "jsonpath={.clusters[0].cluster.server}",
+            ]),
+        ])
+        .args(["get", "--raw", "/readyz"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "A's kubeconfig worked against B");
+
+    let state: local_cluster::StateFile =
+        serde_json::from_str(&std::fs::read_to_string(a.join("cluster.json")).unwrap()).unwrap();
+    assert_eq!(state.supervisor_pid, ca.id() as i32);
+    let pids_a = state.pids.clone();
+    let state_b: local_cluster::StateFile =
+        serde_json::from_str(&std::fs::read_to_string(b.join("cluster.json")).unwrap()).unwrap();
+
+    // A: SIGTERM to `cluster up` (what Ctrl-C does).
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(ca.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = wait_exit(&mut ca, Duration::from_secs(60));
+    assert!(status.success(), "cluster up (A) exited with {status}");
+    assert_nothing_left(&a, &pids_a);
+    // B is untouched by A's shutdown.
+    assert_eq!(kb.ok(&["get", "--raw", "/readyz"]).trim(), "ok");
+
+    // B: `cluster down --dir`.
+    let o = Command::new(env!("CARGO_BIN_EXE_cluster"))
+        .args(["down", "--dir"])
+        .arg(&b)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "cluster down: {}", stderr(&o));
+    let status = wait_exit(&mut cb, Duration::from_secs(60));
+    assert!(status.success(), "cluster up (B) exited with {status}");
+    assert_nothing_left(&b, &state_b.pids);
+}
