@@ -19,6 +19,7 @@
 //! `system:nodes`, which the Node authorizer already checks) and their ports from [`Ports`].
 
 pub mod kubeconfig;
+pub mod kubelet;
 pub mod pki;
 mod probe;
 mod supervise;
@@ -73,6 +74,8 @@ pub enum ClusterError {
     NoState(PathBuf),
     #[error("invalid config: {0}")]
     Config(String),
+    #[error("kubelet stand-in: {0}")]
+    Kubelet(String),
     #[error("processes still alive after shutdown: {0:?}")]
     Leftover(Vec<i32>),
 }
@@ -184,6 +187,8 @@ pub struct ClusterConfig {
     pub ready_timeout: Duration,
     /// klog `--v` of the Kubernetes components.
     pub verbosity: u8,
+    /// The kubelet stand-in's nodes (`nodes: 0` turns it off).
+    pub kubelet: kubelet::KubeletConfig,
 }
 
 impl ClusterConfig {
@@ -214,6 +219,7 @@ impl ClusterConfig {
             grace: Duration::from_secs(10),
             ready_timeout: Duration::from_secs(60),
             verbosity: 1,
+            kubelet: kubelet::KubeletConfig::default(),
         })
     }
 
@@ -367,6 +373,20 @@ impl TokenFile {
         })
     }
 
+    /// Adds a `system:node:<name>` user in `system:nodes` per node (the Node authorizer and
+    /// NodeRestriction then limit it to its own Node, Lease and pods).
+    pub fn add_nodes(&mut self, nodes: &[String]) -> Result<()> {
+        for n in nodes {
+            self.users.push(TokenUser {
+                token: random_token()?,
+                user: node_user(n),
+                uid: format!("uid-node-{n}"),
+                groups: vec!["system:nodes".into()],
+            });
+        }
+        Ok(())
+    }
+
     pub fn token_of(&self, user: &str) -> Option<&str> {
         self.users
             .iter()
@@ -411,6 +431,11 @@ impl TokenFile {
         }
         Ok(TokenFile { users })
     }
+}
+
+/// The user name of a node's kubelet.
+pub fn node_user(node: &str) -> String {
+    format!("system:node:{node}")
 }
 
 fn random_token() -> Result<String> {

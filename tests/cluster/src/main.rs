@@ -37,6 +37,22 @@ enum Cmd {
         /// klog verbosity of the Kubernetes components.
         #[arg(long, default_value_t = 1)]
         v: u8,
+        /// Nodes registered by the kubelet stand-in (0: none).
+        #[arg(long, default_value_t = 3)]
+        nodes: u32,
+        /// Fake `nvidia.com/gpu` devices per node.
+        #[arg(long, default_value_t = 4)]
+        gpus_per_node: u32,
+        /// cpu capacity of each node (a Kubernetes quantity).
+        #[arg(long, default_value = "8")]
+        cpu_per_node: String,
+        /// memory capacity of each node (a Kubernetes quantity).
+        #[arg(long, default_value = "32Gi")]
+        memory_per_node: String,
+        /// IMAGE=PATH[,IMAGE=PATH...]: the local binary run for a container of that image that
+        /// has no `command` (its `args` follow).
+        #[arg(long, env = "ELASTICJOB_CLUSTER_IMAGE_MAP", default_value = "")]
+        image_map: String,
     },
     /// Stop the cluster started with `cluster up --dir DIR`.
     Down {
@@ -80,6 +96,11 @@ async fn main() -> Result<()> {
             service_cidr,
             grace_secs,
             v,
+            nodes,
+            gpus_per_node,
+            cpu_per_node,
+            memory_per_node,
+            image_map,
         } => {
             let dir = absolute(dir)?;
             let bin_dir = absolute(bin_dir.unwrap_or_else(default_bin_dir))?;
@@ -87,6 +108,13 @@ async fn main() -> Result<()> {
             cfg.service_cidr = service_cidr;
             cfg.grace = Duration::from_secs(grace_secs);
             cfg.verbosity = v;
+            cfg.kubelet.nodes = nodes;
+            cfg.kubelet.gpus_per_node = gpus_per_node;
+            cfg.kubelet.cpu = cpu_per_node;
+            cfg.kubelet.memory = memory_per_node;
+            cfg.kubelet.image_map =
+                local_cluster::kubelet::KubeletConfig::parse_image_map(&image_map)
+                    .map_err(anyhow::Error::msg)?;
             // Listen for signals before starting anything, so none is missed.
             let mut term = signal(SignalKind::terminate())?;
             let mut int = signal(SignalKind::interrupt())?;
@@ -105,7 +133,7 @@ async fn main() -> Result<()> {
                 "  export PATH={}:$PATH   # kubectl, helm",
                 bin_dir.display()
             );
-            println!("  kubectl get --raw /readyz");
+            println!("  kubectl get --raw /readyz; kubectl get nodes");
             println!("logs: {}", cluster.layout().logs().display());
             println!("stop: Ctrl-C, or `cluster down --dir {}`", dir.display());
             let crashed = tokio::select! {

@@ -46,6 +46,7 @@ pub struct Cluster {
     config: ClusterConfig,
     tokens: TokenFile,
     running: Vec<Running>,
+    kubelet: Option<crate::kubelet::Kubelet>,
 }
 
 fn tail(path: &Path, lines: usize) -> String {
@@ -136,6 +137,7 @@ impl Cluster {
             config,
             tokens,
             running: Vec::new(),
+            kubelet: None,
         };
 
         let cfg = cluster.config.clone();
@@ -178,6 +180,28 @@ impl Cluster {
             cluster.wait_listening(c, port).await?;
         }
         info!(elapsed = ?t0.elapsed(), "control plane up");
+        if cfg.kubelet.nodes > 0 {
+            let tokens = cfg
+                .kubelet
+                .node_names()
+                .into_iter()
+                .filter_map(|n| {
+                    let t = cluster.tokens.token_of(&crate::node_user(&n))?.to_string();
+                    Some((n, t))
+                })
+                .collect();
+            let k = crate::kubelet::Kubelet::start(
+                cfg.kubelet.clone(),
+                cfg.ports.apiserver,
+                tls.clone(),
+                &tokens,
+                &cfg.dir,
+            )
+            .await
+            .map_err(ClusterError::Kubelet)?;
+            cluster.kubelet = Some(k);
+            info!(elapsed = ?t0.elapsed(), nodes = cfg.kubelet.nodes, "kubelet stand-in up");
+        }
         cluster.write_state(std::process::id() as i32)?;
         Ok(cluster)
     }
@@ -365,6 +389,9 @@ impl Cluster {
     /// SIGKILL) and checks that no process of the cluster is left.
     pub async fn shutdown(mut self) -> Result<()> {
         let grace = self.config.grace;
+        if let Some(k) = self.kubelet.take() {
+            k.shutdown(grace.min(Duration::from_secs(5))).await;
+        }
         let mut running = std::mem::take(&mut self.running);
         while let Some(mut r) = running.pop() {
             let pg = Pid::from_raw(r.pid);
@@ -420,6 +447,7 @@ fn prepare_dir(cfg: &ClusterConfig) -> Result<TokenFile> {
     for d in [&cfg.dir, &l.logs()] {
         fs::create_dir_all(d).map_err(io_err(format!("creating {}", d.display())))?;
     }
+    let _ = fs::remove_dir_all(cfg.dir.join("pods"));
     for c in Component::ALL {
         let d = l.run_dir(c);
         fs::create_dir_all(&d).map_err(io_err(format!("creating {}", d.display())))?;
@@ -431,7 +459,8 @@ fn prepare_dir(cfg: &ClusterConfig) -> Result<TokenFile> {
             .map_err(io_err(format!("removing {}", l.etcd_data().display())))?;
     }
     pki::ensure(cfg)?;
-    let tokens = TokenFile::generate()?;
+    let mut tokens = TokenFile::generate()?;
+    tokens.add_nodes(&cfg.kubelet.node_names())?;
     {
         use std::os::unix::fs::PermissionsExt;
         fs::write(l.token_file(), tokens.render()).map_err(io_err("writing token file"))?;

@@ -148,6 +148,8 @@ async fn control_plane_serves_crds_gc_serviceaccounts_and_rbac() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("e2e-main");
     let mut cfg = ClusterConfig::new(&dir, &bin).unwrap();
+    // No nodes here: the scheduler check below wants a pod that cannot be placed at all.
+    cfg.kubelet.nodes = 0;
     // A port taken between picking and binding: start retries with fresh ports.
     let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let taken = squatter.local_addr().unwrap().port();
@@ -640,4 +642,280 @@ fn two_clusters_side_by_side_via_the_binary_stop_by_sigterm_and_by_down() {
     let status = wait_exit(&mut cb, Duration::from_secs(60));
     assert!(status.success(), "cluster up (B) exited with {status}");
     assert_nothing_left(&b, &state_b.pids);
+}
+
+/// Creates `doc` with kubectl, retrying while the `default` ServiceAccount does not exist yet
+/// (the ServiceAccount admission plugin refuses pods until then).
+fn create_retrying(k: &Kubectl, doc: &serde_json::Value) {
+    let start = Instant::now();
+    loop {
+        let o = k.run(&["create", "-f", "-"], Some(&doc.to_string()));
+        if o.status.success() {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "create: {}\n{doc:#}",
+            stderr(&o)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn pod_doc(name: &str, policy: &str, script: &str, gpus: u32) -> serde_json::Value {
+    let env = |n: &str, f: &str| json!({"name": n, "valueFrom": {"fieldRef": {"fieldPath": f}}});
+    let mut c = json!({"name": "main", "image": "local/none", "command": ["/bin/sh", "-c", script],
+        "workingDir": "/tmp",
+        "env": [env("POD_NAME", "metadata.name"), env("POD_NAMESPACE", "metadata.namespace"),
+                env("POD_UID", "metadata.uid"), env("NODE_NAME", "spec.nodeName"),
+                env("POD_IP", "status.podIP"), env("HOST_IP", "status.hostIP")]});
+    if gpus > 0 {
+        c["resources"] = json!({"limits": {"nvidia.com/gpu": gpus.to_string()}});
+    }
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
+        "spec": {"automountServiceAccountToken": false, "restartPolicy": policy,
+                 "terminationGracePeriodSeconds": 2, "containers": [c]}})
+}
+
+fn jsonpath(k: &Kubectl, pod: &str, path: &str) -> String {
+    k.ok(&["get", "pod", pod, "-o", &format!("jsonpath={path}")])
+}
+
+fn wait_phase(k: &Kubectl, pod: &str, phase: &str) {
+    k.eventually(
+        &format!("pod {pod} {phase}"),
+        Duration::from_secs(60),
+        &["get", "pod", pod, "-o", "jsonpath={.status.phase}"],
+        |o| stdout(o) == phase,
+    );
+}
+
+/// Pids of live processes whose command line contains `needle`.
+fn processes_with(needle: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(needle))
+                .unwrap_or(false)
+        })
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| {
+                    !s.rsplit_once(')')
+                        .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubelet_stand_in_registers_gpu_nodes_and_runs_pods_as_processes() {
+    let bin = bin_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("e2e-kubelet");
+    let mut cfg = ClusterConfig::new(&dir, &bin).unwrap();
+    cfg.kubelet.nodes = 3;
+    cfg.kubelet.gpus_per_node = 4;
+    cfg.kubelet.image_map = [("local/sh".to_string(), PathBuf::from("/bin/sh"))].into();
+    let t = Instant::now();
+    let cluster = Cluster::start(cfg)
+        .await
+        .unwrap_or_else(|e| panic!("cluster start: {e}"));
+    let k = Kubectl {
+        bin: bin.join("kubectl"),
+        kubeconfig: cluster.kubeconfig(),
+    };
+    // --- nodes: Ready, with GPU capacity, and a Lease each
+    k.eventually(
+        "3 Ready nodes",
+        Duration::from_secs(30),
+        &[
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={range .items[*]}{.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}",
+        ],
+        |o| stdout(o).lines().filter(|l| *l == "True").count() == 3,
+    );
+    eprintln!("3 Ready nodes {:?} after start", t.elapsed());
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "node",
+            "node-0",
+            "-o",
+            "jsonpath={.status.allocatable.nvidia\\.com/gpu} {.status.capacity.cpu} {.status.capacity.pods}"
+        ]),
+        "4 8 110"
+    );
+    assert_eq!(
+        k.ok(&["get", "lease", "-n", "kube-node-lease", "-o", "name"])
+            .lines()
+            .count(),
+        3
+    );
+
+    // --- a failing pod: exit code 3 and the termination message (the pod name, from the env)
+    create_retrying(
+        &k,
+        &pod_doc(
+            "fail3",
+            "Never",
+            "echo $POD_NAME > $ELASTICJOB_TERMINATION_MESSAGE_PATH; exit 3",
+            0,
+        ),
+    );
+    wait_phase(&k, "fail3", "Failed");
+    let term = "{.status.containerStatuses[0].state.terminated";
+    assert_eq!(
+        jsonpath(&k, "fail3", &format!("{term}.exitCode}} {term}.message}}")),
+        "3 fail3\n"
+    );
+
+    // --- a successful pod with an init container; env and downward API checked
+    let mut ok = pod_doc(
+        "ok",
+        "Never",
+        "echo \"$POD_NAME $POD_NAMESPACE $POD_UID $NODE_NAME $POD_IP $HOST_IP $(pwd) $(cat /tmp/.x-$POD_UID)\" > $ELASTICJOB_TERMINATION_MESSAGE_PATH; rm -f /tmp/.x-$POD_UID",
+        0,
+    );
+    ok["spec"]["initContainers"] = json!([{"name": "init", "image": "local/none",
+        "command": ["/bin/sh", "-c", "echo init-ran > /tmp/.x-$UID"],
+        "env": [{"name": "UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}}]}]);
+    create_retrying(&k, &ok);
+    wait_phase(&k, "ok", "Succeeded");
+    let uid = jsonpath(&k, "ok", "{.metadata.uid}");
+    let node = jsonpath(&k, "ok", "{.spec.nodeName}");
+    assert_eq!(
+        jsonpath(&k, "ok", &format!("{term}.exitCode}} {term}.reason}}")),
+        "0 Completed"
+    );
+    assert_eq!(
+        jsonpath(&k, "ok", &format!("{term}.message}}")),
+        format!("ok default {uid} {node} 127.0.0.1 127.0.0.1 /tmp init-ran\n")
+    );
+    assert_eq!(
+        jsonpath(
+            &k,
+            "ok",
+            "{.status.initContainerStatuses[0].state.terminated.exitCode}"
+        ),
+        "0"
+    );
+
+    // --- GPUs: 4 on 4-GPU nodes is scheduled and sees its devices; 5 stays Pending
+    create_retrying(
+        &k,
+        &pod_doc(
+            "gpu4",
+            "Never",
+            "echo $CUDA_VISIBLE_DEVICES $NVIDIA_VISIBLE_DEVICES > $ELASTICJOB_TERMINATION_MESSAGE_PATH",
+            4,
+        ),
+    );
+    create_retrying(&k, &pod_doc("gpu5", "Never", "true", 5));
+    wait_phase(&k, "gpu4", "Succeeded");
+    assert_eq!(
+        jsonpath(&k, "gpu4", &format!("{term}.message}}")),
+        "0,1,2,3 0,1,2,3\n"
+    );
+    k.eventually(
+        "gpu5 unschedulable",
+        Duration::from_secs(30),
+        &[
+            "get",
+            "pod",
+            "gpu5",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"PodScheduled\")].message}",
+        ],
+        |o| stdout(o).contains("Insufficient nvidia.com/gpu"),
+    );
+    assert_eq!(jsonpath(&k, "gpu5", "{.status.phase}"), "Pending");
+
+    // --- no `command`: the image map's binary runs with the args; an unmapped image fails
+    let mut mapped = pod_doc("mapped", "Never", "", 0);
+    let c = &mut mapped["spec"]["containers"][0];
+    c.as_object_mut().unwrap().remove("command");
+    c["image"] = json!("local/sh");
+    c["args"] = json!([
+        "-c",
+        "echo mapped $0 > $ELASTICJOB_TERMINATION_MESSAGE_PATH"
+    ]);
+    create_retrying(&k, &mapped);
+    let mut unmapped = mapped.clone();
+    unmapped["metadata"]["name"] = json!("unmapped");
+    unmapped["spec"]["containers"][0]["image"] = json!("local/nothing");
+    create_retrying(&k, &unmapped);
+    wait_phase(&k, "mapped", "Succeeded");
+    assert_eq!(
+        jsonpath(&k, "mapped", &format!("{term}.message}}")),
+        "mapped /bin/sh\n"
+    );
+    wait_phase(&k, "unmapped", "Failed");
+    let r = jsonpath(&k, "unmapped", &format!("{term}.reason}} {term}.message}}"));
+    assert!(
+        r.starts_with("StartError ") && r.contains("local/nothing"),
+        "{r}"
+    );
+
+    // --- OnFailure: fails twice, then succeeds; restartCount 2
+    let counter = tmp.path().join("count");
+    create_retrying(
+        &k,
+        &pod_doc(
+            "onfailure",
+            "OnFailure",
+            &format!(
+                "echo x >> {c}; test $(wc -l < {c}) -ge 3",
+                c = counter.display()
+            ),
+            0,
+        ),
+    );
+    wait_phase(&k, "onfailure", "Succeeded");
+    assert_eq!(
+        jsonpath(
+            &k,
+            "onfailure",
+            "{.status.containerStatuses[0].restartCount}"
+        ),
+        "2"
+    );
+
+    // --- graceful deletion: SIGTERM ignored, so SIGKILL after the 2 s grace; no process left
+    let marker = format!("e2e-marker-{}", std::process::id());
+    let mut sleeper = pod_doc(
+        "sleeper",
+        "Never",
+        "trap '' TERM; while :; do sleep 1; done",
+        0,
+    );
+    sleeper["spec"]["containers"][0]["command"] = json!([
+        "/bin/sh",
+        "-c",
+        "trap '' TERM; while :; do sleep 1; done",
+        marker
+    ]);
+    create_retrying(&k, &sleeper);
+    wait_phase(&k, "sleeper", "Running");
+    assert_eq!(processes_with(&marker).len(), 1, "the pod's shell runs");
+    let t = Instant::now();
+    k.ok(&["delete", "pod", "sleeper", "--wait=true", "--timeout=30s"]);
+    eprintln!("sleeper deleted in {:?}", t.elapsed());
+    assert!(t.elapsed() >= Duration::from_secs(2), "grace was honoured");
+    assert!(
+        processes_with(&marker).is_empty(),
+        "the pod's process is gone"
+    );
+
+    let pids = cluster.pids();
+    cluster
+        .shutdown()
+        .await
+        .unwrap_or_else(|e| panic!("shutdown: {e}"));
+    assert_nothing_left(&dir, &pids);
 }

@@ -1,0 +1,1234 @@
+//! The kubelet stand-in, v0 (issue 4): an in-process task of [`crate::Cluster`].
+//!
+//! - Registers one Node per configured node (`node-0`, `node-1`, ...) with cpu, memory, pods and
+//!   `nvidia.com/gpu` capacity and a Ready condition, and keeps it Ready: a status heartbeat and a
+//!   Lease in `kube-node-lease` (1.20's node lifecycle controller reads both).
+//! - Polls the pods bound to each node (as `system:node:<name>`, so the Node authorizer and
+//!   NodeRestriction check it like a real kubelet) and runs their containers as host processes:
+//!   no image pull, no network or mount namespace yet (every pod's IP is 127.0.0.1).
+//! - Writes pod phase and container statuses, applies restartPolicy, handles graceful deletion.
+//!
+//! The pure parts (env construction, `$(VAR)` expansion, GPU allocation, phase) are plain
+//! functions with unit tests.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::probe;
+
+/// The extended resource the scheduler counts for fake GPUs.
+pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
+/// Env var with the host path of the container's termination message file (v0: no mount
+/// namespace yet, so `terminationMessagePath` cannot be bind-mounted; see the README).
+pub const TERMINATION_MESSAGE_ENV: &str = "ELASTICJOB_TERMINATION_MESSAGE_PATH";
+/// The pod IP and host IP of every pod until pods get their own network namespace.
+pub const POD_IP: &str = "127.0.0.1";
+const MAX_MESSAGE: usize = 4096;
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// What the kubelet stand-in provides.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct KubeletConfig {
+    /// Number of Node objects (0: no kubelet at all).
+    pub nodes: u32,
+    pub gpus_per_node: u32,
+    /// Capacity = allocatable, as Kubernetes quantities.
+    pub cpu: String,
+    pub memory: String,
+    pub max_pods: u32,
+    /// Image name → local binary, for containers without `command` (their `args` follow it).
+    pub image_map: BTreeMap<String, PathBuf>,
+    /// Pod list poll interval.
+    pub poll: Duration,
+    /// Node status + Lease renew interval.
+    pub heartbeat: Duration,
+}
+
+impl Default for KubeletConfig {
+    fn default() -> Self {
+        KubeletConfig {
+            nodes: 3,
+            gpus_per_node: 4,
+            cpu: "8".into(),
+            memory: "32Gi".into(),
+            max_pods: 110,
+            image_map: BTreeMap::new(),
+            poll: Duration::from_millis(250),
+            heartbeat: Duration::from_secs(10),
+        }
+    }
+}
+
+impl KubeletConfig {
+    pub fn node_names(&self) -> Vec<String> {
+        (0..self.nodes).map(|i| format!("node-{i}")).collect()
+    }
+
+    /// Parses `image=path,image2=path2` (the `ELASTICJOB_CLUSTER_IMAGE_MAP` / `--image-map`
+    /// format) into the map.
+    pub fn parse_image_map(s: &str) -> Result<BTreeMap<String, PathBuf>, String> {
+        s.split(',')
+            .filter(|e| !e.trim().is_empty())
+            .map(|e| {
+                e.split_once('=')
+                    .map(|(i, p)| (i.trim().to_string(), PathBuf::from(p.trim())))
+                    .ok_or_else(|| format!("image map entry {e:?} is not IMAGE=PATH"))
+            })
+            .collect()
+    }
+}
+
+// ---------------------------------------------------------------- pure parts
+
+/// Fake GPUs of one node: device `i` is owned by at most one pod (by UID).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GpuAllocator {
+    owner: Vec<Option<String>>,
+}
+
+impl GpuAllocator {
+    pub fn new(total: u32) -> Self {
+        GpuAllocator {
+            owner: vec![None; total as usize],
+        }
+    }
+    pub fn free(&self) -> u32 {
+        self.owner.iter().filter(|o| o.is_none()).count() as u32
+    }
+    /// The `n` lowest free device indices, now owned by `pod`; None (nothing taken) if fewer free.
+    pub fn allocate(&mut self, pod: &str, n: u32) -> Option<Vec<u32>> {
+        let free: Vec<usize> = (0..self.owner.len())
+            .filter(|&i| self.owner[i].is_none())
+            .take(n as usize)
+            .collect();
+        if free.len() < n as usize {
+            return None;
+        }
+        for &i in &free {
+            self.owner[i] = Some(pod.to_string());
+        }
+        Some(free.into_iter().map(|i| i as u32).collect())
+    }
+    pub fn release(&mut self, pod: &str) {
+        for o in &mut self.owner {
+            if o.as_deref() == Some(pod) {
+                *o = None;
+            }
+        }
+    }
+}
+
+/// The container's `nvidia.com/gpu` limit (extended resources: request == limit), 0 if none.
+pub fn container_gpus(c: &Value) -> u32 {
+    let q = &c["resources"]["limits"][GPU_RESOURCE];
+    q.as_u64()
+        .map(|n| n as u32)
+        .or_else(|| q.as_str().and_then(|s| s.trim().parse().ok()))
+        .unwrap_or(0)
+}
+
+/// `$(VAR)` expansion as the kubelet does it: defined names are replaced, undefined ones are
+/// left as written, `$$` is a literal `$`.
+pub fn expand(s: &str, env: &[(String, String)]) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(a) = after.strip_prefix('$') {
+            out.push('$');
+            rest = a;
+        } else if let Some(inner) = after.strip_prefix('(')
+            && let Some(end) = inner.find(')')
+        {
+            let name = &inner[..end];
+            match env.iter().rev().find(|(k, _)| k == name) {
+                Some((_, v)) => out.push_str(v),
+                None => out.push_str(&format!("$({name})")),
+            }
+            rest = &inner[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The value of a downward-API `fieldRef.fieldPath`.
+pub fn field_ref(pod: &Value, node: &str, path: &str) -> Result<String, String> {
+    let s = |v: &Value| v.as_str().unwrap_or("").to_string();
+    let md = &pod["metadata"];
+    let keyed = |prefix: &str, map: &Value| -> Option<String> {
+        let k = path
+            .strip_prefix(prefix)?
+            .strip_suffix("']")
+            .and_then(|k| k.strip_prefix("['"))?;
+        Some(s(&map[k]))
+    };
+    Ok(match path {
+        "metadata.name" => s(&md["name"]),
+        "metadata.namespace" => s(&md["namespace"]),
+        "metadata.uid" => s(&md["uid"]),
+        "spec.nodeName" => node.to_string(),
+        "spec.serviceAccountName" => s(&pod["spec"]["serviceAccountName"]),
+        "status.podIP" | "status.podIPs" | "status.hostIP" => POD_IP.to_string(),
+        _ => {
+            if let Some(v) = keyed("metadata.labels", &md["labels"]) {
+                v
+            } else if let Some(v) = keyed("metadata.annotations", &md["annotations"]) {
+                v
+            } else {
+                return Err(format!("fieldRef {path:?} is not supported"));
+            }
+        }
+    })
+}
+
+fn set_env(env: &mut Vec<(String, String)>, k: &str, v: String) {
+    match env.iter_mut().find(|(n, _)| n == k) {
+        Some(e) => e.1 = v,
+        None => env.push((k.to_string(), v)),
+    }
+}
+
+/// The environment of a container process: a clean env (PATH, HOSTNAME), the fake GPUs, the
+/// termination message path, then the container's `env` in order (values with `$(VAR)`
+/// expansion, `valueFrom.fieldRef` from the downward API). Err: an unsupported source.
+pub fn container_env(
+    pod: &Value,
+    c: &Value,
+    node: &str,
+    gpus: &[u32],
+    termination_file: &Path,
+) -> Result<Vec<(String, String)>, String> {
+    let mut env = vec![("PATH".to_string(), DEFAULT_PATH.to_string())];
+    let hostname = pod["spec"]["hostname"]
+        .as_str()
+        .or(pod["metadata"]["name"].as_str())
+        .unwrap_or("");
+    set_env(&mut env, "HOSTNAME", hostname.to_string());
+    if !gpus.is_empty() {
+        let list = gpus
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        set_env(&mut env, "CUDA_VISIBLE_DEVICES", list.clone());
+        set_env(&mut env, "NVIDIA_VISIBLE_DEVICES", list);
+    }
+    set_env(
+        &mut env,
+        TERMINATION_MESSAGE_ENV,
+        termination_file.display().to_string(),
+    );
+    for e in c["env"].as_array().into_iter().flatten() {
+        let name = e["name"].as_str().unwrap_or_default();
+        let value = if let Some(v) = e["value"].as_str() {
+            expand(v, &env)
+        } else if let Some(p) = e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+            field_ref(pod, node, p)?
+        } else if e["valueFrom"].is_object() {
+            return Err(format!(
+                "env {name}: only value and valueFrom.fieldRef are supported (v0)"
+            ));
+        } else {
+            String::new()
+        };
+        set_env(&mut env, name, value);
+    }
+    Ok(env)
+}
+
+/// argv of a container: `command` + `args` with `$(VAR)` expansion, or the image map's binary
+/// + `args` when `command` is empty.
+pub fn container_argv(
+    c: &Value,
+    env: &[(String, String)],
+    image_map: &BTreeMap<String, PathBuf>,
+) -> Result<Vec<String>, String> {
+    let list = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x.as_str())
+            .map(|x| expand(x, env))
+            .collect()
+    };
+    let mut argv = list(&c["command"]);
+    if argv.is_empty() {
+        let image = c["image"].as_str().unwrap_or("");
+        let bin = image_map.get(image).ok_or_else(|| {
+            format!(
+                "container has no command and image {image:?} is not in the image map \
+                 (ELASTICJOB_CLUSTER_IMAGE_MAP=IMAGE=PATH or `cluster up --image-map`)"
+            )
+        })?;
+        argv.push(bin.display().to_string());
+    }
+    argv.extend(list(&c["args"]));
+    Ok(argv)
+}
+
+/// One container as the kubelet tracks it.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerState {
+    pub name: String,
+    pub image: String,
+    pub restart_count: u32,
+    pub pid: Option<i32>,
+    pub started_at: Option<String>,
+    /// Last termination: (exit code, signal, reason, message, startedAt, finishedAt).
+    pub terminated: Option<Terminated>,
+    pub last_terminated: Option<Terminated>,
+    pub waiting: Option<(String, String)>,
+    /// No more restarts: its `terminated` is final.
+    pub done: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Terminated {
+    pub exit_code: i32,
+    pub signal: Option<i32>,
+    pub reason: String,
+    pub message: String,
+    pub started_at: String,
+    pub finished_at: String,
+}
+
+impl Terminated {
+    fn to_json(&self, id: &str) -> Value {
+        let mut t = json!({"exitCode": self.exit_code, "reason": self.reason,
+            "startedAt": self.started_at, "finishedAt": self.finished_at, "containerID": id});
+        if let Some(s) = self.signal {
+            t["signal"] = json!(s);
+        }
+        if !self.message.is_empty() {
+            t["message"] = json!(self.message);
+        }
+        t
+    }
+}
+
+impl ContainerState {
+    pub fn running(&self) -> bool {
+        self.pid.is_some() && self.terminated.is_none()
+    }
+    pub fn to_json(&self) -> Value {
+        let id = self
+            .pid
+            .map(|p| format!("process://{p}"))
+            .unwrap_or_default();
+        let state = if let Some(t) = &self.terminated {
+            json!({"terminated": t.to_json(&id)})
+        } else if self.running() {
+            json!({"running": {"startedAt": self.started_at}})
+        } else {
+            let (r, m) = self
+                .waiting
+                .clone()
+                .unwrap_or(("ContainerCreating".into(), String::new()));
+            json!({"waiting": {"reason": r, "message": m}})
+        };
+        let last = self
+            .last_terminated
+            .as_ref()
+            .map(|t| json!({"terminated": t.to_json("")}))
+            .unwrap_or(json!({}));
+        json!({"name": self.name, "image": self.image, "imageID": "", "containerID": id,
+            "ready": self.running(), "started": self.running(),
+            "restartCount": self.restart_count, "state": state, "lastState": last})
+    }
+}
+
+/// Pod phase from its containers (init containers first).
+pub fn pod_phase(init: &[ContainerState], main: &[ContainerState]) -> &'static str {
+    let failed =
+        |c: &ContainerState| c.done && c.terminated.as_ref().is_some_and(|t| t.exit_code != 0);
+    if init.iter().any(failed) {
+        return "Failed";
+    }
+    if !init.iter().all(|c| c.done) {
+        return "Pending";
+    }
+    if !main.is_empty() && main.iter().all(|c| c.done) {
+        return if main.iter().any(failed) {
+            "Failed"
+        } else {
+            "Succeeded"
+        };
+    }
+    // Started once (running, or in back-off before a restart): the pod is Running.
+    if main.iter().any(|c| c.started_at.is_some()) {
+        "Running"
+    } else {
+        "Pending"
+    }
+}
+
+fn now() -> String {
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn now_micro() -> String {
+    chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
+}
+
+// ---------------------------------------------------------------- API client
+
+/// The apiserver as one user (a bearer token), over the crate's small HTTP client.
+#[derive(Clone)]
+pub(crate) struct Api {
+    pub port: u16,
+    pub tls: Arc<rustls::ClientConfig>,
+    pub token: String,
+}
+
+impl Api {
+    async fn call(
+        &self,
+        method: &'static str,
+        path: String,
+        ct: Option<&'static str>,
+        body: Option<Value>,
+    ) -> Result<Value, String> {
+        let this = self.clone();
+        let p = path.clone();
+        let (status, text) = tokio::task::spawn_blocking(move || {
+            let b = body.map(|b| b.to_string());
+            probe::request(
+                this.port,
+                method,
+                &p,
+                Some(&this.tls),
+                Some(&this.token),
+                b.as_deref()
+                    .map(|b| (ct.unwrap_or("application/json"), b.as_bytes())),
+            )
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if (200..300).contains(&status) {
+            Ok(v)
+        } else {
+            Err(format!(
+                "{method} {path}: {status} {}",
+                v["message"].as_str().unwrap_or(&text)
+            ))
+        }
+    }
+    async fn get(&self, path: String) -> Result<Value, String> {
+        self.call("GET", path, None, None).await
+    }
+    async fn post(&self, path: String, body: Value) -> Result<Value, String> {
+        self.call("POST", path, None, Some(body)).await
+    }
+    async fn merge_patch(&self, path: String, body: Value) -> Result<Value, String> {
+        self.call(
+            "PATCH",
+            path,
+            Some("application/merge-patch+json"),
+            Some(body),
+        )
+        .await
+    }
+    async fn delete(&self, path: String, body: Value) -> Result<Value, String> {
+        self.call("DELETE", path, None, Some(body)).await
+    }
+}
+
+// ---------------------------------------------------------------- nodes
+
+struct Node {
+    name: String,
+    api: Api,
+    cfg: Arc<KubeletConfig>,
+    gpus: Mutex<GpuAllocator>,
+    pods_dir: PathBuf,
+    /// Process groups of every running container of the cluster (for shutdown / drop).
+    pgids: Arc<Mutex<HashSet<i32>>>,
+    /// Set by [`Kubelet::shutdown`]: no container starts or restarts any more.
+    shutting_down: Arc<AtomicBool>,
+    /// The conditions' lastTransitionTime (they never change in v0).
+    registered_at: String,
+}
+
+impl Node {
+    fn status(&self) -> Value {
+        let c = &self.cfg;
+        let res = json!({"cpu": c.cpu, "memory": c.memory, "pods": c.max_pods.to_string(),
+            GPU_RESOURCE: c.gpus_per_node.to_string()});
+        let t = now();
+        let cond = |ty: &str, st: &str, reason: &str| {
+            json!({"type": ty, "status": st, "reason": reason, "message": "kubelet stand-in",
+                "lastHeartbeatTime": t, "lastTransitionTime": self.registered_at})
+        };
+        json!({
+            "capacity": res, "allocatable": res,
+            "conditions": [cond("Ready", "True", "KubeletReady"),
+                cond("MemoryPressure", "False", "KubeletHasSufficientMemory"),
+                cond("DiskPressure", "False", "KubeletHasNoDiskPressure"),
+                cond("PIDPressure", "False", "KubeletHasSufficientPID")],
+            "addresses": [{"type": "InternalIP", "address": POD_IP},
+                {"type": "Hostname", "address": self.name}],
+            "nodeInfo": {"machineID": "", "systemUUID": "", "bootID": "", "kernelVersion": "",
+                "osImage": "elasticjob local cluster", "containerRuntimeVersion": "process://v0",
+                "kubeletVersion": "v1.20.2", "kubeProxyVersion": "v1.20.2",
+                "operatingSystem": "linux", "architecture": std::env::consts::ARCH},
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+        })
+    }
+
+    async fn register(&self) -> Result<(), String> {
+        let node = json!({"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": self.name, "labels": {"kubernetes.io/hostname": self.name,
+                "kubernetes.io/os": "linux", "kubernetes.io/arch": std::env::consts::ARCH,
+                "elasticjob.io/local-cluster": "true"}},
+            "spec": {}, "status": self.status()});
+        match self.api.post("/api/v1/nodes".into(), node).await {
+            Ok(_) => {}
+            Err(e) if e.contains(" 409 ") => {}
+            Err(e) => return Err(e),
+        }
+        self.heartbeat().await
+    }
+
+    async fn heartbeat(&self) -> Result<(), String> {
+        self.api
+            .merge_patch(
+                format!("/api/v1/nodes/{}/status", self.name),
+                json!({"status": self.status()}),
+            )
+            .await?;
+        let lease_path = format!(
+            "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{}",
+            self.name
+        );
+        let spec = json!({"holderIdentity": self.name, "leaseDurationSeconds": 40,
+            "renewTime": now_micro()});
+        if self
+            .api
+            .merge_patch(lease_path, json!({"spec": spec}))
+            .await
+            .is_err()
+        {
+            self.api
+                .post(
+                    "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases".into(),
+                    json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                        "metadata": {"name": self.name, "namespace": "kube-node-lease"},
+                        "spec": spec}),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+struct PodEntry {
+    /// Some(grace seconds): terminate the pod and delete it.
+    stop: watch::Sender<Option<i64>>,
+    task: JoinHandle<()>,
+}
+
+/// The running kubelet stand-in: one heartbeat task and one pod loop per node.
+pub struct Kubelet {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    pgids: Arc<Mutex<HashSet<i32>>>,
+    shutting_down: Arc<AtomicBool>,
+}
+
+impl Kubelet {
+    /// Registers the nodes (waits until each exists and is Ready) and starts their loops.
+    /// `tokens`: the bearer token of `system:node:<name>` for each node.
+    pub(crate) async fn start(
+        cfg: KubeletConfig,
+        api_port: u16,
+        tls: Arc<rustls::ClientConfig>,
+        tokens: &HashMap<String, String>,
+        state_dir: &Path,
+    ) -> Result<Kubelet, String> {
+        let cfg = Arc::new(cfg);
+        let (stop, _) = watch::channel(false);
+        let pgids = Arc::new(Mutex::new(HashSet::new()));
+        let shutting_down = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for name in cfg.node_names() {
+            let token = tokens
+                .get(&name)
+                .ok_or_else(|| format!("no token for node {name}"))?;
+            let node = Arc::new(Node {
+                name: name.clone(),
+                api: Api {
+                    port: api_port,
+                    tls: tls.clone(),
+                    token: token.clone(),
+                },
+                cfg: cfg.clone(),
+                gpus: Mutex::new(GpuAllocator::new(cfg.gpus_per_node)),
+                pods_dir: state_dir.join("pods").join(&name),
+                pgids: pgids.clone(),
+                shutting_down: shutting_down.clone(),
+                registered_at: now(),
+            });
+            fs::create_dir_all(&node.pods_dir).map_err(|e| e.to_string())?;
+            node.register()
+                .await
+                .map_err(|e| format!("registering node {name}: {e}"))?;
+            info!(node = %name, "registered");
+            let (n, mut s) = (node.clone(), stop.subscribe());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(n.cfg.heartbeat) => {}
+                        _ = s.changed() => return,
+                    }
+                    if let Err(e) = n.heartbeat().await {
+                        warn!(node = %n.name, "heartbeat: {e}");
+                    }
+                }
+            }));
+            tasks.push(tokio::spawn(pod_loop(node, stop.subscribe())));
+        }
+        Ok(Kubelet {
+            stop,
+            tasks,
+            pgids,
+            shutting_down,
+        })
+    }
+
+    /// Stops the loops and the pods: SIGTERM to every container, `grace`, SIGKILL.
+    pub async fn shutdown(self, grace: Duration) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        let _ = self.stop.send(true);
+        for t in &self.tasks {
+            t.abort();
+        }
+        let groups: Vec<i32> = self.pgids.lock().unwrap().iter().copied().collect();
+        for g in &groups {
+            let _ = killpg(Pid::from_raw(*g), Signal::SIGTERM);
+        }
+        let start = std::time::Instant::now();
+        while start.elapsed() < grace && groups.iter().any(|g| group_alive(*g)) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.kill_all();
+    }
+
+    fn kill_all(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        for g in self.pgids.lock().unwrap().iter() {
+            let _ = killpg(Pid::from_raw(*g), Signal::SIGKILL);
+        }
+    }
+}
+
+impl Drop for Kubelet {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.kill_all();
+    }
+}
+
+fn group_alive(pgid: i32) -> bool {
+    killpg(Pid::from_raw(pgid), None).is_ok()
+}
+
+async fn pod_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
+    let mut pods: HashMap<String, PodEntry> = HashMap::new();
+    let path = format!("/api/v1/pods?fieldSelector=spec.nodeName%3D{}", node.name);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(node.cfg.poll) => {}
+            _ = stop.changed() => return,
+        }
+        let list = match node.api.get(path.clone()).await {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(node = %node.name, "listing pods: {e}");
+                continue;
+            }
+        };
+        let mut seen = HashSet::new();
+        for pod in list["items"].as_array().into_iter().flatten() {
+            let uid = pod["metadata"]["uid"].as_str().unwrap_or("").to_string();
+            seen.insert(uid.clone());
+            let deleting = !pod["metadata"]["deletionTimestamp"].is_null();
+            let grace = pod["metadata"]["deletionGracePeriodSeconds"]
+                .as_i64()
+                .unwrap_or(30);
+            match pods.get(&uid) {
+                Some(e) => {
+                    if deleting && e.stop.borrow().is_none() {
+                        // send_replace: also recorded when the pod task has ended.
+                        e.stop.send_replace(Some(grace));
+                        if e.task.is_finished() {
+                            // Finished before the delete: just remove the object.
+                            delete_pod(&node, pod).await;
+                        }
+                    }
+                }
+                None => {
+                    let phase = pod["status"]["phase"].as_str().unwrap_or("");
+                    if deleting {
+                        delete_pod(&node, pod).await;
+                        continue;
+                    }
+                    if phase == "Succeeded" || phase == "Failed" {
+                        continue;
+                    }
+                    let (tx, rx) = watch::channel(None);
+                    let task = tokio::spawn(run_pod(node.clone(), pod.clone(), rx));
+                    pods.insert(uid, PodEntry { stop: tx, task });
+                }
+            }
+        }
+        // Gone from the API (force-deleted): kill at once.
+        pods.retain(|uid, e| {
+            if seen.contains(uid) {
+                return true;
+            }
+            if !e.task.is_finished() {
+                let _ = e.stop.send(Some(0));
+            }
+            false
+        });
+    }
+}
+
+async fn delete_pod(node: &Node, pod: &Value) {
+    let md = &pod["metadata"];
+    let path = format!(
+        "/api/v1/namespaces/{}/pods/{}",
+        md["namespace"].as_str().unwrap_or(""),
+        md["name"].as_str().unwrap_or("")
+    );
+    let body = json!({"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0,
+        "preconditions": {"uid": md["uid"]}});
+    match node.api.delete(path, body).await {
+        Ok(_) => info!(node = %node.name, pod = %md["name"], "pod deleted"),
+        Err(e) if e.contains(" 404 ") || e.contains(" 409 ") => {}
+        Err(e) => warn!(node = %node.name, "deleting pod: {e}"),
+    }
+}
+
+/// Shared between a pod's task and its container tasks.
+struct PodRun {
+    node: Arc<Node>,
+    pod: Value,
+    dir: PathBuf,
+    gpus: Vec<u32>,
+    init: Mutex<Vec<ContainerState>>,
+    main: Mutex<Vec<ContainerState>>,
+    changed: Notify,
+    start_time: String,
+    /// Pod condition type → (status, lastTransitionTime).
+    transitions: Mutex<HashMap<String, (String, String)>>,
+}
+
+impl PodRun {
+    fn status(&self) -> Value {
+        let init = self.init.lock().unwrap().clone();
+        let main = self.main.lock().unwrap().clone();
+        let phase = pod_phase(&init, &main);
+        let ready = !main.is_empty() && main.iter().all(ContainerState::running);
+        let mut seen = self.transitions.lock().unwrap();
+        let mut cond = |ty: &str, ok: bool| {
+            let st = if ok { "True" } else { "False" };
+            let e = seen
+                .entry(ty.to_string())
+                .or_insert_with(|| (st.to_string(), now()));
+            if e.0 != st {
+                *e = (st.to_string(), now());
+            }
+            json!({"type": ty, "status": st, "lastProbeTime": null, "lastTransitionTime": e.1})
+        };
+        json!({"phase": phase, "hostIP": POD_IP, "podIP": POD_IP, "podIPs": [{"ip": POD_IP}],
+            "startTime": self.start_time, "qosClass": self.pod["status"]["qosClass"],
+            "conditions": [cond("PodScheduled", true), cond("Initialized", init.iter().all(|c| c.done)),
+                cond("ContainersReady", ready), cond("Ready", ready)],
+            "initContainerStatuses": init.iter().map(ContainerState::to_json).collect::<Vec<_>>(),
+            "containerStatuses": main.iter().map(ContainerState::to_json).collect::<Vec<_>>()})
+    }
+
+    async fn write_status(&self) {
+        let md = &self.pod["metadata"];
+        let path = format!(
+            "/api/v1/namespaces/{}/pods/{}/status",
+            md["namespace"].as_str().unwrap_or(""),
+            md["name"].as_str().unwrap_or("")
+        );
+        if let Err(e) = self
+            .node
+            .api
+            .merge_patch(path, json!({"status": self.status()}))
+            .await
+        {
+            warn!(node = %self.node.name, pod = %md["name"], "status update: {e}");
+        }
+    }
+}
+
+fn states(list: &Value) -> Vec<ContainerState> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| ContainerState {
+            name: c["name"].as_str().unwrap_or("").into(),
+            image: c["image"].as_str().unwrap_or("").into(),
+            ..Default::default()
+        })
+        .collect()
+}
+
+async fn run_pod(node: Arc<Node>, pod: Value, mut stop: watch::Receiver<Option<i64>>) {
+    let uid = pod["metadata"]["uid"].as_str().unwrap_or("").to_string();
+    let name = pod["metadata"]["name"].as_str().unwrap_or("").to_string();
+    let spec = &pod["spec"];
+    // Init containers run one at a time, so the pod needs the max of them and the sum of the rest.
+    let want = spec["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(container_gpus)
+        .sum::<u32>()
+        .max(
+            spec["initContainers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(container_gpus)
+                .max()
+                .unwrap_or(0),
+        );
+    let gpus = node.gpus.lock().unwrap().allocate(&uid, want);
+    let run = Arc::new(PodRun {
+        node: node.clone(),
+        pod: pod.clone(),
+        dir: node.pods_dir.join(&uid),
+        gpus: gpus.clone().unwrap_or_default(),
+        init: Mutex::new(states(&spec["initContainers"])),
+        main: Mutex::new(states(&spec["containers"])),
+        changed: Notify::new(),
+        start_time: now(),
+        transitions: Mutex::new(HashMap::new()),
+    });
+    info!(node = %node.name, pod = %name, gpus = ?run.gpus, "starting pod");
+    if gpus.is_none() {
+        let md = &pod["metadata"];
+        let path = format!(
+            "/api/v1/namespaces/{}/pods/{name}/status",
+            md["namespace"].as_str().unwrap_or("")
+        );
+        let _ = node
+            .api
+            .merge_patch(
+                path,
+                json!({"status": {"phase": "Failed", "reason": "UnexpectedAdmissionError",
+                "message": format!("{want} {GPU_RESOURCE} requested, not enough free on {}", node.name)}}),
+            )
+            .await;
+        return;
+    }
+    let _ = fs::create_dir_all(&run.dir);
+    run.write_status().await;
+    let policy = spec["restartPolicy"]
+        .as_str()
+        .unwrap_or("Always")
+        .to_string();
+    let inits = spec["initContainers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut stopped = false;
+    for (i, c) in inits.iter().enumerate() {
+        run_container(
+            run.clone(),
+            true,
+            i,
+            c.clone(),
+            policy.clone(),
+            stop.clone(),
+        )
+        .await;
+        run.write_status().await;
+        let ok = {
+            let init = run.init.lock().unwrap();
+            init[i]
+                .terminated
+                .as_ref()
+                .is_some_and(|t| t.exit_code == 0)
+        };
+        if !ok || stop.borrow().is_some() {
+            stopped = true;
+            break;
+        }
+    }
+    if !stopped {
+        let mut handles = Vec::new();
+        for (i, c) in spec["containers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            handles.push(tokio::spawn(run_container(
+                run.clone(),
+                false,
+                i,
+                c,
+                policy.clone(),
+                stop.clone(),
+            )));
+        }
+        let all_done = async {
+            for h in handles {
+                let _ = h.await;
+            }
+        };
+        tokio::pin!(all_done);
+        loop {
+            tokio::select! {
+                _ = &mut all_done => break,
+                _ = run.changed.notified() => {
+                    if stop.borrow().is_none() {
+                        run.write_status().await;
+                    }
+                }
+            }
+        }
+    }
+    node.gpus.lock().unwrap().release(&uid);
+    if stop.borrow().is_some() {
+        delete_pod(&node, &pod).await;
+    } else {
+        run.write_status().await;
+        info!(node = %node.name, pod = %name, phase = pod_phase(&run.init.lock().unwrap(), &run.main.lock().unwrap()), "pod finished");
+        // Wait for a deletion request so the pod loop can remove the object.
+        let _ = stop.changed().await;
+    }
+}
+
+/// Whether a container that exited with `code` is started again.
+pub fn policy_restarts(policy: &str, code: i32) -> bool {
+    match policy {
+        "Never" => false,
+        "OnFailure" => code != 0,
+        _ => true,
+    }
+}
+
+fn read_message(file: &Path, log: &Path, fallback: bool, code: i32) -> String {
+    let mut m = fs::read(file).unwrap_or_default();
+    if m.is_empty() && fallback && code != 0 {
+        let l = fs::read(log).unwrap_or_default();
+        let lines: Vec<&[u8]> = l.split(|b| *b == b'\n').collect();
+        m = lines[lines.len().saturating_sub(81)..].join(&b'\n');
+        if m.len() > 2048 {
+            m = m[m.len() - 2048..].to_vec();
+        }
+    }
+    m.truncate(MAX_MESSAGE);
+    String::from_utf8_lossy(&m).into_owned()
+}
+
+async fn run_container(
+    run: Arc<PodRun>,
+    init: bool,
+    idx: usize,
+    c: Value,
+    policy: String,
+    mut stop: watch::Receiver<Option<i64>>,
+) {
+    let cname = c["name"].as_str().unwrap_or("c").to_string();
+    let list = if init { &run.init } else { &run.main };
+    let update = |f: &dyn Fn(&mut ContainerState)| {
+        f(&mut list.lock().unwrap()[idx]);
+        run.changed.notify_one();
+    };
+    let term_file = run.dir.join(format!("{cname}.termination-log"));
+    let log_file = run.dir.join(format!("{cname}.log"));
+    let fallback = c["terminationMessagePolicy"].as_str() == Some("FallbackToLogsOnError");
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        if run.node.shutting_down.load(Ordering::SeqCst) {
+            return;
+        }
+        let _ = fs::write(&term_file, b"");
+        let started = now();
+        let prepared =
+            container_env(&run.pod, &c, &run.node.name, &run.gpus, &term_file).and_then(|env| {
+                container_argv(&c, &env, &run.node.cfg.image_map).map(|argv| (env, argv))
+            });
+        let child = prepared.and_then(|(env, argv)| {
+            spawn_process(&argv, &env, c["workingDir"].as_str(), &log_file)
+                .map_err(|e| format!("starting {argv:?}: {e}"))
+        });
+        let (code, signal, reason, message) = match child {
+            Err(e) => {
+                warn!(node = %run.node.name, container = %cname, "{e}");
+                (128, None, "StartError".to_string(), e)
+            }
+            Ok(mut child) => {
+                let pid = child.id().map(|p| p as i32).unwrap_or(-1);
+                run.node.pgids.lock().unwrap().insert(pid);
+                update(&|s| {
+                    s.pid = Some(pid);
+                    s.started_at = Some(started.clone());
+                    s.terminated = None;
+                    s.waiting = None;
+                });
+                let status = tokio::select! {
+                    s = child.wait() => s.ok(),
+                    _ = wait_stop(&mut stop) => {
+                        let grace = stop.borrow().unwrap_or(0).max(0) as u64;
+                        let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
+                        match tokio::time::timeout(Duration::from_secs(grace), child.wait()).await {
+                            Ok(s) => s.ok(),
+                            Err(_) => {
+                                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+                                child.wait().await.ok()
+                            }
+                        }
+                    }
+                };
+                // Whatever the container left in its group goes with it.
+                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+                run.node.pgids.lock().unwrap().remove(&pid);
+                use std::os::unix::process::ExitStatusExt;
+                let (code, signal) = match status {
+                    Some(s) => match (s.code(), s.signal()) {
+                        (Some(c), _) => (c, None),
+                        (None, Some(sig)) => (128 + sig, Some(sig)),
+                        _ => (255, None),
+                    },
+                    None => (255, None),
+                };
+                let reason = if code == 0 { "Completed" } else { "Error" };
+                let msg = read_message(&term_file, &log_file, fallback, code);
+                (code, signal, reason.to_string(), msg)
+            }
+        };
+        let stopping = stop.borrow().is_some() || run.node.shutting_down.load(Ordering::SeqCst);
+        let restart = !stopping && policy_restarts(&policy, code) && !(init && code == 0);
+        let t = Terminated {
+            exit_code: code,
+            signal,
+            reason,
+            message,
+            started_at: started.clone(),
+            finished_at: now(),
+        };
+        debug!(container = %cname, ?t, restart, "container exited");
+        if !restart {
+            update(&|s| {
+                s.terminated = Some(t.clone());
+                s.done = true;
+            });
+            return;
+        }
+        // Waiting in back-off, the last run in lastState (as `kubectl get` shows it).
+        update(&|s| {
+            s.last_terminated = Some(t.clone());
+            s.terminated = None;
+            s.pid = None;
+            s.waiting = Some((
+                "CrashLoopBackOff".into(),
+                format!("back-off {backoff:?} restarting failed container"),
+            ));
+        });
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = wait_stop(&mut stop) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+        if stop.borrow().is_some() {
+            update(&|s| {
+                s.terminated = s.last_terminated.clone();
+                s.done = true;
+            });
+            return;
+        }
+        update(&|s| s.restart_count += 1);
+    }
+}
+
+async fn wait_stop(stop: &mut watch::Receiver<Option<i64>>) {
+    while stop.borrow().is_none() {
+        if stop.changed().await.is_err() {
+            // Sender gone (kubelet shutting down): stop now.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+fn spawn_process(
+    argv: &[String],
+    env: &[(String, String)],
+    workdir: Option<&str>,
+    log: &Path,
+) -> std::io::Result<tokio::process::Child> {
+    let out = fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let err = out.try_clone()?;
+    let mut cmd = tokio::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .current_dir(workdir.filter(|w| !w.is_empty()).unwrap_or("/"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err))
+        .process_group(0)
+        .kill_on_drop(true);
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod() -> Value {
+        json!({"metadata": {"name": "p", "namespace": "ns", "uid": "u-1",
+                "labels": {"app": "x"}, "annotations": {"a/b": "c"}},
+            "spec": {"serviceAccountName": "sa", "hostname": "h0"}})
+    }
+
+    #[test]
+    fn env_has_downward_api_gpus_and_expansion() {
+        let c = json!({"env": [
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            {"name": "UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
+            {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+            {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {"name": "HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}},
+            {"name": "APP", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
+            {"name": "ANN", "valueFrom": {"fieldRef": {"fieldPath": "metadata.annotations['a/b']"}}},
+            {"name": "GREETING", "value": "hi $(POD_NAME) on $(NODE), $(NOPE) $$(POD_NAME)"}]});
+        let env = container_env(&pod(), &c, "node-1", &[2, 3], Path::new("/t/log")).unwrap();
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("POD_NAME"), Some("p"));
+        assert_eq!(get("NS"), Some("ns"));
+        assert_eq!(get("UID"), Some("u-1"));
+        assert_eq!(get("NODE"), Some("node-1"));
+        assert_eq!(get("IP"), Some("127.0.0.1"));
+        assert_eq!(get("HOST_IP"), Some("127.0.0.1"));
+        assert_eq!(get("APP"), Some("x"));
+        assert_eq!(get("ANN"), Some("c"));
+        assert_eq!(get("HOSTNAME"), Some("h0"));
+        assert_eq!(get("CUDA_VISIBLE_DEVICES"), Some("2,3"));
+        assert_eq!(get("NVIDIA_VISIBLE_DEVICES"), Some("2,3"));
+        assert_eq!(get(TERMINATION_MESSAGE_ENV), Some("/t/log"));
+        assert_eq!(get("GREETING"), Some("hi p on node-1, $(NOPE) $(POD_NAME)"));
+        assert!(get("PATH").is_some());
+        // No GPUs: no device variables; unsupported sources are an error.
+        let env = container_env(&pod(), &json!({}), "n", &[], Path::new("/t")).unwrap();
+        assert!(!env.iter().any(|(k, _)| k == "CUDA_VISIBLE_DEVICES"));
+        let bad = json!({"env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]});
+        assert!(container_env(&pod(), &bad, "n", &[], Path::new("/t")).is_err());
+        let bad =
+            json!({"env": [{"name": "X", "valueFrom": {"fieldRef": {"fieldPath": "spec.nope"}}}]});
+        assert!(container_env(&pod(), &bad, "n", &[], Path::new("/t")).is_err());
+    }
+
+    #[test]
+    fn argv_from_command_or_image_map() {
+        let env = vec![("N".to_string(), "3".to_string())];
+        let map = KubeletConfig::parse_image_map("img:1=/bin/echo, other=/x").unwrap();
+        let c = json!({"command": ["/bin/sh", "-c"], "args": ["exit $(N)"], "image": "img:1"});
+        assert_eq!(
+            container_argv(&c, &env, &map).unwrap(),
+            ["/bin/sh", "-c", "exit 3"]
+        );
+        let c = json!({"args": ["a"], "image": "img:1"});
+        assert_eq!(container_argv(&c, &env, &map).unwrap(), ["/bin/echo", "a"]);
+        let c = json!({"args": ["a"], "image": "unknown"});
+        assert!(container_argv(&c, &env, &map).is_err());
+        assert!(KubeletConfig::parse_image_map("noequals").is_err());
+    }
+
+    #[test]
+    fn gpu_allocation_takes_lowest_free_and_releases() {
+        let mut g = GpuAllocator::new(4);
+        assert_eq!(g.allocate("a", 2), Some(vec![0, 1]));
+        assert_eq!(g.allocate("b", 1), Some(vec![2]));
+        assert_eq!(g.allocate("c", 2), None);
+        assert_eq!(g.free(), 1);
+        g.release("a");
+        assert_eq!(g.allocate("c", 2), Some(vec![0, 1]));
+        assert_eq!(g.allocate("d", 0), Some(vec![]));
+        assert_eq!(g.free(), 1);
+        assert_eq!(
+            container_gpus(&json!({"resources": {"limits": {"nvidia.com/gpu": "4"}}})),
+            4
+        );
+        assert_eq!(container_gpus(&json!({"resources": {}})), 0);
+    }
+
+    #[test]
+    fn phase_follows_containers_and_restart_policy() {
+        let done = |code| ContainerState {
+            pid: Some(1),
+            done: true,
+            terminated: Some(Terminated {
+                exit_code: code,
+                signal: None,
+                reason: String::new(),
+                message: String::new(),
+                started_at: String::new(),
+                finished_at: String::new(),
+            }),
+            ..Default::default()
+        };
+        let running = ContainerState {
+            pid: Some(1),
+            started_at: Some("t".into()),
+            ..Default::default()
+        };
+        let waiting = ContainerState::default();
+        let one = std::slice::from_ref;
+        assert_eq!(pod_phase(&[], one(&waiting)), "Pending");
+        assert_eq!(pod_phase(one(&waiting), one(&waiting)), "Pending");
+        assert_eq!(pod_phase(&[done(1)], one(&waiting)), "Failed");
+        assert_eq!(pod_phase(&[done(0)], one(&running)), "Running");
+        assert_eq!(pod_phase(&[], &[done(0), running]), "Running");
+        assert_eq!(pod_phase(&[], &[done(0), done(0)]), "Succeeded");
+        assert_eq!(pod_phase(&[], &[done(0), done(3)]), "Failed");
+        assert!(!policy_restarts("Never", 1));
+        assert!(policy_restarts("OnFailure", 1));
+        assert!(!policy_restarts("OnFailure", 0));
+        assert!(policy_restarts("Always", 0));
+        let j = done(3).to_json();
+        assert_eq!(j["state"]["terminated"]["exitCode"], 3);
+    }
+}
