@@ -295,29 +295,38 @@ fn hostile_connections_do_not_disturb_a_running_job() {
     );
 }
 
-/// Real torch workers restart after a SIGKILLed rank and all_reduce correctly again. torch 2.15
-/// workers no longer prefix store keys per attempt, so a store reused across restarts hands
-/// them the dead round's addresses; torchrun 2.15 fails exactly this. Each round gets a fresh
-/// store here.
-#[test]
-fn torch_workers_restart_with_a_fresh_store() {
+/// Three real torch workers, rank 2 SIGKILLs itself in the first attempt, one restart: every
+/// rank must all_reduce correctly in attempt 1.
+fn assert_torch_workers_restart(launch_args: &[&str]) {
     let d = tempfile::tempdir().unwrap();
     let s = script("test_script_elastic_torch.py");
     let out_dir = format!("--out-dir={}", d.path().display());
-    let mut cmd = launch_cmd(&[
-        "--standalone",
-        "--nproc-per-node=3",
-        "--max-restarts=1",
-        &s,
-        "--kill-rank=2",
-        &out_dir,
-    ]);
+    let mut args = vec!["--nproc-per-node=3", "--max-restarts=1"];
+    args.extend_from_slice(launch_args);
+    args.extend([s.as_str(), "--kill-rank=2", out_dir.as_str()]);
+    let mut cmd = launch_cmd(&args);
     cmd.env("PYTHON_EXEC", torch_python());
     let out = run_with_limit(cmd, Duration::from_secs(180));
     assert_success(&out);
     let expected: std::collections::BTreeSet<String> =
         (0..3).map(|r| format!("ok_1_{r}_of_3")).collect();
     assert_eq!(names(d.path()), expected);
+}
+
+/// torch 2.15 workers no longer prefix store keys per attempt, so a store reused across
+/// restarts hands them the dead attempt's addresses; torchrun 2.15 fails this way. Each c10d
+/// round gets a fresh store here.
+#[test]
+fn torch_workers_restart_with_a_fresh_store() {
+    assert_torch_workers_restart(&["--standalone"]);
+}
+
+/// With a static `--master-port` every attempt's workers share one store: the previous
+/// attempt's keys are deleted before the restart.
+#[test]
+fn torch_workers_restart_on_a_static_master_port() {
+    let port = format!("--master-port={}", free_port());
+    assert_torch_workers_restart(&["--master-addr=localhost", &port]);
 }
 
 /// The launcher raises its soft open-files limit to the hard limit (the store host holds
@@ -345,29 +354,4 @@ fn open_files_limit_is_raised_to_the_hard_limit() {
         "{}",
         describe(&out)
     );
-}
-
-/// The same with a static `--master-port`, which every attempt's workers share: the previous
-/// attempt's keys are deleted before the restart.
-#[test]
-fn torch_workers_restart_on_a_static_master_port() {
-    let d = tempfile::tempdir().unwrap();
-    let s = script("test_script_elastic_torch.py");
-    let out_dir = format!("--out-dir={}", d.path().display());
-    let port = format!("--master-port={}", free_port());
-    let mut cmd = launch_cmd(&[
-        "--nproc-per-node=3",
-        "--master-addr=localhost",
-        &port,
-        "--max-restarts=1",
-        &s,
-        "--kill-rank=2",
-        &out_dir,
-    ]);
-    cmd.env("PYTHON_EXEC", torch_python());
-    let out = run_with_limit(cmd, Duration::from_secs(180));
-    assert_success(&out);
-    let expected: std::collections::BTreeSet<String> =
-        (0..3).map(|r| format!("ok_1_{r}_of_3")).collect();
-    assert_eq!(names(d.path()), expected);
 }
