@@ -62,6 +62,20 @@ pub enum AgentError {
     HostStore { port: u16, source: StoreError },
 }
 
+impl AgentError {
+    /// The machine-readable reason in the failure summary for Kubernetes.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AgentError::Rendezvous(_) | AgentError::RdzvConf(_) | AgentError::Endpoint(_) => {
+                "RendezvousFailed"
+            }
+            AgentError::Store(_) | AgentError::HostStore { .. } => "StoreFailed",
+            AgentError::Device(_) => "DeviceUnavailable",
+            _ => "LauncherError",
+        }
+    }
+}
+
 /// Facts fixed for the whole run.
 struct Node {
     host: String,

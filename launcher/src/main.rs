@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use elastic_launch::agent::{Agent, Outcome};
+use elastic_launch::agent::{Agent, AgentError, Outcome};
 use elastic_launch::config::Config;
 use elastic_launch::report::{self, FailureSummary};
 use elastic_launch::{cli, entrypoint, errors, workers};
@@ -71,13 +71,7 @@ async fn run(cfg: Config) -> u8 {
             let host = hostname::get()
                 .map(|h| h.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            return launcher_failure(
-                &e.to_string(),
-                &host,
-                0,
-                max_restarts,
-                termination_path.as_deref(),
-            );
+            return launcher_failure(&e, &host, 0, max_restarts, termination_path.as_deref());
         }
     };
     let host = agent.host().to_string();
@@ -118,7 +112,7 @@ async fn run(cfg: Config) -> u8 {
             1
         }
         Err(e) => launcher_failure(
-            &e.to_string(),
+            &e,
             &host,
             agent.restart_count(),
             max_restarts,
@@ -128,18 +122,15 @@ async fn run(cfg: Config) -> u8 {
 }
 
 fn launcher_failure(
-    message: &str,
+    error: &AgentError,
     host: &str,
     restarts: u32,
     max_restarts: u32,
     path: Option<&std::path::Path>,
 ) -> u8 {
+    let message = error.to_string();
     tracing::error!("{message}");
-    let reason = if message.contains("rendezvous") {
-        "RendezvousFailed"
-    } else {
-        "LauncherError"
-    };
+    let reason = error.reason();
     if let Some(path) = path {
         write_summary(
             path,

@@ -19,7 +19,8 @@ pub const KUBERNETES_TERMINATION_LOG: &str = "/dev/termination-log";
 pub struct FailureSummary {
     /// Always `elastic-launch/v1`, so the operator knows the shape.
     pub kind: &'static str,
-    /// `WorkerFailed`, `RendezvousFailed`, `Signaled` or `LauncherError`.
+    /// `WorkerFailed`, `Signaled`, `RendezvousFailed`, `StoreFailed`, `DeviceUnavailable` or
+    /// `LauncherError`.
     pub reason: String,
     pub host: String,
     pub rank: Option<u32>,

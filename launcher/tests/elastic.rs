@@ -160,8 +160,12 @@ fn job_reforms_after_the_store_host_is_killed_and_replaced() {
 /// Fewer nodes than MIN: a clear failure after join_timeout, naming what it waited for.
 #[test]
 fn below_min_fails_after_join_timeout() {
+    let d = tempfile::tempdir().unwrap();
+    let term = d.path().join("termination-log");
+    let mut worker = vec![format!("--termination-message-path={}", term.display())];
+    worker.extend(bash("exit 0".into()));
     let port = free_port();
-    let a = agent(port, "2:3", ",join_timeout=1.5", &bash("exit 0".into()));
+    let a = agent(port, "2:3", ",join_timeout=1.5", &worker);
     let out = a.output(Duration::from_secs(20));
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -170,6 +174,15 @@ fn below_min_fails_after_join_timeout() {
             && stderr.contains("join_timeout")
             && stderr.contains("2 nodes to join round 0"),
         "{stderr}"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&term).unwrap()).unwrap();
+    assert_eq!(summary["reason"], "RendezvousFailed");
+    assert!(
+        summary["message"]
+            .as_str()
+            .unwrap()
+            .contains("join_timeout")
     );
 }
 
