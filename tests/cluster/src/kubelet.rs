@@ -1,11 +1,13 @@
-//! The kubelet stand-in, v0 (issue 4): an in-process task of [`crate::Cluster`].
+//! The kubelet stand-in, v1 (issue 4): an in-process task of [`crate::Cluster`].
 //!
 //! - Registers one Node per configured node (`node-0`, `node-1`, ...) with cpu, memory, pods and
 //!   `nvidia.com/gpu` capacity and a Ready condition, and keeps it Ready: a status heartbeat and a
 //!   Lease in `kube-node-lease` (1.20's node lifecycle controller reads both).
 //! - Polls the pods bound to each node (as `system:node:<name>`, so the Node authorizer and
 //!   NodeRestriction check it like a real kubelet) and runs their containers as host processes:
-//!   no image pull, no network or mount namespace yet (every pod's IP is 127.0.0.1).
+//!   no image pull; with `pod_network` (the default) each pod has its own network namespace and
+//!   IP on the cluster's bridge, each container its own mount and UTS namespace (see
+//!   [`crate::podnet`]); without it every pod's IP is 127.0.0.1 (v0).
 //! - Writes pod phase and container statuses, applies restartPolicy, handles graceful deletion.
 //!
 //! The pure parts (env construction, `$(VAR)` expansion, GPU allocation, phase) are plain
@@ -26,14 +28,15 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use crate::podnet::{self, Isolation, PodNet, PodNetwork};
 use crate::probe;
 
 /// The extended resource the scheduler counts for fake GPUs.
 pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
-/// Env var with the host path of the container's termination message file (v0: no mount
-/// namespace yet, so `terminationMessagePath` cannot be bind-mounted; see the README).
+/// Env var with the host path of the container's termination message file (also bind-mounted
+/// at `terminationMessagePath` when the pod has its own namespaces).
 pub const TERMINATION_MESSAGE_ENV: &str = "ELASTICJOB_TERMINATION_MESSAGE_PATH";
-/// The pod IP and host IP of every pod until pods get their own network namespace.
+/// The pod IP and host IP of every pod without a pod network (`pod_network: false`).
 pub const POD_IP: &str = "127.0.0.1";
 const MAX_MESSAGE: usize = 4096;
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -54,6 +57,11 @@ pub struct KubeletConfig {
     pub poll: Duration,
     /// Node status + Lease renew interval.
     pub heartbeat: Duration,
+    /// One network, mount and UTS namespace per pod on a per-cluster bridge (needs root and
+    /// `ip`); false: every pod runs on the host's namespaces with IP 127.0.0.1 (v0).
+    pub pod_network: bool,
+    /// For the pods' `/etc/hosts` names.
+    pub cluster_domain: String,
 }
 
 impl Default for KubeletConfig {
@@ -67,6 +75,8 @@ impl Default for KubeletConfig {
             image_map: BTreeMap::new(),
             poll: Duration::from_millis(250),
             heartbeat: Duration::from_secs(10),
+            pod_network: true,
+            cluster_domain: "cluster.local".into(),
         }
     }
 }
@@ -185,7 +195,14 @@ pub fn field_ref(pod: &Value, node: &str, path: &str) -> Result<String, String> 
         "metadata.uid" => s(&md["uid"]),
         "spec.nodeName" => node.to_string(),
         "spec.serviceAccountName" => s(&pod["spec"]["serviceAccountName"]),
-        "status.podIP" | "status.podIPs" | "status.hostIP" => POD_IP.to_string(),
+        "status.podIP" | "status.podIPs" => pod["status"]["podIP"]
+            .as_str()
+            .unwrap_or(POD_IP)
+            .to_string(),
+        "status.hostIP" => pod["status"]["hostIP"]
+            .as_str()
+            .unwrap_or(POD_IP)
+            .to_string(),
         _ => {
             if let Some(v) = keyed("metadata.labels", &md["labels"]) {
                 v
@@ -467,6 +484,8 @@ struct Node {
     shutting_down: Arc<AtomicBool>,
     /// The conditions' lastTransitionTime (they never change in v0).
     registered_at: String,
+    /// The cluster's pod network (shared by all nodes), if `pod_network`.
+    net: Option<Arc<PodNetwork>>,
 }
 
 impl Node {
@@ -553,9 +572,17 @@ pub struct Kubelet {
     tasks: Vec<JoinHandle<()>>,
     pgids: Arc<Mutex<HashSet<i32>>>,
     shutting_down: Arc<AtomicBool>,
+    net: Option<Arc<PodNetwork>>,
 }
 
 impl Kubelet {
+    /// The pod network's bridge and host address, if any.
+    pub fn network(&self) -> Option<(String, std::net::Ipv4Addr, String)> {
+        self.net
+            .as_ref()
+            .map(|n| (n.bridge.clone(), n.host_ip(), n.cidr()))
+    }
+
     /// Registers the nodes (waits until each exists and is Ready) and starts their loops.
     /// `tokens`: the bearer token of `system:node:<name>` for each node.
     pub(crate) async fn start(
@@ -570,6 +597,17 @@ impl Kubelet {
         let pgids = Arc::new(Mutex::new(HashSet::new()));
         let shutting_down = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
+        let net = if cfg.pod_network && cfg.nodes > 0 {
+            let dir = state_dir.to_path_buf();
+            let n = tokio::task::spawn_blocking(move || PodNetwork::create(&dir))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("pod network: {e}"))?;
+            info!(bridge = %n.bridge, cidr = %n.cidr(), "pod network");
+            Some(Arc::new(n))
+        } else {
+            None
+        };
         for name in cfg.node_names() {
             let token = tokens
                 .get(&name)
@@ -587,6 +625,7 @@ impl Kubelet {
                 pgids: pgids.clone(),
                 shutting_down: shutting_down.clone(),
                 registered_at: now(),
+                net: net.clone(),
             });
             fs::create_dir_all(&node.pods_dir).map_err(|e| e.to_string())?;
             node.register()
@@ -612,6 +651,7 @@ impl Kubelet {
             tasks,
             pgids,
             shutting_down,
+            net,
         })
     }
 
@@ -631,6 +671,13 @@ impl Kubelet {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         self.kill_all();
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_secs(2) && groups.iter().any(|g| group_alive(*g)) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Some(n) = &self.net {
+            n.remove_all();
+        }
     }
 
     fn kill_all(&self) {
@@ -647,6 +694,9 @@ impl Drop for Kubelet {
             t.abort();
         }
         self.kill_all();
+        if let Some(n) = &self.net {
+            n.remove_all();
+        }
     }
 }
 
@@ -744,6 +794,8 @@ struct PodRun {
     start_time: String,
     /// Pod condition type → (status, lastTransitionTime).
     transitions: Mutex<HashMap<String, (String, String)>>,
+    /// Its netns and IP (None: host network, 127.0.0.1).
+    net: Option<PodNet>,
 }
 
 impl PodRun {
@@ -763,7 +815,9 @@ impl PodRun {
             }
             json!({"type": ty, "status": st, "lastProbeTime": null, "lastTransitionTime": e.1})
         };
-        json!({"phase": phase, "hostIP": POD_IP, "podIP": POD_IP, "podIPs": [{"ip": POD_IP}],
+        let ip = self.pod["status"]["podIP"].as_str().unwrap_or(POD_IP);
+        let host_ip = self.pod["status"]["hostIP"].as_str().unwrap_or(POD_IP);
+        json!({"phase": phase, "hostIP": host_ip, "podIP": ip, "podIPs": [{"ip": ip}],
             "startTime": self.start_time, "qosClass": self.pod["status"]["qosClass"],
             "conditions": [cond("PodScheduled", true), cond("Initialized", init.iter().all(|c| c.done)),
                 cond("ContainersReady", ready), cond("Ready", ready)],
@@ -804,7 +858,7 @@ fn states(list: &Value) -> Vec<ContainerState> {
 async fn run_pod(node: Arc<Node>, pod: Value, mut stop: watch::Receiver<Option<i64>>) {
     let uid = pod["metadata"]["uid"].as_str().unwrap_or("").to_string();
     let name = pod["metadata"]["name"].as_str().unwrap_or("").to_string();
-    let spec = &pod["spec"];
+    let spec = &pod["spec"].clone();
     // Init containers run one at a time, so the pod needs the max of them and the sum of the rest.
     let want = spec["containers"]
         .as_array()
@@ -822,6 +876,39 @@ async fn run_pod(node: Arc<Node>, pod: Value, mut stop: watch::Receiver<Option<i
                 .unwrap_or(0),
         );
     let gpus = node.gpus.lock().unwrap().allocate(&uid, want);
+    let mut pod = pod;
+    let mut pod_net = None;
+    if let (Some(net), Some(_)) = (&node.net, &gpus) {
+        let n = net.clone();
+        let added = tokio::task::spawn_blocking(move || n.add_pod())
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+        match added {
+            Ok(p) => {
+                pod["status"]["podIP"] = json!(p.ip.to_string());
+                pod["status"]["hostIP"] = json!(p.host_ip.to_string());
+                pod_net = Some(p);
+            }
+            Err(e) => {
+                warn!(node = %node.name, pod = %name, "pod network: {e}");
+                node.gpus.lock().unwrap().release(&uid);
+                let md = &pod["metadata"];
+                let path = format!(
+                    "/api/v1/namespaces/{}/pods/{name}/status",
+                    md["namespace"].as_str().unwrap_or("")
+                );
+                let _ = node
+                    .api
+                    .merge_patch(
+                        path,
+                        json!({"status": {"phase": "Failed", "reason": "NetworkSetupError",
+                        "message": e}}),
+                    )
+                    .await;
+                return;
+            }
+        }
+    }
     let run = Arc::new(PodRun {
         node: node.clone(),
         pod: pod.clone(),
@@ -832,6 +919,7 @@ async fn run_pod(node: Arc<Node>, pod: Value, mut stop: watch::Receiver<Option<i
         changed: Notify::new(),
         start_time: now(),
         transitions: Mutex::new(HashMap::new()),
+        net: pod_net,
     });
     info!(node = %node.name, pod = %name, gpus = ?run.gpus, "starting pod");
     if gpus.is_none() {
@@ -851,6 +939,12 @@ async fn run_pod(node: Arc<Node>, pod: Value, mut stop: watch::Receiver<Option<i
         return;
     }
     let _ = fs::create_dir_all(&run.dir);
+    if let Some(p) = &run.net {
+        let _ = fs::write(
+            run.dir.join("hosts"),
+            podnet::etc_hosts(&pod, p.ip, &node.cfg.cluster_domain),
+        );
+    }
     run.write_status().await;
     let policy = spec["restartPolicy"]
         .as_str()
@@ -921,13 +1015,91 @@ async fn run_pod(node: Arc<Node>, pod: Value, mut stop: watch::Receiver<Option<i
     }
     node.gpus.lock().unwrap().release(&uid);
     if stop.borrow().is_some() {
+        remove_pod_net(&node, &run).await;
         delete_pod(&node, &pod).await;
     } else {
         run.write_status().await;
         info!(node = %node.name, pod = %name, phase = pod_phase(&run.init.lock().unwrap(), &run.main.lock().unwrap()), "pod finished");
         // Wait for a deletion request so the pod loop can remove the object.
         let _ = stop.changed().await;
+        remove_pod_net(&node, &run).await;
     }
+}
+
+async fn remove_pod_net(node: &Node, run: &PodRun) {
+    if let (Some(net), Some(p)) = (&node.net, &run.net) {
+        let (net, p) = (net.clone(), p.clone());
+        let _ = tokio::task::spawn_blocking(move || net.remove_pod(&p)).await;
+    }
+}
+
+/// The namespaces a container process enters: the pod's netns, its own mount namespace with
+/// the pod's `/etc/hosts`, its own `/dev` and the termination message file at
+/// `terminationMessagePath`, its own UTS namespace with the pod's hostname.
+fn isolation(run: &PodRun, c: &Value, term_file: &Path) -> Result<Option<Isolation>, String> {
+    let Some(p) = &run.net else {
+        return Ok(None);
+    };
+    let (mut binds, dev) = podnet::pod_dev(&run.dir).map_err(|e| format!("pod /dev: {e}"))?;
+    let tpath = c["terminationMessagePath"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .unwrap_or("/dev/termination-log");
+    if let Some(rest) = tpath.strip_prefix("/dev/") {
+        let placeholder = dev.join(rest);
+        if let Some(parent) = placeholder.parent() {
+            let _ = fs::create_dir_all(parent);
+        }
+        let _ = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&placeholder);
+        binds.push((term_file.to_path_buf(), placeholder));
+        binds.push((dev, PathBuf::from("/dev")));
+    } else {
+        binds.push((dev, PathBuf::from("/dev")));
+        if Path::new(tpath).is_file() {
+            binds.push((term_file.to_path_buf(), PathBuf::from(tpath)));
+        }
+    }
+    binds.push((run.dir.join("hosts"), PathBuf::from("/etc/hosts")));
+    // emptyDir volumes: a directory per pod and volume, bind-mounted at each mountPath. No
+    // root filesystem of its own yet, so the mountPath must exist on the host.
+    for m in c["volumeMounts"].as_array().into_iter().flatten() {
+        let vname = m["name"].as_str().unwrap_or("");
+        let target = m["mountPath"].as_str().unwrap_or("");
+        let vol = run.pod["spec"]["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|v| v["name"].as_str() == Some(vname));
+        if !vol.is_some_and(|v| v["emptyDir"].is_object()) {
+            return Err(format!(
+                "volume {vname:?}: only emptyDir volumes are supported (v1)"
+            ));
+        }
+        let mut src = run.dir.join("volumes").join(vname);
+        if let Some(sub) = m["subPath"].as_str().filter(|s| !s.is_empty()) {
+            src = src.join(sub);
+        }
+        fs::create_dir_all(&src).map_err(|e| format!("{}: {e}", src.display()))?;
+        if !Path::new(target).is_dir() {
+            return Err(format!(
+                "volume {vname:?}: mountPath {target:?} must be an existing directory on the host (v1: no pod root filesystem)"
+            ));
+        }
+        binds.push((src, PathBuf::from(target)));
+    }
+    let hostname = run.pod["spec"]["hostname"]
+        .as_str()
+        .or(run.pod["metadata"]["name"].as_str())
+        .unwrap_or("pod");
+    let cwd = c["workingDir"]
+        .as_str()
+        .filter(|w| !w.is_empty())
+        .unwrap_or("/");
+    Isolation::new(&p.netns_path(), &binds, hostname, cwd).map(Some)
 }
 
 /// Whether a container that exited with `code` is started again.
@@ -982,7 +1154,8 @@ async fn run_container(
                 container_argv(&c, &env, &run.node.cfg.image_map).map(|argv| (env, argv))
             });
         let child = prepared.and_then(|(env, argv)| {
-            spawn_process(&argv, &env, c["workingDir"].as_str(), &log_file)
+            let iso = isolation(&run, &c, &term_file)?;
+            spawn_process(&argv, &env, c["workingDir"].as_str(), &log_file, iso)
                 .map_err(|e| format!("starting {argv:?}: {e}"))
         });
         let (code, signal, reason, message) = match child {
@@ -1088,6 +1261,7 @@ fn spawn_process(
     env: &[(String, String)],
     workdir: Option<&str>,
     log: &Path,
+    iso: Option<Isolation>,
 ) -> std::io::Result<tokio::process::Child> {
     let out = fs::OpenOptions::new().create(true).append(true).open(log)?;
     let err = out.try_clone()?;
@@ -1103,9 +1277,12 @@ fn spawn_process(
         .kill_on_drop(true);
     // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            if let Some(iso) = &iso {
+                iso.enter()?;
             }
             Ok(())
         });

@@ -21,6 +21,7 @@
 pub mod kubeconfig;
 pub mod kubelet;
 pub mod pki;
+pub mod podnet;
 mod probe;
 mod supervise;
 

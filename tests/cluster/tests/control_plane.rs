@@ -789,13 +789,15 @@ async fn kubelet_stand_in_registers_gpu_nodes_and_runs_pods_as_processes() {
     wait_phase(&k, "ok", "Succeeded");
     let uid = jsonpath(&k, "ok", "{.metadata.uid}");
     let node = jsonpath(&k, "ok", "{.spec.nodeName}");
+    let ips = jsonpath(&k, "ok", "{.status.podIP} {.status.hostIP}");
+    assert!(ips.starts_with("10."), "pod network addresses: {ips}");
     assert_eq!(
         jsonpath(&k, "ok", &format!("{term}.exitCode}} {term}.reason}}")),
         "0 Completed"
     );
     assert_eq!(
         jsonpath(&k, "ok", &format!("{term}.message}}")),
-        format!("ok default {uid} {node} 127.0.0.1 127.0.0.1 /tmp init-ran\n")
+        format!("ok default {uid} {node} {ips} /tmp init-ran\n")
     );
     assert_eq!(
         jsonpath(
@@ -918,4 +920,239 @@ async fn kubelet_stand_in_registers_gpu_nodes_and_runs_pods_as_processes() {
         .await
         .unwrap_or_else(|e| panic!("shutdown: {e}"));
     assert_nothing_left(&dir, &pids);
+}
+
+/// Interface names and netns names on this machine that contain `needle`.
+fn net_objects_with(needle: &str) -> Vec<String> {
+    let run = |args: &[&str]| {
+        String::from_utf8_lossy(&Command::new("ip").args(args).output().unwrap().stdout)
+            .into_owned()
+    };
+    let mut v: Vec<String> = run(&["-o", "link"])
+        .lines()
+        .filter_map(|l| l.split(':').nth(1))
+        .map(|n| n.trim().split('@').next().unwrap_or("").to_string())
+        .chain(
+            run(&["netns", "list"])
+                .lines()
+                .filter_map(|l| l.split_whitespace().next())
+                .map(str::to_string),
+        )
+        .filter(|n| n.contains(needle))
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubelet_v1_pods_get_own_netns_ip_etc_hosts_and_termination_log() {
+    let bin = bin_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("e2e-podnet");
+    let mut cfg = ClusterConfig::new(&dir, &bin).unwrap();
+    cfg.kubelet.nodes = 2;
+    let cluster = Cluster::start(cfg)
+        .await
+        .unwrap_or_else(|e| panic!("cluster start: {e}"));
+    let k = Kubectl {
+        bin: bin.join("kubectl"),
+        kubeconfig: cluster.kubeconfig(),
+    };
+    // A server pod with a headless-service name; it answers with its own view of itself.
+    let mut server = pod_doc(
+        "server",
+        "Never",
+        "cd $(mktemp -d) && { hostname; getent hosts web-0.web.default.svc.cluster.local; readlink /proc/self/ns/net; } > info && exec /usr/bin/python3 -m http.server 8080 --bind $POD_IP",
+        0,
+    );
+    server["spec"]["hostname"] = json!("web-0");
+    server["spec"]["subdomain"] = json!("web");
+    create_retrying(&k, &server);
+    wait_phase(&k, "server", "Running");
+    let ips = jsonpath(&k, "server", "{.status.podIP} {.status.hostIP}");
+    let (ip, host_ip) = ips.split_once(' ').unwrap();
+    assert!(ip.starts_with("10.") && host_ip.ends_with(".1"), "{ips}");
+    assert_eq!(
+        ip.rsplit_once('.').unwrap().0,
+        host_ip.rsplit_once('.').unwrap().0,
+        "same /24"
+    );
+    // The bridge is the interface with the host address; its name carries the cluster's id.
+    let addrs = String::from_utf8_lossy(
+        &Command::new("ip")
+            .args(["-o", "-4", "addr"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    let bridge = addrs
+        .lines()
+        .find(|l| l.contains(&format!(" {host_ip}/24")))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or_else(|| panic!("no interface with {host_ip}: {addrs}"))
+        .to_string();
+    let id = bridge
+        .strip_prefix("ejbr")
+        .expect("bridge name")
+        .to_string();
+    let ours = net_objects_with(&id);
+    assert!(
+        ours.iter().any(|n| n.starts_with("ej-")),
+        "a netns: {ours:?}"
+    );
+    // The host reaches the pod's server at the pod IP (through the bridge), another pod does
+    // too, and the pod saw its own names and netns.
+    let url = format!("http://{ip}:8080/info");
+    let start = Instant::now();
+    let info = loop {
+        let o = Command::new("curl")
+            .args(["-sf", "--max-time", "2", &url])
+            .output()
+            .unwrap();
+        if o.status.success() {
+            break stdout(&o);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "curl {url}: {}",
+            stderr(&o)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let host_netns = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let mut lines = info.lines();
+    assert_eq!(lines.next(), Some("web-0"), "UTS hostname: {info}");
+    assert!(
+        lines
+            .next()
+            .is_some_and(|l| l.starts_with(&format!("{ip} "))
+                && l.contains("web-0.web.default.svc.cluster.local")),
+        "/etc/hosts: {info}"
+    );
+    assert_ne!(
+        lines.next(),
+        Some(host_netns.to_str().unwrap()),
+        "own netns: {info}"
+    );
+    let client = pod_doc(
+        "client",
+        "Never",
+        &format!("curl -sf --max-time 5 {url} | head -1 > /dev/termination-log"),
+        0,
+    );
+    create_retrying(&k, &client);
+    wait_phase(&k, "client", "Succeeded");
+    let term = "{.status.containerStatuses[0].state.terminated";
+    assert_eq!(
+        jsonpath(&k, "client", &format!("{term}.message}}")),
+        "web-0\n"
+    );
+    assert_ne!(jsonpath(&k, "client", "{.status.podIP}"), ip, "IP per pod");
+    // --- termination message written at the default terminationMessagePath
+    create_retrying(
+        &k,
+        &pod_doc(
+            "boom",
+            "Never",
+            "echo boom-$POD_NAME > /dev/termination-log; exit 1",
+            0,
+        ),
+    );
+    wait_phase(&k, "boom", "Failed");
+    assert_eq!(
+        jsonpath(&k, "boom", &format!("{term}.exitCode}} {term}.message}}")),
+        "1 boom-boom\n"
+    );
+    assert!(
+        !Path::new("/dev/termination-log").exists(),
+        "host /dev untouched"
+    );
+    // --- emptyDir: shared by the pod's containers, private to the pod
+    let vm = json!([{"name": "scratch", "mountPath": "/mnt"}]);
+    let mut vol = pod_doc(
+        "vol",
+        "Never",
+        "while [ ! -f /mnt/from-writer ]; do sleep 0.1; done; cat /mnt/from-writer > /dev/termination-log",
+        0,
+    );
+    let mut writer = vol["spec"]["containers"][0].clone();
+    writer["name"] = json!("writer");
+    writer["command"] = json!(["/bin/sh", "-c", "echo $POD_NAME > /mnt/from-writer"]);
+    vol["spec"]["containers"][0]["volumeMounts"] = vm.clone();
+    writer["volumeMounts"] = vm;
+    vol["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(writer);
+    vol["spec"]["volumes"] = json!([{"name": "scratch", "emptyDir": {}}]);
+    create_retrying(&k, &vol);
+    wait_phase(&k, "vol", "Succeeded");
+    assert_eq!(
+        jsonpath(
+            &k,
+            "vol",
+            "{.status.containerStatuses[?(@.name==\"main\")].state.terminated.message}"
+        ),
+        "vol\n"
+    );
+    assert!(
+        !Path::new("/mnt/from-writer").exists(),
+        "host /mnt untouched"
+    );
+    k.ok(&["delete", "pod", "vol", "--wait=true", "--timeout=30s"]);
+    // --- deleting pods removes their netns and veth (vol's goes right after its deletion)
+    let netns_count = |v: &[String]| v.iter().filter(|n| n.starts_with("ej-")).count();
+    let start = Instant::now();
+    let before = loop {
+        let before = net_objects_with(&id);
+        if netns_count(&before) <= 3 || start.elapsed() > Duration::from_secs(10) {
+            break before;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        before.iter().filter(|n| n.starts_with("ej-")).count(),
+        3,
+        "{before:?}"
+    );
+    k.ok(&[
+        "delete",
+        "pod",
+        "server",
+        "client",
+        "--wait=true",
+        "--timeout=30s",
+    ]);
+    // Terminal pods are removed from the API at once; their netns goes right after.
+    let start = Instant::now();
+    let after = loop {
+        let after = net_objects_with(&id);
+        if after.len() <= 3 || start.elapsed() > Duration::from_secs(10) {
+            break after;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        after.iter().filter(|n| n.starts_with("ej-")).count(),
+        1,
+        "{after:?}"
+    );
+    assert_eq!(
+        after.iter().filter(|n| n.starts_with("ejv")).count(),
+        1,
+        "{after:?}"
+    );
+    // --- shutdown removes the rest, bridge included
+    let pids = cluster.pids();
+    cluster
+        .shutdown()
+        .await
+        .unwrap_or_else(|e| panic!("shutdown: {e}"));
+    assert_nothing_left(&dir, &pids);
+    assert_eq!(
+        net_objects_with(&id),
+        Vec::<String>::new(),
+        "nothing of the pod network left"
+    );
 }

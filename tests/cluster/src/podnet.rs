@@ -1,0 +1,382 @@
+//! Pod network and per-pod namespaces of the kubelet stand-in (v1).
+//!
+//! One Linux bridge per cluster (`ejbr<id>`, forward delay 0, host address `10.<a>.<b>.1/24`),
+//! one named network namespace per pod (`ip netns add ej-<id>-<n>`: a named netns outlives the
+//! pod's processes, so restarted containers and several containers of a pod share it, and
+//! cleanup by name prefix is exact), one veth pair per pod (`ejv<id>x<n>` on the bridge, `eth0`
+//! inside, `10.<a>.<b>.<n>`). Container processes enter the netns and get their own mount and
+//! UTS namespaces in `pre_exec` (setns + unshare + bind mounts + sethostname), so the pid the
+//! kubelet waits on is the container process itself (no wrapper).
+//!
+//! `<id>` is 6 hex digits from a hash of the state dir; the /24 is chosen from the same hash,
+//! skipping any 10.x.y.0/24 already on an interface or route of this machine (and 10.96/16, the
+//! service range), under a machine-wide lock so clusters starting together do not collide.
+
+use std::collections::BTreeSet;
+use std::ffi::CString;
+use std::fs;
+use std::hash::{Hash, Hasher};
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const LOCK: &str = "/run/elasticjob-cluster-net.lock";
+
+fn ip(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("running ip {args:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The /24s (as (a, b) of 10.a.b.0/24) in use on this machine's interfaces and routes.
+fn used_subnets() -> BTreeSet<(u8, u8)> {
+    let mut used = BTreeSet::new();
+    let text = [
+        ip(&["-4", "-o", "addr"]).unwrap_or_default(),
+        ip(&["-4", "route"]).unwrap_or_default(),
+    ]
+    .join("\n");
+    for w in text.split_whitespace() {
+        let a = w.split('/').next().unwrap_or("");
+        if let Ok(addr) = a.parse::<Ipv4Addr>() {
+            let o = addr.octets();
+            if o[0] == 10 {
+                used.insert((o[1], o[2]));
+            }
+        }
+    }
+    used
+}
+
+/// The cluster's pod network: a bridge and a /24.
+pub struct PodNetwork {
+    pub id: String,
+    pub bridge: String,
+    /// 10.a.b
+    prefix: (u8, u8),
+    free: Mutex<BTreeSet<u8>>,
+}
+
+/// One pod's netns and address.
+#[derive(Debug, Clone)]
+pub struct PodNet {
+    pub netns: String,
+    pub veth: String,
+    pub ip: Ipv4Addr,
+    pub host_ip: Ipv4Addr,
+    index: u8,
+}
+
+impl PodNet {
+    pub fn netns_path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.netns)
+    }
+}
+
+impl PodNetwork {
+    /// Creates the bridge with its host address (removing leftovers of the same id first).
+    pub fn create(state_dir: &Path) -> Result<PodNetwork, String> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        state_dir.hash(&mut h);
+        let hash = h.finish();
+        let id = format!("{:06x}", hash & 0xff_ffff);
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(LOCK)
+            .map_err(|e| format!("{LOCK}: {e}"))?;
+        // SAFETY: flock on an fd we own.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(format!("flock {LOCK}: {}", std::io::Error::last_os_error()));
+        }
+        let net = PodNetwork {
+            bridge: format!("ejbr{id}"),
+            prefix: (0, 0),
+            free: Mutex::new((2..=254).collect()),
+            id,
+        };
+        net.remove_all();
+        let used = used_subnets();
+        let start = (hash >> 24) as u32 % (250 * 256);
+        let prefix = (0..250 * 256)
+            .map(|i| (start + i) % (250 * 256))
+            .map(|n| ((n / 256) as u8 + 1, (n % 256) as u8))
+            .find(|p| p.0 != 96 && !used.contains(p))
+            .ok_or("no free 10.x.y.0/24 for the pod network")?;
+        let net = PodNetwork { prefix, ..net };
+        let host = net.host_ip();
+        ip(&[
+            "link",
+            "add",
+            "name",
+            &net.bridge,
+            "type",
+            "bridge",
+            "forward_delay",
+            "0",
+            "stp_state",
+            "0",
+        ])?;
+        ip(&["addr", "add", &format!("{host}/24"), "dev", &net.bridge])?;
+        ip(&["link", "set", &net.bridge, "up"])?;
+        drop(lock);
+        Ok(net)
+    }
+
+    pub fn host_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, self.prefix.0, self.prefix.1, 1)
+    }
+
+    pub fn cidr(&self) -> String {
+        format!("10.{}.{}.0/24", self.prefix.0, self.prefix.1)
+    }
+
+    /// A netns and veth for a new pod; its path to the host works when this returns.
+    pub fn add_pod(&self) -> Result<PodNet, String> {
+        let index = {
+            let mut f = self.free.lock().unwrap();
+            let i = *f.iter().next().ok_or("pod network full (253 pods)")?;
+            f.remove(&i);
+            i
+        };
+        let p = PodNet {
+            netns: format!("ej-{}-{index}", self.id),
+            veth: format!("ejv{}x{index}", self.id),
+            ip: Ipv4Addr::new(10, self.prefix.0, self.prefix.1, index),
+            host_ip: self.host_ip(),
+            index,
+        };
+        if let Err(e) = self.setup(&p) {
+            self.remove_pod(&p);
+            return Err(e);
+        }
+        Ok(p)
+    }
+
+    fn setup(&self, p: &PodNet) -> Result<(), String> {
+        let peer = format!("ejp{}x{}", self.id, p.index);
+        ip(&["netns", "add", &p.netns])?;
+        ip(&[
+            "link", "add", &p.veth, "type", "veth", "peer", "name", &peer,
+        ])?;
+        ip(&["link", "set", &p.veth, "master", &self.bridge, "up"])?;
+        ip(&["link", "set", &peer, "netns", &p.netns])?;
+        let ns = |args: &[&str]| {
+            let mut a = vec!["-n", p.netns.as_str()];
+            a.extend_from_slice(args);
+            ip(&a)
+        };
+        ns(&["link", "set", &peer, "name", "eth0"])?;
+        ns(&["addr", "add", &format!("{}/24", p.ip), "dev", "eth0"])?;
+        ns(&["link", "set", "lo", "up"])?;
+        ns(&["link", "set", "eth0", "up"])?;
+        ns(&["route", "add", "default", "via", &p.host_ip.to_string()])?;
+        // Wait until the bridge forwards on the new port (state 3) instead of assuming it.
+        let state = format!("/sys/class/net/{}/brport/state", p.veth);
+        let t = Instant::now();
+        while fs::read_to_string(&state).ok().as_deref().map(str::trim) != Some("3") {
+            if t.elapsed() > Duration::from_secs(10) {
+                return Err(format!("{} did not reach forwarding state", p.veth));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    pub fn remove_pod(&self, p: &PodNet) {
+        let _ = ip(&["link", "del", &p.veth]);
+        let _ = ip(&["netns", "del", &p.netns]);
+        self.free.lock().unwrap().insert(p.index);
+    }
+
+    /// Every netns, veth and the bridge of this cluster (also leftovers of an earlier run).
+    pub fn remove_all(&self) {
+        let prefix = format!("ej-{}-", self.id);
+        for line in ip(&["netns", "list"]).unwrap_or_default().lines() {
+            let name = line.split_whitespace().next().unwrap_or("");
+            if name.starts_with(&prefix) {
+                let _ = ip(&["netns", "del", name]);
+            }
+        }
+        let veth = format!("ejv{}x", self.id);
+        for line in ip(&["-o", "link"]).unwrap_or_default().lines() {
+            let name = line
+                .split(':')
+                .nth(1)
+                .unwrap_or("")
+                .trim()
+                .split('@')
+                .next()
+                .unwrap_or("");
+            if name.starts_with(&veth) {
+                let _ = ip(&["link", "del", name]);
+            }
+        }
+        let _ = ip(&["link", "del", &self.bridge]);
+    }
+}
+
+/// The names a pod's `/etc/hosts` has: its own name, and with a `hostname` and `subdomain`
+/// `<hostname>.<subdomain>.<ns>.svc.<domain>` (as the kubelet writes it).
+pub fn etc_hosts(pod: &serde_json::Value, ip: Ipv4Addr, domain: &str) -> String {
+    let name = pod["metadata"]["name"].as_str().unwrap_or("");
+    let ns = pod["metadata"]["namespace"].as_str().unwrap_or("default");
+    let host = pod["spec"]["hostname"].as_str().unwrap_or(name);
+    let mut names = Vec::new();
+    if let Some(sub) = pod["spec"]["subdomain"].as_str().filter(|s| !s.is_empty()) {
+        names.push(format!("{host}.{sub}.{ns}.svc.{domain}"));
+    }
+    names.push(host.to_string());
+    format!(
+        "# Kubernetes-managed hosts file (local-cluster kubelet stand-in).\n\
+         127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{}\n",
+        names.join("\t")
+    )
+}
+
+/// What a container process does between fork and exec.
+pub struct Isolation {
+    /// Open `/run/netns/<name>` (kept open until the spawn returns).
+    pub netns: OwnedFd,
+    /// (source, target) bind mounts, in order, in the process's own mount namespace.
+    pub binds: Vec<(CString, CString)>,
+    pub hostname: CString,
+    pub cwd: CString,
+}
+
+impl Isolation {
+    pub fn new(
+        netns: &Path,
+        binds: &[(PathBuf, PathBuf)],
+        hostname: &str,
+        cwd: &str,
+    ) -> Result<Isolation, String> {
+        let c = |p: &Path| {
+            CString::new(p.as_os_str().as_encoded_bytes()).map_err(|e| format!("{p:?}: {e}"))
+        };
+        let f = fs::File::open(netns).map_err(|e| format!("{}: {e}", netns.display()))?;
+        Ok(Isolation {
+            netns: f.into(),
+            binds: binds
+                .iter()
+                .map(|(s, t)| Ok((c(s)?, c(t)?)))
+                .collect::<Result<_, String>>()?,
+            hostname: CString::new(hostname).map_err(|e| e.to_string())?,
+            cwd: CString::new(cwd).map_err(|e| e.to_string())?,
+        })
+    }
+
+    /// Runs in the forked child: only raw syscalls, no allocation.
+    pub fn enter(&self) -> std::io::Result<()> {
+        let err = std::io::Error::last_os_error;
+        // SAFETY: plain syscalls on valid fds and NUL-terminated strings owned by self.
+        unsafe {
+            if libc::setns(self.netns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                return Err(err());
+            }
+            if libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWUTS) != 0 {
+                return Err(err());
+            }
+            // Nothing mounted here propagates back to the host.
+            if libc::mount(
+                c"none".as_ptr(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ) != 0
+            {
+                return Err(err());
+            }
+            for (s, t) in &self.binds {
+                if libc::mount(
+                    s.as_ptr(),
+                    t.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND | libc::MS_REC,
+                    std::ptr::null(),
+                ) != 0
+                {
+                    return Err(err());
+                }
+            }
+            let h = self.hostname.as_bytes();
+            if libc::sethostname(h.as_ptr().cast(), h.len()) != 0 {
+                return Err(err());
+            }
+            if libc::chdir(self.cwd.as_ptr()) != 0 {
+                return Err(err());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A pod's own `/dev`: placeholder files and dirs under `<pod dir>/dev` onto which the host's
+/// device nodes are bind-mounted, so files that do not exist on the host (the default
+/// `terminationMessagePath` /dev/termination-log) can be bind-mounted there without touching
+/// the host's /dev. Returns the bind mounts (host device → placeholder first, the dir onto
+/// /dev last) and the placeholder dir.
+pub fn pod_dev(pod_dir: &Path) -> std::io::Result<(Vec<(PathBuf, PathBuf)>, PathBuf)> {
+    let dev = pod_dir.join("dev");
+    fs::create_dir_all(&dev)?;
+    let mut binds = Vec::new();
+    for n in ["null", "zero", "full", "random", "urandom", "tty", "ptmx"] {
+        let host = Path::new("/dev").join(n);
+        if host.exists() {
+            fs::write(dev.join(n), b"")?;
+            binds.push((host, dev.join(n)));
+        }
+    }
+    for d in ["pts", "shm"] {
+        let host = Path::new("/dev").join(d);
+        if host.is_dir() {
+            fs::create_dir_all(dev.join(d))?;
+            binds.push((host, dev.join(d)));
+        }
+    }
+    for (l, t) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        match std::os::unix::fs::symlink(t, dev.join(l)) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
+        }
+    }
+    Ok((binds, dev))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_file_has_own_names_and_headless_name() {
+        let pod = serde_json::json!({"metadata": {"name": "p", "namespace": "ns"},
+            "spec": {"hostname": "web-0", "subdomain": "web"}});
+        let h = etc_hosts(&pod, Ipv4Addr::new(10, 1, 2, 3), "cluster.local");
+        assert!(
+            h.contains("10.1.2.3\tweb-0.web.ns.svc.cluster.local\tweb-0\n"),
+            "{h}"
+        );
+        let pod = serde_json::json!({"metadata": {"name": "p"}, "spec": {}});
+        let h = etc_hosts(&pod, Ipv4Addr::new(10, 1, 2, 3), "cluster.local");
+        assert!(h.ends_with("10.1.2.3\tp\n"), "{h}");
+    }
+}
