@@ -46,7 +46,7 @@ if not first_round:
     dist.destroy_process_group()
     sys.exit(0)
 if int(env["GROUP_RANK"]) != fail_group_rank or env["LOCAL_RANK"] != "0":
-    time.sleep(3600)
+    time.sleep(3600)  # not the worker that dies: run until the agent stops it for the restart
     sys.exit(0)
 while read().count("reduced ") < dist.get_world_size():
     time.sleep(0.001)

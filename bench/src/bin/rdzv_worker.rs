@@ -68,6 +68,7 @@ fn main() {
         return;
     }
     if group_rank != fail_group_rank as u32 || env_u32("LOCAL_RANK") != 0 {
+        // Not the worker that dies: run until the agent stops it for the restart.
         std::thread::sleep(Duration::from_secs(3600));
         return;
     }
