@@ -892,19 +892,7 @@ async fn run_pod(node: Arc<Node>, pod: Value, mut stop: watch::Receiver<Option<i
             Err(e) => {
                 warn!(node = %node.name, pod = %name, "pod network: {e}");
                 node.gpus.lock().unwrap().release(&uid);
-                let md = &pod["metadata"];
-                let path = format!(
-                    "/api/v1/namespaces/{}/pods/{name}/status",
-                    md["namespace"].as_str().unwrap_or("")
-                );
-                let _ = node
-                    .api
-                    .merge_patch(
-                        path,
-                        json!({"status": {"phase": "Failed", "reason": "NetworkSetupError",
-                        "message": e}}),
-                    )
-                    .await;
+                fail_pod(&node, &pod, "NetworkSetupError", &e).await;
                 return;
             }
         }
@@ -923,19 +911,11 @@ async fn run_pod(node: Arc<Node>, pod: Value, mut stop: watch::Receiver<Option<i
     });
     info!(node = %node.name, pod = %name, gpus = ?run.gpus, "starting pod");
     if gpus.is_none() {
-        let md = &pod["metadata"];
-        let path = format!(
-            "/api/v1/namespaces/{}/pods/{name}/status",
-            md["namespace"].as_str().unwrap_or("")
+        let message = format!(
+            "{want} {GPU_RESOURCE} requested, not enough free on {}",
+            node.name
         );
-        let _ = node
-            .api
-            .merge_patch(
-                path,
-                json!({"status": {"phase": "Failed", "reason": "UnexpectedAdmissionError",
-                "message": format!("{want} {GPU_RESOURCE} requested, not enough free on {}", node.name)}}),
-            )
-            .await;
+        fail_pod(&node, &pod, "UnexpectedAdmissionError", &message).await;
         return;
     }
     let _ = fs::create_dir_all(&run.dir);
@@ -1023,6 +1003,20 @@ async fn run_pod(node: Arc<Node>, pod: Value, mut stop: watch::Receiver<Option<i
         // Wait for a deletion request so the pod loop can remove the object.
         let _ = stop.changed().await;
         remove_pod_net(&node, &run).await;
+    }
+}
+
+/// Marks a pod Failed before any of its containers started (admission or setup failed).
+async fn fail_pod(node: &Node, pod: &Value, reason: &str, message: &str) {
+    let md = &pod["metadata"];
+    let path = format!(
+        "/api/v1/namespaces/{}/pods/{}/status",
+        md["namespace"].as_str().unwrap_or(""),
+        md["name"].as_str().unwrap_or("")
+    );
+    let status = json!({"status": {"phase": "Failed", "reason": reason, "message": message}});
+    if let Err(e) = node.api.merge_patch(path, status).await {
+        warn!(node = %node.name, reason, error = %e, "cannot mark the pod failed");
     }
 }
 

@@ -354,20 +354,7 @@ async fn control_plane_serves_crds_gc_serviceaccounts_and_rbac() {
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p1", "namespace": "e2e"},
         "spec": {"automountServiceAccountToken": false,
                  "containers": [{"name": "c", "image": "local/none", "command": ["true"]}]}});
-    // The ServiceAccount admission plugin refuses pods until the `default` SA exists.
-    let start = Instant::now();
-    loop {
-        let o = k.run(&["apply", "-f", "-"], Some(&pod.to_string()));
-        if o.status.success() {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "pod create: {}",
-            stderr(&o)
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    create_retrying(&k, &pod);
     k.eventually(
         "the scheduler to mark p1 unschedulable",
         Duration::from_secs(60),
