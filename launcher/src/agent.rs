@@ -444,6 +444,7 @@ impl Agent {
                 stdout,
                 stderr,
             })?;
+            self.reaper.watch(pid);
             self.guardian.watch(pid);
             tracing::debug!(local_rank, global_rank, pid, "started worker");
             group.push(Worker {

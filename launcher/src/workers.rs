@@ -9,7 +9,7 @@
 //!   kills them when the launcher's end of a pipe closes, which happens however the launcher
 //!   dies, even by SIGKILL. torchrun has none of this and leaves orphans.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -185,6 +185,10 @@ pub fn exit_code(status: WaitStatus) -> Option<(i32, i32)> {
 /// Collects exit statuses of all children (workers and reparented orphans) as SIGCHLD arrives.
 pub struct Reaper {
     sigchld: tokio::signal::unix::Signal,
+    /// Workers whose exit we wait for. Other children (orphans reparented to us, the guardian)
+    /// are reaped but not recorded: pids are reused, and a stale record would make a new
+    /// worker with the same pid look dead at once.
+    watched: HashSet<i32>,
     exits: HashMap<i32, i32>,
     fallback_poll: Duration,
 }
@@ -196,6 +200,7 @@ impl Reaper {
         let sigchld = signal(SignalKind::child()).map_err(WorkerError::Signal)?;
         Ok(Reaper {
             sigchld,
+            watched: HashSet::new(),
             exits: HashMap::new(),
             fallback_poll,
         })
@@ -207,12 +212,20 @@ impl Reaper {
             match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) | Err(_) => return,
                 Ok(status) => {
-                    if let Some((pid, code)) = exit_code(status) {
+                    if let Some((pid, code)) = exit_code(status)
+                        && self.watched.remove(&pid)
+                    {
                         self.exits.insert(pid, code);
                     }
                 }
             }
         }
+    }
+
+    /// Starts recording the exit of a freshly spawned worker.
+    pub fn watch(&mut self, pid: u32) {
+        self.exits.remove(&(pid as i32));
+        self.watched.insert(pid as i32);
     }
 
     /// Takes the exit code of `pid` if it has exited.
@@ -286,6 +299,35 @@ pub async fn stop_groups(pgids: &[u32], first: Signal, grace: Duration, reaper: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn reaper_records_only_watched_children() {
+        let mut reaper = Reaper::new(Duration::from_millis(20)).unwrap();
+        let unwatched = Command::new("true").spawn().unwrap().id();
+        let watched = Command::new("sh")
+            .args(["-c", "exit 7"])
+            .spawn()
+            .unwrap()
+            .id();
+        reaper.watch(watched);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let code = loop {
+            reaper.changed().await;
+            if let Some(code) = reaper.take_exit(watched) {
+                break code;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "watched child never reaped"
+            );
+        };
+        assert_eq!(code, 7);
+        assert_eq!(
+            reaper.take_exit(unwatched),
+            None,
+            "an unwatched exit must not be kept"
+        );
+    }
 
     #[test]
     fn exit_codes_follow_popen() {
