@@ -29,8 +29,9 @@ fn run_args(args: &[String]) -> std::process::Output {
 fn restarts_count_up_and_succeed_within_budget() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().display();
+    // Rank 1 fails only once rank 0 has recorded the attempt, or rank 0 could be stopped first.
     let script = format!(
-        r#"touch {dir}/attempt_${{TORCHELASTIC_RESTART_COUNT}}_rank_$RANK; [ "$RANK" = 1 ] && [ "$TORCHELASTIC_RESTART_COUNT" -lt 2 ] && exit 3; exit 0"#
+        r#"c=$TORCHELASTIC_RESTART_COUNT; touch {dir}/attempt_${{c}}_rank_$RANK; if [ "$RANK" = 1 ] && [ "$c" -lt 2 ]; then while [ ! -e {dir}/attempt_${{c}}_rank_0 ]; do sleep 0.01; done; exit 3; fi; exit 0"#
     );
     let mut args = vec!["--nproc-per-node=2".to_string(), "--max-restarts=2".into()];
     args.extend(sh(&script));
@@ -39,7 +40,7 @@ fn restarts_count_up_and_succeed_within_budget() {
     let expected: std::collections::BTreeSet<String> = (0..3)
         .flat_map(|a| (0..2).map(move |r| format!("attempt_{a}_rank_{r}")))
         .collect();
-    assert_eq!(names(d.path()), expected);
+    assert_eq!(names(d.path()), expected, "{}", describe(&out));
 }
 
 /// With the budget exhausted the launcher exits 1, prints torchrun's report naming the rank,
