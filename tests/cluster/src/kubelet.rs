@@ -28,8 +28,11 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use crate::podnet::{self, Isolation, PodNet, PodNetwork};
+use crate::podnet::{self, PodNet, PodNetwork};
 use crate::probe;
+use crate::readiness;
+use crate::rootfs::{self, Isolation, Mount};
+use crate::volumes::{self, Kind, Refs};
 
 /// The extended resource the scheduler counts for fake GPUs.
 pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
@@ -74,7 +77,7 @@ impl Default for KubeletConfig {
             max_pods: 110,
             image_map: BTreeMap::new(),
             poll: Duration::from_millis(250),
-            heartbeat: Duration::from_secs(10),
+            heartbeat: Duration::from_secs(4),
             pod_network: true,
             cluster_domain: "cluster.local".into(),
         }
@@ -222,24 +225,58 @@ fn set_env(env: &mut Vec<(String, String)>, k: &str, v: String) {
     }
 }
 
-/// The environment of a container process: a clean env (PATH, HOSTNAME), the fake GPUs, the
-/// termination message path, then the container's `env` in order (values with `$(VAR)`
-/// expansion, `valueFrom.fieldRef` from the downward API). Err: an unsupported source.
+/// Why a container could not be started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrepError {
+    /// A ConfigMap, Secret or key it needs is missing: it waits (`CreateContainerConfigError`)
+    /// and is tried again, as the kubelet does.
+    Config(String),
+    /// It cannot run as specified (an unsupported field, an unmapped image): `StartError`.
+    Start(String),
+}
+
+/// What a container's environment is built from, besides the pod and the container.
+pub struct EnvContext<'a> {
+    pub node: &'a str,
+    pub gpus: &'a [u32],
+    /// The host path of the termination message file, given to containers that share the
+    /// host's filesystem (no pod network) as `ELASTICJOB_TERMINATION_MESSAGE_PATH`; None for
+    /// isolated containers, which find it at `terminationMessagePath`.
+    pub termination_file: Option<&'a Path>,
+    pub refs: &'a Refs,
+    /// The apiserver as pods reach it (`KUBERNETES_SERVICE_HOST/PORT`); None without a pod
+    /// network.
+    pub apiserver: Option<std::net::SocketAddr>,
+}
+
+/// The environment of a container process: a clean env (PATH, HOSTNAME), the apiserver's
+/// address, the fake GPUs, the termination message path, then `envFrom` and the container's
+/// `env` in order (values with `$(VAR)` expansion, `valueFrom` from the downward API,
+/// ConfigMaps and Secrets).
 pub fn container_env(
     pod: &Value,
     c: &Value,
-    node: &str,
-    gpus: &[u32],
-    termination_file: &Path,
-) -> Result<Vec<(String, String)>, String> {
+    ctx: &EnvContext,
+) -> Result<Vec<(String, String)>, PrepError> {
     let mut env = vec![("PATH".to_string(), DEFAULT_PATH.to_string())];
     let hostname = pod["spec"]["hostname"]
         .as_str()
         .or(pod["metadata"]["name"].as_str())
         .unwrap_or("");
     set_env(&mut env, "HOSTNAME", hostname.to_string());
-    if !gpus.is_empty() {
-        let list = gpus
+    if let Some(a) = ctx.apiserver {
+        set_env(&mut env, "KUBERNETES_SERVICE_HOST", a.ip().to_string());
+        set_env(&mut env, "KUBERNETES_SERVICE_PORT", a.port().to_string());
+        set_env(
+            &mut env,
+            "KUBERNETES_SERVICE_PORT_HTTPS",
+            a.port().to_string(),
+        );
+        set_env(&mut env, "KUBERNETES_PORT", format!("tcp://{a}"));
+    }
+    if !ctx.gpus.is_empty() {
+        let list = ctx
+            .gpus
             .iter()
             .map(u32::to_string)
             .collect::<Vec<_>>()
@@ -247,25 +284,39 @@ pub fn container_env(
         set_env(&mut env, "CUDA_VISIBLE_DEVICES", list.clone());
         set_env(&mut env, "NVIDIA_VISIBLE_DEVICES", list);
     }
-    set_env(
-        &mut env,
-        TERMINATION_MESSAGE_ENV,
-        termination_file.display().to_string(),
-    );
+    if let Some(f) = ctx.termination_file {
+        set_env(&mut env, TERMINATION_MESSAGE_ENV, f.display().to_string());
+    }
+    for e in c["envFrom"].as_array().into_iter().flatten() {
+        for (k, v) in ctx.refs.env_from(e).map_err(PrepError::Config)? {
+            set_env(&mut env, &k, v);
+        }
+    }
     for e in c["env"].as_array().into_iter().flatten() {
         let name = e["name"].as_str().unwrap_or_default();
+        let from = &e["valueFrom"];
         let value = if let Some(v) = e["value"].as_str() {
-            expand(v, &env)
-        } else if let Some(p) = e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
-            field_ref(pod, node, p)?
-        } else if e["valueFrom"].is_object() {
-            return Err(format!(
-                "env {name}: only value and valueFrom.fieldRef are supported (v0)"
-            ));
+            Some(expand(v, &env))
+        } else if let Some(p) = from["fieldRef"]["fieldPath"].as_str() {
+            Some(field_ref(pod, ctx.node, p).map_err(PrepError::Start)?)
+        } else if from["configMapKeyRef"].is_object() {
+            ctx.refs
+                .key_ref(Kind::ConfigMap, &from["configMapKeyRef"])
+                .map_err(PrepError::Config)?
+        } else if from["secretKeyRef"].is_object() {
+            ctx.refs
+                .key_ref(Kind::Secret, &from["secretKeyRef"])
+                .map_err(PrepError::Config)?
+        } else if from.is_object() {
+            return Err(PrepError::Start(format!(
+                "env {name}: valueFrom.resourceFieldRef is not supported by the local cluster"
+            )));
         } else {
-            String::new()
+            Some(String::new())
         };
-        set_env(&mut env, name, value);
+        if let Some(v) = value {
+            set_env(&mut env, name, v);
+        }
     }
     Ok(env)
 }
@@ -314,6 +365,8 @@ pub struct ContainerState {
     pub waiting: Option<(String, String)>,
     /// No more restarts: its `terminated` is final.
     pub done: bool,
+    /// The readiness probe's verdict (None: no probe, ready while running).
+    pub probe_ready: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -344,6 +397,9 @@ impl ContainerState {
     pub fn running(&self) -> bool {
         self.pid.is_some() && self.terminated.is_none()
     }
+    pub fn ready(&self) -> bool {
+        self.running() && self.probe_ready.unwrap_or(true)
+    }
     pub fn to_json(&self) -> Value {
         let id = self
             .pid
@@ -366,7 +422,7 @@ impl ContainerState {
             .map(|t| json!({"terminated": t.to_json("")}))
             .unwrap_or(json!({}));
         json!({"name": self.name, "image": self.image, "imageID": "", "containerID": id,
-            "ready": self.running(), "started": self.running(),
+            "ready": self.ready(), "started": self.running(),
             "restartCount": self.restart_count, "state": state, "lastState": last})
     }
 }
@@ -410,8 +466,8 @@ fn now_micro() -> String {
 
 /// The apiserver as one user (a bearer token), over the crate's small HTTP client.
 #[derive(Clone)]
-pub(crate) struct Api {
-    pub port: u16,
+pub struct Api {
+    pub addr: std::net::SocketAddr,
     pub tls: Arc<rustls::ClientConfig>,
     pub token: String,
 }
@@ -429,7 +485,7 @@ impl Api {
         let (status, text) = tokio::task::spawn_blocking(move || {
             let b = body.map(|b| b.to_string());
             probe::request(
-                this.port,
+                this.addr,
                 method,
                 &p,
                 Some(&this.tls),
@@ -450,10 +506,10 @@ impl Api {
             ))
         }
     }
-    async fn get(&self, path: String) -> Result<Value, String> {
+    pub(crate) async fn get(&self, path: String) -> Result<Value, String> {
         self.call("GET", path, None, None).await
     }
-    async fn post(&self, path: String, body: Value) -> Result<Value, String> {
+    pub(crate) async fn post(&self, path: String, body: Value) -> Result<Value, String> {
         self.call("POST", path, None, Some(body)).await
     }
     async fn merge_patch(&self, path: String, body: Value) -> Result<Value, String> {
@@ -486,6 +542,17 @@ struct Node {
     registered_at: String,
     /// The cluster's pod network (shared by all nodes), if `pod_network`.
     net: Option<Arc<PodNetwork>>,
+    /// Set by [`Faults::lose_node`]: the node is gone (no heartbeat, no pod loop, no status
+    /// writes, no restarts; its pods' processes are dead).
+    lost: AtomicBool,
+    /// Every running pod of the cluster by `<namespace>/<name>` (for fault injection).
+    pods: Arc<Mutex<HashMap<String, Arc<PodRun>>>>,
+}
+
+impl Node {
+    fn gone(&self) -> bool {
+        self.lost.load(Ordering::SeqCst) || self.shutting_down.load(Ordering::SeqCst)
+    }
 }
 
 impl Node {
@@ -573,6 +640,90 @@ pub struct Kubelet {
     pgids: Arc<Mutex<HashSet<i32>>>,
     shutting_down: Arc<AtomicBool>,
     net: Option<Arc<PodNetwork>>,
+    faults: Faults,
+}
+
+/// Fault injection into a running cluster: what tests (and `cluster fault`) do to pods and
+/// nodes behind Kubernetes' back. Cheap to clone.
+#[derive(Clone)]
+pub struct Faults {
+    nodes: Vec<Arc<Node>>,
+    pods: Arc<Mutex<HashMap<String, Arc<PodRun>>>>,
+}
+
+impl Faults {
+    fn pod(&self, namespace: &str, name: &str) -> Result<Arc<PodRun>, String> {
+        self.pods
+            .lock()
+            .unwrap()
+            .get(&format!("{namespace}/{name}"))
+            .cloned()
+            .ok_or_else(|| format!("pod {namespace}/{name} is not running on any node"))
+    }
+
+    /// Sends `signal` to every process of the pod's running containers (as an OOM kill or a
+    /// crash would); the kubelet then sees them exit and applies the restart policy.
+    pub fn kill_pod(&self, namespace: &str, name: &str, signal: Signal) -> Result<usize, String> {
+        let run = self.pod(namespace, name)?;
+        let pids: Vec<i32> = [&run.init, &run.main]
+            .iter()
+            .flat_map(|l| {
+                l.lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|c| c.running())
+                    .filter_map(|c| c.pid)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for pid in &pids {
+            let _ = killpg(Pid::from_raw(*pid), signal);
+        }
+        info!(pod = %name, ?signal, containers = pids.len(), "fault: killed pod processes");
+        Ok(pids.len())
+    }
+
+    /// Cuts (`up: false`) or restores the pod's network: its veth on the bridge goes down, so
+    /// nothing reaches it and it reaches nothing (its processes keep running).
+    pub fn set_pod_network(&self, namespace: &str, name: &str, up: bool) -> Result<(), String> {
+        let run = self.pod(namespace, name)?;
+        let net = run.net.as_ref().ok_or("the cluster has no pod network")?;
+        podnet::set_link(&net.veth, up)?;
+        info!(pod = %name, up, "fault: pod network");
+        Ok(())
+    }
+
+    /// The node is gone, as if its machine lost power: its heartbeats stop (the node lifecycle
+    /// controller marks it NotReady after its grace period), its pods' processes are killed
+    /// and their network removed, and it writes no more pod status.
+    pub fn lose_node(&self, node: &str) -> Result<usize, String> {
+        let n = self
+            .nodes
+            .iter()
+            .find(|n| n.name == node)
+            .ok_or_else(|| format!("no node {node:?}"))?;
+        n.lost.store(true, Ordering::SeqCst);
+        let runs: Vec<Arc<PodRun>> = self
+            .pods
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|r| r.node.name == node)
+            .cloned()
+            .collect();
+        for r in &runs {
+            for l in [&r.init, &r.main] {
+                for pid in l.lock().unwrap().iter().filter_map(|c| c.pid) {
+                    let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+            }
+            if let (Some(net), Some(p)) = (&n.net, &r.net) {
+                net.remove_pod(p);
+            }
+        }
+        info!(node, pods = runs.len(), "fault: node lost");
+        Ok(runs.len())
+    }
 }
 
 impl Kubelet {
@@ -585,29 +736,23 @@ impl Kubelet {
 
     /// Registers the nodes (waits until each exists and is Ready) and starts their loops.
     /// `tokens`: the bearer token of `system:node:<name>` for each node.
+    /// `net`: the cluster's pod network, if `pod_network` (made by [`crate::Cluster`] before
+    /// the apiserver, which listens on its bridge address).
     pub(crate) async fn start(
         cfg: KubeletConfig,
-        api_port: u16,
+        api_addr: std::net::SocketAddr,
         tls: Arc<rustls::ClientConfig>,
         tokens: &HashMap<String, String>,
         state_dir: &Path,
+        net: Option<Arc<PodNetwork>>,
     ) -> Result<Kubelet, String> {
         let cfg = Arc::new(cfg);
         let (stop, _) = watch::channel(false);
         let pgids = Arc::new(Mutex::new(HashSet::new()));
         let shutting_down = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
-        let net = if cfg.pod_network && cfg.nodes > 0 {
-            let dir = state_dir.to_path_buf();
-            let n = tokio::task::spawn_blocking(move || PodNetwork::create(&dir))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("pod network: {e}"))?;
-            info!(bridge = %n.bridge, cidr = %n.cidr(), "pod network");
-            Some(Arc::new(n))
-        } else {
-            None
-        };
+        let pods = Arc::new(Mutex::new(HashMap::new()));
+        let mut nodes = Vec::new();
         for name in cfg.node_names() {
             let token = tokens
                 .get(&name)
@@ -615,7 +760,7 @@ impl Kubelet {
             let node = Arc::new(Node {
                 name: name.clone(),
                 api: Api {
-                    port: api_port,
+                    addr: api_addr,
                     tls: tls.clone(),
                     token: token.clone(),
                 },
@@ -626,7 +771,10 @@ impl Kubelet {
                 shutting_down: shutting_down.clone(),
                 registered_at: now(),
                 net: net.clone(),
+                lost: AtomicBool::new(false),
+                pods: pods.clone(),
             });
+            nodes.push(node.clone());
             fs::create_dir_all(&node.pods_dir).map_err(|e| e.to_string())?;
             node.register()
                 .await
@@ -638,6 +786,9 @@ impl Kubelet {
                     tokio::select! {
                         _ = tokio::time::sleep(n.cfg.heartbeat) => {}
                         _ = s.changed() => return,
+                    }
+                    if n.lost.load(Ordering::SeqCst) {
+                        continue;
                     }
                     if let Err(e) = n.heartbeat().await {
                         warn!(node = %n.name, "heartbeat: {e}");
@@ -652,7 +803,12 @@ impl Kubelet {
             pgids,
             shutting_down,
             net,
+            faults: Faults { nodes, pods },
         })
+    }
+
+    pub fn faults(&self) -> Faults {
+        self.faults.clone()
     }
 
     /// Stops the loops and the pods: SIGTERM to every container, `grace`, SIGKILL.
@@ -675,9 +831,6 @@ impl Kubelet {
         while start.elapsed() < Duration::from_secs(2) && groups.iter().any(|g| group_alive(*g)) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        if let Some(n) = &self.net {
-            n.remove_all();
-        }
     }
 
     fn kill_all(&self) {
@@ -694,9 +847,6 @@ impl Drop for Kubelet {
             t.abort();
         }
         self.kill_all();
-        if let Some(n) = &self.net {
-            n.remove_all();
-        }
     }
 }
 
@@ -711,6 +861,9 @@ async fn pod_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
         tokio::select! {
             _ = tokio::time::sleep(node.cfg.poll) => {}
             _ = stop.changed() => return,
+        }
+        if node.lost.load(Ordering::SeqCst) {
+            return;
         }
         let list = match node.api.get(path.clone()).await {
             Ok(l) => l,
@@ -803,7 +956,7 @@ impl PodRun {
         let init = self.init.lock().unwrap().clone();
         let main = self.main.lock().unwrap().clone();
         let phase = pod_phase(&init, &main);
-        let ready = !main.is_empty() && main.iter().all(ContainerState::running);
+        let ready = !main.is_empty() && main.iter().all(ContainerState::ready);
         let mut seen = self.transitions.lock().unwrap();
         let mut cond = |ty: &str, ok: bool| {
             let st = if ok { "True" } else { "False" };
@@ -825,7 +978,17 @@ impl PodRun {
             "containerStatuses": main.iter().map(ContainerState::to_json).collect::<Vec<_>>()})
     }
 
+    /// Changes one container's state and wakes the status writer.
+    fn update_container(&self, init: bool, idx: usize, f: impl FnOnce(&mut ContainerState)) {
+        let list = if init { &self.init } else { &self.main };
+        f(&mut list.lock().unwrap()[idx]);
+        self.changed.notify_one();
+    }
+
     async fn write_status(&self) {
+        if self.node.lost.load(Ordering::SeqCst) {
+            return;
+        }
         let md = &self.pod["metadata"];
         let path = format!(
             "/api/v1/namespaces/{}/pods/{}/status",
@@ -909,7 +1072,6 @@ async fn run_pod(node: Arc<Node>, pod: Value, mut stop: watch::Receiver<Option<i
         transitions: Mutex::new(HashMap::new()),
         net: pod_net,
     });
-    info!(node = %node.name, pod = %name, gpus = ?run.gpus, "starting pod");
     if gpus.is_none() {
         let message = format!(
             "{want} {GPU_RESOURCE} requested, not enough free on {}",
@@ -918,11 +1080,33 @@ async fn run_pod(node: Arc<Node>, pod: Value, mut stop: watch::Receiver<Option<i
         fail_pod(&node, &pod, "UnexpectedAdmissionError", &message).await;
         return;
     }
+    let key = format!(
+        "{}/{name}",
+        pod["metadata"]["namespace"].as_str().unwrap_or("default")
+    );
+    node.pods.lock().unwrap().insert(key.clone(), run.clone());
+    run_pod_containers(&node, &run, &pod, &mut stop).await;
+    node.pods.lock().unwrap().remove(&key);
+}
+
+async fn run_pod_containers(
+    node: &Arc<Node>,
+    run: &Arc<PodRun>,
+    pod: &Value,
+    stop: &mut watch::Receiver<Option<i64>>,
+) {
+    let spec = &pod["spec"];
+    let uid = pod["metadata"]["uid"].as_str().unwrap_or("");
+    let name = pod["metadata"]["name"].as_str().unwrap_or("");
+    info!(node = %node.name, pod = %name, gpus = ?run.gpus, "starting pod");
     let _ = fs::create_dir_all(&run.dir);
     if let Some(p) = &run.net {
+        let domain = &node.cfg.cluster_domain;
+        let ns = pod["metadata"]["namespace"].as_str().unwrap_or("default");
+        let _ = fs::write(run.dir.join("hosts"), podnet::etc_hosts(pod, p.ip, domain));
         let _ = fs::write(
-            run.dir.join("hosts"),
-            podnet::etc_hosts(&pod, p.ip, &node.cfg.cluster_domain),
+            run.dir.join("resolv.conf"),
+            podnet::resolv_conf(ns, domain, p.host_ip),
         );
     }
     run.write_status().await;
@@ -993,16 +1177,20 @@ async fn run_pod(node: Arc<Node>, pod: Value, mut stop: watch::Receiver<Option<i
             }
         }
     }
-    node.gpus.lock().unwrap().release(&uid);
+    node.gpus.lock().unwrap().release(uid);
+    if node.lost.load(Ordering::SeqCst) {
+        // A lost node does nothing more (its pods' network went with it).
+        return;
+    }
     if stop.borrow().is_some() {
-        remove_pod_net(&node, &run).await;
-        delete_pod(&node, &pod).await;
+        remove_pod_net(node, run).await;
+        delete_pod(node, pod).await;
     } else {
         run.write_status().await;
         info!(node = %node.name, pod = %name, phase = pod_phase(&run.init.lock().unwrap(), &run.main.lock().unwrap()), "pod finished");
         // Wait for a deletion request so the pod loop can remove the object.
         let _ = stop.changed().await;
-        remove_pod_net(&node, &run).await;
+        remove_pod_net(node, run).await;
     }
 }
 
@@ -1027,19 +1215,90 @@ async fn remove_pod_net(node: &Node, run: &PodRun) {
     }
 }
 
-/// The namespaces a container process enters: the pod's netns, its own mount namespace with
-/// the pod's `/etc/hosts`, its own `/dev` and the termination message file at
-/// `terminationMessagePath`, its own UTS namespace with the pod's hostname.
-fn isolation(run: &PodRun, c: &Value, term_file: &Path) -> Result<Option<Isolation>, String> {
+/// The ConfigMaps and Secrets the pod refers to, as they are now (a missing one is absent).
+async fn fetch_refs(run: &PodRun) -> Result<Refs, PrepError> {
+    let ns = run.pod["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or("default");
+    let mut refs = Refs::default();
+    for (kind, name) in volumes::referenced(&run.pod) {
+        let path = format!("/api/v1/namespaces/{ns}/{}/{name}", kind.resource());
+        match run.node.api.get(path).await {
+            Ok(obj) => refs.insert(kind, name, volumes::data_of(kind, &obj)),
+            Err(e) if e.contains(" 404 ") => {}
+            Err(e) => return Err(PrepError::Config(e)),
+        }
+    }
+    Ok(refs)
+}
+
+/// The host directory of a pod volume: emptyDir, configMap or secret (written once per pod,
+/// atomically, so the pod's containers share it).
+fn volume_dir(run: &PodRun, vol: &Value, refs: &Refs) -> Result<PathBuf, PrepError> {
+    let name = vol["name"].as_str().unwrap_or("");
+    let dir = run.dir.join("volumes").join(name);
+    if vol["emptyDir"].is_object() {
+        fs::create_dir_all(&dir)
+            .map_err(|e| PrepError::Start(format!("{}: {e}", dir.display())))?;
+        return Ok(dir);
+    }
+    let files = refs.volume_files(vol).map_err(PrepError::Config)?.ok_or_else(|| {
+        PrepError::Start(format!(
+            "volume {name:?}: only emptyDir, configMap and secret volumes are supported by the local cluster"
+        ))
+    })?;
+    if dir.exists() {
+        return Ok(dir);
+    }
+    let tmp = run
+        .dir
+        .join("volumes")
+        .join(format!(".{name}.{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = fs::remove_dir_all(&tmp);
+        fs::create_dir_all(&tmp)?;
+        for (rel, data, mode) in &files {
+            let f = tmp.join(rel);
+            if let Some(parent) = f.parent() {
+                fs::create_dir_all(parent)?;
+            }
+            fs::write(&f, data)?;
+            fs::set_permissions(&f, fs::Permissions::from_mode(*mode))?;
+        }
+        match fs::rename(&tmp, &dir) {
+            // Another container of the pod was first: use its copy.
+            Err(_) if dir.exists() => fs::remove_dir_all(&tmp),
+            r => r,
+        }
+    };
+    write().map_err(|e| PrepError::Start(format!("volume {name:?}: {e}")))?;
+    Ok(dir)
+}
+
+/// The namespaces and root filesystem a container process enters (see [`crate::rootfs`]): the
+/// pod's netns; its own mount namespace with an overlay of the host's `/`, the pod's `/dev`,
+/// `/etc/hosts`, `/etc/resolv.conf`, the termination message file at `terminationMessagePath`
+/// and the volumes at their mount paths; its own UTS namespace with the pod's hostname.
+fn isolation(
+    run: &PodRun,
+    c: &Value,
+    term_file: &Path,
+    refs: &Refs,
+) -> Result<Option<Isolation>, PrepError> {
     let Some(p) = &run.net else {
         return Ok(None);
     };
-    let (mut binds, dev) = podnet::pod_dev(&run.dir).map_err(|e| format!("pod /dev: {e}"))?;
+    let start = |e: String| PrepError::Start(e);
+    let (mut pre_binds, dev) =
+        rootfs::pod_dev(&run.dir).map_err(|e| start(format!("pod /dev: {e}")))?;
+    let mut mounts = vec![Mount::new("/proc", "/proc"), Mount::new("/sys", "/sys")];
     let tpath = c["terminationMessagePath"]
         .as_str()
         .filter(|s| !s.is_empty())
         .unwrap_or("/dev/termination-log");
     if let Some(rest) = tpath.strip_prefix("/dev/") {
+        // Inside the pod's own /dev (placeholder file bound before /dev goes in).
         let placeholder = dev.join(rest);
         if let Some(parent) = placeholder.parent() {
             let _ = fs::create_dir_all(parent);
@@ -1049,17 +1308,14 @@ fn isolation(run: &PodRun, c: &Value, term_file: &Path) -> Result<Option<Isolati
             .truncate(false)
             .write(true)
             .open(&placeholder);
-        binds.push((term_file.to_path_buf(), placeholder));
-        binds.push((dev, PathBuf::from("/dev")));
+        pre_binds.push((term_file.to_path_buf(), placeholder));
+        mounts.push(Mount::new(&dev, "/dev"));
     } else {
-        binds.push((dev, PathBuf::from("/dev")));
-        if Path::new(tpath).is_file() {
-            binds.push((term_file.to_path_buf(), PathBuf::from(tpath)));
-        }
+        mounts.push(Mount::new(&dev, "/dev"));
+        mounts.push(Mount::new(term_file, tpath));
     }
-    binds.push((run.dir.join("hosts"), PathBuf::from("/etc/hosts")));
-    // emptyDir volumes: a directory per pod and volume, bind-mounted at each mountPath. No
-    // root filesystem of its own yet, so the mountPath must exist on the host.
+    mounts.push(Mount::new(run.dir.join("hosts"), "/etc/hosts"));
+    mounts.push(Mount::new(run.dir.join("resolv.conf"), "/etc/resolv.conf"));
     for m in c["volumeMounts"].as_array().into_iter().flatten() {
         let vname = m["name"].as_str().unwrap_or("");
         let target = m["mountPath"].as_str().unwrap_or("");
@@ -1067,23 +1323,16 @@ fn isolation(run: &PodRun, c: &Value, term_file: &Path) -> Result<Option<Isolati
             .as_array()
             .into_iter()
             .flatten()
-            .find(|v| v["name"].as_str() == Some(vname));
-        if !vol.is_some_and(|v| v["emptyDir"].is_object()) {
-            return Err(format!(
-                "volume {vname:?}: only emptyDir volumes are supported (v1)"
-            ));
-        }
-        let mut src = run.dir.join("volumes").join(vname);
+            .find(|v| v["name"].as_str() == Some(vname))
+            .ok_or_else(|| start(format!("volumeMount {vname:?}: no such volume in the pod")))?;
+        let mut src = volume_dir(run, vol, refs)?;
         if let Some(sub) = m["subPath"].as_str().filter(|s| !s.is_empty()) {
             src = src.join(sub);
+            if !src.exists() {
+                fs::create_dir_all(&src).map_err(|e| start(format!("{}: {e}", src.display())))?;
+            }
         }
-        fs::create_dir_all(&src).map_err(|e| format!("{}: {e}", src.display()))?;
-        if !Path::new(target).is_dir() {
-            return Err(format!(
-                "volume {vname:?}: mountPath {target:?} must be an existing directory on the host (v1: no pod root filesystem)"
-            ));
-        }
-        binds.push((src, PathBuf::from(target)));
+        mounts.push(Mount::new(src, target));
     }
     let hostname = run.pod["spec"]["hostname"]
         .as_str()
@@ -1093,7 +1342,17 @@ fn isolation(run: &PodRun, c: &Value, term_file: &Path) -> Result<Option<Isolati
         .as_str()
         .filter(|w| !w.is_empty())
         .unwrap_or("/");
-    Isolation::new(&p.netns_path(), &binds, hostname, cwd).map(Some)
+    let cname = c["name"].as_str().unwrap_or("c");
+    Isolation::new(
+        &p.netns_path(),
+        &run.dir.join("containers").join(cname),
+        &pre_binds,
+        &mounts,
+        hostname,
+        cwd,
+    )
+    .map(Some)
+    .map_err(start)
 }
 
 /// Whether a container that exited with `code` is started again.
@@ -1128,32 +1387,55 @@ async fn run_container(
     mut stop: watch::Receiver<Option<i64>>,
 ) {
     let cname = c["name"].as_str().unwrap_or("c").to_string();
-    let list = if init { &run.init } else { &run.main };
-    let update = |f: &dyn Fn(&mut ContainerState)| {
-        f(&mut list.lock().unwrap()[idx]);
-        run.changed.notify_one();
-    };
+    let update = |f: &dyn Fn(&mut ContainerState)| run.update_container(init, idx, f);
+    let probe = readiness::parse(&c);
+    if let Err(e) = &probe {
+        warn!(container = %cname, "readiness probe: {e}; the container never becomes ready");
+    }
     let term_file = run.dir.join(format!("{cname}.termination-log"));
     let log_file = run.dir.join(format!("{cname}.log"));
     let fallback = c["terminationMessagePolicy"].as_str() == Some("FallbackToLogsOnError");
     let mut backoff = Duration::from_secs(1);
     loop {
-        if run.node.shutting_down.load(Ordering::SeqCst) {
+        if run.node.gone() {
             return;
         }
         let _ = fs::write(&term_file, b"");
         let started = now();
-        let prepared =
-            container_env(&run.pod, &c, &run.node.name, &run.gpus, &term_file).and_then(|env| {
-                container_argv(&c, &env, &run.node.cfg.image_map).map(|argv| (env, argv))
-            });
-        let child = prepared.and_then(|(env, argv)| {
-            let iso = isolation(&run, &c, &term_file)?;
-            spawn_process(&argv, &env, c["workingDir"].as_str(), &log_file, iso)
-                .map_err(|e| format!("starting {argv:?}: {e}"))
-        });
+        let child = match fetch_refs(&run).await {
+            Err(e) => Err(e),
+            Ok(refs) => {
+                let ctx = EnvContext {
+                    node: &run.node.name,
+                    gpus: &run.gpus,
+                    termination_file: run.net.is_none().then_some(term_file.as_path()),
+                    refs: &refs,
+                    apiserver: run.net.as_ref().map(|_| run.node.api.addr),
+                };
+                container_env(&run.pod, &c, &ctx).and_then(|env| {
+                    let argv = container_argv(&c, &env, &run.node.cfg.image_map)
+                        .map_err(PrepError::Start)?;
+                    let iso = isolation(&run, &c, &term_file, &refs)?;
+                    spawn_process(&argv, &env, c["workingDir"].as_str(), &log_file, iso)
+                        .map_err(|e| PrepError::Start(format!("starting {argv:?}: {e}")))
+                })
+            }
+        };
         let (code, signal, reason, message) = match child {
-            Err(e) => {
+            Err(PrepError::Config(e)) => {
+                // Not a run of the container: wait for the missing object and try again.
+                warn!(node = %run.node.name, container = %cname, "{e}");
+                update(&|s| s.waiting = Some(("CreateContainerConfigError".into(), e.clone())));
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = wait_stop(&mut stop) => {}
+                }
+                if stop.borrow().is_some() {
+                    return;
+                }
+                continue;
+            }
+            Err(PrepError::Start(e)) => {
                 warn!(node = %run.node.name, container = %cname, "{e}");
                 (128, None, "StartError".to_string(), e)
             }
@@ -1165,7 +1447,30 @@ async fn run_container(
                     s.started_at = Some(started.clone());
                     s.terminated = None;
                     s.waiting = None;
+                    s.probe_ready = probe
+                        .as_ref()
+                        .map_or(Some(false), |p| p.as_ref().map(|_| false));
                 });
+                let prober = match &probe {
+                    Ok(Some(p)) => {
+                        let target = readiness::Target {
+                            ip: run.pod["status"]["podIP"]
+                                .as_str()
+                                .and_then(|ip| ip.parse().ok())
+                                .unwrap_or(std::net::Ipv4Addr::LOCALHOST),
+                            pid,
+                            container_dir: run.dir.join("containers").join(&cname),
+                        };
+                        Some(tokio::spawn(probe_loop(
+                            run.clone(),
+                            init,
+                            idx,
+                            p.clone(),
+                            target,
+                        )))
+                    }
+                    _ => None,
+                };
                 let status = tokio::select! {
                     s = child.wait() => s.ok(),
                     _ = wait_stop(&mut stop) => {
@@ -1180,6 +1485,9 @@ async fn run_container(
                         }
                     }
                 };
+                if let Some(p) = prober {
+                    p.abort();
+                }
                 // Whatever the container left in its group goes with it.
                 let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
                 run.node.pgids.lock().unwrap().remove(&pid);
@@ -1197,7 +1505,7 @@ async fn run_container(
                 (code, signal, reason.to_string(), msg)
             }
         };
-        let stopping = stop.borrow().is_some() || run.node.shutting_down.load(Ordering::SeqCst);
+        let stopping = stop.borrow().is_some() || run.node.gone();
         let restart = !stopping && policy_restarts(&policy, code) && !(init && code == 0);
         let t = Terminated {
             exit_code: code,
@@ -1238,6 +1546,28 @@ async fn run_container(
             return;
         }
         update(&|s| s.restart_count += 1);
+    }
+}
+
+/// Runs a container's readiness probe until aborted (when the container exits).
+async fn probe_loop(
+    run: Arc<PodRun>,
+    init: bool,
+    idx: usize,
+    p: readiness::Probe,
+    t: readiness::Target,
+) {
+    tokio::time::sleep(p.initial_delay).await;
+    let (mut ready, mut streak) = (false, (false, 0));
+    loop {
+        let ok = readiness::check(&p, &t).await;
+        let now = readiness::next_ready(&p, ready, ok, &mut streak);
+        if now != ready {
+            ready = now;
+            debug!(pod = %run.pod["metadata"]["name"], idx, ready, "readiness changed");
+            run.update_container(init, idx, |s| s.probe_ready = Some(ready));
+        }
+        tokio::time::sleep(p.period).await;
     }
 }
 
@@ -1306,7 +1636,15 @@ mod tests {
             {"name": "APP", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
             {"name": "ANN", "valueFrom": {"fieldRef": {"fieldPath": "metadata.annotations['a/b']"}}},
             {"name": "GREETING", "value": "hi $(POD_NAME) on $(NODE), $(NOPE) $$(POD_NAME)"}]});
-        let env = container_env(&pod(), &c, "node-1", &[2, 3], Path::new("/t/log")).unwrap();
+        let refs = Refs::default();
+        let ctx = |node, gpus, file| EnvContext {
+            node,
+            gpus,
+            termination_file: Some(Path::new(file)),
+            refs: &refs,
+            apiserver: None,
+        };
+        let env = container_env(&pod(), &c, &ctx("node-1", &[2, 3], "/t/log")).unwrap();
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("POD_NAME"), Some("p"));
         assert_eq!(get("NS"), Some("ns"));
@@ -1323,13 +1661,59 @@ mod tests {
         assert_eq!(get("GREETING"), Some("hi p on node-1, $(NOPE) $(POD_NAME)"));
         assert!(get("PATH").is_some());
         // No GPUs: no device variables; unsupported sources are an error.
-        let env = container_env(&pod(), &json!({}), "n", &[], Path::new("/t")).unwrap();
+        let env = container_env(&pod(), &json!({}), &ctx("n", &[], "/t")).unwrap();
         assert!(!env.iter().any(|(k, _)| k == "CUDA_VISIBLE_DEVICES"));
+        assert!(!env.iter().any(|(k, _)| k == "KUBERNETES_SERVICE_HOST"));
+        // A missing Secret: wait for it (Config); an unsupported field: StartError.
         let bad = json!({"env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]});
-        assert!(container_env(&pod(), &bad, "n", &[], Path::new("/t")).is_err());
+        assert!(matches!(
+            container_env(&pod(), &bad, &ctx("n", &[], "/t")),
+            Err(PrepError::Config(e)) if e.contains("secret \"s\" not found")
+        ));
         let bad =
             json!({"env": [{"name": "X", "valueFrom": {"fieldRef": {"fieldPath": "spec.nope"}}}]});
-        assert!(container_env(&pod(), &bad, "n", &[], Path::new("/t")).is_err());
+        assert!(matches!(
+            container_env(&pod(), &bad, &ctx("n", &[], "/t")),
+            Err(PrepError::Start(_))
+        ));
+    }
+
+    #[test]
+    fn env_from_config_maps_secrets_and_the_apiserver() {
+        let mut refs = Refs::default();
+        refs.insert(
+            Kind::ConfigMap,
+            "cm".into(),
+            [
+                ("LR".to_string(), b"0.1".to_vec()),
+                ("X".to_string(), b"from-cm".to_vec()),
+            ]
+            .into(),
+        );
+        refs.insert(
+            Kind::Secret,
+            "s".into(),
+            [("token".to_string(), b"t0k".to_vec())].into(),
+        );
+        let ctx = EnvContext {
+            node: "n",
+            gpus: &[],
+            termination_file: None,
+            refs: &refs,
+            apiserver: Some("10.1.2.1:6443".parse().unwrap()),
+        };
+        let c = json!({"envFrom": [{"configMapRef": {"name": "cm"}}],
+            "env": [{"name": "X", "value": "own"},
+                {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "token"}}},
+                {"name": "OPT", "valueFrom": {"configMapKeyRef": {"name": "gone", "key": "k", "optional": true}}}]});
+        let env = container_env(&pod(), &c, &ctx).unwrap();
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("LR"), Some("0.1"));
+        assert_eq!(get("X"), Some("own"), "env wins over envFrom");
+        assert_eq!(get("TOKEN"), Some("t0k"));
+        assert_eq!(get("OPT"), None);
+        assert_eq!(get("KUBERNETES_SERVICE_HOST"), Some("10.1.2.1"));
+        assert_eq!(get("KUBERNETES_SERVICE_PORT"), Some("6443"));
     }
 
     #[test]

@@ -18,12 +18,17 @@
 //! [`Cluster`]: they get their credentials from [`TokenFile`] (`system:node:<name>` users in
 //! `system:nodes`, which the Node authorizer already checks) and their ports from [`Ports`].
 
+pub mod control;
+pub mod dns;
 pub mod kubeconfig;
 pub mod kubelet;
 pub mod pki;
 pub mod podnet;
 mod probe;
+pub mod readiness;
+pub mod rootfs;
 mod supervise;
+pub mod volumes;
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -179,6 +184,10 @@ pub struct ClusterConfig {
     /// Where provision.sh put etcd, kube-apiserver, ... (`<cache>/cluster/bin`).
     pub bin_dir: PathBuf,
     pub ports: Ports,
+    /// The address the apiserver binds and advertises: 127.0.0.1, or with a pod network the
+    /// bridge's address (set by [`Cluster::start`]), which pods reach as
+    /// `KUBERNETES_SERVICE_HOST` and the host reaches as one of its own addresses.
+    pub api_host: Ipv4Addr,
     /// Service cluster IP range (virtual: nothing routes it in phase 1).
     pub service_cidr: String,
     pub cluster_domain: String,
@@ -215,6 +224,7 @@ impl ClusterConfig {
             dir,
             bin_dir: bin_dir.into(),
             ports: Ports::pick()?,
+            api_host: Ipv4Addr::LOCALHOST,
             service_cidr: "10.96.0.0/16".into(),
             cluster_domain: "cluster.local".into(),
             grace: Duration::from_secs(10),
@@ -229,7 +239,16 @@ impl ClusterConfig {
     }
 
     pub fn api_url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.ports.apiserver)
+        format!("https://{}:{}", self.api_host, self.ports.apiserver)
+    }
+
+    /// How long after its last heartbeat a node is marked NotReady: three heartbeats.
+    pub fn node_grace_period(&self) -> Duration {
+        (self.kubelet.heartbeat * 3).max(Duration::from_secs(6))
+    }
+
+    pub fn api_addr(&self) -> std::net::SocketAddr {
+        (self.api_host, self.ports.apiserver).into()
     }
 
     pub fn etcd_url(&self) -> String {
@@ -368,6 +387,12 @@ impl TokenFile {
                     token: random_token()?,
                     user: UNPRIVILEGED_USER.into(),
                     uid: "uid-e2e-unprivileged".into(),
+                    groups: vec![],
+                },
+                TokenUser {
+                    token: random_token()?,
+                    user: dns::DNS_USER.into(),
+                    uid: "uid-local-cluster-dns".into(),
                     groups: vec![],
                 },
             ],
@@ -515,8 +540,8 @@ pub mod commands {
             program: cfg.bin_dir.join("kube-apiserver"),
             args: vec![
                 arg("etcd-servers", cfg.etcd_url()),
-                arg("bind-address", "127.0.0.1"),
-                arg("advertise-address", "127.0.0.1"),
+                arg("bind-address", cfg.api_host),
+                arg("advertise-address", cfg.api_host),
                 arg("secure-port", cfg.ports.apiserver),
                 // 1.20 still opens an unauthenticated port 8080 by default: off.
                 arg("insecure-port", 0),
@@ -543,9 +568,15 @@ pub mod commands {
                 arg("proxy-client-key-file", path(pkey)),
                 arg("cert-dir", path(l.run_dir(Component::KubeApiserver))),
                 // The `kubernetes` Endpoints may not hold a loopback address (validation refuses
-                // 127.0.0.0/8), so the apiserver does not manage it; phase 2 (pod network)
-                // advertises the bridge address and can turn this back to `lease`.
-                arg("endpoint-reconciler-type", "none"),
+                // 127.0.0.0/8): without a pod network the apiserver does not manage it.
+                arg(
+                    "endpoint-reconciler-type",
+                    if cfg.api_host.is_loopback() {
+                        "none"
+                    } else {
+                        "lease"
+                    },
+                ),
                 arg("profiling", false),
                 arg("v", cfg.verbosity),
             ],
@@ -581,6 +612,13 @@ pub mod commands {
                 arg("cluster-signing-cert-file", path(l.ca_cert())),
                 arg("cluster-signing-key-file", path(l.ca_key())),
                 arg("cluster-name", &cfg.name),
+                // A lost node turns NotReady within seconds, not 40 s (the kubelet stand-in
+                // renews its Lease every `kubelet.heartbeat`, 4 s by default).
+                arg("node-monitor-period", "2s"),
+                arg(
+                    "node-monitor-grace-period",
+                    cfg.node_grace_period().as_secs().to_string() + "s",
+                ),
                 arg("service-cluster-ip-range", &cfg.service_cidr),
                 arg("profiling", false),
                 arg("v", cfg.verbosity),

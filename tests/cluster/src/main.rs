@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use local_cluster::control::{self, Fault};
 use local_cluster::{Cluster, ClusterConfig};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -54,6 +55,13 @@ enum Cmd {
         #[arg(long, env = "ELASTICJOB_CLUSTER_IMAGE_MAP", default_value = "")]
         image_map: String,
     },
+    /// Inject a fault into the cluster running from DIR (through its control socket).
+    Fault {
+        #[arg(long)]
+        dir: PathBuf,
+        #[command(subcommand)]
+        fault: FaultCmd,
+    },
     /// Stop the cluster started with `cluster up --dir DIR`.
     Down {
         #[arg(long)]
@@ -62,6 +70,54 @@ enum Cmd {
         #[arg(long, default_value_t = 60)]
         timeout_secs: u64,
     },
+}
+
+#[derive(Subcommand)]
+enum FaultCmd {
+    /// Signal every process of a pod's running containers.
+    KillPod {
+        /// NAMESPACE/NAME or NAME (namespace `default`).
+        pod: String,
+        #[arg(long, default_value = "KILL")]
+        signal: String,
+    },
+    /// Take a pod's network link down.
+    CutNet { pod: String },
+    /// Bring a pod's network link back up.
+    RestoreNet { pod: String },
+    /// Lose a node: heartbeats stop (NotReady after the grace period), its pods' processes die.
+    LoseNode { node: String },
+}
+
+fn split_pod(p: &str) -> (String, String) {
+    match p.split_once('/') {
+        Some((ns, n)) => (ns.to_string(), n.to_string()),
+        None => ("default".to_string(), p.to_string()),
+    }
+}
+
+impl FaultCmd {
+    fn to_fault(&self) -> Fault {
+        match self {
+            FaultCmd::KillPod { pod, signal } => {
+                let (namespace, name) = split_pod(pod);
+                Fault::KillPod {
+                    namespace,
+                    name,
+                    signal: signal.clone(),
+                }
+            }
+            FaultCmd::CutNet { pod } => {
+                let (namespace, name) = split_pod(pod);
+                Fault::CutNetwork { namespace, name }
+            }
+            FaultCmd::RestoreNet { pod } => {
+                let (namespace, name) = split_pod(pod);
+                Fault::RestoreNetwork { namespace, name }
+            }
+            FaultCmd::LoseNode { node } => Fault::LoseNode { node: node.clone() },
+        }
+    }
 }
 
 fn default_bin_dir() -> PathBuf {
@@ -134,7 +190,15 @@ async fn main() -> Result<()> {
                 bin_dir.display()
             );
             println!("  kubectl get --raw /readyz; kubectl get nodes");
+            let _control = match cluster.faults() {
+                Some(f) => Some(control::serve(&dir, f).context("control socket")?),
+                None => None,
+            };
             println!("logs: {}", cluster.layout().logs().display());
+            println!(
+                "faults: `cluster fault --dir {} kill-pod|cut-net|restore-net NS/POD | lose-node NODE`",
+                dir.display()
+            );
             println!("stop: Ctrl-C, or `cluster down --dir {}`", dir.display());
             let crashed = tokio::select! {
                 _ = term.recv() => None,
@@ -147,6 +211,14 @@ async fn main() -> Result<()> {
             if let Some((c, why)) = crashed {
                 bail!("{c} exited unexpectedly: {why}");
             }
+            Ok(())
+        }
+        Cmd::Fault { dir, fault } => {
+            let dir = absolute(dir)?;
+            let done = control::send(&dir, &fault.to_fault())
+                .await
+                .map_err(anyhow::Error::msg)?;
+            println!("{done}");
             Ok(())
         }
         Cmd::Down { dir, timeout_secs } => {

@@ -61,7 +61,11 @@ pub const CLIENTS: &[ClientIdentity] = &[
 /// DNS and IP names of the apiserver's serving cert.
 pub fn apiserver_sans(cfg: &ClusterConfig) -> Result<Vec<String>> {
     let d = &cfg.cluster_domain;
-    Ok(vec![
+    let mut sans = vec![];
+    if !cfg.api_host.is_loopback() {
+        sans.push(cfg.api_host.to_string());
+    }
+    sans.extend([
         "127.0.0.1".into(),
         "localhost".into(),
         cfg.kubernetes_service_ip()?.to_string(),
@@ -69,7 +73,8 @@ pub fn apiserver_sans(cfg: &ClusterConfig) -> Result<Vec<String>> {
         "kubernetes.default".into(),
         "kubernetes.default.svc".into(),
         format!("kubernetes.default.svc.{d}"),
-    ])
+    ]);
+    Ok(sans)
 }
 
 fn base_params(sans: Vec<String>, cn: &str, what: &str) -> Result<CertificateParams> {
@@ -93,10 +98,17 @@ fn write(path: &Path, text: &str, private: bool) -> Result<()> {
 /// already there (a restarted cluster keeps its CA, so kubeconfigs handed out stay valid).
 pub fn ensure(cfg: &ClusterConfig) -> Result<()> {
     let l = cfg.layout();
-    if is_complete(&l) {
+    let sans = apiserver_sans(cfg)?.join(",");
+    if is_complete(&l) && fs::read_to_string(sans_file(&l)).ok().as_deref() == Some(sans.as_str()) {
         return Ok(());
     }
-    generate(cfg)
+    generate(cfg)?;
+    write(&sans_file(&l), &sans, false)
+}
+
+/// The apiserver cert's names, to notice when they change (a new pod network address).
+fn sans_file(l: &Layout) -> std::path::PathBuf {
+    l.pki().join("apiserver.sans")
 }
 
 fn is_complete(l: &Layout) -> bool {

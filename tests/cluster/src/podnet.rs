@@ -13,11 +13,10 @@
 //! service range), under a machine-wide lock so clusters starting together do not collide.
 
 use std::collections::BTreeSet;
-use std::ffi::CString;
 use std::fs;
 use std::hash::{Hash, Hasher};
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
@@ -38,6 +37,11 @@ fn ip(args: &[&str]) -> Result<String, String> {
         ));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Sets a link up or down.
+pub fn set_link(name: &str, up: bool) -> Result<(), String> {
+    ip(&["link", "set", name, if up { "up" } else { "down" }]).map(|_| ())
 }
 
 /// The /24s (as (a, b) of 10.a.b.0/24) in use on this machine's interfaces and routes.
@@ -183,7 +187,9 @@ impl PodNetwork {
         ns(&["addr", "add", &format!("{}/24", p.ip), "dev", "eth0"])?;
         ns(&["link", "set", "lo", "up"])?;
         ns(&["link", "set", "eth0", "up"])?;
-        ns(&["route", "add", "default", "via", &p.host_ip.to_string()])?;
+        // No default route: the pod reaches its /24 (other pods, the host's bridge address with
+        // the apiserver and DNS) and nothing else; anything else fails at once with "network
+        // unreachable" instead of timing out.
         // Wait until the bridge forwards on the new port (state 3) instead of assuming it.
         let state = format!("/sys/class/net/{}/brport/state", p.veth);
         let t = Instant::now();
@@ -197,6 +203,9 @@ impl PodNetwork {
     }
 
     pub fn remove_pod(&self, p: &PodNet) {
+        if self.free.lock().unwrap().contains(&p.index) {
+            return; // already removed (a lost node's pods are removed early)
+        }
         let _ = ip(&["link", "del", &p.veth]);
         let _ = ip(&["netns", "del", &p.netns]);
         self.free.lock().unwrap().insert(p.index);
@@ -247,119 +256,15 @@ pub fn etc_hosts(pod: &serde_json::Value, ip: Ipv4Addr, domain: &str) -> String 
     )
 }
 
-/// What a container process does between fork and exec.
-pub struct Isolation {
-    /// Open `/run/netns/<name>` (kept open until the spawn returns).
-    pub netns: OwnedFd,
-    /// (source, target) bind mounts, in order, in the process's own mount namespace.
-    pub binds: Vec<(CString, CString)>,
-    pub hostname: CString,
-    pub cwd: CString,
-}
-
-impl Isolation {
-    pub fn new(
-        netns: &Path,
-        binds: &[(PathBuf, PathBuf)],
-        hostname: &str,
-        cwd: &str,
-    ) -> Result<Isolation, String> {
-        let c = |p: &Path| {
-            CString::new(p.as_os_str().as_encoded_bytes()).map_err(|e| format!("{p:?}: {e}"))
-        };
-        let f = fs::File::open(netns).map_err(|e| format!("{}: {e}", netns.display()))?;
-        Ok(Isolation {
-            netns: f.into(),
-            binds: binds
-                .iter()
-                .map(|(s, t)| Ok((c(s)?, c(t)?)))
-                .collect::<Result<_, String>>()?,
-            hostname: CString::new(hostname).map_err(|e| e.to_string())?,
-            cwd: CString::new(cwd).map_err(|e| e.to_string())?,
-        })
-    }
-
-    /// Runs in the forked child: only raw syscalls, no allocation.
-    pub fn enter(&self) -> std::io::Result<()> {
-        let err = std::io::Error::last_os_error;
-        // SAFETY: plain syscalls on valid fds and NUL-terminated strings owned by self.
-        unsafe {
-            if libc::setns(self.netns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
-                return Err(err());
-            }
-            if libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWUTS) != 0 {
-                return Err(err());
-            }
-            // Nothing mounted here propagates back to the host.
-            if libc::mount(
-                c"none".as_ptr(),
-                c"/".as_ptr(),
-                std::ptr::null(),
-                libc::MS_REC | libc::MS_PRIVATE,
-                std::ptr::null(),
-            ) != 0
-            {
-                return Err(err());
-            }
-            for (s, t) in &self.binds {
-                if libc::mount(
-                    s.as_ptr(),
-                    t.as_ptr(),
-                    std::ptr::null(),
-                    libc::MS_BIND | libc::MS_REC,
-                    std::ptr::null(),
-                ) != 0
-                {
-                    return Err(err());
-                }
-            }
-            let h = self.hostname.as_bytes();
-            if libc::sethostname(h.as_ptr().cast(), h.len()) != 0 {
-                return Err(err());
-            }
-            if libc::chdir(self.cwd.as_ptr()) != 0 {
-                return Err(err());
-            }
-        }
-        Ok(())
-    }
-}
-
-/// A pod's own `/dev`: placeholder files and dirs under `<pod dir>/dev` onto which the host's
-/// device nodes are bind-mounted, so files that do not exist on the host (the default
-/// `terminationMessagePath` /dev/termination-log) can be bind-mounted there without touching
-/// the host's /dev. Returns the bind mounts (host device → placeholder first, the dir onto
-/// /dev last) and the placeholder dir.
-pub fn pod_dev(pod_dir: &Path) -> std::io::Result<(Vec<(PathBuf, PathBuf)>, PathBuf)> {
-    let dev = pod_dir.join("dev");
-    fs::create_dir_all(&dev)?;
-    let mut binds = Vec::new();
-    for n in ["null", "zero", "full", "random", "urandom", "tty", "ptmx"] {
-        let host = Path::new("/dev").join(n);
-        if host.exists() {
-            fs::write(dev.join(n), b"")?;
-            binds.push((host, dev.join(n)));
-        }
-    }
-    for d in ["pts", "shm"] {
-        let host = Path::new("/dev").join(d);
-        if host.is_dir() {
-            fs::create_dir_all(dev.join(d))?;
-            binds.push((host, dev.join(d)));
-        }
-    }
-    for (l, t) in [
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-    ] {
-        match std::os::unix::fs::symlink(t, dev.join(l)) {
-            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
-            _ => {}
-        }
-    }
-    Ok((binds, dev))
+/// A pod's `/etc/resolv.conf`: the cluster DNS on the bridge address and Kubernetes' search
+/// path, so `<svc>` and `<pod>.<svc>` resolve from the pod's namespace.
+pub fn resolv_conf(namespace: &str, domain: &str, nameserver: Ipv4Addr) -> String {
+    format!(
+        "# Kubernetes-managed resolv.conf (local-cluster kubelet stand-in).\n\
+         nameserver {nameserver}\n\
+         search {namespace}.svc.{domain} svc.{domain} {domain}\n\
+         options ndots:5\n"
+    )
 }
 
 #[cfg(test)]

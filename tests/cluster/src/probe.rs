@@ -2,7 +2,7 @@
 //! token) and plain HTTP against etcd, with rustls/std only (no HTTP client dependency).
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,31 +32,30 @@ pub(crate) fn tls_config(ca_cert: &Path) -> Result<Arc<rustls::ClientConfig>> {
 /// Status code and body of a GET. Errors are strings: the caller retries until a deadline and
 /// reports the last one.
 pub(crate) fn get(
-    port: u16,
+    addr: SocketAddr,
     path: &str,
     tls: Option<&Arc<rustls::ClientConfig>>,
     token: Option<&str>,
 ) -> std::result::Result<(u16, String), String> {
-    request(port, "GET", path, tls, token, None)
+    request(addr, "GET", path, tls, token, None)
 }
 
 /// One HTTP/1.1 request (`Connection: close`), optionally with a body `(content type, bytes)`;
 /// returns the status code and the body (chunked transfer encoding decoded).
 pub(crate) fn request(
-    port: u16,
+    addr: SocketAddr,
     method: &str,
     path: &str,
     tls: Option<&Arc<rustls::ClientConfig>>,
     token: Option<&str>,
     body: Option<(&str, &[u8])>,
 ) -> std::result::Result<(u16, String), String> {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let sock = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
         .map_err(|e| format!("connect {addr}: {e}"))?;
     sock.set_read_timeout(Some(Duration::from_secs(10))).ok();
     sock.set_write_timeout(Some(Duration::from_secs(5))).ok();
     let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nAccept: application/json\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: application/json\r\n"
     );
     if let Some(t) = token {
         req.push_str(&format!("Authorization: Bearer {t}\r\n"));
@@ -77,7 +76,7 @@ pub(crate) fn request(
     let mut buf = Vec::new();
     let res = match tls {
         Some(cfg) => {
-            let name = ServerName::IpAddress(Ipv4Addr::LOCALHOST.into());
+            let name = ServerName::IpAddress(addr.ip().into());
             let conn =
                 rustls::ClientConnection::new(cfg.clone(), name).map_err(|e| e.to_string())?;
             let mut s = rustls::StreamOwned::new(conn, sock);

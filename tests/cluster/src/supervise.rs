@@ -16,7 +16,12 @@ use serde::{Deserialize, Serialize};
 use tokio::process::{Child, Command};
 use tracing::{debug, info, warn};
 
+use std::sync::Arc;
+
+use crate::dns::{DNS_USER, Dns};
 use crate::kubeconfig::{self, Credential};
+use crate::kubelet::Api;
+use crate::podnet::PodNetwork;
 use crate::{
     ADMIN_USER, ClusterConfig, ClusterError, Component, ComponentCommand, Layout, Ports, Result,
     TokenFile, commands, io_err, pki, probe,
@@ -47,6 +52,9 @@ pub struct Cluster {
     tokens: TokenFile,
     running: Vec<Running>,
     kubelet: Option<crate::kubelet::Kubelet>,
+    dns: Option<Dns>,
+    /// The pod network (bridge), removed after everything else at shutdown.
+    net: Option<Arc<PodNetwork>>,
 }
 
 fn tail(path: &Path, lines: usize) -> String {
@@ -116,7 +124,7 @@ impl Cluster {
         }
     }
 
-    async fn start_once(config: ClusterConfig) -> Result<Cluster> {
+    async fn start_once(mut config: ClusterConfig) -> Result<Cluster> {
         let l = config.layout();
         if let Some(pid) = running_supervisor(&l) {
             return Err(ClusterError::AlreadyRunning {
@@ -131,6 +139,22 @@ impl Cluster {
             }
         }
         let t0 = Instant::now();
+        // The pod network comes first: its bridge address is where the apiserver listens, so
+        // that pods reach it too (and it must be in the serving cert).
+        let net = if config.kubelet.nodes > 0 && config.kubelet.pod_network {
+            fs::create_dir_all(&config.dir)
+                .map_err(io_err(format!("creating {}", config.dir.display())))?;
+            let dir = config.dir.clone();
+            let n = tokio::task::spawn_blocking(move || PodNetwork::create(&dir))
+                .await
+                .map_err(|e| ClusterError::Kubelet(e.to_string()))?
+                .map_err(|e| ClusterError::Kubelet(format!("pod network: {e}")))?;
+            info!(bridge = %n.bridge, cidr = %n.cidr(), "pod network");
+            config.api_host = n.host_ip();
+            Some(Arc::new(n))
+        } else {
+            None
+        };
         let tokens = prepare_dir(&config)?;
         debug!(elapsed = ?t0.elapsed(), "state dir prepared");
         let mut cluster = Cluster {
@@ -138,6 +162,8 @@ impl Cluster {
             tokens,
             running: Vec::new(),
             kubelet: None,
+            dns: None,
+            net,
         };
 
         let cfg = cluster.config.clone();
@@ -145,7 +171,7 @@ impl Cluster {
         cluster
             .wait_ready(
                 Component::Etcd,
-                cfg.ports.etcd_client,
+                (std::net::Ipv4Addr::LOCALHOST, cfg.ports.etcd_client).into(),
                 "/health",
                 None,
                 |s, b| s == 200 && b.contains("\"health\":\"true\""),
@@ -159,7 +185,7 @@ impl Cluster {
         cluster
             .wait_ready(
                 Component::KubeApiserver,
-                cfg.ports.apiserver,
+                cfg.api_addr(),
                 "/readyz",
                 Some((&tls, admin.as_deref())),
                 |s, _| s == 200,
@@ -190,12 +216,38 @@ impl Cluster {
                     Some((n, t))
                 })
                 .collect();
+            if let Some(net) = &cluster.net {
+                let admin_api = Api {
+                    addr: cfg.api_addr(),
+                    tls: tls.clone(),
+                    token: admin.clone().unwrap_or_default(),
+                };
+                crate::dns::grant(&admin_api)
+                    .await
+                    .map_err(ClusterError::Kubelet)?;
+                let api = Api {
+                    addr: cfg.api_addr(),
+                    tls: tls.clone(),
+                    token: cluster.tokens.token_of(DNS_USER).unwrap_or("").to_string(),
+                };
+                let dns = Dns::start(
+                    net.host_ip(),
+                    cfg.cluster_domain.clone(),
+                    api,
+                    cfg.kubelet.poll,
+                )
+                .await
+                .map_err(ClusterError::Kubelet)?;
+                info!(addr = %dns.addr, "cluster DNS");
+                cluster.dns = Some(dns);
+            }
             let k = crate::kubelet::Kubelet::start(
                 cfg.kubelet.clone(),
-                cfg.ports.apiserver,
+                cfg.api_addr(),
                 tls.clone(),
                 &tokens,
                 &cfg.dir,
+                cluster.net.clone(),
             )
             .await
             .map_err(ClusterError::Kubelet)?;
@@ -217,6 +269,10 @@ impl Cluster {
     }
     pub fn api_url(&self) -> String {
         self.config.api_url()
+    }
+    /// Fault injection into this cluster's pods and nodes (None without a kubelet stand-in).
+    pub fn faults(&self) -> Option<crate::kubelet::Faults> {
+        self.kubelet.as_ref().map(|k| k.faults())
     }
     pub fn tokens(&self) -> &TokenFile {
         &self.tokens
@@ -304,7 +360,7 @@ impl Cluster {
     async fn wait_ready(
         &mut self,
         c: Component,
-        port: u16,
+        addr: std::net::SocketAddr,
         path: &'static str,
         tls: Option<(&std::sync::Arc<rustls::ClientConfig>, Option<&str>)>,
         ok: impl Fn(u16, &str) -> bool,
@@ -317,7 +373,7 @@ impl Cluster {
             self.check_alive(c)?;
             let (tc, tk) = (tls_cfg.clone(), token.clone());
             let res = tokio::task::spawn_blocking(move || {
-                probe::get(port, path, tc.as_ref(), tk.as_deref())
+                probe::get(addr, path, tc.as_ref(), tk.as_deref())
             })
             .await
             .unwrap_or_else(|e| Err(e.to_string()));
@@ -392,6 +448,7 @@ impl Cluster {
         if let Some(k) = self.kubelet.take() {
             k.shutdown(grace.min(Duration::from_secs(5))).await;
         }
+        self.dns = None;
         let mut running = std::mem::take(&mut self.running);
         while let Some(mut r) = running.pop() {
             let pg = Pid::from_raw(r.pid);
@@ -411,7 +468,11 @@ impl Cluster {
             // Anything the component forked in its group goes too.
             let _ = killpg(pg, Signal::SIGKILL);
         }
+        if let Some(n) = self.net.take() {
+            n.remove_all();
+        }
         let _ = fs::remove_file(self.layout().state_file());
+        let _ = fs::remove_file(crate::control::socket_path(&self.config.dir));
         let left = processes_mentioning(&self.config.dir);
         if left.is_empty() {
             Ok(())
@@ -425,6 +486,11 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         for r in &self.running {
             let _ = killpg(Pid::from_raw(r.pid), Signal::SIGKILL);
+        }
+        drop(self.kubelet.take());
+        self.dns = None;
+        if let Some(n) = self.net.take() {
+            n.remove_all();
         }
     }
 }

@@ -751,7 +751,7 @@ async fn kubelet_stand_in_registers_gpu_nodes_and_runs_pods_as_processes() {
         &pod_doc(
             "fail3",
             "Never",
-            "echo $POD_NAME > $ELASTICJOB_TERMINATION_MESSAGE_PATH; exit 3",
+            "echo $POD_NAME > /dev/termination-log; exit 3",
             0,
         ),
     );
@@ -766,12 +766,16 @@ async fn kubelet_stand_in_registers_gpu_nodes_and_runs_pods_as_processes() {
     let mut ok = pod_doc(
         "ok",
         "Never",
-        "echo \"$POD_NAME $POD_NAMESPACE $POD_UID $NODE_NAME $POD_IP $HOST_IP $(pwd) $(cat /tmp/.x-$POD_UID)\" > $ELASTICJOB_TERMINATION_MESSAGE_PATH; rm -f /tmp/.x-$POD_UID",
+        "echo \"$POD_NAME $POD_NAMESPACE $POD_UID $NODE_NAME $POD_IP $HOST_IP $(pwd) $(cat /shared/x)\" > /dev/termination-log",
         0,
     );
+    // The init container hands over through an emptyDir at a path the host does not have.
     ok["spec"]["initContainers"] = json!([{"name": "init", "image": "local/none",
-        "command": ["/bin/sh", "-c", "echo init-ran > /tmp/.x-$UID"],
-        "env": [{"name": "UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}}]}]);
+        "command": ["/bin/sh", "-c", "echo init-ran > /shared/x"],
+        "volumeMounts": [{"name": "shared", "mountPath": "/shared"}]}]);
+    ok["spec"]["volumes"] = json!([{"name": "shared", "emptyDir": {}}]);
+    ok["spec"]["containers"][0]["volumeMounts"] =
+        json!([{"name": "shared", "mountPath": "/shared"}]);
     create_retrying(&k, &ok);
     wait_phase(&k, "ok", "Succeeded");
     let uid = jsonpath(&k, "ok", "{.metadata.uid}");
@@ -801,7 +805,7 @@ async fn kubelet_stand_in_registers_gpu_nodes_and_runs_pods_as_processes() {
         &pod_doc(
             "gpu4",
             "Never",
-            "echo $CUDA_VISIBLE_DEVICES $NVIDIA_VISIBLE_DEVICES > $ELASTICJOB_TERMINATION_MESSAGE_PATH",
+            "echo $CUDA_VISIBLE_DEVICES $NVIDIA_VISIBLE_DEVICES > /dev/termination-log",
             4,
         ),
     );
@@ -832,7 +836,7 @@ async fn kubelet_stand_in_registers_gpu_nodes_and_runs_pods_as_processes() {
     c["image"] = json!("local/sh");
     c["args"] = json!([
         "-c",
-        "echo mapped $0 > $ELASTICJOB_TERMINATION_MESSAGE_PATH"
+        "echo mapped $0 > /dev/termination-log"
     ]);
     create_retrying(&k, &mapped);
     let mut unmapped = mapped.clone();
@@ -852,19 +856,18 @@ async fn kubelet_stand_in_registers_gpu_nodes_and_runs_pods_as_processes() {
     );
 
     // --- OnFailure: fails twice, then succeeds; restartCount 2
-    let counter = tmp.path().join("count");
-    create_retrying(
-        &k,
-        &pod_doc(
-            "onfailure",
-            "OnFailure",
-            &format!(
-                "echo x >> {c}; test $(wc -l < {c}) -ge 3",
-                c = counter.display()
-            ),
-            0,
-        ),
+    // The count lives in an emptyDir: it outlives container restarts (the container's own
+    // writable layer does not).
+    let mut onfailure = pod_doc(
+        "onfailure",
+        "OnFailure",
+        "echo x >> /data/count; test $(wc -l < /data/count) -ge 3",
+        0,
     );
+    onfailure["spec"]["volumes"] = json!([{"name": "data", "emptyDir": {}}]);
+    onfailure["spec"]["containers"][0]["volumeMounts"] =
+        json!([{"name": "data", "mountPath": "/data"}]);
+    create_retrying(&k, &onfailure);
     wait_phase(&k, "onfailure", "Succeeded");
     assert_eq!(
         jsonpath(
