@@ -639,7 +639,6 @@ pub struct Kubelet {
     tasks: Vec<JoinHandle<()>>,
     pgids: Arc<Mutex<HashSet<i32>>>,
     shutting_down: Arc<AtomicBool>,
-    net: Option<Arc<PodNetwork>>,
     faults: Faults,
 }
 
@@ -727,13 +726,6 @@ impl Faults {
 }
 
 impl Kubelet {
-    /// The pod network's bridge and host address, if any.
-    pub fn network(&self) -> Option<(String, std::net::Ipv4Addr, String)> {
-        self.net
-            .as_ref()
-            .map(|n| (n.bridge.clone(), n.host_ip(), n.cidr()))
-    }
-
     /// Registers the nodes (waits until each exists and is Ready) and starts their loops.
     /// `tokens`: the bearer token of `system:node:<name>` for each node.
     /// `net`: the cluster's pod network, if `pod_network` (made by [`crate::Cluster`] before
@@ -802,7 +794,6 @@ impl Kubelet {
             tasks,
             pgids,
             shutting_down,
-            net,
             faults: Faults { nodes, pods },
         })
     }

@@ -270,6 +270,13 @@ impl Cluster {
     pub fn api_url(&self) -> String {
         self.config.api_url()
     }
+    /// The pod network's bridge, host address and /24, if any.
+    pub fn network(&self) -> Option<(String, std::net::Ipv4Addr, String)> {
+        self.net
+            .as_ref()
+            .map(|n| (n.bridge.clone(), n.host_ip(), n.cidr()))
+    }
+
     /// Fault injection into this cluster's pods and nodes (None without a kubelet stand-in).
     pub fn faults(&self) -> Option<crate::kubelet::Faults> {
         self.kubelet.as_ref().map(|k| k.faults())

@@ -5,142 +5,16 @@
 //! on, nothing is skipped: a failed provision fails the test.
 #![cfg(feature = "control-plane-tests")]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use local_cluster::{Cluster, ClusterConfig, UNPRIVILEGED_USER, processes_mentioning};
+use local_cluster::{Cluster, ClusterConfig, UNPRIVILEGED_USER};
 use serde_json::json;
 
-/// Runs provision.sh once per test binary (idempotent, cached; the script serialises concurrent
-/// runs itself) and returns the bin dir.
-fn bin_dir() -> PathBuf {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_test_writer()
-        .try_init();
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("provision.sh");
-        let t = Instant::now();
-        let out = Command::new("bash")
-            .arg(&script)
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("running provision.sh");
-        assert!(
-            out.status.success(),
-            "{} failed ({}): see its messages above",
-            script.display(),
-            out.status
-        );
-        let stdout = String::from_utf8(out.stdout).unwrap();
-        let bin = PathBuf::from(
-            stdout
-                .lines()
-                .last()
-                .expect("provision.sh printed the bin dir")
-                .trim(),
-        );
-        eprintln!("provisioned in {:?}: {}", t.elapsed(), bin.display());
-        bin
-    })
-    .clone()
-}
-
-struct Kubectl {
-    bin: PathBuf,
-    kubeconfig: PathBuf,
-}
-
-impl Kubectl {
-    fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut c = Command::new(&self.bin);
-        c.arg("--kubeconfig").arg(&self.kubeconfig).args(args);
-        c.stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        });
-        c.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = c.spawn().expect("spawning kubectl");
-        if let Some(s) = stdin {
-            child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
-        }
-        child.wait_with_output().unwrap()
-    }
-
-    /// Runs and asserts success; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args, None);
-        assert!(
-            o.status.success(),
-            "kubectl {args:?} failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).unwrap()
-    }
-
-    fn apply(&self, doc: &serde_json::Value) -> String {
-        let o = self.run(&["apply", "-f", "-"], Some(&doc.to_string()));
-        assert!(
-            o.status.success(),
-            "kubectl apply failed: {}\n{doc:#}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).unwrap()
-    }
-
-    /// Retries `args` until `pred(stdout)` holds or `timeout` passes.
-    fn eventually(
-        &self,
-        what: &str,
-        timeout: Duration,
-        args: &[&str],
-        pred: impl Fn(&Output) -> bool,
-    ) -> Output {
-        let start = Instant::now();
-        loop {
-            let o = self.run(args, None);
-            if pred(&o) {
-                return o;
-            }
-            assert!(
-                start.elapsed() < timeout,
-                "timed out after {timeout:?} waiting for {what}: kubectl {args:?}\nstdout: {}\nstderr: {}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    }
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
-
-fn assert_nothing_left(dir: &Path, pids: &[(local_cluster::Component, i32)]) {
-    let left = processes_mentioning(dir);
-    assert!(
-        left.is_empty(),
-        "processes of {} still alive: {left:?}",
-        dir.display()
-    );
-    for (c, pid) in pids {
-        assert!(
-            !Path::new(&format!("/proc/{pid}")).exists(),
-            "{c} (pid {pid}) still exists"
-        );
-    }
-}
+mod common;
+use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_plane_serves_crds_gc_serviceaccounts_and_rbac() {
@@ -631,73 +505,6 @@ fn two_clusters_side_by_side_via_the_binary_stop_by_sigterm_and_by_down() {
     assert_nothing_left(&b, &state_b.pids);
 }
 
-/// Creates `doc` with kubectl, retrying while the `default` ServiceAccount does not exist yet
-/// (the ServiceAccount admission plugin refuses pods until then).
-fn create_retrying(k: &Kubectl, doc: &serde_json::Value) {
-    let start = Instant::now();
-    loop {
-        let o = k.run(&["create", "-f", "-"], Some(&doc.to_string()));
-        if o.status.success() {
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "create: {}\n{doc:#}",
-            stderr(&o)
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-fn pod_doc(name: &str, policy: &str, script: &str, gpus: u32) -> serde_json::Value {
-    let env = |n: &str, f: &str| json!({"name": n, "valueFrom": {"fieldRef": {"fieldPath": f}}});
-    let mut c = json!({"name": "main", "image": "local/none", "command": ["/bin/sh", "-c", script],
-        "workingDir": "/tmp",
-        "env": [env("POD_NAME", "metadata.name"), env("POD_NAMESPACE", "metadata.namespace"),
-                env("POD_UID", "metadata.uid"), env("NODE_NAME", "spec.nodeName"),
-                env("POD_IP", "status.podIP"), env("HOST_IP", "status.hostIP")]});
-    if gpus > 0 {
-        c["resources"] = json!({"limits": {"nvidia.com/gpu": gpus.to_string()}});
-    }
-    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
-        "spec": {"automountServiceAccountToken": false, "restartPolicy": policy,
-                 "terminationGracePeriodSeconds": 2, "containers": [c]}})
-}
-
-fn jsonpath(k: &Kubectl, pod: &str, path: &str) -> String {
-    k.ok(&["get", "pod", pod, "-o", &format!("jsonpath={path}")])
-}
-
-fn wait_phase(k: &Kubectl, pod: &str, phase: &str) {
-    k.eventually(
-        &format!("pod {pod} {phase}"),
-        Duration::from_secs(60),
-        &["get", "pod", pod, "-o", "jsonpath={.status.phase}"],
-        |o| stdout(o) == phase,
-    );
-}
-
-/// Pids of live processes whose command line contains `needle`.
-fn processes_with(needle: &str) -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).contains(needle))
-                .unwrap_or(false)
-        })
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .map(|s| {
-                    !s.rsplit_once(')')
-                        .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
-                })
-                .unwrap_or(false)
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubelet_stand_in_registers_gpu_nodes_and_runs_pods_as_processes() {
     let bin = bin_dir();
@@ -834,10 +641,7 @@ async fn kubelet_stand_in_registers_gpu_nodes_and_runs_pods_as_processes() {
     let c = &mut mapped["spec"]["containers"][0];
     c.as_object_mut().unwrap().remove("command");
     c["image"] = json!("local/sh");
-    c["args"] = json!([
-        "-c",
-        "echo mapped $0 > /dev/termination-log"
-    ]);
+    c["args"] = json!(["-c", "echo mapped $0 > /dev/termination-log"]);
     create_retrying(&k, &mapped);
     let mut unmapped = mapped.clone();
     unmapped["metadata"]["name"] = json!("unmapped");
@@ -910,28 +714,6 @@ async fn kubelet_stand_in_registers_gpu_nodes_and_runs_pods_as_processes() {
         .await
         .unwrap_or_else(|e| panic!("shutdown: {e}"));
     assert_nothing_left(&dir, &pids);
-}
-
-/// Interface names and netns names on this machine that contain `needle`.
-fn net_objects_with(needle: &str) -> Vec<String> {
-    let run = |args: &[&str]| {
-        String::from_utf8_lossy(&Command::new("ip").args(args).output().unwrap().stdout)
-            .into_owned()
-    };
-    let mut v: Vec<String> = run(&["-o", "link"])
-        .lines()
-        .filter_map(|l| l.split(':').nth(1))
-        .map(|n| n.trim().split('@').next().unwrap_or("").to_string())
-        .chain(
-            run(&["netns", "list"])
-                .lines()
-                .filter_map(|l| l.split_whitespace().next())
-                .map(str::to_string),
-        )
-        .filter(|n| n.contains(needle))
-        .collect();
-    v.sort();
-    v
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
