@@ -1,12 +1,13 @@
 # elasticjob: `make demo` runs the main job, `make test` runs every test.
-# Slow parts are cached outside the clone, under $(CACHE): the cargo target dir and the PyTorch venv.
+# Slow parts are cached outside the clone, under $(CACHE): the cargo target dir, the PyTorch venv
+# and the local cluster's control-plane binaries.
 
 CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/elasticjob
 export CARGO_TARGET_DIR := $(CACHE)/target
 PYTHON_ENV := tests/scripts/python-env.sh
 LAUNCH := $(CARGO_TARGET_DIR)/release/elastic-launch
 
-.PHONY: all build test demo bench lint rust-toolchain python-env cluster-provision cluster-test
+.PHONY: all build test demo bench lint rust-toolchain python-env cluster-provision cluster-test cluster
 
 all: build
 
@@ -19,9 +20,10 @@ python-env:
 build: rust-toolchain
 	cargo build --release -p elastic-launch
 
-# Every test: unit, subprocess (launcher, store), and PyTorch interop with real torch workers.
-test: rust-toolchain python-env
-	ELASTICJOB_PYTHON="$$($(PYTHON_ENV))" cargo test --workspace --all-targets
+# Every test: unit, subprocess (launcher, store), PyTorch interop with real torch workers, and
+# the end-to-end tests on the local Kubernetes cluster (provisioned on first use: ~12 min once).
+test: rust-toolchain python-env cluster-provision
+	ELASTICJOB_PYTHON="$$($(PYTHON_ENV))" cargo test --workspace --all-targets --features local-cluster/control-plane-tests
 	ELASTICJOB_PYTHON="$$($(PYTHON_ENV))" cargo test --workspace --doc
 
 # The main job: 4 local workers of examples/train.py (DDP, gloo) under elastic-launch.
@@ -36,13 +38,16 @@ bench: build python-env
 
 lint: rust-toolchain
 	cargo fmt --all --check
-	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets --features local-cluster/control-plane-tests -- -D warnings
 
-# Local Kubernetes control plane (issue 4, tests/cluster/): provision once (cached under
-# $(CACHE)/cluster, ~12 min cold), then the end-to-end tests behind the cargo feature
-# `control-plane-tests` (not part of `make test` yet).
+# Local Kubernetes cluster (tests/cluster/): provision once (cached under $(CACHE)/cluster,
+# ~12 min cold, seconds warm); `make cluster-test` runs only its end-to-end tests.
 cluster-provision:
-	tests/cluster/provision.sh
+	@tests/cluster/provision.sh >/dev/null
 
 cluster-test: rust-toolchain cluster-provision
 	cargo test -p local-cluster --features control-plane-tests -- --nocapture
+
+# A local cluster to look around in (Ctrl-C stops it and leaves nothing behind).
+cluster: rust-toolchain cluster-provision
+	cargo run -q -p local-cluster --bin cluster -- up --dir $(CACHE)/clusters/dev
