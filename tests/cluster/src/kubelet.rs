@@ -247,6 +247,8 @@ pub struct EnvContext<'a> {
     /// The apiserver as pods reach it (`KUBERNETES_SERVICE_HOST/PORT`); None without a pod
     /// network.
     pub apiserver: Option<std::net::SocketAddr>,
+    /// The image map's directory for the container's image, first on PATH.
+    pub image_path: Option<&'a Path>,
 }
 
 /// The environment of a container process: a clean env (PATH, HOSTNAME), the apiserver's
@@ -258,7 +260,11 @@ pub fn container_env(
     c: &Value,
     ctx: &EnvContext,
 ) -> Result<Vec<(String, String)>, PrepError> {
-    let mut env = vec![("PATH".to_string(), DEFAULT_PATH.to_string())];
+    let path = match ctx.image_path {
+        Some(dir) => format!("{}:{DEFAULT_PATH}", dir.display()),
+        None => DEFAULT_PATH.to_string(),
+    };
+    let mut env = vec![("PATH".to_string(), path)];
     let hostname = pod["spec"]["hostname"]
         .as_str()
         .or(pod["metadata"]["name"].as_str())
@@ -339,12 +345,15 @@ pub fn container_argv(
     let mut argv = list(&c["command"]);
     if argv.is_empty() {
         let image = c["image"].as_str().unwrap_or("");
-        let bin = image_map.get(image).ok_or_else(|| {
-            format!(
-                "container has no command and image {image:?} is not in the image map \
-                 (ELASTICJOB_CLUSTER_IMAGE_MAP=IMAGE=PATH or `cluster up --image-map`)"
-            )
-        })?;
+        let bin = image_map
+            .get(image)
+            .filter(|p| !p.is_dir())
+            .ok_or_else(|| {
+                format!(
+                    "container has no command and image {image:?} is not mapped to a binary \
+                     (ELASTICJOB_CLUSTER_IMAGE_MAP=IMAGE=PATH or `cluster up --image-map`)"
+                )
+            })?;
         argv.push(bin.display().to_string());
     }
     argv.extend(list(&c["args"]));
@@ -1402,6 +1411,11 @@ async fn run_container(
                     termination_file: run.net.is_none().then_some(term_file.as_path()),
                     refs: &refs,
                     apiserver: run.net.as_ref().map(|_| run.node.api.addr),
+                    image_path: c["image"]
+                        .as_str()
+                        .and_then(|i| run.node.cfg.image_map.get(i))
+                        .filter(|p| p.is_dir())
+                        .map(PathBuf::as_path),
                 };
                 container_env(&run.pod, &c, &ctx).and_then(|env| {
                     let argv = container_argv(&c, &env, &run.node.cfg.image_map)
@@ -1634,6 +1648,7 @@ mod tests {
             termination_file: Some(Path::new(file)),
             refs: &refs,
             apiserver: None,
+            image_path: None,
         };
         let env = container_env(&pod(), &c, &ctx("node-1", &[2, 3], "/t/log")).unwrap();
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
@@ -1692,6 +1707,7 @@ mod tests {
             termination_file: None,
             refs: &refs,
             apiserver: Some("10.1.2.1:6443".parse().unwrap()),
+            image_path: Some(Path::new("/opt/venv/bin")),
         };
         let c = json!({"envFrom": [{"configMapRef": {"name": "cm"}}],
             "env": [{"name": "X", "value": "own"},
@@ -1705,6 +1721,11 @@ mod tests {
         assert_eq!(get("OPT"), None);
         assert_eq!(get("KUBERNETES_SERVICE_HOST"), Some("10.1.2.1"));
         assert_eq!(get("KUBERNETES_SERVICE_PORT"), Some("6443"));
+        assert!(
+            get("PATH")
+                .unwrap()
+                .starts_with("/opt/venv/bin:/usr/local/sbin:")
+        );
     }
 
     #[test]

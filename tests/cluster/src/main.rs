@@ -50,8 +50,9 @@ enum Cmd {
         /// memory capacity of each node (a Kubernetes quantity).
         #[arg(long, default_value = "32Gi")]
         memory_per_node: String,
-        /// IMAGE=PATH[,IMAGE=PATH...]: the local binary run for a container of that image that
-        /// has no `command` (its `args` follow).
+        /// IMAGE=PATH[,IMAGE=PATH...]: for a binary, what a container of that image without
+        /// `command` runs (its `args` follow); for a directory, the first entry of its PATH
+        /// (e.g. a Python venv's bin standing in for a PyTorch image).
         #[arg(long, env = "ELASTICJOB_CLUSTER_IMAGE_MAP", default_value = "")]
         image_map: String,
     },
