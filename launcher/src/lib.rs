@@ -5,7 +5,8 @@
 //! restart or finish); `rendezvous` decides membership and ranks; `store` is the c10d TCPStore
 //! (wire codec, server, client) that both the agents and the PyTorch workers talk to;
 //! `workers` spawns and supervises worker processes; `worker_env` builds their environment;
-//! `logs`, `errors`, `devices` and `report` hold the rest.
+//! `logs`, `errors`, `devices` and `report` hold the rest; `install` copies the launcher into a
+//! pod (the operator's init container).
 
 pub mod agent;
 pub mod cli;
@@ -13,6 +14,7 @@ pub mod config;
 pub mod devices;
 pub mod entrypoint;
 pub mod errors;
+pub mod install;
 pub mod logs;
 pub mod rendezvous;
 pub mod report;

@@ -6,12 +6,15 @@ use anyhow::Context;
 use elastic_launch::agent::{Agent, AgentError, Outcome};
 use elastic_launch::config::Config;
 use elastic_launch::report::{self, FailureSummary};
-use elastic_launch::{cli, entrypoint, errors, workers};
+use elastic_launch::{cli, entrypoint, errors, install, workers};
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     if argv.first().map(String::as_str) == Some(workers::GUARDIAN_ARG) {
         return ExitCode::from(workers::guardian_main() as u8);
+    }
+    if argv.first().map(String::as_str) == Some(install::INSTALL_ARG) {
+        return ExitCode::from(install::install_main(&argv[1..]));
     }
     let cfg = match cli::parse(&argv, &|name| std::env::var(name).ok()) {
         Ok(cfg) => cfg,

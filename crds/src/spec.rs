@@ -1,0 +1,531 @@
+//! What the user writes: the `ElasticJob` resource and its spec. Doc comments here become the
+//! CRD's field descriptions, which `kubectl explain elasticjob.spec` shows: they are written for
+//! users.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use crate::status::ElasticJobStatus;
+
+/// An elastic PyTorch training job: between minReplicas and maxReplicas pods, each running the
+/// user's command under a torchrun-compatible launcher that starts one worker per GPU (or per
+/// nprocPerNode). The pods find each other through a headless Service named after the job; pod
+/// 0 hosts the rendezvous. Failed pods are recreated within the budgets of spec.failurePolicy;
+/// kubectl scale (or an HPA) changes the number of pods between the bounds.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "elasticjob.dev",
+    version = "v1alpha1",
+    kind = "ElasticJob",
+    plural = "elasticjobs",
+    singular = "elasticjob",
+    shortname = "ej",
+    namespaced,
+    status = "ElasticJobStatus",
+    derive = "PartialEq",
+    doc = "An ElasticJob runs elastic PyTorch training (torchrun) across a varying number of pods. See spec for what to set and status for what happened.",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(
+        name = "State",
+        type_ = "string",
+        json_path = ".status.state",
+        description = "Where the job is: Created, Running, Restarting, Suspended, Succeeded or Failed"
+    ),
+    printcolumn(
+        name = "Min",
+        type_ = "integer",
+        json_path = ".spec.minReplicas",
+        description = "Fewest pods training runs on"
+    ),
+    printcolumn(
+        name = "Max",
+        type_ = "integer",
+        json_path = ".spec.maxReplicas",
+        description = "Most pods training runs on"
+    ),
+    printcolumn(
+        name = "Replicas",
+        type_ = "integer",
+        json_path = ".status.replicas",
+        description = "Pods that exist now (pending or running)"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "integer",
+        json_path = ".status.readyReplicas",
+        description = "Pods that are ready"
+    ),
+    printcolumn(
+        name = "Restarts",
+        type_ = "integer",
+        json_path = ".status.restartCount",
+        description = "Pods recreated after failures, both budgets"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "Desired",
+        type_ = "integer",
+        json_path = ".spec.replicas",
+        description = "Pods asked for (spec.replicas)",
+        priority = 1
+    ),
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 48")
+        .message("metadata.name must be a DNS label of at most 48 characters (lower-case letters, digits and '-', starting with a letter): it names the Service and prefixes the pod host names <name>-worker-<i>")
+        .reason(Reason::FieldValueInvalid)
+)]
+#[x_kube(
+    validation = Rule::new("self.minReplicas <= self.maxReplicas")
+        .message("minReplicas must be less than or equal to maxReplicas")
+        .field_path(".minReplicas")
+        .reason(Reason::FieldValueInvalid),
+    validation = Rule::new("!has(self.replicas) || (self.replicas >= self.minReplicas && self.replicas <= self.maxReplicas)")
+        .message("replicas must be within [minReplicas, maxReplicas]")
+        .field_path(".replicas")
+        .reason(Reason::FieldValueInvalid),
+    validation = Rule::new("!has(self.template.spec) || self.template.spec.containers.all(c, !has(c.env) || c.env.all(e, !e.name.startsWith('PET_') && !e.name.startsWith('ELASTICJOB_') && !(e.name in ['MASTER_ADDR', 'MASTER_PORT', 'RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'LOCAL_WORLD_SIZE', 'GROUP_RANK', 'GROUP_WORLD_SIZE', 'ROLE_RANK', 'ROLE_NAME', 'ROLE_WORLD_SIZE', 'TORCHELASTIC_RESTART_COUNT', 'TORCHELASTIC_MAX_RESTARTS', 'TORCHELASTIC_RUN_ID', 'TORCHELASTIC_USE_AGENT_STORE'])))")
+        .message("a container sets a reserved environment variable (PET_*, ELASTICJOB_*, MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, GROUP_RANK, GROUP_WORLD_SIZE, ROLE_RANK, ROLE_NAME, ROLE_WORLD_SIZE, TORCHELASTIC_*): the operator and the launcher set these; remove it (launcher options go on a torchrun command line)")
+        .field_path(".template.spec.containers")
+        .reason(Reason::FieldValueForbidden),
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = crate::schema::join_lines)]
+pub struct ElasticJobSpec {
+    /// The fewest pods (nodes) training runs on. A rendezvous round starts once this many pods
+    /// have joined; pods beyond it join when they can, and pods pending beyond it never hold the
+    /// job up. Default 1.
+    #[serde(default = "default_min_replicas")]
+    #[schemars(range(min = 1))]
+    pub min_replicas: i32,
+
+    /// The most pods (nodes) training runs on. The launcher's `--nnodes` is
+    /// minReplicas:maxReplicas.
+    #[schemars(range(min = 1))]
+    pub max_replicas: i32,
+
+    /// How many pods to run now, within [minReplicas, maxReplicas]. Default: maxReplicas. This is
+    /// what `kubectl scale` and a HorizontalPodAutoscaler change (scale subresource); scaling
+    /// down removes the highest-numbered pods first and never pod 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub replicas: Option<i32>,
+
+    /// Worker processes per pod: `auto` (the trainer container's `nvidia.com/gpu` limit when
+    /// set, else what the launcher finds: visible GPUs, then CPUs), `gpu` (the GPUs the launcher
+    /// finds), `cpu` (the CPUs it finds) or a positive integer (a number or a string of digits). Default auto.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub nproc_per_node: NprocPerNode,
+
+    /// How many times each pod's launcher restarts its worker processes after a worker fails,
+    /// before the pod itself fails (torchrun's `--max-restarts`). Pod failures are then counted
+    /// against spec.failurePolicy. Default 3.
+    #[serde(default = "default_max_restarts")]
+    #[schemars(range(min = 0))]
+    pub max_restarts: i32,
+
+    /// How the pods find each other: pod 0's launcher hosts the rendezvous store on this port,
+    /// reachable through the job's headless Service; the timeouts are torchrun's `--rdzv-conf`
+    /// keys of the same names.
+    #[serde(default)]
+    pub rendezvous: RendezvousSpec,
+
+    /// What happens when a pod fails. A failed pod is classified as an application failure (the
+    /// training code or the launcher: a worker's non-zero exit, a crash, out of memory) or an
+    /// infrastructure failure (the node was lost, the pod was evicted or preempted, a GPU went
+    /// missing, the rendezvous store was unreachable), and as retryable or permanent. A
+    /// retryable failure recreates the pod, after a backoff, while its budget lasts; a permanent
+    /// failure or an exhausted budget fails the job. Each failure is listed in
+    /// status.recentFailures and counted in status.applicationRestarts or
+    /// status.infrastructureRestarts.
+    #[serde(default)]
+    pub failure_policy: FailurePolicy,
+
+    /// Suspension, deadline, clean-up and time to live of the job.
+    #[serde(default)]
+    pub run_policy: RunPolicy,
+
+    /// Where the launcher (elastic-launch, a drop-in torchrun) comes from.
+    #[serde(default)]
+    pub launcher: LauncherSpec,
+
+    /// The pods to run, as in a Deployment or Job. The container that trains is the only
+    /// container, or the one named `trainer`; its command (with args) is what you would run on
+    /// one node, e.g. `["torchrun", "--tee", "3", "train.py"]` or `["python", "train.py"]`, and
+    /// the operator runs it under the launcher. Its environment must not set PET_*,
+    /// ELASTICJOB_* or the variables the launcher gives workers (RANK, WORLD_SIZE, MASTER_ADDR,
+    /// ...). The operator sets the pod's name, hostname, subdomain and restartPolicy (Never).
+    #[schemars(schema_with = "crate::schema::pod_template")]
+    pub template: PodTemplateSpec,
+}
+
+/// `null` (allowed by the schema of an optional int-or-string) reads as the default.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+fn default_min_replicas() -> i32 {
+    1
+}
+
+fn default_max_restarts() -> i32 {
+    3
+}
+
+impl ElasticJobSpec {
+    /// The number of pods to run: spec.replicas (default maxReplicas) clamped to
+    /// [minReplicas, maxReplicas].
+    pub fn desired_replicas(&self) -> i32 {
+        let min = self.min_replicas.max(1);
+        let max = self.max_replicas.max(min);
+        self.replicas.unwrap_or(max).clamp(min, max)
+    }
+
+    /// Index of the trainer container in the template: the only container, else the one named
+    /// `trainer`.
+    pub fn trainer_container_index(&self) -> Option<usize> {
+        let containers = &self.template.spec.as_ref()?.containers;
+        match containers.len() {
+            0 => None,
+            1 => Some(0),
+            _ => containers
+                .iter()
+                .position(|c| c.name == crate::names::TRAINER_CONTAINER),
+        }
+    }
+}
+
+/// `spec.nprocPerNode` as written: an integer or a string. It is kept as written so that a job
+/// with a bad value still loads and gets a Failed condition saying what to fix; [`Self::parse`]
+/// gives its meaning.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(transparent)]
+pub struct NprocPerNode(pub IntOrString);
+
+impl Default for NprocPerNode {
+    fn default() -> Self {
+        NprocPerNode(IntOrString::String("auto".into()))
+    }
+}
+
+/// The meaning of `spec.nprocPerNode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Nproc {
+    Auto,
+    Gpu,
+    Cpu,
+    Count(u32),
+}
+
+impl NprocPerNode {
+    pub fn count(n: u32) -> Self {
+        NprocPerNode(IntOrString::Int(n as i32))
+    }
+
+    pub fn parse(&self) -> Result<Nproc, String> {
+        match &self.0 {
+            IntOrString::Int(n) if *n >= 1 => Ok(Nproc::Count(*n as u32)),
+            IntOrString::Int(n) => Err(format!(
+                "nprocPerNode is {n}: it must be at least 1, or auto, gpu or cpu"
+            )),
+            IntOrString::String(s) => match s.as_str() {
+                "auto" => Ok(Nproc::Auto),
+                "gpu" => Ok(Nproc::Gpu),
+                "cpu" => Ok(Nproc::Cpu),
+                s if is_count(s) => Ok(Nproc::Count(s.parse().expect("checked"))),
+                s => Err(format!(
+                    "nprocPerNode is \"{s}\": it must be auto, gpu, cpu or a positive integer"
+                )),
+            },
+        }
+    }
+}
+
+/// A positive decimal integer without sign or leading zeros, as the CEL rule's regex.
+fn is_count(s: &str) -> bool {
+    !s.starts_with('0') && s.chars().all(|c| c.is_ascii_digit()) && s.parse::<u32>().is_ok()
+}
+
+impl schemars::JsonSchema for NprocPerNode {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "NprocPerNode".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "x-kubernetes-int-or-string": true,
+            "x-kubernetes-validations": [{
+                "rule": "string(self) in ['auto', 'gpu', 'cpu'] || string(self).matches('^[1-9][0-9]*$')",
+                "message": "nprocPerNode must be auto, gpu, cpu or a positive integer",
+                "reason": "FieldValueInvalid",
+            }],
+        })
+    }
+}
+
+/// Rendezvous settings: how the pods' launchers form rounds. Timeouts are torchrun's
+/// `--rdzv-conf` keys of the same names.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(
+    validation = Rule::new("!has(self.conf) || self.conf.all(k, !(k in ['join_timeout', 'last_call_timeout', 'close_timeout', 'is_host']))")
+        .message("rendezvous.conf must not set join_timeout, last_call_timeout or close_timeout (use the fields of the same names) or is_host (the operator sets it)")
+        .field_path(".conf")
+        .reason(Reason::FieldValueForbidden),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RendezvousSpec {
+    /// TCP port of the rendezvous store that pod 0's launcher hosts; also the port of the job's
+    /// headless Service. Default 29400 (torchrun's).
+    #[serde(default = "default_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+
+    /// Seconds a launcher waits for a rendezvous round to form (at least minReplicas pods)
+    /// before it gives up and its pod fails. Default 600.
+    #[serde(default = "default_join_timeout")]
+    #[schemars(range(min = 1))]
+    pub join_timeout_seconds: i32,
+
+    /// Seconds a round stays open for more pods once minReplicas have joined, when fewer than
+    /// maxReplicas have. Default 30.
+    #[serde(default = "default_last_call_timeout")]
+    #[schemars(range(min = 1))]
+    pub last_call_timeout_seconds: i32,
+
+    /// Seconds the launchers wait for each other when closing the rendezvous. Default 30.
+    #[serde(default = "default_close_timeout")]
+    #[schemars(range(min = 1))]
+    pub close_timeout_seconds: i32,
+
+    /// More `--rdzv-conf` settings for the launcher, e.g. heartbeat_timeout,
+    /// keep_alive_interval, keep_alive_max_attempt, read_timeout. Keys and values must not
+    /// contain commas; keys must not contain '='.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32))]
+    pub conf: BTreeMap<String, String>,
+}
+
+fn default_port() -> i32 {
+    29400
+}
+fn default_join_timeout() -> i32 {
+    600
+}
+fn default_last_call_timeout() -> i32 {
+    30
+}
+fn default_close_timeout() -> i32 {
+    30
+}
+
+impl Default for RendezvousSpec {
+    fn default() -> Self {
+        RendezvousSpec {
+            port: default_port(),
+            join_timeout_seconds: default_join_timeout(),
+            last_call_timeout_seconds: default_last_call_timeout(),
+            close_timeout_seconds: default_close_timeout(),
+            conf: BTreeMap::new(),
+        }
+    }
+}
+
+/// Failure handling: budgets, exit-code rules, backoff, and the force-delete timeout
+/// (`spec.failurePolicy`; its field description is the user's explanation).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FailurePolicy {
+    /// How many pods may be recreated after application failures, counted over the whole job,
+    /// before the job fails. Default 3.
+    #[serde(default = "default_max_application_restarts")]
+    #[schemars(range(min = 0))]
+    pub max_application_restarts: i32,
+
+    /// How many pods may be recreated after infrastructure failures (node lost, eviction,
+    /// preemption, device or store failures), counted over the whole job, before the job fails.
+    /// Default 10.
+    #[serde(default = "default_max_infrastructure_restarts")]
+    #[schemars(range(min = 0))]
+    pub max_infrastructure_restarts: i32,
+
+    /// Exit codes of a training process (or, when the launcher left no report, of the
+    /// container) that fail the job at once: retrying will not help. Default [2, 126, 127]
+    /// (usage error, not executable, command not found).
+    #[serde(default = "default_permanent_exit_codes")]
+    #[schemars(length(max = 255), inner(range(min = 1, max = 255)))]
+    pub permanent_exit_codes: Vec<i32>,
+
+    /// When not empty, only these exit codes are retried; any other non-zero exit code of a
+    /// training process fails the job at once. Default empty: every exit code not in
+    /// permanentExitCodes is retried.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 255), inner(range(min = 1, max = 255)))]
+    pub retryable_exit_codes: Vec<i32>,
+
+    /// Delay before a failed pod is recreated: the n-th failure of the same pod within the last
+    /// hour waits initialSeconds × 2^(n-1), at most maxSeconds.
+    #[serde(default)]
+    pub backoff: Backoff,
+
+    /// Seconds after which a pod stuck terminating on a node that is not ready (or gone) is
+    /// deleted forcefully and replaced, counted from the end of its grace period. Default 300.
+    #[serde(default = "default_pod_termination_timeout")]
+    #[schemars(range(min = 1))]
+    pub pod_termination_timeout_seconds: i32,
+}
+
+fn default_max_application_restarts() -> i32 {
+    3
+}
+fn default_max_infrastructure_restarts() -> i32 {
+    10
+}
+/// 2: usage error (argparse, bash builtins); 126: not executable; 127: command not found.
+pub fn default_permanent_exit_codes() -> Vec<i32> {
+    vec![2, 126, 127]
+}
+fn default_pod_termination_timeout() -> i32 {
+    300
+}
+
+impl Default for FailurePolicy {
+    fn default() -> Self {
+        FailurePolicy {
+            max_application_restarts: default_max_application_restarts(),
+            max_infrastructure_restarts: default_max_infrastructure_restarts(),
+            permanent_exit_codes: default_permanent_exit_codes(),
+            retryable_exit_codes: Vec::new(),
+            backoff: Backoff::default(),
+            pod_termination_timeout_seconds: default_pod_termination_timeout(),
+        }
+    }
+}
+
+/// Exponential backoff: the n-th failure of the same pod within the last hour waits
+/// initialSeconds × 2^(n-1), at most maxSeconds, before the pod is recreated.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(
+    validation = Rule::new("self.initialSeconds <= self.maxSeconds")
+        .message("backoff.initialSeconds must be less than or equal to backoff.maxSeconds")
+        .reason(Reason::FieldValueInvalid),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct Backoff {
+    /// Delay before the first recreation of a failed pod, in seconds. Default 10.
+    #[serde(default = "default_backoff_initial")]
+    #[schemars(range(min = 0))]
+    pub initial_seconds: i32,
+    /// Longest delay, in seconds. Default 300.
+    #[serde(default = "default_backoff_max")]
+    #[schemars(range(min = 0))]
+    pub max_seconds: i32,
+}
+
+fn default_backoff_initial() -> i32 {
+    10
+}
+fn default_backoff_max() -> i32 {
+    300
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial_seconds: default_backoff_initial(),
+            max_seconds: default_backoff_max(),
+        }
+    }
+}
+
+/// Suspension, deadline, clean-up and time to live.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RunPolicy {
+    /// True stops the job: its pods are deleted (the Service stays) and the Suspended condition
+    /// is set; false again starts it anew, from your checkpoints. The deadline does not run
+    /// while suspended. Default false.
+    #[serde(default)]
+    pub suspend: bool,
+
+    /// Seconds the job may run, counted from its start (or its last resume); then its pods are
+    /// stopped and it fails with reason DeadlineExceeded. Unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub active_deadline_seconds: Option<i64>,
+
+    /// Seconds after the job succeeded or failed when it is deleted, with its pods and Service.
+    /// Unset: kept until you delete it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub ttl_seconds_after_finished: Option<i32>,
+
+    /// Which pods to delete when the job finishes: None (keep all), Running (delete the pods
+    /// still pending or running, keep finished ones for their logs) or All. Default Running.
+    #[serde(default)]
+    pub clean_pod_policy: CleanPodPolicy,
+}
+
+/// Which pods are deleted when the job finishes.
+#[derive(
+    Serialize, Deserialize, schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+pub enum CleanPodPolicy {
+    None,
+    #[default]
+    Running,
+    All,
+}
+
+/// Where the launcher (elastic-launch, a drop-in torchrun) comes from.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LauncherSpec {
+    /// True: an init container copies the launcher from the launcher image into the pod (an
+    /// emptyDir at /elasticjob/bin), so your image needs nothing. False: your image must have
+    /// `elastic-launch` on its PATH. Default true.
+    #[serde(default = "default_true")]
+    pub inject: bool,
+
+    /// The launcher image used by the init container. Default: the operator's launcher image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub image: Option<String>,
+
+    /// Pull policy of the launcher image: Always, IfNotPresent or Never. Default: Kubernetes'
+    /// default for the image's tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["Always", "IfNotPresent", "Never"]))]
+    pub image_pull_policy: Option<String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for LauncherSpec {
+    fn default() -> Self {
+        LauncherSpec {
+            inject: true,
+            image: None,
+            image_pull_policy: None,
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! What the operator reports: the status of an ElasticJob, and the machine-readable condition
+//! types and reasons it uses.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::KubeSchema;
+use serde::{Deserialize, Serialize};
+
+/// How many failures `status.recentFailures` keeps (plus those of pods that still exist).
+pub const MAX_RECENT_FAILURES: usize = 10;
+
+/// The observed state of an ElasticJob.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = crate::schema::join_lines)]
+pub struct ElasticJobStatus {
+    /// Where the job is: Created, Running, Restarting, Suspended, Succeeded or Failed (the
+    /// condition that holds, in short).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<JobState>,
+
+    /// The job's conditions. Types: Created, Running, Restarting, Suspended, Succeeded,
+    /// Failed. Succeeded and Failed are final: once either is True nothing changes any more.
+    /// Each has a machine-readable reason and a message for people.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+
+    /// The metadata.generation of the spec this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Pods that exist now, pending or running (the scale subresource's replicas).
+    #[serde(default)]
+    pub replicas: i32,
+
+    /// Pods that are running and ready.
+    #[serde(default)]
+    pub ready_replicas: i32,
+
+    /// Label selector of the job's pods, for the scale subresource and autoscalers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+
+    /// Pods recreated after application failures (budget: failurePolicy.maxApplicationRestarts).
+    #[serde(default)]
+    pub application_restarts: i32,
+
+    /// Pods recreated after infrastructure failures (budget:
+    /// failurePolicy.maxInfrastructureRestarts).
+    #[serde(default)]
+    pub infrastructure_restarts: i32,
+
+    /// All pod recreations after failures: applicationRestarts + infrastructureRestarts.
+    #[serde(default)]
+    pub restart_count: i32,
+
+    /// The most recent pod failures, newest first: the last 10, and any older ones whose pods
+    /// still exist (waiting to be replaced).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_failures: Vec<FailureRecord>,
+
+    /// When the job started running (first pods created), or was last resumed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+
+    /// When the job succeeded or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+}
+
+/// The job's state in one word.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobState {
+    /// Validated; pods and Service created, not yet running.
+    Created,
+    /// Pod 0 and at least minReplicas pods are running.
+    Running,
+    /// A failed pod is being replaced, or fewer than minReplicas pods run after a failure.
+    Restarting,
+    /// spec.runPolicy.suspend is true.
+    Suspended,
+    /// The training finished: the launchers of the last round exited 0.
+    Succeeded,
+    /// The job failed: see the Failed condition's reason and status.recentFailures.
+    Failed,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Created => "Created",
+            JobState::Running => "Running",
+            JobState::Restarting => "Restarting",
+            JobState::Suspended => "Suspended",
+            JobState::Succeeded => "Succeeded",
+            JobState::Failed => "Failed",
+        }
+    }
+
+    pub fn is_finished(self) -> bool {
+        matches!(self, JobState::Succeeded | JobState::Failed)
+    }
+}
+
+/// Is this failure the training's fault or the cluster's?
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureCategory {
+    /// The training code or the launcher: counted against maxApplicationRestarts.
+    Application,
+    /// The node, the scheduler, devices, the network: counted against maxInfrastructureRestarts.
+    Infrastructure,
+}
+
+/// One pod failure.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FailureRecord {
+    /// When the pod failed (its container finished), or when the operator saw it go.
+    pub time: Time,
+    /// The failed pod.
+    pub pod: String,
+    /// UID of the failed pod (each failure of a pod name is a different pod).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "podUID")]
+    pub pod_uid: Option<String>,
+    /// Replica index of the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_index: Option<i32>,
+    /// The node the pod ran on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Global rank of the worker process that failed first, when the launcher reported one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rank: Option<i32>,
+    /// Its local rank in the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_rank: Option<i32>,
+    /// Exit code of the failed worker process, or of the container when the launcher left no
+    /// report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// The signal that killed the worker process or container (SIGKILL, SIGSEGV, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    /// Why, machine-readable. Application: WorkerFailed, WorkerSignaled, WorkerKilled,
+    /// OOMKilled, UsageError, CommandNotFound, CommandNotExecutable, PermanentExitCode,
+    /// NonRetryableExitCode, ContainerCannotRun, LauncherError, LauncherExited, LauncherCrashed,
+    /// InvalidLauncherConfig, InitContainerFailed, PodDeadlineExceeded. Infrastructure:
+    /// PodStopped, Evicted, Preempted, NodeLost, NodeShutdown, NodeRejected, PodDeleted,
+    /// RendezvousFailed, StoreFailed, DeviceUnavailable. LauncherInstallFailed is either.
+    pub reason: String,
+    /// Application or Infrastructure: which budget it counts against.
+    pub category: FailureCategory,
+    /// True when the failure is not retried: the job failed because of it.
+    #[serde(default)]
+    pub permanent: bool,
+    /// The error: the worker's exception message, the launcher's error or the pod's message.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+/// Condition types.
+pub mod condition {
+    pub const CREATED: &str = "Created";
+    pub const RUNNING: &str = "Running";
+    pub const RESTARTING: &str = "Restarting";
+    pub const SUSPENDED: &str = "Suspended";
+    pub const SUCCEEDED: &str = "Succeeded";
+    pub const FAILED: &str = "Failed";
+}
+
+/// Condition reasons, machine-readable and stable.
+pub mod reason {
+    /// Created: the Service and first pods were created.
+    pub const JOB_CREATED: &str = "JobCreated";
+    /// Running: pod 0 and at least minReplicas pods run.
+    pub const PODS_RUNNING: &str = "PodsRunning";
+    /// Running False: fewer than minReplicas pods (or not pod 0) run.
+    pub const PODS_NOT_RUNNING: &str = "PodsNotRunning";
+    /// Restarting: a failed pod is being replaced.
+    pub const POD_FAILED: &str = "PodFailed";
+    /// Restarting False: the replacement is running.
+    pub const RECOVERED: &str = "Recovered";
+    /// Suspended True / False.
+    pub const SUSPENDED: &str = "Suspended";
+    pub const RESUMED: &str = "Resumed";
+    /// Succeeded: the launchers of the final round exited 0.
+    pub const JOB_SUCCEEDED: &str = "JobSucceeded";
+    /// Failed: the spec is invalid; the message says what to fix.
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// Failed: a permanent failure (see status.recentFailures).
+    pub const PERMANENT_FAILURE: &str = "PermanentFailure";
+    /// Failed: the application failure budget is exhausted.
+    pub const APPLICATION_RESTART_LIMIT_EXCEEDED: &str = "ApplicationRestartLimitExceeded";
+    /// Failed: the infrastructure failure budget is exhausted.
+    pub const INFRASTRUCTURE_RESTART_LIMIT_EXCEEDED: &str = "InfrastructureRestartLimitExceeded";
+    /// Failed: runPolicy.activeDeadlineSeconds passed.
+    pub const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
+    /// Running/Restarting False once the job finished.
+    pub const JOB_FINISHED: &str = "JobFinished";
+}

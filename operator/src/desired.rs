@@ -1,0 +1,380 @@
+//! The objects a job should have: one headless Service and pods `<job>-worker-<i>`, per the pod
+//! contract (DESIGN.md). Pure functions of the job and the operator's settings; the names are
+//! deterministic, so applying them twice never makes two of anything.
+//!
+//! The pod contract, for pod `i` of job `J` in namespace `N`:
+//! - name and hostname `J-worker-i`, subdomain `J` (the headless Service), so it resolves as
+//!   `J-worker-i.J.N.svc.<cluster domain>`; restartPolicy Never (the operator recreates pods,
+//!   the launcher restarts workers); labels `elasticjob.dev/job-name=J`,
+//!   `elasticjob.dev/replica-index=i`, `app.kubernetes.io/*`; the job as controller owner.
+//! - launcher injection (`spec.launcher.inject`, default true): init container
+//!   `elastic-launch-install` (the launcher image, no command, args `__install
+//!   /elasticjob/bin`) copies the launcher into the `elasticjob-bin` emptyDir, mounted at
+//!   `/elasticjob/bin` in it and (read-only) in the trainer container.
+//! - the trainer container runs `/elasticjob/bin/elastic-launch` (`elastic-launch` from PATH
+//!   without injection) with the user's command as arguments: a torchrun command keeps its
+//!   options; any other program runs under `--no-python`.
+//! - its environment gets, after the user's: `PET_NNODES=min:max`, `PET_NPROC_PER_NODE`,
+//!   `PET_RDZV_BACKEND=c10d`, `PET_RDZV_ENDPOINT=J-worker-0.J.N.svc.<domain>:<port>`,
+//!   `PET_RDZV_ID=<job uid>`, `PET_RDZV_CONF` (timeouts, `is_host=1` on pod 0 only, extra conf),
+//!   `PET_MAX_RESTARTS`, `PET_TERMINATION_MESSAGE_PATH`, `ELASTICJOB_NODE_INDEX=i`, and
+//!   `PYTHONUNBUFFERED=1` unless the user set it; terminationMessagePolicy
+//!   FallbackToLogsOnError, so the launcher's JSON report (or the log tail) reaches the status.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, Pod, PodSpec, ResourceRequirements,
+    Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::Resource;
+
+use elasticjob_crds::command::{self, Invocation};
+use elasticjob_crds::names::*;
+use elasticjob_crds::spec::{ElasticJob, Nproc};
+use elasticjob_crds::validate::{full_command, gpu_limit};
+
+/// Kubernetes' default cluster DNS domain.
+pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
+/// The path Kubernetes gives a container's termination message by default.
+pub const DEFAULT_TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
+
+/// The operator's own settings that shape the objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The launcher image when a job names none (`--launcher-image`).
+    pub launcher_image: Option<String>,
+    /// The cluster's DNS domain, for the rendezvous endpoint.
+    pub cluster_domain: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            launcher_image: None,
+            cluster_domain: DEFAULT_CLUSTER_DOMAIN.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DesiredError {
+    #[error("the ElasticJob has no metadata.{0} (it was not read from the apiserver)")]
+    Missing(&'static str),
+    #[error(
+        "the pod template has no trainer container (the only container, or the one named \"trainer\")"
+    )]
+    NoTrainer,
+    #[error("the trainer container has no command")]
+    NoCommand,
+    #[error("{0}")]
+    Unsupported(String),
+    #[error(
+        "no launcher image: set spec.launcher.image, or start the operator with --launcher-image"
+    )]
+    NoLauncherImage,
+}
+
+struct JobRef<'a> {
+    name: &'a str,
+    namespace: &'a str,
+    uid: &'a str,
+}
+
+fn job_ref(job: &ElasticJob) -> Result<JobRef<'_>, DesiredError> {
+    let m = &job.metadata;
+    Ok(JobRef {
+        name: m.name.as_deref().ok_or(DesiredError::Missing("name"))?,
+        namespace: m
+            .namespace
+            .as_deref()
+            .ok_or(DesiredError::Missing("namespace"))?,
+        uid: m.uid.as_deref().ok_or(DesiredError::Missing("uid"))?,
+    })
+}
+
+/// Labels of everything the operator makes for a job.
+pub fn labels(job: &str) -> BTreeMap<String, String> {
+    [
+        (LABEL_JOB_NAME, job),
+        (LABEL_APP_NAME, APP_NAME),
+        (LABEL_APP_INSTANCE, job),
+        (LABEL_APP_MANAGED_BY, MANAGER),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// Labels of pod `index`.
+pub fn pod_labels(job: &str, index: u32) -> BTreeMap<String, String> {
+    let mut l = labels(job);
+    l.insert(LABEL_REPLICA_INDEX.into(), index.to_string());
+    l.insert(LABEL_APP_COMPONENT.into(), COMPONENT_WORKER.into());
+    l
+}
+
+/// The selector of the job's pods.
+pub fn selector(job: &str) -> BTreeMap<String, String> {
+    [(LABEL_JOB_NAME.to_string(), job.to_string())].into()
+}
+
+/// The job as the controlling owner: deleting the job deletes its objects, and they cannot
+/// outlive it.
+pub fn owner_reference(job: &ElasticJob) -> Result<OwnerReference, DesiredError> {
+    job_ref(job)?;
+    let mut owner = job
+        .controller_owner_ref(&())
+        .ok_or(DesiredError::Missing("uid"))?;
+    owner.block_owner_deletion = Some(true);
+    Ok(owner)
+}
+
+/// The rendezvous endpoint: pod 0 through the headless Service.
+pub fn rendezvous_endpoint(job: &str, namespace: &str, port: i32, cluster_domain: &str) -> String {
+    format!(
+        "{}.{}.{namespace}.svc.{cluster_domain}:{port}",
+        pod_name(job, 0),
+        service_name(job)
+    )
+}
+
+/// The job's headless Service: named after the job, no cluster IP, publishing pods before
+/// they are ready (the launchers must meet before any is ready), the rendezvous port.
+pub fn service(job: &ElasticJob) -> Result<Service, DesiredError> {
+    let j = job_ref(job)?;
+    let port = job.spec.rendezvous.port;
+    Ok(Service {
+        metadata: ObjectMeta {
+            name: Some(service_name(j.name)),
+            namespace: Some(j.namespace.into()),
+            labels: Some(labels(j.name)),
+            owner_references: Some(vec![owner_reference(job)?]),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            publish_not_ready_addresses: Some(true),
+            selector: Some(selector(j.name)),
+            ports: Some(vec![ServicePort {
+                name: Some(RENDEZVOUS_PORT_NAME.into()),
+                port,
+                target_port: Some(IntOrString::Int(port)),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        status: None,
+    })
+}
+
+/// `PET_NPROC_PER_NODE`: `auto` becomes the container's `nvidia.com/gpu` limit when set.
+pub fn nproc_per_node(job: &ElasticJob, trainer: &Container) -> String {
+    match job.spec.nproc_per_node.parse() {
+        Ok(Nproc::Count(n)) => n.to_string(),
+        Ok(Nproc::Gpu) => "gpu".into(),
+        Ok(Nproc::Cpu) => "cpu".into(),
+        Ok(Nproc::Auto) | Err(_) => gpu_limit(trainer)
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "auto".into()),
+    }
+}
+
+/// `PET_RDZV_CONF`: the timeouts, whether this pod hosts the store (pod 0 does), then the
+/// user's extra settings.
+pub fn rdzv_conf(job: &ElasticJob, index: u32) -> String {
+    let r = &job.spec.rendezvous;
+    let mut parts = vec![
+        format!("join_timeout={}", r.join_timeout_seconds),
+        format!("last_call_timeout={}", r.last_call_timeout_seconds),
+        format!("close_timeout={}", r.close_timeout_seconds),
+        format!("is_host={}", u8::from(index == 0)),
+    ];
+    parts.extend(r.conf.iter().map(|(k, v)| format!("{k}={v}")));
+    parts.join(",")
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        value_from: None,
+    }
+}
+
+/// The variables the operator gives the trainer container of pod `index`, after the user's.
+pub fn launcher_env(
+    job: &ElasticJob,
+    index: u32,
+    trainer: &Container,
+    settings: &Settings,
+) -> Result<Vec<EnvVar>, DesiredError> {
+    let j = job_ref(job)?;
+    let spec = &job.spec;
+    let mut out = vec![
+        env(
+            "PET_NNODES",
+            format!("{}:{}", spec.min_replicas, spec.max_replicas),
+        ),
+        env("PET_NPROC_PER_NODE", nproc_per_node(job, trainer)),
+        env("PET_RDZV_BACKEND", "c10d"),
+        env(
+            "PET_RDZV_ENDPOINT",
+            rendezvous_endpoint(
+                j.name,
+                j.namespace,
+                spec.rendezvous.port,
+                &settings.cluster_domain,
+            ),
+        ),
+        env("PET_RDZV_ID", j.uid),
+        env("PET_RDZV_CONF", rdzv_conf(job, index)),
+        env("PET_MAX_RESTARTS", spec.max_restarts.max(0).to_string()),
+        env(
+            "PET_TERMINATION_MESSAGE_PATH",
+            trainer
+                .termination_message_path
+                .as_deref()
+                .unwrap_or(DEFAULT_TERMINATION_MESSAGE_PATH),
+        ),
+        env("ELASTICJOB_NODE_INDEX", index.to_string()),
+    ];
+    let user_sets = |name: &str| trainer.env.iter().flatten().any(|e| e.name == name);
+    if !user_sets("PYTHONUNBUFFERED") {
+        out.push(env("PYTHONUNBUFFERED", "1"));
+    }
+    Ok(out)
+}
+
+/// The install init container.
+fn install_container(image: String, pull_policy: Option<String>) -> Container {
+    Container {
+        name: INSTALL_CONTAINER.into(),
+        image: Some(image),
+        image_pull_policy: pull_policy,
+        args: Some(vec![INSTALL_ARG.into(), LAUNCHER_DIR.into()]),
+        volume_mounts: Some(vec![VolumeMount {
+            name: LAUNCHER_VOLUME.into(),
+            mount_path: LAUNCHER_DIR.into(),
+            ..Default::default()
+        }]),
+        resources: Some(ResourceRequirements {
+            requests: Some(
+                [
+                    ("cpu".to_string(), Quantity("10m".into())),
+                    ("memory".to_string(), Quantity("32Mi".into())),
+                ]
+                .into(),
+            ),
+            limits: Some([("memory".to_string(), Quantity("128Mi".into()))].into()),
+            ..Default::default()
+        }),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ..Default::default()
+    }
+}
+
+/// Pod `index` of the job.
+pub fn pod(job: &ElasticJob, index: u32, settings: &Settings) -> Result<Pod, DesiredError> {
+    let j = job_ref(job)?;
+    let spec = &job.spec;
+    let name = pod_name(j.name, index);
+    let template_meta = spec.template.metadata.clone().unwrap_or_default();
+    let mut labels = template_meta.labels.unwrap_or_default();
+    labels.extend(pod_labels(j.name, index));
+
+    let mut pod_spec: PodSpec = spec.template.spec.clone().unwrap_or_default();
+    let t = spec
+        .trainer_container_index()
+        .ok_or(DesiredError::NoTrainer)?;
+    let trainer = pod_spec.containers[t].clone();
+    let argv = full_command(&trainer);
+    if trainer.command.as_ref().is_none_or(Vec::is_empty) {
+        return Err(DesiredError::NoCommand);
+    }
+    let invocation = command::invocation(&argv);
+    if let Invocation::Unsupported(why) = &invocation {
+        return Err(DesiredError::Unsupported(why.clone()));
+    }
+    let launcher = &spec.launcher;
+    let program = if launcher.inject {
+        LAUNCHER_PATH
+    } else {
+        LAUNCHER_BINARY
+    };
+    let mut env = trainer.env.clone().unwrap_or_default();
+    env.extend(launcher_env(job, index, &trainer, settings)?);
+
+    let c = &mut pod_spec.containers[t];
+    c.command = Some(vec![program.into()]);
+    c.args = Some(invocation.launcher_args());
+    c.env = Some(env);
+    c.termination_message_policy = Some("FallbackToLogsOnError".into());
+    let port = spec.rendezvous.port;
+    let ports = c.ports.get_or_insert_with(Vec::new);
+    let declared = ports
+        .iter()
+        .any(|p| p.container_port == port || p.name.as_deref() == Some(RENDEZVOUS_PORT_NAME));
+    if !declared {
+        ports.push(ContainerPort {
+            name: Some(RENDEZVOUS_PORT_NAME.into()),
+            container_port: port,
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        });
+    }
+    if launcher.inject {
+        let image = launcher
+            .image
+            .clone()
+            .or_else(|| settings.launcher_image.clone())
+            .ok_or(DesiredError::NoLauncherImage)?;
+        c.volume_mounts
+            .get_or_insert_with(Vec::new)
+            .push(VolumeMount {
+                name: LAUNCHER_VOLUME.into(),
+                mount_path: LAUNCHER_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            });
+        let inits = pod_spec.init_containers.get_or_insert_with(Vec::new);
+        inits.insert(
+            0,
+            install_container(image, launcher.image_pull_policy.clone()),
+        );
+        pod_spec.volumes.get_or_insert_with(Vec::new).push(Volume {
+            name: LAUNCHER_VOLUME.into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        });
+    }
+    pod_spec.hostname = Some(name.clone());
+    pod_spec.subdomain = Some(service_name(j.name));
+    pod_spec.restart_policy = Some("Never".into());
+
+    Ok(Pod {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(j.namespace.into()),
+            labels: Some(labels),
+            annotations: template_meta.annotations,
+            owner_references: Some(vec![owner_reference(job)?]),
+            ..Default::default()
+        },
+        spec: Some(pod_spec),
+        status: None,
+    })
+}
+
+/// The name of the trainer container, for reading pod statuses.
+pub fn trainer_name(job: &ElasticJob) -> Option<String> {
+    let i = job.spec.trainer_container_index()?;
+    Some(job.spec.template.spec.as_ref()?.containers[i].name.clone())
+}
+
+#[cfg(test)]
+mod tests;

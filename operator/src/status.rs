@@ -1,0 +1,617 @@
+//! The job's next status, from the job, its pods and the time: conditions that only move
+//! forward, failures recorded once each and counted against their budget, the job's state.
+//!
+//! Conditions: Created, Running, Restarting, Suspended, Succeeded, Failed. Succeeded and Failed
+//! are final: once one is True, nothing changes any more. Running and Restarting exclude each
+//! other and may alternate; Suspended comes and goes with `runPolicy.suspend`. A condition's
+//! lastTransitionTime changes only when its status does.
+
+use std::collections::HashSet;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::ResourceExt;
+
+use elasticjob_crds::names;
+use elasticjob_crds::spec::ElasticJob;
+use elasticjob_crds::status::{
+    ElasticJobStatus, FailureCategory, FailureRecord, JobState, MAX_RECENT_FAILURES, condition,
+    reason,
+};
+use elasticjob_crds::validate::{describe, validate, warnings};
+
+use crate::event::{self, Event};
+use crate::failure::{self, Classification};
+use crate::observed::{ObservedPod, Phase};
+
+/// Longest message kept in a failure record.
+pub const MAX_FAILURE_MESSAGE: usize = 1024;
+
+/// What the job should do, once its status is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Run: create, replace and scale pods.
+    Active,
+    /// Stop every pod; keep the job.
+    Suspended,
+    /// Done (Succeeded or Failed): clean up per cleanPodPolicy, then the TTL.
+    Finished(JobState),
+}
+
+/// The next status, what it means for the pods, and the events of the change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NextStatus {
+    pub status: ElasticJobStatus,
+    pub verdict: Verdict,
+    pub events: Vec<Event>,
+}
+
+// ---- conditions ----------------------------------------------------------------------------
+
+pub fn get<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
+    get(conditions, type_).is_some_and(|c| c.status == "True")
+}
+
+/// Succeeded or Failed, when one of them is True.
+pub fn finished_state(conditions: &[Condition]) -> Option<JobState> {
+    if is_true(conditions, condition::SUCCEEDED) {
+        Some(JobState::Succeeded)
+    } else if is_true(conditions, condition::FAILED) {
+        Some(JobState::Failed)
+    } else {
+        None
+    }
+}
+
+/// Sets a condition (lastTransitionTime moves only when the status changes). Does nothing once
+/// the job is finished. Returns whether the status changed.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+    generation: Option<i64>,
+) -> bool {
+    if finished_state(conditions).is_some() {
+        return false;
+    }
+    upsert(conditions, type_, status, reason, message, now, generation)
+}
+
+/// Sets a condition only if it exists already or is to become True: a job that never ran has
+/// no Running=False condition.
+pub fn update_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+    generation: Option<i64>,
+) -> bool {
+    if !status && get(conditions, type_).is_none() {
+        return false;
+    }
+    set_condition(conditions, type_, status, reason, message, now, generation)
+}
+
+/// Finishes the job: Running, Restarting (where present) go False and Succeeded or Failed goes
+/// True. Once finished, nothing changes: a second call does nothing and returns false.
+pub fn finish(
+    conditions: &mut Vec<Condition>,
+    outcome: JobState,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+    generation: Option<i64>,
+) -> bool {
+    if finished_state(conditions).is_some() {
+        return false;
+    }
+    let done = format!("the job {}", outcome.as_str().to_lowercase());
+    for type_ in [condition::RUNNING, condition::RESTARTING] {
+        update_condition(
+            conditions,
+            type_,
+            false,
+            reason::JOB_FINISHED,
+            &done,
+            now,
+            generation,
+        );
+    }
+    let type_ = match outcome {
+        JobState::Failed => condition::FAILED,
+        _ => condition::SUCCEEDED,
+    };
+    upsert(conditions, type_, true, reason, message, now, generation)
+}
+
+fn upsert(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+    generation: Option<i64>,
+) -> bool {
+    let status = if status { "True" } else { "False" };
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) if c.status == status => {
+            c.reason = reason.into();
+            c.message = message.into();
+            c.observed_generation = generation;
+            false
+        }
+        Some(c) => {
+            *c = condition(type_, status, reason, message, now, generation);
+            true
+        }
+        None => {
+            conditions.push(condition(type_, status, reason, message, now, generation));
+            true
+        }
+    }
+}
+
+fn condition(
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+    generation: Option<i64>,
+) -> Condition {
+    Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message: message.into(),
+        last_transition_time: Time(now),
+        observed_generation: generation,
+    }
+}
+
+/// Events for conditions that became True (and for a resume).
+fn transition_events(old: &[Condition], new: &[Condition]) -> Vec<Event> {
+    let mut events = Vec::new();
+    for c in new {
+        let was = get(old, &c.type_).map(|o| o.status.as_str());
+        if c.status == "True" && was != Some("True") {
+            let warning = c.type_ == condition::FAILED || c.type_ == condition::RESTARTING;
+            events.push(if warning {
+                Event::warning(&c.reason, &c.message)
+            } else {
+                Event::normal(&c.reason, &c.message)
+            });
+        }
+        if c.type_ == condition::SUSPENDED && c.status == "False" && was == Some("True") {
+            events.push(Event::normal(&c.reason, &c.message));
+        }
+    }
+    events
+}
+
+// ---- failures ------------------------------------------------------------------------------
+
+/// Puts a failure first in the list.
+pub fn push_failure(list: &mut Vec<FailureRecord>, record: FailureRecord) {
+    list.insert(0, record);
+}
+
+/// Keeps the newest [`MAX_RECENT_FAILURES`] failures, and beyond them the failures of pods that
+/// still exist (`live` pod UIDs): the list is how a failure is known to be counted already, so
+/// a failed pod's entry stays until the pod is gone, even when many pods fail at once.
+pub fn trim_failures(list: &mut Vec<FailureRecord>, live: &HashSet<&str>) {
+    let mut kept = 0;
+    list.retain(|r| {
+        kept += 1;
+        kept <= MAX_RECENT_FAILURES || live.contains(record_key(r))
+    });
+}
+
+/// The failure record of a pod and its classification.
+pub fn failure_record(pod: &ObservedPod, c: &Classification, now: Timestamp) -> FailureRecord {
+    let t = &pod.termination;
+    let time = t
+        .trainer
+        .as_ref()
+        .and_then(|e| e.finished_at)
+        .or_else(|| t.init.as_ref().and_then(|e| e.finished_at))
+        .unwrap_or(now);
+    FailureRecord {
+        time: Time(time),
+        pod: pod.name.clone(),
+        pod_uid: pod.uid.clone(),
+        replica_index: Some(pod.index as i32),
+        node: pod.node.clone(),
+        rank: c.rank.map(|r| r as i32),
+        local_rank: c.local_rank.map(|r| r as i32),
+        exit_code: c.exit_code,
+        signal: c.signal.clone(),
+        reason: c.reason.into(),
+        category: c.category,
+        permanent: c.permanent,
+        message: shorten(&c.message, MAX_FAILURE_MESSAGE),
+    }
+}
+
+/// At most `max` characters: the head and the end (where Python puts the exception).
+pub fn shorten(text: &str, max: usize) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    if chars.len() <= max {
+        return text.to_string();
+    }
+    let head = max / 5;
+    let tail = max - head - 1;
+    let mut out: String = chars[..head].iter().collect();
+    out.push('…');
+    out.extend(&chars[chars.len() - tail..]);
+    out
+}
+
+/// The key a failure is recorded under, so each pod's failure is counted once.
+fn pod_key(pod: &ObservedPod) -> &str {
+    pod.uid.as_deref().unwrap_or(&pod.name)
+}
+
+fn record_key(r: &FailureRecord) -> &str {
+    r.pod_uid.as_deref().unwrap_or(&r.pod)
+}
+
+/// A pod of the job that failed or is being taken away (not by the operator), with its
+/// classification. Pods at or above the desired count are being scaled away and are not
+/// failures.
+fn failed_pods<'a>(
+    pods: &'a [ObservedPod],
+    desired: u32,
+    job: &ElasticJob,
+) -> Vec<(&'a ObservedPod, Classification)> {
+    let policy = &job.spec.failure_policy;
+    pods.iter()
+        .filter(|p| p.index < desired)
+        .filter_map(|p| match p.phase {
+            Phase::Failed => Some((p, failure::classify_pod(p, policy))),
+            Phase::Succeeded => None,
+            _ if p.deletion.is_some() => Some((p, failure::classify_disruption(p))),
+            _ => None,
+        })
+        .collect()
+}
+
+// ---- the next status -----------------------------------------------------------------------
+
+fn seconds(s: i64) -> SignedDuration {
+    SignedDuration::from_secs(s)
+}
+
+/// Computes the next status of `job` from its pods at time `now`.
+pub fn next_status(job: &ElasticJob, pods: &[ObservedPod], now: Timestamp) -> NextStatus {
+    let name = job.name_any();
+    let generation = job.metadata.generation;
+    let old = job.status.clone().unwrap_or_default();
+    let mut st = old.clone();
+    let mut events = Vec::new();
+    st.observed_generation = generation;
+    st.selector = Some(names::selector(&name));
+    st.replicas = pods.iter().filter(|p| p.is_active()).count() as i32;
+    st.ready_replicas = pods.iter().filter(|p| p.is_active() && p.ready).count() as i32;
+
+    let verdict = decide(job, pods, now, &old, &mut st, &mut events);
+    st.state = Some(match verdict {
+        Verdict::Finished(state) => state,
+        Verdict::Suspended => JobState::Suspended,
+        Verdict::Active => active_state(&st),
+    });
+    events.extend(transition_events(&old.conditions, &st.conditions));
+    NextStatus {
+        status: st,
+        verdict,
+        events,
+    }
+}
+
+fn active_state(st: &ElasticJobStatus) -> JobState {
+    if is_true(&st.conditions, condition::RESTARTING) {
+        JobState::Restarting
+    } else if is_true(&st.conditions, condition::RUNNING) {
+        JobState::Running
+    } else {
+        JobState::Created
+    }
+}
+
+fn fail(
+    st: &mut ElasticJobStatus,
+    why: &str,
+    message: &str,
+    now: Timestamp,
+    generation: Option<i64>,
+) {
+    finish(
+        &mut st.conditions,
+        JobState::Failed,
+        why,
+        message,
+        now,
+        generation,
+    );
+    st.completion_time = Some(Time(now));
+}
+
+fn decide(
+    job: &ElasticJob,
+    pods: &[ObservedPod],
+    now: Timestamp,
+    old: &ElasticJobStatus,
+    st: &mut ElasticJobStatus,
+    events: &mut Vec<Event>,
+) -> Verdict {
+    let spec = &job.spec;
+    let generation = job.metadata.generation;
+    if let Some(state) = finished_state(&st.conditions) {
+        return Verdict::Finished(state);
+    }
+
+    match validate(job) {
+        Err(issues) => {
+            let message = format!("the spec is invalid: {}", describe(&issues));
+            fail(st, reason::INVALID_SPEC, &message, now, generation);
+            return Verdict::Finished(JobState::Failed);
+        }
+        Ok(()) if old.observed_generation != generation => {
+            for w in warnings(job) {
+                events.push(Event::warning(event::reason::SPEC_WARNING, w.to_string()));
+            }
+        }
+        Ok(()) => {}
+    }
+
+    let conditions = &mut st.conditions;
+    if spec.run_policy.suspend {
+        let msg = "the job is suspended (spec.runPolicy.suspend): its pods are deleted";
+        set_condition(
+            conditions,
+            condition::SUSPENDED,
+            true,
+            reason::SUSPENDED,
+            msg,
+            now,
+            generation,
+        );
+        for type_ in [condition::RUNNING, condition::RESTARTING] {
+            update_condition(
+                conditions,
+                type_,
+                false,
+                reason::SUSPENDED,
+                msg,
+                now,
+                generation,
+            );
+        }
+        st.start_time = None;
+        return Verdict::Suspended;
+    }
+    update_condition(
+        conditions,
+        condition::SUSPENDED,
+        false,
+        reason::RESUMED,
+        "the job was resumed",
+        now,
+        generation,
+    );
+    let start = st.start_time.get_or_insert(Time(now)).0;
+    set_condition(
+        conditions,
+        condition::CREATED,
+        true,
+        reason::JOB_CREATED,
+        &format!(
+            "the job's Service {} and pods {}-worker-<i> are created",
+            job.name_any(),
+            job.name_any()
+        ),
+        now,
+        generation,
+    );
+
+    if let Some(deadline) = spec.run_policy.active_deadline_seconds
+        && now >= start.saturating_add(seconds(deadline)).unwrap_or(start)
+    {
+        let message = format!(
+            "the job ran for more than runPolicy.activeDeadlineSeconds ({deadline}s) since it started at {start}"
+        );
+        fail(st, reason::DEADLINE_EXCEEDED, &message, now, generation);
+        return Verdict::Finished(JobState::Failed);
+    }
+
+    let desired = spec.desired_replicas() as u32;
+    let policy = &spec.failure_policy;
+    let recorded: HashSet<&str> = old.recent_failures.iter().map(record_key).collect();
+    let mut new: Vec<(FailureRecord, Classification)> = failed_pods(pods, desired, job)
+        .into_iter()
+        .filter(|(p, _)| !recorded.contains(pod_key(p)))
+        .map(|(p, c)| (failure_record(p, &c, now), c))
+        .collect();
+    new.sort_by(|a, b| a.0.time.cmp(&b.0.time).then(a.0.pod.cmp(&b.0.pod)));
+    let pod0_succeeded = pods
+        .iter()
+        .any(|p| p.index == 0 && p.phase == Phase::Succeeded);
+
+    let mut failed: Option<(&'static str, String)> = None;
+    for (mut record, c) in new {
+        let who = describe_failure(&record);
+        let disposition = if failed.is_some() {
+            "the job has already failed".to_string()
+        } else if c.permanent {
+            failed = Some((
+                reason::PERMANENT_FAILURE,
+                format!("{who}: permanent failure"),
+            ));
+            "permanent: the job fails".to_string()
+        } else if pod0_succeeded {
+            "not retried: the job succeeded".to_string()
+        } else {
+            let (used, max, what, limit_reason) = match c.category {
+                FailureCategory::Application => (
+                    &mut st.application_restarts,
+                    policy.max_application_restarts,
+                    "application",
+                    reason::APPLICATION_RESTART_LIMIT_EXCEEDED,
+                ),
+                FailureCategory::Infrastructure => (
+                    &mut st.infrastructure_restarts,
+                    policy.max_infrastructure_restarts,
+                    "infrastructure",
+                    reason::INFRASTRUCTURE_RESTART_LIMIT_EXCEEDED,
+                ),
+            };
+            if *used >= max {
+                record.permanent = true;
+                failed = Some((
+                    limit_reason,
+                    format!("{who}; all {max} {what} restarts (failurePolicy) are used"),
+                ));
+                format!("{what} failure; no {what} restarts left ({max} used): the job fails")
+            } else {
+                *used += 1;
+                format!("{what} failure; recreating the pod ({used} of {max} {what} restarts)")
+            }
+        };
+        events.push(
+            Event::warning(&record.reason, format!("{who} ({disposition})")).about(&record.pod),
+        );
+        push_failure(&mut st.recent_failures, record);
+    }
+    let live: HashSet<&str> = pods.iter().map(pod_key).collect();
+    trim_failures(&mut st.recent_failures, &live);
+    st.restart_count = st.application_restarts + st.infrastructure_restarts;
+
+    if let Some((why, message)) = failed {
+        fail(st, why, &message, now, generation);
+        return Verdict::Finished(JobState::Failed);
+    }
+    if pod0_succeeded {
+        let message = format!(
+            "the launchers of the final round exited 0 ({} succeeded)",
+            names::pod_name(&job.name_any(), 0)
+        );
+        finish(
+            &mut st.conditions,
+            JobState::Succeeded,
+            reason::JOB_SUCCEEDED,
+            &message,
+            now,
+            generation,
+        );
+        st.completion_time = Some(Time(now));
+        return Verdict::Finished(JobState::Succeeded);
+    }
+
+    running_conditions(job, pods, desired, now, st);
+    Verdict::Active
+}
+
+/// `pod X on node N (rank r, local rank l) failed: Reason: message`.
+fn describe_failure(r: &FailureRecord) -> String {
+    let mut who = format!("pod {}", r.pod);
+    if let Some(node) = &r.node {
+        who += &format!(" on node {node}");
+    }
+    if let (Some(rank), Some(local)) = (r.rank, r.local_rank) {
+        who += &format!(" (rank {rank}, local rank {local})");
+    }
+    format!("{who} failed: {}: {}", r.reason, r.message)
+}
+
+fn running_conditions(
+    job: &ElasticJob,
+    pods: &[ObservedPod],
+    desired: u32,
+    now: Timestamp,
+    st: &mut ElasticJobStatus,
+) {
+    let generation = job.metadata.generation;
+    let min = job.spec.min_replicas.max(1) as usize;
+    let running = pods
+        .iter()
+        .filter(|p| p.index < desired && p.is_running())
+        .count();
+    let pod0_running = pods.iter().any(|p| p.index == 0 && p.is_running());
+    let replacing: Vec<&str> = pods
+        .iter()
+        .filter(|p| p.index < desired)
+        .filter(|p| p.phase == Phase::Failed || (p.deletion.is_some() && !p.phase.is_terminal()))
+        .map(|p| p.name.as_str())
+        .collect();
+    let enough = pod0_running && running >= min;
+    let conditions = &mut st.conditions;
+    let was_running =
+        is_true(conditions, condition::RUNNING) || is_true(conditions, condition::RESTARTING);
+    let counts = format!(
+        "{running} of {desired} pods running (minReplicas {min}, maxReplicas {})",
+        job.spec.max_replicas
+    );
+    if !replacing.is_empty() || (was_running && !enough) {
+        let (why, message) = if replacing.is_empty() {
+            (
+                reason::PODS_NOT_RUNNING,
+                format!("waiting for pods to run again: {counts}"),
+            )
+        } else {
+            (
+                reason::POD_FAILED,
+                format!("replacing failed pods {}: {counts}", replacing.join(", ")),
+            )
+        };
+        set_condition(
+            conditions,
+            condition::RESTARTING,
+            true,
+            why,
+            &message,
+            now,
+            generation,
+        );
+        update_condition(
+            conditions,
+            condition::RUNNING,
+            false,
+            why,
+            &message,
+            now,
+            generation,
+        );
+    } else if enough {
+        set_condition(
+            conditions,
+            condition::RUNNING,
+            true,
+            reason::PODS_RUNNING,
+            &counts,
+            now,
+            generation,
+        );
+        update_condition(
+            conditions,
+            condition::RESTARTING,
+            false,
+            reason::RECOVERED,
+            &counts,
+            now,
+            generation,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests;
