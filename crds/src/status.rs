@@ -86,6 +86,15 @@ pub enum JobState {
 }
 
 impl JobState {
+    pub const ALL: [JobState; 6] = [
+        JobState::Created,
+        JobState::Running,
+        JobState::Restarting,
+        JobState::Suspended,
+        JobState::Succeeded,
+        JobState::Failed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             JobState::Created => "Created",

@@ -1,6 +1,10 @@
-//! The ElasticJob operator's decisions, as pure functions over data: no client, no IO. The
-//! controller (reconcile loop, apply, events) is built on top of them.
+//! The ElasticJob operator. Its decisions are pure functions over data (no client, no IO);
+//! the controller (reconcile loop, apply, events), metrics, health endpoints and leader
+//! election are the IO around them.
 //!
+//! - [`controller`]: the reconcile loop (read pods, plan, write status, act, publish events);
+//! - [`metrics`], [`http`]: Prometheus metrics, /metrics, /healthz, /readyz;
+//! - [`leader`]: leader election through a Lease;
 //! - [`observed`]: the facts of a job's pods that the decisions use;
 //! - [`desired`]: the Service and pods a job should have (the pod contract);
 //! - [`failure`]: why a pod failed (application or infrastructure, retryable or permanent);
@@ -8,9 +12,13 @@
 //! - [`mod@plan`]: the actions for one reconcile (create, delete, force-delete, requeue);
 //! - [`event`]: the events to publish.
 
+pub mod controller;
 pub mod desired;
 pub mod event;
 pub mod failure;
+pub mod http;
+pub mod leader;
+pub mod metrics;
 pub mod observed;
 pub mod plan;
 pub mod status;

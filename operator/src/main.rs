@@ -1,10 +1,27 @@
-//! `elasticjob-operator`: the command line. The controller (watch ElasticJobs and their pods,
-//! apply `elasticjob_operator::plan`, write status, publish events) is not written yet; this
-//! binary parses its settings and says so.
+//! `elasticjob-operator`: reconciles ElasticJobs (elasticjob.dev/v1alpha1) into a headless
+//! Service and worker pods. Settings come from flags (or their env vars); the cluster from
+//! KUBECONFIG or the in-cluster service account.
 
-use std::process::ExitCode;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
-use clap::Parser;
+use anyhow::{Context as _, Result};
+use clap::{Parser, ValueEnum};
+use kube::Client;
+use kube::runtime::events::Reporter;
+use tracing::{error, info};
+
+use elasticjob_operator::controller::{self, Scope};
+use elasticjob_operator::http::{self, Health};
+use elasticjob_operator::metrics::Metrics;
+use elasticjob_operator::{Settings, leader};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
 
 /// Reconciles ElasticJobs (elasticjob.dev/v1alpha1) into a headless Service and worker pods.
 #[derive(Debug, Parser)]
@@ -19,17 +36,142 @@ struct Args {
     /// Watch only this namespace (default: all).
     #[arg(long, env = "ELASTICJOB_NAMESPACE")]
     namespace: Option<String>,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "ELASTICJOB_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Reconcile only while holding the leader Lease (for several replicas).
+    #[arg(long, env = "ELASTICJOB_LEADER_ELECT")]
+    leader_elect: bool,
+    /// Name of the leader Lease.
+    #[arg(long, default_value = "elasticjob-operator")]
+    lease_name: String,
+    /// Namespace of the leader Lease (default: the pod's namespace, POD_NAMESPACE).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// This replica's name in the Lease and in events (default: the pod name, POD_NAME).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Log format; the level comes from RUST_LOG (default info).
+    #[arg(
+        long,
+        env = "ELASTICJOB_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: LogFormat,
 }
 
-fn main() -> ExitCode {
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,kube_lease_manager=warn".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
     let args = Args::parse();
-    let _settings = elasticjob_operator::Settings {
+    init_tracing(args.log_format);
+    let identity = args
+        .identity
+        .clone()
+        .unwrap_or_else(|| format!("elasticjob-operator-{}", hostname_or_pid()));
+    let client = Client::try_default()
+        .await
+        .context("connecting to Kubernetes (KUBECONFIG or the in-cluster service account)")?;
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let store = Arc::new(std::sync::OnceLock::new());
+    let health = Health {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+        refresh: {
+            let (store, metrics) = (store.clone(), metrics.clone());
+            Arc::new(move || {
+                if let Some(s) = store.get() {
+                    let s: &kube::runtime::reflector::Store<elasticjob_crds::spec::ElasticJob> = s;
+                    metrics.set_job_states(
+                        s.state()
+                            .iter()
+                            .filter_map(|j| j.status.as_ref().and_then(|st| st.state)),
+                    );
+                }
+            })
+        },
+    };
+    let server = tokio::spawn(http::serve(args.metrics_addr, health));
+    info!(addr = %args.metrics_addr, "serving /metrics, /healthz, /readyz");
+    let scope = match &args.namespace {
+        Some(ns) => Scope::Namespace(ns.clone()),
+        None => Scope::All,
+    };
+    let mut lost = None;
+    if args.leader_elect {
+        let rx = leader::acquire(
+            client.clone(),
+            &args.lease_namespace,
+            &args.lease_name,
+            &identity,
+        )
+        .await
+        .context("leader election")?;
+        metrics.leader.set(1);
+        lost = Some(rx);
+    } else {
+        metrics.leader.set(1);
+    }
+    info!(?scope, launcher_image = ?args.launcher_image, "starting the controller");
+    let settings = Settings {
         launcher_image: args.launcher_image,
         cluster_domain: args.cluster_domain,
     };
-    eprintln!(
-        "elasticjob-operator: the controller loop is not implemented yet (namespace: {})",
-        args.namespace.as_deref().unwrap_or("all")
+    let reporter = Reporter {
+        controller: "elasticjob-operator".into(),
+        instance: Some(identity),
+    };
+    let run = controller::run(
+        client,
+        scope,
+        settings,
+        reporter,
+        metrics,
+        ready,
+        move |s| {
+            let _ = store.set(s);
+        },
     );
-    ExitCode::from(2)
+    tokio::select! {
+        _ = run => info!("controller stopped"),
+        r = server => {
+            let e = match r {
+                Ok(Ok(())) => anyhow::anyhow!("the metrics server stopped"),
+                Ok(Err(e)) => anyhow::Error::new(e).context(format!("serving on {}", args.metrics_addr)),
+                Err(e) => anyhow::Error::new(e),
+            };
+            return Err(e);
+        }
+        _ = async {
+            match lost.as_mut() {
+                Some(rx) => while rx.changed().await.is_ok() && *rx.borrow() {},
+                None => std::future::pending().await,
+            }
+        } => {
+            error!("lost the leader lease; exiting so a standby can take over");
+            std::process::exit(1);
+        }
+    }
+    Ok(())
+}
+
+fn hostname_or_pid() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| std::process::id().to_string())
 }

@@ -1,0 +1,418 @@
+//! The reconcile loop: the IO around [`crate::plan`].
+//!
+//! For each ElasticJob (kube-rs `Controller`, woken by changes of the job, of the pods and
+//! Service it owns, and by the plan's requeue time): read its pods, compute the plan, write the
+//! status, carry out the actions, publish the events. Writes are idempotent and names are
+//! deterministic, so an operator that crashes mid-reconcile and starts again neither duplicates
+//! a pod nor loses what it recorded: the status is written before any pod is deleted, and a
+//! failure is recorded once by its pod's UID.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod, Service};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::events::{Event as KubeEvent, EventType as KubeEventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use tracing::{debug, info, warn};
+
+use elasticjob_crds::spec::ElasticJob;
+use elasticjob_crds::status::ElasticJobStatus;
+
+use crate::desired::{self, Settings};
+use crate::event::{Event, EventType};
+use crate::metrics::{BudgetLabel, Metrics, ReasonLabel};
+use crate::observed::ObservedPod;
+use crate::plan::{Action, DeleteReason, Plan, plan};
+
+/// The field manager of everything the operator applies.
+pub const MANAGER: &str = "elasticjob-operator";
+/// Look again at least this often, even if nothing changes.
+const RESYNC: Duration = Duration::from_secs(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{what}: {source}")]
+    Kube {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("building the objects of {job}: {source}")]
+    Desired {
+        job: String,
+        #[source]
+        source: desired::DesiredError,
+    },
+}
+
+fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Kube { what, source }
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    /// Nodes, for the readiness of each pod's node (a lost node's pods).
+    pub nodes: Store<Node>,
+}
+
+fn is_status(e: &kube::Error, code: u16) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == code)
+}
+
+/// One reconcile of one job.
+pub async fn reconcile(job: Arc<ElasticJob>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let started = Instant::now();
+    let result = reconcile_job(&job, &ctx).await;
+    ctx.metrics
+        .reconcile_duration
+        .observe(started.elapsed().as_secs_f64());
+    result
+}
+
+async fn reconcile_job(job: &ElasticJob, ctx: &Context) -> Result<Requeue, Error> {
+    let (Some(ns), Some(uid)) = (job.namespace(), job.uid()) else {
+        return Ok(Requeue::await_change());
+    };
+    let name = job.name_any();
+    if job.meta().deletion_timestamp.is_some() {
+        // Garbage collection removes the pods and the Service through their owner references.
+        return Ok(Requeue::await_change());
+    }
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let selector = desired::selector(&name)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let pods = pods_api
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(kube_err(format!("listing the pods of {ns}/{name}")))?;
+    let trainer = desired::trainer_name(job);
+    let observed: Vec<ObservedPod> = pods
+        .items
+        .iter()
+        .filter_map(|p| {
+            let node_ready = p
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_deref())
+                .map(|n| node_is_ready(&ctx.nodes, n));
+            ObservedPod::from_pod(&name, &uid, trainer.as_deref(), p, node_ready)
+        })
+        .collect();
+    let plan = plan(job, &observed, Timestamp::now());
+    debug!(job = %name, namespace = %ns, verdict = ?plan.verdict, actions = ?plan.actions, "plan");
+
+    // Status first: a failure is recorded (by pod UID) before its pod is deleted, so a crash
+    // in between neither loses nor double-counts it.
+    let old = job.status.clone().unwrap_or_default();
+    if plan.status != old {
+        write_status(ctx, &ns, &name, &plan.status).await?;
+        count_restarts(&ctx.metrics, &old, &plan.status);
+    }
+    publish_events(ctx, job, &plan.events).await;
+    execute(ctx, job, &ns, &plan).await?;
+    Ok(match plan.requeue_after {
+        Some(d) => Requeue::requeue(d.clamp(Duration::from_millis(200), RESYNC)),
+        None => Requeue::requeue(RESYNC),
+    })
+}
+
+/// Ready unless the node says otherwise or is gone (`Some(false)`); unknown nodes that the
+/// cache has never seen count as gone only once the cache is filled (it is, before reconciles).
+fn node_is_ready(nodes: &Store<Node>, name: &str) -> bool {
+    let Some(node) = nodes.get(&reflector::ObjectRef::new(name)) else {
+        return false;
+    };
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+        .is_some_and(|c| c.status == "True")
+}
+
+async fn write_status(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    status: &ElasticJobStatus,
+) -> Result<(), Error> {
+    let api: Api<ElasticJob> = Api::namespaced(ctx.client.clone(), ns);
+    let body = serde_json::json!({
+        "apiVersion": ElasticJob::api_version(&()),
+        "kind": ElasticJob::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(kube_err(format!("writing the status of {ns}/{name}")))?;
+    Ok(())
+}
+
+fn count_restarts(m: &Metrics, old: &ElasticJobStatus, new: &ElasticJobStatus) {
+    for (budget, before, after) in [
+        (
+            "application",
+            old.application_restarts,
+            new.application_restarts,
+        ),
+        (
+            "infrastructure",
+            old.infrastructure_restarts,
+            new.infrastructure_restarts,
+        ),
+    ] {
+        if after > before {
+            m.restarts
+                .get_or_create(&BudgetLabel {
+                    budget: budget.into(),
+                })
+                .inc_by((after - before) as u64);
+        }
+    }
+}
+
+async fn publish_events(ctx: &Context, job: &ElasticJob, events: &[Event]) {
+    let regarding = job.object_ref(&());
+    for e in events {
+        let secondary = e.pod.as_ref().map(|p| ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(p.clone()),
+            namespace: job.namespace(),
+            ..Default::default()
+        });
+        let ev = KubeEvent {
+            type_: match e.type_ {
+                EventType::Normal => KubeEventType::Normal,
+                EventType::Warning => KubeEventType::Warning,
+            },
+            reason: e.reason.clone(),
+            note: Some(e.note.clone()),
+            action: "Reconcile".into(),
+            secondary,
+        };
+        // An event that cannot be published is not worth failing the reconcile for.
+        if let Err(err) = ctx.recorder.publish(&ev, &regarding).await {
+            warn!(job = %job.name_any(), reason = %e.reason, "publishing an event: {err}");
+        }
+    }
+}
+
+async fn execute(ctx: &Context, job: &ElasticJob, ns: &str, plan: &Plan) -> Result<(), Error> {
+    let name = job.name_any();
+    let desired_err = |source| Error::Desired {
+        job: format!("{ns}/{name}"),
+        source,
+    };
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    for action in &plan.actions {
+        match action {
+            Action::ApplyService => {
+                let svc = desired::service(job).map_err(desired_err)?;
+                let api: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
+                api.patch(
+                    &svc.name_any(),
+                    &PatchParams::apply(MANAGER).force(),
+                    &Patch::Apply(&svc),
+                )
+                .await
+                .map_err(kube_err(format!("applying the Service of {ns}/{name}")))?;
+            }
+            Action::CreatePod { index } => {
+                let pod = desired::pod(job, *index, &ctx.settings).map_err(desired_err)?;
+                match pods.create(&PostParams::default(), &pod).await {
+                    Ok(_) => {
+                        ctx.metrics.pod_creations.inc();
+                        info!(job = %name, namespace = %ns, pod = %pod.name_any(), "created pod");
+                    }
+                    // Created by an earlier reconcile whose watch event has not arrived yet.
+                    Err(e) if is_status(&e, 409) => {}
+                    Err(e) => {
+                        return Err(kube_err(format!("creating pod {}", pod.name_any()))(e));
+                    }
+                }
+            }
+            Action::DeletePod {
+                name: pod,
+                uid,
+                why,
+            } => {
+                delete_pod(&pods, pod, uid.clone(), None).await?;
+                ctx.metrics
+                    .pod_deletions
+                    .get_or_create(&ReasonLabel {
+                        reason: delete_reason(*why).into(),
+                    })
+                    .inc();
+                info!(job = %name, namespace = %ns, %pod, reason = delete_reason(*why), "deleted pod");
+            }
+            Action::ForceDeletePod { name: pod, uid } => {
+                delete_pod(&pods, pod, uid.clone(), Some(0)).await?;
+                ctx.metrics
+                    .pod_deletions
+                    .get_or_create(&ReasonLabel {
+                        reason: "force".into(),
+                    })
+                    .inc();
+                warn!(job = %name, namespace = %ns, %pod, "force-deleted pod stuck on a lost node");
+            }
+            Action::DeleteJob => {
+                let api: Api<ElasticJob> = Api::namespaced(ctx.client.clone(), ns);
+                let mut dp = DeleteParams::background();
+                dp.preconditions = job.uid().map(|uid| Preconditions {
+                    uid: Some(uid),
+                    resource_version: None,
+                });
+                match api.delete(&name, &dp).await {
+                    Ok(_) => {
+                        info!(job = %name, namespace = %ns, "deleted job (ttlSecondsAfterFinished)")
+                    }
+                    Err(e) if is_status(&e, 404) || is_status(&e, 409) => {}
+                    Err(e) => return Err(kube_err(format!("deleting job {ns}/{name}"))(e)),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn delete_reason(why: DeleteReason) -> &'static str {
+    match why {
+        DeleteReason::ScaleDown => "scale-down",
+        DeleteReason::Recreate => "recreate",
+        DeleteReason::Suspend => "suspend",
+        DeleteReason::Cleanup => "cleanup",
+    }
+}
+
+/// Deletes a pod; the UID precondition makes sure a newer pod of the same name survives.
+async fn delete_pod(
+    api: &Api<Pod>,
+    name: &str,
+    uid: Option<String>,
+    grace: Option<u32>,
+) -> Result<(), Error> {
+    let dp = DeleteParams {
+        grace_period_seconds: grace,
+        preconditions: uid.map(|uid| Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(name, &dp).await {
+        Ok(_) => Ok(()),
+        // Already gone, or already replaced by a newer pod of that name.
+        Err(e) if is_status(&e, 404) || is_status(&e, 409) => Ok(()),
+        Err(e) => Err(kube_err(format!("deleting pod {name}"))(e)),
+    }
+}
+
+/// Requeue after a failed reconcile (the error is logged and counted).
+pub fn error_policy(job: Arc<ElasticJob>, err: &Error, ctx: Arc<Context>) -> Requeue {
+    ctx.metrics.reconcile_errors.inc();
+    warn!(job = %job.name_any(), namespace = ?job.namespace(), "reconcile failed: {err}");
+    Requeue::requeue(Duration::from_secs(5))
+}
+
+/// Where the operator looks: every namespace, or one.
+#[derive(Debug, Clone)]
+pub enum Scope {
+    All,
+    Namespace(String),
+}
+
+impl Scope {
+    fn api<K>(&self, client: &Client) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match self {
+            Scope::All => Api::all(client.clone()),
+            Scope::Namespace(ns) => Api::namespaced(client.clone(), ns),
+        }
+    }
+}
+
+/// Runs the controller until a shutdown signal. `ready` turns true once the caches are synced;
+/// `metrics`'s job-state gauge is refreshed from the controller's cache through `on_store`.
+pub async fn run(
+    client: Client,
+    scope: Scope,
+    settings: Settings,
+    reporter: Reporter,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+    on_store: impl FnOnce(Store<ElasticJob>),
+) {
+    let (nodes, writer) = reflector::store();
+    let node_watch = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .for_each(|_| futures::future::ready(()));
+    let node_task = tokio::spawn(node_watch);
+    if nodes.wait_until_ready().await.is_err() {
+        warn!("the node cache never filled");
+    }
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        settings,
+        recorder: Recorder::new(client.clone(), reporter),
+        metrics,
+        nodes,
+    });
+    let jobs: Api<ElasticJob> = scope.api(&client);
+    let pods: Api<Pod> = scope.api(&client);
+    let services: Api<Service> = scope.api(&client);
+    let controller = Controller::new(jobs, watcher::Config::default())
+        .owns(
+            pods,
+            watcher::Config::default().labels(elasticjob_crds::names::LABEL_JOB_NAME),
+        )
+        .owns(
+            services,
+            watcher::Config::default().labels(elasticjob_crds::names::LABEL_JOB_NAME),
+        )
+        .shutdown_on_signal();
+    let store = controller.store();
+    on_store(store.clone());
+    let waiter = {
+        let ready = ready.clone();
+        tokio::spawn(async move {
+            if store.wait_until_ready().await.is_ok() {
+                ready.store(true, Ordering::SeqCst);
+                info!("caches synced; reconciling");
+            }
+        })
+    };
+    controller
+        .run(reconcile, error_policy, ctx)
+        .for_each(|r| {
+            if let Err(e) = r {
+                debug!("controller: {e}");
+            }
+            futures::future::ready(())
+        })
+        .await;
+    waiter.abort();
+    node_task.abort();
+    ready.store(false, Ordering::SeqCst);
+}

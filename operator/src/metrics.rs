@@ -1,0 +1,157 @@
+//! The operator's Prometheus metrics (served on `/metrics` by [`crate::http`]).
+//!
+//! - `elasticjob_jobs{state}`: jobs by state, counted from the controller's cache at scrape time
+//!   (so a deleted job disappears from the count at once);
+//! - `elasticjob_restarts_total{budget}`: restarts charged to the application and infrastructure
+//!   budgets;
+//! - `elasticjob_pod_creations_total`, `elasticjob_pod_deletions_total{reason}` (reason
+//!   `recreate` counts pod recreations after failures);
+//! - `elasticjob_reconcile_duration_seconds`, `elasticjob_reconcile_errors_total`;
+//! - `elasticjob_operator_leader`: 1 while this replica leads.
+
+use std::sync::atomic::AtomicI64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use elasticjob_crds::status::JobState;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BudgetLabel {
+    pub budget: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub jobs: Family<StateLabel, Gauge<i64, AtomicI64>>,
+    pub restarts: Family<BudgetLabel, Counter>,
+    pub pod_creations: Counter,
+    pub pod_deletions: Family<ReasonLabel, Counter>,
+    pub reconcile_duration: Histogram,
+    pub reconcile_errors: Counter,
+    pub leader: Gauge<i64, AtomicI64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("elasticjob");
+        let jobs = Family::<StateLabel, Gauge<i64, AtomicI64>>::default();
+        registry.register("jobs", "ElasticJobs by state", jobs.clone());
+        let restarts = Family::<BudgetLabel, Counter>::default();
+        registry.register(
+            "restarts",
+            "Pod restarts charged to a failure budget (application, infrastructure)",
+            restarts.clone(),
+        );
+        let pod_creations = Counter::default();
+        registry.register(
+            "pod_creations",
+            "Worker pods created",
+            pod_creations.clone(),
+        );
+        let pod_deletions = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "pod_deletions",
+            "Worker pods deleted, by reason (recreate = replaced after a failure)",
+            pod_deletions.clone(),
+        );
+        let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 14));
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time of one reconcile",
+            reconcile_duration.clone(),
+        );
+        let reconcile_errors = Counter::default();
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that failed (retried with backoff)",
+            reconcile_errors.clone(),
+        );
+        let leader = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "operator_leader",
+            "1 while this replica holds the leader lease",
+            leader.clone(),
+        );
+        Metrics {
+            registry,
+            jobs,
+            restarts,
+            pod_creations,
+            pod_deletions,
+            reconcile_duration,
+            reconcile_errors,
+            leader,
+        }
+    }
+}
+
+impl Metrics {
+    /// Sets the jobs-by-state gauge from the states of every job the operator sees.
+    pub fn set_job_states(&self, states: impl IntoIterator<Item = JobState>) {
+        let mut counts = std::collections::BTreeMap::new();
+        for s in JobState::ALL {
+            counts.insert(s.as_str(), 0i64);
+        }
+        for s in states {
+            *counts.entry(s.as_str()).or_default() += 1;
+        }
+        for (state, n) in counts {
+            self.jobs
+                .get_or_create(&StateLabel {
+                    state: state.to_string(),
+                })
+                .set(n);
+        }
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_every_family() {
+        let m = Metrics::default();
+        m.set_job_states([JobState::Running, JobState::Running, JobState::Failed]);
+        m.restarts
+            .get_or_create(&BudgetLabel {
+                budget: "application".into(),
+            })
+            .inc();
+        m.reconcile_duration.observe(0.01);
+        let text = m.encode();
+        for want in [
+            "elasticjob_jobs{state=\"Running\"} 2",
+            "elasticjob_jobs{state=\"Failed\"} 1",
+            "elasticjob_jobs{state=\"Succeeded\"} 0",
+            "elasticjob_restarts_total{budget=\"application\"} 1",
+            "elasticjob_reconcile_duration_seconds_count 1",
+            "elasticjob_operator_leader 0",
+        ] {
+            assert!(text.contains(want), "{want} missing in:\n{text}");
+        }
+    }
+}
