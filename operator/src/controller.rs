@@ -33,6 +33,8 @@ use crate::plan::{Action, DeleteReason, Plan, plan};
 
 /// The field manager of everything the operator applies.
 pub const MANAGER: &str = "elasticjob-operator";
+/// Pod creations in flight at once.
+const CREATE_CONCURRENCY: usize = 16;
 /// Look again at least this often, even if nothing changes.
 const RESYNC: Duration = Duration::from_secs(300);
 
@@ -223,6 +225,22 @@ async fn execute(ctx: &Context, job: &ElasticJob, ns: &str, plan: &Plan) -> Resu
         source,
     };
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    // Pod creations go out concurrently (a 256-replica job is created at the apiserver's pace,
+    // not one round trip at a time); everything else in the plan's order.
+    let creates: Vec<u32> = plan
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::CreatePod { index } => Some(*index),
+            _ => None,
+        })
+        .collect();
+    let created = futures::stream::iter(creates)
+        .map(|index| create_pod(ctx, job, &pods, index))
+        .buffer_unordered(CREATE_CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await;
+    created.into_iter().collect::<Result<Vec<()>, Error>>()?;
     for action in &plan.actions {
         match action {
             Action::ApplyService => {
@@ -236,20 +254,7 @@ async fn execute(ctx: &Context, job: &ElasticJob, ns: &str, plan: &Plan) -> Resu
                 .await
                 .map_err(kube_err(format!("applying the Service of {ns}/{name}")))?;
             }
-            Action::CreatePod { index } => {
-                let pod = desired::pod(job, *index, &ctx.settings).map_err(desired_err)?;
-                match pods.create(&PostParams::default(), &pod).await {
-                    Ok(_) => {
-                        ctx.metrics.pod_creations.inc();
-                        info!(job = %name, namespace = %ns, pod = %pod.name_any(), "created pod");
-                    }
-                    // Created by an earlier reconcile whose watch event has not arrived yet.
-                    Err(e) if is_status(&e, 409) => {}
-                    Err(e) => {
-                        return Err(kube_err(format!("creating pod {}", pod.name_any()))(e));
-                    }
-                }
-            }
+            Action::CreatePod { .. } => {}
             Action::DeletePod {
                 name: pod,
                 uid,
@@ -292,6 +297,23 @@ async fn execute(ctx: &Context, job: &ElasticJob, ns: &str, plan: &Plan) -> Resu
         }
     }
     Ok(())
+}
+
+async fn create_pod(ctx: &Context, job: &ElasticJob, pods: &Api<Pod>, index: u32) -> Result<(), Error> {
+    let pod = desired::pod(job, index, &ctx.settings).map_err(|source| Error::Desired {
+        job: format!("{}/{}", job.namespace().unwrap_or_default(), job.name_any()),
+        source,
+    })?;
+    match pods.create(&PostParams::default(), &pod).await {
+        Ok(_) => {
+            ctx.metrics.pod_creations.inc();
+            info!(job = %job.name_any(), pod = %pod.name_any(), "created pod");
+            Ok(())
+        }
+        // Created by an earlier reconcile whose watch event has not arrived yet.
+        Err(e) if is_status(&e, 409) => Ok(()),
+        Err(e) => Err(kube_err(format!("creating pod {}", pod.name_any()))(e)),
+    }
 }
 
 fn delete_reason(why: DeleteReason) -> &'static str {

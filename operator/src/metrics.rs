@@ -69,7 +69,7 @@ impl Default for Metrics {
             "Worker pods deleted, by reason (recreate = replaced after a failure)",
             pod_deletions.clone(),
         );
-        let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 14));
+        let reconcile_duration = Histogram::new(exponential_buckets(0.0005, 1.5, 24));
         registry.register(
             "reconcile_duration_seconds",
             "Time of one reconcile",

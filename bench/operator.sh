@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Operator benchmarks on the local cluster (no nodes: pods stay Pending, so only the control
+# plane's object creation is measured, not pod start-up):
+# 1. a 256-replica ElasticJob: seconds from creating the job until a watch has seen all 256 pods,
+#    against a plain kube client creating the same 256 pods (the operator's own pod objects, same
+#    concurrency) on the same apiserver, alternating, REPS times; medians and their ratio.
+# 2. 500 one-replica jobs: operator RSS and reconcile latency p50/p99 (from its histogram).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/elasticjob"
+export CARGO_TARGET_DIR="$cache/target"
+reps="${REPS:-3}"
+replicas="${REPLICAS:-256}"
+jobs="${JOBS:-500}"
+bin="$(tests/cluster/provision.sh 2>/dev/null | tail -1)"
+cargo build --release -q -p local-cluster --bin cluster -p elasticjob-operator -p bench --bin operator-bench
+rel="$CARGO_TARGET_DIR/release"
+work="$(mktemp -d)"
+dir="$work/cluster"
+op_pid=""
+cleanup() {
+  [ -n "$op_pid" ] && kill "$op_pid" 2>/dev/null || true
+  "$rel/cluster" down --dir "$dir" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+"$rel/cluster" up --dir "$dir" --nodes 0 >"$work/up.log" 2>&1 &
+until [ -f "$dir/cluster.json" ]; do sleep 0.2; done
+export KUBECONFIG="$dir/kubeconfig"
+k() { "$bin/kubectl" "$@"; }
+k apply --validate=false -f crds/elasticjob.yaml >/dev/null
+k wait --for=condition=Established crd/elasticjobs.elasticjob.dev >/dev/null
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+start_operator() {
+  RUST_LOG=warn "$rel/elasticjob-operator" --launcher-image elasticjob/elastic-launch:bench \
+    --metrics-addr "127.0.0.1:$port" >"$work/operator.log" 2>&1 &
+  op_pid=$!
+  until curl -sf "127.0.0.1:$port/readyz" >/dev/null; do sleep 0.1; done
+}
+start_operator
+until k get serviceaccount default >/dev/null 2>&1; do sleep 0.2; done
+
+echo "== $replicas-replica job vs a plain client, $reps runs each (alternating)"
+for i in $(seq "$reps"); do
+  "$rel/operator-bench" create-plain --name "plain$i" --replicas "$replicas" | tee -a "$work/create.jsonl"
+  "$rel/operator-bench" create-job --name "big$i" --replicas "$replicas" | tee -a "$work/create.jsonl"
+  k delete ej "big$i" --wait=true >/dev/null
+  until [ "$(k get pods -o name | wc -l)" -eq 0 ]; do sleep 0.5; done
+done
+python3 - "$work/create.jsonl" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+med = {m: statistics.median(r["pods_per_second"] for r in rows if r["mode"] == m)
+       for m in ("create-plain", "create-job")}
+print(f"median pods/s: plain client {med['create-plain']:.1f}, operator {med['create-job']:.1f}, "
+      f"ratio {med['create-job'] / med['create-plain']:.2f} (goal >= 0.8)")
+PY
+
+echo "== $jobs one-replica jobs: operator memory and reconcile latency"
+kill "$op_pid"; wait "$op_pid" 2>/dev/null || true
+start_operator
+k create namespace many >/dev/null
+"$rel/operator-bench" create-jobs --count "$jobs" --namespace many
+sleep 10
+"$rel/operator-bench" quantiles --metrics "http://127.0.0.1:$port/metrics"
+awk '/VmRSS|VmHWM/ {printf "%s %.1f MiB\n", $1, $2/1024}' "/proc/$op_pid/status"
