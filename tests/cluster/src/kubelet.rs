@@ -9,6 +9,8 @@
 //!   IP on the cluster's bridge, each container its own mount and UTS namespace (see
 //!   [`crate::podnet`]); without it every pod's IP is 127.0.0.1 (v0).
 //! - Writes pod phase and container statuses, applies restartPolicy, handles graceful deletion.
+//! - Serves the kubelet's read-only log API (`kubectl logs`) over mutual TLS, one port per node
+//!   (see [`api`], in `kubelet_api.rs`).
 //!
 //! The pure parts (env construction, `$(VAR)` expansion, GPU allocation, phase) are plain
 //! functions with unit tests.
@@ -33,6 +35,10 @@ use crate::probe;
 use crate::readiness;
 use crate::rootfs::{self, Isolation, Mount};
 use crate::volumes::{self, Kind, Refs};
+
+/// The log API (`/containerLogs/...`) the apiserver proxies `kubectl logs` to.
+#[path = "kubelet_api.rs"]
+pub mod api;
 
 /// The extended resource the scheduler counts for fake GPUs.
 pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
@@ -554,8 +560,13 @@ struct Node {
     /// Set by [`Faults::lose_node`]: the node is gone (no heartbeat, no pod loop, no status
     /// writes, no restarts; its pods' processes are dead).
     lost: AtomicBool,
-    /// Every running pod of the cluster by `<namespace>/<name>` (for fault injection).
+    /// Every running pod of the cluster by `<namespace>/<name>` (for fault injection and the
+    /// log API).
     pods: Arc<Mutex<HashMap<String, Arc<PodRun>>>>,
+    /// The port of its log API on 127.0.0.1 (`daemonEndpoints.kubeletEndpoint.Port`).
+    log_port: u16,
+    /// Its log API's accept loop, stopped when the node is lost.
+    log_server: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
 impl Node {
@@ -586,7 +597,7 @@ impl Node {
                 "osImage": "elasticjob local cluster", "containerRuntimeVersion": "process://v0",
                 "kubeletVersion": "v1.20.2", "kubeProxyVersion": "v1.20.2",
                 "operatingSystem": "linux", "architecture": std::env::consts::ARCH},
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.log_port}},
         })
     }
 
@@ -711,6 +722,9 @@ impl Faults {
             .find(|n| n.name == node)
             .ok_or_else(|| format!("no node {node:?}"))?;
         n.lost.store(true, Ordering::SeqCst);
+        if let Some(h) = n.log_server.lock().unwrap().take() {
+            h.abort();
+        }
         let runs: Vec<Arc<PodRun>> = self
             .pods
             .lock()
@@ -754,10 +768,14 @@ impl Kubelet {
         let mut tasks = Vec::new();
         let pods = Arc::new(Mutex::new(HashMap::new()));
         let mut nodes = Vec::new();
+        let log_tls = api::server_tls(&crate::Layout::new(state_dir))?;
         for name in cfg.node_names() {
             let token = tokens
                 .get(&name)
                 .ok_or_else(|| format!("no token for node {name}"))?;
+            let (listener, log_port) = api::bind()
+                .await
+                .map_err(|e| format!("log API of {name}: {e}"))?;
             let node = Arc::new(Node {
                 name: name.clone(),
                 api: Api {
@@ -774,12 +792,17 @@ impl Kubelet {
                 net: net.clone(),
                 lost: AtomicBool::new(false),
                 pods: pods.clone(),
+                log_port,
+                log_server: Mutex::new(None),
             });
             nodes.push(node.clone());
             fs::create_dir_all(&node.pods_dir).map_err(|e| e.to_string())?;
             node.register()
                 .await
                 .map_err(|e| format!("registering node {name}: {e}"))?;
+            let server = tokio::spawn(api::serve(listener, log_tls.clone(), node.clone()));
+            *node.log_server.lock().unwrap() = Some(server.abort_handle());
+            tasks.push(server);
             info!(node = %name, "registered");
             let (n, mut s) = (node.clone(), stop.subscribe());
             tasks.push(tokio::spawn(async move {
@@ -1086,7 +1109,11 @@ async fn run_pod(node: Arc<Node>, pod: Value, mut stop: watch::Receiver<Option<i
     );
     node.pods.lock().unwrap().insert(key.clone(), run.clone());
     run_pod_containers(&node, &run, &pod, &mut stop).await;
-    node.pods.lock().unwrap().remove(&key);
+    let mut pods = node.pods.lock().unwrap();
+    // A pod of the same name may have replaced it (on this node or another one).
+    if pods.get(&key).is_some_and(|r| Arc::ptr_eq(r, &run)) {
+        pods.remove(&key);
+    }
 }
 
 async fn run_pod_containers(
@@ -1528,8 +1555,11 @@ async fn run_container(
             });
             return;
         }
-        // Waiting in back-off, the last run in lastState (as `kubectl get` shows it).
+        // Waiting in back-off, the last run in lastState (as `kubectl get` shows it); its log
+        // becomes the previous one (`kubectl logs --previous`), under the same lock the log API
+        // reads the state with.
         update(&|s| {
+            api::rotate_log(&log_file);
             s.last_terminated = Some(t.clone());
             s.terminated = None;
             s.pid = None;

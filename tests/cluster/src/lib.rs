@@ -556,9 +556,14 @@ pub mod commands {
                 arg("service-account-signing-key-file", path(l.sa_key())),
                 arg("service-cluster-ip-range", &cfg.service_cidr),
                 arg("allow-privileged", true),
-                // For the kubelet stand-in (logs/exec) later.
+                // The apiserver's client cert for the kubelet stand-in's log API
+                // (`kubectl logs`). Without --kubelet-certificate-authority 1.20 does not verify
+                // the kubelet's serving cert. Nodes report InternalIP 127.0.0.1 and the
+                // hostname `node-<i>`, which resolves nowhere: InternalIP first (the default
+                // order starts with Hostname).
                 arg("kubelet-client-certificate", path(kcrt)),
                 arg("kubelet-client-key", path(kkey)),
+                arg("kubelet-preferred-address-types", "InternalIP,Hostname"),
                 arg("requestheader-client-ca-file", path(l.ca_cert())),
                 arg("requestheader-allowed-names", "front-proxy-client"),
                 arg("requestheader-username-headers", "X-Remote-User"),
@@ -756,6 +761,14 @@ mod tests {
             Some("/tmp/x/My_Cluster/pki/sa.key")
         );
         assert_eq!(a.flag("service-cluster-ip-range"), Some("10.96.0.0/16"));
+        assert_eq!(
+            a.flag("kubelet-preferred-address-types"),
+            Some("InternalIP,Hostname")
+        );
+        assert_eq!(
+            a.flag("kubelet-client-certificate"),
+            Some("/tmp/x/My_Cluster/pki/apiserver-kubelet-client.crt")
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The cluster's PKI, generated with rcgen (pure Rust, no openssl CLI): one CA, the apiserver's
-//! serving cert (loopback + the `kubernetes` service names and IP), client certs for the
+//! serving cert (loopback + the `kubernetes` service names and IP), the kubelet stand-in's
+//! serving cert (its log API on 127.0.0.1), client certs for the
 //! controller-manager, the scheduler and the apiserver→kubelet client, and the service-account
 //! signing key pair. ECDSA P-256 throughout (Go's crypto/x509 and klog's keyutil read it:
 //! PKCS#8 private keys, PKIX public keys).
@@ -58,6 +59,15 @@ pub const CLIENTS: &[ClientIdentity] = &[
     },
 ];
 
+/// File stem of the apiserver's serving cert.
+pub const APISERVER: &str = "apiserver";
+/// File stem of the kubelet stand-in's serving cert (its log API, one cert for every node:
+/// they all listen on 127.0.0.1).
+pub const KUBELET: &str = "kubelet";
+
+/// DNS and IP names of the kubelet stand-in's serving cert.
+pub const KUBELET_SANS: &[&str] = &["127.0.0.1", "localhost"];
+
 /// DNS and IP names of the apiserver's serving cert.
 pub fn apiserver_sans(cfg: &ClusterConfig) -> Result<Vec<String>> {
     let d = &cfg.cluster_domain;
@@ -113,7 +123,10 @@ fn sans_file(l: &Layout) -> std::path::PathBuf {
 
 fn is_complete(l: &Layout) -> bool {
     let mut files = vec![l.ca_cert(), l.ca_key(), l.sa_key(), l.sa_pub()];
-    for stem in std::iter::once("apiserver").chain(CLIENTS.iter().map(|c| c.file)) {
+    for stem in [APISERVER, KUBELET]
+        .into_iter()
+        .chain(CLIENTS.iter().map(|c| c.file))
+    {
         let (c, k) = l.cert_pair(stem);
         files.push(c);
         files.push(k);
@@ -157,7 +170,23 @@ pub fn generate(cfg: &ClusterConfig) -> Result<()> {
     let cert = p
         .signed_by(&key, &issuer)
         .map_err(cert_err("apiserver cert"))?;
-    let (c, k) = l.cert_pair("apiserver");
+    let (c, k) = l.cert_pair(APISERVER);
+    write(&c, &cert.pem(), false)?;
+    write(&k, &key.serialize_pem(), true)?;
+
+    // kubelet serving cert (the apiserver connects to it for `kubectl logs`)
+    let key = KeyPair::generate().map_err(cert_err("kubelet key"))?;
+    let sans = KUBELET_SANS.iter().map(|s| s.to_string()).collect();
+    let mut p = base_params(sans, "kubelet", "kubelet cert")?;
+    p.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = p
+        .signed_by(&key, &issuer)
+        .map_err(cert_err("kubelet cert"))?;
+    let (c, k) = l.cert_pair(KUBELET);
     write(&c, &cert.pem(), false)?;
     write(&k, &key.serialize_pem(), true)?;
 

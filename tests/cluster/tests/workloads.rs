@@ -1,7 +1,8 @@
 //! End-to-end: real workloads on the local cluster with plain kubectl (a Deployment behind a
 //! headless Service, ConfigMaps, Secrets, service-account tokens, cluster DNS, readiness), and
 //! fault injection (kill a pod, cut its network, lose a node), through the library and the
-//! `cluster fault` CLI. Behind the `control-plane-tests` feature, like control_plane.rs.
+//! `cluster fault` CLI; `kubectl logs` through the kubelet stand-in's log API. Behind the
+//! `control-plane-tests` feature, like control_plane.rs.
 #![cfg(feature = "control-plane-tests")]
 
 use std::net::{SocketAddr, TcpStream};
@@ -246,6 +247,148 @@ touch /client-was-here && echo "rootfs=writable"
     stop_and_check(cluster, &dir).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_logs_through_the_kubelet_log_api() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("e2e-logs");
+    let (cluster, k) = start(&dir, 2).await;
+    let port = k.ok(&[
+        "get",
+        "node",
+        "node-0",
+        "-o",
+        "jsonpath={.status.daemonEndpoints.kubeletEndpoint.Port}",
+    ]);
+    assert!(port.parse::<u16>().is_ok_and(|p| p > 0), "port {port:?}");
+    let c = |name: &str, script: &str| json!({"name": name, "image": "busybox", "command": ["/bin/sh", "-c", script]});
+    let pod = |name: &str, policy: &str, containers: Vec<serde_json::Value>| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"restartPolicy": policy, "terminationGracePeriodSeconds": 1,
+                "automountServiceAccountToken": false, "containers": containers}})
+    };
+    // Two containers that print and finish; one that fails once (its first run's log is the
+    // previous one, and its termination message falls back to it); one that ticks every 0.2 s.
+    create_retrying(
+        &k,
+        &pod(
+            "two",
+            "Never",
+            vec![
+                c("a", "for i in 1 2 3 4 5; do echo a$i; done"),
+                c("b", "echo from b; echo to stderr >&2"),
+            ],
+        ),
+    );
+    let mut again = pod(
+        "again",
+        "OnFailure",
+        vec![c(
+            "main",
+            "if [ -f /data/ran ]; then echo second run; exit 0; fi; \
+             touch /data/ran; echo first run; exit 3",
+        )],
+    );
+    again["spec"]["containers"][0]["volumeMounts"] =
+        json!([{"name": "data", "mountPath": "/data"}]);
+    again["spec"]["containers"][0]["terminationMessagePolicy"] = json!("FallbackToLogsOnError");
+    again["spec"]["volumes"] = json!([{"name": "data", "emptyDir": {}}]);
+    k.apply(&again);
+    k.apply(&pod(
+        "ticker",
+        "Never",
+        vec![c(
+            "main",
+            "i=0; while [ $i -lt 15 ]; do i=$((i+1)); echo tick $i; sleep 0.2; done",
+        )],
+    ));
+
+    // -f on a running pod: lines arrive as they are printed; kubectl ends with the container.
+    wait_phase(&k, "ticker", "Running");
+    let t0 = Instant::now();
+    let mut f = Command::new(&k.bin)
+        .arg("--kubeconfig")
+        .arg(&k.kubeconfig)
+        .args(["logs", "-f", "ticker"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = vec![];
+    for line in std::io::BufRead::lines(std::io::BufReader::new(f.stdout.take().unwrap())) {
+        lines.push((line.unwrap(), t0.elapsed()));
+    }
+    let status = f.wait().unwrap();
+    assert!(status.success(), "kubectl logs -f: {status}");
+    let texts: Vec<&str> = lines.iter().map(|(l, _)| l.as_str()).collect();
+    let want: Vec<String> = (1..=15).map(|i| format!("tick {i}")).collect();
+    assert_eq!(texts, want);
+    let spread = lines.last().unwrap().1 - lines[0].1;
+    assert!(
+        spread > Duration::from_millis(1000),
+        "not streamed: all lines within {spread:?}"
+    );
+    eprintln!(
+        "kubectl logs -f: 15 lines over {spread:?}, ended after {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(jsonpath(&k, "ticker", "{.status.phase}"), "Succeeded");
+
+    // A finished pod; -c on a two-container pod; --tail; stdout and stderr both.
+    wait_phase(&k, "two", "Succeeded");
+    assert_eq!(k.ok(&["logs", "two", "-c", "a"]), "a1\na2\na3\na4\na5\n");
+    assert_eq!(k.ok(&["logs", "two", "-c", "a", "--tail", "2"]), "a4\na5\n");
+    assert_eq!(k.ok(&["logs", "two", "-c", "b"]), "from b\nto stderr\n");
+    assert_eq!(
+        k.ok(&["logs", "pod/two", "-c", "a", "--limit-bytes", "5"]),
+        "a1\na2"
+    );
+    // An unknown container: the apiserver refuses it; asked of the kubelet directly (through
+    // the node proxy), its 404.
+    let bad = k.run(&["logs", "two", "-c", "nope"], None);
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("container nope is not valid for pod two"),
+        "{}",
+        stderr(&bad)
+    );
+    let node = jsonpath(&k, "two", "{.spec.nodeName}");
+    let raw = k.run(
+        &[
+            "get",
+            "--raw",
+            &format!("/api/v1/nodes/{node}/proxy/containerLogs/default/two/nope"),
+        ],
+        None,
+    );
+    assert!(!raw.status.success());
+    assert!(stderr(&raw).contains("NotFound"), "{}", stderr(&raw));
+
+    // --previous after a restart (OnFailure), the termination message from the failed run's log.
+    wait_phase(&k, "again", "Succeeded");
+    assert_eq!(
+        jsonpath(&k, "again", "{.status.containerStatuses[0].restartCount}"),
+        "1"
+    );
+    assert_eq!(k.ok(&["logs", "again"]), "second run\n");
+    assert_eq!(k.ok(&["logs", "again", "--previous"]), "first run\n");
+    assert_eq!(
+        jsonpath(
+            &k,
+            "again",
+            "{.status.containerStatuses[0].lastState.terminated.message}"
+        ),
+        "first run\n"
+    );
+    let none = k.run(&["logs", "two", "-c", "a", "--previous"], None);
+    assert!(!none.status.success());
+    assert!(
+        stderr(&none).contains("previous terminated container \"a\" in pod \"two\" not found"),
+        "{}",
+        stderr(&none)
+    );
+    stop_and_check(cluster, &dir).await;
+}
+
 fn reachable(ip: &str, port: u16) -> bool {
     let addr: SocketAddr = format!("{ip}:{port}").parse().unwrap();
     TcpStream::connect_timeout(&addr, Duration::from_millis(700)).is_ok()
@@ -340,10 +483,19 @@ async fn fault_injection_kills_pods_cuts_networks_and_loses_nodes() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    // --- lose a node: its pods' processes die at once, the node goes NotReady (Unknown)
+    // --- lose a node: its pods' processes die at once, its log API is gone, the node goes
+    // NotReady (Unknown)
     assert_eq!(processes_with(&format!("{marker}-doomed")).len(), 1);
+    k.ok(&["logs", "doomed"]);
     assert_eq!(faults.lose_node("node-1"), Ok(1));
     assert!(processes_with(&format!("{marker}-doomed")).is_empty());
+    let gone = k.run(&["logs", "doomed"], None);
+    assert!(!gone.status.success());
+    assert!(
+        stderr(&gone).contains("connection refused"),
+        "{}",
+        stderr(&gone)
+    );
     let t = Instant::now();
     k.eventually(
         "node-1 NotReady",
