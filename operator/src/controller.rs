@@ -374,7 +374,7 @@ impl Scope {
     }
 }
 
-/// Runs the controller until a shutdown signal. `ready` turns true once the caches are synced;
+/// Runs the controller until a shutdown signal. `ready` turns true once it is reconciling;
 /// `metrics`'s job-state gauge is refreshed from the controller's cache through `on_store`.
 pub async fn run(
     client: Client,
@@ -414,17 +414,12 @@ pub async fn run(
             watcher::Config::default().labels(elasticjob_crds::names::LABEL_JOB_NAME),
         )
         .shutdown_on_signal();
-    let store = controller.store();
-    on_store(store.clone());
-    let waiter = {
-        let ready = ready.clone();
-        tokio::spawn(async move {
-            if store.wait_until_ready().await.is_ok() {
-                ready.store(true, Ordering::SeqCst);
-                info!("caches synced; reconciling");
-            }
-        })
-    };
+    on_store(controller.store());
+    // Ready once connected with the node cache filled and the controller built. Not by awaiting
+    // the controller's own store: its readiness future wakes only one waiter (kube-runtime 5's
+    // DelayedInit is a oneshot), and a second waiter can starve the controller's runner.
+    ready.store(true, Ordering::SeqCst);
+    info!("node cache synced; reconciling");
     controller
         .run(reconcile, error_policy, ctx)
         .for_each(|r| {
@@ -434,7 +429,6 @@ pub async fn run(
             futures::future::ready(())
         })
         .await;
-    waiter.abort();
     node_task.abort();
     ready.store(false, Ordering::SeqCst);
 }
