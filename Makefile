@@ -7,7 +7,7 @@ export CARGO_TARGET_DIR := $(CACHE)/target
 PYTHON_ENV := tests/scripts/python-env.sh
 LAUNCH := $(CARGO_TARGET_DIR)/release/elastic-launch
 
-.PHONY: all build test demo bench lint rust-toolchain python-env cluster-provision cluster-test cluster
+.PHONY: all build test demo demo-down demo-standalone bench lint rust-toolchain python-env cluster-provision cluster-test cluster
 
 all: build
 
@@ -26,8 +26,17 @@ test: rust-toolchain python-env cluster-provision
 	ELASTICJOB_PYTHON="$$($(PYTHON_ENV))" cargo test --workspace --all-targets --features local-cluster/control-plane-tests
 	ELASTICJOB_PYTHON="$$($(PYTHON_ENV))" cargo test --workspace --doc
 
-# The main job: 4 local workers of examples/train.py (DDP, gloo) under elastic-launch.
-demo: build python-env
+# The main job: a local Kubernetes cluster, the operator installed with helm, and
+# examples/elasticjob.yaml (2 pods x 2 PyTorch workers) followed to Succeeded. The cluster stays
+# up to look around; `make demo-down` stops it.
+demo: rust-toolchain
+	examples/demo.sh
+
+demo-down: rust-toolchain
+	cargo run -q -p local-cluster --bin cluster -- down --dir $(CACHE)/clusters/demo
+
+# Without Kubernetes: 4 local workers of examples/train.py (DDP, gloo) under elastic-launch.
+demo-standalone: build python-env
 	PYTHON_EXEC="$$($(PYTHON_ENV))" $(LAUNCH) --standalone --nproc-per-node=4 examples/train.py
 
 # Side-by-side benchmarks against torchrun and torch's TCPStore; results go in bench/README.md.
@@ -35,6 +44,8 @@ bench: build python-env
 	bench/launch.sh
 	bench/rendezvous.sh
 	bench/store.sh
+	bench/cluster.sh
+	bench/operator.sh
 
 lint: rust-toolchain
 	cargo fmt --all --check
