@@ -299,7 +299,12 @@ async fn execute(ctx: &Context, job: &ElasticJob, ns: &str, plan: &Plan) -> Resu
     Ok(())
 }
 
-async fn create_pod(ctx: &Context, job: &ElasticJob, pods: &Api<Pod>, index: u32) -> Result<(), Error> {
+async fn create_pod(
+    ctx: &Context,
+    job: &ElasticJob,
+    pods: &Api<Pod>,
+    index: u32,
+) -> Result<(), Error> {
     let pod = desired::pod(job, index, &ctx.settings).map_err(|source| Error::Desired {
         job: format!("{}/{}", job.namespace().unwrap_or_default(), job.name_any()),
         source,

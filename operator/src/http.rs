@@ -1,5 +1,5 @@
 //! The operator's HTTP endpoints: `/metrics` (Prometheus text format), `/healthz` (the process
-//! serves), `/readyz` (its caches are synced and it is leading or standing by).
+//! serves), `/readyz` (it reconciles, or stands by for the leader Lease).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,7 +45,7 @@ async fn readyz(State(h): State<Health>) -> impl IntoResponse {
     if h.ready.load(Ordering::SeqCst) {
         (StatusCode::OK, "ok")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet")
+        (StatusCode::SERVICE_UNAVAILABLE, "not reconciling yet")
     }
 }
 

@@ -112,6 +112,9 @@ async fn main() -> Result<()> {
     };
     let mut lost = None;
     if args.leader_elect {
+        // A standby is ready: it serves and can take over. (Were it not, a rolling update, which
+        // waits for the new pod to be ready before stopping the old leader, would never finish.)
+        ready.store(true, std::sync::atomic::Ordering::SeqCst);
         let rx = leader::acquire(
             client.clone(),
             &args.lease_namespace,
@@ -120,6 +123,7 @@ async fn main() -> Result<()> {
         )
         .await
         .context("leader election")?;
+        ready.store(false, std::sync::atomic::Ordering::SeqCst);
         metrics.leader.set(1);
         lost = Some(rx);
     } else {
