@@ -7,7 +7,12 @@ export CARGO_TARGET_DIR := $(CACHE)/target
 PYTHON_ENV := tests/scripts/python-env.sh
 LAUNCH := $(CARGO_TARGET_DIR)/release/elastic-launch
 
-.PHONY: all build test demo demo-down demo-standalone bench lint rust-toolchain python-env cluster-provision cluster-test cluster
+.PHONY: all build test demo demo-down demo-standalone bench lint rust-toolchain python-env cluster-provision cluster-test cluster images kind-e2e shellcheck
+
+VERSION ?= $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n 1)
+IMAGE_REPO ?= ghcr.io/elasticjob
+# The cargo features of the tests that need root and the provisioned local cluster.
+E2E_FEATURES := local-cluster/control-plane-tests,elasticjob-chart-tests/chart-tests
 
 all: build
 
@@ -22,8 +27,8 @@ build: rust-toolchain
 
 # Every test: unit, subprocess (launcher, store), PyTorch interop with real torch workers, and
 # the end-to-end tests on the local Kubernetes cluster (provisioned on first use: ~12 min once).
-test: rust-toolchain python-env cluster-provision
-	ELASTICJOB_PYTHON="$$($(PYTHON_ENV))" cargo test --workspace --all-targets --features local-cluster/control-plane-tests
+test: rust-toolchain python-env cluster-provision shellcheck
+	ELASTICJOB_PYTHON="$$($(PYTHON_ENV))" cargo test --workspace --all-targets --features $(E2E_FEATURES)
 	ELASTICJOB_PYTHON="$$($(PYTHON_ENV))" cargo test --workspace --doc
 
 # The main job: a local Kubernetes cluster, the operator installed with helm, and
@@ -49,7 +54,7 @@ bench: build python-env
 
 lint: rust-toolchain
 	cargo fmt --all --check
-	cargo clippy --workspace --all-targets --features local-cluster/control-plane-tests -- -D warnings
+	cargo clippy --workspace --all-targets --features $(E2E_FEATURES) -- -D warnings
 
 # Local Kubernetes cluster (tests/cluster/): provision once (cached under $(CACHE)/cluster,
 # ~12 min cold, seconds warm); `make cluster-test` runs only its end-to-end tests.
@@ -62,3 +67,15 @@ cluster-test: rust-toolchain cluster-provision
 # A local cluster to look around in (Ctrl-C stops it and leaves nothing behind).
 cluster: rust-toolchain cluster-provision
 	cargo run -q -p local-cluster --bin cluster -- up --dir $(CACHE)/clusters/dev
+
+shellcheck:
+	@command -v shellcheck >/dev/null || apt-get install -y -qq shellcheck >/dev/null || { echo "shellcheck not found: apt-get install -y shellcheck"; exit 1; }
+
+# Container images (images/*.Dockerfile; Docker with BuildKit), tagged with the workspace version.
+images:
+	docker build -f images/operator.Dockerfile -t $(IMAGE_REPO)/elasticjob-operator:$(VERSION) .
+	docker build -f images/launcher.Dockerfile -t $(IMAGE_REPO)/elastic-launch:$(VERSION) .
+
+# The e2e suite on a kind cluster (needs Docker, kind, kubectl, helm): tests/kind/run.sh.
+kind-e2e:
+	tests/kind/run.sh

@@ -1,0 +1,679 @@
+//! The chart on the local cluster (feature `chart-tests`; root, the provisioned cluster, the
+//! PyTorch venv and the built operator and launcher): one cluster for the whole story.
+//!
+//! 1. `helm install` (client-side apply: helm 4's server-side apply fails on a 1.20 server for
+//!    the CRD's x-kubernetes-validations) → the operator Deployment is ready, its pod runs as the
+//!    chart's ServiceAccount, in-cluster (the image map runs the built binary as a pod) →
+//!    `examples/elasticjob.yaml` reaches Succeeded.
+//! 2. RBAC is enough (the job ran with nothing but the chart's permissions) and not more: a table
+//!    of `kubectl auth can-i --as <the ServiceAccount>`, allowed and refused, and one real request
+//!    with the ServiceAccount's token: `GET /api/v1/secrets` is 403.
+//! 3. `helm upgrade --set logLevel=debug` rolls the Deployment; the new pod is ready and takes
+//!    the leader Lease over.
+//! 4. `helm upgrade --set watchNamespace=team-a`: RBAC becomes a Role in team-a (other
+//!    namespaces refused) and the operator still runs a job there.
+//! 5. `helm uninstall` leaves nothing of the release; the CRD and the jobs stay.
+#![cfg(feature = "chart-tests")]
+
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use elasticjob_chart_tests::*;
+use local_cluster::{Cluster, ClusterConfig};
+use serde_json::Value;
+
+const OPERATOR_IMAGE: &str = "ghcr.io/elasticjob/elasticjob-operator";
+const LAUNCHER_IMAGE: &str = "ghcr.io/elasticjob/elastic-launch";
+const TRAINER_IMAGE: &str = "pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime";
+const SELECTOR: &str = "app.kubernetes.io/instance=ej";
+const WATCHED: &str = "team-a";
+/// How long a job of examples/elasticjob.yaml may take (about 40 s here).
+const JOB_TIMEOUT: Duration = Duration::from_secs(150);
+
+/// Runs tests/cluster/provision.sh (cached; minutes the first time) and returns its bin dir.
+fn provisioned_bin_dir() -> PathBuf {
+    let script = repo_root().join("tests/cluster/provision.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running provision.sh");
+    assert!(
+        out.status.success(),
+        "{} failed ({}): see its messages above",
+        script.display(),
+        out.status
+    );
+    PathBuf::from(
+        text(&out.stdout)
+            .lines()
+            .last()
+            .expect("provision.sh prints the bin dir")
+            .trim(),
+    )
+}
+
+/// The PyTorch venv's python: `ELASTICJOB_PYTHON`, else what tests/scripts/python-env.sh prints.
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("ELASTICJOB_PYTHON").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let script = repo_root().join("tests/scripts/python-env.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running python-env.sh");
+    assert!(out.status.success(), "{} failed", script.display());
+    PathBuf::from(text(&out.stdout).trim())
+}
+
+/// kubectl, helm and curl against the test's cluster.
+struct Env {
+    kubectl: PathBuf,
+    helm: PathBuf,
+    kubeconfig: PathBuf,
+    api_url: String,
+    /// Helm's cache/config/data dirs and files the test writes.
+    scratch: PathBuf,
+    start: Instant,
+}
+
+impl Env {
+    fn step(&self, what: &str) {
+        eprintln!("[{:6.1}s] {what}", self.start.elapsed().as_secs_f64());
+    }
+
+    fn kubectl_out(&self, args: &[&str]) -> Output {
+        Command::new(&self.kubectl)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running kubectl")
+    }
+
+    /// kubectl that must succeed: its stdout.
+    fn kubectl(&self, args: &[&str]) -> String {
+        let o = self.kubectl_out(args);
+        assert!(
+            o.status.success(),
+            "kubectl {args:?} failed: {}{}",
+            text(&o.stderr),
+            text(&o.stdout)
+        );
+        text(&o.stdout)
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        serde_json::from_str(&self.kubectl(&a)).expect("kubectl -o json")
+    }
+
+    /// helm that must succeed: stdout and stderr.
+    fn helm(&self, args: &[&str]) -> String {
+        let o = Command::new(&self.helm)
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("HELM_CACHE_HOME", self.scratch.join("helm/cache"))
+            .env("HELM_CONFIG_HOME", self.scratch.join("helm/config"))
+            .env("HELM_DATA_HOME", self.scratch.join("helm/data"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("running helm");
+        let out = text(&o.stdout) + &text(&o.stderr);
+        assert!(o.status.success(), "helm {args:?} failed:\n{out}");
+        out
+    }
+
+    /// Polls `f` every 250 ms until it returns Some, or panics after `timeout` with the last
+    /// thing it said.
+    fn eventually<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut f: impl FnMut() -> Result<T, String>,
+    ) -> T {
+        let t = Instant::now();
+        loop {
+            match f() {
+                Ok(v) => return v,
+                Err(last) => assert!(
+                    t.elapsed() < timeout,
+                    "timed out after {timeout:?} waiting for {what}; last: {last}"
+                ),
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Waits until `ns` has its default ServiceAccount token (1.20's token controller), without
+    /// which pods are refused.
+    fn wait_default_token(&self, ns: &str) {
+        self.eventually(
+            &format!("the default ServiceAccount token of {ns}"),
+            Duration::from_secs(30),
+            || {
+                let o = self.kubectl_out(&["get", "secrets", "-n", ns, "-o", "name"]);
+                if text(&o.stdout).contains("default-token-") {
+                    Ok(())
+                } else {
+                    Err(text(&o.stdout) + &text(&o.stderr))
+                }
+            },
+        );
+    }
+
+    /// Waits until the Deployment is rolled out: one pod, ready, of the current template, and
+    /// no other pod of the release left. Returns that pod.
+    fn wait_rolled_out(&self) -> Value {
+        self.kubectl(&[
+            "rollout",
+            "status",
+            "-n",
+            NAMESPACE,
+            &format!("deployment/{FULLNAME}"),
+            "--timeout=60s",
+        ]);
+        self.eventually(
+            "exactly one ready operator pod",
+            Duration::from_secs(30),
+            || {
+                let all = self.json(&["get", "pods", "-n", NAMESPACE, "-l", SELECTOR]);
+                let pods = all["items"].as_array().unwrap();
+                let ready = |p: &Value| {
+                    p["status"]["conditions"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                };
+                match pods.as_slice() {
+                    [p] if ready(p) && p["metadata"]["deletionTimestamp"].is_null() => {
+                        Ok(p.clone())
+                    }
+                    _ => Err(format!(
+                        "pods: {:?}",
+                        pods.iter()
+                            .map(|p| (str_at(p, "/metadata/name"), ready(p)))
+                            .collect::<Vec<_>>()
+                    )),
+                }
+            },
+        )
+    }
+
+    /// Waits until the leader Lease is held by `pod`.
+    fn wait_leader(&self, pod: &str) {
+        self.eventually(
+            &format!("{pod} holding the leader Lease"),
+            Duration::from_secs(45),
+            || {
+                let o = self.kubectl_out(&[
+                    "get",
+                    "lease",
+                    FULLNAME,
+                    "-n",
+                    NAMESPACE,
+                    "-o",
+                    "jsonpath={.spec.holderIdentity}",
+                ]);
+                let holder = text(&o.stdout);
+                if holder == pod {
+                    Ok(())
+                } else {
+                    Err(format!("holder {holder:?} {}", text(&o.stderr)))
+                }
+            },
+        );
+    }
+
+    /// Applies examples/elasticjob.yaml in `ns` and waits until the job is Succeeded.
+    fn run_example_job(&self, ns: &str) {
+        let example = repo_root().join("examples/elasticjob.yaml");
+        self.kubectl(&["apply", "-n", ns, "-f", example.to_str().unwrap()]);
+        self.wait_job_succeeded(ns);
+    }
+
+    fn wait_job_succeeded(&self, ns: &str) {
+        self.eventually(
+            &format!("ElasticJob {ns}/train Succeeded"),
+            JOB_TIMEOUT,
+            || {
+                let o = self.kubectl_out(&[
+                    "get",
+                    "ej",
+                    "train",
+                    "-n",
+                    ns,
+                    "-o",
+                    "jsonpath={.status.state}",
+                ]);
+                let state = text(&o.stdout);
+                assert_ne!(
+                    state,
+                    "Failed",
+                    "ElasticJob {ns}/train failed: {}",
+                    self.kubectl(&["get", "ej", "train", "-n", ns, "-o", "yaml"])
+                );
+                if state == "Succeeded" {
+                    Ok(())
+                } else {
+                    Err(format!("state {state:?} {}", text(&o.stderr)))
+                }
+            },
+        );
+    }
+
+    /// `kubectl auth can-i` as the chart's ServiceAccount, for each `(args, allowed)`; all
+    /// mismatches in one panic. Retried for a few seconds (the authorizer's caches follow RBAC
+    /// changes asynchronously).
+    fn assert_can_i(&self, table: &[(&str, bool)]) {
+        let sa = format!("system:serviceaccount:{NAMESPACE}:{FULLNAME}");
+        let check = || {
+            let wrong: Vec<String> = table
+                .iter()
+                .filter_map(|(args, want)| {
+                    let mut a = vec!["auth", "can-i"];
+                    a.extend(args.split_whitespace());
+                    a.extend(["--as", &sa]);
+                    let o = self.kubectl_out(&a);
+                    let got = text(&o.stdout).trim() == "yes";
+                    (got != *want).then(|| {
+                        format!(
+                            "can-i {args}: {} (want {}) {}",
+                            if got { "yes" } else { "no" },
+                            if *want { "yes" } else { "no" },
+                            text(&o.stderr).trim()
+                        )
+                    })
+                })
+                .collect();
+            if wrong.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("as {sa}:\n{}", wrong.join("\n")))
+            }
+        };
+        self.eventually(
+            "the ServiceAccount's permissions",
+            Duration::from_secs(10),
+            check,
+        );
+    }
+
+    /// `GET path` with `token` and the CA of the token Secret: (status code, body).
+    fn get_with_token(&self, token: &str, ca: &Path, path: &str) -> (u16, String) {
+        let header = self.scratch.join("auth-header");
+        std::fs::write(&header, format!("Authorization: Bearer {token}\n")).unwrap();
+        let body = self.scratch.join("body");
+        let o = Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--cacert"])
+            .arg(ca)
+            .arg("-H")
+            .arg(format!("@{}", header.display()))
+            .arg("-o")
+            .arg(&body)
+            .args(["-w", "%{http_code}"])
+            .arg(format!("{}{path}", self.api_url))
+            .output()
+            .expect("running curl");
+        assert!(o.status.success(), "curl {path}: {}", text(&o.stderr));
+        let code = text(&o.stdout).trim().parse().expect("an HTTP status");
+        (code, std::fs::read_to_string(&body).unwrap_or_default())
+    }
+
+    /// What helps to understand a failure: the operator's pods and log, the jobs, the events.
+    fn diagnostics(&self) {
+        for args in [
+            &[
+                "get",
+                "deploy,rs,pods,sa,svc,lease",
+                "-n",
+                NAMESPACE,
+                "-o",
+                "wide",
+            ][..],
+            &["get", "ej,pods", "-A", "-o", "wide"],
+            &[
+                "logs",
+                "-n",
+                NAMESPACE,
+                "-l",
+                SELECTOR,
+                "--tail=60",
+                "--prefix",
+            ],
+            &["get", "events", "-A", "--sort-by=.lastTimestamp"],
+        ] {
+            let o = self.kubectl_out(args);
+            eprintln!(
+                "--- kubectl {}\n{}{}",
+                args.join(" "),
+                text(&o.stdout),
+                text(&o.stderr)
+            );
+        }
+    }
+}
+
+/// Permissions in both modes: the leader Lease only in the release namespace, nodes read-only,
+/// no secrets, no workloads other than pods, no writes to the user's spec.
+const COMMON_RBAC: [(&str, bool); 11] = [
+    ("watch nodes -A", true),
+    (
+        "update leases.coordination.k8s.io -n elasticjob-system",
+        true,
+    ),
+    (
+        "create leases.coordination.k8s.io -n elasticjob-system",
+        true,
+    ),
+    ("update leases.coordination.k8s.io -n default", false),
+    ("get secrets -n elasticjob-system", false),
+    ("list secrets -A", false),
+    ("delete nodes -A", false),
+    ("patch nodes -A", false),
+    ("create deployments.apps -n default", false),
+    ("create events -n default", false),
+    ("escalate clusterroles.rbac.authorization.k8s.io -A", false),
+];
+
+fn scenario(env: &Env) {
+    let chart = chart_dir();
+    let chart = chart.to_str().unwrap();
+    env.wait_default_token("default");
+
+    // ---- 1. install: the Deployment is ready, its pod runs as the chart's ServiceAccount.
+    env.step("helm install");
+    let out = env.helm(&[
+        "install",
+        RELEASE,
+        chart,
+        "-n",
+        NAMESPACE,
+        "--create-namespace",
+        "--server-side=false",
+        "--wait",
+        "--timeout=120s",
+    ]);
+    assert!(out.contains("STATUS: deployed"), "{out}");
+    let pod = env.wait_rolled_out();
+    let first = str_at(&pod, "/metadata/name").to_string();
+    assert_eq!(
+        pod["spec"]["serviceAccountName"], FULLNAME,
+        "the operator runs as the chart's ServiceAccount"
+    );
+    let token_volume = pod["spec"]["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find_map(|v| v["secret"]["secretName"].as_str())
+        .unwrap_or_default();
+    assert!(
+        token_volume.starts_with(&format!("{FULLNAME}-token-")),
+        "the pod mounts its ServiceAccount's token (in-cluster config): {:?}",
+        pod["spec"]["volumes"]
+    );
+    assert_eq!(
+        str_at(&pod, "/spec/containers/0/image"),
+        format!("{OPERATOR_IMAGE}:{}", env!("CARGO_PKG_VERSION"))
+    );
+    env.wait_leader(&first);
+
+    // ---- 2. a job through the installed operator, and its permissions meanwhile.
+    env.step("examples/elasticjob.yaml in default; RBAC checks");
+    let example = repo_root().join("examples/elasticjob.yaml");
+    env.kubectl(&["apply", "-n", "default", "-f", example.to_str().unwrap()]);
+    let mut table = vec![
+        ("create pods -n default", true),
+        ("delete pods -n kube-system", true),
+        ("list pods -A", true),
+        ("create services -n default", true),
+        (
+            "patch elasticjobs.elasticjob.dev --subresource status -n default",
+            true,
+        ),
+        ("delete elasticjobs.elasticjob.dev -n default", true),
+        ("update elasticjobs.elasticjob.dev -n default", false),
+        ("create events.events.k8s.io -n default", true),
+        ("update pods -n default", false),
+        ("delete services -n default", false),
+    ];
+    table.extend(COMMON_RBAC);
+    env.assert_can_i(&table);
+
+    // One real request with the ServiceAccount's own token (1.20: its `<sa>-token-*` Secret).
+    let secret = env.kubectl(&[
+        "get",
+        "serviceaccount",
+        FULLNAME,
+        "-n",
+        NAMESPACE,
+        "-o",
+        "jsonpath={.secrets[0].name}",
+    ]);
+    assert!(
+        secret.starts_with(&format!("{FULLNAME}-token-")),
+        "{secret}"
+    );
+    let field = |key: &str| {
+        env.kubectl(&[
+            "get",
+            "secret",
+            &secret,
+            "-n",
+            NAMESPACE,
+            "-o",
+            &format!("go-template={{{{index .data \"{key}\" | base64decode}}}}"),
+        ])
+    };
+    let token = field("token");
+    let ca = env.scratch.join("sa-ca.crt");
+    std::fs::write(&ca, field("ca.crt")).unwrap();
+    let (code, body) = env.get_with_token(&token, &ca, "/api/v1/secrets");
+    assert_eq!(
+        code, 403,
+        "GET /api/v1/secrets with the operator's token: {body}"
+    );
+    let status: Value = serde_json::from_str(&body).expect("a Status object");
+    assert_eq!(status["reason"], "Forbidden", "{body}");
+    assert!(
+        str_at(&status, "/message").contains(&format!(
+            "User \"system:serviceaccount:{NAMESPACE}:{FULLNAME}\" cannot list resource \"secrets\""
+        )),
+        "{body}"
+    );
+    // The same token does get what the chart grants (so the 403 is RBAC, not a bad token).
+    for path in ["/apis/elasticjob.dev/v1alpha1/elasticjobs", "/api/v1/nodes"] {
+        let (code, body) = env.get_with_token(&token, &ca, path);
+        assert_eq!(code, 200, "GET {path} with the operator's token: {body}");
+    }
+
+    env.wait_job_succeeded("default");
+    env.step("job Succeeded");
+    // Its events went through events.k8s.io as the operator.
+    let events = env.json(&["get", "events.events.k8s.io", "-n", "default"]);
+    assert!(
+        events["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["reportingController"] == "elasticjob-operator"),
+        "no event of the operator in default: {events}"
+    );
+
+    // ---- 3. upgrade: a new pod of the new template, ready, and it takes the Lease over.
+    env.step("helm upgrade --set logLevel=debug");
+    env.helm(&[
+        "upgrade",
+        RELEASE,
+        chart,
+        "-n",
+        NAMESPACE,
+        "--server-side=false",
+        "--reuse-values",
+        "--set",
+        "logLevel=debug",
+        "--wait",
+        "--timeout=120s",
+    ]);
+    let pod = env.wait_rolled_out();
+    let second = str_at(&pod, "/metadata/name").to_string();
+    assert_ne!(second, first, "the Deployment rolled to a new pod");
+    let rust_log = pod["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "RUST_LOG")
+        .cloned();
+    assert_eq!(rust_log.unwrap()["value"], "debug");
+    env.wait_leader(&second);
+    env.step("upgraded; the new pod leads");
+
+    // ---- 4. watchNamespace: a Role in team-a only; the operator runs a job there.
+    env.kubectl(&["create", "namespace", WATCHED]);
+    env.wait_default_token(WATCHED);
+    env.step("helm upgrade --set watchNamespace=team-a");
+    env.helm(&[
+        "upgrade",
+        RELEASE,
+        chart,
+        "-n",
+        NAMESPACE,
+        "--server-side=false",
+        "--reuse-values",
+        "--set",
+        &format!("watchNamespace={WATCHED}"),
+        "--wait",
+        "--timeout=120s",
+    ]);
+    let pod = env.wait_rolled_out();
+    let third = str_at(&pod, "/metadata/name").to_string();
+    let args = pod["spec"]["containers"][0]["args"].to_string();
+    assert!(args.contains("--namespace=team-a"), "{args}");
+    let mut table = vec![
+        ("create pods -n team-a", true),
+        ("list pods -n team-a", true),
+        (
+            "patch elasticjobs.elasticjob.dev --subresource status -n team-a",
+            true,
+        ),
+        ("create events.events.k8s.io -n team-a", true),
+        ("list pods -n default", false),
+        ("list pods -A", false),
+        ("create pods -n default", false),
+        (
+            "patch elasticjobs.elasticjob.dev --subresource status -n default",
+            false,
+        ),
+        ("get secrets -n team-a", false),
+    ];
+    table.extend(COMMON_RBAC);
+    env.assert_can_i(&table);
+    env.wait_leader(&third);
+    env.run_example_job(WATCHED);
+    env.step("job in team-a Succeeded");
+
+    // ---- 5. uninstall: nothing of the release is left; the CRD and the jobs stay.
+    env.helm(&["uninstall", RELEASE, "-n", NAMESPACE, "--wait"]);
+    env.eventually(
+        "nothing left of the release",
+        Duration::from_secs(60),
+        || {
+            let mut left = Vec::new();
+            for (kinds, scope) in [
+                (
+                    "deployments,replicasets,pods,services,serviceaccounts,roles,rolebindings",
+                    "-A",
+                ),
+                ("clusterroles,clusterrolebindings", ""),
+            ] {
+                let mut a = vec!["get", kinds, "-l", SELECTOR, "-o", "name"];
+                if !scope.is_empty() {
+                    a.push(scope);
+                }
+                left.extend(env.kubectl(&a).lines().map(str::to_string));
+            }
+            // Objects of the release without its labels: the ServiceAccount's token Secret
+            // (removed by the token controller) and Helm's release records.
+            left.extend(
+                env.kubectl(&["get", "secrets", "-n", NAMESPACE, "-o", "name"])
+                    .lines()
+                    .filter(|s| s.contains(FULLNAME) || s.contains("sh.helm.release"))
+                    .map(str::to_string),
+            );
+            left.extend(
+                env.kubectl(&["get", "clusterroles,clusterrolebindings", "-o", "name"])
+                    .lines()
+                    .filter(|s| s.contains(FULLNAME))
+                    .map(str::to_string),
+            );
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{left:?}"))
+            }
+        },
+    );
+    assert_eq!(env.helm(&["list", "-n", NAMESPACE, "-q"]).trim(), "");
+    // Helm never deletes what crds/ installed; the users' jobs stay with it. (The leader Lease
+    // is the operator's own object, not the release's: it stays, as controller-runtime's do.)
+    env.kubectl(&["get", "crd", "elasticjobs.elasticjob.dev"]);
+    let jobs = env.kubectl(&["get", "ej", "-A", "-o", "name"]);
+    assert_eq!(jobs.lines().count(), 2, "both jobs are still there: {jobs}");
+    env.step("uninstalled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chart_installs_runs_jobs_upgrades_and_uninstalls_with_least_privilege_rbac() {
+    let start = Instant::now();
+    let bin = provisioned_bin_dir();
+    let operator = built_binary("elasticjob-operator");
+    let launcher = built_binary("elastic-launch");
+    let python = python();
+    let venv_bin = python.parent().expect("python's dir").to_path_buf();
+    let version = env!("CARGO_PKG_VERSION");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("chart");
+    let mut cfg = ClusterConfig::new(&dir, &bin).unwrap();
+    cfg.kubelet.nodes = 2;
+    cfg.kubelet.image_map = [
+        (format!("{OPERATOR_IMAGE}:{version}"), operator),
+        (format!("{LAUNCHER_IMAGE}:{version}"), launcher),
+        (TRAINER_IMAGE.to_string(), venv_bin),
+    ]
+    .into();
+    let cluster = Cluster::start(cfg)
+        .await
+        .unwrap_or_else(|e| panic!("cluster start: {e}"));
+    let scratch = tmp.path().join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let env = Env {
+        kubectl: bin.join("kubectl"),
+        helm: bin.join("helm"),
+        kubeconfig: cluster.kubeconfig(),
+        api_url: cluster.api_url(),
+        scratch,
+        start,
+    };
+    env.step("cluster up");
+
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| scenario(&env)));
+    if result.is_err() {
+        env.diagnostics();
+    }
+    cluster
+        .shutdown()
+        .await
+        .unwrap_or_else(|e| panic!("cluster shutdown: {e}"));
+    env.step("cluster down");
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
