@@ -207,6 +207,18 @@ impl Agent {
         self.failure_restarts
     }
 
+    /// Reconnects to the rendezvous store (up to join_timeout); a handled signal (the pod being
+    /// deleted) ends the wait at once: Some(signal).
+    async fn reconnect_unless_signaled(&mut self) -> Result<Option<Signal>, AgentError> {
+        tokio::select! {
+            r = reconnect(&mut self.rdzv) => r.map(|()| None),
+            Some(sig) = self.signals.recv() => {
+                tracing::warn!(signal = %sig, "received signal while reconnecting to the rendezvous store; exiting");
+                Ok(Some(sig))
+            }
+        }
+    }
+
     /// Runs rounds until the workers succeed, fail for good, or a handled signal arrives.
     pub async fn run(&mut self) -> Result<Outcome, AgentError> {
         let mut started_once = false;
@@ -233,7 +245,9 @@ impl Agent {
                     if e.is_connection_lost() =>
                 {
                     tracing::warn!(error = %e, "lost the rendezvous store before starting workers; re-joining");
-                    reconnect(&mut self.rdzv).await?;
+                    if let Some(sig) = self.reconnect_unless_signaled().await? {
+                        return Ok(Outcome::Signaled(sig));
+                    }
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -274,7 +288,9 @@ impl Agent {
                 GroupEvent::StoreLost(e) => {
                     tracing::warn!(error = %e, "lost the rendezvous store; stopping workers and re-joining");
                     self.stop(&group, Signal::SIGTERM, RESTART_STOP_GRACE).await;
-                    reconnect(&mut self.rdzv).await?;
+                    if let Some(sig) = self.reconnect_unless_signaled().await? {
+                        return Ok(Outcome::Signaled(sig));
+                    }
                 }
                 GroupEvent::Failed => {
                     // Only workers that failed on their own are failures; the rest are stopped.

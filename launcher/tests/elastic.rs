@@ -157,6 +157,41 @@ fn job_reforms_after_the_store_host_is_killed_and_replaced() {
     );
 }
 
+/// The store host is gone and its pod is being deleted: SIGTERM ends the survivor's wait for a
+/// new host at once (exit 1, "received signal"), not after join_timeout.
+#[test]
+fn sigterm_ends_the_wait_for_a_lost_store_host() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().display();
+    let worker = bash(format!("touch {dir}/started_$RANK; exec sleep 60"));
+    let port = free_port();
+    let mut a = host_agent(port, "2", ",join_timeout=120", &worker);
+    let b = agent(port, "2", ",join_timeout=120", &worker);
+    wait_until(Duration::from_secs(20), "the first round", || {
+        files(&d, "started_").len() == 2
+    });
+    a.kill();
+    std::thread::sleep(Duration::from_millis(1500));
+    let t = std::time::Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(b.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = b.output(Duration::from_secs(20));
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("received signal"),
+        "{}",
+        describe(&out)
+    );
+}
+
 /// Fewer nodes than MIN: a clear failure after join_timeout, naming what it waited for.
 #[test]
 fn below_min_fails_after_join_timeout() {

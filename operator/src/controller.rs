@@ -207,7 +207,7 @@ async fn publish_events(ctx: &Context, job: &ElasticJob, events: &[Event]) {
                 EventType::Warning => KubeEventType::Warning,
             },
             reason: e.reason.clone(),
-            note: Some(e.note.clone()),
+            note: Some(truncate_note(&e.note)),
             action: "Reconcile".into(),
             secondary,
         };
@@ -216,6 +216,20 @@ async fn publish_events(ctx: &Context, job: &ElasticJob, events: &[Event]) {
             warn!(job = %job.name_any(), reason = %e.reason, "publishing an event: {err}");
         }
     }
+}
+
+/// An event's note as the apiserver takes it: at most 1024 bytes (cut at a char boundary, with
+/// an ellipsis).
+fn truncate_note(note: &str) -> String {
+    const MAX: usize = 1024;
+    if note.len() <= MAX {
+        return note.to_string();
+    }
+    let mut end = MAX - '…'.len_utf8();
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &note[..end])
 }
 
 async fn execute(ctx: &Context, job: &ElasticJob, ns: &str, plan: &Plan) -> Result<(), Error> {
@@ -379,17 +393,30 @@ impl Scope {
     }
 }
 
+/// How to run the controller: what to watch, how to shape objects, who reports events.
+pub struct RunConfig {
+    pub scope: Scope,
+    pub settings: Settings,
+    pub reporter: Reporter,
+    /// Jobs reconciled at once.
+    pub concurrency: u16,
+}
+
 /// Runs the controller until a shutdown signal. `ready` turns true once it is reconciling;
 /// `metrics`'s job-state gauge is refreshed from the controller's cache through `on_store`.
 pub async fn run(
     client: Client,
-    scope: Scope,
-    settings: Settings,
-    reporter: Reporter,
+    cfg: RunConfig,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
     on_store: impl FnOnce(Store<ElasticJob>),
 ) {
+    let RunConfig {
+        scope,
+        settings,
+        reporter,
+        concurrency,
+    } = cfg;
     let (nodes, writer) = reflector::store();
     let node_watch = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
         .default_backoff()
@@ -410,6 +437,7 @@ pub async fn run(
     let pods: Api<Pod> = scope.api(&client);
     let services: Api<Service> = scope.api(&client);
     let controller = Controller::new(jobs, watcher::Config::default())
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .owns(
             pods,
             watcher::Config::default().labels(elasticjob_crds::names::LABEL_JOB_NAME),
@@ -436,4 +464,19 @@ pub async fn run(
         .await;
     node_task.abort();
     ready.store(false, Ordering::SeqCst);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notes_are_cut_to_the_apiservers_limit_on_a_char_boundary() {
+        assert_eq!(truncate_note("short"), "short");
+        let long = "é".repeat(700);
+        let t = truncate_note(&long);
+        assert!(t.len() <= 1024, "{}", t.len());
+        assert!(t.ends_with('…'));
+        assert!(long.starts_with(t.trim_end_matches('…')));
+    }
 }

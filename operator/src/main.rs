@@ -51,6 +51,9 @@ struct Args {
     /// This replica's name in the Lease and in events (default: the pod name, POD_NAME).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// Jobs reconciled at once (the rest wait in the queue).
+    #[arg(long, env = "ELASTICJOB_CONCURRENCY", default_value_t = 16)]
+    concurrency: u16,
     /// Log format; the level comes from RUST_LOG (default info).
     #[arg(
         long,
@@ -138,17 +141,15 @@ async fn main() -> Result<()> {
         controller: "elasticjob-operator".into(),
         instance: Some(identity),
     };
-    let run = controller::run(
-        client,
+    let cfg = controller::RunConfig {
         scope,
         settings,
         reporter,
-        metrics,
-        ready,
-        move |s| {
-            let _ = store.set(s);
-        },
-    );
+        concurrency: args.concurrency,
+    };
+    let run = controller::run(client, cfg, metrics, ready, move |s| {
+        let _ = store.set(s);
+    });
     tokio::select! {
         _ = run => info!("controller stopped"),
         r = server => {
