@@ -20,7 +20,6 @@ use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{RData, Record, RecordType};
 use serde_json::Value;
 use tokio::net::UdpSocket;
-use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use crate::kubelet::Api;
@@ -124,9 +123,12 @@ pub fn answer(packet: &[u8], records: &Records, domain: &str) -> Option<Vec<u8>>
     r.to_vec().ok()
 }
 
-/// The running DNS server and its refresher.
+/// The running DNS server and its refresher, on a thread and runtime of their own: the
+/// kubelet stand-in shares the cluster's runtime with work that can block a worker thread for a
+/// while (filesystem setup of containers), and name lookups of pods must not wait for that.
 pub struct Dns {
-    tasks: Vec<JoinHandle<()>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
     pub addr: SocketAddr,
 }
 
@@ -138,46 +140,90 @@ impl Dns {
         api: Api,
         poll: Duration,
     ) -> Result<Dns, String> {
-        let sock = UdpSocket::bind((addr, 53))
-            .await
+        let sock = std::net::UdpSocket::bind((addr, 53))
+            .and_then(|s| s.set_nonblocking(true).map(|()| s))
             .map_err(|e| format!("cluster DNS: binding {addr}:53/udp: {e}"))?;
-        let records = Arc::new(RwLock::new(load(&api, &domain).await?));
-        let refresh = {
-            let (records, domain) = (records.clone(), domain.clone());
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(poll).await;
-                    match load(&api, &domain).await {
-                        Ok(r) => *records.write().unwrap() = r,
-                        Err(e) => warn!("cluster DNS: {e}"),
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (loaded_tx, loaded) = tokio::sync::oneshot::channel::<Result<(), String>>();
+        let thread = std::thread::Builder::new()
+            .name("cluster-dns".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = loaded_tx.send(Err(format!("cluster DNS runtime: {e}")));
+                        return;
                     }
-                }
-            })
-        };
-        let serve = tokio::spawn(async move {
-            let mut buf = vec![0u8; 4096];
-            loop {
-                let Ok((n, from)) = sock.recv_from(&mut buf).await else {
-                    continue;
                 };
-                let reply = answer(&buf[..n], &records.read().unwrap(), &domain);
-                if let Some(reply) = reply {
-                    debug!(%from, "dns reply");
-                    let _ = sock.send_to(&reply, from).await;
-                }
-            }
-        });
+                rt.block_on(async move {
+                    let records = match load(&api, &domain).await {
+                        Ok(r) => Arc::new(RwLock::new(r)),
+                        Err(e) => {
+                            let _ = loaded_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let sock = match UdpSocket::from_std(sock) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let _ = loaded_tx.send(Err(format!("cluster DNS socket: {e}")));
+                            return;
+                        }
+                    };
+                    let _ = loaded_tx.send(Ok(()));
+                    tokio::select! {
+                        _ = stopped => {}
+                        _ = refresh(&api, &domain, &records, poll) => {}
+                        _ = serve(&sock, &domain, &records) => {}
+                    }
+                });
+            })
+            .map_err(|e| format!("cluster DNS thread: {e}"))?;
+        loaded
+            .await
+            .map_err(|_| "cluster DNS thread ended before loading".to_string())??;
         Ok(Dns {
-            tasks: vec![refresh, serve],
+            stop: Some(stop),
+            thread: Some(thread),
             addr: SocketAddr::from((addr, 53)),
         })
     }
 }
 
+async fn refresh(api: &Api, domain: &str, records: &RwLock<Records>, poll: Duration) {
+    loop {
+        tokio::time::sleep(poll).await;
+        match load(api, domain).await {
+            Ok(r) => *records.write().unwrap() = r,
+            Err(e) => warn!("cluster DNS: {e}"),
+        }
+    }
+}
+
+async fn serve(sock: &UdpSocket, domain: &str, records: &RwLock<Records>) {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let Ok((n, from)) = sock.recv_from(&mut buf).await else {
+            continue;
+        };
+        let reply = answer(&buf[..n], &records.read().unwrap(), domain);
+        if let Some(reply) = reply {
+            debug!(%from, "dns reply");
+            let _ = sock.send_to(&reply, from).await;
+        }
+    }
+}
+
 impl Drop for Dns {
     fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }

@@ -138,7 +138,8 @@ fn absolute(p: PathBuf) -> Result<PathBuf> {
     })
 }
 
-#[tokio::main]
+// Four workers: the kubelet stand-in's pods and the control-plane supervision share them.
+#[tokio::main(flavor = "multi_thread", worker_threads = 4)]
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
