@@ -7,12 +7,12 @@ export CARGO_TARGET_DIR := $(CACHE)/target
 PYTHON_ENV := tests/scripts/python-env.sh
 LAUNCH := $(CARGO_TARGET_DIR)/release/elastic-launch
 
-.PHONY: all build test demo demo-down demo-standalone bench lint rust-toolchain python-env cluster-provision cluster-test cluster images kind-e2e shellcheck
+.PHONY: all build test demo demo-down demo-standalone bench lint rust-toolchain python-env cluster-provision cluster-test cluster e2e images kind-e2e shellcheck
 
 VERSION ?= $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n 1)
 IMAGE_REPO ?= ghcr.io/elasticjob
 # The cargo features of the tests that need root and the provisioned local cluster.
-E2E_FEATURES := local-cluster/control-plane-tests,elasticjob-chart-tests/chart-tests
+E2E_FEATURES := local-cluster/control-plane-tests,elasticjob-chart-tests/chart-tests,elasticjob-e2e/e2e-tests
 
 all: build
 
@@ -63,6 +63,11 @@ cluster-provision:
 
 cluster-test: rust-toolchain cluster-provision
 	cargo test -p local-cluster --features control-plane-tests -- --nocapture
+
+# The operator's end-to-end suite alone (~7-9 min on 2 cores); E2E_ARGS filters scenarios.
+e2e: rust-toolchain python-env cluster-provision
+	cargo build -p elastic-launch -p elasticjob-operator
+	ELASTICJOB_PYTHON="$$($(PYTHON_ENV))" cargo test -p elasticjob-e2e --features e2e-tests -- $(E2E_ARGS)
 
 # A local cluster to look around in (Ctrl-C stops it and leaves nothing behind).
 cluster: rust-toolchain cluster-provision

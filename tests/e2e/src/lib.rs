@@ -1,0 +1,1493 @@
+//! The ElasticJob operator's end-to-end harness: one [`Env`] (a cluster with the CRD and a
+//! running operator) that scenarios drive with real `kubectl`, as a user would.
+//!
+//! Two targets, chosen by the environment:
+//! - **an existing cluster**: `ELASTICJOB_E2E_KUBECONFIG` names its kubeconfig. The CRD and the
+//!   operator must be installed already (e.g. by Helm on kind); `kubectl` comes from PATH
+//!   (`ELASTICJOB_E2E_KUBECTL` overrides). The operator is found by
+//!   `ELASTICJOB_E2E_OPERATOR_NAMESPACE` (default `elasticjob-system`) and
+//!   `ELASTICJOB_E2E_OPERATOR_SELECTOR` (default `app.kubernetes.io/name=elasticjob-operator`),
+//!   for its log and for restarting it. `ELASTICJOB_E2E_TRAINER_IMAGE` replaces the trainer
+//!   image of every job (default: the one in examples/elasticjob.yaml).
+//! - **the local cluster** (default): [`local_cluster::Cluster`] with 3 nodes × 4 fake GPUs, in
+//!   a temp dir, with an image map: the launcher image → the built `elastic-launch`, the
+//!   trainer image → the directory of the cached PyTorch venv's python (`ELASTICJOB_PYTHON`, else
+//!   `tests/scripts/python-env.sh`). The harness applies `crds/elasticjob.yaml` and runs the
+//!   built `elasticjob-operator` as a child process (log in the temp dir).
+//!
+//! Faults go through [`Faults`]: in-process on the local cluster; on an external one through
+//! the script `ELASTICJOB_E2E_FAULTS` names (tests/kind/faults.sh on kind), else refused with a
+//! clear error (see [`EXTERNAL_FAULTS`]).
+//!
+//! Other knobs: `ELASTICJOB_E2E_KEEP=1` keeps the local cluster's temp dir (pod logs, operator
+//! logs); `ELASTICJOB_E2E_OPERATOR_LOG` is the operator's RUST_LOG (default info);
+//! `ELASTICJOB_E2E_LAUNCHER_LOG` becomes the trainers' RUST_LOG (the launcher's log filter);
+//! `ELASTICJOB_E2E_SKIP_OPERATOR=1` starts the local cluster without the operator (to work on
+//! the harness itself).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+pub use nix::sys::signal::Signal;
+
+// ---- constants -------------------------------------------------------------------------------
+
+/// The launcher image the operator injects (`--launcher-image`); on the local cluster the image
+/// map turns it into the built `elastic-launch`.
+pub const LAUNCHER_IMAGE: &str = "elasticjob/elastic-launch:e2e";
+/// The trainer image of examples/elasticjob.yaml; on the local cluster it maps to the PyTorch
+/// venv.
+pub const TRAINER_IMAGE: &str = "pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime";
+/// What fault injection says on a cluster the harness did not start, without a fault script.
+pub const EXTERNAL_FAULTS: &str = "fault injection on an external cluster (ELASTICJOB_E2E_KUBECONFIG) needs a fault script: set ELASTICJOB_E2E_FAULTS=tests/kind/faults.sh on kind (tests/kind/run.sh does), or run this scenario on the local cluster (unset ELASTICJOB_E2E_KUBECONFIG)";
+/// The CRD's name.
+pub const CRD: &str = "elasticjobs.elasticjob.dev";
+/// The pods' job label.
+pub const JOB_LABEL: &str = "elasticjob.dev/job-name";
+
+/// The repository root (tests/e2e/../..).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repository root")
+}
+
+// ---- built binaries --------------------------------------------------------------------------
+
+/// Where cargo put the binaries of the profile this test executable was built with: the test is
+/// `<target>/<profile>/deps/<test>-<hash>`, the binaries are `<target>/<profile>/<name>`.
+pub fn profile_dir_of(test_exe: &Path) -> Option<PathBuf> {
+    let deps = test_exe.parent()?;
+    if deps.file_name()? != "deps" {
+        return None;
+    }
+    Some(deps.parent()?.to_path_buf())
+}
+
+/// A workspace binary built next to this test executable. Panics with the command to build it.
+pub fn built_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = profile_dir_of(&exe).unwrap_or_else(|| {
+        panic!(
+            "test executable {} is not in <target>/<profile>/deps",
+            exe.display()
+        )
+    });
+    let path = dir.join(name);
+    if !path.is_file() {
+        let release = if dir.file_name().is_some_and(|p| p == "release") {
+            " --release"
+        } else {
+            ""
+        };
+        panic!(
+            "{} is missing: build the binaries first, with the same CARGO_TARGET_DIR and profile as the tests:\n    cargo build{release} -p elastic-launch -p elasticjob-operator",
+            path.display()
+        );
+    }
+    path
+}
+
+// ---- small utilities -------------------------------------------------------------------------
+
+/// A loopback address with a port that was free a moment ago.
+pub fn free_local_addr() -> SocketAddr {
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local_addr")
+}
+
+/// `GET path` over HTTP/1.1 (Connection: close): the status code and the raw body.
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: */*\r\n\r\n"
+    )?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {text:.200}")))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
+/// The last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// RFC 7386 JSON merge patch: objects merge, `null` removes, anything else replaces.
+pub fn merge(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(p) => {
+            if !target.is_object() {
+                *target = json!({});
+            }
+            let t = target.as_object_mut().unwrap();
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
+}
+
+/// A short suffix that differs between runs (namespaces on a shared cluster).
+pub fn run_suffix() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{:04x}", (nanos ^ std::process::id()) & 0xffff)
+}
+
+/// Seconds since the Unix epoch of an RFC 3339 UTC timestamp as the apiserver writes them
+/// (`2024-05-01T12:34:56Z`, optionally with fractional seconds).
+pub fn parse_time(s: &str) -> Option<f64> {
+    let s = s.strip_suffix('Z')?;
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>());
+    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let mut t = time.split(':');
+    let (hh, mm) = (
+        t.next()?.parse::<i64>().ok()?,
+        t.next()?.parse::<i64>().ok()?,
+    );
+    let ss: f64 = t.next()?.parse().ok()?;
+    // days from civil (Howard Hinnant)
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    Some((days * 86400 + hh * 3600 + mm * 60) as f64 + ss)
+}
+
+// ---- kubectl ---------------------------------------------------------------------------------
+
+/// Real kubectl against one kubeconfig.
+#[derive(Debug, Clone)]
+pub struct Kubectl {
+    pub bin: PathBuf,
+    pub kubeconfig: PathBuf,
+}
+
+impl Kubectl {
+    pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut c = Command::new(&self.bin);
+        c.arg("--kubeconfig").arg(&self.kubeconfig).args(args);
+        c.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {}: {e}", self.bin.display()));
+        if let Some(s) = stdin {
+            child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args, None);
+        assert!(
+            o.status.success(),
+            "kubectl {} failed: {}",
+            args.join(" "),
+            stderr(&o)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// `kubectl <args> -o json`, parsed; None when kubectl fails (e.g. not found).
+    pub fn json(&self, args: &[&str]) -> Option<Value> {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        let o = self.run(&a, None);
+        if !o.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&o.stdout).ok()
+    }
+
+    /// `kubectl apply -f -` of `doc` (JSON) in `ns`: the Output, for callers that expect refusal.
+    pub fn try_apply(&self, ns: &str, doc: &Value) -> Output {
+        self.run(&["apply", "-n", ns, "-f", "-"], Some(&doc.to_string()))
+    }
+
+    pub fn apply(&self, ns: &str, doc: &Value) -> String {
+        let o = self.try_apply(ns, doc);
+        assert!(
+            o.status.success(),
+            "kubectl apply -n {ns} failed: {}\n{doc:#}",
+            stderr(&o)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).trim().to_string()
+}
+
+/// Polls `probe` every `every` until it returns Some or `timeout` passes; then panics with
+/// `what` and the last value `describe` gives.
+pub fn wait_until<T>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut probe: impl FnMut() -> Option<T>,
+    describe: impl Fn() -> String,
+) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!(
+                "timed out after {timeout:?} waiting for {what}; last seen:\n{}",
+                describe()
+            );
+        }
+        std::thread::sleep(every);
+    }
+}
+
+// ---- faults ----------------------------------------------------------------------------------
+
+/// What a test does to pods and nodes behind Kubernetes' back.
+pub trait Faults: Send + Sync {
+    /// Signals every process of the pod's running containers (SIGKILL: as a crash or OOM kill).
+    fn kill_pod(&self, namespace: &str, pod: &str, signal: Signal) -> Result<(), String>;
+    /// Cuts (`up: false`) or restores the pod's network.
+    fn set_pod_network(&self, namespace: &str, pod: &str, up: bool) -> Result<(), String>;
+    /// The node's machine is gone.
+    fn lose_node(&self, node: &str) -> Result<(), String>;
+}
+
+/// The local cluster's in-process fault injection.
+pub struct LocalFaults(pub local_cluster::kubelet::Faults);
+
+impl Faults for LocalFaults {
+    fn kill_pod(&self, namespace: &str, pod: &str, signal: Signal) -> Result<(), String> {
+        match self.0.kill_pod(namespace, pod, signal)? {
+            0 => Err(format!(
+                "pod {namespace}/{pod} has no running container to signal"
+            )),
+            _ => Ok(()),
+        }
+    }
+    fn set_pod_network(&self, namespace: &str, pod: &str, up: bool) -> Result<(), String> {
+        self.0.set_pod_network(namespace, pod, up)
+    }
+    fn lose_node(&self, node: &str) -> Result<(), String> {
+        self.0.lose_node(node).map(|_| ())
+    }
+}
+
+/// Fault injection through a script with the verbs of `cluster fault` (tests/kind/faults.sh):
+/// `kill-pod NS/POD --signal SIG`, `cut-net NS/POD`, `restore-net NS/POD`, `lose-node NODE`,
+/// run with the cluster's KUBECONFIG; exit 0 when done, a message on stderr when not.
+pub struct ScriptFaults {
+    pub script: PathBuf,
+    pub kubeconfig: PathBuf,
+}
+
+impl ScriptFaults {
+    fn run(&self, args: &[&str]) -> Result<(), String> {
+        let o = Command::new(&self.script)
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("running {}: {e}", self.script.display()))?;
+        if o.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} {} failed ({}): {}",
+                self.script.display(),
+                args.join(" "),
+                o.status,
+                stderr(&o)
+            ))
+        }
+    }
+}
+
+impl Faults for ScriptFaults {
+    fn kill_pod(&self, namespace: &str, pod: &str, signal: Signal) -> Result<(), String> {
+        let sig = signal.as_str().trim_start_matches("SIG");
+        self.run(&["kill-pod", &format!("{namespace}/{pod}"), "--signal", sig])
+    }
+    fn set_pod_network(&self, namespace: &str, pod: &str, up: bool) -> Result<(), String> {
+        let verb = if up { "restore-net" } else { "cut-net" };
+        self.run(&[verb, &format!("{namespace}/{pod}")])
+    }
+    fn lose_node(&self, node: &str) -> Result<(), String> {
+        self.run(&["lose-node", node])
+    }
+}
+
+/// A cluster the harness did not start and no fault script: every fault is refused, clearly.
+pub struct ExternalFaults;
+
+impl Faults for ExternalFaults {
+    fn kill_pod(&self, _: &str, _: &str, _: Signal) -> Result<(), String> {
+        Err(EXTERNAL_FAULTS.into())
+    }
+    fn set_pod_network(&self, _: &str, _: &str, _: bool) -> Result<(), String> {
+        Err(EXTERNAL_FAULTS.into())
+    }
+    fn lose_node(&self, _: &str) -> Result<(), String> {
+        Err(EXTERNAL_FAULTS.into())
+    }
+}
+
+// ---- the operator ----------------------------------------------------------------------------
+
+/// The operator as a child process of the test (local cluster).
+pub struct OperatorProcess {
+    pub binary: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub launcher_image: String,
+    pub log_dir: PathBuf,
+    pub metrics_addr: SocketAddr,
+    /// How many times it was started: its log is `operator-<n>.log`.
+    pub starts: u32,
+    child: Option<Child>,
+}
+
+impl OperatorProcess {
+    pub fn new(binary: PathBuf, kubeconfig: PathBuf, log_dir: PathBuf) -> Self {
+        OperatorProcess {
+            binary,
+            kubeconfig,
+            launcher_image: LAUNCHER_IMAGE.into(),
+            log_dir,
+            metrics_addr: free_local_addr(),
+            starts: 0,
+            child: None,
+        }
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.log_dir
+            .join(format!("operator-{}.log", self.starts.max(1)))
+    }
+
+    /// Starts it (on a fresh metrics port) and waits until /readyz answers 200.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "the operator is already running");
+        self.starts += 1;
+        self.metrics_addr = free_local_addr();
+        let log = std::fs::File::create(self.log_path()).expect("operator log file");
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(["--launcher-image", &self.launcher_image])
+            .arg("--metrics-addr")
+            .arg(self.metrics_addr.to_string())
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("NO_COLOR", "1")
+            .env(
+                "RUST_LOG",
+                std::env::var("ELASTICJOB_E2E_OPERATOR_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log);
+        // Dies with the test process, whatever happens to it.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {}: {e}", self.binary.display()));
+        self.child = Some(child);
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child = None;
+                panic!(
+                    "the operator exited at start ({status}); {}:\n{}",
+                    self.log_path().display(),
+                    self.log_tail(40)
+                );
+            }
+            if let Ok((200, _)) = http_get(self.metrics_addr, "/readyz") {
+                return;
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                panic!(
+                    "the operator's /readyz on {} did not answer 200 within 60 s; {}:\n{}",
+                    self.metrics_addr,
+                    self.log_path().display(),
+                    self.log_tail(40)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// SIGTERM, up to 10 s, SIGKILL; returns how it exited.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        child.wait().ok()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    pub fn log_tail(&self, n: usize) -> String {
+        tail(
+            &std::fs::read_to_string(self.log_path()).unwrap_or_default(),
+            n,
+        )
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Where the operator runs.
+pub enum Operator {
+    /// Not started yet (the environment is being set up).
+    NotStarted,
+    /// A child process of the test (local cluster).
+    Process(OperatorProcess),
+    /// Pods of an installed Deployment (external cluster), found by namespace and selector.
+    InCluster { namespace: String, selector: String },
+}
+
+// ---- the environment -------------------------------------------------------------------------
+
+/// The local cluster the harness started.
+pub struct Local {
+    pub runtime: tokio::runtime::Runtime,
+    pub cluster: Option<local_cluster::Cluster>,
+    /// The cluster's state dir (`<tmp>/cluster`): logs under `pods/<node>/<uid>/`.
+    pub dir: PathBuf,
+    pub tmp: tempfile::TempDir,
+}
+
+/// A cluster with the CRD and a running operator.
+pub struct Env {
+    pub kubectl: Kubectl,
+    pub operator: Mutex<Operator>,
+    pub faults: Box<dyn Faults>,
+    pub local: Option<Local>,
+    /// Whether any node advertises `nvidia.com/gpu` (else GPU limits are dropped from jobs).
+    pub gpus: bool,
+    /// Replaces the trainer image of every job (external clusters).
+    pub trainer_image: Option<String>,
+}
+
+/// Runs `tests/cluster/provision.sh` (seconds when cached) and returns the bin dir.
+pub fn provision() -> PathBuf {
+    let script = repo_root().join("tests/cluster/provision.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running provision.sh");
+    assert!(
+        out.status.success(),
+        "{} failed ({}): see its messages above",
+        script.display(),
+        out.status
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    PathBuf::from(
+        stdout
+            .lines()
+            .last()
+            .expect("provision.sh prints the bin dir")
+            .trim(),
+    )
+}
+
+/// The PyTorch venv's python: `ELASTICJOB_PYTHON`, else what `tests/scripts/python-env.sh`
+/// prints (it creates the venv the first time, minutes).
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("ELASTICJOB_PYTHON").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let script = repo_root().join("tests/scripts/python-env.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running python-env.sh");
+    assert!(out.status.success(), "{} failed", script.display());
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// The local cluster's image map.
+pub fn image_map(launcher: &Path, python: &Path) -> BTreeMap<String, PathBuf> {
+    let venv_bin = python
+        .parent()
+        .expect("the python path has a directory")
+        .to_path_buf();
+    [
+        (LAUNCHER_IMAGE.to_string(), launcher.to_path_buf()),
+        (TRAINER_IMAGE.to_string(), venv_bin),
+    ]
+    .into()
+}
+
+impl Env {
+    /// The environment the process's variables ask for (see the crate docs).
+    pub fn start() -> Env {
+        match std::env::var_os("ELASTICJOB_E2E_KUBECONFIG").filter(|v| !v.is_empty()) {
+            Some(kc) => Env::external(PathBuf::from(kc)),
+            None => Env::local(),
+        }
+    }
+
+    /// An existing cluster with the CRD and the operator installed.
+    pub fn external(kubeconfig: PathBuf) -> Env {
+        let kubectl = Kubectl {
+            bin: std::env::var_os("ELASTICJOB_E2E_KUBECTL")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| "kubectl".into()),
+            kubeconfig,
+        };
+        let crd = kubectl.run(&["get", "crd", CRD], None);
+        assert!(
+            crd.status.success(),
+            "the cluster of ELASTICJOB_E2E_KUBECONFIG has no {CRD}: install the CRD and the operator first (e.g. helm install elasticjob-operator charts/elasticjob-operator): {}",
+            stderr(&crd)
+        );
+        let namespace = std::env::var("ELASTICJOB_E2E_OPERATOR_NAMESPACE")
+            .unwrap_or_else(|_| "elasticjob-system".into());
+        let selector = std::env::var("ELASTICJOB_E2E_OPERATOR_SELECTOR")
+            .unwrap_or_else(|_| "app.kubernetes.io/name=elasticjob-operator".into());
+        let env = Env {
+            gpus: nodes_have_gpus(&kubectl),
+            operator: Mutex::new(Operator::InCluster {
+                namespace,
+                selector,
+            }),
+            faults: match std::env::var_os("ELASTICJOB_E2E_FAULTS").filter(|v| !v.is_empty()) {
+                Some(script) => Box::new(ScriptFaults {
+                    script: PathBuf::from(script),
+                    kubeconfig: kubectl.kubeconfig.clone(),
+                }),
+                None => Box::new(ExternalFaults),
+            },
+            local: None,
+            trainer_image: std::env::var("ELASTICJOB_E2E_TRAINER_IMAGE").ok(),
+            kubectl,
+        };
+        env.wait_operator_ready();
+        env
+    }
+
+    /// Starts the local cluster, applies the CRD and starts the operator.
+    pub fn local() -> Env {
+        let t0 = Instant::now();
+        let launcher = built_binary("elastic-launch");
+        let bin = provision();
+        let python = python();
+        assert!(
+            python.is_file(),
+            "{} (ELASTICJOB_PYTHON) does not exist",
+            python.display()
+        );
+        let tmp = tempfile::Builder::new()
+            .prefix("elasticjob-e2e-")
+            .tempdir()
+            .expect("temp dir");
+        let dir = tmp.path().join("e2e");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let mut attempt = 0;
+        let cluster = loop {
+            attempt += 1;
+            let mut cfg =
+                local_cluster::ClusterConfig::new(&dir, &bin).expect("local cluster config");
+            cfg.kubelet.nodes = 3;
+            cfg.kubelet.gpus_per_node = 4;
+            cfg.kubelet.image_map = image_map(&launcher, &python);
+            match runtime.block_on(local_cluster::Cluster::start(cfg)) {
+                Ok(c) => break c,
+                Err(e) if e.is_port_clash() && attempt < 3 => continue,
+                Err(e) => panic!("starting the local cluster in {}: {e}", dir.display()),
+            }
+        };
+        let kubectl = Kubectl {
+            bin: bin.join("kubectl"),
+            kubeconfig: cluster.kubeconfig(),
+        };
+        let faults = cluster
+            .faults()
+            .expect("the local cluster has a kubelet stand-in");
+        eprintln!(
+            "e2e: local cluster up in {:.1}s: KUBECONFIG={} (pod logs under {}/pods)",
+            t0.elapsed().as_secs_f64(),
+            kubectl.kubeconfig.display(),
+            dir.display()
+        );
+        let log_dir = tmp.path().to_path_buf();
+        let env = Env {
+            gpus: true,
+            // Started below, once the CRD is there; a panic before then drops the Env, which
+            // stops the cluster.
+            operator: Mutex::new(Operator::NotStarted),
+            faults: Box::new(LocalFaults(faults)),
+            local: Some(Local {
+                runtime,
+                cluster: Some(cluster),
+                dir,
+                tmp,
+            }),
+            trainer_image: None,
+            kubectl,
+        };
+        env.wait_service_account("default");
+        let crd = repo_root().join("crds/elasticjob.yaml");
+        env.kubectl
+            .ok(&["apply", "--validate=false", "-f", crd.to_str().unwrap()]);
+        // Polled: `kubectl wait` fails at once while the CRD has no status yet.
+        wait_until(
+            "the CRD to be established",
+            Duration::from_secs(60),
+            Duration::from_millis(250),
+            || {
+                let crd = env.kubectl.json(&["get", "crd", CRD])?;
+                crd["status"]["conditions"]
+                    .as_array()?
+                    .iter()
+                    .any(|c| c["type"] == "Established" && c["status"] == "True")
+                    .then_some(())
+            },
+            || format!("{:?}", env.kubectl.json(&["get", "crd", CRD])),
+        );
+        if std::env::var_os("ELASTICJOB_E2E_SKIP_OPERATOR").is_some() {
+            eprintln!("e2e: ELASTICJOB_E2E_SKIP_OPERATOR: not starting the operator");
+            return env;
+        }
+        let mut operator = OperatorProcess::new(
+            built_binary("elasticjob-operator"),
+            env.kubectl.kubeconfig.clone(),
+            log_dir,
+        );
+        operator.start();
+        eprintln!(
+            "e2e: operator up (metrics {}, log {}), {:.1}s after start",
+            operator.metrics_addr,
+            operator.log_path().display(),
+            t0.elapsed().as_secs_f64()
+        );
+        *env.operator.lock().unwrap() = Operator::Process(operator);
+        env
+    }
+
+    /// Stops the operator and the local cluster (and checks nothing of it is left).
+    pub fn shutdown(mut self) {
+        if let Operator::Process(p) = &mut *self.operator.lock().unwrap_or_else(|e| e.into_inner())
+        {
+            p.stop();
+        }
+        if let Some(mut local) = self.local.take() {
+            if let Some(cluster) = local.cluster.take()
+                && let Err(e) = local.runtime.block_on(cluster.shutdown())
+            {
+                eprintln!("e2e: cluster shutdown: {e}");
+            }
+            if std::env::var_os("ELASTICJOB_E2E_KEEP").is_some() {
+                let kept = local.tmp.keep();
+                eprintln!("e2e: kept {} (ELASTICJOB_E2E_KEEP)", kept.display());
+            }
+        }
+    }
+
+    pub fn is_local(&self) -> bool {
+        self.local.is_some()
+    }
+
+    // ---- the operator ----
+
+    /// Waits until the operator says it is ready: /readyz (process) or a Ready pod (in cluster).
+    pub fn wait_operator_ready(&self) {
+        match &*self.operator.lock().unwrap() {
+            Operator::Process(p) => {
+                wait_until(
+                    "the operator's /readyz",
+                    Duration::from_secs(60),
+                    Duration::from_millis(200),
+                    || matches!(http_get(p.metrics_addr, "/readyz"), Ok((200, _))).then_some(()),
+                    || p.log_tail(30),
+                );
+            }
+            Operator::InCluster {
+                namespace,
+                selector,
+            } => {
+                self.kubectl.ok(&[
+                    "wait",
+                    "-n",
+                    namespace,
+                    "--for=condition=Ready",
+                    "pod",
+                    "-l",
+                    selector,
+                    "--timeout=120s",
+                ]);
+            }
+            Operator::NotStarted => panic!("the operator was never started"),
+        }
+    }
+
+    /// Restarts the operator: stops the process and starts a new one, or deletes its pods and
+    /// waits for the Deployment's new one. `pause` is how long it stays down.
+    pub fn restart_operator(&self, pause: Duration) {
+        let mut op = self.operator.lock().unwrap();
+        match &mut *op {
+            Operator::Process(p) => {
+                let status = p.stop();
+                eprintln!("e2e: operator stopped ({status:?})");
+                std::thread::sleep(pause);
+                p.start();
+            }
+            Operator::InCluster {
+                namespace,
+                selector,
+            } => {
+                let (namespace, selector) = (namespace.clone(), selector.clone());
+                drop(op);
+                self.kubectl
+                    .ok(&["delete", "pod", "-n", &namespace, "-l", &selector]);
+                std::thread::sleep(pause);
+                self.wait_operator_ready();
+            }
+            Operator::NotStarted => panic!("the operator was never started"),
+        }
+    }
+
+    /// The last `n` lines of the operator's log.
+    pub fn operator_log(&self, n: usize) -> String {
+        match &*self.operator.lock().unwrap_or_else(|e| e.into_inner()) {
+            Operator::Process(p) => {
+                // Every instance's log (a restarted operator has several), the last one longest.
+                let mut s = String::new();
+                for i in 1..=p.starts {
+                    let path = p.log_dir.join(format!("operator-{i}.log"));
+                    let text = std::fs::read_to_string(&path).unwrap_or_default();
+                    let lines = if i == p.starts { n } else { n / 4 };
+                    let _ = writeln!(
+                        s,
+                        "== {} (last {lines} lines) ==\n{}",
+                        path.display(),
+                        tail(&text, lines)
+                    );
+                }
+                s
+            }
+            Operator::InCluster {
+                namespace,
+                selector,
+            } => {
+                let o = self.kubectl.run(
+                    &[
+                        "logs",
+                        "-n",
+                        namespace,
+                        "-l",
+                        selector,
+                        &format!("--tail={n}"),
+                    ],
+                    None,
+                );
+                format!("{}{}", stdout(&o), stderr(&o))
+            }
+            Operator::NotStarted => "(the operator was never started)".into(),
+        }
+    }
+
+    /// The operator's metrics address (local process only).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        match &*self.operator.lock().unwrap() {
+            Operator::Process(p) => Some(p.metrics_addr),
+            _ => None,
+        }
+    }
+
+    // ---- namespaces ----
+
+    /// Waits until `ns` has its default ServiceAccount (and, on 1.20, its token Secret: until
+    /// then the ServiceAccount admission refuses pods).
+    pub fn wait_service_account(&self, ns: &str) {
+        let k = &self.kubectl;
+        wait_until(
+            &format!("the default ServiceAccount of {ns}"),
+            Duration::from_secs(60),
+            Duration::from_millis(250),
+            || {
+                let sa = k.json(&["get", "serviceaccount", "default", "-n", ns])?;
+                let tokens = sa["secrets"].as_array().map(|a| a.len()).unwrap_or(0);
+                (!self.is_local() || tokens > 0).then_some(())
+            },
+            || format!("{:?}", k.json(&["get", "serviceaccount", "-n", ns])),
+        );
+    }
+
+    /// Creates a namespace and waits until it can take pods.
+    pub fn create_namespace(&self, ns: &str) {
+        self.kubectl.ok(&["create", "namespace", ns]);
+        self.wait_service_account(ns);
+    }
+
+    pub fn delete_namespace(&self, ns: &str) {
+        let _ = self.kubectl.run(
+            &[
+                "delete",
+                "namespace",
+                ns,
+                "--wait=false",
+                "--ignore-not-found",
+            ],
+            None,
+        );
+    }
+
+    // ---- jobs and pods ----
+
+    /// Adapts a job to this cluster: no GPU limits where no node has GPUs; the trainer image
+    /// override; `ELASTICJOB_E2E_LAUNCHER_LOG` as the trainer's RUST_LOG (the launcher's log
+    /// filter, for diagnosis).
+    pub fn adapt(&self, job: &mut Value) {
+        let Some(containers) = job
+            .pointer_mut("/spec/template/spec/containers")
+            .and_then(Value::as_array_mut)
+        else {
+            return;
+        };
+        for c in containers {
+            if !self.gpus
+                && let Some(limits) = c
+                    .pointer_mut("/resources/limits")
+                    .and_then(Value::as_object_mut)
+            {
+                limits.remove("nvidia.com/gpu");
+            }
+            if let Some(img) = &self.trainer_image
+                && c["image"] == TRAINER_IMAGE
+            {
+                c["image"] = json!(img);
+            }
+            if let Ok(filter) = std::env::var("ELASTICJOB_E2E_LAUNCHER_LOG") {
+                let env = c["env"].as_array_mut();
+                let entry = json!({"name": "RUST_LOG", "value": filter});
+                match env {
+                    Some(list) => list.push(entry),
+                    None => c["env"] = json!([entry]),
+                }
+            }
+        }
+    }
+
+    /// The job, or None when it does not exist.
+    pub fn job(&self, ns: &str, name: &str) -> Option<Value> {
+        self.kubectl.json(&["get", "elasticjob", name, "-n", ns])
+    }
+
+    /// The job's status (Null before the operator wrote one).
+    pub fn status(&self, ns: &str, name: &str) -> Value {
+        self.job(ns, name)
+            .map(|j| j["status"].clone())
+            .unwrap_or(Value::Null)
+    }
+
+    /// The job's pods, by name.
+    pub fn pods(&self, ns: &str, job: &str) -> Vec<Value> {
+        let mut v = self
+            .kubectl
+            .json(&["get", "pods", "-n", ns, "-l", &format!("{JOB_LABEL}={job}")])
+            .and_then(|l| l["items"].as_array().cloned())
+            .unwrap_or_default();
+        v.sort_by_key(|p| p["metadata"]["name"].as_str().unwrap_or("").to_string());
+        v
+    }
+
+    /// Waits until the job's status satisfies `pred`; returns the job. Panics early, with the
+    /// status, when the job finishes while `pred` does not hold.
+    pub fn wait_job(
+        &self,
+        ns: &str,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let start = Instant::now();
+        loop {
+            let job = self.job(ns, name);
+            if let Some(j) = &job {
+                if pred(j) {
+                    return j.clone();
+                }
+                let state = j["status"]["state"].as_str().unwrap_or("");
+                if state == "Succeeded" || state == "Failed" {
+                    panic!(
+                        "waiting for {what}: job {ns}/{name} finished as {state} instead; status:\n{:#}",
+                        j["status"]
+                    );
+                }
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "timed out after {timeout:?} waiting for {what} of job {ns}/{name}; status:\n{:#}",
+                    job.map(|j| j["status"].clone()).unwrap_or(Value::Null)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// Waits until the job's `status.state` is `state`; returns the job.
+    pub fn wait_state(&self, ns: &str, name: &str, state: &str, timeout: Duration) -> Value {
+        self.wait_job(ns, name, &format!("state {state}"), timeout, |j| {
+            j["status"]["state"] == state
+        })
+    }
+
+    /// Waits until the job's pods satisfy `pred`; returns them.
+    pub fn wait_pods(
+        &self,
+        ns: &str,
+        job: &str,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
+        let last = std::cell::RefCell::new(Vec::new());
+        wait_until(
+            &format!("{what} (pods of {ns}/{job})"),
+            timeout,
+            Duration::from_millis(500),
+            || {
+                let pods = self.pods(ns, job);
+                let ok = pred(&pods);
+                *last.borrow_mut() = pods.clone();
+                ok.then_some(pods)
+            },
+            || pod_summary(&last.borrow()),
+        )
+    }
+
+    /// A pod's trainer log: `kubectl logs`, else (local cluster) the kubelet stand-in's file
+    /// `<dir>/pods/<node>/<uid>/<container>.log`.
+    pub fn logs(&self, ns: &str, pod: &str) -> Result<String, String> {
+        self.container_logs(ns, pod, "trainer")
+    }
+
+    pub fn container_logs(&self, ns: &str, pod: &str, container: &str) -> Result<String, String> {
+        let o = self
+            .kubectl
+            .run(&["logs", "-n", ns, pod, "-c", container], None);
+        if o.status.success() {
+            return Ok(String::from_utf8_lossy(&o.stdout).into_owned());
+        }
+        let kubectl_err = stderr(&o);
+        let Some(local) = &self.local else {
+            return Err(format!("kubectl logs {ns}/{pod}: {kubectl_err}"));
+        };
+        let p = self
+            .kubectl
+            .json(&["get", "pod", pod, "-n", ns])
+            .ok_or_else(|| format!("pod {ns}/{pod} not found (kubectl logs: {kubectl_err})"))?;
+        let node = p["spec"]["nodeName"].as_str().unwrap_or_default();
+        let uid = p["metadata"]["uid"].as_str().unwrap_or_default();
+        let file = local
+            .dir
+            .join("pods")
+            .join(node)
+            .join(uid)
+            .join(format!("{container}.log"));
+        std::fs::read_to_string(&file)
+            .map_err(|e| format!("{}: {e} (kubectl logs: {kubectl_err})", file.display()))
+    }
+
+    /// The trainer logs of all the job's current pods, each under a `== pod ==` header.
+    pub fn job_logs(&self, ns: &str, job: &str) -> String {
+        let mut out = String::new();
+        for p in self.pods(ns, job) {
+            let name = p["metadata"]["name"].as_str().unwrap_or("?");
+            let _ = writeln!(out, "== {name} ==");
+            out += &self
+                .logs(ns, name)
+                .unwrap_or_else(|e| format!("(no log: {e})\n"));
+        }
+        out
+    }
+
+    /// The trainer logs of the job's current pods and, on the local cluster, of its pods that
+    /// are gone (deleted by cleanPodPolicy, replaced after a failure), found by the pod's name
+    /// in its `hosts` file under `<dir>/pods/<node>/<uid>/`. Each under a `== pod ==` header.
+    pub fn all_job_logs(&self, ns: &str, job: &str) -> String {
+        let mut out = self.job_logs(ns, job);
+        let Some(local) = &self.local else {
+            return out;
+        };
+        let current: Vec<String> = self
+            .pods(ns, job)
+            .iter()
+            .filter_map(|p| p["metadata"]["uid"].as_str().map(str::to_string))
+            .collect();
+        let fqdn = format!(".{job}.{ns}.svc.");
+        let mut past: Vec<(std::time::SystemTime, String, PathBuf)> = Vec::new();
+        for node in std::fs::read_dir(local.dir.join("pods"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for pod in std::fs::read_dir(node.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let uid = pod.file_name().to_string_lossy().into_owned();
+                if current.contains(&uid) {
+                    continue;
+                }
+                let hosts = std::fs::read_to_string(pod.path().join("hosts")).unwrap_or_default();
+                let Some(name) = hosts.split_whitespace().find_map(|w| {
+                    let (name, rest) = w.split_once('.')?;
+                    (format!(".{rest}").starts_with(&fqdn)
+                        && name.starts_with(&format!("{job}-worker-")))
+                    .then(|| name.to_string())
+                }) else {
+                    continue;
+                };
+                let log = pod.path().join("trainer.log");
+                let modified = std::fs::metadata(&log)
+                    .and_then(|m| m.modified())
+                    .unwrap_or(UNIX_EPOCH);
+                past.push((modified, format!("{name} (gone, uid {uid})"), log));
+            }
+        }
+        past.sort();
+        for (_, title, log) in past {
+            let _ = writeln!(out, "== {title} ==");
+            out += &std::fs::read_to_string(&log).unwrap_or_default();
+        }
+        out
+    }
+
+    /// Everything useful when a scenario fails in `ns`.
+    pub fn diagnostics(&self, ns: &str) -> String {
+        let k = &self.kubectl;
+        let mut s = String::new();
+        let run = |args: &[&str]| {
+            let o = k.run(args, None);
+            format!("{}{}", stdout(&o), stderr(&o))
+        };
+        let _ = writeln!(
+            s,
+            "---- kubectl get elasticjobs,pods,services -n {ns} -o wide"
+        );
+        let _ = writeln!(
+            s,
+            "{}",
+            run(&["get", "elasticjobs,pods,services", "-n", ns, "-o", "wide"])
+        );
+        if let Some(list) = k.json(&["get", "elasticjobs", "-n", ns]) {
+            for j in list["items"].as_array().into_iter().flatten() {
+                let name = j["metadata"]["name"].as_str().unwrap_or("?");
+                let _ = writeln!(s, "---- status of elasticjob {name}\n{:#}", j["status"]);
+                let _ = writeln!(
+                    s,
+                    "---- pods of {name}\n{}",
+                    pod_summary(&self.pods(ns, name))
+                );
+                let _ = writeln!(s, "---- trainer logs of {name} (tails)");
+                for p in self.pods(ns, name) {
+                    let pod = p["metadata"]["name"].as_str().unwrap_or("?");
+                    let log = self.logs(ns, pod).unwrap_or_else(|e| e);
+                    let _ = writeln!(s, "== {pod} ==\n{}", tail(&log, 25));
+                }
+            }
+        }
+        let _ = writeln!(s, "---- events in {ns}");
+        let _ = writeln!(
+            s,
+            "{}",
+            tail(
+                &run(&["get", "events", "-n", ns, "--sort-by=.lastTimestamp"]),
+                40
+            )
+        );
+        let _ = writeln!(s, "---- operator log (tail)\n{}", self.operator_log(80));
+        s
+    }
+
+    /// Events about `object` in `ns`: (type, reason, message).
+    pub fn events(&self, ns: &str, object: &str) -> Vec<(String, String, String)> {
+        self.kubectl
+            .json(&[
+                "get",
+                "events",
+                "-n",
+                ns,
+                "--field-selector",
+                &format!("involvedObject.name={object}"),
+            ])
+            .and_then(|l| l["items"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .map(|e| {
+                let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+                (s("type"), s("reason"), s("message"))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if self.local.is_some() {
+            eprintln!("e2e: Env dropped without shutdown(); stopping the local cluster");
+            if let Some(mut local) = self.local.take() {
+                if let Some(cluster) = local.cluster.take() {
+                    let _ = local.runtime.block_on(cluster.shutdown());
+                }
+                if std::env::var_os("ELASTICJOB_E2E_KEEP").is_some() {
+                    let kept = local.tmp.keep();
+                    eprintln!("e2e: kept {} (ELASTICJOB_E2E_KEEP)", kept.display());
+                }
+            }
+        }
+    }
+}
+
+/// Whether any node advertises `nvidia.com/gpu`.
+pub fn nodes_have_gpus(k: &Kubectl) -> bool {
+    k.json(&["get", "nodes"])
+        .and_then(|l| l["items"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .any(|n| {
+            n["status"]["allocatable"]["nvidia.com/gpu"]
+                .as_str()
+                .is_some_and(|g| g != "0")
+        })
+}
+
+/// One line per pod: name, uid, phase, node, deleting, container states.
+pub fn pod_summary(pods: &[Value]) -> String {
+    let mut s = String::new();
+    for p in pods {
+        let m = &p["metadata"];
+        let _ = write!(
+            s,
+            "{} uid={} phase={} node={}{}",
+            m["name"].as_str().unwrap_or("?"),
+            m["uid"].as_str().unwrap_or("?"),
+            p["status"]["phase"].as_str().unwrap_or("?"),
+            p["spec"]["nodeName"].as_str().unwrap_or("-"),
+            if m["deletionTimestamp"].is_string() {
+                " (deleting)"
+            } else {
+                ""
+            }
+        );
+        for key in ["initContainerStatuses", "containerStatuses"] {
+            for c in p["status"][key].as_array().into_iter().flatten() {
+                let _ = write!(
+                    s,
+                    " [{}: {}]",
+                    c["name"].as_str().unwrap_or("?"),
+                    c["state"]
+                );
+            }
+        }
+        s.push('\n');
+    }
+    if s.is_empty() {
+        s = "(no pods)\n".into();
+    }
+    s
+}
+
+/// Names → UIDs of pods.
+pub fn uids(pods: &[Value]) -> BTreeMap<String, String> {
+    pods.iter()
+        .map(|p| {
+            (
+                p["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                p["metadata"]["uid"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+pub fn phase(pod: &Value) -> &str {
+    pod["status"]["phase"].as_str().unwrap_or("")
+}
+
+pub fn is_deleting(pod: &Value) -> bool {
+    pod["metadata"]["deletionTimestamp"].is_string()
+}
+
+/// The condition of `type_` in a status.
+pub fn condition<'a>(status: &'a Value, type_: &str) -> Option<&'a Value> {
+    status["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}
+
+/// `(status, reason, message)` of a condition.
+pub fn condition_srm(status: &Value, type_: &str) -> Option<(String, String, String)> {
+    let c = condition(status, type_)?;
+    let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+    Some((s("status"), s("reason"), s("message")))
+}
+
+pub fn int(v: &Value) -> i64 {
+    v.as_i64().unwrap_or(0)
+}
+
+// ---- job documents ---------------------------------------------------------------------------
+
+/// examples/elasticjob.yaml: its ConfigMap and its ElasticJob.
+pub struct Example {
+    pub configmap: Value,
+    pub job: Value,
+}
+
+pub fn example_path() -> PathBuf {
+    repo_root().join("examples/elasticjob.yaml")
+}
+
+/// Parses examples/elasticjob.yaml.
+pub fn example() -> Example {
+    let text = std::fs::read_to_string(example_path()).expect("examples/elasticjob.yaml");
+    parse_example(&text)
+}
+
+pub fn parse_example(text: &str) -> Example {
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple(text).expect("examples/elasticjob.yaml parses");
+    let find = |kind: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind)
+            .unwrap_or_else(|| panic!("examples/elasticjob.yaml has no {kind}"))
+            .clone()
+    };
+    Example {
+        configmap: find("ConfigMap"),
+        job: find("ElasticJob"),
+    }
+}
+
+/// A job built on the example's: its name, its spec merged with `spec_patch` (RFC 7386), its
+/// trainer's env set from `env` (added or replaced).
+pub fn job_doc(name: &str, spec_patch: &Value, env: &[(&str, &str)]) -> Value {
+    let mut job = example().job;
+    job["metadata"] = json!({"name": name});
+    merge(&mut job["spec"], spec_patch);
+    set_env(&mut job, env);
+    job
+}
+
+/// Sets env variables of the trainer container (the first).
+pub fn set_env(job: &mut Value, env: &[(&str, &str)]) {
+    let c = job
+        .pointer_mut("/spec/template/spec/containers/0")
+        .expect("a trainer container");
+    if !c["env"].is_array() {
+        c["env"] = json!([]);
+    }
+    let list = c["env"].as_array_mut().unwrap();
+    for (k, v) in env {
+        list.retain(|e| e["name"] != *k);
+        list.push(json!({"name": k, "value": v}));
+    }
+}
+
+/// Sets the trainer container's `nvidia.com/gpu` limit (None: removes it).
+pub fn set_gpus(job: &mut Value, gpus: Option<u32>) {
+    let c = job
+        .pointer_mut("/spec/template/spec/containers/0")
+        .expect("a trainer container");
+    match gpus {
+        Some(n) => c["resources"] = json!({"limits": {"nvidia.com/gpu": n}}),
+        None => {
+            if let Some(r) = c.as_object_mut() {
+                r.remove("resources");
+            }
+        }
+    }
+}
+
+/// The ConfigMap `idle-script` with `idle.py`: a plain-Python worker that prints its rank and
+/// sleeps (`SLEEP` seconds, default 3600). No torch: for scenarios about pods, not training.
+pub fn idle_configmap() -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "idle-script"},
+        "data": {"idle.py": "import os, time\nprint(f\"[idle] rank {os.environ.get('RANK')} of {os.environ.get('WORLD_SIZE')} on {os.environ.get('HOSTNAME')}\", flush=True)\ntime.sleep(float(os.environ.get('SLEEP', '3600')))\nprint('[idle] done', flush=True)\n"}})
+}
+
+/// A job running `idle.py` from [`idle_configmap`] (the example's job otherwise, no GPUs).
+pub fn idle_job_doc(name: &str, spec_patch: &Value) -> Value {
+    let mut job = job_doc(name, &json!({"nprocPerNode": 1}), &[]);
+    set_gpus(&mut job, None);
+    let spec = job.pointer_mut("/spec/template/spec").unwrap();
+    spec["containers"][0]["command"] = json!(["python", "/workspace/idle.py"]);
+    spec["volumes"] = json!([{"name": "script", "configMap": {"name": "idle-script"}}]);
+    merge(&mut job["spec"], spec_patch);
+    job
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binaries_sit_beside_the_deps_dir() {
+        assert_eq!(
+            profile_dir_of(Path::new("/t/target/debug/deps/e2e-0123abcd")),
+            Some(PathBuf::from("/t/target/debug"))
+        );
+        assert_eq!(profile_dir_of(Path::new("/t/target/debug/e2e")), None);
+    }
+
+    #[test]
+    fn image_map_points_the_trainer_image_at_the_venv_bin_dir() {
+        let m = image_map(
+            Path::new("/t/debug/elastic-launch"),
+            Path::new("/c/venv/bin/python"),
+        );
+        assert_eq!(m[LAUNCHER_IMAGE], PathBuf::from("/t/debug/elastic-launch"));
+        assert_eq!(m[TRAINER_IMAGE], PathBuf::from("/c/venv/bin"));
+    }
+
+    #[test]
+    fn the_example_parses_and_uses_the_mapped_trainer_image() {
+        let ex = example();
+        assert_eq!(ex.job["kind"], "ElasticJob");
+        assert_eq!(ex.configmap["metadata"]["name"], "train-script");
+        assert_eq!(
+            ex.job["spec"]["template"]["spec"]["containers"][0]["image"],
+            TRAINER_IMAGE
+        );
+        let script = ex.configmap["data"]["train.py"].as_str().unwrap();
+        for knob in [
+            "STEPS",
+            "STEP_SLEEP",
+            "FAIL_AT_STEP",
+            "FAIL_RANK",
+            "FAIL_EXIT_CODE",
+            "FAIL_ATTEMPTS",
+        ] {
+            assert!(script.contains(knob), "train.py lacks the knob {knob}");
+        }
+    }
+
+    #[test]
+    fn job_doc_merges_the_spec_and_sets_env() {
+        let j = job_doc(
+            "x",
+            &json!({"minReplicas": 2, "runPolicy": {"ttlSecondsAfterFinished": null}}),
+            &[("STEPS", "5"), ("FAIL_AT_STEP", "2")],
+        );
+        assert_eq!(j["metadata"], json!({"name": "x"}));
+        assert_eq!(j["spec"]["minReplicas"], 2);
+        assert_eq!(j["spec"]["maxReplicas"], 3);
+        assert!(
+            j["spec"]["runPolicy"]
+                .get("ttlSecondsAfterFinished")
+                .is_none()
+        );
+        assert_eq!(j["spec"]["runPolicy"]["cleanPodPolicy"], "Running");
+        let env = j["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap();
+        assert_eq!(env.iter().filter(|e| e["name"] == "STEPS").count(), 1);
+        assert!(env.contains(&json!({"name": "STEPS", "value": "5"})));
+        assert!(env.contains(&json!({"name": "FAIL_AT_STEP", "value": "2"})));
+    }
+
+    #[test]
+    fn idle_job_runs_plain_python_without_gpus() {
+        let j = idle_job_doc("idle", &json!({"minReplicas": 1, "maxReplicas": 1}));
+        let c = &j["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(c["command"], json!(["python", "/workspace/idle.py"]));
+        assert!(c.get("resources").is_none());
+        assert_eq!(
+            j["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"],
+            "idle-script"
+        );
+    }
+
+    #[test]
+    fn times_parse() {
+        assert_eq!(parse_time("1970-01-01T00:00:10Z"), Some(10.0));
+        assert_eq!(parse_time("2024-03-01T00:00:00Z"), Some(1709251200.0));
+        assert_eq!(parse_time("2024-03-01T00:00:00.5Z"), Some(1709251200.5));
+        assert_eq!(parse_time("nope"), None);
+    }
+
+    #[test]
+    fn merge_patch() {
+        let mut t = json!({"a": {"b": 1, "c": 2}, "d": [1]});
+        merge(&mut t, &json!({"a": {"b": null, "e": 3}, "d": [2]}));
+        assert_eq!(t, json!({"a": {"c": 2, "e": 3}, "d": [2]}));
+    }
+}

@@ -1,0 +1,1021 @@
+//! End-to-end scenarios of the ElasticJob operator (issue 5), driven with plain kubectl where a
+//! user would use it. One environment (cluster + CRD + operator, see the crate docs) for all
+//! scenarios, started at the first one that runs; scenarios run one at a time, each in its own
+//! namespace; the environment is torn down at the end, whatever happened.
+//!
+//! `cargo test -p elasticjob-e2e --features e2e-tests -- [FILTER]` (libtest-style arguments:
+//! a name filter, `--list`, `--exact`, `--skip`). On failure a scenario prints the job's status,
+//! pod states, trainer log tails, events and the operator's log tail.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use elasticjob_e2e::*;
+use libtest_mimic::{Arguments, Failed, Trial};
+use serde_json::{Value, json};
+
+/// A scenario: the environment and its own namespace.
+type Scenario = fn(&Env, &str);
+
+const SCENARIOS: &[(&str, Scenario)] = &[
+    ("s00_harness", harness),
+    ("s01_example_job_succeeds", example_job_succeeds),
+    (
+        "s02_worker_crash_is_restarted_by_the_launcher",
+        worker_crash_restarted_by_launcher,
+    ),
+    ("s03_killed_pod_is_recreated", killed_pod_is_recreated),
+    (
+        "s04_killed_store_host_pod0_is_survived",
+        killed_store_host_is_survived,
+    ),
+    (
+        "s05_permanent_failures_fail_the_job",
+        permanent_failures_fail_the_job,
+    ),
+    (
+        "s06_scale_up_and_down_changes_world_size",
+        scale_up_and_down,
+    ),
+    ("s07_suspend_and_resume", suspend_and_resume),
+    ("s08_active_deadline_fails_the_job", active_deadline),
+    (
+        "s09_deleting_the_job_removes_its_pods",
+        deleting_the_job_removes_its_pods,
+    ),
+    ("s10_operator_restart_mid_job", operator_restart_mid_job),
+    ("s11_invalid_specs_are_refused_or_failed", invalid_specs),
+];
+
+/// How long a torch job of a few pods may take to finish on a 2-core machine.
+const T_JOB: Duration = Duration::from_secs(300);
+/// How long until pods run / a job runs.
+const T_RUN: Duration = Duration::from_secs(120);
+
+#[derive(Default)]
+struct Suite {
+    env: OnceLock<Result<Env, String>>,
+    timings: Mutex<Vec<(String, Duration, bool)>>,
+}
+
+impl Suite {
+    fn env(&self) -> &Env {
+        let env = self.env.get_or_init(|| {
+            catch_unwind(Env::start).map_err(|e| {
+                e.downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "panic".into())
+            })
+        });
+        match env {
+            Ok(env) => env,
+            Err(e) => panic!("the e2e environment failed to start: {e}"),
+        }
+    }
+
+    fn run(&self, name: &str, scenario: Scenario) -> Result<(), Failed> {
+        let env = self.env();
+        let short: String = name
+            .split_once('_')
+            .map(|(n, _)| n)
+            .unwrap_or(name)
+            .to_string();
+        let ns = if env.is_local() {
+            format!("e2e-{short}")
+        } else {
+            format!("e2e-{short}-{}", run_suffix())
+        };
+        env.create_namespace(&ns);
+        let t = Instant::now();
+        let result = catch_unwind(AssertUnwindSafe(|| scenario(env, &ns)));
+        let took = t.elapsed();
+        self.timings
+            .lock()
+            .unwrap()
+            .push((name.to_string(), took, result.is_ok()));
+        match result {
+            Ok(()) => {
+                eprintln!("e2e: {name} passed in {:.1}s", took.as_secs_f64());
+                env.delete_namespace(&ns);
+                Ok(())
+            }
+            Err(e) => {
+                let msg = e
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "panic".into());
+                eprintln!(
+                    "e2e: {name} FAILED after {:.1}s: {msg}\n======== diagnostics of namespace {ns} (kept)\n{}",
+                    took.as_secs_f64(),
+                    env.diagnostics(&ns)
+                );
+                Err(msg.into())
+            }
+        }
+    }
+}
+
+fn main() {
+    let mut args = Arguments::from_args();
+    // One cluster, one 2-core machine: scenarios run one after the other.
+    args.test_threads = Some(1);
+    let suite = Arc::new(Suite::default());
+    let trials = SCENARIOS
+        .iter()
+        .map(|&(name, scenario)| {
+            let s = suite.clone();
+            Trial::test(name, move || s.run(name, scenario))
+        })
+        .collect();
+    let conclusion = libtest_mimic::run(&args, trials);
+    let suite = Arc::try_unwrap(suite).unwrap_or_else(|_| panic!("scenarios still hold the suite"));
+    let timings = suite.timings.into_inner().unwrap();
+    if !timings.is_empty() {
+        eprintln!("\ne2e timings:");
+        for (name, took, ok) in &timings {
+            eprintln!(
+                "  {:<52} {:>7.1}s  {}",
+                name,
+                took.as_secs_f64(),
+                if *ok { "ok" } else { "FAILED" }
+            );
+        }
+    }
+    if let Some(Ok(env)) = suite.env.into_inner() {
+        env.shutdown();
+    }
+    conclusion.exit();
+}
+
+// ---- helpers ---------------------------------------------------------------------------------
+
+fn apply_all(env: &Env, ns: &str, docs: &[Value]) {
+    for d in docs {
+        let mut d = d.clone();
+        if d["kind"] == "ElasticJob" {
+            env.adapt(&mut d);
+        }
+        env.kubectl.apply(ns, &d);
+    }
+}
+
+/// A torch job from the example: `pods` pods (min = max = replicas) × 1 worker, one fake GPU
+/// each, backoff 1 s, a short grace period.
+fn torch_job(name: &str, pods: u32, spec_patch: Value, script_env: &[(&str, &str)]) -> Value {
+    let mut job = job_doc(
+        name,
+        &json!({"minReplicas": pods, "maxReplicas": pods, "replicas": pods, "nprocPerNode": 1,
+            "failurePolicy": {"backoff": {"initialSeconds": 1}},
+            "template": {"spec": {"terminationGracePeriodSeconds": 5}}}),
+        script_env,
+    );
+    set_gpus(&mut job, Some(1));
+    merge(&mut job["spec"], &spec_patch);
+    job
+}
+
+/// Status counters: (applicationRestarts, infrastructureRestarts, restartCount).
+fn counters(status: &Value) -> (i64, i64, i64) {
+    (
+        int(&status["applicationRestarts"]),
+        int(&status["infrastructureRestarts"]),
+        int(&status["restartCount"]),
+    )
+}
+
+fn failures(status: &Value) -> Vec<Value> {
+    status["recentFailures"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Waits until any of the job's pods' trainer logs contains `needle`; returns all logs.
+fn wait_log(env: &Env, ns: &str, job: &str, needle: &str, timeout: Duration) -> String {
+    let last = std::cell::RefCell::new(String::new());
+    wait_until(
+        &format!("{needle:?} in the trainer logs of {ns}/{job}"),
+        timeout,
+        Duration::from_secs(1),
+        || {
+            let logs = env.job_logs(ns, job);
+            let found = logs.contains(needle);
+            *last.borrow_mut() = logs.clone();
+            found.then_some(logs)
+        },
+        || {
+            format!(
+                "{}\nstatus: {:#}",
+                tail(&last.borrow(), 40),
+                env.status(ns, job)
+            )
+        },
+    )
+}
+
+/// Per pod UID, how much of its trainer log exists now.
+fn log_marks(env: &Env, ns: &str, job: &str) -> Vec<(String, usize)> {
+    env.pods(ns, job)
+        .iter()
+        .map(|p| {
+            let name = p["metadata"]["name"].as_str().unwrap_or("");
+            let uid = p["metadata"]["uid"].as_str().unwrap_or("").to_string();
+            (uid, env.logs(ns, name).map(|l| l.len()).unwrap_or(0))
+        })
+        .collect()
+}
+
+/// The trainer logs written since `marks` (whole logs of pods that are new).
+fn logs_since(env: &Env, ns: &str, job: &str, marks: &[(String, usize)]) -> String {
+    let mut out = String::new();
+    for p in env.pods(ns, job) {
+        let name = p["metadata"]["name"].as_str().unwrap_or("");
+        let uid = p["metadata"]["uid"].as_str().unwrap_or("");
+        let from = marks
+            .iter()
+            .find(|(u, _)| u == uid)
+            .map(|(_, n)| *n)
+            .unwrap_or(0);
+        if let Ok(log) = env.logs(ns, name) {
+            out += log.get(from..).unwrap_or("");
+        }
+    }
+    out
+}
+
+fn wait_new_log(
+    env: &Env,
+    ns: &str,
+    job: &str,
+    marks: &[(String, usize)],
+    needle: &str,
+    timeout: Duration,
+) {
+    let last = std::cell::RefCell::new(String::new());
+    wait_until(
+        &format!("{needle:?} in new trainer log lines of {ns}/{job}"),
+        timeout,
+        Duration::from_secs(1),
+        || {
+            let new = logs_since(env, ns, job, marks);
+            let found = new.contains(needle);
+            *last.borrow_mut() = new;
+            found.then_some(())
+        },
+        || {
+            format!(
+                "new lines:\n{}\npods:\n{}status: {:#}",
+                tail(&last.borrow(), 30),
+                pod_summary(&env.pods(ns, job)),
+                env.status(ns, job)
+            )
+        },
+    );
+}
+
+/// Waits until every pod in `names` exists, runs and is not being deleted.
+fn wait_running(env: &Env, ns: &str, job: &str, n: usize) -> Vec<Value> {
+    env.wait_pods(ns, job, &format!("{n} running pods"), T_RUN, |pods| {
+        pods.iter()
+            .filter(|p| phase(p) == "Running" && !is_deleting(p))
+            .count()
+            == n
+    })
+}
+
+fn assert_no_failures(status: &Value, why: &str) {
+    assert_eq!(
+        counters(status),
+        (0, 0, 0),
+        "{why}: no pod should have been recreated; status:\n{status:#}"
+    );
+    assert!(
+        failures(status).is_empty(),
+        "{why}: no pod failure expected; status:\n{status:#}"
+    );
+}
+
+/// The `[train] step N  loss X` values of a log, in order.
+fn losses(log: &str) -> Vec<f64> {
+    log.lines()
+        .filter_map(|l| l.split("[train] step").nth(1))
+        .filter_map(|r| r.split("loss").nth(1))
+        .filter_map(|x| x.trim().parse().ok())
+        .collect()
+}
+
+fn patch_job(env: &Env, ns: &str, job: &str, patch: &Value) {
+    env.kubectl.ok(&[
+        "patch",
+        "elasticjob",
+        job,
+        "-n",
+        ns,
+        "--type",
+        "merge",
+        "-p",
+        &patch.to_string(),
+    ]);
+}
+
+// ---- scenarios -------------------------------------------------------------------------------
+
+/// The harness itself: the cluster's nodes, the CRD, the example accepted by the schema, the
+/// image map (launcher install + PyTorch venv) and the operator's health endpoints.
+fn harness(env: &Env, ns: &str) {
+    let k = &env.kubectl;
+    k.ok(&["get", "crd", CRD]);
+    let example = example_path();
+    let dry = k.run(
+        &[
+            "apply",
+            "--dry-run=server",
+            "-n",
+            ns,
+            "-f",
+            example.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(
+        dry.status.success(),
+        "the schema refuses examples/elasticjob.yaml: {}",
+        stderr(&dry)
+    );
+    assert!(
+        stdout(&dry).contains("elasticjob.elasticjob.dev/train"),
+        "{}",
+        stdout(&dry)
+    );
+
+    if env.is_local() {
+        let nodes = k.json(&["get", "nodes"]).unwrap();
+        let items = nodes["items"].as_array().unwrap();
+        assert_eq!(items.len(), 3, "3 nodes");
+        for n in items {
+            assert_eq!(n["status"]["allocatable"]["nvidia.com/gpu"], "4", "{n:#}");
+        }
+        // The image map: the launcher image's binary installs itself into an emptyDir (as the
+        // operator's init container does), the trainer image has the venv's python with torch.
+        let mount = json!([{"name": "bin", "mountPath": "/elasticjob/bin"}]);
+        k.apply(
+            ns,
+            &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "images"},
+            "spec": {"restartPolicy": "Never", "volumes": [{"name": "bin", "emptyDir": {}}],
+                "initContainers": [{"name": "install", "image": LAUNCHER_IMAGE,
+                    "args": ["__install", "/elasticjob/bin"], "volumeMounts": mount}],
+                "containers": [{"name": "trainer", "image": TRAINER_IMAGE, "volumeMounts": mount,
+                    "command": ["/bin/sh", "-c",
+                        "/elasticjob/bin/elastic-launch --help >/dev/null && python -c 'import torch; print(\"torch\", torch.__version__)'"]}]}}),
+        );
+        let pod = wait_until(
+            "pod images to finish",
+            T_RUN,
+            Duration::from_millis(500),
+            || {
+                let p = k.json(&["get", "pod", "images", "-n", ns])?;
+                matches!(phase(&p), "Succeeded" | "Failed").then_some(p)
+            },
+            String::new,
+        );
+        let log = env
+            .container_logs(ns, "images", "trainer")
+            .unwrap_or_else(|e| e);
+        assert_eq!(
+            phase(&pod),
+            "Succeeded",
+            "{}\nlog: {log}",
+            pod_summary(std::slice::from_ref(&pod))
+        );
+        assert!(log.contains("torch 2."), "log: {log}");
+    }
+
+    if let Some(addr) = env.metrics_addr() {
+        for path in ["/healthz", "/readyz", "/metrics"] {
+            let (code, body) = http_get(addr, path).unwrap_or_else(|e| panic!("GET {path}: {e}"));
+            assert_eq!(code, 200, "GET {path} on {addr}: {body}");
+        }
+    }
+}
+
+/// Scenario 1: `kubectl apply -f examples/elasticjob.yaml`: 2 pods × 2 workers of real PyTorch reach
+/// Succeeded; the loss lines are in the pod log and the loss went down.
+fn example_job_succeeds(env: &Env, ns: &str) {
+    let path = example_path();
+    if env.gpus && env.trainer_image.is_none() {
+        env.kubectl
+            .ok(&["apply", "-n", ns, "-f", path.to_str().unwrap()]);
+    } else {
+        let ex = example();
+        apply_all(env, ns, &[ex.configmap, ex.job]);
+    }
+    let t = Instant::now();
+    let job = env.wait_state(ns, "train", "Succeeded", T_JOB);
+    eprintln!(
+        "e2e: train Succeeded {:.1}s after apply",
+        t.elapsed().as_secs_f64()
+    );
+    let st = &job["status"];
+    let (s, reason, _) = condition_srm(st, "Succeeded").expect("a Succeeded condition");
+    assert_eq!(
+        (s.as_str(), reason.as_str()),
+        ("True", "JobSucceeded"),
+        "{st:#}"
+    );
+    assert!(st["completionTime"].is_string(), "{st:#}");
+    assert!(st["startTime"].is_string(), "{st:#}");
+    assert_no_failures(st, "a clean run");
+
+    let logs = env.all_job_logs(ns, "train");
+    assert!(
+        logs.contains("[train] world_size=4 "),
+        "2 pods × 2 workers:\n{logs}"
+    );
+    assert!(logs.contains("after 20 steps on 4 workers"), "{logs}");
+    let l = losses(&logs);
+    assert!(l.len() >= 4, "loss lines (every 5 steps):\n{logs}");
+    assert!(
+        l.last().unwrap() < l.first().unwrap(),
+        "the loss went down: {l:?}"
+    );
+    // What a user sees.
+    let table = env.kubectl.ok(&["get", "ej", "train", "-n", ns]);
+    assert!(table.contains("Succeeded"), "{table}");
+}
+
+/// Scenario 2: A worker crash inside a pod is restarted by the launcher (maxRestarts): no pod is
+/// recreated, the job succeeds.
+fn worker_crash_restarted_by_launcher(env: &Env, ns: &str) {
+    let ex = example();
+    let job = torch_job(
+        "crash",
+        2,
+        json!({"maxRestarts": 3}),
+        &[
+            ("STEPS", "15"),
+            ("FAIL_AT_STEP", "5"),
+            ("FAIL_RANK", "1"),
+            ("FAIL_EXIT_CODE", "3"),
+        ],
+    );
+    apply_all(env, ns, &[ex.configmap, job]);
+    let before = uids(&wait_running(env, ns, "crash", 2));
+    let job = env.wait_state(ns, "crash", "Succeeded", T_JOB);
+    let st = &job["status"];
+    // Pod 1 may be gone: it can still be finishing when pod 0's success ends the job, and
+    // cleanPodPolicy Running deletes it. The local cluster keeps the logs of gone pods.
+    let logs = env.all_job_logs(ns, "crash");
+    if env.is_local() || logs.contains("== crash-worker-1") {
+        assert!(
+            logs.contains("rank 1 fails at step 5 with exit code 3"),
+            "the worker crashed:\n{logs}"
+        );
+    }
+    assert!(
+        logs.contains("[train] world_size=2 restart=1 "),
+        "the workers ran again after the crash, as the launcher's restart 1:\n{logs}"
+    );
+    assert!(logs.contains("after 15 steps on 2 workers"), "{logs}");
+    let after = uids(&env.pods(ns, "crash"));
+    assert!(
+        after
+            .iter()
+            .all(|(name, uid)| before.get(name) == Some(uid)),
+        "the launcher restarted the worker; no pod was recreated: before {before:?}, after {after:?}"
+    );
+    assert_no_failures(st, "a worker restart inside the pod is not a pod failure");
+    // Issue 5 asks for the worker restart "counted in status": the API has no field for
+    // launcher-level restarts (status.restartCount counts pod recreations). Report what is there.
+    eprintln!("e2e: status after a launcher worker restart: {st:#}");
+}
+
+/// Scenario 3: A killed pod (SIGKILL to its processes) is recreated, the job re-forms and succeeds, and
+/// status names the failed pod and its exit code.
+fn killed_pod_is_recreated(env: &Env, ns: &str) {
+    kill_pod_and_recover(env, ns, "kill", 1);
+}
+
+/// Scenario 4: Killing pod 0, which hosts the rendezvous store, mid-run is survived.
+fn killed_store_host_is_survived(env: &Env, ns: &str) {
+    kill_pod_and_recover(env, ns, "store", 0);
+}
+
+fn kill_pod_and_recover(env: &Env, ns: &str, name: &str, victim: u32) {
+    let ex = example();
+    let job = torch_job(
+        name,
+        2,
+        json!({"maxRestarts": 3}),
+        &[("STEPS", "40"), ("STEP_SLEEP", "0.25")],
+    );
+    apply_all(env, ns, &[ex.configmap, job]);
+    wait_running(env, ns, name, 2);
+    wait_log(env, ns, name, "[train] step  ", T_JOB);
+    let pod = format!("{name}-worker-{victim}");
+    let old_uid = uids(&env.pods(ns, name))[&pod].clone();
+    env.faults
+        .kill_pod(ns, &pod, Signal::SIGKILL)
+        .unwrap_or_else(|e| panic!("kill {pod}: {e}"));
+    eprintln!("e2e: killed {pod} ({old_uid})");
+
+    let job = env.wait_job(
+        ns,
+        name,
+        &format!("a failure of {pod} in status.recentFailures"),
+        T_RUN,
+        |j| {
+            failures(&j["status"])
+                .iter()
+                .any(|f| f["podUID"] == old_uid.as_str())
+        },
+    );
+    let st = &job["status"];
+    let f = failures(st)
+        .into_iter()
+        .find(|f| f["podUID"] == old_uid.as_str())
+        .unwrap();
+    assert_eq!(f["pod"], pod.as_str(), "{f:#}");
+    assert_eq!(f["exitCode"], 137, "SIGKILL: exit code 137: {f:#}");
+    assert_eq!(
+        f["category"], "Infrastructure",
+        "killed from outside: {f:#}"
+    );
+    assert_eq!(f["permanent"], false, "{f:#}");
+    assert!(int(&st["infrastructureRestarts"]) >= 1, "{st:#}");
+    // What `kubectl describe ej` shows: a Warning event with the failure's reason. Checked at
+    // the end, so that a missing event does not hide whether the job recovered.
+    let reason = f["reason"].as_str().unwrap_or_default().to_string();
+    let event = {
+        let t = Instant::now();
+        loop {
+            let ev = env.events(ns, name);
+            if ev.iter().any(|(t, r, _)| t == "Warning" && *r == reason) {
+                break Ok(());
+            }
+            if t.elapsed() > Duration::from_secs(20) {
+                break Err(format!(
+                    "no Warning event {reason} about job {name} within 20 s of the failure; events: {ev:#?}"
+                ));
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    };
+
+    env.wait_pods(ns, name, &format!("a new {pod}"), T_RUN, |pods| {
+        pods.iter().any(|p| {
+            p["metadata"]["name"] == pod.as_str()
+                && p["metadata"]["uid"] != old_uid.as_str()
+                && !is_deleting(p)
+        })
+    });
+    let job = env.wait_state(ns, name, "Succeeded", T_JOB);
+    let st = &job["status"];
+    assert!(
+        failures(st).iter().any(|f| f["podUID"] == old_uid.as_str()),
+        "the failure is still listed: {st:#}"
+    );
+    assert!(int(&st["restartCount"]) >= 1, "{st:#}");
+    let logs = env.all_job_logs(ns, name);
+    assert!(logs.contains("after 40 steps on 2 workers"), "{logs}");
+    if let Err(e) = event {
+        panic!("the job recovered, but: {e}");
+    }
+}
+
+/// Scenario 5: Permanent failures fail the job at once with the right reason: exit code 2 (a default
+/// permanent code), a code listed in permanentExitCodes; and a retryable failure fails the job
+/// once failurePolicy.maxApplicationRestarts is used up.
+fn permanent_failures_fail_the_job(env: &Env, ns: &str) {
+    let ex = example();
+    let one = json!({"maxRestarts": 0});
+    let fail = |code: &'static str| {
+        [
+            ("STEPS", "10"),
+            ("FAIL_AT_STEP", "1"),
+            ("FAIL_RANK", "0"),
+            ("FAIL_EXIT_CODE", code),
+        ]
+    };
+    let usage = torch_job("usage", 1, one.clone(), &fail("2"));
+    let listed = torch_job(
+        "listed",
+        1,
+        json!({"maxRestarts": 0, "failurePolicy": {"permanentExitCodes": [42]}}),
+        &fail("42"),
+    );
+    let budget = torch_job(
+        "budget",
+        1,
+        json!({"maxRestarts": 0, "failurePolicy": {"maxApplicationRestarts": 1}}),
+        &fail("1"),
+    );
+    apply_all(env, ns, &[ex.configmap, usage, listed, budget]);
+
+    for (job, cond_reason, failure_reason, code) in [
+        ("usage", "PermanentFailure", "UsageError", 2),
+        ("listed", "PermanentFailure", "PermanentExitCode", 42),
+        (
+            "budget",
+            "ApplicationRestartLimitExceeded",
+            "WorkerFailed",
+            1,
+        ),
+    ] {
+        let j = env.wait_state(ns, job, "Failed", T_JOB);
+        let st = &j["status"];
+        let (s, reason, message) = condition_srm(st, "Failed").expect("a Failed condition");
+        assert_eq!(
+            (s.as_str(), reason.as_str()),
+            ("True", cond_reason),
+            "{job}: {st:#}"
+        );
+        let pod = format!("{job}-worker-0");
+        assert!(
+            message.contains(&pod),
+            "{job}: the message names the pod: {message}"
+        );
+        let fs = failures(st);
+        let newest = fs
+            .first()
+            .unwrap_or_else(|| panic!("{job}: no recentFailures: {st:#}"));
+        assert_eq!(newest["pod"], pod.as_str(), "{job}: {newest:#}");
+        assert_eq!(newest["reason"], failure_reason, "{job}: {newest:#}");
+        assert_eq!(newest["exitCode"], code, "{job}: {newest:#}");
+        assert_eq!(
+            newest["rank"], 0,
+            "{job}: the launcher reported the rank: {newest:#}"
+        );
+        assert_eq!(newest["category"], "Application", "{job}: {newest:#}");
+        assert_eq!(newest["permanent"], true, "{job}: {newest:#}");
+        if job == "budget" {
+            assert_eq!(int(&st["applicationRestarts"]), 1, "{st:#}");
+            assert_eq!(fs.len(), 2, "failed, recreated, failed: {st:#}");
+        } else {
+            assert_eq!(counters(st), (0, 0, 0), "{job}: not retried: {st:#}");
+        }
+        let events = wait_until(
+            &format!("a Warning event {cond_reason} about {job}"),
+            Duration::from_secs(20),
+            Duration::from_secs(1),
+            || {
+                let ev = env.events(ns, job);
+                ev.iter()
+                    .any(|(t, r, _)| t == "Warning" && r == cond_reason)
+                    .then_some(ev)
+            },
+            || format!("{:?}", env.events(ns, job)),
+        );
+        eprintln!("e2e: {job}: {} events", events.len());
+    }
+}
+
+/// Scenario 6: `kubectl scale ej/<name> --replicas=N` up and down mid-run changes WORLD_SIZE.
+fn scale_up_and_down(env: &Env, ns: &str) {
+    let ex = example();
+    let mut job = job_doc(
+        "elastic",
+        &json!({"minReplicas": 1, "maxReplicas": 3, "replicas": 2, "nprocPerNode": 1,
+            "maxRestarts": 10, "rendezvous": {"lastCallTimeoutSeconds": 3},
+            "failurePolicy": {"backoff": {"initialSeconds": 1}},
+            "template": {"spec": {"terminationGracePeriodSeconds": 5}}}),
+        &[("STEPS", "200"), ("STEP_SLEEP", "0.2")],
+    );
+    set_gpus(&mut job, Some(1));
+    apply_all(env, ns, &[ex.configmap, job]);
+    wait_running(env, ns, "elastic", 2);
+    wait_log(env, ns, "elastic", "[train] world_size=2 ", T_JOB);
+
+    let marks = log_marks(env, ns, "elastic");
+    env.kubectl
+        .ok(&["scale", "ej/elastic", "--replicas=3", "-n", ns]);
+    let t = Instant::now();
+    wait_new_log(env, ns, "elastic", &marks, "[train] world_size=3 ", T_JOB);
+    eprintln!(
+        "e2e: world size 3 {:.1}s after scaling up",
+        t.elapsed().as_secs_f64()
+    );
+    env.wait_job(ns, "elastic", "status.replicas 3", T_RUN, |j| {
+        j["status"]["replicas"] == 3
+    });
+
+    let marks = log_marks(env, ns, "elastic");
+    env.kubectl
+        .ok(&["scale", "ej/elastic", "--replicas=1", "-n", ns]);
+    let t = Instant::now();
+    env.wait_pods(ns, "elastic", "pods 1 and 2 gone", T_RUN, |pods| {
+        pods.len() == 1 && pods[0]["metadata"]["name"] == "elastic-worker-0"
+    });
+    wait_new_log(env, ns, "elastic", &marks, "[train] world_size=1 ", T_JOB);
+    eprintln!(
+        "e2e: world size 1 {:.1}s after scaling down",
+        t.elapsed().as_secs_f64()
+    );
+    env.wait_job(ns, "elastic", "status.replicas 1", T_RUN, |j| {
+        j["status"]["replicas"] == 1
+    });
+
+    let job = env.wait_state(ns, "elastic", "Succeeded", T_JOB);
+    assert_no_failures(&job["status"], "scaling is not a failure");
+    let logs = env.all_job_logs(ns, "elastic");
+    assert!(logs.contains("after 200 steps on 1 workers"), "{logs}");
+}
+
+/// Scenario 7: Suspend (`runPolicy.suspend: true`): the pods go away, the Suspended condition is set;
+/// resume brings them back and the job finishes.
+fn suspend_and_resume(env: &Env, ns: &str) {
+    let ex = example();
+    let job = torch_job(
+        "pause",
+        2,
+        json!({}),
+        &[("STEPS", "40"), ("STEP_SLEEP", "0.25")],
+    );
+    apply_all(env, ns, &[ex.configmap, job]);
+    wait_running(env, ns, "pause", 2);
+    wait_log(env, ns, "pause", "[train] step  ", T_JOB);
+
+    patch_job(
+        env,
+        ns,
+        "pause",
+        &json!({"spec": {"runPolicy": {"suspend": true}}}),
+    );
+    let job = env.wait_job(ns, "pause", "state Suspended", T_RUN, |j| {
+        j["status"]["state"] == "Suspended"
+    });
+    let (s, reason, _) = condition_srm(&job["status"], "Suspended").expect("Suspended condition");
+    assert_eq!((s.as_str(), reason.as_str()), ("True", "Suspended"));
+    env.wait_pods(ns, "pause", "no pods while suspended", T_RUN, |p| {
+        p.is_empty()
+    });
+    env.kubectl.ok(&["get", "service", "pause", "-n", ns]);
+    let st = env.status(ns, "pause");
+    assert_ne!(
+        condition_srm(&st, "Running").map(|c| c.0),
+        Some("True".into()),
+        "not Running while suspended: {st:#}"
+    );
+    assert_eq!(int(&st["replicas"]), 0, "{st:#}");
+
+    patch_job(
+        env,
+        ns,
+        "pause",
+        &json!({"spec": {"runPolicy": {"suspend": false}}}),
+    );
+    env.wait_job(ns, "pause", "Suspended=False (Resumed)", T_RUN, |j| {
+        condition_srm(&j["status"], "Suspended")
+            .is_some_and(|(s, r, _)| s == "False" && r == "Resumed")
+    });
+    wait_running(env, ns, "pause", 2);
+    let job = env.wait_state(ns, "pause", "Succeeded", T_JOB);
+    assert_no_failures(&job["status"], "suspension is not a failure");
+}
+
+/// Scenario 8: runPolicy.activeDeadlineSeconds fails a running job on time with reason
+/// DeadlineExceeded, and its running pods are deleted (cleanPodPolicy Running).
+fn active_deadline(env: &Env, ns: &str) {
+    let deadline = 15.0;
+    let job = idle_job_doc(
+        "deadline",
+        &json!({"minReplicas": 1, "maxReplicas": 1, "replicas": 1,
+            "runPolicy": {"activeDeadlineSeconds": deadline as i64}}),
+    );
+    apply_all(env, ns, &[idle_configmap(), job]);
+    let job = env.wait_state(ns, "deadline", "Failed", Duration::from_secs(90));
+    let st = &job["status"];
+    let (s, reason, message) = condition_srm(st, "Failed").expect("a Failed condition");
+    assert_eq!(
+        (s.as_str(), reason.as_str()),
+        ("True", "DeadlineExceeded"),
+        "{st:#}"
+    );
+    assert!(message.contains("activeDeadlineSeconds"), "{message}");
+    let start = parse_time(st["startTime"].as_str().expect("startTime")).unwrap();
+    let failed = parse_time(
+        condition(st, "Failed").unwrap()["lastTransitionTime"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let ran = failed - start;
+    assert!(
+        (deadline..=deadline + 10.0).contains(&ran),
+        "failed {ran:.0}s after the start, deadline {deadline}s: {st:#}"
+    );
+    env.wait_pods(ns, "deadline", "running pods deleted", T_RUN, |pods| {
+        pods.iter()
+            .all(|p| matches!(phase(p), "Succeeded" | "Failed"))
+    });
+}
+
+/// Scenario 9: Deleting the job removes its pods and Service (garbage collection through owner
+/// references).
+fn deleting_the_job_removes_its_pods(env: &Env, ns: &str) {
+    let job = idle_job_doc(
+        "gc",
+        &json!({"minReplicas": 2, "maxReplicas": 2, "replicas": 2}),
+    );
+    apply_all(env, ns, &[idle_configmap(), job]);
+    let pods = wait_running(env, ns, "gc", 2);
+    for p in &pods {
+        let owner = &p["metadata"]["ownerReferences"][0];
+        assert_eq!(owner["kind"], "ElasticJob", "{owner:#}");
+        assert_eq!(owner["controller"], true, "{owner:#}");
+    }
+    env.kubectl
+        .ok(&["delete", "elasticjob", "gc", "-n", ns, "--timeout=60s"]);
+    env.wait_pods(ns, "gc", "pods gone", T_RUN, |p| p.is_empty());
+    wait_until(
+        "Service gc gone",
+        T_RUN,
+        Duration::from_millis(500),
+        || {
+            (!env
+                .kubectl
+                .run(&["get", "service", "gc", "-n", ns], None)
+                .status
+                .success())
+            .then_some(())
+        },
+        || "service gc still there".into(),
+    );
+}
+
+/// Scenario 10: Restarting the operator mid-job neither duplicates pods nor loses status (here: a
+/// recorded failure of a pod someone deleted).
+fn operator_restart_mid_job(env: &Env, ns: &str) {
+    let ex = example();
+    let job = torch_job(
+        "restart",
+        2,
+        json!({}),
+        &[("STEPS", "80"), ("STEP_SLEEP", "0.25")],
+    );
+    apply_all(env, ns, &[ex.configmap, job]);
+    wait_running(env, ns, "restart", 2);
+    // A failure for the status to remember: a user deletes pod 1.
+    let old = uids(&env.pods(ns, "restart"))["restart-worker-1"].clone();
+    env.kubectl.ok(&[
+        "delete",
+        "pod",
+        "restart-worker-1",
+        "-n",
+        ns,
+        "--wait=false",
+    ]);
+    env.wait_job(
+        ns,
+        "restart",
+        "the deleted pod's failure recorded",
+        T_RUN,
+        |j| {
+            failures(&j["status"])
+                .iter()
+                .any(|f| f["podUID"] == old.as_str())
+        },
+    );
+    wait_running(env, ns, "restart", 2);
+    let job = env.wait_state(ns, "restart", "Running", T_RUN);
+    wait_log(env, ns, "restart", "[train] step  ", T_JOB);
+    let pods_before = uids(&env.pods(ns, "restart"));
+    let st_before = job["status"].clone();
+    let counters_before = counters(&st_before);
+    assert_eq!(
+        counters_before.1, 1,
+        "one infrastructure restart: {st_before:#}"
+    );
+
+    env.restart_operator(Duration::from_secs(3));
+    // Let the new operator reconcile a few times while the job runs.
+    std::thread::sleep(Duration::from_secs(8));
+    let pods_after = env.pods(ns, "restart");
+    assert_eq!(
+        uids(&pods_after),
+        pods_before,
+        "the restarted operator kept the same pods:\n{}",
+        pod_summary(&pods_after)
+    );
+    let st = env.status(ns, "restart");
+    assert_eq!(counters(&st), counters_before, "counters kept: {st:#}");
+    assert_eq!(
+        st["startTime"], st_before["startTime"],
+        "startTime kept: {st:#}"
+    );
+    assert_eq!(
+        failures(&st)
+            .iter()
+            .map(|f| f["podUID"].clone())
+            .collect::<Vec<_>>(),
+        failures(&st_before)
+            .iter()
+            .map(|f| f["podUID"].clone())
+            .collect::<Vec<_>>(),
+        "recentFailures kept: {st:#}"
+    );
+    for c in ["Created", "Running"] {
+        assert_eq!(
+            condition(&st, c).map(|c| (c["status"].clone(), c["lastTransitionTime"].clone())),
+            condition(&st_before, c)
+                .map(|c| (c["status"].clone(), c["lastTransitionTime"].clone())),
+            "condition {c} kept: {st:#}"
+        );
+    }
+
+    let job = env.wait_state(ns, "restart", "Succeeded", T_JOB);
+    assert_eq!(
+        counters(&job["status"]),
+        counters_before,
+        "nothing counted twice: {:#}",
+        job["status"]
+    );
+    let logs = env.all_job_logs(ns, "restart");
+    assert!(logs.contains("after 80 steps on 2 workers"), "{logs}");
+}
+
+/// Scenario 11: An invalid spec is refused by the schema (minReplicas 0: OpenAPI minimum), or, where
+/// only CEL would catch it (min > max, a bad nprocPerNode: Kubernetes 1.20 has no CEL), marked
+/// Failed with reason InvalidSpec and a message that says what to fix; no pods are made.
+fn invalid_specs(env: &Env, ns: &str) {
+    let ex = example();
+    env.kubectl.apply(ns, &ex.configmap);
+
+    let mut zero = job_doc("zero-min", &json!({"minReplicas": 0}), &[]);
+    env.adapt(&mut zero);
+    let o = env.kubectl.try_apply(ns, &zero);
+    assert!(
+        !o.status.success(),
+        "minReplicas 0 must be refused: {}",
+        stdout(&o)
+    );
+    let err = stderr(&o);
+    assert!(
+        err.contains("minReplicas") && err.contains("greater than or equal to 1"),
+        "the schema's message: {err}"
+    );
+    assert!(env.job(ns, "zero-min").is_none());
+
+    for (name, patch, cel_message, field) in [
+        (
+            "bad-bounds",
+            json!({"minReplicas": 3, "maxReplicas": 2, "replicas": null}),
+            "minReplicas must be less than or equal to maxReplicas",
+            "minReplicas",
+        ),
+        (
+            "bad-nproc",
+            json!({"nprocPerNode": "lots"}),
+            "nprocPerNode must be auto, gpu, cpu or a positive integer",
+            "nprocPerNode",
+        ),
+    ] {
+        let mut job = job_doc(name, &patch, &[]);
+        env.adapt(&mut job);
+        let o = env.kubectl.try_apply(ns, &job);
+        if !o.status.success() {
+            // A cluster with CEL (≥ 1.25) refuses it at once.
+            assert!(stderr(&o).contains(cel_message), "{name}: {}", stderr(&o));
+            continue;
+        }
+        let j = env.wait_state(ns, name, "Failed", T_RUN);
+        let st = &j["status"];
+        let (s, reason, message) = condition_srm(st, "Failed").expect("a Failed condition");
+        assert_eq!(
+            (s.as_str(), reason.as_str()),
+            ("True", "InvalidSpec"),
+            "{name}: {st:#}"
+        );
+        assert!(
+            message.contains(field),
+            "{name}: the message names {field}: {message}"
+        );
+        let events = wait_until(
+            &format!("a Warning event InvalidSpec about {name}"),
+            Duration::from_secs(20),
+            Duration::from_secs(1),
+            || {
+                let ev = env.events(ns, name);
+                ev.iter()
+                    .any(|(t, r, _)| t == "Warning" && r == "InvalidSpec")
+                    .then_some(ev)
+            },
+            || format!("{:?}", env.events(ns, name)),
+        );
+        eprintln!("e2e: {name}: {events:?}");
+        assert!(
+            env.pods(ns, name).is_empty(),
+            "{name}: no pods for an invalid job"
+        );
+        assert!(
+            env.kubectl
+                .run(&["get", "service", name, "-n", ns], None)
+                .status
+                .success()
+                .eq(&false),
+            "{name}: no Service for an invalid job"
+        );
+    }
+}
