@@ -31,7 +31,7 @@ for i in $(seq "$reps"); do
   printf 'run %d: %.2f s to %d Ready nodes\n' "$i" "$t" "$nodes"
   # `up` records its state (read by `down`) right after the nodes registered.
   until [ -f "$dir/cluster.json" ]; do sleep 0.05; done
-  "$cluster" down --dir "$dir" >/dev/null
+  RUST_LOG=warn "$cluster" down --dir "$dir" >/dev/null
   wait "$pid"
 done
 printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {printf "median of %d: %.2f s (min %.2f, max %.2f)\n", NR, a[int((NR+1)/2)], a[1], a[NR]}'

@@ -13,7 +13,8 @@ reps="${REPS:-3}"
 replicas="${REPLICAS:-256}"
 jobs="${JOBS:-500}"
 bin="$(tests/cluster/provision.sh 2>/dev/null | tail -1)"
-cargo build --release -q -p local-cluster --bin cluster -p elasticjob-operator -p bench --bin operator-bench
+cargo build --release -q -p local-cluster -p elasticjob-operator -p bench \
+  --bin cluster --bin elasticjob-operator --bin operator-bench
 rel="$CARGO_TARGET_DIR/release"
 work="$(mktemp -d)"
 dir="$work/cluster"
@@ -29,13 +30,17 @@ until [ -f "$dir/cluster.json" ]; do sleep 0.2; done
 export KUBECONFIG="$dir/kubeconfig"
 k() { "$bin/kubectl" "$@"; }
 k apply --validate=false -f crds/elasticjob.yaml >/dev/null
-k wait --for=condition=Established crd/elasticjobs.elasticjob.dev >/dev/null
+until [ "$(k get crd elasticjobs.elasticjob.dev \
+  -o jsonpath='{.status.conditions[?(@.type=="Established")].status}')" = True ]; do sleep 0.2; done
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 start_operator() {
   RUST_LOG=warn "$rel/elasticjob-operator" --launcher-image elasticjob/elastic-launch:bench \
     --metrics-addr "127.0.0.1:$port" >"$work/operator.log" 2>&1 &
   op_pid=$!
-  until curl -sf "127.0.0.1:$port/readyz" >/dev/null; do sleep 0.1; done
+  until curl -sf "127.0.0.1:$port/readyz" >/dev/null; do
+    kill -0 "$op_pid" 2>/dev/null || { cat "$work/operator.log"; exit 1; }
+    sleep 0.1
+  done
 }
 start_operator
 until k get serviceaccount default >/dev/null 2>&1; do sleep 0.2; done

@@ -299,20 +299,34 @@ impl Planner {
         job: &ElasticJob,
         pods: &[ObservedPod],
         status: &ElasticJobStatus,
-        _state: JobState,
+        state: JobState,
     ) {
+        let done = status
+            .completion_time
+            .as_ref()
+            .map(|t| t.0)
+            .unwrap_or(self.now);
+        // After a success, the other pods of the final round are at the launchers' exit barrier
+        // and end on their own within moments: give them the rendezvous close timeout before
+        // deleting them, so they finish cleanly and keep their logs.
+        let grace_until = add(done, job.spec.rendezvous.close_timeout_seconds as i64);
+        let in_grace = state == JobState::Succeeded && self.now < grace_until;
         let targets: Vec<&ObservedPod> = match job.spec.run_policy.clean_pod_policy {
             CleanPodPolicy::None => Vec::new(),
-            CleanPodPolicy::Running => pods.iter().filter(|p| p.is_active()).collect(),
-            CleanPodPolicy::All => pods.iter().collect(),
+            CleanPodPolicy::Running => pods
+                .iter()
+                .filter(|p| p.is_active() && !(in_grace && p.is_running()))
+                .collect(),
+            CleanPodPolicy::All => pods
+                .iter()
+                .filter(|p| !(in_grace && p.is_running()))
+                .collect(),
         };
+        if in_grace && pods.iter().any(|p| p.is_running()) {
+            self.wake.push(until(self.now, grace_until));
+        }
         self.delete_in_order(&targets, pods, DeleteReason::Cleanup);
         if let Some(ttl) = job.spec.run_policy.ttl_seconds_after_finished {
-            let done = status
-                .completion_time
-                .as_ref()
-                .map(|t| t.0)
-                .unwrap_or(self.now);
             let due = add(done, ttl as i64);
             if self.now >= due {
                 self.actions.push(Action::DeleteJob);

@@ -181,6 +181,22 @@ fn completion_does_not_wait_for_pods_pending_above_min() {
 }
 
 #[test]
+fn after_success_running_pods_get_the_close_timeout_to_end_on_their_own() {
+    let mut j = job();
+    step(&mut j, &[], 0);
+    // Pod 0 succeeded; pod 1's launcher is still at the exit barrier.
+    let p = step(&mut j, &[pod(0, Phase::Succeeded), running(1)], 100);
+    assert_eq!(p.verdict, Verdict::Finished(JobState::Succeeded));
+    assert!(deletes(&p).is_empty(), "{:?}", p.actions);
+    assert_eq!(p.requeue_after, Some(Duration::from_secs(30)));
+    let p = step(&mut j, &[pod(0, Phase::Succeeded), running(1)], 131);
+    assert_eq!(
+        deletes(&p),
+        [("train-worker-1".into(), DeleteReason::Cleanup)]
+    );
+}
+
+#[test]
 fn clean_pod_policies() {
     let pods = [running(0), pod(1, Phase::Failed), running(2)];
     let mut j = job();
