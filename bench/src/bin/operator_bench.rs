@@ -150,7 +150,11 @@ fn quantiles(text: &str, name: &str) -> Result<(f64, f64, u64)> {
             continue;
         };
         let (le, count) = rest.split_once("\"} ").context("bucket line")?;
-        let le = if le == "+Inf" { f64::INFINITY } else { le.parse()? };
+        let le = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            le.parse()?
+        };
         buckets.push((le, count.trim().parse()?));
     }
     let total = buckets.last().map(|b| b.1).unwrap_or(0.0);
@@ -165,7 +169,11 @@ fn quantiles(text: &str, name: &str) -> Result<(f64, f64, u64)> {
                 if le.is_infinite() {
                     return prev.0;
                 }
-                let frac = if c > prev.1 { (want - prev.1) / (c - prev.1) } else { 1.0 };
+                let frac = if c > prev.1 {
+                    (want - prev.1) / (c - prev.1)
+                } else {
+                    1.0
+                };
                 return prev.0 + frac * (le - prev.0);
             }
             prev = (le, c);
@@ -204,7 +212,9 @@ async fn main() -> Result<()> {
         Some("create-jobs") => {
             let count: usize = arg("--count").context("--count N")?.parse()?;
             let secs = create_jobs(Client::try_default().await?, &ns, count).await?;
-            println!(r#"{{"mode":"create-jobs","jobs":{count},"seconds_to_all_status":{secs:.3}}}"#);
+            println!(
+                r#"{{"mode":"create-jobs","jobs":{count},"seconds_to_all_status":{secs:.3}}}"#
+            );
         }
         Some("quantiles") => {
             let url = arg("--metrics").context("--metrics URL")?;
@@ -233,7 +243,10 @@ async fn reqwest_get(url: &str) -> Result<String> {
         .await?;
     let mut body = String::new();
     s.read_to_string(&mut body).await?;
-    Ok(body.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or(body))
+    Ok(body
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or(body))
 }
 
 #[cfg(test)]
