@@ -15,6 +15,7 @@ use crate::devices;
 use crate::entrypoint;
 use crate::errors::{self, ProcessFailure};
 use crate::logs::{self, LogLayout, OutputPolicy, StreamKind, TeeSource};
+use crate::progress::{self, Progress, ProgressSender, State};
 use crate::rendezvous::{self, DynamicRendezvous, Heartbeat, NodeDesc, RendezvousError, RoundInfo};
 use crate::store::{StoreClient, StoreError, StoreServer};
 use crate::worker_env::{self, RoundEnv, WorkerRanks};
@@ -60,6 +61,8 @@ pub enum AgentError {
     Logs(std::io::Error),
     #[error("cannot host the rendezvous store on port {port}: {source}")]
     HostStore { port: u16, source: StoreError },
+    #[error(transparent)]
+    StatusEndpoint(#[from] progress::ServeError),
 }
 
 impl AgentError {
@@ -119,6 +122,8 @@ pub struct Agent {
     worker_store: Option<StoreServer>,
     /// Tasks copying the current group's teed output to the console.
     tees: Vec<tokio::task::JoinHandle<()>>,
+    /// What `--status-port` serves.
+    progress: ProgressSender,
 }
 
 /// One started worker.
@@ -151,6 +156,11 @@ impl Agent {
                 device = nproc.device,
                 "resolved --nproc-per-node from the machine's devices"
             );
+        }
+        let (progress, published) =
+            tokio::sync::watch::channel(Progress::new(nproc.count, cfg.max_restarts));
+        if let Some(port) = cfg.status_port {
+            progress::serve(port, published).await?;
         }
         let host = hostname::get()
             .map(|h| h.to_string_lossy().into_owned())
@@ -195,6 +205,7 @@ impl Agent {
             attempt: 0,
             worker_store: None,
             tees: Vec::new(),
+            progress,
         })
     }
 
@@ -205,6 +216,15 @@ impl Agent {
     /// Restarts spent on worker failures so far.
     pub fn restart_count(&self) -> u32 {
         self.failure_restarts
+    }
+
+    /// The latest progress (what `--status-port` serves).
+    pub fn progress(&self) -> Progress {
+        self.progress.borrow().clone()
+    }
+
+    fn set_state(&self, state: State) {
+        self.progress.send_modify(|p| p.state = state);
     }
 
     /// Reconnects to the rendezvous store (up to join_timeout); a handled signal (the pod being
@@ -224,6 +244,7 @@ impl Agent {
         let mut started_once = false;
         loop {
             let next_restart = if started_once { self.attempt + 1 } else { 0 };
+            self.set_state(State::Rendezvous);
             let round = tokio::select! {
                 round = next_round(&mut self.rdzv, &self.cfg, &self.node, self.failure_restarts, next_restart) => match round {
                     Err(AgentError::Rendezvous(RendezvousError::Closed { run_id })) if !started_once => {
@@ -234,6 +255,7 @@ impl Agent {
                 },
                 Some(sig) = self.signals.recv() => {
                     tracing::warn!(signal = %sig, "received signal during rendezvous; exiting");
+                    self.set_state(State::Stopping);
                     return Ok(Outcome::Signaled(sig));
                 }
             };
@@ -253,9 +275,23 @@ impl Agent {
                 Err(e) => return Err(e),
             };
             let mut group = self.start_workers(&round, master)?;
+            self.progress.send_modify(|p| {
+                p.state = State::Running;
+                p.round = Some(round.round);
+                p.group_rank = Some(round.group_rank);
+                p.nnodes = Some(round.group_world_size);
+                p.world_size = Some(round.world_size);
+            });
             let event = self.monitor(&mut group, &round).await;
+            if matches!(
+                event,
+                GroupEvent::MembershipChanged | GroupEvent::PeerLost(_) | GroupEvent::StoreLost(_)
+            ) {
+                self.progress.send_modify(|p| p.re_forms += 1);
+            }
             match event {
                 GroupEvent::Succeeded => {
+                    self.set_state(State::Succeeded);
                     // Whatever the workers left running in their process groups goes now, as
                     // torchrun's context close does; this also drains their teed output.
                     self.stop(&group, Signal::SIGTERM, self.cfg.shutdown_timeout)
@@ -271,6 +307,7 @@ impl Agent {
                 }
                 GroupEvent::Signal(sig) => {
                     tracing::warn!(signal = %sig, "received death signal, shutting down workers");
+                    self.set_state(State::Stopping);
                     self.stop(&group, sig, self.cfg.shutdown_timeout).await;
                     return Ok(Outcome::Signaled(sig));
                 }
@@ -300,6 +337,7 @@ impl Agent {
                         tracing::warn!(rank = root.global_rank, local_rank = root.local_rank, exitcode = root.exitcode, pid = root.pid, message = %root.message, "worker failed");
                     }
                     if self.failure_restarts >= self.cfg.max_restarts {
+                        self.set_state(State::Failed);
                         self.announce_failure(&round).await;
                         return Ok(Outcome::WorkersFailed {
                             failures,
@@ -308,6 +346,8 @@ impl Agent {
                         });
                     }
                     self.failure_restarts += 1;
+                    let restarts = self.failure_restarts;
+                    self.progress.send_modify(|p| p.restart_count = restarts);
                     tracing::warn!(
                         restart = self.failure_restarts,
                         max_restarts = self.cfg.max_restarts,

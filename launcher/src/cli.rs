@@ -203,6 +203,8 @@ const OPTS: &[Opt] = &[
         .ours(),
     value("termination_message_path", "termination-message-path", "FILE", "Write a failure summary here for Kubernetes (default: decided by the launcher)")
         .ours(),
+    value("status_port", "status-port", "PORT", "Serve the launcher's progress read-only on this port of every address: GET /status (JSON), GET /metrics (default: off)")
+        .ours(),
 ];
 
 const ABOUT: &str = "Torch Distributed Elastic Training Launcher, in Rust: a torchrun-compatible \
@@ -749,6 +751,12 @@ fn build_config(inp: &Inputs) -> Result<Config, CliError> {
         exit_barrier_timeout,
         virtual_local_rank: inp.flag("virtual_local_rank")?,
         termination_message_path: inp.non_empty("termination_message_path").map(PathBuf::from),
+        status_port: inp
+            .given("status_port")
+            .filter(|g| !g.value.is_empty())
+            .map(|g| g.parse(|s| int_in::<u16>(s, "port must be between 1 and 65535")))
+            .transpose()?
+            .filter(|&p| p != 0),
         training_script,
         training_script_args: script.collect(),
     })
@@ -886,7 +894,7 @@ mod tests {
             "logs_specs" => "default",
             "signals_to_handle" => "SIGUSR1",
             "local_ranks_filter" => "0",
-            "master_port" => "1234",
+            "master_port" | "status_port" => "1234",
             _ => "x",
         }
     }
@@ -1040,6 +1048,15 @@ mod tests {
             ok(&["--term=/t", "s"]).termination_message_path,
             Some(PathBuf::from("/t"))
         );
+        assert_eq!(ok(&["--stat=29401", "s"]).status_port, Some(29401));
+        assert_eq!(ok(&["--status-port=0", "s"]).status_port, None);
+        assert_eq!(
+            parse_env(&["s"], &[("PET_STATUS_PORT", "7")])
+                .unwrap()
+                .status_port,
+            Some(7)
+        );
+        assert!(parse_env(&["--status-port=70000", "s"], &[]).is_err());
         let c = ok(&["--rdzv-e=h:1", "--rdzv-b", "c10d", "s"]);
         assert_eq!(c.rdzv_endpoint, "h:1");
         assert!(matches!(parse_env(&["--he"], &[]), Err(CliError::Help(_))));

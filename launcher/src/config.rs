@@ -116,6 +116,8 @@ pub struct Config {
     pub virtual_local_rank: bool,
     /// Where a failure summary for Kubernetes is written (`--termination-message-path`).
     pub termination_message_path: Option<PathBuf>,
+    /// Where the launcher serves its progress (`--status-port`); `None`: nowhere.
+    pub status_port: Option<u16>,
     pub training_script: String,
     pub training_script_args: Vec<String>,
 }

@@ -5,7 +5,8 @@
 //! restart or finish); `rendezvous` decides membership and ranks; `store` is the c10d TCPStore
 //! (wire codec, server, client) that both the agents and the PyTorch workers talk to;
 //! `workers` spawns and supervises worker processes; `worker_env` builds their environment;
-//! `logs`, `errors`, `devices` and `report` hold the rest; `install` copies the launcher into a
+//! `progress` is what the launcher serves about itself (`--status-port`); `logs`, `errors`,
+//! `devices` and `report` hold the rest; `install` copies the launcher into a
 //! pod (the operator's init container).
 
 pub mod agent;
@@ -16,6 +17,7 @@ pub mod entrypoint;
 pub mod errors;
 pub mod install;
 pub mod logs;
+pub mod progress;
 pub mod rendezvous;
 pub mod report;
 pub mod store;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use elastic_launch::agent::{Agent, AgentError, Outcome};
 use elastic_launch::config::Config;
-use elastic_launch::report::{self, FailureSummary};
+use elastic_launch::report::{self, RunSummary};
 use elastic_launch::{cli, entrypoint, errors, install, workers};
 
 fn main() -> ExitCode {
@@ -79,7 +79,22 @@ async fn run(cfg: Config) -> u8 {
     };
     let host = agent.host().to_string();
     match agent.run().await {
-        Ok(Outcome::Succeeded) | Ok(Outcome::AlreadyFinished) => 0,
+        Ok(Outcome::Succeeded) => {
+            if let Some(path) = &termination_path {
+                let progress = agent.progress();
+                write_summary(
+                    path,
+                    &RunSummary::succeeded(
+                        &host,
+                        progress.restart_count,
+                        max_restarts,
+                        progress.round,
+                    ),
+                );
+            }
+            0
+        }
+        Ok(Outcome::AlreadyFinished) => 0,
         Ok(Outcome::WorkersFailed {
             failures,
             restart_count,
@@ -93,7 +108,7 @@ async fn run(cfg: Config) -> u8 {
             if let Some(path) = &termination_path {
                 write_summary(
                     path,
-                    &FailureSummary::from_worker(root, &host, restart_count, max_restarts, round),
+                    &RunSummary::from_worker(root, &host, restart_count, max_restarts, round),
                 );
             }
             1
@@ -103,7 +118,7 @@ async fn run(cfg: Config) -> u8 {
             if let Some(path) = &termination_path {
                 write_summary(
                     path,
-                    &FailureSummary::launcher(
+                    &RunSummary::launcher(
                         "Signaled",
                         message,
                         &host,
@@ -137,7 +152,7 @@ fn launcher_failure(
     if let Some(path) = path {
         write_summary(
             path,
-            &FailureSummary::launcher(reason, message.to_string(), host, restarts, max_restarts),
+            &RunSummary::launcher(reason, message.to_string(), host, restarts, max_restarts),
         );
     }
     if let Ok(file) = std::env::var("TORCHELASTIC_ERROR_FILE") {
@@ -147,7 +162,7 @@ fn launcher_failure(
     1
 }
 
-fn write_summary(path: &std::path::Path, summary: &FailureSummary) {
+fn write_summary(path: &std::path::Path, summary: &RunSummary) {
     if let Err(e) = report::write_summary(path, summary) {
         tracing::warn!(path = %path.display(), error = %e, "cannot write the termination message");
     }

@@ -1,6 +1,8 @@
-//! What the pod tells Kubernetes: a small JSON summary of a failed run, written to the
-//! container's termination message file (Kubernetes keeps at most 4096 bytes of it). The
-//! operator reads it from the pod's status to say which rank failed and why.
+//! What the pod tells Kubernetes: a small JSON summary of the run, written to the container's
+//! termination message file (Kubernetes keeps at most 4096 bytes of it). The operator reads it
+//! from the pod's status: which rank failed and why, and the final worker-group restart count
+//! (a success reports it too, so no restart between two polls of `--status-port` goes
+//! uncounted).
 
 use std::path::{Path, PathBuf};
 
@@ -16,11 +18,11 @@ pub const KUBERNETES_TERMINATION_LOG: &str = "/dev/termination-log";
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct FailureSummary {
+pub struct RunSummary {
     /// Always `elastic-launch/v1`, so the operator knows the shape.
     pub kind: &'static str,
-    /// `WorkerFailed`, `Signaled`, `RendezvousFailed`, `StoreFailed`, `DeviceUnavailable` or
-    /// `LauncherError`.
+    /// `Succeeded`, or why it failed: `WorkerFailed`, `Signaled`, `RendezvousFailed`,
+    /// `StoreFailed`, `DeviceUnavailable` or `LauncherError`.
     pub reason: String,
     pub host: String,
     pub rank: Option<u32>,
@@ -34,7 +36,25 @@ pub struct FailureSummary {
     pub timestamp: i64,
 }
 
-impl FailureSummary {
+impl RunSummary {
+    pub fn succeeded(
+        host: &str,
+        restart_count: u32,
+        max_restarts: u32,
+        round: Option<u64>,
+    ) -> Self {
+        RunSummary {
+            round,
+            ..Self::launcher(
+                "Succeeded",
+                "the workers succeeded".into(),
+                host,
+                restart_count,
+                max_restarts,
+            )
+        }
+    }
+
     pub fn from_worker(
         root: &ProcessFailure,
         host: &str,
@@ -42,8 +62,8 @@ impl FailureSummary {
         max_restarts: u32,
         round: Option<u64>,
     ) -> Self {
-        FailureSummary {
-            kind: "elastic-launch/v1",
+        RunSummary {
+            kind: crate::progress::KIND,
             reason: "WorkerFailed".into(),
             host: host.into(),
             rank: Some(root.global_rank),
@@ -65,8 +85,8 @@ impl FailureSummary {
         restart_count: u32,
         max_restarts: u32,
     ) -> Self {
-        FailureSummary {
-            kind: "elastic-launch/v1",
+        RunSummary {
+            kind: crate::progress::KIND,
             reason: reason.into(),
             host: host.into(),
             rank: None,
@@ -117,7 +137,8 @@ pub fn termination_message_path(explicit: Option<&Path>) -> Option<PathBuf> {
     writable.then(|| default.into())
 }
 
-pub fn write_summary(path: &Path, summary: &FailureSummary) -> std::io::Result<()> {
+/// Writes `summary` to `path`.
+pub fn write_summary(path: &Path, summary: &RunSummary) -> std::io::Result<()> {
     std::fs::write(path, summary.to_bounded_json())
 }
 
@@ -127,8 +148,7 @@ mod tests {
 
     #[test]
     fn long_messages_are_cut_to_the_limit_keeping_the_end() {
-        let mut s =
-            FailureSummary::launcher("WorkerFailed", "x".repeat(10_000) + "THE END", "h", 1, 3);
+        let mut s = RunSummary::launcher("WorkerFailed", "x".repeat(10_000) + "THE END", "h", 1, 3);
         let json = s.to_bounded_json();
         assert!(json.len() <= TERMINATION_MESSAGE_LIMIT, "{}", json.len());
         assert!(json.contains("THE END\""));

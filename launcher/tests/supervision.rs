@@ -70,6 +70,89 @@ fn exhausted_budget_fails_with_report_and_termination_message() {
     assert_eq!(summary["maxRestarts"], 1);
 }
 
+/// `GET` on the launcher's status port: the body, or None while it does not answer.
+fn status_get(port: u16, path: &str) -> Option<String> {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    head.contains(" 200 ").then(|| body.to_string())
+}
+
+/// `--status-port` serves the progress while the job runs (the operator's channel): after a
+/// worker failure the restart count, then the running round and world size; the success
+/// summary in the termination message keeps the final count.
+#[test]
+fn status_port_serves_progress_and_the_success_summary_keeps_the_restart_count() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().display();
+    let term = d.path().join("termination-log");
+    let port = free_port();
+    let mut args = vec![
+        "--nproc-per-node=2".to_string(),
+        "--max-restarts=2".into(),
+        format!("--status-port={port}"),
+        format!("--termination-message-path={}", term.display()),
+    ];
+    // Attempt 0: rank 1 fails (once rank 0 started). Attempt 1: both wait for `go`.
+    args.extend(sh(&format!(
+        r#"c=$TORCHELASTIC_RESTART_COUNT; touch {dir}/attempt_${{c}}_rank_$RANK; if [ "$c" = 0 ]; then if [ "$RANK" = 1 ]; then while [ ! -e {dir}/attempt_0_rank_0 ]; do sleep 0.01; done; exit 3; fi; sleep 30; fi; while [ ! -e {dir}/go ]; do sleep 0.05; done"#
+    )));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let launcher = Running::spawn(launch_cmd(&refs));
+    let mut last = None;
+    wait_until(
+        Duration::from_secs(60),
+        "the status to show the restart",
+        || {
+            last = status_get(port, "/status");
+            last.as_deref().is_some_and(|b| {
+                let v: serde_json::Value = serde_json::from_str(b).unwrap();
+                v["state"] == "Running" && v["restartCount"] == 1
+            })
+        },
+    );
+    let v: serde_json::Value = serde_json::from_str(last.as_deref().unwrap()).unwrap();
+    assert_eq!(v["kind"], "elastic-launch/v1", "{v}");
+    assert_eq!(v["worldSize"], 2, "{v}");
+    assert_eq!(v["maxRestarts"], 2, "{v}");
+    assert_eq!(v["localWorldSize"], 2, "{v}");
+    let metrics = status_get(port, "/metrics").expect("metrics");
+    assert!(metrics.contains("elastic_launch_restarts 1"), "{metrics}");
+    assert!(
+        metrics.contains("elastic_launch_state{state=\"Running\"} 1"),
+        "{metrics}"
+    );
+    std::fs::File::create(d.path().join("go")).unwrap();
+    let out = launcher.output(Duration::from_secs(60));
+    assert_success(&out);
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&term).unwrap()).unwrap();
+    assert_eq!(summary["reason"], "Succeeded", "{summary}");
+    assert_eq!(summary["restartCount"], 1, "{summary}");
+    assert_eq!(summary["round"], v["round"], "{summary}");
+}
+
+/// A taken status port is refused at start with a message that names the option.
+#[test]
+fn a_taken_status_port_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let mut args = vec![format!("--status-port={port}")];
+    args.extend(sh("exit 0"));
+    let out = run_args(&args);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot serve the launcher status on port {port}"))
+            && stderr.contains("--status-port"),
+        "{stderr}"
+    );
+}
+
 /// A worker's error.json becomes the root cause, and is forwarded to the launcher's own
 /// TORCHELASTIC_ERROR_FILE with errorCode added, as torchrun's @record does.
 #[test]

@@ -1,0 +1,301 @@
+//! What the launcher tells whoever asks while it runs: its state, the rendezvous round, the
+//! world size and the worker-group restarts so far.
+//!
+//! With `--status-port` (`PET_STATUS_PORT`) it is served read-only over HTTP on every address
+//! of the pod: `GET /status` (JSON, the shape the ElasticJob operator polls) and `GET /metrics`
+//! (Prometheus). Nothing can be changed through it and it needs no credentials: this is the
+//! least-privilege channel from the pods to the operator (the pods get no Kubernetes API
+//! access). The agent publishes through a [`ProgressSender`]; the server reads the latest value.
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use axum::Router;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use tokio::sync::watch;
+
+/// The JSON's `kind`, shared with the termination message (`report`).
+pub const KIND: &str = "elastic-launch/v1";
+
+/// Where the agent is in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, EncodeLabelValue, Hash)]
+pub enum State {
+    /// Waiting for a rendezvous round to form (at start, and between rounds).
+    Rendezvous,
+    /// This round's workers are running.
+    Running,
+    /// The workers finished; waiting for the other nodes at the exit barrier, or done.
+    Succeeded,
+    /// The workers failed with no restarts left, or the launcher failed.
+    Failed,
+    /// A signal arrived; the workers are being stopped.
+    Stopping,
+}
+
+impl State {
+    const ALL: [State; 5] = [
+        State::Rendezvous,
+        State::Running,
+        State::Succeeded,
+        State::Failed,
+        State::Stopping,
+    ];
+}
+
+/// A snapshot of the launcher's progress.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Progress {
+    pub kind: &'static str,
+    pub state: State,
+    /// The rendezvous round of the current (or last) worker group.
+    pub round: Option<u64>,
+    /// This node's rank among the round's nodes.
+    pub group_rank: Option<u32>,
+    /// Nodes in the round.
+    pub nnodes: Option<u32>,
+    /// Workers in the round, all nodes together (`WORLD_SIZE`).
+    pub world_size: Option<u32>,
+    /// Workers on this node.
+    pub local_world_size: u32,
+    /// Worker-group restarts after this node's workers failed (the `--max-restarts` budget).
+    pub restart_count: u32,
+    pub max_restarts: u32,
+    /// Rounds re-formed without a failure here: a node joined or left, or the store was lost.
+    pub re_forms: u32,
+}
+
+impl Progress {
+    pub fn new(local_world_size: u32, max_restarts: u32) -> Self {
+        Progress {
+            kind: KIND,
+            state: State::Rendezvous,
+            round: None,
+            group_rank: None,
+            nnodes: None,
+            world_size: None,
+            local_world_size,
+            restart_count: 0,
+            max_restarts,
+            re_forms: 0,
+        }
+    }
+}
+
+/// The agent's side: publishes changes; readers always see the latest snapshot.
+pub type ProgressSender = watch::Sender<Progress>;
+
+/// Why the status endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot serve the launcher status on port {port} (--status-port / PET_STATUS_PORT): {source}; choose a free port (ElasticJob: spec.launcher.statusPort)"
+)]
+pub struct ServeError {
+    pub port: u16,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Binds `0.0.0.0:port` now (so a taken port is an error at start, not a silent gap) and
+/// serves `progress` until the process ends.
+pub async fn serve(
+    port: u16,
+    progress: watch::Receiver<Progress>,
+) -> Result<SocketAddr, ServeError> {
+    let err = |source| ServeError { port, source };
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))
+        .await
+        .map_err(err)?;
+    let addr = listener.local_addr().map_err(err)?;
+    let app = router(progress);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!(error = %e, "the launcher status endpoint stopped");
+        }
+    });
+    tracing::info!(%addr, "serving the launcher status (GET /status, /metrics)");
+    Ok(addr)
+}
+
+fn router(progress: watch::Receiver<Progress>) -> Router {
+    let for_metrics = progress.clone();
+    Router::new()
+        .route(
+            "/status",
+            get(move || {
+                let body = serde_json::to_string(&*progress.borrow()).expect("progress serializes");
+                async move { ([(CONTENT_TYPE, "application/json")], body) }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let body = metrics_text(&for_metrics.borrow());
+                async move {
+                    (
+                        [(
+                            CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        body,
+                    )
+                        .into_response()
+                }
+            }),
+        )
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: State,
+}
+
+/// The snapshot as Prometheus gauges (a fresh registry per scrape: the values are few and
+/// live in the snapshot, not in long-lived metric objects).
+pub fn metrics_text(p: &Progress) -> String {
+    let mut registry = Registry::with_prefix("elastic_launch");
+    let gauge = |registry: &mut Registry, name: &str, help: &str, value: i64| {
+        let g = Gauge::<i64>::default();
+        g.set(value);
+        registry.register(name, help, g);
+    };
+    let states = Family::<StateLabel, Gauge>::default();
+    for state in State::ALL {
+        states
+            .get_or_create(&StateLabel { state })
+            .set(i64::from(state == p.state));
+    }
+    registry.register("state", "The agent's state (1 for the current one)", states);
+    gauge(
+        &mut registry,
+        "restarts",
+        "Worker-group restarts after this node's workers failed",
+        p.restart_count.into(),
+    );
+    gauge(
+        &mut registry,
+        "max_restarts",
+        "Worker-group restarts allowed (--max-restarts)",
+        p.max_restarts.into(),
+    );
+    gauge(
+        &mut registry,
+        "re_forms",
+        "Rounds re-formed without a failure on this node (membership changes, lost store)",
+        p.re_forms.into(),
+    );
+    let optional = [
+        (
+            "rendezvous_round",
+            "The current rendezvous round",
+            p.round.map(|r| r as i64),
+        ),
+        (
+            "world_size",
+            "Workers in the current round, all nodes",
+            p.world_size.map(i64::from),
+        ),
+        (
+            "nnodes",
+            "Nodes in the current round",
+            p.nnodes.map(i64::from),
+        ),
+    ];
+    for (name, help, value) in optional {
+        if let Some(v) = value {
+            gauge(&mut registry, name, help, v);
+        }
+    }
+    gauge(
+        &mut registry,
+        "local_world_size",
+        "Workers on this node",
+        p.local_world_size.into(),
+    );
+    let mut out = String::new();
+    encode(&mut out, &registry).expect("writing to a String cannot fail");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_json_has_the_shape_the_operator_reads() {
+        let mut p = Progress::new(4, 3);
+        p.state = State::Running;
+        p.round = Some(2);
+        p.world_size = Some(8);
+        p.restart_count = 1;
+        let v: serde_json::Value = serde_json::to_value(&p).unwrap();
+        assert_eq!(v["kind"], KIND);
+        assert_eq!(v["state"], "Running");
+        assert_eq!(v["round"], 2);
+        assert_eq!(v["worldSize"], 8);
+        assert_eq!(v["restartCount"], 1);
+        assert_eq!(v["maxRestarts"], 3);
+        assert_eq!(v["localWorldSize"], 4);
+    }
+
+    #[test]
+    fn metrics_name_the_state_and_counts() {
+        let mut p = Progress::new(2, 3);
+        p.restart_count = 2;
+        let text = metrics_text(&p);
+        assert!(text.contains("elastic_launch_restarts 2"), "{text}");
+        assert!(
+            text.contains("elastic_launch_state{state=\"Rendezvous\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("elastic_launch_state{state=\"Running\"} 0"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("elastic_launch_world_size "),
+            "no round yet: {text}"
+        );
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[tokio::test]
+    async fn serves_the_latest_snapshot_and_refuses_a_taken_port() {
+        let (tx, rx) = watch::channel(Progress::new(1, 0));
+        let taken = std::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let e = serve(port, rx.clone()).await.unwrap_err();
+        assert!(e.to_string().contains(&format!("port {port}")), "{e}");
+        drop(taken);
+        let addr = serve(0, rx).await.unwrap();
+        tx.send_modify(|p| p.restart_count = 5);
+        let body = http_get(addr.port(), "/status").await;
+        assert!(body.contains("\"restartCount\":5"), "{body}");
+        let body = http_get(addr.port(), "/metrics").await;
+        assert!(body.contains("elastic_launch_restarts 5"), "{body}");
+    }
+
+    async fn http_get(port: u16, path: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+            .await
+            .unwrap();
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        assert!(
+            out.starts_with("HTTP/1.0 200") || out.starts_with("HTTP/1.1 200"),
+            "{out}"
+        );
+        out
+    }
+}
