@@ -109,6 +109,7 @@ const VALUE_OPTIONS: &[&str] = &[
     "shutdown-timeout",
     "exit-barrier-timeout",
     "termination-message-path",
+    "status-port",
 ];
 
 /// Launcher options the operator sets from the spec, and the spec field to use instead (or
@@ -132,6 +133,7 @@ pub const OWNED_OPTIONS: &[(&str, &str)] = &[
         "termination-message-path",
         "the operator sets it from the container",
     ),
+    ("status-port", "set spec.launcher.statusPort"),
 ];
 
 /// The operator-owned options found among torchrun's options (before the training script),

@@ -37,6 +37,8 @@ pub const LAUNCHER_BINARY: &str = "elastic-launch";
 pub const INSTALL_ARG: &str = "__install";
 /// Name of the rendezvous port on the Service and the trainer container.
 pub const RENDEZVOUS_PORT_NAME: &str = "rendezvous";
+/// Name of the launcher's status port (`spec.launcher.statusPort`) on the trainer container.
+pub const STATUS_PORT_NAME: &str = "launcher-status";
 
 /// Longest job name: the pod hostname `<job>-worker-<i>` must be a DNS label (63 characters),
 /// which leaves 7 digits for the index.

@@ -64,10 +64,17 @@ use crate::status::ElasticJobStatus;
         description = "Pods that are ready"
     ),
     printcolumn(
+        name = "World",
+        type_ = "integer",
+        json_path = ".status.worldSize",
+        description = "Worker processes in the newest rendezvous round",
+        priority = 1
+    ),
+    printcolumn(
         name = "Restarts",
         type_ = "integer",
         json_path = ".status.restartCount",
-        description = "Pods recreated after failures, both budgets"
+        description = "Worker-group restarts inside pods plus pods recreated after failures"
     ),
     printcolumn(
         name = "Age",
@@ -514,6 +521,18 @@ pub struct LauncherSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("enum" = ["Always", "IfNotPresent", "Never"]))]
     pub image_pull_policy: Option<String>,
+
+    /// TCP port on which each pod's launcher serves its progress read-only (GET /status: state,
+    /// rendezvous round, world size, worker restarts; GET /metrics for Prometheus). The
+    /// operator reads it into status.launchers and status.workerRestarts; the pods get no
+    /// Kubernetes API access for this. Must differ from rendezvous.port. Default 29401.
+    #[serde(default = "default_status_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub status_port: i32,
+}
+
+fn default_status_port() -> i32 {
+    29401
 }
 
 fn default_true() -> bool {
@@ -526,6 +545,7 @@ impl Default for LauncherSpec {
             inject: true,
             image: None,
             image_pull_policy: None,
+            status_port: default_status_port(),
         }
     }
 }

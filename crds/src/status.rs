@@ -50,9 +50,30 @@ pub struct ElasticJobStatus {
     #[serde(default)]
     pub infrastructure_restarts: i32,
 
-    /// All pod recreations after failures: applicationRestarts + infrastructureRestarts.
+    /// Worker-group restarts that the pods' launchers made after a worker failed (each pod's
+    /// budget: spec.maxRestarts), over the job's life. Read from the launchers' status
+    /// endpoints (spec.launcher.statusPort) while they run, and from their final reports.
+    #[serde(default)]
+    pub worker_restarts: i32,
+
+    /// All restarts: workerRestarts (inside pods) + applicationRestarts +
+    /// infrastructureRestarts (pod recreations).
     #[serde(default)]
     pub restart_count: i32,
+
+    /// The newest rendezvous round the launchers report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rendezvous_round: Option<i64>,
+
+    /// Worker processes in the newest round, all pods together (the workers' WORLD_SIZE).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub world_size: Option<i32>,
+
+    /// What each pod's launcher reports: one entry per existing pod that has reported, by
+    /// replica index.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    pub launchers: Vec<LauncherStatus>,
 
     /// The most recent pod failures, newest first: the last 10, and any older ones whose pods
     /// still exist (waiting to be replaced).
@@ -109,6 +130,28 @@ impl JobState {
     pub fn is_finished(self) -> bool {
         matches!(self, JobState::Succeeded | JobState::Failed)
     }
+}
+
+/// One pod's launcher, as it last reported.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LauncherStatus {
+    /// The pod.
+    pub pod: String,
+    /// UID of the pod (a recreated pod is a new launcher).
+    #[serde(rename = "podUID")]
+    pub pod_uid: String,
+    /// Rendezvous, Running, Succeeded, Failed or Stopping.
+    pub state: String,
+    /// Its rendezvous round.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round: Option<i64>,
+    /// Worker processes in its round, all pods together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub world_size: Option<i32>,
+    /// Its worker-group restarts after worker failures (budget: spec.maxRestarts).
+    #[serde(default)]
+    pub restarts: i32,
 }
 
 /// Is this failure the training's fault or the cluster's?

@@ -212,6 +212,20 @@ fn check_spec(spec: &ElasticJobSpec, issues: &mut Vec<ValidationIssue>) {
             ),
         );
     }
+    let status_port = spec.launcher.status_port;
+    if !(1..=65535).contains(&status_port) {
+        issue(
+            "spec.launcher.statusPort",
+            format!("port {status_port} is not a TCP port: use 1-65535 (default 29401)"),
+        );
+    } else if status_port == rdzv.port {
+        issue(
+            "spec.launcher.statusPort",
+            format!(
+                "port {status_port} is also spec.rendezvous.port: the launcher serves its status and pod 0 the rendezvous store; use another port (default 29401)"
+            ),
+        );
+    }
     for (field, value) in [
         (
             "spec.rendezvous.joinTimeoutSeconds",
@@ -682,6 +696,20 @@ mod tests {
             &["python", "-m", "torch.distributed.launch", "t.py"],
         )]));
         assert!(m[0].contains("deprecated"));
+    }
+
+    #[test]
+    fn the_status_port_is_a_port_of_its_own() {
+        let mut j = ok_job();
+        j.spec.launcher.status_port = j.spec.rendezvous.port;
+        let m = messages(&j);
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert!(
+            m[0].starts_with("spec.launcher.statusPort: port 29400 is also spec.rendezvous.port"),
+            "{m:?}"
+        );
+        j.spec.launcher.status_port = 0;
+        assert!(messages(&j)[0].contains("port 0 is not a TCP port"));
     }
 
     #[test]

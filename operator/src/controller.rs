@@ -30,6 +30,7 @@ use crate::event::{Event, EventType};
 use crate::metrics::{BudgetLabel, Metrics, ReasonLabel};
 use crate::observed::ObservedPod;
 use crate::plan::{Action, DeleteReason, Plan, plan};
+use crate::poll::LauncherClient;
 
 /// The field manager of everything the operator applies.
 pub const MANAGER: &str = "elasticjob-operator";
@@ -37,6 +38,8 @@ pub const MANAGER: &str = "elasticjob-operator";
 const CREATE_CONCURRENCY: usize = 16;
 /// Look again at least this often, even if nothing changes.
 const RESYNC: Duration = Duration::from_secs(300);
+/// How often the launchers of a running job are polled for their progress.
+const POLL_INTERVAL: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -67,6 +70,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Nodes, for the readiness of each pod's node (a lost node's pods).
     pub nodes: Store<Node>,
+    /// Reads the launchers' status endpoints.
+    pub launchers: LauncherClient,
 }
 
 fn is_status(e: &kube::Error, code: u16) -> bool {
@@ -103,7 +108,7 @@ async fn reconcile_job(job: &ElasticJob, ctx: &Context) -> Result<Requeue, Error
         .await
         .map_err(kube_err(format!("listing the pods of {ns}/{name}")))?;
     let trainer = desired::trainer_name(job);
-    let observed: Vec<ObservedPod> = pods
+    let mut observed: Vec<ObservedPod> = pods
         .items
         .iter()
         .filter_map(|p| {
@@ -115,6 +120,12 @@ async fn reconcile_job(job: &ElasticJob, ctx: &Context) -> Result<Requeue, Error
             ObservedPod::from_pod(&name, &uid, trainer.as_deref(), p, node_ready)
         })
         .collect();
+    let polled = is_running(job);
+    if polled {
+        ctx.launchers
+            .poll(&mut observed, job.spec.launcher.status_port)
+            .await;
+    }
     let plan = plan(job, &observed, Timestamp::now());
     debug!(job = %name, namespace = %ns, verdict = ?plan.verdict, actions = ?plan.actions, "plan");
 
@@ -127,10 +138,23 @@ async fn reconcile_job(job: &ElasticJob, ctx: &Context) -> Result<Requeue, Error
     }
     publish_events(ctx, job, &plan.events).await;
     execute(ctx, job, &ns, &plan).await?;
+    // A running job is looked at again every POLL_INTERVAL for its launchers' progress.
+    let resync = if polled && observed.iter().any(ObservedPod::is_running) {
+        POLL_INTERVAL
+    } else {
+        RESYNC
+    };
     Ok(match plan.requeue_after {
-        Some(d) => Requeue::requeue(d.clamp(Duration::from_millis(200), RESYNC)),
-        None => Requeue::requeue(RESYNC),
+        Some(d) => Requeue::requeue(d.clamp(Duration::from_millis(200), resync)),
+        None => Requeue::requeue(resync),
     })
+}
+
+/// Neither finished nor suspended: its launchers' progress is worth reading.
+fn is_running(job: &ElasticJob) -> bool {
+    let status = job.status.as_ref();
+    let finished = status.is_some_and(|s| crate::status::finished_state(&s.conditions).is_some());
+    !finished && !job.spec.run_policy.suspend
 }
 
 /// Ready unless the node says otherwise or is gone (`Some(false)`); unknown nodes that the
@@ -180,6 +204,7 @@ fn count_restarts(m: &Metrics, old: &ElasticJobStatus, new: &ElasticJobStatus) {
             old.infrastructure_restarts,
             new.infrastructure_restarts,
         ),
+        ("worker", old.worker_restarts, new.worker_restarts),
     ] {
         if after > before {
             m.restarts
@@ -432,6 +457,7 @@ pub async fn run(
         recorder: Recorder::new(client.clone(), reporter),
         metrics,
         nodes,
+        launchers: LauncherClient::default(),
     });
     let jobs: Api<ElasticJob> = scope.api(&client);
     let pods: Api<Pod> = scope.api(&client);

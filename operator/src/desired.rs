@@ -17,9 +17,11 @@
 //! - its environment gets, after the user's: `PET_NNODES=min:max`, `PET_NPROC_PER_NODE`,
 //!   `PET_RDZV_BACKEND=c10d`, `PET_RDZV_ENDPOINT=J-worker-0.J.N.svc.<domain>:<port>`,
 //!   `PET_RDZV_ID=<job uid>`, `PET_RDZV_CONF` (timeouts, `is_host=1` on pod 0 only, extra conf),
-//!   `PET_MAX_RESTARTS`, `PET_TERMINATION_MESSAGE_PATH`, `ELASTICJOB_NODE_INDEX=i`, and
+//!   `PET_MAX_RESTARTS`, `PET_TERMINATION_MESSAGE_PATH`, `PET_STATUS_PORT` (the launcher's
+//!   read-only progress endpoint, which the operator polls), `ELASTICJOB_NODE_INDEX=i`, and
 //!   `PYTHONUNBUFFERED=1` unless the user set it; terminationMessagePolicy
-//!   FallbackToLogsOnError, so the launcher's JSON report (or the log tail) reaches the status.
+//!   FallbackToLogsOnError, so the launcher's JSON report (or the log tail) reaches the status;
+//!   container ports `rendezvous` and `launcher-status`.
 
 use std::collections::BTreeMap;
 
@@ -241,6 +243,7 @@ pub fn launcher_env(
                 .as_deref()
                 .unwrap_or(DEFAULT_TERMINATION_MESSAGE_PATH),
         ),
+        env("PET_STATUS_PORT", spec.launcher.status_port.to_string()),
         env("ELASTICJOB_NODE_INDEX", index.to_string()),
     ];
     let user_sets = |name: &str| trainer.env.iter().flatten().any(|e| e.name == name);
@@ -314,18 +317,22 @@ pub fn pod(job: &ElasticJob, index: u32, settings: &Settings) -> Result<Pod, Des
     c.args = Some(invocation.launcher_args());
     c.env = Some(env);
     c.termination_message_policy = Some("FallbackToLogsOnError".into());
-    let port = spec.rendezvous.port;
     let ports = c.ports.get_or_insert_with(Vec::new);
-    let declared = ports
-        .iter()
-        .any(|p| p.container_port == port || p.name.as_deref() == Some(RENDEZVOUS_PORT_NAME));
-    if !declared {
-        ports.push(ContainerPort {
-            name: Some(RENDEZVOUS_PORT_NAME.into()),
-            container_port: port,
-            protocol: Some("TCP".into()),
-            ..Default::default()
-        });
+    for (name, port) in [
+        (RENDEZVOUS_PORT_NAME, spec.rendezvous.port),
+        (STATUS_PORT_NAME, launcher.status_port),
+    ] {
+        let declared = ports
+            .iter()
+            .any(|p| p.container_port == port || p.name.as_deref() == Some(name));
+        if !declared {
+            ports.push(ContainerPort {
+                name: Some(name.into()),
+                container_port: port,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            });
+        }
     }
     if launcher.inject {
         let image = launcher

@@ -55,4 +55,6 @@ pub mod reason {
     pub const FORCE_DELETING_POD: &str = "ForceDeletingPod";
     /// runPolicy.ttlSecondsAfterFinished passed.
     pub const TTL_EXPIRED: &str = "TTLExpired";
+    /// A pod's launcher restarted its workers after a worker failed (status.workerRestarts).
+    pub const WORKERS_RESTARTED: &str = "WorkersRestarted";
 }

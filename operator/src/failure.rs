@@ -787,6 +787,8 @@ mod tests {
             node_ready: Some(false),
             disruption: None,
             termination: Termination::default(),
+            ip: None,
+            launcher: None,
         };
         assert_eq!(classify_disruption(&pod).reason, "NodeLost");
         pod.node_ready = Some(true);

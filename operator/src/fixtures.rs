@@ -69,6 +69,8 @@ pub fn pod(index: u32, phase: Phase) -> ObservedPod {
         node_ready: Some(true),
         disruption: None,
         termination: Termination::default(),
+        ip: Some(format!("10.1.0.{}", index + 10)),
+        launcher: None,
     }
 }
 

@@ -10,7 +10,9 @@
 //! - [`failure`]: why a pod failed (application or infrastructure, retryable or permanent);
 //! - [`status`]: the next status (conditions, failures, counters) of a job;
 //! - [`mod@plan`]: the actions for one reconcile (create, delete, force-delete, requeue);
-//! - [`event`]: the events to publish.
+//! - [`event`]: the events to publish;
+//! - [`progress`]: the launchers' own reports (round, world size, worker restarts) folded into
+//!   the status; [`poll`] reads them from the launchers' status endpoints.
 
 pub mod controller;
 pub mod desired;
@@ -21,6 +23,8 @@ pub mod leader;
 pub mod metrics;
 pub mod observed;
 pub mod plan;
+pub mod poll;
+pub mod progress;
 pub mod status;
 
 #[cfg(test)]

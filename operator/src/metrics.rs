@@ -54,7 +54,7 @@ impl Default for Metrics {
         let restarts = Family::<BudgetLabel, Counter>::default();
         registry.register(
             "restarts",
-            "Pod restarts charged to a failure budget (application, infrastructure)",
+            "Restarts by budget: worker (worker-group restarts inside pods), application and infrastructure (pods recreated)",
             restarts.clone(),
         );
         let pod_creations = Counter::default();

@@ -6,6 +6,8 @@ use k8s_openapi::jiff::Timestamp;
 
 use elasticjob_crds::names;
 
+use crate::progress::LauncherProgress;
+
 /// A pod's phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -55,6 +57,11 @@ pub struct ObservedPod {
     pub disruption: Option<String>,
     /// How it ended, for pods that ended or whose containers did.
     pub termination: Termination,
+    /// The pod's IP, once it has one.
+    pub ip: Option<String>,
+    /// What its launcher's status endpoint said in this reconcile (the controller polls running
+    /// pods; `from_pod` leaves it empty).
+    pub launcher: Option<LauncherProgress>,
 }
 
 impl ObservedPod {
@@ -157,6 +164,8 @@ impl ObservedPod {
                 trainer: trainer_status.and_then(ended),
                 init,
             },
+            ip: status.pod_ip,
+            launcher: None,
         })
     }
 }

@@ -23,6 +23,7 @@ use elasticjob_crds::validate::{describe, validate, warnings};
 use crate::event::{self, Event};
 use crate::failure::{self, Classification};
 use crate::observed::{ObservedPod, Phase};
+use crate::progress;
 
 /// Longest message kept in a failure record.
 pub const MAX_FAILURE_MESSAGE: usize = 1024;
@@ -304,7 +305,11 @@ pub fn next_status(job: &ElasticJob, pods: &[ObservedPod], now: Timestamp) -> Ne
     st.replicas = pods.iter().filter(|p| p.is_active()).count() as i32;
     st.ready_replicas = pods.iter().filter(|p| p.is_active() && p.ready).count() as i32;
 
+    if finished_state(&old.conditions).is_none() {
+        fold_launchers(job, pods, &old, &mut st, &mut events);
+    }
     let verdict = decide(job, pods, now, &old, &mut st, &mut events);
+    st.restart_count = st.worker_restarts + st.application_restarts + st.infrastructure_restarts;
     st.state = Some(match verdict {
         Verdict::Finished(state) => state,
         Verdict::Suspended => JobState::Suspended,
@@ -316,6 +321,28 @@ pub fn next_status(job: &ElasticJob, pods: &[ObservedPod], now: Timestamp) -> Ne
         verdict,
         events,
     }
+}
+
+/// The launchers' reports: `status.launchers`, the newest round and its world size, and
+/// worker-group restarts not counted before (each gets an event).
+fn fold_launchers(
+    job: &ElasticJob,
+    pods: &[ObservedPod],
+    old: &ElasticJobStatus,
+    st: &mut ElasticJobStatus,
+    events: &mut Vec<Event>,
+) {
+    let folded = progress::fold(&old.launchers, pods);
+    st.worker_restarts = old.worker_restarts + folded.total_new();
+    for (pod, count, _) in &folded.new_restarts {
+        let note = format!(
+            "{pod}: its launcher restarted the workers after a worker failed (restart {count} of spec.maxRestarts {})",
+            job.spec.max_restarts
+        );
+        events.push(Event::warning(event::reason::WORKERS_RESTARTED, note).about(pod));
+    }
+    (st.rendezvous_round, st.world_size) = progress::newest_round(&folded.launchers);
+    st.launchers = folded.launchers;
 }
 
 fn active_state(st: &ElasticJobStatus) -> JobState {
@@ -494,7 +521,6 @@ fn decide(
     }
     let live: HashSet<&str> = pods.iter().map(pod_key).collect();
     trim_failures(&mut st.recent_failures, &live);
-    st.restart_count = st.application_restarts + st.infrastructure_restarts;
 
     if let Some((why, message)) = failed {
         fail(st, why, &message, now, generation);

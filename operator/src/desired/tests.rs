@@ -144,10 +144,18 @@ fn a_pod_for_a_two_gpu_template() {
         (m.mount_path.as_str(), m.read_only),
         ("/elasticjob/bin", Some(true))
     );
-    let port = &c.ports.as_ref().unwrap()[0];
+    let ports: Vec<_> = c
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| (p.name.as_deref(), p.container_port))
+        .collect();
     assert_eq!(
-        (port.name.as_deref(), port.container_port),
-        (Some("rendezvous"), 29400)
+        ports,
+        [
+            (Some("rendezvous"), 29400),
+            (Some("launcher-status"), 29401)
+        ]
     );
 
     let env = env_map(c);
@@ -164,6 +172,7 @@ fn a_pod_for_a_two_gpu_template() {
             "PET_RDZV_CONF",
             "PET_MAX_RESTARTS",
             "PET_TERMINATION_MESSAGE_PATH",
+            "PET_STATUS_PORT",
             "ELASTICJOB_NODE_INDEX",
             "PYTHONUNBUFFERED",
         ],
@@ -186,6 +195,7 @@ fn a_pod_for_a_two_gpu_template() {
         get(&env, "PET_TERMINATION_MESSAGE_PATH"),
         Some("/dev/termination-log")
     );
+    assert_eq!(get(&env, "PET_STATUS_PORT"), Some("29401"));
     assert_eq!(get(&env, "ELASTICJOB_NODE_INDEX"), Some("1"));
 }
 
@@ -394,10 +404,16 @@ fn the_user_template_is_kept_and_merged() {
         1
     );
     assert_eq!(get(&env, "PYTHONUNBUFFERED"), Some("0"));
+    let ports: Vec<i32> = trainer
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| p.container_port)
+        .collect();
     assert_eq!(
-        trainer.ports.as_ref().unwrap().len(),
-        1,
-        "the user's port is kept, not doubled"
+        ports,
+        [29400, 29401],
+        "the user's rendezvous port is kept, not doubled"
     );
 }
 

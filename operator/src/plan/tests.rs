@@ -335,7 +335,17 @@ fn failed_pods_above_the_desired_count_are_just_deleted() {
         deletes(&p),
         [("train-worker-2".into(), DeleteReason::ScaleDown)]
     );
-    assert_eq!(p.status.restart_count, 0);
+    let st = &p.status;
+    assert_eq!(
+        (st.application_restarts, st.infrastructure_restarts),
+        (0, 0),
+        "not a failure"
+    );
+    assert_eq!(
+        (st.worker_restarts, st.restart_count),
+        (3, 3),
+        "its launcher's restarts still count"
+    );
 }
 
 #[test]

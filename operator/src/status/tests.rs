@@ -234,9 +234,11 @@ fn a_retryable_failure_is_recorded_once_and_counted() {
         (
             st.application_restarts,
             st.infrastructure_restarts,
+            st.worker_restarts,
             st.restart_count
         ),
-        (1, 0, 1)
+        (1, 0, 3, 4),
+        "the failed pod's launcher reported 3 worker-group restarts"
     );
     let f = &st.recent_failures[0];
     assert_eq!(f.pod, "train-worker-1");
@@ -373,7 +375,13 @@ fn pods_removed_by_scale_down_are_not_failures() {
     leaving.deletion = Some(at(30));
     let n = step(&mut j, &[running(0), leaving, failed(2, 143, 5)], 10);
     assert!(n.status.recent_failures.is_empty());
-    assert_eq!(n.status.restart_count, 0);
+    assert_eq!(
+        (
+            n.status.application_restarts,
+            n.status.infrastructure_restarts
+        ),
+        (0, 0)
+    );
 }
 
 #[test]
@@ -503,4 +511,49 @@ fn long_messages_keep_their_head_and_end() {
     assert_eq!(s.chars().count(), 100);
     assert!(s.starts_with("head ") && s.ends_with("THE END") && s.contains('…'));
     assert_eq!(shorten("short", 100), "short");
+}
+
+#[test]
+fn launcher_restarts_are_counted_once_with_an_event() {
+    let mut j = job();
+    step(&mut j, &[], 0);
+    let reporting = |index: u32, round: u64, restarts: u32| {
+        let mut p = running(index);
+        p.launcher = Some(crate::progress::LauncherProgress {
+            state: "Running".into(),
+            round: Some(round),
+            world_size: Some(4),
+            restart_count: restarts,
+        });
+        p
+    };
+    let n = step(&mut j, &[reporting(0, 1, 0), reporting(1, 1, 1)], 5);
+    let st = &n.status;
+    assert_eq!((st.worker_restarts, st.restart_count), (1, 1));
+    assert_eq!((st.rendezvous_round, st.world_size), (Some(1), Some(4)));
+    assert_eq!(st.launchers.len(), 2);
+    assert_eq!(
+        st.state,
+        Some(JobState::Running),
+        "a worker restart is not a pod failure"
+    );
+    let restarted: Vec<_> = n
+        .events
+        .iter()
+        .filter(|e| e.reason == "WorkersRestarted")
+        .collect();
+    assert_eq!(restarted.len(), 1);
+    assert!(
+        restarted[0]
+            .note
+            .contains("train-worker-1: its launcher restarted the workers"),
+        "{}",
+        restarted[0].note
+    );
+    let n = step(&mut j, &[reporting(0, 2, 0), running(1)], 15);
+    assert_eq!(
+        n.status.worker_restarts, 1,
+        "counted once; a silent pod keeps its entry"
+    );
+    assert!(n.events.iter().all(|e| e.reason != "WorkersRestarted"));
 }

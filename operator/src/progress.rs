@@ -1,0 +1,233 @@
+//! What the pods' launchers report about themselves, folded into the job's status: each
+//! launcher's state, round, world size and worker-group restarts (`status.launchers`), and the
+//! job's running total of worker-group restarts (`status.workerRestarts`).
+//!
+//! A launcher reports through its read-only status endpoint while it runs (polled by
+//! [`crate::poll`]) and through its termination message when it ends. Its restart count starts
+//! at 0 in every new pod, so the total is kept as a sum of increments: `status.launchers`
+//! remembers, by pod UID, what was already counted. The status is written in one piece, so an
+//! operator that restarts between two polls neither loses nor double-counts a restart.
+
+use serde::Deserialize;
+
+use elasticjob_crds::status::LauncherStatus;
+
+use crate::failure;
+use crate::observed::ObservedPod;
+
+/// One launcher's report: the JSON of `GET /status` (launcher/src/progress.rs).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LauncherProgress {
+    /// Rendezvous, Running, Succeeded, Failed or Stopping.
+    pub state: String,
+    #[serde(default)]
+    pub round: Option<u64>,
+    #[serde(default)]
+    pub world_size: Option<u32>,
+    #[serde(default)]
+    pub restart_count: u32,
+}
+
+/// Parses a `GET /status` body; None unless it is a launcher's.
+pub fn parse_progress(body: &str) -> Option<LauncherProgress> {
+    #[derive(Deserialize)]
+    struct Kind {
+        kind: String,
+    }
+    let kind: Kind = serde_json::from_str(body).ok()?;
+    (kind.kind == failure::REPORT_KIND).then_some(())?;
+    serde_json::from_str(body).ok()
+}
+
+/// The launcher's last word: its termination message, once the trainer container ended.
+fn final_report(pod: &ObservedPod) -> Option<LauncherProgress> {
+    let report = failure::parse_report(pod.termination.trainer.as_ref()?.message.as_deref()?)?;
+    Some(LauncherProgress {
+        state: if report.reason == "Succeeded" {
+            "Succeeded".into()
+        } else {
+            "Failed".into()
+        },
+        round: report.round,
+        world_size: None,
+        restart_count: report.restart_count,
+    })
+}
+
+/// `status.launchers` and the restarts found since the last status.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Folded {
+    pub launchers: Vec<LauncherStatus>,
+    /// Restarts not counted before, by pod: (pod, its restart count now, how many are new).
+    pub new_restarts: Vec<(String, i32, i32)>,
+}
+
+impl Folded {
+    pub fn total_new(&self) -> i32 {
+        self.new_restarts.iter().map(|(_, _, n)| n).sum()
+    }
+}
+
+/// Folds what the pods report now into what the status recorded (`old`). A pod that did not
+/// answer keeps its last entry; a pod that is gone drops out (its restarts stay counted).
+pub fn fold(old: &[LauncherStatus], pods: &[ObservedPod]) -> Folded {
+    let mut pods: Vec<&ObservedPod> = pods.iter().collect();
+    pods.sort_by_key(|p| p.index);
+    let mut folded = Folded::default();
+    for pod in pods {
+        let Some(uid) = pod.uid.as_deref() else {
+            continue;
+        };
+        let before = old.iter().find(|l| l.pod_uid == uid);
+        let report = pod.launcher.clone().or_else(|| final_report(pod));
+        let entry = match (report, before) {
+            (Some(r), before) => {
+                let counted = before.map_or(0, |b| b.restarts);
+                // A count never goes down: a late poll can read an older value than the final
+                // report did.
+                let restarts = (r.restart_count as i32).max(counted);
+                if restarts > counted {
+                    folded
+                        .new_restarts
+                        .push((pod.name.clone(), restarts, restarts - counted));
+                }
+                LauncherStatus {
+                    pod: pod.name.clone(),
+                    pod_uid: uid.into(),
+                    state: r.state,
+                    round: r.round.map(|r| r as i64).or(before.and_then(|b| b.round)),
+                    world_size: r
+                        .world_size
+                        .map(|w| w as i32)
+                        .or(before.and_then(|b| b.world_size)),
+                    restarts,
+                }
+            }
+            (None, Some(before)) => before.clone(),
+            (None, None) => continue,
+        };
+        folded.launchers.push(entry);
+    }
+    folded
+}
+
+/// The newest round among the launchers, and the world size its launchers report.
+pub fn newest_round(launchers: &[LauncherStatus]) -> (Option<i64>, Option<i32>) {
+    let newest = launchers.iter().filter_map(|l| l.round).max();
+    let world = launchers
+        .iter()
+        .filter(|l| l.round == newest)
+        .find_map(|l| l.world_size);
+    (newest, world)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observed::{ContainerEnd, Phase};
+
+    fn pod(index: u32, uid: &str, launcher: Option<(&str, u64, u32, u32)>) -> ObservedPod {
+        let mut p = crate::fixtures::pod(index, Phase::Running);
+        p.uid = Some(uid.into());
+        p.launcher = launcher.map(|(state, round, world, restarts)| LauncherProgress {
+            state: state.into(),
+            round: Some(round),
+            world_size: Some(world),
+            restart_count: restarts,
+        });
+        p
+    }
+
+    fn entry(index: u32, uid: &str, restarts: i32) -> LauncherStatus {
+        LauncherStatus {
+            pod: format!("train-worker-{index}"),
+            pod_uid: uid.into(),
+            state: "Running".into(),
+            round: Some(1),
+            world_size: Some(4),
+            restarts,
+        }
+    }
+
+    #[test]
+    fn parses_the_launchers_status_and_nothing_else() {
+        let body = r#"{"kind":"elastic-launch/v1","state":"Running","round":3,"groupRank":1,"nnodes":2,"worldSize":8,"localWorldSize":4,"restartCount":2,"maxRestarts":3,"reForms":1}"#;
+        let p = parse_progress(body).unwrap();
+        assert_eq!(
+            (p.state.as_str(), p.round, p.world_size, p.restart_count),
+            ("Running", Some(3), Some(8), 2)
+        );
+        assert_eq!(parse_progress(r#"{"kind":"other","state":"x"}"#), None);
+        assert_eq!(parse_progress("<html>"), None);
+    }
+
+    #[test]
+    fn counts_each_restart_once_across_polls() {
+        let first = fold(
+            &[],
+            &[
+                pod(0, "a", Some(("Running", 1, 4, 0))),
+                pod(1, "b", Some(("Running", 1, 4, 1))),
+            ],
+        );
+        assert_eq!(first.total_new(), 1);
+        assert_eq!(first.new_restarts, [("train-worker-1".to_string(), 1, 1)]);
+        assert_eq!(first.launchers.len(), 2);
+        let again = fold(
+            &first.launchers,
+            &[
+                pod(0, "a", Some(("Running", 2, 4, 0))),
+                pod(1, "b", Some(("Running", 2, 4, 1))),
+            ],
+        );
+        assert_eq!(again.total_new(), 0, "already counted");
+        assert_eq!(newest_round(&again.launchers), (Some(2), Some(4)));
+        let more = fold(
+            &again.launchers,
+            &[pod(0, "a", None), pod(1, "b", Some(("Running", 3, 4, 3)))],
+        );
+        assert_eq!(more.total_new(), 2);
+        assert_eq!(
+            more.launchers[0], again.launchers[0],
+            "no answer: the last entry stays"
+        );
+    }
+
+    #[test]
+    fn a_recreated_pod_starts_from_zero_and_a_gone_pod_drops_out() {
+        let old = [entry(0, "a", 2), entry(1, "b", 1)];
+        let f = fold(&old, &[pod(1, "b2", Some(("Rendezvous", 2, 4, 1)))]);
+        assert_eq!(f.total_new(), 1, "a new pod's restart is new");
+        assert_eq!(f.launchers.len(), 1);
+        assert_eq!(f.launchers[0].pod_uid, "b2");
+    }
+
+    #[test]
+    fn the_final_report_counts_restarts_the_polls_missed_and_counts_never_drop() {
+        let mut done = pod(1, "b", None);
+        done.phase = Phase::Succeeded;
+        done.termination.trainer = Some(ContainerEnd {
+            name: "trainer".into(),
+            exit_code: 0,
+            message: Some(
+                r#"{"kind":"elastic-launch/v1","reason":"Succeeded","host":"h","restartCount":2,"maxRestarts":3,"round":4,"message":"the workers succeeded","timestamp":1}"#.into(),
+            ),
+            ..Default::default()
+        });
+        let f = fold(&[entry(1, "b", 1)], &[done]);
+        assert_eq!(f.total_new(), 1);
+        assert_eq!(f.launchers[0].state, "Succeeded");
+        assert_eq!(f.launchers[0].round, Some(4));
+        assert_eq!(
+            f.launchers[0].world_size,
+            Some(4),
+            "kept from the last poll"
+        );
+        let stale = fold(
+            &[entry(1, "b", 3)],
+            &[pod(1, "b", Some(("Running", 1, 4, 2)))],
+        );
+        assert_eq!((stale.total_new(), stale.launchers[0].restarts), (0, 3));
+    }
+}
