@@ -113,12 +113,12 @@ async fn main() -> Result<()> {
         Some(ns) => Scope::Namespace(ns.clone()),
         None => Scope::All,
     };
-    let mut lost = None;
+    let mut lease: Option<leader::Leadership> = None;
     if args.leader_elect {
         // A standby is ready: it serves and can take over. (Were it not, a rolling update, which
         // waits for the new pod to be ready before stopping the old leader, would never finish.)
         ready.store(true, std::sync::atomic::Ordering::SeqCst);
-        let rx = leader::acquire(
+        let leadership = leader::acquire(
             client.clone(),
             &args.lease_namespace,
             &args.lease_name,
@@ -128,7 +128,7 @@ async fn main() -> Result<()> {
         .context("leader election")?;
         ready.store(false, std::sync::atomic::Ordering::SeqCst);
         metrics.leader.set(1);
-        lost = Some(rx);
+        lease = Some(leadership);
     } else {
         metrics.leader.set(1);
     }
@@ -161,16 +161,32 @@ async fn main() -> Result<()> {
             return Err(e);
         }
         _ = async {
-            match lost.as_mut() {
-                Some(rx) => while rx.changed().await.is_ok() && *rx.borrow() {},
+            match lease.as_mut() {
+                Some(l) => while l.held.changed().await.is_ok() && *l.held.borrow() {},
                 None => std::future::pending().await,
             }
         } => {
             error!("lost the leader lease; exiting so a standby can take over");
             std::process::exit(1);
         }
+        signal = shutdown_signal() => {
+            info!(%signal, "shutting down");
+            if let Some(l) = lease {
+                l.release().await;
+            }
+        }
     }
     Ok(())
+}
+
+/// SIGTERM (the pod is being deleted) or SIGINT.
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+    }
 }
 
 fn hostname_or_pid() -> String {
