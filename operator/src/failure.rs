@@ -787,6 +787,7 @@ mod tests {
             node_ready: Some(false),
             disruption: None,
             termination: Termination::default(),
+            waiting: None,
             ip: None,
             launcher: None,
         };

@@ -69,6 +69,7 @@ pub fn pod(index: u32, phase: Phase) -> ObservedPod {
         node_ready: Some(true),
         disruption: None,
         termination: Termination::default(),
+        waiting: None,
         ip: Some(format!("10.1.0.{}", index + 10)),
         launcher: None,
     }

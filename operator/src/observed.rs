@@ -57,6 +57,10 @@ pub struct ObservedPod {
     pub disruption: Option<String>,
     /// How it ended, for pods that ended or whose containers did.
     pub termination: Termination,
+    /// Why a pod that does not run yet is stuck, when Kubernetes says so: `Unschedulable: <the
+    /// scheduler's message>`, or `<container>: <waiting reason>: <message>` (ImagePullBackOff,
+    /// CreateContainerConfigError, ...; not the normal ContainerCreating and PodInitializing).
+    pub waiting: Option<String>,
     /// The pod's IP, once it has one.
     pub ip: Option<String>,
     /// What its launcher's status endpoint said in this reconcile (the controller polls running
@@ -136,14 +140,27 @@ impl ObservedPod {
             .iter()
             .find(|c| c.type_ == "DisruptionTarget" && c.status == "True")
             .map(|c| c.reason.clone().unwrap_or_default());
+        let unschedulable = conditions
+            .iter()
+            .find(|c| {
+                c.type_ == "PodScheduled"
+                    && c.status == "False"
+                    && c.reason.as_deref() == Some("Unschedulable")
+            })
+            .map(|c| format!("Unschedulable: {}", c.message.as_deref().unwrap_or("")));
         let statuses = status.container_statuses.unwrap_or_default();
+        let init_statuses = status.init_container_statuses.unwrap_or_default();
+        let waiting = unschedulable.or_else(|| {
+            init_statuses
+                .iter()
+                .chain(statuses.iter())
+                .find_map(stuck_waiting)
+        });
         let trainer_status = match trainer {
             Some(t) => statuses.iter().find(|s| s.name == t),
             None => statuses.first(),
         };
-        let init = status
-            .init_container_statuses
-            .unwrap_or_default()
+        let init = init_statuses
             .iter()
             .filter_map(ended)
             .find(|e| e.exit_code != 0);
@@ -164,10 +181,25 @@ impl ObservedPod {
                 trainer: trainer_status.and_then(ended),
                 init,
             },
+            waiting,
             ip: status.pod_ip,
             launcher: None,
         })
     }
+}
+
+/// `<container>: <reason>: <message>` of a container waiting for something other than its
+/// normal start.
+fn stuck_waiting(status: &ContainerStatus) -> Option<String> {
+    let waiting = status.state.as_ref()?.waiting.as_ref()?;
+    let reason = waiting.reason.as_deref()?;
+    if matches!(reason, "ContainerCreating" | "PodInitializing") {
+        return None;
+    }
+    Some(match waiting.message.as_deref() {
+        Some(m) if !m.is_empty() => format!("{}: {reason}: {m}", status.name),
+        _ => format!("{}: {reason}", status.name),
+    })
 }
 
 fn ended(status: &ContainerStatus) -> Option<ContainerEnd> {
@@ -258,5 +290,37 @@ mod tests {
         );
         assert_eq!(o.deletion, Some("2026-01-01T00:00:30Z".parse().unwrap()));
         assert!(!o.is_active());
+    }
+
+    #[test]
+    fn says_why_a_pod_is_stuck() {
+        let waiting = |statuses: serde_json::Value, conditions: serde_json::Value| {
+            let p = pod(json!({
+                "metadata": {"name": "train-worker-1", "ownerReferences": owned()},
+                "status": {"phase": "Pending", "conditions": conditions, "containerStatuses": statuses},
+            }));
+            ObservedPod::from_pod("train", "u1", None, &p, None)
+                .unwrap()
+                .waiting
+        };
+        let container = |reason: &str, message: &str| {
+            json!([{"name": "trainer", "ready": false, "restartCount": 0, "image": "i", "imageID": "",
+                    "state": {"waiting": {"reason": reason, "message": message}}}])
+        };
+        assert_eq!(
+            waiting(
+                container("ImagePullBackOff", "Back-off pulling image \"x\""),
+                json!([])
+            )
+            .as_deref(),
+            Some("trainer: ImagePullBackOff: Back-off pulling image \"x\"")
+        );
+        assert_eq!(waiting(container("ContainerCreating", ""), json!([])), None);
+        let unschedulable = json!([{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                    "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}]);
+        assert_eq!(
+            waiting(json!([]), unschedulable).as_deref(),
+            Some("Unschedulable: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu.")
+        );
     }
 }

@@ -27,6 +27,8 @@ use crate::progress;
 
 /// Longest message kept in a failure record.
 pub const MAX_FAILURE_MESSAGE: usize = 1024;
+/// Longest condition message written (the API allows 32 KiB; people read these).
+pub const MAX_CONDITION_MESSAGE: usize = 2048;
 
 /// What the job should do, once its status is known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -583,10 +585,21 @@ fn running_conditions(
     let conditions = &mut st.conditions;
     let was_running =
         is_true(conditions, condition::RUNNING) || is_true(conditions, condition::RESTARTING);
-    let counts = format!(
+    let mut counts = format!(
         "{running} of {desired} pods running (minReplicas {min}, maxReplicas {})",
         job.spec.max_replicas
     );
+    let stuck: Vec<String> = pods
+        .iter()
+        .filter(|p| p.index < desired && p.is_active() && !p.is_running())
+        .filter_map(|p| Some(format!("{} {}", p.name, p.waiting.as_deref()?)))
+        .collect();
+    if !stuck.is_empty() {
+        counts = shorten(
+            &format!("{counts}; waiting: {}", stuck.join("; ")),
+            MAX_CONDITION_MESSAGE,
+        );
+    }
     if !replacing.is_empty() || (was_running && !enough) {
         let (why, message) = if replacing.is_empty() {
             (
@@ -614,6 +627,17 @@ fn running_conditions(
             false,
             why,
             &message,
+            now,
+            generation,
+        );
+    } else if !enough && !stuck.is_empty() {
+        // Never ran yet, and Kubernetes says why: show it rather than a silent Created.
+        set_condition(
+            conditions,
+            condition::RUNNING,
+            false,
+            reason::PODS_NOT_RUNNING,
+            &format!("waiting for pods to run: {counts}"),
             now,
             generation,
         );

@@ -557,3 +557,40 @@ fn launcher_restarts_are_counted_once_with_an_event() {
     );
     assert!(n.events.iter().all(|e| e.reason != "WorkersRestarted"));
 }
+
+#[test]
+fn pods_stuck_pending_are_named_with_kubernetes_reason() {
+    let mut j = job();
+    j.spec.min_replicas = 2;
+    step(&mut j, &[], 0);
+    let mut stuck = pod(1, Phase::Pending);
+    stuck.waiting = Some("trainer: ImagePullBackOff: Back-off pulling image \"nope\"".into());
+    let n = step(&mut j, &[running(0), stuck], 5);
+    let c = cond(&n.status, "Running").expect("a Running=False condition says why");
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", "PodsNotRunning")
+    );
+    assert!(
+        c.message
+            .contains("train-worker-1 trainer: ImagePullBackOff: Back-off pulling image"),
+        "{}",
+        c.message
+    );
+    // Once enough run, the stuck pod above minReplicas is still named.
+    let mut j = job();
+    j.spec.min_replicas = 1;
+    step(&mut j, &[], 0);
+    let mut unschedulable = pod(1, Phase::Pending);
+    unschedulable.waiting =
+        Some("Unschedulable: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu.".into());
+    let n = step(&mut j, &[running(0), unschedulable], 5);
+    let c = cond(&n.status, "Running").unwrap();
+    assert_eq!(c.status, "True");
+    assert!(
+        c.message
+            .contains("train-worker-1 Unschedulable: 0/3 nodes"),
+        "{}",
+        c.message
+    );
+}
