@@ -277,6 +277,15 @@ fn by_disruption(disruption: &str, node_ready: Option<bool>) -> Classification {
     }
 }
 
+/// A pod that was running and is gone, without the operator having seen it end or go: deleted
+/// with no grace period, or while the operator was not running.
+pub fn classify_vanished() -> Classification {
+    Classification::infra(
+        reason::POD_DELETED,
+        "the pod is gone without the operator seeing it end: deleted with no grace period (kubectl delete --force) or while the operator was down".into(),
+    )
+}
+
 /// A pod going away before its containers ended: deleted by someone other than the operator
 /// (eviction, preemption, taint, a person), or stuck on a lost node.
 pub fn classify_disruption(pod: &ObservedPod) -> Classification {

@@ -69,6 +69,26 @@ pub struct ObservedPod {
 }
 
 impl ObservedPod {
+    /// What is known of a pod that is gone: its name, UID and index.
+    pub fn gone(name: &str, uid: &str, index: u32) -> ObservedPod {
+        ObservedPod {
+            name: name.into(),
+            uid: Some(uid.into()),
+            index,
+            phase: Phase::Unknown,
+            ready: false,
+            created: None,
+            deletion: None,
+            node: None,
+            node_ready: None,
+            disruption: None,
+            termination: Termination::default(),
+            waiting: None,
+            ip: None,
+            launcher: None,
+        }
+    }
+
     /// A pod that is still there to run or is running: pending, running or unknown, and not
     /// being deleted.
     pub fn is_active(&self) -> bool {

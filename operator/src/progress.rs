@@ -3,7 +3,10 @@
 //! job's running total of worker-group restarts (`status.workerRestarts`).
 //!
 //! A launcher reports through its read-only status endpoint while it runs (polled by
-//! [`crate::poll`]) and through its termination message when it ends. Its restart count starts
+//! [`crate::poll`]) and through its termination message when it ends. A running pod whose
+//! launcher does not answer gets an entry with state `Unknown`, so every pod that ran is on the
+//! list: one that later vanishes unseen (force-deleted, or deleted while the operator was down)
+//! is still found and counted as a failure (`crate::status`). Its restart count starts
 //! at 0 in every new pod, so the total is kept as a sum of increments: `status.launchers`
 //! remembers, by pod UID, what was already counted. The status is written in one piece, so an
 //! operator that restarts between two polls neither loses nor double-counts a restart.
@@ -53,6 +56,22 @@ fn final_report(pod: &ObservedPod) -> Option<LauncherProgress> {
         world_size: None,
         restart_count: report.restart_count,
     })
+}
+
+/// The state of a running pod whose launcher has not answered.
+pub const UNKNOWN: &str = "Unknown";
+
+/// Entries of `old` whose pods are no longer among `pods` and had not finished: pods that
+/// went without the operator seeing them end.
+pub fn vanished<'a>(old: &'a [LauncherStatus], pods: &[ObservedPod]) -> Vec<&'a LauncherStatus> {
+    old.iter()
+        .filter(|l| l.state != "Succeeded")
+        .filter(|l| {
+            !pods
+                .iter()
+                .any(|p| p.uid.as_deref() == Some(l.pod_uid.as_str()))
+        })
+        .collect()
 }
 
 /// `status.launchers` and the restarts found since the last status.
@@ -105,6 +124,14 @@ pub fn fold(old: &[LauncherStatus], pods: &[ObservedPod]) -> Folded {
                 }
             }
             (None, Some(before)) => before.clone(),
+            (None, None) if pod.is_running() => LauncherStatus {
+                pod: pod.name.clone(),
+                pod_uid: uid.into(),
+                state: UNKNOWN.into(),
+                round: None,
+                world_size: None,
+                restarts: 0,
+            },
             (None, None) => continue,
         };
         folded.launchers.push(entry);
@@ -229,5 +256,29 @@ mod tests {
             &[pod(1, "b", Some(("Running", 1, 4, 2)))],
         );
         assert_eq!((stale.total_new(), stale.launchers[0].restarts), (0, 3));
+    }
+
+    #[test]
+    fn a_running_pod_that_does_not_answer_is_listed_as_unknown() {
+        let mut pending = pod(1, "b", None);
+        pending.phase = Phase::Pending;
+        let f = fold(&[], &[pod(0, "a", None), pending]);
+        assert_eq!(f.launchers.len(), 1, "a pending pod is not listed");
+        assert_eq!(
+            (f.launchers[0].state.as_str(), f.launchers[0].restarts),
+            ("Unknown", 0)
+        );
+    }
+
+    #[test]
+    fn vanished_entries_are_those_whose_pods_are_gone_unfinished() {
+        let mut done = entry(2, "c", 0);
+        done.state = "Succeeded".into();
+        let old = [entry(0, "a", 0), entry(1, "b", 0), done];
+        let gone: Vec<&str> = vanished(&old, &[pod(0, "a", None)])
+            .iter()
+            .map(|l| l.pod_uid.as_str())
+            .collect();
+        assert_eq!(gone, ["b"]);
     }
 }

@@ -15,8 +15,8 @@ use kube::ResourceExt;
 use elasticjob_crds::names;
 use elasticjob_crds::spec::ElasticJob;
 use elasticjob_crds::status::{
-    ElasticJobStatus, FailureCategory, FailureRecord, JobState, MAX_RECENT_FAILURES, condition,
-    reason,
+    ElasticJobStatus, FailureCategory, FailureRecord, JobState, LauncherStatus,
+    MAX_RECENT_FAILURES, condition, reason,
 };
 use elasticjob_crds::validate::{describe, validate, warnings};
 
@@ -289,6 +289,24 @@ fn failed_pods<'a>(
         .collect()
 }
 
+/// Pods below the desired count that were running at the last status and are gone now,
+/// unseen (`progress::vanished`).
+fn vanished_pods(
+    job: &ElasticJob,
+    old: &[LauncherStatus],
+    pods: &[ObservedPod],
+    desired: u32,
+) -> Vec<ObservedPod> {
+    let name = job.name_any();
+    progress::vanished(old, pods)
+        .into_iter()
+        .filter_map(|l| {
+            let index = names::pod_index(&name, &l.pod)?;
+            (index < desired).then(|| ObservedPod::gone(&l.pod, &l.pod_uid, index))
+        })
+        .collect()
+}
+
 // ---- the next status -----------------------------------------------------------------------
 
 fn seconds(s: i64) -> SignedDuration {
@@ -471,6 +489,12 @@ fn decide(
         .filter(|(p, _)| !recorded.contains(pod_key(p)))
         .map(|(p, c)| (failure_record(p, &c, now), c))
         .collect();
+    for gone in vanished_pods(job, &old.launchers, pods, desired) {
+        if !recorded.contains(pod_key(&gone)) {
+            let c = failure::classify_vanished();
+            new.push((failure_record(&gone, &c, now), c));
+        }
+    }
     new.sort_by(|a, b| a.0.time.cmp(&b.0.time).then(a.0.pod.cmp(&b.0.pod)));
     let pod0_succeeded = pods
         .iter()

@@ -594,3 +594,54 @@ fn pods_stuck_pending_are_named_with_kubernetes_reason() {
         c.message
     );
 }
+
+#[test]
+fn a_running_pod_that_vanishes_unseen_is_a_counted_failure() {
+    let mut j = job();
+    step(&mut j, &[], 0);
+    step(&mut j, &[running(0), running(1)], 5);
+    assert_eq!(j.status.as_ref().unwrap().launchers.len(), 2);
+    // Force-deleted between two reconciles: the pod is simply gone.
+    let n = step(&mut j, &[running(0)], 10);
+    let st = &n.status;
+    assert_eq!(st.infrastructure_restarts, 1);
+    let f = &st.recent_failures[0];
+    assert_eq!(
+        (f.pod.as_str(), f.pod_uid.as_deref(), f.reason.as_str()),
+        ("train-worker-1", Some("pod-1-a"), "PodDeleted")
+    );
+    assert!(
+        f.message.contains("without the operator seeing it end"),
+        "{}",
+        f.message
+    );
+    // Counted once: the replacement comes and the old entry is gone.
+    let n = step(&mut j, &[running(0), recreated(running(1), 'b')], 20);
+    assert_eq!(n.status.infrastructure_restarts, 1);
+    let n = step(&mut j, &[running(0), recreated(running(1), 'b')], 30);
+    assert_eq!(n.status.infrastructure_restarts, 1);
+}
+
+#[test]
+fn pods_gone_by_scale_down_or_after_a_recorded_failure_are_not_counted_again() {
+    let mut j = job();
+    step(&mut j, &[], 0);
+    step(&mut j, &[running(0), running(1)], 5);
+    j.spec.replicas = Some(1);
+    let n = step(&mut j, &[running(0)], 10);
+    assert!(n.status.recent_failures.is_empty(), "scaled away");
+    let mut j = job();
+    step(&mut j, &[], 0);
+    step(&mut j, &[running(0), running(1)], 5);
+    let n = step(&mut j, &[running(0), failed(1, 1, 30)], 31);
+    assert_eq!(n.status.application_restarts, 1);
+    let n = step(&mut j, &[running(0)], 40);
+    assert_eq!(
+        (
+            n.status.application_restarts,
+            n.status.infrastructure_restarts
+        ),
+        (1, 0),
+        "deleted for its recreation: already recorded"
+    );
+}
