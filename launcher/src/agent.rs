@@ -308,6 +308,8 @@ impl Agent {
                 GroupEvent::Signal(sig) => {
                     tracing::warn!(signal = %sig, "received death signal, shutting down workers");
                     self.set_state(State::Stopping);
+                    // Leaving breaks the others' collectives: their failures are not theirs.
+                    self.claim_round_failure(&round).await;
                     self.stop(&group, sig, self.cfg.shutdown_timeout).await;
                     return Ok(Outcome::Signaled(sig));
                 }
@@ -332,9 +334,20 @@ impl Agent {
                 GroupEvent::Failed => {
                     // Only workers that failed on their own are failures; the rest are stopped.
                     let failures = self.collect_failures(&mut group);
+                    // Claimed before stopping the rest, which takes time, so the node whose
+                    // worker failed first is the one that claims it.
+                    let first = self.claim_round_failure(&round).await;
                     self.stop(&group, Signal::SIGTERM, RESTART_STOP_GRACE).await;
                     if let Some(root) = errors::root_cause(&failures) {
                         tracing::warn!(rank = root.global_rank, local_rank = root.local_rank, exitcode = root.exitcode, pid = root.pid, message = %root.message, "worker failed");
+                    }
+                    if !first {
+                        tracing::warn!(
+                            round = round.round,
+                            "another node's workers failed first in this round (this node's likely failed with them); re-forming without counting a restart here"
+                        );
+                        self.progress.send_modify(|p| p.re_forms += 1);
+                        continue;
                     }
                     if self.failure_restarts >= self.cfg.max_restarts {
                         self.set_state(State::Failed);
@@ -668,6 +681,37 @@ impl Agent {
                 .rdzv
                 .store
                 .prefixed(&format!("static/{}/exit/{}", self.node.run_id, round.round)),
+        }
+    }
+
+    /// Whether this node's worker failure is the first of `round` among its nodes. A worker that
+    /// dies breaks the collectives of the others, so one crash makes every node's workers fail;
+    /// only the first node to report is charged a restart (`--max-restarts`), the others re-form
+    /// as after a membership change. A node stopped by a signal (a pod deleted by scale-down)
+    /// claims the round too, so the failures its departure causes are charged to no one.
+    /// torchrun charges every node, so one crash spends all nodes' budgets at once and then
+    /// fails them all. Static rendezvous and single-node rounds keep torchrun's rule; a store
+    /// that does not answer within a second charges the failure.
+    async fn claim_round_failure(&self, round: &RoundInfo) -> bool {
+        let Backend::Dynamic(d) = &self.rdzv.backend else {
+            return true;
+        };
+        if round.group_world_size <= 1 {
+            return true;
+        }
+        let keys = d
+            .keys_on(&self.rdzv.store)
+            .prefixed(&format!("r{}/failures", round.round));
+        match tokio::time::timeout(Duration::from_secs(1), keys.add("count", 1)).await {
+            Ok(Ok(n)) => n == 1,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "could not tell the other nodes of the failure; counting it here");
+                true
+            }
+            Err(_) => {
+                tracing::debug!("the store did not answer in time; counting the failure here");
+                true
+            }
         }
     }
 

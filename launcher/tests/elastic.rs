@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::*;
+use serde_json::json;
 
 /// Common arguments of every agent of one job.
 fn job_args(port: u16, nnodes: &str, extra_conf: &str) -> Vec<String> {
@@ -243,6 +244,121 @@ fn worker_failure_restarts_every_node_with_consistent_counts() {
         .flat_map(|a| (0..2).map(move |r| format!("attempt_{a}_rank_{r}")))
         .collect();
     assert_eq!(names(d.path()), expected);
+}
+
+/// Agent b's worker crashes in every round; agent a's fails only because of it, a moment
+/// later, as a worker whose collective broke would. Only b is charged: with --max-restarts=1 b
+/// gives up after its second crash (restart count 1), while a never spends its budget, re-forms
+/// alone (1:2) and succeeds. torchrun would charge and fail both.
+#[test]
+fn a_failure_caused_by_a_peers_crash_is_not_charged() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().display();
+    let port = free_port();
+    let spawn = |name: &str, crasher: bool| {
+        let mut args = job_args(port, "1:2", ",last_call_timeout=3");
+        args.extend([
+            "--max-restarts=1".to_string(),
+            format!("--termination-message-path={dir}/term_{name}"),
+        ]);
+        args.extend(bash(format!(
+            r#"c=$TORCHELASTIC_RESTART_COUNT; [ "$WORLD_SIZE" = 1 ] && exit 0; if [ -n "$CRASHER" ]; then touch {dir}/crashed_$c; exit 3; fi; while [ ! -e {dir}/crashed_$c ]; do sleep 0.01; done; sleep 0.3; exit 1"#
+        )));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut cmd = launch_cmd(&refs);
+        if crasher {
+            cmd.env("CRASHER", "1");
+        }
+        Running::spawn(cmd)
+    };
+    let a = spawn("a", false);
+    wait_until(Duration::from_secs(10), "the host agent to listen", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let b = spawn("b", true);
+    let out_b = b.output(Duration::from_secs(60));
+    let out_a = a.output(Duration::from_secs(60));
+    assert_eq!(
+        out_b.status.code(),
+        Some(1),
+        "b gives up:\n{}",
+        describe(&out_b)
+    );
+    assert!(
+        out_a.status.success(),
+        "a is never charged:\n{}",
+        describe(&out_a)
+    );
+    let summary = |name: &str| -> serde_json::Value {
+        let text = std::fs::read_to_string(d.path().join(format!("term_{name}"))).unwrap();
+        serde_json::from_str(&text).unwrap()
+    };
+    let (sa, sb) = (summary("a"), summary("b"));
+    assert_eq!(
+        (&sb["reason"], &sb["exitCode"], &sb["restartCount"]),
+        (&json!("WorkerFailed"), &json!(3), &json!(1)),
+        "{sb}"
+    );
+    assert_eq!(
+        (&sa["reason"], &sa["restartCount"]),
+        (&json!("Succeeded"), &json!(0)),
+        "{sa}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out_a.stderr).contains("another node's workers failed first"),
+        "{}",
+        describe(&out_a)
+    );
+}
+
+/// Agent b is stopped (SIGTERM: its pod is scaled away); agent a's worker fails because of
+/// it. With --max-restarts=0, a is not charged: b claimed the round on its way out, so a
+/// re-forms alone and succeeds.
+#[test]
+fn a_failure_caused_by_a_departing_peer_is_not_charged() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().display();
+    let port = free_port();
+    let worker = bash(format!(
+        r#"[ "$WORLD_SIZE" = 1 ] && exit 0; touch {dir}/up_$RANK; if [ -n "$LEAVER" ]; then trap "touch {dir}/left; exit 143" TERM; while true; do sleep 0.05; done; fi; while [ ! -e {dir}/left ]; do sleep 0.01; done; sleep 0.3; exit 1"#
+    ));
+    let spawn = |leaver: bool| {
+        let mut args = job_args(port, "1:2", ",last_call_timeout=3");
+        args.push("--max-restarts=0".into());
+        args.extend(worker.iter().cloned());
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut cmd = launch_cmd(&refs);
+        if leaver {
+            cmd.env("LEAVER", "1");
+        }
+        Running::spawn(cmd)
+    };
+    let a = spawn(false);
+    wait_until(Duration::from_secs(10), "the host agent to listen", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let b = spawn(true);
+    wait_until(Duration::from_secs(30), "a round of two", || {
+        files(&d, "up_").len() == 2
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(b.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out_b = b.output(Duration::from_secs(60));
+    let out_a = a.output(Duration::from_secs(60));
+    assert_eq!(
+        out_b.status.code(),
+        Some(1),
+        "b was stopped:\n{}",
+        describe(&out_b)
+    );
+    assert!(
+        out_a.status.success(),
+        "a is not charged for b's departure:\n{}",
+        describe(&out_a)
+    );
 }
 
 /// 2 agents × 2 real torch workers (gloo): all_reduce, a worker SIGKILLed, the whole job
