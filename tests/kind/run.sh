@@ -4,7 +4,7 @@
 #   tests/kind/run.sh [TEST-HARNESS-ARGS...]    (e.g. a scenario name filter, or --list)
 #
 # 1. builds the operator and launcher images (images/*.Dockerfile, `make images`);
-# 2. creates a kind cluster: 1 control plane + 2 workers (tests/kind/kind-config.yaml);
+# 2. creates a kind cluster: 1 control plane + 3 workers (tests/kind/kind-config.yaml);
 # 3. loads the images (and the jobs' trainer image) into its nodes with `kind load`;
 # 4. `helm install`s charts/elasticjob-operator (server-side apply is fine on kind);
 # 5. runs `cargo test -p elasticjob-e2e --features e2e-tests` with

@@ -1,36 +1,46 @@
 //! The ElasticJob operator's end-to-end harness: one [`Env`] (a cluster with the CRD and a
 //! running operator) that scenarios drive with real `kubectl`, as a user would.
 //!
+//! Either way the operator runs in the cluster, as the chart installs it (a Deployment, its
+//! ServiceAccount and least-privilege RBAC), and the harness finds its pods by namespace and
+//! label selector ([`Operator::InCluster`]): its log is `kubectl logs`, its health and metrics
+//! endpoints are reached through the apiserver's pod proxy ([`Env::operator_get`]), and a restart
+//! deletes its pods and waits until the Deployment's new pod is ready and holds the leader Lease.
+//!
 //! Two targets, chosen by the environment:
 //! - **an existing cluster**: `ELASTICJOB_E2E_KUBECONFIG` names its kubeconfig. The CRD and the
-//!   operator must be installed already (e.g. by Helm on kind); `kubectl` comes from PATH
-//!   (`ELASTICJOB_E2E_KUBECTL` overrides). The operator is found by
+//!   operator must be installed already (e.g. by Helm on kind: tests/kind/run.sh); `kubectl`
+//!   comes from PATH (`ELASTICJOB_E2E_KUBECTL` overrides). The operator is found by
 //!   `ELASTICJOB_E2E_OPERATOR_NAMESPACE` (default `elasticjob-system`) and
-//!   `ELASTICJOB_E2E_OPERATOR_SELECTOR` (default `app.kubernetes.io/name=elasticjob-operator`),
-//!   for its log and for restarting it. `ELASTICJOB_E2E_TRAINER_IMAGE` replaces the trainer
-//!   image of every job (default: the one in examples/elasticjob.yaml).
+//!   `ELASTICJOB_E2E_OPERATOR_SELECTOR` (default `app.kubernetes.io/name=elasticjob-operator`).
+//!   `ELASTICJOB_E2E_TRAINER_IMAGE` replaces the trainer image of every job (default: the one in
+//!   examples/elasticjob.yaml).
 //! - **the local cluster** (default): [`local_cluster::Cluster`] with 3 nodes × 4 fake GPUs, in
-//!   a temp dir, with an image map: the launcher image → the built `elastic-launch`, the
-//!   trainer image → the directory of the cached PyTorch venv's python (`ELASTICJOB_PYTHON`, else
-//!   `tests/scripts/python-env.sh`). The harness applies `crds/elasticjob.yaml` and runs the
-//!   built `elasticjob-operator` as a child process (log in the temp dir).
+//!   a temp dir, with an image map: the chart's operator image → the built
+//!   `elasticjob-operator`, its launcher image → the built `elastic-launch`, the trainer image →
+//!   the directory of the cached PyTorch venv's python (`ELASTICJOB_PYTHON`, else
+//!   `tests/scripts/python-env.sh`). The harness installs charts/elasticjob-operator with the
+//!   real helm (`ELASTICJOB_HELM`, else the provisioned one, else PATH), as a user would: release
+//!   `elasticjob-operator` in `elasticjob-system`, the CRD from the chart's crds/,
+//!   `--server-side=false` (helm 4's server-side apply cannot type the CRD's CEL rules on the
+//!   1.20 apiserver), values in [`chart_values`]. The operator pod may land on any node.
 //!
 //! Faults go through [`Faults`]: in-process on the local cluster; on an external one through
 //! the script `ELASTICJOB_E2E_FAULTS` names (tests/kind/faults.sh on kind), else refused with a
 //! clear error (see [`EXTERNAL_FAULTS`]).
 //!
-//! Other knobs: `ELASTICJOB_E2E_KEEP=1` keeps the local cluster's temp dir (pod logs, operator
-//! logs); `ELASTICJOB_E2E_OPERATOR_LOG` is the operator's RUST_LOG (default info);
+//! Other knobs: `ELASTICJOB_E2E_KEEP=1` keeps the local cluster's temp dir (pod logs, the
+//! operator's included, under `e2e/pods/<node>/<uid>/`); `ELASTICJOB_E2E_OPERATOR_LOG` is the
+//! chart's `logLevel` on the local cluster (the operator's RUST_LOG filter, default info);
 //! `ELASTICJOB_E2E_LAUNCHER_LOG` becomes the trainers' RUST_LOG (the launcher's log filter);
-//! `ELASTICJOB_E2E_SKIP_OPERATOR=1` starts the local cluster without the operator (to work on
-//! the harness itself).
+//! `ELASTICJOB_E2E_SKIP_OPERATOR=1` installs the chart on the local cluster with
+//! `replicaCount=0` (the CRD and RBAC, no operator pod: to work on the harness itself).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -40,9 +50,33 @@ pub use nix::sys::signal::Signal;
 
 // ---- constants -------------------------------------------------------------------------------
 
-/// The launcher image the operator injects (`--launcher-image`); on the local cluster the image
-/// map turns it into the built `elastic-launch`.
-pub const LAUNCHER_IMAGE: &str = "elasticjob/elastic-launch:e2e";
+/// The chart's operator image repository (values.yaml `image.repository`).
+pub const OPERATOR_REPOSITORY: &str = "ghcr.io/elasticjob/elasticjob-operator";
+/// The chart's launcher image repository (values.yaml `launcherImage.repository`).
+pub const LAUNCHER_REPOSITORY: &str = "ghcr.io/elasticjob/elastic-launch";
+/// The operator image the chart installs on the local cluster (tagged with the workspace
+/// version, the chart's appVersion); the image map turns it into the built `elasticjob-operator`.
+pub const OPERATOR_IMAGE: &str = concat!(
+    "ghcr.io/elasticjob/elasticjob-operator:",
+    env!("CARGO_PKG_VERSION")
+);
+/// The launcher image the operator injects (the chart's `--launcher-image`); on the local
+/// cluster the image map turns it into the built `elastic-launch`.
+pub const LAUNCHER_IMAGE: &str = concat!(
+    "ghcr.io/elasticjob/elastic-launch:",
+    env!("CARGO_PKG_VERSION")
+);
+/// The chart's release the harness installs on the local cluster (the same name as
+/// tests/kind/run.sh's, so the release's full name is `elasticjob-operator` on both).
+pub const OPERATOR_RELEASE: &str = "elasticjob-operator";
+/// The operator's namespace: the release namespace (default of
+/// `ELASTICJOB_E2E_OPERATOR_NAMESPACE`).
+pub const OPERATOR_NAMESPACE: &str = "elasticjob-system";
+/// The operator pods' labels (default of `ELASTICJOB_E2E_OPERATOR_SELECTOR`).
+pub const OPERATOR_SELECTOR: &str = "app.kubernetes.io/name=elasticjob-operator";
+/// The local release's operator pods: the chart's selector labels.
+pub const LOCAL_OPERATOR_SELECTOR: &str =
+    "app.kubernetes.io/name=elasticjob-operator,app.kubernetes.io/instance=elasticjob-operator";
 /// The trainer image of examples/elasticjob.yaml; on the local cluster it maps to the PyTorch
 /// venv.
 pub const TRAINER_IMAGE: &str = "pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime";
@@ -98,35 +132,6 @@ pub fn built_binary(name: &str) -> PathBuf {
 }
 
 // ---- small utilities -------------------------------------------------------------------------
-
-/// A loopback address with a port that was free a moment ago.
-pub fn free_local_addr() -> SocketAddr {
-    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local_addr")
-}
-
-/// `GET path` over HTTP/1.1 (Connection: close): the status code and the raw body.
-pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: */*\r\n\r\n"
-    )?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf)?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {text:.200}")))?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((code, body))
-}
 
 /// The last `n` lines of `text`.
 pub fn tail(text: &str, n: usize) -> String {
@@ -379,135 +384,12 @@ impl Faults for ExternalFaults {
 
 // ---- the operator ----------------------------------------------------------------------------
 
-/// The operator as a child process of the test (local cluster).
-pub struct OperatorProcess {
-    pub binary: PathBuf,
-    pub kubeconfig: PathBuf,
-    pub launcher_image: String,
-    pub log_dir: PathBuf,
-    pub metrics_addr: SocketAddr,
-    /// How many times it was started: its log is `operator-<n>.log`.
-    pub starts: u32,
-    child: Option<Child>,
-}
-
-impl OperatorProcess {
-    pub fn new(binary: PathBuf, kubeconfig: PathBuf, log_dir: PathBuf) -> Self {
-        OperatorProcess {
-            binary,
-            kubeconfig,
-            launcher_image: LAUNCHER_IMAGE.into(),
-            log_dir,
-            metrics_addr: free_local_addr(),
-            starts: 0,
-            child: None,
-        }
-    }
-
-    pub fn log_path(&self) -> PathBuf {
-        self.log_dir
-            .join(format!("operator-{}.log", self.starts.max(1)))
-    }
-
-    /// Starts it (on a fresh metrics port) and waits until /readyz answers 200.
-    pub fn start(&mut self) {
-        assert!(self.child.is_none(), "the operator is already running");
-        self.starts += 1;
-        self.metrics_addr = free_local_addr();
-        let log = std::fs::File::create(self.log_path()).expect("operator log file");
-        let mut cmd = Command::new(&self.binary);
-        cmd.args(["--launcher-image", &self.launcher_image])
-            .arg("--metrics-addr")
-            .arg(self.metrics_addr.to_string())
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env("NO_COLOR", "1")
-            .env(
-                "RUST_LOG",
-                std::env::var("ELASTICJOB_E2E_OPERATOR_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup log"))
-            .stderr(log);
-        // Dies with the test process, whatever happens to it.
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {}: {e}", self.binary.display()));
-        self.child = Some(child);
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                self.child = None;
-                panic!(
-                    "the operator exited at start ({status}); {}:\n{}",
-                    self.log_path().display(),
-                    self.log_tail(40)
-                );
-            }
-            if let Ok((200, _)) = http_get(self.metrics_addr, "/readyz") {
-                return;
-            }
-            if start.elapsed() > Duration::from_secs(60) {
-                panic!(
-                    "the operator's /readyz on {} did not answer 200 within 60 s; {}:\n{}",
-                    self.metrics_addr,
-                    self.log_path().display(),
-                    self.log_tail(40)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    /// SIGTERM, up to 10 s, SIGKILL; returns how it exited.
-    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
-        let mut child = self.child.take()?;
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = child.kill();
-        child.wait().ok()
-    }
-
-    pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
-    }
-
-    pub fn log_tail(&self, n: usize) -> String {
-        tail(
-            &std::fs::read_to_string(self.log_path()).unwrap_or_default(),
-            n,
-        )
-    }
-}
-
-impl Drop for OperatorProcess {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// Where the operator runs.
+/// Where the operator runs: the pods of an installed Deployment (the chart's), found by
+/// namespace and label selector.
 pub enum Operator {
-    /// Not started yet (the environment is being set up).
+    /// Not installed (the environment is being set up, or `ELASTICJOB_E2E_SKIP_OPERATOR`).
     NotStarted,
-    /// A child process of the test (local cluster).
-    Process(OperatorProcess),
-    /// Pods of an installed Deployment (external cluster), found by namespace and selector.
+    /// Pods of an installed Deployment, found by namespace and selector.
     InCluster { namespace: String, selector: String },
 }
 
@@ -574,17 +456,59 @@ pub fn python() -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
-/// The local cluster's image map.
-pub fn image_map(launcher: &Path, python: &Path) -> BTreeMap<String, PathBuf> {
+/// The local cluster's image map: the chart's operator and launcher images → the built
+/// binaries, the trainer image → the directory of the PyTorch venv's python.
+pub fn image_map(operator: &Path, launcher: &Path, python: &Path) -> BTreeMap<String, PathBuf> {
     let venv_bin = python
         .parent()
         .expect("the python path has a directory")
         .to_path_buf();
     [
+        (OPERATOR_IMAGE.to_string(), operator.to_path_buf()),
         (LAUNCHER_IMAGE.to_string(), launcher.to_path_buf()),
         (TRAINER_IMAGE.to_string(), venv_bin),
     ]
     .into()
+}
+
+/// The values the harness installs the chart with on the local cluster (a values file: JSON is
+/// YAML, and a RUST_LOG filter may hold commas, which `--set` would split): the images of the
+/// image map, `logLevel` from `ELASTICJOB_E2E_OPERATOR_LOG` (default info), text logs (read in
+/// failure diagnostics), no operator pod when `skip_operator`.
+pub fn chart_values(log_level: &str, skip_operator: bool) -> Value {
+    let version = env!("CARGO_PKG_VERSION");
+    let mut v = json!({
+        "image": {"repository": OPERATOR_REPOSITORY, "tag": version},
+        "launcherImage": {"repository": LAUNCHER_REPOSITORY, "tag": version},
+        "logLevel": log_level,
+        "logFormat": "text",
+    });
+    if skip_operator {
+        v["replicaCount"] = json!(0);
+    }
+    v
+}
+
+/// The helm binary: `ELASTICJOB_HELM`, else the provisioned one in `bin` (provision.sh installs
+/// helm v4 there), else `helm` on PATH.
+pub fn helm_bin(bin: &Path) -> PathBuf {
+    if let Some(h) = std::env::var_os("ELASTICJOB_HELM").filter(|h| !h.is_empty()) {
+        return PathBuf::from(h);
+    }
+    let provisioned = bin.join("helm");
+    if provisioned.is_file() {
+        provisioned
+    } else {
+        "helm".into()
+    }
+}
+
+fn is_ready(pod: &Value) -> bool {
+    pod["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True")
 }
 
 impl Env {
@@ -611,9 +535,9 @@ impl Env {
             stderr(&crd)
         );
         let namespace = std::env::var("ELASTICJOB_E2E_OPERATOR_NAMESPACE")
-            .unwrap_or_else(|_| "elasticjob-system".into());
+            .unwrap_or_else(|_| OPERATOR_NAMESPACE.into());
         let selector = std::env::var("ELASTICJOB_E2E_OPERATOR_SELECTOR")
-            .unwrap_or_else(|_| "app.kubernetes.io/name=elasticjob-operator".into());
+            .unwrap_or_else(|_| OPERATOR_SELECTOR.into());
         let env = Env {
             gpus: nodes_have_gpus(&kubectl),
             operator: Mutex::new(Operator::InCluster {
@@ -635,9 +559,11 @@ impl Env {
         env
     }
 
-    /// Starts the local cluster, applies the CRD and starts the operator.
+    /// Starts the local cluster and installs the chart with helm (CRD, RBAC, the operator's
+    /// Deployment, whose pod the image map runs as the built `elasticjob-operator`).
     pub fn local() -> Env {
         let t0 = Instant::now();
+        let operator = built_binary("elasticjob-operator");
         let launcher = built_binary("elastic-launch");
         let bin = provision();
         let python = python();
@@ -663,7 +589,7 @@ impl Env {
                 local_cluster::ClusterConfig::new(&dir, &bin).expect("local cluster config");
             cfg.kubelet.nodes = 3;
             cfg.kubelet.gpus_per_node = 4;
-            cfg.kubelet.image_map = image_map(&launcher, &python);
+            cfg.kubelet.image_map = image_map(&operator, &launcher, &python);
             match runtime.block_on(local_cluster::Cluster::start(cfg)) {
                 Ok(c) => break c,
                 Err(e) if e.is_port_clash() && attempt < 3 => continue,
@@ -683,10 +609,10 @@ impl Env {
             kubectl.kubeconfig.display(),
             dir.display()
         );
-        let log_dir = tmp.path().to_path_buf();
+        let scratch = tmp.path().to_path_buf();
         let env = Env {
             gpus: true,
-            // Started below, once the CRD is there; a panic before then drops the Env, which
+            // Set below, once the chart is installed; a panic before then drops the Env, which
             // stops the cluster.
             operator: Mutex::new(Operator::NotStarted),
             faults: Box::new(LocalFaults(faults)),
@@ -700,10 +626,58 @@ impl Env {
             kubectl,
         };
         env.wait_service_account("default");
-        let crd = repo_root().join("crds/elasticjob.yaml");
-        env.kubectl
-            .ok(&["apply", "--validate=false", "-f", crd.to_str().unwrap()]);
-        // Polled: `kubectl wait` fails at once while the CRD has no status yet.
+
+        let skip = std::env::var_os("ELASTICJOB_E2E_SKIP_OPERATOR").is_some();
+        let level = std::env::var("ELASTICJOB_E2E_OPERATOR_LOG")
+            .ok()
+            .filter(|l| !l.is_empty())
+            .unwrap_or_else(|| "info".into());
+        let values = scratch.join("chart-values.yaml");
+        std::fs::write(&values, format!("{:#}\n", chart_values(&level, skip)))
+            .expect("writing the chart values");
+        let chart = repo_root().join("charts/elasticjob-operator");
+        // --server-side=false: helm 4's server-side apply cannot type the CRD's CEL rules
+        // (x-kubernetes-validations) on a 1.20 apiserver; real clusters take helm's default.
+        let args = [
+            "install",
+            OPERATOR_RELEASE,
+            chart.to_str().unwrap(),
+            "-n",
+            OPERATOR_NAMESPACE,
+            "--create-namespace",
+            "--server-side=false",
+            "-f",
+            values.to_str().unwrap(),
+            "--wait",
+            "--timeout=180s",
+        ];
+        let helm = helm_bin(&bin);
+        let o = Command::new(&helm)
+            .args(args)
+            .env("KUBECONFIG", &env.kubectl.kubeconfig)
+            .env("HELM_CACHE_HOME", scratch.join("helm/cache"))
+            .env("HELM_CONFIG_HOME", scratch.join("helm/config"))
+            .env("HELM_DATA_HOME", scratch.join("helm/data"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", helm.display()));
+        if !o.status.success() {
+            let pods = env.kubectl.run(
+                &["get", "pods", "-n", OPERATOR_NAMESPACE, "-o", "wide"],
+                None,
+            );
+            panic!(
+                "helm {} failed ({}):\n{}{}\noperator pods:\n{}{}",
+                args.join(" "),
+                o.status,
+                stdout(&o),
+                stderr(&o),
+                stdout(&pods),
+                stderr(&pods)
+            );
+        }
+        // Helm installs crds/ first and waits for them; polled anyway (`kubectl wait` fails at
+        // once while the CRD has no status yet).
         wait_until(
             "the CRD to be established",
             Duration::from_secs(60),
@@ -718,32 +692,28 @@ impl Env {
             },
             || format!("{:?}", env.kubectl.json(&["get", "crd", CRD])),
         );
-        if std::env::var_os("ELASTICJOB_E2E_SKIP_OPERATOR").is_some() {
-            eprintln!("e2e: ELASTICJOB_E2E_SKIP_OPERATOR: not starting the operator");
+        if skip {
+            eprintln!(
+                "e2e: ELASTICJOB_E2E_SKIP_OPERATOR: chart installed with replicaCount=0, no operator"
+            );
             return env;
         }
-        let mut operator = OperatorProcess::new(
-            built_binary("elasticjob-operator"),
-            env.kubectl.kubeconfig.clone(),
-            log_dir,
-        );
-        operator.start();
+        *env.operator.lock().unwrap() = Operator::InCluster {
+            namespace: OPERATOR_NAMESPACE.into(),
+            selector: LOCAL_OPERATOR_SELECTOR.into(),
+        };
+        env.wait_operator_ready();
         eprintln!(
-            "e2e: operator up (metrics {}, log {}), {:.1}s after start",
-            operator.metrics_addr,
-            operator.log_path().display(),
+            "e2e: operator installed with helm (release {OPERATOR_RELEASE} in {OPERATOR_NAMESPACE}, pod {} on {}), {:.1}s after start",
+            env.operator_pod().unwrap_or_default(),
+            env.operator_node().unwrap_or_default(),
             t0.elapsed().as_secs_f64()
         );
-        *env.operator.lock().unwrap() = Operator::Process(operator);
         env
     }
 
-    /// Stops the operator and the local cluster (and checks nothing of it is left).
+    /// Stops the local cluster (and checks nothing of it is left); the operator goes with it.
     pub fn shutdown(mut self) {
-        if let Operator::Process(p) = &mut *self.operator.lock().unwrap_or_else(|e| e.into_inner())
-        {
-            p.stop();
-        }
         if let Some(mut local) = self.local.take() {
             if let Some(cluster) = local.cluster.take()
                 && let Err(e) = local.runtime.block_on(cluster.shutdown())
@@ -763,109 +733,194 @@ impl Env {
 
     // ---- the operator ----
 
-    /// Waits until the operator says it is ready: /readyz (process) or a Ready pod (in cluster).
-    pub fn wait_operator_ready(&self) {
-        match &*self.operator.lock().unwrap() {
-            Operator::Process(p) => {
-                wait_until(
-                    "the operator's /readyz",
-                    Duration::from_secs(60),
-                    Duration::from_millis(200),
-                    || matches!(http_get(p.metrics_addr, "/readyz"), Ok((200, _))).then_some(()),
-                    || p.log_tail(30),
-                );
-            }
-            Operator::InCluster {
-                namespace,
-                selector,
-            } => {
-                self.kubectl.ok(&[
-                    "wait",
-                    "-n",
-                    namespace,
-                    "--for=condition=Ready",
-                    "pod",
-                    "-l",
-                    selector,
-                    "--timeout=120s",
-                ]);
-            }
-            Operator::NotStarted => panic!("the operator was never started"),
-        }
-    }
-
-    /// Restarts the operator: stops the process and starts a new one, or deletes its pods and
-    /// waits for the Deployment's new one. `pause` is how long it stays down.
-    pub fn restart_operator(&self, pause: Duration) {
-        let mut op = self.operator.lock().unwrap();
-        match &mut *op {
-            Operator::Process(p) => {
-                let status = p.stop();
-                eprintln!("e2e: operator stopped ({status:?})");
-                std::thread::sleep(pause);
-                p.start();
-            }
-            Operator::InCluster {
-                namespace,
-                selector,
-            } => {
-                let (namespace, selector) = (namespace.clone(), selector.clone());
-                drop(op);
-                self.kubectl
-                    .ok(&["delete", "pod", "-n", &namespace, "-l", &selector]);
-                std::thread::sleep(pause);
-                self.wait_operator_ready();
-            }
-            Operator::NotStarted => panic!("the operator was never started"),
-        }
-    }
-
-    /// The last `n` lines of the operator's log.
-    pub fn operator_log(&self, n: usize) -> String {
+    /// The operator's namespace and selector; panics when it was never installed.
+    fn operator_where(&self) -> (String, String) {
         match &*self.operator.lock().unwrap_or_else(|e| e.into_inner()) {
-            Operator::Process(p) => {
-                // Every instance's log (a restarted operator has several), the last one longest.
-                let mut s = String::new();
-                for i in 1..=p.starts {
-                    let path = p.log_dir.join(format!("operator-{i}.log"));
-                    let text = std::fs::read_to_string(&path).unwrap_or_default();
-                    let lines = if i == p.starts { n } else { n / 4 };
-                    let _ = writeln!(
-                        s,
-                        "== {} (last {lines} lines) ==\n{}",
-                        path.display(),
-                        tail(&text, lines)
-                    );
-                }
-                s
-            }
             Operator::InCluster {
                 namespace,
                 selector,
-            } => {
-                let o = self.kubectl.run(
-                    &[
-                        "logs",
-                        "-n",
-                        namespace,
-                        "-l",
-                        selector,
-                        &format!("--tail={n}"),
-                    ],
-                    None,
-                );
-                format!("{}{}", stdout(&o), stderr(&o))
-            }
-            Operator::NotStarted => "(the operator was never started)".into(),
+            } => (namespace.clone(), selector.clone()),
+            Operator::NotStarted => panic!("the operator was never started"),
         }
     }
 
-    /// The operator's metrics address (local process only).
-    pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        match &*self.operator.lock().unwrap() {
-            Operator::Process(p) => Some(p.metrics_addr),
-            _ => None,
+    /// The operator's pods (those being deleted included).
+    pub fn operator_pods(&self) -> Vec<Value> {
+        let (ns, sel) = self.operator_where();
+        self.kubectl
+            .json(&["get", "pods", "-n", &ns, "-l", &sel])
+            .and_then(|l| l["items"].as_array().cloned())
+            .unwrap_or_default()
+    }
+
+    /// The holders of the Leases in the operator's namespace (the leader Lease, when leader
+    /// election is on).
+    fn lease_holders(&self) -> Vec<String> {
+        let (ns, _) = self.operator_where();
+        self.kubectl
+            .json(&["get", "leases", "-n", &ns])
+            .and_then(|l| l["items"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string))
+            .filter(|h| !h.is_empty())
+            .collect()
+    }
+
+    /// The operator pod in charge: a ready pod, not being deleted, that holds the leader Lease
+    /// (when the namespace has a Lease with a holder: leader election). None when there is none.
+    pub fn operator_pod(&self) -> Option<String> {
+        let live: Vec<String> = self
+            .operator_pods()
+            .iter()
+            .filter(|p| is_ready(p) && !is_deleting(p))
+            .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
+            .collect();
+        let holders = self.lease_holders();
+        if holders.is_empty() {
+            return live.into_iter().next();
         }
+        live.into_iter().find(|p| holders.contains(p))
+    }
+
+    /// The node of the operator pod in charge.
+    pub fn operator_node(&self) -> Option<String> {
+        let (ns, _) = self.operator_where();
+        let pod = self.operator_pod()?;
+        self.kubectl
+            .json(&["get", "pod", &pod, "-n", &ns])?
+            .pointer("/spec/nodeName")?
+            .as_str()
+            .map(str::to_string)
+    }
+
+    /// `GET <path>` on the operator pod in charge, through the apiserver's pod proxy
+    /// (`/api/v1/namespaces/<ns>/pods/<pod>:<port>/proxy<path>`, the pod's `metrics` port): the
+    /// body, or why not. Works wherever the apiserver reaches pod IPs (kind; the local cluster,
+    /// whose apiserver listens on the pod bridge).
+    pub fn operator_get(&self, path: &str) -> Result<String, String> {
+        let (ns, _) = self.operator_where();
+        let pod = self
+            .operator_pod()
+            .ok_or("no ready operator pod holding the leader Lease")?;
+        let p = self
+            .kubectl
+            .json(&["get", "pod", &pod, "-n", &ns])
+            .ok_or_else(|| format!("operator pod {ns}/{pod} not found"))?;
+        let ports: Vec<&Value> = p["spec"]["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|c| c["ports"].as_array().into_iter().flatten())
+            .collect();
+        let port = ports
+            .iter()
+            .find(|p| p["name"] == "metrics")
+            .or(ports.first())
+            .and_then(|p| p["containerPort"].as_i64())
+            .ok_or_else(|| format!("operator pod {ns}/{pod} declares no port"))?;
+        let url = format!("/api/v1/namespaces/{ns}/pods/{pod}:{port}/proxy{path}");
+        let o = self.kubectl.run(&["get", "--raw", &url], None);
+        if o.status.success() {
+            Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+        } else {
+            Err(format!("kubectl get --raw {url}: {}", stderr(&o)))
+        }
+    }
+
+    /// Waits until the operator is in charge: a ready pod of its Deployment, not being deleted,
+    /// holding the leader Lease (when there is one), whose /readyz answers through the pod proxy.
+    pub fn wait_operator_ready(&self) {
+        let (ns, _) = self.operator_where();
+        let last = std::cell::RefCell::new(String::new());
+        wait_until(
+            "a ready operator pod in charge",
+            Duration::from_secs(180),
+            Duration::from_millis(500),
+            || match self.operator_pod() {
+                None => {
+                    *last.borrow_mut() = format!("leases held by {:?}", self.lease_holders());
+                    None
+                }
+                Some(pod) => match self.operator_get("/readyz") {
+                    Ok(_) => Some(()),
+                    Err(e) => {
+                        *last.borrow_mut() = format!("{pod}: {e}");
+                        None
+                    }
+                },
+            },
+            || {
+                let o = self
+                    .kubectl
+                    .run(&["get", "pods", "-n", &ns, "-o", "wide"], None);
+                format!(
+                    "{}\n{}{}\n{}",
+                    last.borrow(),
+                    stdout(&o),
+                    stderr(&o),
+                    self.operator_log(30)
+                )
+            },
+        );
+    }
+
+    /// Restarts the operator: deletes its pods (graceful: SIGTERM, as `kubectl delete pod`
+    /// does), waits `pause`, and waits until a new pod of the Deployment is in charge.
+    pub fn restart_operator(&self, pause: Duration) {
+        let (ns, sel) = self.operator_where();
+        let old: Vec<String> = self
+            .operator_pods()
+            .iter()
+            .filter_map(|p| p["metadata"]["uid"].as_str().map(str::to_string))
+            .collect();
+        self.kubectl.ok(&["delete", "pod", "-n", &ns, "-l", &sel]);
+        eprintln!("e2e: operator pods deleted ({} of them)", old.len());
+        std::thread::sleep(pause);
+        wait_until(
+            "the old operator pods gone",
+            Duration::from_secs(60),
+            Duration::from_millis(500),
+            || {
+                (!self
+                    .operator_pods()
+                    .iter()
+                    .any(|p| old.iter().any(|u| p["metadata"]["uid"] == u.as_str())))
+                .then_some(())
+            },
+            || pod_summary(&self.operator_pods()),
+        );
+        self.wait_operator_ready();
+        eprintln!(
+            "e2e: operator restarted: {} on {}",
+            self.operator_pod().unwrap_or_default(),
+            self.operator_node().unwrap_or_default()
+        );
+    }
+
+    /// The last `n` lines of the operator's log (`kubectl logs` of its pods, each line prefixed
+    /// with the pod).
+    pub fn operator_log(&self, n: usize) -> String {
+        let (ns, sel) = match &*self.operator.lock().unwrap_or_else(|e| e.into_inner()) {
+            Operator::InCluster {
+                namespace,
+                selector,
+            } => (namespace.clone(), selector.clone()),
+            Operator::NotStarted => return "(the operator was never started)".into(),
+        };
+        let o = self.kubectl.run(
+            &[
+                "logs",
+                "-n",
+                &ns,
+                "-l",
+                &sel,
+                "--prefix",
+                &format!("--tail={n}"),
+            ],
+            None,
+        );
+        format!("{}{}", stdout(&o), stderr(&o))
     }
 
     // ---- namespaces ----
@@ -1411,8 +1466,13 @@ mod tests {
     #[test]
     fn image_map_points_the_trainer_image_at_the_venv_bin_dir() {
         let m = image_map(
+            Path::new("/t/debug/elasticjob-operator"),
             Path::new("/t/debug/elastic-launch"),
             Path::new("/c/venv/bin/python"),
+        );
+        assert_eq!(
+            m[OPERATOR_IMAGE],
+            PathBuf::from("/t/debug/elasticjob-operator")
         );
         assert_eq!(m[LAUNCHER_IMAGE], PathBuf::from("/t/debug/elastic-launch"));
         assert_eq!(m[TRAINER_IMAGE], PathBuf::from("/c/venv/bin"));
