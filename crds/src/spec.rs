@@ -397,6 +397,16 @@ pub struct FailurePolicy {
     #[serde(default = "default_pod_termination_timeout")]
     #[schemars(range(min = 1))]
     pub pod_termination_timeout_seconds: i32,
+
+    /// Seconds a pod stays bound to a node that is not ready or unreachable before Kubernetes
+    /// evicts it, so that it is replaced (an infrastructure failure, NodeLost) and the job
+    /// re-forms: the operator gives each pod NoExecute tolerations of node.kubernetes.io/not-ready
+    /// and node.kubernetes.io/unreachable for this long, unless the pod template tolerates
+    /// those taints itself. Kubernetes' own default is 300 s, while the other pods wait.
+    /// Default 60.
+    #[serde(default = "default_node_lost_timeout")]
+    #[schemars(range(min = 0))]
+    pub node_lost_timeout_seconds: i32,
 }
 
 fn default_max_application_restarts() -> i32 {
@@ -412,6 +422,9 @@ pub fn default_permanent_exit_codes() -> Vec<i32> {
 fn default_pod_termination_timeout() -> i32 {
     300
 }
+fn default_node_lost_timeout() -> i32 {
+    60
+}
 
 impl Default for FailurePolicy {
     fn default() -> Self {
@@ -422,6 +435,7 @@ impl Default for FailurePolicy {
             retryable_exit_codes: Vec::new(),
             backoff: Backoff::default(),
             pod_termination_timeout_seconds: default_pod_termination_timeout(),
+            node_lost_timeout_seconds: default_node_lost_timeout(),
         }
     }
 }

@@ -439,3 +439,48 @@ fn incomplete_jobs_are_errors() {
     assert_eq!(pod(&j, 0, &settings()), Err(DesiredError::NoCommand));
     assert_eq!(trainer_name(&job()).as_deref(), Some("trainer"));
 }
+
+#[test]
+fn pods_tolerate_a_lost_node_for_the_policys_timeout_unless_the_user_says_otherwise() {
+    let mut j = job();
+    j.spec.failure_policy.node_lost_timeout_seconds = 20;
+    let tolerations = |j: &ElasticJob| {
+        pod(j, 0, &settings())
+            .unwrap()
+            .spec
+            .unwrap()
+            .tolerations
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| (t.key.unwrap_or_default(), t.effect, t.toleration_seconds))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        tolerations(&j),
+        [
+            (
+                "node.kubernetes.io/not-ready".to_string(),
+                Some("NoExecute".to_string()),
+                Some(20)
+            ),
+            (
+                "node.kubernetes.io/unreachable".to_string(),
+                Some("NoExecute".to_string()),
+                Some(20)
+            ),
+        ]
+    );
+    let user: k8s_openapi::api::core::v1::Toleration = serde_json::from_value(serde_json::json!(
+        {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 600}
+    ))
+    .unwrap();
+    j.spec.template.spec.as_mut().unwrap().tolerations = Some(vec![user]);
+    let got = tolerations(&j);
+    assert_eq!(got.len(), 2);
+    assert_eq!(
+        got[0].2,
+        Some(600),
+        "the user's own toleration is kept: {got:?}"
+    );
+    assert_eq!(got[1].0, "node.kubernetes.io/not-ready");
+}

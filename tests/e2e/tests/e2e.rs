@@ -1070,7 +1070,8 @@ fn invalid_specs(env: &Env, ns: &str) {
 
 /// Scenario 12: A node is lost under a running job (its machine is gone: kubelet, processes and
 /// network at once, nothing reported). The node turns NotReady, the taint manager evicts the pods
-/// on it (the job tolerates `unreachable`/`not-ready` for 2 s instead of the default 300 s), they
+/// on it (failurePolicy.nodeLostTimeoutSeconds 2: the operator's tolerations of `unreachable` and
+/// `not-ready`, instead of Kubernetes' 300 s), they
 /// stay Terminating (no kubelet to confirm), and the operator deletes them forcefully after
 /// failurePolicy.podTerminationTimeoutSeconds and recreates them on the nodes left. The job
 /// re-forms and succeeds; status counts an infrastructure restart and names the pod and the node.
@@ -1082,15 +1083,12 @@ fn invalid_specs(env: &Env, ns: &str) {
 /// pod 0's if need be.
 fn node_loss(env: &Env, ns: &str) {
     let ex = example();
-    let toleration = |key: &str| json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 2});
     let job = torch_job(
         "lost",
         3,
         json!({"maxRestarts": 3,
-            "failurePolicy": {"podTerminationTimeoutSeconds": 5},
+            "failurePolicy": {"podTerminationTimeoutSeconds": 5, "nodeLostTimeoutSeconds": 2},
             "template": {"spec": {
-                "tolerations": [toleration("node.kubernetes.io/unreachable"),
-                    toleration("node.kubernetes.io/not-ready")],
                 "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
                     {"weight": 100, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
                         "labelSelector": {"matchLabels": {JOB_LABEL: "lost"}}}}]}}}}}),
@@ -1099,6 +1097,20 @@ fn node_loss(env: &Env, ns: &str) {
     apply_all(env, ns, &[ex.configmap, job]);
     let pods = wait_running(env, ns, "lost", 3);
     wait_log(env, ns, "lost", "[train] step  ", T_JOB);
+    for p in &pods {
+        let tolerations = p["spec"]["tolerations"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            tolerations
+                .iter()
+                .any(|t| t["key"] == "node.kubernetes.io/unreachable"
+                    && t["effect"] == "NoExecute"
+                    && t["tolerationSeconds"] == 2),
+            "the operator set the node-lost tolerations from nodeLostTimeoutSeconds: {tolerations:?}"
+        );
+    }
 
     let operator_node = env.operator_node().expect("the operator pod's node");
     let node_of = |p: &Value| p["spec"]["nodeName"].as_str().unwrap_or("").to_string();
