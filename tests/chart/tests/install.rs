@@ -17,10 +17,11 @@
 
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use elasticjob_chart_tests::*;
+use local_cluster::kubectl::Kubectl;
 use local_cluster::{Cluster, ClusterConfig};
 use serde_json::Value;
 
@@ -72,9 +73,8 @@ fn python() -> PathBuf {
 
 /// kubectl, helm and curl against the test's cluster.
 struct Env {
-    kubectl: PathBuf,
+    kubectl: Kubectl,
     helm: PathBuf,
-    kubeconfig: PathBuf,
     api_url: String,
     /// Helm's cache/config/data dirs and files the test writes.
     scratch: PathBuf,
@@ -86,39 +86,11 @@ impl Env {
         eprintln!("[{:6.1}s] {what}", self.start.elapsed().as_secs_f64());
     }
 
-    fn kubectl_out(&self, args: &[&str]) -> Output {
-        Command::new(&self.kubectl)
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("running kubectl")
-    }
-
-    /// kubectl that must succeed: its stdout.
-    fn kubectl(&self, args: &[&str]) -> String {
-        let o = self.kubectl_out(args);
-        assert!(
-            o.status.success(),
-            "kubectl {args:?} failed: {}{}",
-            text(&o.stderr),
-            text(&o.stdout)
-        );
-        text(&o.stdout)
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut a = args.to_vec();
-        a.extend(["-o", "json"]);
-        serde_json::from_str(&self.kubectl(&a)).expect("kubectl -o json")
-    }
-
     /// helm that must succeed: stdout and stderr.
     fn helm(&self, args: &[&str]) -> String {
         let o = Command::new(&self.helm)
             .args(args)
-            .env("KUBECONFIG", &self.kubeconfig)
+            .env("KUBECONFIG", &self.kubectl.kubeconfig)
             .env("HELM_CACHE_HOME", self.scratch.join("helm/cache"))
             .env("HELM_CONFIG_HOME", self.scratch.join("helm/config"))
             .env("HELM_DATA_HOME", self.scratch.join("helm/data"))
@@ -158,7 +130,9 @@ impl Env {
             &format!("the default ServiceAccount token of {ns}"),
             Duration::from_secs(30),
             || {
-                let o = self.kubectl_out(&["get", "secrets", "-n", ns, "-o", "name"]);
+                let o = self
+                    .kubectl
+                    .run(&["get", "secrets", "-n", ns, "-o", "name"], None);
                 if text(&o.stdout).contains("default-token-") {
                     Ok(())
                 } else {
@@ -171,7 +145,7 @@ impl Env {
     /// Waits until the Deployment is rolled out: one pod, ready, of the current template, and
     /// no other pod of the release left. Returns that pod.
     fn wait_rolled_out(&self) -> Value {
-        self.kubectl(&[
+        self.kubectl.ok(&[
             "rollout",
             "status",
             "-n",
@@ -183,7 +157,9 @@ impl Env {
             "exactly one ready operator pod",
             Duration::from_secs(30),
             || {
-                let all = self.json(&["get", "pods", "-n", NAMESPACE, "-l", SELECTOR]);
+                let all = self
+                    .kubectl
+                    .json_ok(&["get", "pods", "-n", NAMESPACE, "-l", SELECTOR]);
                 let pods = all["items"].as_array().unwrap();
                 let ready = |p: &Value| {
                     p["status"]["conditions"]
@@ -213,15 +189,18 @@ impl Env {
             &format!("{pod} holding the leader Lease"),
             Duration::from_secs(45),
             || {
-                let o = self.kubectl_out(&[
-                    "get",
-                    "lease",
-                    FULLNAME,
-                    "-n",
-                    NAMESPACE,
-                    "-o",
-                    "jsonpath={.spec.holderIdentity}",
-                ]);
+                let o = self.kubectl.run(
+                    &[
+                        "get",
+                        "lease",
+                        FULLNAME,
+                        "-n",
+                        NAMESPACE,
+                        "-o",
+                        "jsonpath={.spec.holderIdentity}",
+                    ],
+                    None,
+                );
                 let holder = text(&o.stdout);
                 if holder == pod {
                     Ok(())
@@ -235,7 +214,8 @@ impl Env {
     /// Applies examples/elasticjob.yaml in `ns` and waits until the job is Succeeded.
     fn run_example_job(&self, ns: &str) {
         let example = repo_root().join("examples/elasticjob.yaml");
-        self.kubectl(&["apply", "-n", ns, "-f", example.to_str().unwrap()]);
+        self.kubectl
+            .ok(&["apply", "-n", ns, "-f", example.to_str().unwrap()]);
         self.wait_job_succeeded(ns);
     }
 
@@ -244,21 +224,25 @@ impl Env {
             &format!("ElasticJob {ns}/train Succeeded"),
             JOB_TIMEOUT,
             || {
-                let o = self.kubectl_out(&[
-                    "get",
-                    "ej",
-                    "train",
-                    "-n",
-                    ns,
-                    "-o",
-                    "jsonpath={.status.state}",
-                ]);
+                let o = self.kubectl.run(
+                    &[
+                        "get",
+                        "ej",
+                        "train",
+                        "-n",
+                        ns,
+                        "-o",
+                        "jsonpath={.status.state}",
+                    ],
+                    None,
+                );
                 let state = text(&o.stdout);
                 assert_ne!(
                     state,
                     "Failed",
                     "ElasticJob {ns}/train failed: {}",
-                    self.kubectl(&["get", "ej", "train", "-n", ns, "-o", "yaml"])
+                    self.kubectl
+                        .ok(&["get", "ej", "train", "-n", ns, "-o", "yaml"])
                 );
                 if state == "Succeeded" {
                     Ok(())
@@ -281,7 +265,7 @@ impl Env {
                     let mut a = vec!["auth", "can-i"];
                     a.extend(args.split_whitespace());
                     a.extend(["--as", &sa]);
-                    let o = self.kubectl_out(&a);
+                    let o = self.kubectl.run(&a, None);
                     let got = text(&o.stdout).trim() == "yes";
                     (got != *want).then(|| {
                         format!(
@@ -350,7 +334,7 @@ impl Env {
             ],
             &["get", "events", "-A", "--sort-by=.lastTimestamp"],
         ] {
-            let o = self.kubectl_out(args);
+            let o = self.kubectl.run(args, None);
             eprintln!(
                 "--- kubectl {}\n{}{}",
                 args.join(" "),
@@ -428,7 +412,8 @@ fn scenario(env: &Env) {
     // ---- 2. a job through the installed operator, and its permissions meanwhile.
     env.step("examples/elasticjob.yaml in default; RBAC checks");
     let example = repo_root().join("examples/elasticjob.yaml");
-    env.kubectl(&["apply", "-n", "default", "-f", example.to_str().unwrap()]);
+    env.kubectl
+        .ok(&["apply", "-n", "default", "-f", example.to_str().unwrap()]);
     let mut table = vec![
         ("create pods -n default", true),
         ("delete pods -n kube-system", true),
@@ -448,7 +433,7 @@ fn scenario(env: &Env) {
     env.assert_can_i(&table);
 
     // One real request with the ServiceAccount's own token (1.20: its `<sa>-token-*` Secret).
-    let secret = env.kubectl(&[
+    let secret = env.kubectl.ok(&[
         "get",
         "serviceaccount",
         FULLNAME,
@@ -462,7 +447,7 @@ fn scenario(env: &Env) {
         "{secret}"
     );
     let field = |key: &str| {
-        env.kubectl(&[
+        env.kubectl.ok(&[
             "get",
             "secret",
             &secret,
@@ -497,7 +482,9 @@ fn scenario(env: &Env) {
     env.wait_job_succeeded("default");
     env.step("job Succeeded");
     // Its events went through events.k8s.io as the operator.
-    let events = env.json(&["get", "events.events.k8s.io", "-n", "default"]);
+    let events = env
+        .kubectl
+        .json_ok(&["get", "events.events.k8s.io", "-n", "default"]);
     assert!(
         events["items"]
             .as_array()
@@ -536,7 +523,7 @@ fn scenario(env: &Env) {
     env.step("upgraded; the new pod leads");
 
     // ---- 4. watchNamespace: a Role in team-a only; the operator runs a job there.
-    env.kubectl(&["create", "namespace", WATCHED]);
+    env.kubectl.ok(&["create", "namespace", WATCHED]);
     env.wait_default_token(WATCHED);
     env.step("helm upgrade --set watchNamespace=team-a");
     env.helm(&[
@@ -597,18 +584,20 @@ fn scenario(env: &Env) {
                 if !scope.is_empty() {
                     a.push(scope);
                 }
-                left.extend(env.kubectl(&a).lines().map(str::to_string));
+                left.extend(env.kubectl.ok(&a).lines().map(str::to_string));
             }
             // Objects of the release without its labels: the ServiceAccount's token Secret
             // (removed by the token controller) and Helm's release records.
             left.extend(
-                env.kubectl(&["get", "secrets", "-n", NAMESPACE, "-o", "name"])
+                env.kubectl
+                    .ok(&["get", "secrets", "-n", NAMESPACE, "-o", "name"])
                     .lines()
                     .filter(|s| s.contains(FULLNAME) || s.contains("sh.helm.release"))
                     .map(str::to_string),
             );
             left.extend(
-                env.kubectl(&["get", "clusterroles,clusterrolebindings", "-o", "name"])
+                env.kubectl
+                    .ok(&["get", "clusterroles,clusterrolebindings", "-o", "name"])
                     .lines()
                     .filter(|s| s.contains(FULLNAME))
                     .map(str::to_string),
@@ -623,8 +612,9 @@ fn scenario(env: &Env) {
     assert_eq!(env.helm(&["list", "-n", NAMESPACE, "-q"]).trim(), "");
     // Helm never deletes what crds/ installed; the users' jobs stay with it. (The leader Lease
     // is the operator's own object, not the release's: it stays, as controller-runtime's do.)
-    env.kubectl(&["get", "crd", "elasticjobs.elasticjob.dev"]);
-    let jobs = env.kubectl(&["get", "ej", "-A", "-o", "name"]);
+    env.kubectl
+        .ok(&["get", "crd", "elasticjobs.elasticjob.dev"]);
+    let jobs = env.kubectl.ok(&["get", "ej", "-A", "-o", "name"]);
     assert_eq!(jobs.lines().count(), 2, "both jobs are still there: {jobs}");
     env.step("uninstalled");
 }
@@ -655,9 +645,8 @@ async fn chart_installs_runs_jobs_upgrades_and_uninstalls_with_least_privilege_r
     let scratch = tmp.path().join("scratch");
     std::fs::create_dir_all(&scratch).unwrap();
     let env = Env {
-        kubectl: bin.join("kubectl"),
+        kubectl: Kubectl::new(bin.join("kubectl"), cluster.kubeconfig()),
         helm: bin.join("helm"),
-        kubeconfig: cluster.kubeconfig(),
         api_url: cluster.api_url(),
         scratch,
         start,

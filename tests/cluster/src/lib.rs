@@ -12,7 +12,8 @@
 //! - [`pki`]: the CA, serving and client certs, service-account keys;
 //! - [`kubeconfig`] and [`TokenFile`]: credentials for the admin, the components, test users;
 //! - [`Cluster`]: starts the components in order, waits for readiness, stops them (SIGTERM,
-//!   grace, SIGKILL to the whole process group), and [`down`] for a cluster started elsewhere.
+//!   grace, SIGKILL to the whole process group), and [`down`] for a cluster started elsewhere;
+//! - [`kubectl`]: a kubectl runner for tests and tools.
 //!
 //! Later phases (kubelet stand-in, pod network, DNS, fault injection) add components to
 //! [`Cluster`]: they get their credentials from [`TokenFile`] (`system:node:<name>` users in
@@ -21,6 +22,7 @@
 pub mod control;
 pub mod dns;
 pub mod kubeconfig;
+pub mod kubectl;
 pub mod kubelet;
 pub mod pki;
 pub mod podnet;

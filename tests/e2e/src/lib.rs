@@ -38,9 +38,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -194,78 +193,8 @@ pub fn parse_time(s: &str) -> Option<f64> {
 
 // ---- kubectl ---------------------------------------------------------------------------------
 
-/// Real kubectl against one kubeconfig.
-#[derive(Debug, Clone)]
-pub struct Kubectl {
-    pub bin: PathBuf,
-    pub kubeconfig: PathBuf,
-}
-
-impl Kubectl {
-    pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut c = Command::new(&self.bin);
-        c.arg("--kubeconfig").arg(&self.kubeconfig).args(args);
-        c.stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        });
-        c.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = c
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {}: {e}", self.bin.display()));
-        if let Some(s) = stdin {
-            child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
-        }
-        child.wait_with_output().unwrap()
-    }
-
-    /// Runs and asserts success; returns stdout.
-    pub fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args, None);
-        assert!(
-            o.status.success(),
-            "kubectl {} failed: {}",
-            args.join(" "),
-            stderr(&o)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
-    /// `kubectl <args> -o json`, parsed; None when kubectl fails (e.g. not found).
-    pub fn json(&self, args: &[&str]) -> Option<Value> {
-        let mut a = args.to_vec();
-        a.extend(["-o", "json"]);
-        let o = self.run(&a, None);
-        if !o.status.success() {
-            return None;
-        }
-        serde_json::from_slice(&o.stdout).ok()
-    }
-
-    /// `kubectl apply -f -` of `doc` (JSON) in `ns`: the Output, for callers that expect refusal.
-    pub fn try_apply(&self, ns: &str, doc: &Value) -> Output {
-        self.run(&["apply", "-n", ns, "-f", "-"], Some(&doc.to_string()))
-    }
-
-    pub fn apply(&self, ns: &str, doc: &Value) -> String {
-        let o = self.try_apply(ns, doc);
-        assert!(
-            o.status.success(),
-            "kubectl apply -n {ns} failed: {}\n{doc:#}",
-            stderr(&o)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-}
-
-pub fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
-
-pub fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).trim().to_string()
-}
+// Real kubectl against one kubeconfig: the local cluster's runner.
+pub use local_cluster::kubectl::{Kubectl, stderr, stdout};
 
 /// Polls `probe` every `every` until it returns Some or `timeout` passes; then panics with
 /// `what` and the last value `describe` gives.

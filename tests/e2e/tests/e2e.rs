@@ -160,7 +160,7 @@ fn apply_all(env: &Env, ns: &str, docs: &[Value]) {
         if d["kind"] == "ElasticJob" {
             env.adapt(&mut d);
         }
-        env.kubectl.apply(ns, &d);
+        env.kubectl.apply_in(ns, &d);
     }
 }
 
@@ -371,7 +371,7 @@ fn harness(env: &Env, ns: &str) {
         // The image map: the launcher image's binary installs itself into an emptyDir (as the
         // operator's init container does), the trainer image has the venv's python with torch.
         let mount = json!([{"name": "bin", "mountPath": "/elasticjob/bin"}]);
-        k.apply(
+        k.apply_in(
             ns,
             &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "images"},
             "spec": {"restartPolicy": "Never", "volumes": [{"name": "bin", "emptyDir": {}}],
@@ -989,11 +989,11 @@ fn operator_restart_mid_job(env: &Env, ns: &str) {
 /// Failed with reason InvalidSpec and a message that says what to fix; no pods are made.
 fn invalid_specs(env: &Env, ns: &str) {
     let ex = example();
-    env.kubectl.apply(ns, &ex.configmap);
+    env.kubectl.apply_in(ns, &ex.configmap);
 
     let mut zero = job_doc("zero-min", &json!({"minReplicas": 0}), &[]);
     env.adapt(&mut zero);
-    let o = env.kubectl.try_apply(ns, &zero);
+    let o = env.kubectl.try_apply_in(ns, &zero);
     assert!(
         !o.status.success(),
         "minReplicas 0 must be refused: {}",
@@ -1022,7 +1022,7 @@ fn invalid_specs(env: &Env, ns: &str) {
     ] {
         let mut job = job_doc(name, &patch, &[]);
         env.adapt(&mut job);
-        let o = env.kubectl.try_apply(ns, &job);
+        let o = env.kubectl.try_apply_in(ns, &job);
         if !o.status.success() {
             // A cluster with CEL (≥ 1.25) refuses it at once.
             assert!(stderr(&o).contains(cel_message), "{name}: {}", stderr(&o));

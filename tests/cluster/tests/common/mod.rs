@@ -1,13 +1,13 @@
-//! Helpers shared by the end-to-end tests: provisioning, kubectl, waiting, process and
-//! network-object checks.
+//! Helpers shared by the end-to-end tests: provisioning, kubectl (`local_cluster::kubectl`),
+//! waiting, process and network-object checks.
 #![allow(dead_code)]
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub use local_cluster::kubectl::{Kubectl, stderr, stdout};
 use local_cluster::processes_mentioning;
 use serde_json::json;
 
@@ -47,81 +47,6 @@ pub fn bin_dir() -> PathBuf {
         bin
     })
     .clone()
-}
-
-pub struct Kubectl {
-    pub bin: PathBuf,
-    pub kubeconfig: PathBuf,
-}
-
-impl Kubectl {
-    pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut c = Command::new(&self.bin);
-        c.arg("--kubeconfig").arg(&self.kubeconfig).args(args);
-        c.stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        });
-        c.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = c.spawn().expect("spawning kubectl");
-        if let Some(s) = stdin {
-            child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
-        }
-        child.wait_with_output().unwrap()
-    }
-
-    /// Runs and asserts success; returns stdout.
-    pub fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args, None);
-        assert!(
-            o.status.success(),
-            "kubectl {args:?} failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).unwrap()
-    }
-
-    pub fn apply(&self, doc: &serde_json::Value) -> String {
-        let o = self.run(&["apply", "-f", "-"], Some(&doc.to_string()));
-        assert!(
-            o.status.success(),
-            "kubectl apply failed: {}\n{doc:#}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).unwrap()
-    }
-
-    /// Retries `args` until `pred(stdout)` holds or `timeout` passes.
-    pub fn eventually(
-        &self,
-        what: &str,
-        timeout: Duration,
-        args: &[&str],
-        pred: impl Fn(&Output) -> bool,
-    ) -> Output {
-        let start = Instant::now();
-        loop {
-            let o = self.run(args, None);
-            if pred(&o) {
-                return o;
-            }
-            assert!(
-                start.elapsed() < timeout,
-                "timed out after {timeout:?} waiting for {what}: kubectl {args:?}\nstdout: {}\nstderr: {}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    }
-}
-
-pub fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
-pub fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
 }
 
 pub fn assert_nothing_left(dir: &Path, pids: &[(local_cluster::Component, i32)]) {
