@@ -5,6 +5,7 @@
 #    against a plain kube client creating the same 256 pods (the operator's own pod objects, same
 #    concurrency) on the same apiserver, alternating, REPS times; medians and their ratio.
 # 2. 500 one-replica jobs: operator RSS and reconcile latency p50/p99 (from its histogram).
+# OPERATOR_ARGS adds flags to the operator (e.g. "--concurrency 64").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/elasticjob"
@@ -20,7 +21,7 @@ work="$(mktemp -d)"
 dir="$work/cluster"
 op_pid=""
 cleanup() {
-  [ -n "$op_pid" ] && kill "$op_pid" 2>/dev/null || true
+  if [ -n "$op_pid" ]; then kill "$op_pid" 2>/dev/null || true; fi
   "$rel/cluster" down --dir "$dir" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
@@ -34,8 +35,9 @@ until [ "$(k get crd elasticjobs.elasticjob.dev \
   -o jsonpath='{.status.conditions[?(@.type=="Established")].status}')" = True ]; do sleep 0.2; done
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 start_operator() {
+  # shellcheck disable=SC2086 # OPERATOR_ARGS is a list of flags
   RUST_LOG=warn "$rel/elasticjob-operator" --launcher-image elasticjob/elastic-launch:bench \
-    --metrics-addr "127.0.0.1:$port" >"$work/operator.log" 2>&1 &
+    --metrics-addr "127.0.0.1:$port" ${OPERATOR_ARGS:-} >"$work/operator.log" 2>&1 &
   op_pid=$!
   until curl -sf "127.0.0.1:$port/readyz" >/dev/null; do
     kill -0 "$op_pid" 2>/dev/null || { cat "$work/operator.log"; exit 1; }
