@@ -32,7 +32,7 @@ export KUBECONFIG="$dir/kubeconfig"
 k() { "$bin/kubectl" "$@"; }
 k apply --validate=false -f crds/elasticjob.yaml >/dev/null
 until [ "$(k get crd elasticjobs.elasticjob.dev \
-  -o jsonpath='{.status.conditions[?(@.type=="Established")].status}')" = True ]; do sleep 0.2; done
+  -o jsonpath='{.status.conditions[?(@.type=="Established")].status}' 2>/dev/null)" = True ]; do sleep 0.2; done
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 start_operator() {
   # shellcheck disable=SC2086 # OPERATOR_ARGS is a list of flags

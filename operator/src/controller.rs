@@ -120,7 +120,7 @@ async fn reconcile_job(job: &ElasticJob, ctx: &Context) -> Result<Requeue, Error
             ObservedPod::from_pod(&name, &uid, trainer.as_deref(), p, node_ready)
         })
         .collect();
-    let polled = is_running(job);
+    let polled = job_is_active(job);
     if polled {
         ctx.launchers
             .poll(&mut observed, job.spec.launcher.status_port)
@@ -151,7 +151,7 @@ async fn reconcile_job(job: &ElasticJob, ctx: &Context) -> Result<Requeue, Error
 }
 
 /// Neither finished nor suspended: its launchers' progress is worth reading.
-fn is_running(job: &ElasticJob) -> bool {
+fn job_is_active(job: &ElasticJob) -> bool {
     let status = job.status.as_ref();
     let finished = status.is_some_and(|s| crate::status::finished_state(&s.conditions).is_some());
     !finished && !job.spec.run_policy.suspend
