@@ -854,6 +854,35 @@ async fn connect_retries_until_the_server_appears_and_reports_a_clear_timeout() 
     drop(s);
 }
 
+/// An address that swallows the first connection without a word (like a recreated pod's old
+/// IP still in DNS: no refusal, no answer) and leads later ones to the store: one stuck attempt
+/// is given up after ATTEMPT_TIMEOUT and the next one connects, well within the overall timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_first_attempt_does_not_use_up_the_connect_timeout() {
+    let store = server().await;
+    let store_port = store.port();
+    let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = front.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut swallowed = Vec::new();
+        while let Ok((mut inbound, _)) = front.accept().await {
+            if swallowed.is_empty() {
+                swallowed.push(inbound);
+                continue;
+            }
+            tokio::spawn(async move {
+                let mut outbound = TcpStream::connect(("127.0.0.1", store_port)).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            });
+        }
+    });
+    let overall = elastic_launch::store::client::ATTEMPT_TIMEOUT + Duration::from_secs(4);
+    let c = StoreClient::connect("127.0.0.1", port, overall)
+        .await
+        .expect("the second attempt reaches the store");
+    c.set("k", b"v").await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binds_a_specific_address_and_the_dual_stack_default() {
     let s = StoreServer::bind("127.0.0.2", 0).unwrap();

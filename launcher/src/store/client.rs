@@ -29,6 +29,9 @@ const CANCEL_REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Default per-request timeout, as torch's default store timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+/// Longest single connect attempt (TCP connect and the PING handshake); `connect` retries,
+/// resolving the name again, until its own timeout.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A handle on a store connection. Cheap to clone; clones and prefixed views share the
 /// connection.
@@ -96,7 +99,14 @@ impl StoreClient {
         let mut last_error = None;
         loop {
             attempts += 1;
-            match tokio::time::timeout_at(deadline, handshake(bare, port, deadline)).await {
+            // Each attempt gets at most ATTEMPT_TIMEOUT: a connect to an address that is gone
+            // (a recreated pod's old IP, still in DNS for a moment) gets no answer at all and
+            // would otherwise sit out the kernel's SYN retries (~2 minutes) before the next
+            // attempt resolves the name again.
+            let attempt_deadline = deadline.min(Instant::now() + ATTEMPT_TIMEOUT);
+            match tokio::time::timeout_at(attempt_deadline, handshake(bare, port, attempt_deadline))
+                .await
+            {
                 Ok(Ok(io)) => {
                     let conn = Arc::new(Connection {
                         addr,
