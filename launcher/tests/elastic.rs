@@ -23,19 +23,36 @@ fn job_args(port: u16, nnodes: &str, extra_conf: &str) -> Vec<String> {
 }
 
 fn agent(port: u16, nnodes: &str, extra_conf: &str, worker: &[String]) -> Running {
+    agent_with_env(port, nnodes, extra_conf, worker, &[])
+}
+
+/// An agent whose environment (and so its workers') also has `env`.
+fn agent_with_env(
+    port: u16,
+    nnodes: &str,
+    extra_conf: &str,
+    worker: &[String],
+    env: &[(&str, &str)],
+) -> Running {
     let mut args = job_args(port, nnodes, extra_conf);
     args.extend_from_slice(worker);
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    Running::spawn(launch_cmd(&refs))
+    let mut cmd = launch_cmd(&refs);
+    cmd.envs(env.iter().copied());
+    Running::spawn(cmd)
 }
 
 /// The first agent hosts the store; wait for it so the others are clients.
 fn host_agent(port: u16, nnodes: &str, extra_conf: &str, worker: &[String]) -> Running {
     let a = agent(port, nnodes, extra_conf, worker);
+    wait_listening(port);
+    a
+}
+
+fn wait_listening(port: u16) {
     wait_until(Duration::from_secs(10), "the host agent to listen", || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
-    a
 }
 
 /// Heartbeats fast enough that a lost node is noticed in about two seconds.
@@ -255,27 +272,19 @@ fn a_failure_caused_by_a_peers_crash_is_not_charged() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().display();
     let port = free_port();
-    let spawn = |name: &str, crasher: bool| {
-        let mut args = job_args(port, "1:2", ",last_call_timeout=3");
-        args.extend([
+    let worker = |name: &str| {
+        let mut args = vec![
             "--max-restarts=1".to_string(),
             format!("--termination-message-path={dir}/term_{name}"),
-        ]);
+        ];
         args.extend(bash(format!(
             r#"c=$TORCHELASTIC_RESTART_COUNT; [ "$WORLD_SIZE" = 1 ] && exit 0; if [ -n "$CRASHER" ]; then touch {dir}/crashed_$c; exit 3; fi; while [ ! -e {dir}/crashed_$c ]; do sleep 0.01; done; sleep 0.3; exit 1"#
         )));
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut cmd = launch_cmd(&refs);
-        if crasher {
-            cmd.env("CRASHER", "1");
-        }
-        Running::spawn(cmd)
+        args
     };
-    let a = spawn("a", false);
-    wait_until(Duration::from_secs(10), "the host agent to listen", || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    let b = spawn("b", true);
+    let conf = ",last_call_timeout=3";
+    let a = host_agent(port, "1:2", conf, &worker("a"));
+    let b = agent_with_env(port, "1:2", conf, &worker("b"), &[("CRASHER", "1")]);
     let out_b = b.output(Duration::from_secs(60));
     let out_a = a.output(Duration::from_secs(60));
     assert_eq!(
@@ -319,25 +328,13 @@ fn a_failure_caused_by_a_departing_peer_is_not_charged() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().display();
     let port = free_port();
-    let worker = bash(format!(
+    let mut worker = vec!["--max-restarts=0".to_string()];
+    worker.extend(bash(format!(
         r#"[ "$WORLD_SIZE" = 1 ] && exit 0; touch {dir}/up_$RANK; if [ -n "$LEAVER" ]; then trap "touch {dir}/left; exit 143" TERM; while true; do sleep 0.05; done; fi; while [ ! -e {dir}/left ]; do sleep 0.01; done; sleep 0.3; exit 1"#
-    ));
-    let spawn = |leaver: bool| {
-        let mut args = job_args(port, "1:2", ",last_call_timeout=3");
-        args.push("--max-restarts=0".into());
-        args.extend(worker.iter().cloned());
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut cmd = launch_cmd(&refs);
-        if leaver {
-            cmd.env("LEAVER", "1");
-        }
-        Running::spawn(cmd)
-    };
-    let a = spawn(false);
-    wait_until(Duration::from_secs(10), "the host agent to listen", || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    let b = spawn(true);
+    )));
+    let conf = ",last_call_timeout=3";
+    let a = host_agent(port, "1:2", conf, &worker);
+    let b = agent_with_env(port, "1:2", conf, &worker, &[("LEAVER", "1")]);
     wait_until(Duration::from_secs(30), "a round of two", || {
         files(&d, "up_").len() == 2
     });
@@ -383,9 +380,7 @@ fn torch_workers_all_reduce_across_agents_and_a_restart() {
         Running::spawn(cmd)
     };
     let a = spawn();
-    wait_until(Duration::from_secs(10), "the host agent to listen", || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
+    wait_listening(port);
     let b = spawn();
     let outs = [
         a.output(Duration::from_secs(180)),
