@@ -1,4 +1,4 @@
-//! Helpers of the chart tests: where the chart, helm and the built binaries are, `helm template`
+//! Helpers of the chart tests: where the chart and helm are, `helm template`
 //! parsed into objects, and small lookups over them.
 //!
 //! - `tests/render.rs` (plain): `helm lint`, `helm template` with default and other values, the
@@ -180,53 +180,10 @@ pub fn rules(role: &Value) -> Vec<String> {
     out
 }
 
-/// Where cargo put the binaries of the profile this test executable was built with: the test is
-/// `<target>/<profile>/deps/<test>-<hash>`, the binaries are `<target>/<profile>/<name>`.
-pub fn profile_dir_of(test_exe: &Path) -> Option<PathBuf> {
-    let deps = test_exe.parent()?;
-    if deps.file_name()? != "deps" {
-        return None;
-    }
-    Some(deps.parent()?.to_path_buf())
-}
-
-/// A workspace binary built next to this test executable. Panics with the command to build it.
-pub fn built_binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let dir = profile_dir_of(&exe).unwrap_or_else(|| {
-        panic!(
-            "test executable {} is not in <target>/<profile>/deps",
-            exe.display()
-        )
-    });
-    let path = dir.join(name);
-    if !path.is_file() {
-        let release = if dir.file_name().is_some_and(|p| p == "release") {
-            " --release"
-        } else {
-            ""
-        };
-        panic!(
-            "{} is missing: build the binaries first, with the same CARGO_TARGET_DIR and profile as the tests:\n    cargo build{release} -p elasticjob-operator -p elastic-launch",
-            path.display()
-        );
-    }
-    path
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn profile_dir_is_the_parent_of_deps() {
-        assert_eq!(
-            profile_dir_of(Path::new("/t/debug/deps/install-0123")),
-            Some(PathBuf::from("/t/debug"))
-        );
-        assert_eq!(profile_dir_of(Path::new("/t/debug/install")), None);
-    }
 
     #[test]
     fn rules_flatten_per_resource() {

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use elasticjob_chart_tests::*;
 use local_cluster::kubectl::Kubectl;
+use local_cluster::testing::{built_binary, provision, python};
 use local_cluster::{Cluster, ClusterConfig};
 use serde_json::Value;
 
@@ -32,44 +33,6 @@ const SELECTOR: &str = "app.kubernetes.io/instance=ej";
 const WATCHED: &str = "team-a";
 /// How long a job of examples/elasticjob.yaml may take (about 40 s here).
 const JOB_TIMEOUT: Duration = Duration::from_secs(150);
-
-/// Runs tests/cluster/provision.sh (cached; minutes the first time) and returns its bin dir.
-fn provisioned_bin_dir() -> PathBuf {
-    let script = repo_root().join("tests/cluster/provision.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("running provision.sh");
-    assert!(
-        out.status.success(),
-        "{} failed ({}): see its messages above",
-        script.display(),
-        out.status
-    );
-    PathBuf::from(
-        text(&out.stdout)
-            .lines()
-            .last()
-            .expect("provision.sh prints the bin dir")
-            .trim(),
-    )
-}
-
-/// The PyTorch venv's python: `ELASTICJOB_PYTHON`, else what tests/scripts/python-env.sh prints.
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("ELASTICJOB_PYTHON").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    let script = repo_root().join("tests/scripts/python-env.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("running python-env.sh");
-    assert!(out.status.success(), "{} failed", script.display());
-    PathBuf::from(text(&out.stdout).trim())
-}
 
 /// kubectl, helm and curl against the test's cluster.
 struct Env {
@@ -622,7 +585,7 @@ fn scenario(env: &Env) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chart_installs_runs_jobs_upgrades_and_uninstalls_with_least_privilege_rbac() {
     let start = Instant::now();
-    let bin = provisioned_bin_dir();
+    let bin = provision();
     let operator = built_binary("elasticjob-operator");
     let launcher = built_binary("elastic-launch");
     let python = python();

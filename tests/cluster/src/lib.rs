@@ -13,7 +13,8 @@
 //! - [`kubeconfig`] and [`TokenFile`]: credentials for the admin, the components, test users;
 //! - [`Cluster`]: starts the components in order, waits for readiness, stops them (SIGTERM,
 //!   grace, SIGKILL to the whole process group), and [`down`] for a cluster started elsewhere;
-//! - [`kubectl`]: a kubectl runner for tests and tools.
+//! - [`kubectl`]: a kubectl runner for tests and tools; [`testing`]: the provisioned binaries
+//!   and the built workspace binaries, for the cluster-backed tests of every crate.
 //!
 //! Later phases (kubelet stand-in, pod network, DNS, fault injection) add components to
 //! [`Cluster`]: they get their credentials from [`TokenFile`] (`system:node:<name>` users in
@@ -30,6 +31,7 @@ mod probe;
 pub mod readiness;
 pub mod rootfs;
 mod supervise;
+pub mod testing;
 pub mod volumes;
 
 use std::net::{Ipv4Addr, TcpListener};

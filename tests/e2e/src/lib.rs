@@ -94,42 +94,6 @@ pub fn repo_root() -> PathBuf {
         .expect("repository root")
 }
 
-// ---- built binaries --------------------------------------------------------------------------
-
-/// Where cargo put the binaries of the profile this test executable was built with: the test is
-/// `<target>/<profile>/deps/<test>-<hash>`, the binaries are `<target>/<profile>/<name>`.
-pub fn profile_dir_of(test_exe: &Path) -> Option<PathBuf> {
-    let deps = test_exe.parent()?;
-    if deps.file_name()? != "deps" {
-        return None;
-    }
-    Some(deps.parent()?.to_path_buf())
-}
-
-/// A workspace binary built next to this test executable. Panics with the command to build it.
-pub fn built_binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let dir = profile_dir_of(&exe).unwrap_or_else(|| {
-        panic!(
-            "test executable {} is not in <target>/<profile>/deps",
-            exe.display()
-        )
-    });
-    let path = dir.join(name);
-    if !path.is_file() {
-        let release = if dir.file_name().is_some_and(|p| p == "release") {
-            " --release"
-        } else {
-            ""
-        };
-        panic!(
-            "{} is missing: build the binaries first, with the same CARGO_TARGET_DIR and profile as the tests:\n    cargo build{release} -p elastic-launch -p elasticjob-operator",
-            path.display()
-        );
-    }
-    path
-}
-
 // ---- small utilities -------------------------------------------------------------------------
 
 /// The last `n` lines of `text`.
@@ -195,6 +159,7 @@ pub fn parse_time(s: &str) -> Option<f64> {
 
 // Real kubectl against one kubeconfig: the local cluster's runner.
 pub use local_cluster::kubectl::{Kubectl, stderr, stdout};
+pub use local_cluster::testing::{built_binary, provision, python};
 
 /// Polls `probe` every `every` until it returns Some or `timeout` passes; then panics with
 /// `what` and the last value `describe` gives.
@@ -343,46 +308,6 @@ pub struct Env {
     pub gpus: bool,
     /// Replaces the trainer image of every job (external clusters).
     pub trainer_image: Option<String>,
-}
-
-/// Runs `tests/cluster/provision.sh` (seconds when cached) and returns the bin dir.
-pub fn provision() -> PathBuf {
-    let script = repo_root().join("tests/cluster/provision.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("running provision.sh");
-    assert!(
-        out.status.success(),
-        "{} failed ({}): see its messages above",
-        script.display(),
-        out.status
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    PathBuf::from(
-        stdout
-            .lines()
-            .last()
-            .expect("provision.sh prints the bin dir")
-            .trim(),
-    )
-}
-
-/// The PyTorch venv's python: `ELASTICJOB_PYTHON`, else what `tests/scripts/python-env.sh`
-/// prints (it creates the venv the first time, minutes).
-pub fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("ELASTICJOB_PYTHON").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    let script = repo_root().join("tests/scripts/python-env.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("running python-env.sh");
-    assert!(out.status.success(), "{} failed", script.display());
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
 /// The local cluster's image map: the chart's operator and launcher images → the built
@@ -1382,15 +1307,6 @@ pub fn idle_job_doc(name: &str, spec_patch: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn binaries_sit_beside_the_deps_dir() {
-        assert_eq!(
-            profile_dir_of(Path::new("/t/target/debug/deps/e2e-0123abcd")),
-            Some(PathBuf::from("/t/target/debug"))
-        );
-        assert_eq!(profile_dir_of(Path::new("/t/target/debug/e2e")), None);
-    }
 
     #[test]
     fn image_map_points_the_trainer_image_at_the_venv_bin_dir() {

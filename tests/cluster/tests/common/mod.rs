@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -22,27 +22,8 @@ pub fn bin_dir() -> PathBuf {
         .try_init();
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("provision.sh");
         let t = Instant::now();
-        let out = Command::new("bash")
-            .arg(&script)
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("running provision.sh");
-        assert!(
-            out.status.success(),
-            "{} failed ({}): see its messages above",
-            script.display(),
-            out.status
-        );
-        let stdout = String::from_utf8(out.stdout).unwrap();
-        let bin = PathBuf::from(
-            stdout
-                .lines()
-                .last()
-                .expect("provision.sh printed the bin dir")
-                .trim(),
-        );
+        let bin = local_cluster::testing::provision();
         eprintln!("provisioned in {:?}: {}", t.elapsed(), bin.display());
         bin
     })
