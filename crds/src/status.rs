@@ -69,9 +69,10 @@ pub struct ElasticJobStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub world_size: Option<i32>,
 
-    /// What each pod's launcher reports: one entry per existing pod that has run, by replica
-    /// index. A running pod that vanishes without the operator seeing it end (force-deleted,
-    /// or deleted while the operator was down) is still recorded as a failure (PodDeleted).
+    /// What each pod's launcher reports: one entry per existing pod the operator has seen, by
+    /// replica index. A pod that vanishes without the operator seeing it end (force-deleted,
+    /// gone between two reconciles, or deleted while the operator was down) is still recorded
+    /// as a failure (PodDeleted).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
     pub launchers: Vec<LauncherStatus>,
@@ -142,8 +143,8 @@ pub struct LauncherStatus {
     /// UID of the pod (a recreated pod is a new launcher).
     #[serde(rename = "podUID")]
     pub pod_uid: String,
-    /// Rendezvous, Running, Succeeded, Failed or Stopping; Unknown while the pod runs but its
-    /// launcher's status endpoint does not answer.
+    /// Rendezvous, Running, Succeeded, Failed or Stopping; Pending before the pod starts;
+    /// Unknown while the pod runs but its launcher's status endpoint does not answer.
     pub state: String,
     /// Its rendezvous round.
     #[serde(default, skip_serializing_if = "Option::is_none")]

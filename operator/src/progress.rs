@@ -3,10 +3,11 @@
 //! job's running total of worker-group restarts (`status.workerRestarts`).
 //!
 //! A launcher reports through its read-only status endpoint while it runs (polled by
-//! [`crate::poll`]) and through its termination message when it ends. A running pod whose
-//! launcher does not answer gets an entry with state `Unknown`, so every pod that ran is on the
-//! list: one that later vanishes unseen (force-deleted, or deleted while the operator was down)
-//! is still found and counted as a failure (`crate::status`). Its restart count starts
+//! [`crate::poll`]) and through its termination message when it ends. A pod that has not
+//! started, or whose launcher does not answer, gets an entry with state `Pending` or `Unknown`,
+//! so every pod the operator has seen is on the list: one that later vanishes unseen
+//! (force-deleted, deleted and gone between two reconciles, or deleted while the operator was
+//! down) is still found and counted as a failure (`crate::status`). Its restart count starts
 //! at 0 in every new pod, so the total is kept as a sum of increments: `status.launchers`
 //! remembers, by pod UID, what was already counted. The status is written in one piece, so an
 //! operator that restarts between two polls neither loses nor double-counts a restart.
@@ -16,7 +17,7 @@ use serde::Deserialize;
 use elasticjob_crds::status::LauncherStatus;
 
 use crate::failure;
-use crate::observed::ObservedPod;
+use crate::observed::{ObservedPod, Phase};
 
 /// One launcher's report: the JSON of `GET /status` (launcher/src/progress.rs).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -60,6 +61,8 @@ fn final_report(pod: &ObservedPod) -> Option<LauncherProgress> {
 
 /// The state of a running pod whose launcher has not answered.
 pub const UNKNOWN: &str = "Unknown";
+/// The state of a pod that has not started yet.
+pub const PENDING: &str = "Pending";
 
 /// Entries of `old` whose pods are no longer among `pods` and had not finished: pods that
 /// went without the operator seeing them end.
@@ -124,10 +127,14 @@ pub fn fold(old: &[LauncherStatus], pods: &[ObservedPod]) -> Folded {
                 }
             }
             (None, Some(before)) => before.clone(),
-            (None, None) if pod.is_running() => LauncherStatus {
+            (None, None) if pod.is_active() => LauncherStatus {
                 pod: pod.name.clone(),
                 pod_uid: uid.into(),
-                state: UNKNOWN.into(),
+                state: if pod.phase == Phase::Pending {
+                    PENDING.into()
+                } else {
+                    UNKNOWN.into()
+                },
                 round: None,
                 world_size: None,
                 restarts: 0,
@@ -152,7 +159,7 @@ pub fn newest_round(launchers: &[LauncherStatus]) -> (Option<i64>, Option<i32>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::observed::{ContainerEnd, Phase};
+    use crate::observed::ContainerEnd;
 
     fn pod(index: u32, uid: &str, launcher: Option<(&str, u64, u32, u32)>) -> ObservedPod {
         let mut p = crate::fixtures::pod(index, Phase::Running);
@@ -259,14 +266,21 @@ mod tests {
     }
 
     #[test]
-    fn a_running_pod_that_does_not_answer_is_listed_as_unknown() {
+    fn pods_without_a_report_are_listed_as_pending_or_unknown() {
         let mut pending = pod(1, "b", None);
         pending.phase = Phase::Pending;
-        let f = fold(&[], &[pod(0, "a", None), pending]);
-        assert_eq!(f.launchers.len(), 1, "a pending pod is not listed");
+        let mut going = pod(2, "c", None);
+        going.deletion = Some(crate::fixtures::at(1));
+        let f = fold(&[], &[pod(0, "a", None), pending, going]);
+        let states: Vec<(&str, i32)> = f
+            .launchers
+            .iter()
+            .map(|l| (l.state.as_str(), l.restarts))
+            .collect();
         assert_eq!(
-            (f.launchers[0].state.as_str(), f.launchers[0].restarts),
-            ("Unknown", 0)
+            states,
+            [("Unknown", 0), ("Pending", 0)],
+            "a pod being deleted is not added"
         );
     }
 

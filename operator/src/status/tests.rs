@@ -645,3 +645,14 @@ fn pods_gone_by_scale_down_or_after_a_recorded_failure_are_not_counted_again() {
         "deleted for its recreation: already recorded"
     );
 }
+
+#[test]
+fn a_pod_deleted_and_gone_between_two_reconciles_is_still_counted() {
+    let mut j = job();
+    step(&mut j, &[], 0);
+    // The last reconcile saw pod 1 still pending; by the next it was deleted and is gone.
+    step(&mut j, &[running(0), pod(1, Phase::Pending)], 5);
+    let n = step(&mut j, &[running(0)], 10);
+    assert_eq!(n.status.infrastructure_restarts, 1, "{:#?}", n.status);
+    assert_eq!(n.status.recent_failures[0].reason, "PodDeleted");
+}
