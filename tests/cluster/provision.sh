@@ -82,7 +82,11 @@ if [ ${#need_pkgs[@]} -gt 0 ] || [ $need_src -eq 1 ]; then
       || fail "apt-get install ${need_pkgs[*]} failed"
   fi
 fi
-command -v go >/dev/null || fail "go not on PATH after installing golang-go"
+# The 1.20 tree does not build with a newer Go (the machine's own `go` may be much newer):
+# always use Debian's Go 1.19 from golang-go.
+go19=/usr/lib/go-1.19/bin
+[ -x "$go19/go" ] || fail "$go19/go missing after installing golang-go (Debian's Go 1.19)"
+export PATH="$go19:$PATH"
 [ -x /usr/bin/etcd ] || fail "/usr/bin/etcd missing after installing etcd-server"
 ln -sf /usr/bin/etcd "$bin/etcd"
 
