@@ -10,7 +10,11 @@
 //! - launcher injection (`spec.launcher.inject`, default true): init container
 //!   `elastic-launch-install` (the launcher image, no command, args `__install
 //!   /elasticjob/bin`) copies the launcher into the `elasticjob-bin` emptyDir, mounted at
-//!   `/elasticjob/bin` in it and (read-only) in the trainer container.
+//!   `/elasticjob/bin` in it and (read-only) in the trainer container. It passes the
+//!   `restricted` Pod Security Standard on its own: non-root (the pod's uid when the template
+//!   sets a non-root one, else the launcher image's 65532), no privilege escalation, no
+//!   capabilities, RuntimeDefault seccomp, read-only root filesystem (it writes only into the
+//!   emptyDir). The copy is mode 0755, so the trainer runs it whatever its uid.
 //! - the trainer container runs `/elasticjob/bin/elastic-launch` (`elastic-launch` from PATH
 //!   without injection) with the user's command as arguments: a torchrun command keeps its
 //!   options; any other program runs under `--no-python`.
@@ -29,8 +33,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, Pod, PodSpec, ResourceRequirements,
-    Service, ServicePort, ServiceSpec, Toleration, Volume, VolumeMount,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, Pod, PodSpec,
+    ResourceRequirements, SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec,
+    Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -46,6 +51,9 @@ use elasticjob_crds::validate::{full_command, gpu_limit};
 pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
 /// The path Kubernetes gives a container's termination message by default.
 pub const DEFAULT_TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
+/// The launcher image's user (images/launcher.Dockerfile: distroless `nonroot`, `USER
+/// 65532:65532`): the install container's uid unless the pod sets a non-root one.
+pub const LAUNCHER_UID: i64 = 65532;
 
 /// The operator's own settings that shape the objects.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -281,8 +289,48 @@ fn add_node_lost_tolerations(pod_spec: &mut PodSpec, seconds: i32) {
     }
 }
 
+/// The install init container's securityContext: what the `restricted` Pod Security Standard
+/// asks of a container, so a namespace that enforces it admits the operator's part of the pod
+/// whatever the template says (the template's own containers are the user's to secure).
+///
+/// The uid: a non-root `runAsUser` of the pod's securityContext is kept (the init container
+/// inherits it; a platform that assigns uids, such as OpenShift's, refuses any other), else
+/// [`LAUNCHER_UID`]: an explicit uid works with any launcher image (the kubelet cannot check
+/// `runAsNonRoot` against a named USER) and overrides a pod-level `runAsUser: 0`, which would
+/// otherwise contradict `runAsNonRoot`. The install reads its own binary and writes only into
+/// the emptyDir (world-writable), so any uid works and the root filesystem can be read-only.
+pub fn install_security_context(pod_spec: &PodSpec) -> SecurityContext {
+    let pod_uid = pod_spec
+        .security_context
+        .as_ref()
+        .and_then(|s| s.run_as_user);
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: None,
+        }),
+        privileged: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        run_as_user: match pod_uid {
+            Some(uid) if uid != 0 => None,
+            _ => Some(LAUNCHER_UID),
+        },
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            localhost_profile: None,
+        }),
+        ..Default::default()
+    }
+}
+
 /// The install init container.
-fn install_container(image: String, pull_policy: Option<String>) -> Container {
+fn install_container(
+    image: String,
+    pull_policy: Option<String>,
+    security_context: SecurityContext,
+) -> Container {
     Container {
         name: INSTALL_CONTAINER.into(),
         image: Some(image),
@@ -305,6 +353,7 @@ fn install_container(image: String, pull_policy: Option<String>) -> Container {
             ..Default::default()
         }),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
+        security_context: Some(security_context),
         ..Default::default()
     }
 }
@@ -376,11 +425,15 @@ pub fn pod(job: &ElasticJob, index: u32, settings: &Settings) -> Result<Pod, Des
                 read_only: Some(true),
                 ..Default::default()
             });
-        let inits = pod_spec.init_containers.get_or_insert_with(Vec::new);
-        inits.insert(
-            0,
-            install_container(image, launcher.image_pull_policy.clone()),
+        let install = install_container(
+            image,
+            launcher.image_pull_policy.clone(),
+            install_security_context(&pod_spec),
         );
+        pod_spec
+            .init_containers
+            .get_or_insert_with(Vec::new)
+            .insert(0, install);
         pod_spec.volumes.get_or_insert_with(Vec::new).push(Volume {
             name: LAUNCHER_VOLUME.into(),
             empty_dir: Some(EmptyDirVolumeSource::default()),

@@ -1,7 +1,7 @@
 use super::*;
 use crate::fixtures::{UID, job};
-use k8s_openapi::api::core::v1::EnvVar;
-use serde_json::json;
+use k8s_openapi::api::core::v1::{EnvVar, PodSecurityContext};
+use serde_json::{Value, json};
 
 fn settings() -> Settings {
     Settings {
@@ -483,4 +483,250 @@ fn pods_tolerate_a_lost_node_for_the_policys_timeout_unless_the_user_says_otherw
         "the user's own toleration is kept: {got:?}"
     );
     assert_eq!(got[1].0, "node.kubernetes.io/not-ready");
+}
+
+/// What the `restricted` Pod Security Standard (baseline included) refuses in `pod`, one line per
+/// finding; empty when a namespace labelled `pod-security.kubernetes.io/enforce=restricted`
+/// admits it. The checks of Kubernetes' pod-security-admission, on the fields a pod of ours can
+/// have (AppArmor annotations aside).
+fn restricted_violations(pod: &Pod) -> Vec<String> {
+    let p = serde_json::to_value(pod).unwrap();
+    let spec = &p["spec"];
+    let pod_sc = &spec["securityContext"];
+    let mut out = Vec::new();
+    for field in ["hostNetwork", "hostPID", "hostIPC"] {
+        if spec[field] == true {
+            out.push(format!("spec.{field}"));
+        }
+    }
+    const VOLUMES: [&str; 8] = [
+        "configMap",
+        "csi",
+        "downwardAPI",
+        "emptyDir",
+        "ephemeral",
+        "persistentVolumeClaim",
+        "projected",
+        "secret",
+    ];
+    for v in spec["volumes"].as_array().into_iter().flatten() {
+        for kind in v.as_object().unwrap().keys().filter(|k| *k != "name") {
+            if !VOLUMES.contains(&kind.as_str()) {
+                out.push(format!("volume {}: {kind}", v["name"]));
+            }
+        }
+    }
+    const SAFE_SYSCTLS: [&str; 5] = [
+        "kernel.shm_rmid_forced",
+        "net.ipv4.ip_local_port_range",
+        "net.ipv4.ip_unprivileged_port_start",
+        "net.ipv4.tcp_syncookies",
+        "net.ipv4.ping_group_range",
+    ];
+    for s in pod_sc["sysctls"].as_array().into_iter().flatten() {
+        if !SAFE_SYSCTLS.contains(&s["name"].as_str().unwrap_or("")) {
+            out.push(format!("sysctl {}", s["name"]));
+        }
+    }
+    if pod_sc["runAsUser"] == 0 {
+        out.push("spec.securityContext.runAsUser: 0".into());
+    }
+    let seccomp_ok = |sc: &Value| {
+        matches!(
+            sc["seccompProfile"]["type"].as_str(),
+            Some("RuntimeDefault" | "Localhost")
+        )
+    };
+    if pod_sc["seccompProfile"]["type"] == "Unconfined" {
+        out.push("spec.securityContext.seccompProfile: Unconfined".into());
+    }
+    let containers = ["initContainers", "containers", "ephemeralContainers"]
+        .iter()
+        .flat_map(|k| spec[*k].as_array().into_iter().flatten());
+    for c in containers {
+        let name = c["name"].as_str().unwrap_or("");
+        let sc = &c["securityContext"];
+        let mut bad = |what: &str| out.push(format!("container {name}: {what}"));
+        if sc["privileged"] == true {
+            bad("privileged");
+        }
+        if sc["allowPrivilegeEscalation"] != false {
+            bad("allowPrivilegeEscalation is not false");
+        }
+        let caps = &sc["capabilities"];
+        if !caps["drop"]
+            .as_array()
+            .is_some_and(|d| d.contains(&json!("ALL")))
+        {
+            bad("capabilities.drop has no ALL");
+        }
+        for add in caps["add"].as_array().into_iter().flatten() {
+            if add != "NET_BIND_SERVICE" {
+                bad(&format!("capabilities.add {add}"));
+            }
+        }
+        // runAsNonRoot: the container's own, else the pod's; false anywhere is refused.
+        if sc["runAsNonRoot"] == false
+            || (sc["runAsNonRoot"] != true && pod_sc["runAsNonRoot"] != true)
+        {
+            bad("runAsNonRoot is not true");
+        }
+        if sc["runAsUser"] == 0 {
+            bad("runAsUser: 0");
+        }
+        if sc["seccompProfile"]["type"] == "Unconfined" || !(seccomp_ok(sc) || seccomp_ok(pod_sc)) {
+            bad("seccompProfile is not RuntimeDefault or Localhost");
+        }
+        for port in c["ports"].as_array().into_iter().flatten() {
+            if port["hostPort"].as_i64().unwrap_or(0) != 0 {
+                bad("hostPort");
+            }
+        }
+        if sc["procMount"].as_str().is_some_and(|m| m != "Default") {
+            bad("procMount");
+        }
+    }
+    out
+}
+
+/// examples/elasticjob.yaml's ElasticJob, as the apiserver hands it to the operator.
+fn example_job() -> ElasticJob {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/elasticjob.yaml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
+    let doc = docs
+        .into_iter()
+        .find(|d| d["kind"] == "ElasticJob")
+        .expect("examples/elasticjob.yaml has an ElasticJob");
+    let mut j: ElasticJob = serde_json::from_value(doc).unwrap();
+    j.metadata.namespace = Some("ml".into());
+    j.metadata.uid = Some(UID.into());
+    j
+}
+
+fn install_container_of(j: &ElasticJob) -> Container {
+    let spec = pod(j, 0, &settings()).unwrap().spec.unwrap();
+    let init = spec.init_containers.unwrap()[0].clone();
+    assert_eq!(init.name, INSTALL_CONTAINER);
+    init
+}
+
+#[test]
+fn the_install_container_passes_the_restricted_pod_security_standard() {
+    // A template without any securityContext: only the user's trainer is refused.
+    let p = pod(&job(), 0, &settings()).unwrap();
+    let violations = restricted_violations(&p);
+    assert!(!violations.is_empty());
+    assert!(
+        violations
+            .iter()
+            .all(|v| v.starts_with("container trainer:")),
+        "the operator's parts must pass restricted: {violations:#?}"
+    );
+    let init = install_container_of(&job());
+    assert_eq!(
+        serde_json::to_value(&init.security_context).unwrap(),
+        json!({
+            "allowPrivilegeEscalation": false,
+            "capabilities": {"drop": ["ALL"]},
+            "privileged": false,
+            "readOnlyRootFilesystem": true,
+            "runAsNonRoot": true,
+            "runAsUser": 65532,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        })
+    );
+    // The launcher image runs as that uid too (a numeric USER, which the kubelet can check
+    // against runAsNonRoot).
+    let dockerfile = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../images/launcher.Dockerfile"
+    ))
+    .unwrap();
+    assert!(
+        dockerfile
+            .lines()
+            .any(|l| l.trim() == format!("USER {LAUNCHER_UID}:{LAUNCHER_UID}")),
+        "images/launcher.Dockerfile runs as USER {LAUNCHER_UID}:{LAUNCHER_UID}"
+    );
+}
+
+#[test]
+fn the_install_container_runs_as_the_pods_non_root_uid_and_never_as_root() {
+    let with_pod_uid = |uid: Option<i64>| {
+        let mut j = job();
+        j.spec.template.spec.as_mut().unwrap().security_context = Some(PodSecurityContext {
+            run_as_user: uid,
+            ..Default::default()
+        });
+        install_container_of(&j).security_context.unwrap()
+    };
+    // A non-root uid of the pod is inherited (platforms that assign uids refuse any other).
+    let sc = with_pod_uid(Some(1000));
+    assert_eq!((sc.run_as_user, sc.run_as_non_root), (None, Some(true)));
+    // The pod says root: the install still runs as the launcher's user, not as root (which
+    // runAsNonRoot would refuse to start).
+    let sc = with_pod_uid(Some(0));
+    assert_eq!(
+        (sc.run_as_user, sc.run_as_non_root),
+        (Some(65532), Some(true))
+    );
+    let sc = with_pod_uid(None);
+    assert_eq!(sc.run_as_user, Some(65532));
+}
+
+#[test]
+fn the_example_job_passes_the_restricted_pod_security_standard() {
+    let j = example_job();
+    for index in [0, 1] {
+        let p = pod(&j, index, &settings()).unwrap();
+        assert_eq!(
+            restricted_violations(&p),
+            Vec::<String>::new(),
+            "pod {index} of examples/elasticjob.yaml in a restricted namespace"
+        );
+        // The template's uid reaches the install container, which stays non-root.
+        let spec = p.spec.unwrap();
+        let init = &spec.init_containers.as_ref().unwrap()[0];
+        assert_eq!(init.security_context.as_ref().unwrap().run_as_user, None);
+        assert_eq!(
+            spec.security_context.as_ref().unwrap().run_as_user,
+            Some(1000)
+        );
+    }
+}
+
+#[test]
+fn restricted_violations_finds_what_restricted_refuses() {
+    let mut j = example_job();
+    let spec = j.spec.template.spec.as_mut().unwrap();
+    spec.host_network = Some(true);
+    spec.security_context.as_mut().unwrap().run_as_user = Some(0);
+    let sc = spec.containers[0].security_context.as_mut().unwrap();
+    sc.allow_privilege_escalation = None;
+    sc.capabilities = Some(Capabilities {
+        add: Some(vec!["SYS_ADMIN".into()]),
+        drop: None,
+    });
+    sc.run_as_non_root = Some(false);
+    spec.volumes
+        .as_mut()
+        .unwrap()
+        .push(serde_json::from_value(json!({"name": "host", "hostPath": {"path": "/"}})).unwrap());
+    let v = restricted_violations(&pod(&j, 0, &settings()).unwrap());
+    for want in [
+        "spec.hostNetwork",
+        "spec.securityContext.runAsUser: 0",
+        "volume \"host\": hostPath",
+        "container trainer: allowPrivilegeEscalation is not false",
+        "container trainer: capabilities.drop has no ALL",
+        "container trainer: capabilities.add \"SYS_ADMIN\"",
+        "container trainer: runAsNonRoot is not true",
+    ] {
+        assert!(v.contains(&want.to_string()), "{want} not in {v:#?}");
+    }
+    assert!(
+        !v.iter().any(|l| l.contains(INSTALL_CONTAINER)),
+        "the install container overrides the pod's root uid: {v:#?}"
+    );
 }
