@@ -12,7 +12,8 @@
 //!    the leader Lease over.
 //! 4. `helm upgrade --set watchNamespace=team-a`: RBAC becomes a Role in team-a (other
 //!    namespaces refused) and the operator still runs a job there.
-//! 5. `helm uninstall` leaves nothing of the release; the CRD and the jobs stay.
+//! 5. `helm uninstall` leaves nothing of the release; the CRD (the release's, so upgrades reach
+//!    it, but `helm.sh/resource-policy: keep`) and the jobs stay.
 #![cfg(feature = "chart-tests")]
 
 use std::panic::AssertUnwindSafe;
@@ -529,6 +530,19 @@ fn scenario(env: &Env) {
     env.run_example_job(WATCHED);
     env.step("job in team-a Succeeded");
 
+    // The CRD is one of the release's objects (a template, not crds/), so `helm upgrade` to a
+    // newer chart upgrades it; it is marked to survive `helm uninstall`.
+    let crd = env
+        .kubectl
+        .json_ok(&["get", "crd", "elasticjobs.elasticjob.dev"]);
+    let annotations = &crd["metadata"]["annotations"];
+    assert_eq!(
+        annotations["meta.helm.sh/release-name"], RELEASE,
+        "{annotations}"
+    );
+    assert_eq!(annotations["meta.helm.sh/release-namespace"], NAMESPACE);
+    assert_eq!(annotations["helm.sh/resource-policy"], "keep");
+
     // ---- 5. uninstall: nothing of the release is left; the CRD and the jobs stay.
     env.helm(&["uninstall", RELEASE, "-n", NAMESPACE, "--wait"]);
     env.eventually(
@@ -573,8 +587,9 @@ fn scenario(env: &Env) {
         },
     );
     assert_eq!(env.helm(&["list", "-n", NAMESPACE, "-q"]).trim(), "");
-    // Helm never deletes what crds/ installed; the users' jobs stay with it. (The leader Lease
-    // is the operator's own object, not the release's: it stays, as controller-runtime's do.)
+    // The CRD is the release's (so upgrades reach it) but marked helm.sh/resource-policy: keep,
+    // so uninstall leaves it, and the users' jobs with it. (The leader Lease is the operator's
+    // own object, not the release's: it stays, as controller-runtime's do.)
     env.kubectl
         .ok(&["get", "crd", "elasticjobs.elasticjob.dev"]);
     let jobs = env.kubectl.ok(&["get", "ej", "-A", "-o", "name"]);

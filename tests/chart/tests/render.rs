@@ -1,5 +1,5 @@
 //! The chart without a cluster: `helm lint`, `helm template` with default and other values
-//! (objects, names, namespaces, labels, RBAC rules, operator args), the values schema's
+//! (objects, names, namespaces, labels, RBAC rules, operator args, the CRD), the values schema's
 //! refusals with helm's message, and the chart's CRD copy. Needs only helm.
 
 use elasticjob_chart_tests::*;
@@ -17,6 +17,11 @@ const JOB_RULES: [&str; 5] = [
 ];
 const NODE_RULES: [&str; 1] = ["core nodes: get,list,watch"];
 const LEASE_RULES: [&str; 1] = ["coordination.k8s.io leases: create,get,list,patch,update,watch"];
+/// The CRD's name, and the object in `inventory` (cluster-scoped).
+const CRD: &str = "elasticjobs.elasticjob.dev";
+const CRD_OBJECT: &str = "CustomResourceDefinition//elasticjobs.elasticjob.dev";
+/// The chart's copy of the generated CRD (crds/elasticjob.yaml), rendered by templates/crd.yaml.
+const CHART_CRD: &str = "files/elasticjob-crd.yaml";
 
 fn readiness_path(docs: &[Value]) -> String {
     str_at(operator_container(docs), "/readinessProbe/httpGet/path").to_string()
@@ -47,6 +52,7 @@ fn lint_passes_with_default_and_other_values() {
         &["metrics.serviceMonitor.enabled=true"],
         &["metrics.service.enabled=false"],
         &["logFormat=text", "logLevel=debug", "image.tag=dev"],
+        &["crds.install=false"],
     ] {
         let mut args = vec!["lint", "--strict", chart.to_str().unwrap()];
         for s in sets {
@@ -82,6 +88,7 @@ fn default_values_render_cluster_wide_rbac_leader_election_and_metrics_service()
             "ClusterRole//ej-elasticjob-operator-nodes",
             "ClusterRoleBinding//ej-elasticjob-operator",
             "ClusterRoleBinding//ej-elasticjob-operator-nodes",
+            CRD_OBJECT,
             "Deployment/elasticjob-system/ej-elasticjob-operator",
             "Role/elasticjob-system/ej-elasticjob-operator-leader",
             "RoleBinding/elasticjob-system/ej-elasticjob-operator-leader",
@@ -169,15 +176,58 @@ fn default_values_render_cluster_wide_rbac_leader_election_and_metrics_service()
         svc["spec"]["ports"],
         json!([{"name": "metrics", "port": 8080, "targetPort": "metrics", "protocol": "TCP"}])
     );
+}
 
-    // The CRD comes from crds/ (installed, never upgraded or deleted by Helm).
-    let with_crds = template(&[], &["--include-crds"]).unwrap();
-    let crd = find(
-        &with_crds,
-        "CustomResourceDefinition",
-        "elasticjobs.elasticjob.dev",
+/// Numbers as f64, so `minimum: 0.0` (the generated YAML) and `minimum: 0` (the same number
+/// after the template's fromYaml/toYaml) compare equal.
+fn numbers_as_f64(v: &Value) -> Value {
+    match v {
+        Value::Number(n) => json!(n.as_f64().expect("a finite number")),
+        Value::Array(a) => Value::Array(a.iter().map(numbers_as_f64).collect()),
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, v)| (k.clone(), numbers_as_f64(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+#[test]
+fn the_crd_is_a_template_so_upgrades_reach_it_and_uninstall_keeps_it() {
+    // A template, not crds/: Helm installs crds/ once and never upgrades it. `helm template`
+    // without --include-crds renders only templates, so the CRD is here only as one.
+    let docs = render(&[]);
+    let crd = find(&docs, "CustomResourceDefinition", CRD);
+    assert!(
+        !chart_dir().join("crds").exists(),
+        "charts/elasticjob-operator/crds/ is installed once and never upgraded by Helm: the CRD belongs in templates/"
     );
-    assert_eq!(crd["spec"]["group"], "elasticjob.dev");
+    assert_eq!(crd["apiVersion"], "apiextensions.k8s.io/v1");
+    assert_eq!(
+        crd["metadata"]["annotations"]["helm.sh/resource-policy"], "keep",
+        "helm uninstall must keep the CRD, or every ElasticJob goes with it"
+    );
+    assert_eq!(
+        str_at(crd, "/metadata/namespace"),
+        "",
+        "the CRD is cluster-scoped"
+    );
+    // The rendered CRD is the generated one (crds/elasticjob.yaml), metadata aside.
+    let generated = std::fs::read_to_string(repo_root().join("crds/elasticjob.yaml")).unwrap();
+    let generated: Value = serde_saphyr::from_str(&generated).unwrap();
+    assert_eq!(crd["kind"], generated["kind"]);
+    assert_eq!(crd["metadata"]["name"], generated["metadata"]["name"]);
+    assert!(
+        numbers_as_f64(&crd["spec"]) == numbers_as_f64(&generated["spec"]),
+        "the rendered CRD's spec differs from crds/elasticjob.yaml's"
+    );
+
+    // crds.install=false: no CRD (managed elsewhere, or by another release); the rest stays.
+    let without = render(&["crds.install=false"]);
+    let mut want = inventory(&docs);
+    want.retain(|o| o != CRD_OBJECT);
+    assert_eq!(inventory(&without), want);
 }
 
 #[test]
@@ -188,6 +238,7 @@ fn watch_namespace_renders_a_role_there_and_the_nodes_cluster_role() {
         [
             "ClusterRole//ej-elasticjob-operator-nodes",
             "ClusterRoleBinding//ej-elasticjob-operator-nodes",
+            CRD_OBJECT,
             "Deployment/elasticjob-system/ej-elasticjob-operator",
             "Role/elasticjob-system/ej-elasticjob-operator-leader",
             "Role/team-a/ej-elasticjob-operator",
@@ -340,6 +391,7 @@ fn other_values_reach_the_deployment() {
     assert_eq!(
         inventory(&docs),
         [
+            CRD_OBJECT,
             "Deployment/elasticjob-system/ej-elasticjob-operator",
             "Service/elasticjob-system/ej-elasticjob-operator-metrics",
         ]
@@ -371,6 +423,8 @@ fn wrong_values_fail_with_the_schema_message() {
             &["watchnamespace", "pattern"],
         ),
         (&["metrics.port=70000"], &["/metrics/port", "maximum"]),
+        (&["crds.install=maybe"], &["/crds/install", "boolean"]),
+        (&["crds.nosuch=1"], &["crds", "nosuch", "not allowed"]),
     ] {
         let err = template(sets, &[]).expect_err(&format!("--set {sets:?} should be refused"));
         let lower = err.to_lowercase();
@@ -391,9 +445,11 @@ fn wrong_values_fail_with_the_schema_message() {
 fn chart_crd_is_the_generated_crd() {
     let root = repo_root();
     let generated = std::fs::read(root.join("crds/elasticjob.yaml")).unwrap();
-    let chart = std::fs::read(chart_dir().join("crds/elasticjob.yaml")).unwrap();
+    let chart = std::fs::read(chart_dir().join(CHART_CRD)).unwrap_or_else(|e| {
+        panic!("charts/elasticjob-operator/{CHART_CRD} ({e}): templates/crd.yaml renders it")
+    });
     assert!(
         generated == chart,
-        "charts/elasticjob-operator/crds/elasticjob.yaml differs from crds/elasticjob.yaml (the CRD generated from the Rust types); fix: cp crds/elasticjob.yaml charts/elasticjob-operator/crds/"
+        "charts/elasticjob-operator/{CHART_CRD} differs from crds/elasticjob.yaml (the CRD generated from the Rust types); fix: cp crds/elasticjob.yaml charts/elasticjob-operator/{CHART_CRD}"
     );
 }

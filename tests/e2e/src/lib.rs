@@ -21,7 +21,7 @@
 //!   the directory of the cached PyTorch venv's python (`ELASTICJOB_PYTHON`, else
 //!   `tests/scripts/python-env.sh`). The harness installs charts/elasticjob-operator with the
 //!   real helm (`ELASTICJOB_HELM`, else the provisioned one, else PATH), as a user would: release
-//!   `elasticjob-operator` in `elasticjob-system`, the CRD from the chart's crds/,
+//!   `elasticjob-operator` in `elasticjob-system`, the CRD from the chart (templates/crd.yaml),
 //!   `--server-side=false` (helm 4's server-side apply cannot type the CRD's CEL rules on the
 //!   1.20 apiserver), values in [`chart_values`]. The operator pod may land on any node.
 //!
@@ -530,8 +530,8 @@ impl Env {
                 stderr(&pods)
             );
         }
-        // Helm installs crds/ first and waits for them; polled anyway (`kubectl wait` fails at
-        // once while the CRD has no status yet).
+        // The CRD is one of the chart's templates (applied first of all, and covered by
+        // --wait); polled anyway (`kubectl wait` fails at once while the CRD has no status yet).
         wait_until(
             "the CRD to be established",
             Duration::from_secs(60),
