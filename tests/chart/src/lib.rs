@@ -3,7 +3,7 @@
 //!
 //! - `tests/render.rs` (plain): `helm lint`, `helm template` with default and other values, the
 //!   values schema's refusals, the chart's CRD (a template, kept on uninstall) and its copy of
-//!   the generated CRD.
+//!   the generated CRD, the PodDisruptionBudget.
 //! - `tests/scripts.rs` (plain): `bash -n` and shellcheck on `tests/kind/*.sh`.
 //! - `tests/install.rs` (feature `chart-tests`): install, upgrade and uninstall on the local
 //!   cluster, and the operator's RBAC, allowed and refused.

@@ -1,6 +1,7 @@
 //! The chart without a cluster: `helm lint`, `helm template` with default and other values
-//! (objects, names, namespaces, labels, RBAC rules, operator args, the CRD), the values schema's
-//! refusals with helm's message, and the chart's CRD copy. Needs only helm.
+//! (objects, names, namespaces, labels, RBAC rules, operator args, the CRD, the
+//! PodDisruptionBudget), the values schema's refusals with helm's message, and the chart's CRD
+//! copy. Needs only helm.
 
 use elasticjob_chart_tests::*;
 use serde_json::{Value, json};
@@ -228,6 +229,51 @@ fn the_crd_is_a_template_so_upgrades_reach_it_and_uninstall_keeps_it() {
     let mut want = inventory(&docs);
     want.retain(|o| o != CRD_OBJECT);
     assert_eq!(inventory(&without), want);
+}
+
+#[test]
+fn no_pod_disruption_budget_for_one_replica() {
+    for sets in [&[][..], &["replicaCount=1"]] {
+        let docs = render(sets);
+        assert!(
+            !docs.iter().any(|d| d["kind"] == "PodDisruptionBudget"),
+            "--set {sets:?}: a PodDisruptionBudget for one replica blocks every node drain: {:?}",
+            inventory(&docs)
+        );
+    }
+}
+
+#[test]
+fn more_replicas_get_a_pod_disruption_budget_of_the_operator_pods() {
+    for n in [2, 3] {
+        let set = format!("replicaCount={n}");
+        let docs = render(&[&set]);
+        let pdb = find(&docs, "PodDisruptionBudget", FULLNAME);
+        assert_eq!(pdb["apiVersion"], "policy/v1", "{set}");
+        assert_eq!(pdb["metadata"]["namespace"], NAMESPACE);
+        assert_eq!(
+            pdb["metadata"]["labels"]["app.kubernetes.io/instance"],
+            RELEASE
+        );
+        assert_eq!(pdb["spec"]["minAvailable"], 1, "{set}");
+        assert!(pdb["spec"].get("maxUnavailable").is_none());
+        // It selects exactly the operator's pods.
+        let dep = find(&docs, "Deployment", FULLNAME);
+        let selector = &pdb["spec"]["selector"]["matchLabels"];
+        assert_eq!(selector, &dep["spec"]["selector"]["matchLabels"], "{set}");
+        for (k, v) in selector.as_object().unwrap() {
+            assert_eq!(
+                &dep["spec"]["template"]["metadata"]["labels"][k], v,
+                "pod label {k}"
+            );
+        }
+    }
+    // Kubernetes < 1.21 has no policy/v1 (the chart supports 1.20).
+    let old = template(&["replicaCount=2"], &["--kube-version", "1.20.0"]).unwrap();
+    assert_eq!(
+        find(&old, "PodDisruptionBudget", FULLNAME)["apiVersion"],
+        "policy/v1beta1"
+    );
 }
 
 #[test]
