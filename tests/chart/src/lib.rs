@@ -3,7 +3,7 @@
 //!
 //! - `tests/render.rs` (plain): `helm lint`, `helm template` with default and other values, the
 //!   values schema's refusals, the chart's CRD (a template, kept on uninstall) and its copy of
-//!   the generated CRD, the PodDisruptionBudget.
+//!   the generated CRD, the PodDisruptionBudget, NOTES.txt.
 //! - `tests/scripts.rs` (plain): `bash -n` and shellcheck on `tests/kind/*.sh`.
 //! - `tests/install.rs` (feature `chart-tests`): install, upgrade and uninstall on the local
 //!   cluster, and the operator's RBAC, allowed and refused.
@@ -108,6 +108,36 @@ pub fn template(sets: &[&str], extra: &[&str]) -> Result<Vec<Value>, String> {
     let docs: Vec<Value> = serde_saphyr::from_multiple(&yaml)
         .unwrap_or_else(|e| panic!("helm template output does not parse: {e}\n{yaml}"));
     Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
+}
+
+/// The chart's NOTES.txt as `helm install --dry-run=client` prints it (no cluster needed) with
+/// `--set <s>...`: the text after `NOTES:`.
+pub fn notes(sets: &[&str]) -> String {
+    let chart = chart_dir();
+    let mut args = vec![
+        "install",
+        RELEASE,
+        chart.to_str().unwrap(),
+        "--namespace",
+        NAMESPACE,
+        "--dry-run=client",
+    ];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    let o = helm(&args);
+    let out = text(&o.stdout);
+    assert!(
+        o.status.success(),
+        "helm {}: {}{}",
+        args.join(" "),
+        out,
+        text(&o.stderr)
+    );
+    match out.split_once("\nNOTES:\n") {
+        Some((_, notes)) => notes.to_string(),
+        None => panic!("no NOTES in the output of helm {}:\n{out}", args.join(" ")),
+    }
 }
 
 /// `template` that must succeed.

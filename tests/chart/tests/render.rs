@@ -1,7 +1,7 @@
 //! The chart without a cluster: `helm lint`, `helm template` with default and other values
 //! (objects, names, namespaces, labels, RBAC rules, operator args, the CRD, the
-//! PodDisruptionBudget), the values schema's refusals with helm's message, and the chart's CRD
-//! copy. Needs only helm.
+//! PodDisruptionBudget), the values schema's refusals with helm's message, the chart's CRD copy
+//! and NOTES.txt. Needs only helm.
 
 use elasticjob_chart_tests::*;
 use serde_json::{Value, json};
@@ -274,6 +274,67 @@ fn more_replicas_get_a_pod_disruption_budget_of_the_operator_pods() {
         find(&old, "PodDisruptionBudget", FULLNAME)["apiVersion"],
         "policy/v1beta1"
     );
+}
+
+#[test]
+fn notes_point_only_at_what_exists() {
+    let root = repo_root();
+    for sets in [
+        &[][..],
+        &["watchNamespace=team-a"],
+        &["crds.install=false"],
+        &["metrics.service.enabled=false"],
+    ] {
+        let notes = notes(sets);
+        // No links: nothing public to point at.
+        assert!(
+            !notes.contains("http://") && !notes.contains("https://"),
+            "--set {sets:?}: NOTES.txt links a URL:\n{notes}"
+        );
+        assert!(
+            notes.contains("kubectl explain elasticjob.spec"),
+            "--set {sets:?}:\n{notes}"
+        );
+        // Every repository path it names exists.
+        let paths: Vec<&str> = notes
+            .split(|c: char| c.is_whitespace() || "()`\"';,".contains(c))
+            .map(|w| w.trim_end_matches(['.', ':']))
+            .filter(|w| w.ends_with(".yaml") || w.ends_with(".md"))
+            .collect();
+        assert!(
+            paths.contains(&"examples/elasticjob.yaml") && paths.contains(&"README.md"),
+            "--set {sets:?}: {paths:?}"
+        );
+        for p in &paths {
+            assert!(
+                root.join(p).is_file(),
+                "--set {sets:?}: NOTES.txt names {p}, which the repository does not have"
+            );
+        }
+        // The objects it names are the rendered ones.
+        let docs = render(sets);
+        let deployment = format!("deployment/{FULLNAME}");
+        assert!(notes.contains(&deployment), "{notes}");
+        find(&docs, "Deployment", FULLNAME);
+        let service = format!("service {FULLNAME}-metrics:8080/metrics");
+        if docs.iter().any(|d| d["kind"] == "Service") {
+            assert!(notes.contains(&service), "{notes}");
+        } else {
+            assert!(!notes.contains(&service), "{notes}");
+        }
+        // The example job's name and pods: examples/elasticjob.yaml's job is `train`.
+        assert!(notes.contains(" get ej train -w"), "{notes}");
+    }
+    let example = std::fs::read_to_string(root.join("examples/elasticjob.yaml")).unwrap();
+    assert!(
+        example.contains("kind: ElasticJob\nmetadata:\n  name: train\n"),
+        "NOTES.txt's commands name the job `train` of examples/elasticjob.yaml"
+    );
+    // With watchNamespace, the commands go to that namespace (the operator watches no other).
+    let notes = notes(&["watchNamespace=team-a"]);
+    for line in notes.lines().filter(|l| l.contains(" ej train")) {
+        assert!(line.contains("-n team-a"), "{line}");
+    }
 }
 
 #[test]
