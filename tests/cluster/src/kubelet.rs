@@ -55,6 +55,8 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 pub struct KubeletConfig {
     /// Number of Node objects (0: no kubelet at all).
     pub nodes: u32,
+    /// Who runs the nodes: this stand-in, or real kubelets with containerd ([`crate::nodes`]).
+    pub runtime: NodeRuntime,
     pub gpus_per_node: u32,
     /// Capacity = allocatable, as Kubernetes quantities.
     pub cpu: String,
@@ -62,6 +64,8 @@ pub struct KubeletConfig {
     pub max_pods: u32,
     /// Image name → local binary, for containers without `command` (their `args` follow it).
     pub image_map: BTreeMap<String, PathBuf>,
+    /// Real nodes: OCI archives (`buildah push ... oci-archive:FILE`) loaded into every node.
+    pub images: Vec<PathBuf>,
     /// Pod list poll interval.
     pub poll: Duration,
     /// Node status + Lease renew interval.
@@ -73,15 +77,29 @@ pub struct KubeletConfig {
     pub cluster_domain: String,
 }
 
+/// What runs a cluster's nodes.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodeRuntime {
+    /// The in-process kubelet stand-in: pods are host processes, images map to host paths.
+    StandIn,
+    /// Real kubelets, each with its own containerd and runc, in node namespaces.
+    Containerd,
+}
+
 impl Default for KubeletConfig {
     fn default() -> Self {
         KubeletConfig {
             nodes: 3,
+            runtime: NodeRuntime::StandIn,
             gpus_per_node: 4,
             cpu: "8".into(),
             memory: "32Gi".into(),
             max_pods: 110,
             image_map: BTreeMap::new(),
+            images: Vec::new(),
             poll: Duration::from_millis(250),
             heartbeat: Duration::from_secs(4),
             pod_network: true,

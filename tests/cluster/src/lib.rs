@@ -25,6 +25,7 @@ pub mod dns;
 pub mod kubeconfig;
 pub mod kubectl;
 pub mod kubelet;
+pub mod nodes;
 pub mod pki;
 pub mod podnet;
 mod probe;
@@ -201,6 +202,9 @@ pub struct ClusterConfig {
     pub ready_timeout: Duration,
     /// klog `--v` of the Kubernetes components.
     pub verbosity: u8,
+    /// The minor version of the Kubernetes binaries in `bin_dir` (flags differ between 1.20 and
+    /// current releases); [`Cluster::start`] reads it from `kube-apiserver --version`.
+    pub kube_minor: u32,
     /// The kubelet stand-in's nodes (`nodes: 0` turns it off).
     pub kubelet: kubelet::KubeletConfig,
 }
@@ -234,6 +238,7 @@ impl ClusterConfig {
             grace: Duration::from_secs(10),
             ready_timeout: Duration::from_secs(60),
             verbosity: 1,
+            kube_minor: 20,
             kubelet: kubelet::KubeletConfig::default(),
         })
     }
@@ -399,6 +404,12 @@ impl TokenFile {
                     uid: "uid-local-cluster-dns".into(),
                     groups: vec![],
                 },
+                TokenUser {
+                    token: random_token()?,
+                    user: nodes::KUBE_PROXY_USER.into(),
+                    uid: "uid-kube-proxy".into(),
+                    groups: vec![],
+                },
             ],
         })
     }
@@ -497,6 +508,13 @@ impl ComponentCommand {
     }
 }
 
+/// The minor version in `Kubernetes v1.34.4` (what every Kubernetes binary prints for
+/// `--version`).
+pub fn parse_kube_minor(version: &str) -> Option<u32> {
+    let v = version.trim().strip_prefix("Kubernetes v1.")?;
+    v.split(['.', '-', '+']).next()?.parse().ok()
+}
+
 /// The command lines of all components, in start order.
 pub mod commands {
     use super::*;
@@ -506,6 +524,17 @@ pub mod commands {
     }
     fn path(p: PathBuf) -> String {
         p.display().to_string()
+    }
+
+    /// Kubernetes before 1.24 also opens an unauthenticated insecure port by default (the
+    /// apiserver's 8080, the controller-manager's 10252, the scheduler's 10251): the flag that
+    /// turns it off, which later releases no longer know.
+    fn insecure_port_off(cfg: &ClusterConfig, flag: &str) -> Vec<String> {
+        if cfg.kube_minor < 24 {
+            vec![arg(flag, 0)]
+        } else {
+            vec![]
+        }
     }
 
     pub fn etcd(cfg: &ClusterConfig) -> ComponentCommand {
@@ -547,8 +576,6 @@ pub mod commands {
                 arg("bind-address", cfg.api_host),
                 arg("advertise-address", cfg.api_host),
                 arg("secure-port", cfg.ports.apiserver),
-                // 1.20 still opens an unauthenticated port 8080 by default: off.
-                arg("insecure-port", 0),
                 arg("tls-cert-file", path(crt)),
                 arg("tls-private-key-file", path(key)),
                 arg("client-ca-file", path(l.ca_cert())),
@@ -588,7 +615,10 @@ pub mod commands {
                 ),
                 arg("profiling", false),
                 arg("v", cfg.verbosity),
-            ],
+            ]
+            .into_iter()
+            .chain(insecure_port_off(cfg, "insecure-port"))
+            .collect(),
             log: l.log(Component::KubeApiserver),
         }
     }
@@ -605,8 +635,6 @@ pub mod commands {
                 arg("authorization-kubeconfig", &kc),
                 arg("bind-address", "127.0.0.1"),
                 arg("secure-port", cfg.ports.controller_manager),
-                // 1.20's insecure port (10252 on every interface by default): off.
-                arg("port", 0),
                 arg(
                     "cert-dir",
                     path(l.run_dir(Component::KubeControllerManager)),
@@ -631,7 +659,10 @@ pub mod commands {
                 arg("service-cluster-ip-range", &cfg.service_cidr),
                 arg("profiling", false),
                 arg("v", cfg.verbosity),
-            ],
+            ]
+            .into_iter()
+            .chain(insecure_port_off(cfg, "port"))
+            .collect(),
             log: l.log(Component::KubeControllerManager),
         }
     }
@@ -648,13 +679,14 @@ pub mod commands {
                 arg("authorization-kubeconfig", &kc),
                 arg("bind-address", "127.0.0.1"),
                 arg("secure-port", cfg.ports.scheduler),
-                // 1.20's insecure port (10251 on every interface by default): off.
-                arg("port", 0),
                 arg("cert-dir", path(l.run_dir(Component::KubeScheduler))),
                 arg("leader-elect", false),
                 arg("profiling", false),
                 arg("v", cfg.verbosity),
-            ],
+            ]
+            .into_iter()
+            .chain(insecure_port_off(cfg, "port"))
+            .collect(),
             log: l.log(Component::KubeScheduler),
         }
     }
@@ -684,6 +716,28 @@ mod tests {
             scheduler: 1005,
         };
         c
+    }
+
+    #[test]
+    fn kube_minor_from_version_output() {
+        assert_eq!(parse_kube_minor("Kubernetes v1.34.4\n"), Some(34));
+        assert_eq!(
+            parse_kube_minor("Kubernetes v1.20.5+really1.20.2"),
+            Some(20)
+        );
+        assert_eq!(parse_kube_minor("Kubernetes v0.0.0-master+$Format"), None);
+        assert_eq!(parse_kube_minor(""), None);
+    }
+
+    #[test]
+    fn legacy_insecure_ports_are_off_only_before_1_24() {
+        let mut c = cfg();
+        c.kube_minor = 20;
+        assert_eq!(commands::apiserver(&c).flag("insecure-port"), Some("0"));
+        assert_eq!(commands::scheduler(&c).flag("port"), Some("0"));
+        c.kube_minor = 34;
+        assert_eq!(commands::apiserver(&c).flag("insecure-port"), None);
+        assert_eq!(commands::controller_manager(&c).flag("port"), None);
     }
 
     #[test]

@@ -41,6 +41,13 @@ enum Cmd {
         /// Nodes registered by the kubelet stand-in (0: none).
         #[arg(long, default_value_t = 3)]
         nodes: u32,
+        /// What runs the nodes: the kubelet stand-in, or real kubelets with containerd and runc.
+        #[arg(long, value_enum, default_value = "stand-in")]
+        runtime: local_cluster::kubelet::NodeRuntime,
+        /// Real nodes: OCI image archives (`buildah push IMAGE oci-archive:FILE`) loaded into
+        /// every node, comma-separated; pods use them by their names, nothing is pulled.
+        #[arg(long, env = "ELASTICJOB_CLUSTER_IMAGES", value_delimiter = ',')]
+        images: Vec<PathBuf>,
         /// Fake `nvidia.com/gpu` devices per node.
         #[arg(long, default_value_t = 4)]
         gpus_per_node: u32,
@@ -88,6 +95,10 @@ enum FaultCmd {
     RestoreNet { pod: String },
     /// Lose a node: heartbeats stop (NotReady after the grace period), its pods' processes die.
     LoseNode { node: String },
+    /// Partition a node: its network is cut, everything of it keeps running (real nodes).
+    PartitionNode { node: String },
+    /// Bring a lost or partitioned node back (real nodes).
+    RestoreNode { node: String },
 }
 
 fn split_pod(p: &str) -> (String, String) {
@@ -117,6 +128,8 @@ impl FaultCmd {
                 Fault::RestoreNetwork { namespace, name }
             }
             FaultCmd::LoseNode { node } => Fault::LoseNode { node: node.clone() },
+            FaultCmd::PartitionNode { node } => Fault::PartitionNode { node: node.clone() },
+            FaultCmd::RestoreNode { node } => Fault::RestoreNode { node: node.clone() },
         }
     }
 }
@@ -155,6 +168,8 @@ async fn main() -> Result<()> {
             grace_secs,
             v,
             nodes,
+            runtime,
+            images,
             gpus_per_node,
             cpu_per_node,
             memory_per_node,
@@ -167,6 +182,8 @@ async fn main() -> Result<()> {
             cfg.grace = Duration::from_secs(grace_secs);
             cfg.verbosity = v;
             cfg.kubelet.nodes = nodes;
+            cfg.kubelet.runtime = runtime;
+            cfg.kubelet.images = images.into_iter().map(absolute).collect::<Result<_>>()?;
             cfg.kubelet.gpus_per_node = gpus_per_node;
             cfg.kubelet.cpu = cpu_per_node;
             cfg.kubelet.memory = memory_per_node;
@@ -192,13 +209,13 @@ async fn main() -> Result<()> {
                 bin_dir.display()
             );
             println!("  kubectl get --raw /readyz; kubectl get nodes");
-            let _control = match cluster.faults() {
+            let _control = match cluster.fault_target() {
                 Some(f) => Some(control::serve(&dir, f).context("control socket")?),
                 None => None,
             };
             println!("logs: {}", cluster.layout().logs().display());
             println!(
-                "faults: `cluster fault --dir {} kill-pod|cut-net|restore-net NS/POD | lose-node NODE`",
+                "faults: `cluster fault --dir {} kill-pod|cut-net|restore-net NS/POD | lose-node|partition-node|restore-node NODE`",
                 dir.display()
             );
             println!("stop: Ctrl-C, or `cluster down --dir {}`", dir.display());

@@ -140,6 +140,18 @@ impl PodNetwork {
         Ok(net)
     }
 
+    /// A second octet `p` such that no address or route of this machine is in `10.p.0.0/16`
+    /// (nor this bridge's): the real nodes' pod CIDRs are `10.p.<node>.0/24`.
+    pub fn free_pod_octet(&self) -> Result<u8, String> {
+        let used: BTreeSet<u8> = used_subnets().into_iter().map(|(a, _)| a).collect();
+        // Start where this bridge's own /24 points, so clusters side by side differ.
+        let start = self.prefix.1 % 51;
+        (0..51)
+            .map(|i| 200 + (start + i) % 51)
+            .find(|p| *p != self.prefix.0 && !used.contains(p))
+            .ok_or_else(|| "no free 10.p.0.0/16 (p in 200..=250) for pod CIDRs".to_string())
+    }
+
     pub fn host_ip(&self) -> Ipv4Addr {
         Ipv4Addr::new(10, self.prefix.0, self.prefix.1, 1)
     }

@@ -20,7 +20,8 @@ use std::sync::Arc;
 
 use crate::dns::{DNS_USER, Dns};
 use crate::kubeconfig::{self, Credential};
-use crate::kubelet::Api;
+use crate::kubelet::{Api, NodeRuntime};
+use crate::nodes::{NodesSpec, RealNodes};
 use crate::podnet::PodNetwork;
 use crate::{
     ADMIN_USER, ClusterConfig, ClusterError, Component, ComponentCommand, Layout, Ports, Result,
@@ -52,12 +53,14 @@ pub struct Cluster {
     tokens: TokenFile,
     running: Vec<Running>,
     kubelet: Option<crate::kubelet::Kubelet>,
+    /// Real nodes (kubelet + containerd), when the runtime is containerd.
+    nodes: Option<Arc<RealNodes>>,
     dns: Option<Dns>,
     /// The pod network (bridge), removed after everything else at shutdown.
     net: Option<Arc<PodNetwork>>,
 }
 
-fn tail(path: &Path, lines: usize) -> String {
+pub(crate) fn tail(path: &Path, lines: usize) -> String {
     let text = fs::read_to_string(path).unwrap_or_default();
     let v: Vec<&str> = text.lines().collect();
     v[v.len().saturating_sub(lines)..].join("\n")
@@ -138,6 +141,7 @@ impl Cluster {
                 return Err(ClusterError::MissingBinary { path: p });
             }
         }
+        config.kube_minor = kube_minor_of(&config.bin_dir.join("kube-apiserver"))?;
         let t0 = Instant::now();
         // The pod network comes first: its bridge address is where the apiserver listens, so
         // that pods reach it too (and it must be in the serving cert).
@@ -162,6 +166,7 @@ impl Cluster {
             tokens,
             running: Vec::new(),
             kubelet: None,
+            nodes: None,
             dns: None,
             net,
         };
@@ -206,7 +211,28 @@ impl Cluster {
             cluster.wait_listening(c, port).await?;
         }
         info!(elapsed = ?t0.elapsed(), "control plane up");
-        if cfg.kubelet.nodes > 0 {
+        if cfg.kubelet.nodes > 0 && cfg.kubelet.runtime == NodeRuntime::Containerd {
+            let net = cluster
+                .net
+                .clone()
+                .ok_or_else(|| ClusterError::Kubelet("real nodes need the pod network".into()))?;
+            let admin_api = Api {
+                addr: cfg.api_addr(),
+                tls: tls.clone(),
+                token: admin.clone().unwrap_or_default(),
+            };
+            let spec = NodesSpec {
+                cfg: &cfg,
+                tokens: &cluster.tokens,
+                admin: admin_api,
+                images: cfg.kubelet.images.clone(),
+            };
+            let nodes = RealNodes::start(spec, net)
+                .await
+                .map_err(ClusterError::Kubelet)?;
+            cluster.nodes = Some(Arc::new(nodes));
+            info!(elapsed = ?t0.elapsed(), nodes = cfg.kubelet.nodes, "real nodes Ready");
+        } else if cfg.kubelet.nodes > 0 {
             let tokens = cfg
                 .kubelet
                 .node_names()
@@ -280,6 +306,20 @@ impl Cluster {
     /// Fault injection into this cluster's pods and nodes (None without a kubelet stand-in).
     pub fn faults(&self) -> Option<crate::kubelet::Faults> {
         self.kubelet.as_ref().map(|k| k.faults())
+    }
+
+    /// The real nodes, when the runtime is containerd.
+    pub fn real_nodes(&self) -> Option<Arc<RealNodes>> {
+        self.nodes.clone()
+    }
+
+    /// Who carries out faults on this cluster's pods and nodes (None without nodes).
+    pub fn fault_target(&self) -> Option<crate::control::Target> {
+        match (&self.nodes, self.faults()) {
+            (Some(n), _) => Some(crate::control::Target::Real(n.clone())),
+            (None, Some(f)) => Some(crate::control::Target::StandIn(f)),
+            (None, None) => None,
+        }
     }
     pub fn tokens(&self) -> &TokenFile {
         &self.tokens
@@ -429,13 +469,14 @@ impl Cluster {
         }
     }
 
-    /// Resolves when a component exits on its own (a crash: the caller should shut down).
-    pub async fn wait_for_exit(&mut self) -> (Component, String) {
+    /// Resolves when a component (or a daemon of a real node) exits on its own (a crash: the
+    /// caller should shut down): what exited and why.
+    pub async fn wait_for_exit(&mut self) -> (String, String) {
         loop {
             for r in &mut self.running {
                 if let Ok(Some(status)) = r.child.try_wait() {
                     return (
-                        r.component,
+                        r.component.to_string(),
                         format!(
                             "{status}; last lines of {}:\n{}",
                             r.log.display(),
@@ -443,6 +484,9 @@ impl Cluster {
                         ),
                     );
                 }
+            }
+            if let Some(why) = self.nodes.as_ref().and_then(|n| n.exited()) {
+                return ("a node".into(), why);
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
@@ -454,6 +498,9 @@ impl Cluster {
         let grace = self.config.grace;
         if let Some(k) = self.kubelet.take() {
             k.shutdown(grace.min(Duration::from_secs(5))).await;
+        }
+        if let Some(n) = self.nodes.take() {
+            let _ = tokio::task::spawn_blocking(move || n.shutdown()).await;
         }
         self.dns = None;
         let mut running = std::mem::take(&mut self.running);
@@ -495,11 +542,27 @@ impl Drop for Cluster {
             let _ = killpg(Pid::from_raw(r.pid), Signal::SIGKILL);
         }
         drop(self.kubelet.take());
+        drop(self.nodes.take());
         self.dns = None;
         if let Some(n) = self.net.take() {
             n.remove_all();
         }
     }
+}
+
+/// The minor version of a Kubernetes binary, from its `--version` (`Kubernetes v1.34.4`).
+fn kube_minor_of(binary: &Path) -> Result<u32> {
+    let out = std::process::Command::new(binary)
+        .arg("--version")
+        .output()
+        .map_err(io_err(format!("running {} --version", binary.display())))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    crate::parse_kube_minor(&text).ok_or_else(|| {
+        ClusterError::Config(format!(
+            "{} --version printed {text:?}, not `Kubernetes v1.<minor>.<patch>`",
+            binary.display()
+        ))
+    })
 }
 
 fn is_executable(p: &Path) -> bool {

@@ -400,7 +400,11 @@ async fn fault_injection_kills_pods_cuts_networks_and_loses_nodes() {
     let dir = tmp.path().join("e2e-faults");
     let (cluster, k) = start(&dir, 2).await;
     let faults = cluster.faults().expect("kubelet stand-in");
-    let _control = local_cluster::control::serve(&dir, faults.clone()).unwrap();
+    let _control = local_cluster::control::serve(
+        &dir,
+        local_cluster::control::Target::StandIn(faults.clone()),
+    )
+    .unwrap();
     let pod = |name: &str, node: &str, script: &str| {
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
             "spec": {"restartPolicy": "Never", "nodeName": node, "terminationGracePeriodSeconds": 1,
