@@ -1,14 +1,21 @@
 # syntax=docker/dockerfile:1
 # The launcher image: elastic-launch, a static binary (glibc with crt-static), and `torchrun`
-# as a symlink to it, on distroless/static as user 65532. ENTRYPOINT is elastic-launch: the
-# operator's init container gives only args (`__install /elasticjob/bin`, which copies the
-# binary into the pod's shared emptyDir), and `docker run IMAGE --standalone ...` works as
-# torchrun would. Static, so the copy runs in any user image (glibc or musl, any distro).
+# as a symlink to it, FROM scratch as user 65532 (nothing else is needed: no shell, no libc).
+# ENTRYPOINT is elastic-launch: the operator's init container gives only args (`__install
+# /elasticjob/bin`, which copies the binary into the pod's shared emptyDir), and `docker run
+# IMAGE --standalone ...` works as torchrun would. Static, so the copy runs in any user image
+# (glibc or musl, any distro).
+#
 # Build from the repository root (the workspace is the context; see .dockerignore):
 #   docker build -f images/launcher.Dockerfile -t ghcr.io/elasticjob/elastic-launch:0.1.0 .
-# (`make images` builds both images.) linux/amd64 and linux/arm64.
+# (`make images` builds every image.) linux/amd64 and linux/arm64.
+# Where the binaries come from: BINARIES=build (the default) compiles them in the Rust image;
+# BINARIES=prebuilt takes them from the build context `dist` (`--build-context dist=DIR`, DIR
+# holding a static elastic-launch): how the local cluster builds this image with buildah from
+# what cargo built on the host, without pulling the Rust image (tests/cluster/images.sh).
 
 ARG RUST_VERSION=1.95
+ARG BINARIES=build
 
 FROM docker.io/library/rust:${RUST_VERSION}-bookworm AS build
 ARG TARGETARCH
@@ -33,8 +40,14 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     fi; \
     /out/bin/elastic-launch --help >/dev/null
 
-FROM gcr.io/distroless/static-debian12:nonroot
+FROM scratch AS prebuilt
+COPY --from=dist --chmod=0755 elastic-launch /out/bin/elastic-launch
+COPY --from=dist torchrun /out/bin/torchrun
+
+FROM ${BINARIES} AS binaries
+
+FROM scratch
 # A directory copy keeps torchrun a symlink.
-COPY --from=build /out/bin/ /usr/local/bin/
+COPY --from=binaries /out/bin/ /usr/local/bin/
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/elastic-launch"]

@@ -508,6 +508,16 @@ impl ComponentCommand {
     }
 }
 
+/// `${XDG_CACHE_HOME:-$HOME/.cache}/elasticjob`: where everything slow to make is kept.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
+        })
+        .join("elasticjob")
+}
+
 /// The minor version in `Kubernetes v1.34.4` (what every Kubernetes binary prints for
 /// `--version`).
 pub fn parse_kube_minor(version: &str) -> Option<u32> {

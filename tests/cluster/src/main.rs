@@ -135,12 +135,7 @@ impl FaultCmd {
 }
 
 fn default_bin_dir() -> PathBuf {
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
-        });
-    cache.join("elasticjob/cluster/bin")
+    local_cluster::cache_dir().join("cluster/bin")
 }
 
 fn absolute(p: PathBuf) -> Result<PathBuf> {
