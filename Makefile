@@ -1,13 +1,13 @@
 # elasticjob: `make demo` runs the main job, `make test` runs every test.
-# Slow parts are cached outside the clone, under $(CACHE): the cargo target dir, the PyTorch venv
-# and the local cluster's control-plane binaries.
+# Slow parts are cached outside the clone, under $(CACHE): the cargo target dir, the PyTorch venv,
+# the Go module and build caches, the local cluster's Kubernetes binaries and the images.
 
 CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/elasticjob
 export CARGO_TARGET_DIR := $(CACHE)/target
 PYTHON_ENV := tests/scripts/python-env.sh
 LAUNCH := $(CARGO_TARGET_DIR)/release/elastic-launch
 
-.PHONY: all build test demo demo-down demo-standalone bench lint rust-toolchain python-env cluster-provision cluster-test cluster e2e images kind-e2e shellcheck
+.PHONY: all build test demo demo-down demo-standalone bench lint rust-toolchain python-env cluster-provision cluster-images cluster-test cluster e2e images kind-e2e shellcheck
 
 VERSION ?= $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n 1)
 IMAGE_REPO ?= ghcr.io/elasticjob
@@ -26,8 +26,9 @@ build: rust-toolchain
 	cargo build --release -p elastic-launch
 
 # Every test: unit, subprocess (launcher, store), PyTorch interop with real torch workers, and
-# the end-to-end tests on the local Kubernetes cluster (provisioned on first use: ~12 min once).
-test: rust-toolchain python-env cluster-provision shellcheck
+# the end-to-end tests on the local Kubernetes cluster (real kubelets, containerd and runc; the
+# binaries and images are built on first use: ~20 min once, then cached).
+test: rust-toolchain python-env cluster-provision cluster-images shellcheck
 	ELASTICJOB_PYTHON="$$($(PYTHON_ENV))" cargo test --workspace --all-targets --features $(E2E_FEATURES)
 	ELASTICJOB_PYTHON="$$($(PYTHON_ENV))" cargo test --workspace --doc
 
@@ -56,30 +57,44 @@ lint: rust-toolchain
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --features $(E2E_FEATURES) -- -D warnings
 
-# Local Kubernetes cluster (tests/cluster/): provision once (cached under $(CACHE)/cluster,
-# ~12 min cold, seconds warm); `make cluster-test` runs only its end-to-end tests.
+# Local Kubernetes cluster (tests/cluster/): Kubernetes components built from their Go modules
+# (tests/cluster/components/, cached under $(CACHE)/nodes-*, ~8 min cold, a second warm);
+# `make cluster-test` runs only its end-to-end tests.
 cluster-provision:
 	@tests/cluster/provision.sh >/dev/null
+
+# The images the local cluster's nodes are loaded with (images/*.Dockerfile, built with buildah;
+# the PyTorch image takes minutes once).
+cluster-images: rust-toolchain
+	@tests/cluster/images.sh >/dev/null
 
 cluster-test: rust-toolchain cluster-provision
 	cargo test -p local-cluster --features control-plane-tests -- --nocapture
 
 # The operator's end-to-end suite alone (~7-9 min on 2 cores); E2E_ARGS filters scenarios.
-e2e: rust-toolchain python-env cluster-provision
-	cargo build -p elastic-launch -p elasticjob-operator
-	ELASTICJOB_PYTHON="$$($(PYTHON_ENV))" cargo test -p elasticjob-e2e --features e2e-tests -- $(E2E_ARGS)
+e2e: rust-toolchain cluster-provision cluster-images
+	cargo test -p elasticjob-e2e --features e2e-tests -- $(E2E_ARGS)
 
 # A local cluster to look around in (Ctrl-C stops it and leaves nothing behind).
-cluster: rust-toolchain cluster-provision
-	cargo run -q -p local-cluster --bin cluster -- up --dir $(CACHE)/clusters/dev
+cluster: rust-toolchain cluster-provision cluster-images
+	cargo run -q -p local-cluster --bin cluster -- up --dir $(CACHE)/clusters/dev --runtime containerd \
+	  --images "$$(tests/cluster/images.sh | tail -n1)"
 
 shellcheck:
 	@command -v shellcheck >/dev/null || apt-get install -y -qq shellcheck >/dev/null || { echo "shellcheck not found: apt-get install -y shellcheck"; exit 1; }
 
-# Container images (images/*.Dockerfile; Docker with BuildKit), tagged with the workspace version.
+# Container images (images/*.Dockerfile), tagged with the workspace version: with Docker and
+# BuildKit where there is one (IMAGE_BUILDER=docker), else with buildah into OCI archives under
+# $(CACHE)/images (what the local cluster loads).
+IMAGE_BUILDER ?= $(if $(shell docker info >/dev/null 2>&1 && echo y),docker,buildah)
 images:
+ifeq ($(IMAGE_BUILDER),docker)
 	docker build -f images/operator.Dockerfile -t $(IMAGE_REPO)/elasticjob-operator:$(VERSION) .
 	docker build -f images/launcher.Dockerfile -t $(IMAGE_REPO)/elastic-launch:$(VERSION) .
+	docker build -f images/pytorch.Dockerfile -t $(IMAGE_REPO)/pytorch:2.15.0 images
+else
+	tests/cluster/images.sh
+endif
 
 # The e2e suite on a kind cluster (needs Docker, kind, kubectl, helm): tests/kind/run.sh.
 kind-e2e:

@@ -110,9 +110,19 @@ if [ "$(cat "$out/pytorch.key" 2>/dev/null)" != "$(key "$repo/images/pytorch.Doc
     buildah "${store[@]}" commit -q --rm "$ctr" "$base" >&2 || fail "buildah commit $base"
   fi
 fi
+# This machine's trust and pip settings reach pip inside the build (as BuildKit secrets would):
+# its CA bundle (PyPI may sit behind a TLS-inspecting proxy) and a pip.conf naming it. They are
+# mounted for the build only; nothing of them ends up in the image.
+pip_conf="$out/pip.conf"
+host_ca=/etc/ssl/certs/ca-certificates.crt
+mounts=()
+if [ -f "$host_ca" ]; then
+  printf '[global]\ncert = %s\n' "$host_ca" > "$pip_conf"
+  mounts+=(-v "$host_ca:$host_ca:ro" -v "$pip_conf:/etc/pip.conf:ro")
+fi
 archive pytorch "ghcr.io/elasticjob/pytorch:$torch_version" \
   "$(key "$repo/images/pytorch.Dockerfile" "$0")" "$repo/images" \
-  "$repo/images/pytorch.Dockerfile" --build-arg "PYTHON_IMAGE=$base"
+  "$repo/images/pytorch.Dockerfile" --build-arg "PYTHON_IMAGE=$base" "${mounts[@]}"
 
 step="done"
 echo "$out/elastic-launch.tar,$out/operator.tar,$out/pytorch.tar"

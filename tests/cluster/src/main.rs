@@ -42,7 +42,7 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         nodes: u32,
         /// What runs the nodes: the kubelet stand-in, or real kubelets with containerd and runc.
-        #[arg(long, value_enum, default_value = "stand-in")]
+        #[arg(long, value_enum, default_value = "containerd")]
         runtime: local_cluster::kubelet::NodeRuntime,
         /// Real nodes: OCI image archives (`buildah push IMAGE oci-archive:FILE`) loaded into
         /// every node, comma-separated; pods use them by their names, nothing is pulled.

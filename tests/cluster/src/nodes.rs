@@ -726,6 +726,10 @@ impl RealNodes {
         let killed = node_pids(&n.layout).len();
         podnet_link(&n.net.veth, false)?;
         kill_node(n);
+        // Its cgroups go with the machine (a rebooted one starts without them): a kubelet
+        // started again on stale container cgroups spends ~25 s retrying each one (cAdvisor,
+        // "task ... not found") before it reports Ready.
+        remove_cgroups(&n.layout);
         info!(node, killed, "fault: node lost");
         Ok(killed)
     }

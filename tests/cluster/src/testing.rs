@@ -29,6 +29,28 @@ pub fn provision() -> PathBuf {
     )
 }
 
+/// Runs `tests/cluster/images.sh` (seconds when cached; the first time it builds the static
+/// binaries and the images, the PyTorch one included: minutes) and returns the OCI archives it
+/// prints last, for [`crate::kubelet::KubeletConfig::images`]: the launcher, the operator and the
+/// PyTorch image, under their real names.
+pub fn images() -> Vec<PathBuf> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("images.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running images.sh");
+    assert!(
+        out.status.success(),
+        "{} failed ({}): see its messages above",
+        script.display(),
+        out.status
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().expect("images.sh prints the archives");
+    last.split(',').map(|a| PathBuf::from(a.trim())).collect()
+}
+
 /// The PyTorch venv's python (the trainer image of the examples): `ELASTICJOB_PYTHON`, else
 /// what `tests/scripts/python-env.sh` prints (it builds the cached venv on first use).
 pub fn python() -> PathBuf {

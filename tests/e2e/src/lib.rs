@@ -78,7 +78,7 @@ pub const LOCAL_OPERATOR_SELECTOR: &str =
     "app.kubernetes.io/name=elasticjob-operator,app.kubernetes.io/instance=elasticjob-operator";
 /// The trainer image of examples/elasticjob.yaml; on the local cluster it maps to the PyTorch
 /// venv.
-pub const TRAINER_IMAGE: &str = "pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime";
+pub const TRAINER_IMAGE: &str = "ghcr.io/elasticjob/pytorch:2.15.0";
 /// What fault injection says on a cluster the harness did not start, without a fault script.
 pub const EXTERNAL_FAULTS: &str = "fault injection on an external cluster (ELASTICJOB_E2E_KUBECONFIG) needs a fault script: set ELASTICJOB_E2E_FAULTS=tests/kind/faults.sh on kind (tests/kind/run.sh does), or run this scenario on the local cluster (unset ELASTICJOB_E2E_KUBECONFIG)";
 /// The CRD's name.
@@ -159,7 +159,7 @@ pub fn parse_time(s: &str) -> Option<f64> {
 
 // Real kubectl against one kubeconfig: the local cluster's runner.
 pub use local_cluster::kubectl::{Kubectl, stderr, stdout};
-pub use local_cluster::testing::{built_binary, provision, python};
+pub use local_cluster::testing::{images, provision};
 
 /// Polls `probe` every `every` until it returns Some or `timeout` passes; then panics with
 /// `what` and the last value `describe` gives.
@@ -197,23 +197,33 @@ pub trait Faults: Send + Sync {
     fn lose_node(&self, node: &str) -> Result<(), String>;
 }
 
-/// The local cluster's in-process fault injection.
-pub struct LocalFaults(pub local_cluster::kubelet::Faults);
+/// The local cluster's in-process fault injection (its real nodes).
+pub struct LocalFaults(pub local_cluster::control::Target);
+
+impl LocalFaults {
+    fn apply(&self, f: local_cluster::control::Fault) -> Result<(), String> {
+        self.0.apply(&f).map(|_| ())
+    }
+}
 
 impl Faults for LocalFaults {
     fn kill_pod(&self, namespace: &str, pod: &str, signal: Signal) -> Result<(), String> {
-        match self.0.kill_pod(namespace, pod, signal)? {
-            0 => Err(format!(
-                "pod {namespace}/{pod} has no running container to signal"
-            )),
-            _ => Ok(()),
-        }
+        self.apply(local_cluster::control::Fault::KillPod {
+            namespace: namespace.into(),
+            name: pod.into(),
+            signal: signal.as_str().into(),
+        })
     }
     fn set_pod_network(&self, namespace: &str, pod: &str, up: bool) -> Result<(), String> {
-        self.0.set_pod_network(namespace, pod, up)
+        let (namespace, name) = (namespace.to_string(), pod.to_string());
+        self.apply(if up {
+            local_cluster::control::Fault::RestoreNetwork { namespace, name }
+        } else {
+            local_cluster::control::Fault::CutNetwork { namespace, name }
+        })
     }
     fn lose_node(&self, node: &str) -> Result<(), String> {
-        self.0.lose_node(node).map(|_| ())
+        self.apply(local_cluster::control::Fault::LoseNode { node: node.into() })
     }
 }
 
@@ -310,24 +320,9 @@ pub struct Env {
     pub trainer_image: Option<String>,
 }
 
-/// The local cluster's image map: the chart's operator and launcher images → the built
-/// binaries, the trainer image → the directory of the PyTorch venv's python.
-pub fn image_map(operator: &Path, launcher: &Path, python: &Path) -> BTreeMap<String, PathBuf> {
-    let venv_bin = python
-        .parent()
-        .expect("the python path has a directory")
-        .to_path_buf();
-    [
-        (OPERATOR_IMAGE.to_string(), operator.to_path_buf()),
-        (LAUNCHER_IMAGE.to_string(), launcher.to_path_buf()),
-        (TRAINER_IMAGE.to_string(), venv_bin),
-    ]
-    .into()
-}
-
 /// The values the harness installs the chart with on the local cluster (a values file: JSON is
-/// YAML, and a RUST_LOG filter may hold commas, which `--set` would split): the images of the
-/// image map, `logLevel` from `ELASTICJOB_E2E_OPERATOR_LOG` (default info), text logs (read in
+/// YAML, and a RUST_LOG filter may hold commas, which `--set` would split): the images built for
+/// the nodes (tests/cluster/images.sh), `logLevel` from `ELASTICJOB_E2E_OPERATOR_LOG` (default info), text logs (read in
 /// failure diagnostics), no operator pod when `skip_operator`.
 pub fn chart_values(log_level: &str, skip_operator: bool) -> Value {
     let version = env!("CARGO_PKG_VERSION");
@@ -417,15 +412,8 @@ impl Env {
     /// Deployment, whose pod the image map runs as the built `elasticjob-operator`).
     pub fn local() -> Env {
         let t0 = Instant::now();
-        let operator = built_binary("elasticjob-operator");
-        let launcher = built_binary("elastic-launch");
         let bin = provision();
-        let python = python();
-        assert!(
-            python.is_file(),
-            "{} (ELASTICJOB_PYTHON) does not exist",
-            python.display()
-        );
+        let images = images();
         let tmp = tempfile::Builder::new()
             .prefix("elasticjob-e2e-")
             .tempdir()
@@ -443,7 +431,8 @@ impl Env {
                 local_cluster::ClusterConfig::new(&dir, &bin).expect("local cluster config");
             cfg.kubelet.nodes = 3;
             cfg.kubelet.gpus_per_node = 4;
-            cfg.kubelet.image_map = image_map(&operator, &launcher, &python);
+            cfg.kubelet.runtime = local_cluster::kubelet::NodeRuntime::Containerd;
+            cfg.kubelet.images = images.clone();
             match runtime.block_on(local_cluster::Cluster::start(cfg)) {
                 Ok(c) => break c,
                 Err(e) if e.is_port_clash() && attempt < 3 => continue,
@@ -455,10 +444,10 @@ impl Env {
             kubeconfig: cluster.kubeconfig(),
         };
         let faults = cluster
-            .faults()
-            .expect("the local cluster has a kubelet stand-in");
+            .fault_target()
+            .expect("the local cluster has nodes");
         eprintln!(
-            "e2e: local cluster up in {:.1}s: KUBECONFIG={} (pod logs under {}/pods)",
+            "e2e: local cluster up in {:.1}s: KUBECONFIG={} (pod logs under {}/nodes/*/fs/var_log_pods)",
             t0.elapsed().as_secs_f64(),
             kubectl.kubeconfig.display(),
             dir.display()
@@ -490,8 +479,7 @@ impl Env {
         std::fs::write(&values, format!("{:#}\n", chart_values(&level, skip)))
             .expect("writing the chart values");
         let chart = repo_root().join("charts/elasticjob-operator");
-        // --server-side=false: helm 4's server-side apply cannot type the CRD's CEL rules
-        // (x-kubernetes-validations) on a 1.20 apiserver; real clusters take helm's default.
+        // helm's defaults, server-side apply included, as a user installs it.
         let args = [
             "install",
             OPERATOR_RELEASE,
@@ -499,7 +487,6 @@ impl Env {
             "-n",
             OPERATOR_NAMESPACE,
             "--create-namespace",
-            "--server-side=false",
             "-f",
             values.to_str().unwrap(),
             "--wait",
@@ -797,8 +784,16 @@ impl Env {
     }
 
     /// Creates a namespace and waits until it can take pods.
+    /// A namespace that enforces the `restricted` Pod Security Standard, as a careful platform
+    /// team's would: the jobs' pods, the operator's init container included, must pass it.
     pub fn create_namespace(&self, ns: &str) {
         self.kubectl.ok(&["create", "namespace", ns]);
+        self.kubectl.ok(&[
+            "label",
+            "namespace",
+            ns,
+            "pod-security.kubernetes.io/enforce=restricted",
+        ]);
         self.wait_service_account(ns);
     }
 
@@ -1309,22 +1304,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn image_map_points_the_trainer_image_at_the_venv_bin_dir() {
-        let m = image_map(
-            Path::new("/t/debug/elasticjob-operator"),
-            Path::new("/t/debug/elastic-launch"),
-            Path::new("/c/venv/bin/python"),
-        );
-        assert_eq!(
-            m[OPERATOR_IMAGE],
-            PathBuf::from("/t/debug/elasticjob-operator")
-        );
-        assert_eq!(m[LAUNCHER_IMAGE], PathBuf::from("/t/debug/elastic-launch"));
-        assert_eq!(m[TRAINER_IMAGE], PathBuf::from("/c/venv/bin"));
-    }
-
-    #[test]
-    fn the_example_parses_and_uses_the_mapped_trainer_image() {
+    fn the_example_parses_and_uses_the_trainer_image() {
         let ex = example();
         assert_eq!(ex.job["kind"], "ElasticJob");
         assert_eq!(ex.configmap["metadata"]["name"], "train-script");

@@ -368,16 +368,23 @@ fn harness(env: &Env, ns: &str) {
         for n in items {
             assert_eq!(n["status"]["allocatable"]["nvidia.com/gpu"], "4", "{n:#}");
         }
-        // The image map: the launcher image's binary installs itself into an emptyDir (as the
-        // operator's init container does), the trainer image has the venv's python with torch.
+        // The images the nodes were loaded with: the launcher image's binary installs itself
+        // into an emptyDir (as the operator's init container does), the trainer image has
+        // Python with torch; both pass the namespace's `restricted` Pod Security Standard.
         let mount = json!([{"name": "bin", "mountPath": "/elasticjob/bin"}]);
+        let restricted = json!({"allowPrivilegeEscalation": false,
+            "capabilities": {"drop": ["ALL"]}});
         k.apply_in(
             ns,
             &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "images"},
             "spec": {"restartPolicy": "Never", "volumes": [{"name": "bin", "emptyDir": {}}],
+                "securityContext": {"runAsNonRoot": true, "runAsUser": 1000,
+                    "seccompProfile": {"type": "RuntimeDefault"}},
                 "initContainers": [{"name": "install", "image": LAUNCHER_IMAGE,
+                    "securityContext": restricted,
                     "args": ["__install", "/elasticjob/bin"], "volumeMounts": mount}],
                 "containers": [{"name": "trainer", "image": TRAINER_IMAGE, "volumeMounts": mount,
+                    "securityContext": restricted,
                     "command": ["/bin/sh", "-c",
                         "/elasticjob/bin/elastic-launch --help >/dev/null && python -c 'import torch; print(\"torch\", torch.__version__)'"]}]}}),
         );
@@ -984,9 +991,10 @@ fn operator_restart_mid_job(env: &Env, ns: &str) {
     assert!(logs.contains("after 80 steps on 2 workers"), "{logs}");
 }
 
-/// Scenario 11: An invalid spec is refused by the schema (minReplicas 0: OpenAPI minimum), or, where
-/// only CEL would catch it (min > max, a bad nprocPerNode: Kubernetes 1.20 has no CEL), marked
-/// Failed with reason InvalidSpec and a message that says what to fix; no pods are made.
+/// Scenario 11: An invalid spec is refused by the schema (minReplicas 0: OpenAPI minimum) or by the
+/// CRD's CEL rules (min > max, a bad nprocPerNode) on the apiserver (the local cluster's 1.34
+/// must); on a cluster without CEL (before 1.25) it is marked Failed with reason InvalidSpec and a
+/// message that says what to fix, and no pods are made.
 fn invalid_specs(env: &Env, ns: &str) {
     let ex = example();
     env.kubectl.apply_in(ns, &ex.configmap);
@@ -1028,6 +1036,11 @@ fn invalid_specs(env: &Env, ns: &str) {
             assert!(stderr(&o).contains(cel_message), "{name}: {}", stderr(&o));
             continue;
         }
+        // The local cluster is Kubernetes 1.34: its apiserver evaluates the CRD's CEL rules.
+        assert!(
+            !env.is_local(),
+            "{name}: the local apiserver accepted it; its CEL rule ({cel_message}) did not run"
+        );
         let j = env.wait_state(ns, name, "Failed", T_RUN);
         let st = &j["status"];
         let (s, reason, message) = condition_srm(st, "Failed").expect("a Failed condition");
