@@ -56,6 +56,12 @@ const CONTAINERD_DBS: [&str; 2] = [
 const HIERARCHIES: [&str; 9] = [
     "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "systemd",
 ];
+/// Where the node's cgroups can end up: [`HIERARCHIES`], and on a hybrid host the cgroup v2
+/// `unified` tree, in which runc and the kubelet make the same paths (removed at shutdown).
+const CLEANUP_HIERARCHIES: [&str; 10] = [
+    "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "systemd",
+    "unified",
+];
 /// Paths the kubelet, containerd and the CNI plugins hard-code, each bind-mounted from a
 /// per-node directory (named after the path) inside the node's mount namespace.
 const PRIVATE_PATHS: [&str; 8] = [
@@ -596,7 +602,7 @@ impl RealNodes {
             self.net.remove_pod(&n.net);
         }
         // The cluster's own level, and the shared one if no other cluster uses it.
-        for h in HIERARCHIES {
+        for h in CLEANUP_HIERARCHIES {
             let _ = fs::remove_dir(format!("/sys/fs/cgroup/{h}/elasticjob/{}", self.cluster_id));
             let _ = fs::remove_dir(format!("/sys/fs/cgroup/{h}/elasticjob"));
         }
@@ -1286,7 +1292,7 @@ fn kill_node(n: &mut Node) {
 
 /// Removes the node's cgroup directories, deepest first (they must be empty of processes).
 fn remove_cgroups(l: &NodeLayout) {
-    for h in HIERARCHIES {
+    for h in CLEANUP_HIERARCHIES {
         let root = PathBuf::from(format!("/sys/fs/cgroup/{h}{}", l.cgroup));
         let mut dirs = Vec::new();
         let mut stack = vec![root];
