@@ -44,12 +44,14 @@ impl Kubectl {
             .spawn()
             .unwrap_or_else(|e| panic!("spawning {}: {e}", self.bin.display()));
         if let Some(s) = stdin {
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(s.as_bytes())
-                .unwrap_or_else(|e| panic!("writing kubectl {}'s stdin: {e}", args.join(" ")));
+            match child.stdin.take().unwrap().write_all(s.as_bytes()) {
+                // kubectl exited without reading all of it (e.g. it refused its arguments): its
+                // exit status and messages below say why.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                r => {
+                    r.unwrap_or_else(|e| panic!("writing kubectl {}'s stdin: {e}", args.join(" ")))
+                }
+            }
         }
         child
             .wait_with_output()
