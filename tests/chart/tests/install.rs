@@ -1,13 +1,16 @@
-//! The chart on the local cluster (feature `chart-tests`; root, the provisioned cluster, the
-//! PyTorch venv and the built operator and launcher): one cluster for the whole story.
+//! The chart on the local cluster (feature `chart-tests`; root, the provisioned cluster and the
+//! images of tests/cluster/images.sh): one cluster for the whole story, on real nodes (kubelet
+//! v1.34, containerd, runc) loaded with the operator, launcher and PyTorch images. Every
+//! namespace a pod runs in enforces the `restricted` Pod Security Standard: the operator's pod,
+//! and the example job's pods with the operator's injected init container, must pass it.
 //!
-//! 1. `helm install` (client-side apply: helm 4's server-side apply fails on a 1.20 server for
-//!    the CRD's x-kubernetes-validations) → the operator Deployment is ready, its pod runs as the
-//!    chart's ServiceAccount, in-cluster (the image map runs the built binary as a pod) →
-//!    `examples/elasticjob.yaml` reaches Succeeded.
+//! 1. `helm install` with helm's defaults (server-side apply; the 1.34 apiserver types the CRD's
+//!    x-kubernetes-validations) into a namespace created beforehand → the operator Deployment is
+//!    ready, its pod runs as the chart's ServiceAccount with its projected token (in-cluster
+//!    config) → `examples/elasticjob.yaml` reaches Succeeded.
 //! 2. RBAC is enough (the job ran with nothing but the chart's permissions) and not more: a table
 //!    of `kubectl auth can-i --as <the ServiceAccount>`, allowed and refused, and one real request
-//!    with the ServiceAccount's token: `GET /api/v1/secrets` is 403.
+//!    with a token of the ServiceAccount (`kubectl create token`): `GET /api/v1/secrets` is 403.
 //! 3. `helm upgrade --set logLevel=debug` rolls the Deployment; the new pod is ready and takes
 //!    the leader Lease over.
 //! 4. `helm upgrade --set watchNamespace=team-a`: RBAC becomes a Role in team-a (other
@@ -23,16 +26,19 @@ use std::time::{Duration, Instant};
 
 use elasticjob_chart_tests::*;
 use local_cluster::kubectl::Kubectl;
-use local_cluster::testing::{built_binary, provision, python};
+use local_cluster::kubelet::NodeRuntime;
+use local_cluster::testing::{images, provision};
 use local_cluster::{Cluster, ClusterConfig};
 use serde_json::Value;
 
 const OPERATOR_IMAGE: &str = "ghcr.io/elasticjob/elasticjob-operator";
-const LAUNCHER_IMAGE: &str = "ghcr.io/elasticjob/elastic-launch";
-const TRAINER_IMAGE: &str = "pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime";
 const SELECTOR: &str = "app.kubernetes.io/instance=ej";
 const WATCHED: &str = "team-a";
-/// How long a job of examples/elasticjob.yaml may take (about 40 s here).
+/// The label that makes a namespace enforce the `restricted` Pod Security Standard.
+const RESTRICTED: &str = "pod-security.kubernetes.io/enforce=restricted";
+/// The operator's init container that installs elastic-launch into every pod of a job.
+const INSTALL_CONTAINER: &str = "elastic-launch-install";
+/// How long a job of examples/elasticjob.yaml may take (about 40 s here on two real nodes).
 const JOB_TIMEOUT: Duration = Duration::from_secs(150);
 
 /// kubectl, helm and curl against the test's cluster.
@@ -87,23 +93,57 @@ impl Env {
         }
     }
 
-    /// Waits until `ns` has its default ServiceAccount token (1.20's token controller), without
-    /// which pods are refused.
-    fn wait_default_token(&self, ns: &str) {
+    /// Waits until `ns` has its `default` ServiceAccount (the ServiceAccount controller creates
+    /// it), without which the ServiceAccount admission refuses pods there.
+    fn wait_default_service_account(&self, ns: &str) {
         self.eventually(
-            &format!("the default ServiceAccount token of {ns}"),
+            &format!("the default ServiceAccount of {ns}"),
             Duration::from_secs(30),
             || {
                 let o = self
                     .kubectl
-                    .run(&["get", "secrets", "-n", ns, "-o", "name"], None);
-                if text(&o.stdout).contains("default-token-") {
+                    .run(&["get", "serviceaccount", "default", "-n", ns], None);
+                if o.status.success() {
                     Ok(())
                 } else {
-                    Err(text(&o.stdout) + &text(&o.stderr))
+                    Err(text(&o.stderr))
                 }
             },
         );
+    }
+
+    /// Labels `ns` to enforce the `restricted` Pod Security Standard, and checks that the
+    /// apiserver's PodSecurity admission now refuses there a pod that does not meet it.
+    fn enforce_restricted(&self, ns: &str) {
+        self.kubectl
+            .ok(&["label", "namespace", ns, "--overwrite", RESTRICTED]);
+        let image = format!("{OPERATOR_IMAGE}:{}", env!("CARGO_PKG_VERSION"));
+        let o = self.kubectl.run(
+            &[
+                "run",
+                "pod-security-probe",
+                "-n",
+                ns,
+                "--image",
+                &image,
+                "--restart=Never",
+                "--dry-run=server",
+            ],
+            None,
+        );
+        let err = text(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains("violates PodSecurity \"restricted:latest\""),
+            "{ns} refuses a pod without a securityContext: {}{err}",
+            text(&o.stdout)
+        );
+    }
+
+    /// Creates `ns`, enforcing `restricted`, and waits until it can take pods.
+    fn create_restricted_namespace(&self, ns: &str) {
+        self.kubectl.ok(&["create", "namespace", ns]);
+        self.wait_default_service_account(ns);
+        self.enforce_restricted(ns);
     }
 
     /// Waits until the Deployment is rolled out: one pod, ready, of the current template, and
@@ -217,6 +257,46 @@ impl Env {
         );
     }
 
+    /// The job's pods in `ns` (a namespace that enforces `restricted`) ran, the operator's
+    /// injected init container first, and one at least to completion: the PodSecurity admission
+    /// let them in.
+    fn assert_job_pods_ran_restricted(&self, ns: &str) {
+        let labels = self.kubectl.json_ok(&["get", "namespace", ns]);
+        assert_eq!(
+            labels["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "restricted",
+            "{labels}"
+        );
+        let pods = self.kubectl.json_ok(&[
+            "get",
+            "pods",
+            "-n",
+            ns,
+            "-l",
+            "elasticjob.dev/job-name=train",
+        ]);
+        let pods = pods["items"].as_array().unwrap();
+        assert!(!pods.is_empty(), "no pod of the job left in {ns}");
+        for p in pods {
+            let name = str_at(p, "/metadata/name");
+            assert_eq!(
+                p["spec"]["initContainers"][0]["name"], INSTALL_CONTAINER,
+                "{name}"
+            );
+            let install = &p["status"]["initContainerStatuses"][0];
+            assert_eq!(
+                install["state"]["terminated"]["exitCode"], 0,
+                "{name}: {install}"
+            );
+        }
+        assert!(
+            pods.iter().any(|p| p["status"]["phase"] == "Succeeded"),
+            "no Succeeded pod in {ns}: {:?}",
+            pods.iter()
+                .map(|p| &p["status"]["phase"])
+                .collect::<Vec<_>>()
+        );
+    }
+
     /// `kubectl auth can-i` as the chart's ServiceAccount, for each `(args, allowed)`; all
     /// mismatches in one panic. Retried for a few seconds (the authorizer's caches follow RBAC
     /// changes asynchronously).
@@ -254,7 +334,7 @@ impl Env {
         );
     }
 
-    /// `GET path` with `token` and the CA of the token Secret: (status code, body).
+    /// `GET path` with `token`, trusting the CA file `ca`: (status code, body).
     fn get_with_token(&self, token: &str, ca: &Path, path: &str) -> (u16, String) {
         let header = self.scratch.join("auth-header");
         std::fs::write(&header, format!("Authorization: Bearer {token}\n")).unwrap();
@@ -334,38 +414,70 @@ const COMMON_RBAC: [(&str, bool); 11] = [
 fn scenario(env: &Env) {
     let chart = chart_dir();
     let chart = chart.to_str().unwrap();
-    env.wait_default_token("default");
+    // The example job runs in default, which enforces `restricted` as the release namespace does.
+    env.wait_default_service_account("default");
+    env.enforce_restricted("default");
 
     // ---- 1. install: the Deployment is ready, its pod runs as the chart's ServiceAccount.
     env.step("helm install");
+    env.create_restricted_namespace(NAMESPACE);
     let out = env.helm(&[
         "install",
         RELEASE,
         chart,
         "-n",
         NAMESPACE,
-        "--create-namespace",
-        "--server-side=false",
         "--wait",
-        "--timeout=120s",
+        "--timeout=180s",
     ]);
     assert!(out.contains("STATUS: deployed"), "{out}");
+    assert!(
+        !out.contains("PodSecurity"),
+        "the operator's pod meets `restricted` without a warning: {out}"
+    );
     let pod = env.wait_rolled_out();
     let first = str_at(&pod, "/metadata/name").to_string();
     assert_eq!(
         pod["spec"]["serviceAccountName"], FULLNAME,
         "the operator runs as the chart's ServiceAccount"
     );
-    let token_volume = pod["spec"]["volumes"]
+    // Its in-cluster config: the projected `kube-api-access-*` volume (a bound token of the
+    // ServiceAccount, the cluster CA from `kube-root-ca.crt`, the namespace), mounted at the
+    // path client libraries read.
+    let volumes = &pod["spec"]["volumes"];
+    let token_volume = volumes
         .as_array()
         .into_iter()
         .flatten()
-        .find_map(|v| v["secret"]["secretName"].as_str())
-        .unwrap_or_default();
+        .find(|v| {
+            v["projected"]["sources"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|s| !s["serviceAccountToken"].is_null())
+        })
+        .unwrap_or_else(|| panic!("no projected service-account token volume: {volumes}"));
+    let name = str_at(token_volume, "/name");
+    assert!(name.starts_with("kube-api-access-"), "{token_volume}");
+    let sources = token_volume["projected"]["sources"].as_array().unwrap();
     assert!(
-        token_volume.starts_with(&format!("{FULLNAME}-token-")),
-        "the pod mounts its ServiceAccount's token (in-cluster config): {:?}",
-        pod["spec"]["volumes"]
+        sources
+            .iter()
+            .any(|s| s["serviceAccountToken"]["path"] == "token")
+            && sources
+                .iter()
+                .any(|s| s["configMap"]["name"] == "kube-root-ca.crt"),
+        "the token and the cluster CA: {token_volume}"
+    );
+    assert!(
+        pod["spec"]["containers"][0]["volumeMounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|m| m["name"] == name
+                && m["mountPath"] == "/var/run/secrets/kubernetes.io/serviceaccount"),
+        "the token volume is mounted where in-cluster config reads it: {}",
+        pod["spec"]["containers"][0]["volumeMounts"]
     );
     assert_eq!(
         str_at(&pod, "/spec/containers/0/image"),
@@ -396,35 +508,32 @@ fn scenario(env: &Env) {
     table.extend(COMMON_RBAC);
     env.assert_can_i(&table);
 
-    // One real request with the ServiceAccount's own token (1.20: its `<sa>-token-*` Secret).
-    let secret = env.kubectl.ok(&[
-        "get",
-        "serviceaccount",
+    // One real request with a token of the ServiceAccount (the TokenRequest API, as the
+    // kubelet gets the pod's) and the cluster CA that pods get in `kube-root-ca.crt`.
+    let token = env.kubectl.ok(&[
+        "create",
+        "token",
         FULLNAME,
         "-n",
         NAMESPACE,
-        "-o",
-        "jsonpath={.secrets[0].name}",
+        "--duration=10m",
     ]);
-    assert!(
-        secret.starts_with(&format!("{FULLNAME}-token-")),
-        "{secret}"
-    );
-    let field = |key: &str| {
+    let token = token.trim();
+    let ca = env.scratch.join("sa-ca.crt");
+    std::fs::write(
+        &ca,
         env.kubectl.ok(&[
             "get",
-            "secret",
-            &secret,
+            "configmap",
+            "kube-root-ca.crt",
             "-n",
             NAMESPACE,
             "-o",
-            &format!("go-template={{{{index .data \"{key}\" | base64decode}}}}"),
-        ])
-    };
-    let token = field("token");
-    let ca = env.scratch.join("sa-ca.crt");
-    std::fs::write(&ca, field("ca.crt")).unwrap();
-    let (code, body) = env.get_with_token(&token, &ca, "/api/v1/secrets");
+            "jsonpath={.data.ca\\.crt}",
+        ]),
+    )
+    .unwrap();
+    let (code, body) = env.get_with_token(token, &ca, "/api/v1/secrets");
     assert_eq!(
         code, 403,
         "GET /api/v1/secrets with the operator's token: {body}"
@@ -439,12 +548,13 @@ fn scenario(env: &Env) {
     );
     // The same token does get what the chart grants (so the 403 is RBAC, not a bad token).
     for path in ["/apis/elasticjob.dev/v1alpha1/elasticjobs", "/api/v1/nodes"] {
-        let (code, body) = env.get_with_token(&token, &ca, path);
+        let (code, body) = env.get_with_token(token, &ca, path);
         assert_eq!(code, 200, "GET {path} with the operator's token: {body}");
     }
 
     env.wait_job_succeeded("default");
     env.step("job Succeeded");
+    env.assert_job_pods_ran_restricted("default");
     // Its events went through events.k8s.io as the operator.
     let events = env
         .kubectl
@@ -466,7 +576,6 @@ fn scenario(env: &Env) {
         chart,
         "-n",
         NAMESPACE,
-        "--server-side=false",
         "--reuse-values",
         "--set",
         "logLevel=debug",
@@ -487,8 +596,7 @@ fn scenario(env: &Env) {
     env.step("upgraded; the new pod leads");
 
     // ---- 4. watchNamespace: a Role in team-a only; the operator runs a job there.
-    env.kubectl.ok(&["create", "namespace", WATCHED]);
-    env.wait_default_token(WATCHED);
+    env.create_restricted_namespace(WATCHED);
     env.step("helm upgrade --set watchNamespace=team-a");
     env.helm(&[
         "upgrade",
@@ -496,7 +604,6 @@ fn scenario(env: &Env) {
         chart,
         "-n",
         NAMESPACE,
-        "--server-side=false",
         "--reuse-values",
         "--set",
         &format!("watchNamespace={WATCHED}"),
@@ -529,6 +636,7 @@ fn scenario(env: &Env) {
     env.wait_leader(&third);
     env.run_example_job(WATCHED);
     env.step("job in team-a Succeeded");
+    env.assert_job_pods_ran_restricted(WATCHED);
 
     // The CRD is one of the release's objects (a template, not crds/), so `helm upgrade` to a
     // newer chart upgrades it; it is marked to survive `helm uninstall`.
@@ -563,8 +671,8 @@ fn scenario(env: &Env) {
                 }
                 left.extend(env.kubectl.ok(&a).lines().map(str::to_string));
             }
-            // Objects of the release without its labels: the ServiceAccount's token Secret
-            // (removed by the token controller) and Helm's release records.
+            // Objects of the release without its labels: Helm's release records (and any
+            // Secret named after the release).
             left.extend(
                 env.kubectl
                     .ok(&["get", "secrets", "-n", NAMESPACE, "-o", "name"])
@@ -601,25 +709,35 @@ fn scenario(env: &Env) {
 async fn chart_installs_runs_jobs_upgrades_and_uninstalls_with_least_privilege_rbac() {
     let start = Instant::now();
     let bin = provision();
-    let operator = built_binary("elasticjob-operator");
-    let launcher = built_binary("elastic-launch");
-    let python = python();
-    let venv_bin = python.parent().expect("python's dir").to_path_buf();
-    let version = env!("CARGO_PKG_VERSION");
+    // The operator, launcher and PyTorch images, loaded into every node (built on first use).
+    let images = images();
 
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempfile::Builder::new()
+        .prefix("elasticjob-chart-")
+        .tempdir()
+        .unwrap();
     let dir = tmp.path().join("chart");
-    let mut cfg = ClusterConfig::new(&dir, &bin).unwrap();
-    cfg.kubelet.nodes = 2;
-    cfg.kubelet.image_map = [
-        (format!("{OPERATOR_IMAGE}:{version}"), operator),
-        (format!("{LAUNCHER_IMAGE}:{version}"), launcher),
-        (TRAINER_IMAGE.to_string(), venv_bin),
-    ]
-    .into();
-    let cluster = Cluster::start(cfg)
-        .await
-        .unwrap_or_else(|e| panic!("cluster start: {e}"));
+    // Two real nodes (kubelet, containerd, runc), 4 fake GPUs each: a job of the example (2 pods
+    // of 2 GPUs) fits on one, the operator anywhere. Each node reports this machine's CPUs and
+    // memory; nothing here requests more than a fraction of a core.
+    eprintln!(
+        "[{:6.1}s] provisioned; images ready",
+        start.elapsed().as_secs_f64()
+    );
+    let mut attempt = 0;
+    let cluster = loop {
+        attempt += 1;
+        let mut cfg = ClusterConfig::new(&dir, &bin).unwrap();
+        cfg.kubelet.nodes = 2;
+        cfg.kubelet.runtime = NodeRuntime::Containerd;
+        cfg.kubelet.images = images.clone();
+        match Cluster::start(cfg).await {
+            Ok(c) => break c,
+            // Other clusters on this machine may take a port between picking and binding.
+            Err(e) if e.is_port_clash() && attempt < 3 => continue,
+            Err(e) => panic!("cluster start: {e}"),
+        }
+    };
     let scratch = tmp.path().join("scratch");
     std::fs::create_dir_all(&scratch).unwrap();
     let env = Env {
