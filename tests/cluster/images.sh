@@ -64,6 +64,11 @@ archive() {
 # ------------------------------------------------------------ launcher and operator
 step="static binaries"
 triple="$(uname -m)-unknown-linux-gnu"
+# Called from a test, the environment carries cargo's variables for that test (CARGO_MANIFEST_DIR,
+# CARGO_PKG_*): build scripts that watch them would make this build start over every time.
+for v in $(compgen -e | grep '^CARGO_'); do
+  case "$v" in CARGO_TARGET_DIR | CARGO_HOME) ;; *) unset "$v" ;; esac
+done
 log "cargo build --release (static, $triple) of elastic-launch and elasticjob-operator"
 (cd "$repo" && RUSTFLAGS="-C target-feature=+crt-static" nice -n "${IMAGES_NICE:-10}" \
   cargo build -q --release --locked --target "$triple" -p elastic-launch -p elasticjob-operator) >&2 \

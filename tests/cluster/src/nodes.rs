@@ -465,7 +465,8 @@ impl RealNodes {
             run(Command::new("ip").args(["route", "replace", cidr, "via", &ip.to_string()]))?;
         }
         info!(elapsed = ?t0.elapsed(), nodes = routes.len(), "nodes started; waiting for Ready");
-        this.wait_ready(&spec.admin, cfg.ready_timeout).await?;
+        this.wait_ready(&spec.admin, cfg.kubelet.gpus_per_node, cfg.ready_timeout)
+            .await?;
         info!(elapsed = ?t0.elapsed(), "nodes Ready");
         Ok(this)
     }
@@ -526,7 +527,7 @@ impl RealNodes {
         Ok(())
     }
 
-    async fn wait_ready(&self, admin: &Api, timeout: Duration) -> Result<(), String> {
+    async fn wait_ready(&self, admin: &Api, gpus: u32, timeout: Duration) -> Result<(), String> {
         let want: Vec<String> = self.names();
         let t = Instant::now();
         loop {
@@ -534,7 +535,7 @@ impl RealNodes {
                 .get("/api/v1/nodes".into())
                 .await
                 .unwrap_or(Value::Null);
-            let ready = ready_nodes(&nodes);
+            let ready = ready_nodes(&nodes, gpus);
             if want.iter().all(|n| ready.contains(n)) {
                 return Ok(());
             }
@@ -900,8 +901,10 @@ async fn grant_coredns(admin: &Api) -> Result<(), String> {
     Ok(())
 }
 
-/// Names of the nodes whose Ready condition is True.
-pub fn ready_nodes(list: &Value) -> Vec<String> {
+/// Names of the nodes whose Ready condition is True and that advertise `gpus` allocatable
+/// `nvidia.com/gpu` (the device plugin registers a moment after the kubelet is Ready; a job
+/// created in between would be unschedulable for a while).
+pub fn ready_nodes(list: &Value, gpus: u32) -> Vec<String> {
     list["items"]
         .as_array()
         .into_iter()
@@ -912,6 +915,9 @@ pub fn ready_nodes(list: &Value) -> Vec<String> {
                 .into_iter()
                 .flatten()
                 .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+        .filter(|n| {
+            gpus == 0 || n["status"]["allocatable"]["nvidia.com/gpu"] == gpus.to_string().as_str()
         })
         .filter_map(|n| n["metadata"]["name"].as_str().map(str::to_string))
         .collect()
@@ -1401,11 +1407,18 @@ mod tests {
 
     #[test]
     fn ready_nodes_reads_the_ready_condition() {
+        let ready = json!([{"type": "Ready", "status": "True"}]);
         let list = json!({"items": [
-            {"metadata": {"name": "a"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}},
+            {"metadata": {"name": "a"}, "status": {"conditions": ready,
+                "allocatable": {"nvidia.com/gpu": "4"}}},
             {"metadata": {"name": "b"}, "status": {"conditions": [{"type": "Ready", "status": "False"}]}},
-            {"metadata": {"name": "c"}, "status": {}}]});
-        assert_eq!(ready_nodes(&list), vec!["a".to_string()]);
+            {"metadata": {"name": "c"}, "status": {}},
+            {"metadata": {"name": "d"}, "status": {"conditions": ready}}]});
+        assert_eq!(ready_nodes(&list, 4), vec!["a".to_string()]);
+        assert_eq!(
+            ready_nodes(&list, 0),
+            vec!["a".to_string(), "d".to_string()]
+        );
     }
 
     #[test]

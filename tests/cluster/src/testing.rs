@@ -47,7 +47,10 @@ pub fn images() -> Vec<PathBuf> {
         out.status
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let last = stdout.lines().last().expect("images.sh prints the archives");
+    let last = stdout
+        .lines()
+        .last()
+        .expect("images.sh prints the archives");
     last.split(',').map(|a| PathBuf::from(a.trim())).collect()
 }
 
