@@ -89,7 +89,11 @@ archive operator "ghcr.io/elasticjob/elasticjob-operator:$version" \
 
 # ------------------------------------------------------------ PyTorch
 base="localhost/elasticjob/debian-python:bookworm"
-if [ "$(cat "$out/pytorch.key" 2>/dev/null)" != "$(key "$repo/images/pytorch.Dockerfile" "$0")" ] \
+debootstrap_args=(--variant=minbase --include=python3,python3-venv,ca-certificates bookworm)
+# The PyTorch image's inputs: its Dockerfile and the base's recipe (not this script: a change
+# elsewhere in it must not rebuild 3 GB).
+pytorch_key="$( (cat "$repo/images/pytorch.Dockerfile"; echo "${debootstrap_args[*]}") | sha256sum | cut -c1-16)"
+if [ "$(cat "$out/pytorch.key" 2>/dev/null)" != "$pytorch_key" ] \
    || [ ! -f "$out/pytorch.tar" ]; then
   if ! buildah "${store[@]}" inspect --type image "$base" >/dev/null 2>&1; then
     step="debootstrap"
@@ -100,8 +104,8 @@ if [ "$(cat "$out/pytorch.key" 2>/dev/null)" != "$(key "$repo/images/pytorch.Doc
     if [ ! -f "$rootfs/.done" ]; then
       log "debootstrap bookworm with python3 (first time only, about 2 minutes)"
       rm -rf "$rootfs"
-      debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
-        bookworm "$rootfs" http://deb.debian.org/debian >"$out/debootstrap.log" 2>&1 \
+      debootstrap "${debootstrap_args[@]}" "$rootfs" http://deb.debian.org/debian \
+        >"$out/debootstrap.log" 2>&1 \
         || { tail -n 20 "$out/debootstrap.log" >&2; fail "debootstrap (log: $out/debootstrap.log)"; }
       rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
       touch "$rootfs/.done"
@@ -125,8 +129,7 @@ if [ -f "$host_ca" ]; then
   printf '[global]\ncert = %s\n' "$host_ca" > "$pip_conf"
   mounts+=(-v "$host_ca:$host_ca:ro" -v "$pip_conf:/etc/pip.conf:ro")
 fi
-archive pytorch "ghcr.io/elasticjob/pytorch:$torch_version" \
-  "$(key "$repo/images/pytorch.Dockerfile" "$0")" "$repo/images" \
+archive pytorch "ghcr.io/elasticjob/pytorch:$torch_version" "$pytorch_key" "$repo/images" \
   "$repo/images/pytorch.Dockerfile" --build-arg "PYTHON_IMAGE=$base" "${mounts[@]}"
 
 step="done"

@@ -26,7 +26,6 @@ use std::time::{Duration, Instant};
 
 use elasticjob_chart_tests::*;
 use local_cluster::kubectl::Kubectl;
-use local_cluster::kubelet::NodeRuntime;
 use local_cluster::testing::{images, provision};
 use local_cluster::{Cluster, ClusterConfig};
 use serde_json::Value;
@@ -728,9 +727,8 @@ async fn chart_installs_runs_jobs_upgrades_and_uninstalls_with_least_privilege_r
     let cluster = loop {
         attempt += 1;
         let mut cfg = ClusterConfig::new(&dir, &bin).unwrap();
-        cfg.kubelet.nodes = 2;
-        cfg.kubelet.runtime = NodeRuntime::Containerd;
-        cfg.kubelet.images = images.clone();
+        cfg.nodes.count = 2;
+        cfg.nodes.images = images.clone();
         match Cluster::start(cfg).await {
             Ok(c) => break c,
             // Other clusters on this machine may take a port between picking and binding.

@@ -1,9 +1,10 @@
 //! The fault-injection channel of a running `cluster up`: a Unix socket in the state dir
 //! (`<dir>/control.sock`) that takes one JSON [`Fault`] per connection and answers one JSON
 //! line. `cluster fault --dir DIR ...` is its client; tests that start the cluster in-process
-//! call [`crate::kubelet::Faults`] or [`crate::nodes::RealNodes`] directly.
+//! call [`apply`] (or [`crate::nodes::RealNodes`]) directly.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
@@ -12,17 +13,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinHandle;
 use tracing::warn;
 
-use std::sync::Arc;
-
-use crate::kubelet::Faults;
 use crate::nodes::RealNodes;
-
-/// Who carries out faults: the kubelet stand-in, or the real nodes.
-#[derive(Clone)]
-pub enum Target {
-    StandIn(Faults),
-    Real(Arc<RealNodes>),
-}
 
 /// What can be done to a running cluster behind Kubernetes' back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,11 +29,11 @@ pub enum Fault {
     CutNetwork { namespace: String, name: String },
     /// Bring it back up.
     RestoreNetwork { namespace: String, name: String },
-    /// The node's machine is gone: heartbeats stop, its pods' processes die.
+    /// The node's machine is gone: its kubelet, containerd and containers die at once.
     LoseNode { node: String },
-    /// Cut the node's network; everything of it keeps running (real nodes only).
+    /// Cut the node's network; everything of it keeps running.
     PartitionNode { node: String },
-    /// Bring a lost or partitioned node back (real nodes only).
+    /// Bring a lost or partitioned node back.
     RestoreNode { node: String },
 }
 
@@ -56,55 +47,35 @@ pub fn socket_path(state_dir: &Path) -> PathBuf {
     state_dir.join("control.sock")
 }
 
-impl Target {
-    /// Applies one fault; Ok: what was done.
-    pub fn apply(&self, f: &Fault) -> Result<String, String> {
-        let real = |what: &str| match self {
-            Target::Real(n) => Ok(n.clone()),
-            Target::StandIn(_) => Err(format!(
-                "{what} needs real nodes (cluster up --runtime containerd)"
-            )),
-        };
-        match f {
-            Fault::KillPod {
-                namespace,
-                name,
-                signal,
-            } => {
-                let sig = parse_signal(signal)?;
-                let n = match self {
-                    Target::StandIn(s) => s.kill_pod(namespace, name, sig)?,
-                    Target::Real(r) => r.kill_pod(namespace, name, sig)?,
-                };
-                Ok(format!(
-                    "sent {sig} to {n} process(es) of {namespace}/{name}"
-                ))
-            }
-            Fault::CutNetwork { namespace, name } | Fault::RestoreNetwork { namespace, name } => {
-                let up = matches!(f, Fault::RestoreNetwork { .. });
-                match self {
-                    Target::StandIn(s) => s.set_pod_network(namespace, name, up)?,
-                    Target::Real(r) => r.set_pod_network(namespace, name, up)?,
-                }
-                Ok(format!(
-                    "network of {namespace}/{name} {}",
-                    if up { "restored" } else { "cut" }
-                ))
-            }
-            Fault::LoseNode { node } => {
-                let n = match self {
-                    Target::StandIn(s) => s.lose_node(node)?,
-                    Target::Real(r) => r.lose_node(node)?,
-                };
-                Ok(format!("node {node} lost ({n} pods or processes)"))
-            }
-            Fault::PartitionNode { node } => real("partition-node")?
-                .partition_node(node, true)
-                .map(|_| format!("node {node} partitioned")),
-            Fault::RestoreNode { node } => real("restore-node")?
-                .restore_node(node)
-                .map(|_| format!("node {node} restored")),
+/// Applies one fault to the nodes; Ok: what was done.
+pub fn apply(nodes: &RealNodes, f: &Fault) -> Result<String, String> {
+    match f {
+        Fault::KillPod {
+            namespace,
+            name,
+            signal,
+        } => {
+            let sig = parse_signal(signal)?;
+            let n = nodes.kill_pod(namespace, name, sig)?;
+            Ok(format!(
+                "sent {sig} to {n} process(es) of {namespace}/{name}"
+            ))
         }
+        Fault::CutNetwork { namespace, name } => nodes
+            .set_pod_network(namespace, name, false)
+            .map(|_| format!("network of {namespace}/{name} cut")),
+        Fault::RestoreNetwork { namespace, name } => nodes
+            .set_pod_network(namespace, name, true)
+            .map(|_| format!("network of {namespace}/{name} restored")),
+        Fault::LoseNode { node } => nodes
+            .lose_node(node)
+            .map(|n| format!("node {node} lost ({n} processes killed)")),
+        Fault::PartitionNode { node } => nodes
+            .partition_node(node, true)
+            .map(|_| format!("node {node} partitioned")),
+        Fault::RestoreNode { node } => nodes
+            .restore_node(node)
+            .map(|_| format!("node {node} restored")),
     }
 }
 
@@ -124,7 +95,7 @@ pub fn parse_signal(s: &str) -> Result<Signal, String> {
 }
 
 /// Serves the socket until the handle is aborted (removes a stale socket file first).
-pub fn serve(state_dir: &Path, faults: Target) -> std::io::Result<JoinHandle<()>> {
+pub fn serve(state_dir: &Path, nodes: Arc<RealNodes>) -> std::io::Result<JoinHandle<()>> {
     let path = socket_path(state_dir);
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path)?;
@@ -133,9 +104,9 @@ pub fn serve(state_dir: &Path, faults: Target) -> std::io::Result<JoinHandle<()>
             let Ok((conn, _)) = listener.accept().await else {
                 continue;
             };
-            let faults = faults.clone();
+            let nodes = nodes.clone();
             tokio::spawn(async move {
-                if let Err(e) = handle(conn, &faults).await {
+                if let Err(e) = handle(conn, nodes).await {
                     warn!("control socket: {e}");
                 }
             });
@@ -143,22 +114,19 @@ pub fn serve(state_dir: &Path, faults: Target) -> std::io::Result<JoinHandle<()>
     }))
 }
 
-async fn handle(conn: UnixStream, faults: &Target) -> std::io::Result<()> {
+async fn handle(conn: UnixStream, nodes: Arc<RealNodes>) -> std::io::Result<()> {
     let (r, mut w) = conn.into_split();
     let mut line = String::new();
     BufReader::new(r).read_line(&mut line).await?;
     let reply = match serde_json::from_str::<Fault>(&line) {
-        Ok(f) => {
-            let faults = faults.clone();
-            match tokio::task::spawn_blocking(move || faults.apply(&f)).await {
-                Ok(Ok(message)) => Reply { ok: true, message },
-                Ok(Err(message)) => Reply { ok: false, message },
-                Err(e) => Reply {
-                    ok: false,
-                    message: e.to_string(),
-                },
-            }
-        }
+        Ok(f) => match tokio::task::spawn_blocking(move || apply(&nodes, &f)).await {
+            Ok(Ok(message)) => Reply { ok: true, message },
+            Ok(Err(message)) => Reply { ok: false, message },
+            Err(e) => Reply {
+                ok: false,
+                message: e.to_string(),
+            },
+        },
         Err(e) => Reply {
             ok: false,
             message: format!("bad request: {e}"),

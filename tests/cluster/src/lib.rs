@@ -1,39 +1,33 @@
-//! A real Kubernetes control plane on one machine, without Docker (issue 4, phase 1).
+//! A real Kubernetes cluster on one machine, without Docker.
 //!
 //! etcd, kube-apiserver, kube-controller-manager and kube-scheduler from the binaries that
-//! `tests/cluster/provision.sh` builds (DESIGN.md, "Local cluster (verified recipe)"), each a
-//! supervised child process bound to loopback on ports picked per cluster, with a CA and certs
-//! generated here (rcgen), a static token file, RBAC + Node authorization and service-account
-//! keys.
+//! `tests/cluster/provision.sh` builds from their Go modules (`components/`), each a supervised
+//! child process on ports picked per cluster, with a CA and certs generated here (rcgen), a
+//! static token file, RBAC + Node authorization and service-account keys; then CoreDNS and real
+//! nodes ([`nodes`]: a kubelet with its own containerd and runc per node, in its own namespaces).
 //!
 //! The parts, each usable on its own:
 //! - [`ClusterConfig`] + [`Layout`] → [`commands`]: the command line of every component as plain
 //!   data ([`ComponentCommand`]), so tests can check flags without starting anything;
 //! - [`pki`]: the CA, serving and client certs, service-account keys;
-//! - [`kubeconfig`] and [`TokenFile`]: credentials for the admin, the components, test users;
-//! - [`Cluster`]: starts the components in order, waits for readiness, stops them (SIGTERM,
-//!   grace, SIGKILL to the whole process group), and [`down`] for a cluster started elsewhere;
-//! - [`kubectl`]: a kubectl runner for tests and tools; [`testing`]: the provisioned binaries
-//!   and the built workspace binaries, for the cluster-backed tests of every crate.
-//!
-//! Later phases (kubelet stand-in, pod network, DNS, fault injection) add components to
-//! [`Cluster`]: they get their credentials from [`TokenFile`] (`system:node:<name>` users in
-//! `system:nodes`, which the Node authorizer already checks) and their ports from [`Ports`].
+//! - [`kubeconfig`] and [`TokenFile`]: credentials for the admin, the components, the nodes,
+//!   test users;
+//! - [`Cluster`]: starts the components and the nodes in order, waits for readiness, stops them
+//!   (SIGTERM, grace, SIGKILL to the whole process group), and [`down`] for a cluster started
+//!   elsewhere; [`control`]: faults (`cluster fault`);
+//! - [`kubectl`]: a kubectl runner for tests and tools; [`testing`]: the provisioned binaries,
+//!   the images and the built workspace binaries, for the cluster-backed tests of every crate.
 
+mod api;
 pub mod control;
-pub mod dns;
 pub mod kubeconfig;
 pub mod kubectl;
-pub mod kubelet;
 pub mod nodes;
 pub mod pki;
 pub mod podnet;
 mod probe;
-pub mod readiness;
-pub mod rootfs;
 mod supervise;
 pub mod testing;
-pub mod volumes;
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -85,8 +79,8 @@ pub enum ClusterError {
     NoState(PathBuf),
     #[error("invalid config: {0}")]
     Config(String),
-    #[error("kubelet stand-in: {0}")]
-    Kubelet(String),
+    #[error("nodes: {0}")]
+    Nodes(String),
     #[error("processes still alive after shutdown: {0:?}")]
     Leftover(Vec<i32>),
 }
@@ -205,8 +199,8 @@ pub struct ClusterConfig {
     /// The minor version of the Kubernetes binaries in `bin_dir` (flags differ between 1.20 and
     /// current releases); [`Cluster::start`] reads it from `kube-apiserver --version`.
     pub kube_minor: u32,
-    /// The kubelet stand-in's nodes (`nodes: 0` turns it off).
-    pub kubelet: kubelet::KubeletConfig,
+    /// The nodes (`count: 0`: a control plane alone).
+    pub nodes: nodes::NodesConfig,
 }
 
 impl ClusterConfig {
@@ -239,7 +233,7 @@ impl ClusterConfig {
             ready_timeout: Duration::from_secs(60),
             verbosity: 1,
             kube_minor: 20,
-            kubelet: kubelet::KubeletConfig::default(),
+            nodes: nodes::NodesConfig::default(),
         })
     }
 
@@ -253,7 +247,7 @@ impl ClusterConfig {
 
     /// How long after its last heartbeat a node is marked NotReady: three heartbeats.
     pub fn node_grace_period(&self) -> Duration {
-        (self.kubelet.heartbeat * 3).max(Duration::from_secs(6))
+        nodes::HEARTBEAT * 3
     }
 
     pub fn api_addr(&self) -> std::net::SocketAddr {
@@ -370,9 +364,9 @@ pub struct TokenUser {
     pub groups: Vec<String>,
 }
 
-/// The static tokens of a cluster. Phase 1: `admin` (system:masters) and `e2e-unprivileged`
-/// (no RBAC binding at all: requests it makes are refused with 403). The kubelet stand-in adds
-/// `system:node:<node>` users in `system:nodes` here.
+/// The static tokens of a cluster: `admin` (system:masters), `e2e-unprivileged` (no RBAC binding
+/// at all: requests it makes are refused with 403), CoreDNS's and kube-proxy's users, and a
+/// `system:node:<node>` user in `system:nodes` per node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenFile {
     pub users: Vec<TokenUser>,
@@ -400,7 +394,7 @@ impl TokenFile {
                 },
                 TokenUser {
                     token: random_token()?,
-                    user: dns::DNS_USER.into(),
+                    user: nodes::COREDNS_USER.into(),
                     uid: "uid-local-cluster-dns".into(),
                     groups: vec![],
                 },
@@ -597,9 +591,9 @@ pub mod commands {
                 arg("service-account-signing-key-file", path(l.sa_key())),
                 arg("service-cluster-ip-range", &cfg.service_cidr),
                 arg("allow-privileged", true),
-                // The apiserver's client cert for the kubelet stand-in's log API
-                // (`kubectl logs`). Without --kubelet-certificate-authority 1.20 does not verify
-                // the kubelet's serving cert. Nodes report InternalIP 127.0.0.1 and the
+                // The apiserver's client cert for the kubelets (`kubectl logs`, `exec`). Without
+                // --kubelet-certificate-authority it does not verify a kubelet's self-signed
+                // serving cert. Nodes report their bridge address as InternalIP and the
                 // hostname `node-<i>`, which resolves nowhere: InternalIP first (the default
                 // order starts with Hostname).
                 arg("kubelet-client-certificate", path(kcrt)),
@@ -659,8 +653,8 @@ pub mod commands {
                 arg("cluster-signing-cert-file", path(l.ca_cert())),
                 arg("cluster-signing-key-file", path(l.ca_key())),
                 arg("cluster-name", &cfg.name),
-                // A lost node turns NotReady within seconds, not 40 s (the kubelet stand-in
-                // renews its Lease every `kubelet.heartbeat`, 4 s by default).
+                // A lost node turns NotReady within seconds, not 40 s (the kubelets renew their
+                // Lease every `nodes::HEARTBEAT`).
                 arg("node-monitor-period", "2s"),
                 arg(
                     "node-monitor-grace-period",

@@ -12,7 +12,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Parser)]
 #[command(
-    about = "A real Kubernetes control plane on this machine (etcd, kube-apiserver, controller-manager, scheduler)"
+    about = "A real Kubernetes cluster on this machine: the control plane, CoreDNS, and nodes that are kubelets with their own containerd and runc"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -38,30 +38,17 @@ enum Cmd {
         /// klog verbosity of the Kubernetes components.
         #[arg(long, default_value_t = 1)]
         v: u8,
-        /// Nodes registered by the kubelet stand-in (0: none).
+        /// Nodes, each a kubelet with its own containerd and runc (0: a control plane alone).
         #[arg(long, default_value_t = 3)]
         nodes: u32,
-        /// What runs the nodes: the kubelet stand-in, or real kubelets with containerd and runc.
-        #[arg(long, value_enum, default_value = "containerd")]
-        runtime: local_cluster::kubelet::NodeRuntime,
-        /// Real nodes: OCI image archives (`buildah push IMAGE oci-archive:FILE`) loaded into
-        /// every node, comma-separated; pods use them by their names, nothing is pulled.
+        /// OCI image archives (`buildah push IMAGE oci-archive:FILE`) loaded into every node,
+        /// comma-separated; pods use them by their names, nothing is pulled
+        /// (`tests/cluster/images.sh` prints the project's).
         #[arg(long, env = "ELASTICJOB_CLUSTER_IMAGES", value_delimiter = ',')]
         images: Vec<PathBuf>,
         /// Fake `nvidia.com/gpu` devices per node.
         #[arg(long, default_value_t = 4)]
         gpus_per_node: u32,
-        /// cpu capacity of each node (a Kubernetes quantity).
-        #[arg(long, default_value = "8")]
-        cpu_per_node: String,
-        /// memory capacity of each node (a Kubernetes quantity).
-        #[arg(long, default_value = "32Gi")]
-        memory_per_node: String,
-        /// IMAGE=PATH[,IMAGE=PATH...]: for a binary, what a container of that image without
-        /// `command` runs (its `args` follow); for a directory, the first entry of its PATH
-        /// (e.g. a Python venv's bin standing in for a PyTorch image).
-        #[arg(long, env = "ELASTICJOB_CLUSTER_IMAGE_MAP", default_value = "")]
-        image_map: String,
     },
     /// Inject a fault into the cluster running from DIR (through its control socket).
     Fault {
@@ -93,11 +80,11 @@ enum FaultCmd {
     CutNet { pod: String },
     /// Bring a pod's network link back up.
     RestoreNet { pod: String },
-    /// Lose a node: heartbeats stop (NotReady after the grace period), its pods' processes die.
+    /// Lose a node: its kubelet, containerd and containers die at once (NotReady in ~12 s).
     LoseNode { node: String },
-    /// Partition a node: its network is cut, everything of it keeps running (real nodes).
+    /// Partition a node: its network is cut, everything of it keeps running.
     PartitionNode { node: String },
-    /// Bring a lost or partitioned node back (real nodes).
+    /// Bring a lost or partitioned node back.
     RestoreNode { node: String },
 }
 
@@ -146,7 +133,7 @@ fn absolute(p: PathBuf) -> Result<PathBuf> {
     })
 }
 
-// Four workers: the kubelet stand-in's pods and the control-plane supervision share them.
+// Four workers: the control-plane supervision, the nodes' start and the fault socket share them.
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
@@ -163,12 +150,8 @@ async fn main() -> Result<()> {
             grace_secs,
             v,
             nodes,
-            runtime,
             images,
             gpus_per_node,
-            cpu_per_node,
-            memory_per_node,
-            image_map,
         } => {
             let dir = absolute(dir)?;
             let bin_dir = absolute(bin_dir.unwrap_or_else(default_bin_dir))?;
@@ -176,15 +159,9 @@ async fn main() -> Result<()> {
             cfg.service_cidr = service_cidr;
             cfg.grace = Duration::from_secs(grace_secs);
             cfg.verbosity = v;
-            cfg.kubelet.nodes = nodes;
-            cfg.kubelet.runtime = runtime;
-            cfg.kubelet.images = images.into_iter().map(absolute).collect::<Result<_>>()?;
-            cfg.kubelet.gpus_per_node = gpus_per_node;
-            cfg.kubelet.cpu = cpu_per_node;
-            cfg.kubelet.memory = memory_per_node;
-            cfg.kubelet.image_map =
-                local_cluster::kubelet::KubeletConfig::parse_image_map(&image_map)
-                    .map_err(anyhow::Error::msg)?;
+            cfg.nodes.count = nodes;
+            cfg.nodes.images = images.into_iter().map(absolute).collect::<Result<_>>()?;
+            cfg.nodes.gpus_per_node = gpus_per_node;
             // Listen for signals before starting anything, so none is missed.
             let mut term = signal(SignalKind::terminate())?;
             let mut int = signal(SignalKind::interrupt())?;
@@ -204,7 +181,7 @@ async fn main() -> Result<()> {
                 bin_dir.display()
             );
             println!("  kubectl get --raw /readyz; kubectl get nodes");
-            let _control = match cluster.fault_target() {
+            let _control = match cluster.nodes() {
                 Some(f) => Some(control::serve(&dir, f).context("control socket")?),
                 None => None,
             };

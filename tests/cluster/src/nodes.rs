@@ -31,11 +31,44 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
+use crate::api::Api;
 use crate::kubeconfig::{self, Credential};
-use crate::kubelet::Api;
-use crate::podnet::{PodNet, PodNetwork};
+use crate::podnet::{ClusterNetwork, NodeNet};
 use crate::{ClusterConfig, TokenFile};
 
+/// How many nodes, and what each has.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct NodesConfig {
+    /// `node-0` … `node-<count-1>` (0: no nodes, a control plane alone).
+    pub count: u32,
+    /// Fake `nvidia.com/gpu` devices per node (the device plugin's `--count`).
+    pub gpus_per_node: u32,
+    /// OCI archives (`buildah push IMAGE oci-archive:FILE`) loaded into every node besides the
+    /// pause image; pods use them by name, nothing is pulled.
+    pub images: Vec<PathBuf>,
+}
+
+impl Default for NodesConfig {
+    fn default() -> Self {
+        NodesConfig {
+            count: 3,
+            gpus_per_node: 4,
+            images: Vec::new(),
+        }
+    }
+}
+
+impl NodesConfig {
+    pub fn names(&self) -> Vec<String> {
+        (0..self.count).map(|i| format!("node-{i}")).collect()
+    }
+}
+
+/// How often a kubelet renews its node Lease and posts its status: the controller-manager's
+/// grace period is three of these, so a lost node is NotReady in about 12 s, not 40.
+pub const HEARTBEAT: Duration = Duration::from_secs(4);
+/// CoreDNS's user (static token), allowed to list and watch what the kubernetes plugin reads.
+pub const COREDNS_USER: &str = "local-cluster:dns";
 /// The sandbox image every node has (built by components/build.sh into the bin dir).
 pub const PAUSE_IMAGE: &str = "registry.k8s.io/pause:3.10";
 /// The cluster DNS Service's address (kubeadm's choice in the default service range).
@@ -100,7 +133,7 @@ impl NodeLayout {
         state_dir: &Path,
         index: u32,
         pods_octet: u8,
-        net: &PodNet,
+        net: &NodeNet,
         gpus: u32,
     ) -> NodeLayout {
         let name = format!("node-{index}");
@@ -200,8 +233,9 @@ pub fn kubelet_config(n: &NodeLayout, ca: &Path, cluster_domain: &str) -> String
         "clusterDomain": cluster_domain,
         "containerRuntimeEndpoint": "unix:///run/containerd/containerd.sock",
         "failSwapOn": false,
-        "nodeStatusUpdateFrequency": "4s",
-        "nodeLeaseDurationSeconds": 16,
+        "nodeStatusUpdateFrequency": format!("{}s", HEARTBEAT.as_secs()),
+        // The Lease is renewed every quarter of its duration.
+        "nodeLeaseDurationSeconds": HEARTBEAT.as_secs() * 4,
         "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%",
                          "imagefs.available": "1%"},
         "imageGCHighThresholdPercent": 100,
@@ -265,7 +299,7 @@ struct Daemon {
 
 struct Node {
     layout: NodeLayout,
-    net: PodNet,
+    net: NodeNet,
     holder: Child,
     daemons: Vec<Daemon>,
     /// Lost on purpose (a fault): its daemons' exits are expected.
@@ -316,7 +350,7 @@ pub struct RealNodes {
     restart: RestartParams,
     nodes: Mutex<Vec<Node>>,
     coredns: Mutex<Option<Daemon>>,
-    net: Arc<PodNetwork>,
+    net: Arc<ClusterNetwork>,
     cluster_id: String,
 }
 
@@ -337,8 +371,6 @@ pub struct NodesSpec<'a> {
     pub cfg: &'a ClusterConfig,
     pub tokens: &'a TokenFile,
     pub admin: Api,
-    /// OCI archives loaded into every node besides the pause image.
-    pub images: Vec<PathBuf>,
 }
 
 fn io(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> String {
@@ -358,14 +390,14 @@ fn run(cmd: &mut Command) -> Result<String, String> {
 }
 
 impl RealNodes {
-    /// Starts CoreDNS and `cfg.kubelet.nodes` nodes and waits until every node is Ready.
-    pub async fn start(spec: NodesSpec<'_>, net: Arc<PodNetwork>) -> Result<RealNodes, String> {
+    /// Starts CoreDNS and `cfg.nodes.count` nodes and waits until every node is Ready.
+    pub async fn start(spec: NodesSpec<'_>, net: Arc<ClusterNetwork>) -> Result<RealNodes, String> {
         let cfg = spec.cfg;
         let t0 = Instant::now();
         let pods_octet = net.free_pod_octet()?;
         let ca = cfg.layout().ca_cert();
         let mut archives = vec![cfg.bin_dir.join("pause.tar")];
-        archives.extend(spec.images.iter().cloned());
+        archives.extend(cfg.nodes.images.iter().cloned());
         let mut images = Vec::new();
         let mut large = Vec::new();
         for a in archives {
@@ -407,15 +439,15 @@ impl RealNodes {
         };
         this.start_coredns(&spec).await?;
         let mut layouts = Vec::new();
-        for i in 0..cfg.kubelet.nodes {
-            let pn = net.add_pod()?;
+        for i in 0..cfg.nodes.count {
+            let pn = net.add_node()?;
             let l = NodeLayout::new(
                 &this.cluster_id,
                 &cfg.dir,
                 i,
                 pods_octet,
                 &pn,
-                cfg.kubelet.gpus_per_node,
+                cfg.nodes.gpus_per_node,
             );
             layouts.push((l, pn));
         }
@@ -465,7 +497,7 @@ impl RealNodes {
             run(Command::new("ip").args(["route", "replace", cidr, "via", &ip.to_string()]))?;
         }
         info!(elapsed = ?t0.elapsed(), nodes = routes.len(), "nodes started; waiting for Ready");
-        this.wait_ready(&spec.admin, cfg.kubelet.gpus_per_node, cfg.ready_timeout)
+        this.wait_ready(&spec.admin, cfg.nodes.gpus_per_node, cfg.ready_timeout)
             .await?;
         info!(elapsed = ?t0.elapsed(), "nodes Ready");
         Ok(this)
@@ -478,11 +510,11 @@ impl RealNodes {
         grant_coredns(&spec.admin).await?;
         let token = spec
             .tokens
-            .token_of(crate::dns::DNS_USER)
+            .token_of(COREDNS_USER)
             .ok_or("no DNS token")?
             .to_string();
         let kc = dir.join("kubeconfig");
-        kubeconfig::write(&kc, cfg, crate::dns::DNS_USER, &Credential::Token(token))
+        kubeconfig::write(&kc, cfg, COREDNS_USER, &Credential::Token(token))
             .map_err(|e| e.to_string())?;
         let conf = dir.join("Corefile");
         fs::write(
@@ -600,7 +632,7 @@ impl RealNodes {
         }
         for n in nodes.drain(..) {
             remove_cgroups(&n.layout);
-            self.net.remove_pod(&n.net);
+            self.net.remove_node(&n.net);
         }
         // The cluster's own level, and the shared one if no other cluster uses it.
         for h in CLEANUP_HIERARCHIES {
@@ -885,7 +917,7 @@ async fn grant_coredns(admin: &Api) -> Result<(), String> {
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
             "name": "local-cluster:coredns"},
         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
-            "name": crate::dns::DNS_USER}]});
+            "name": COREDNS_USER}]});
     for (path, body) in [
         ("/apis/rbac.authorization.k8s.io/v1/clusterroles", role),
         (
@@ -1067,7 +1099,7 @@ fn link_tree(from: &Path, to: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn start_node(l: NodeLayout, net: PodNet, p: &RestartParams) -> Result<Node, String> {
+fn start_node(l: NodeLayout, net: NodeNet, p: &RestartParams) -> Result<Node, String> {
     let (bin, ca, domain, images, routes) = (&p.bin, &p.ca, &p.domain, &p.images, &p.routes);
     let t0 = Instant::now();
     for p in PRIVATE_PATHS {

@@ -1,7 +1,7 @@
 //! The cluster's PKI, generated with rcgen (pure Rust, no openssl CLI): one CA, the apiserver's
-//! serving cert (loopback + the `kubernetes` service names and IP), the kubelet stand-in's
-//! serving cert (its log API on 127.0.0.1), client certs for the
-//! controller-manager, the scheduler and the apiserver→kubelet client, and the service-account
+//! serving cert (loopback, the bridge address, the `kubernetes` service names and IP), client
+//! certs for the controller-manager, the scheduler and the apiserver→kubelet client (the
+//! kubelets serve with self-signed certs of their own), and the service-account
 //! signing key pair. ECDSA P-256 throughout (Go's crypto/x509 and klog's keyutil read it:
 //! PKCS#8 private keys, PKIX public keys).
 
@@ -61,13 +61,6 @@ pub const CLIENTS: &[ClientIdentity] = &[
 
 /// File stem of the apiserver's serving cert.
 pub const APISERVER: &str = "apiserver";
-/// File stem of the kubelet stand-in's serving cert (its log API, one cert for every node:
-/// they all listen on 127.0.0.1).
-pub const KUBELET: &str = "kubelet";
-
-/// DNS and IP names of the kubelet stand-in's serving cert.
-pub const KUBELET_SANS: &[&str] = &["127.0.0.1", "localhost"];
-
 /// DNS and IP names of the apiserver's serving cert.
 pub fn apiserver_sans(cfg: &ClusterConfig) -> Result<Vec<String>> {
     let d = &cfg.cluster_domain;
@@ -123,10 +116,7 @@ fn sans_file(l: &Layout) -> std::path::PathBuf {
 
 fn is_complete(l: &Layout) -> bool {
     let mut files = vec![l.ca_cert(), l.ca_key(), l.sa_key(), l.sa_pub()];
-    for stem in [APISERVER, KUBELET]
-        .into_iter()
-        .chain(CLIENTS.iter().map(|c| c.file))
-    {
+    for stem in std::iter::once(APISERVER).chain(CLIENTS.iter().map(|c| c.file)) {
         let (c, k) = l.cert_pair(stem);
         files.push(c);
         files.push(k);
@@ -171,22 +161,6 @@ pub fn generate(cfg: &ClusterConfig) -> Result<()> {
         .signed_by(&key, &issuer)
         .map_err(cert_err("apiserver cert"))?;
     let (c, k) = l.cert_pair(APISERVER);
-    write(&c, &cert.pem(), false)?;
-    write(&k, &key.serialize_pem(), true)?;
-
-    // kubelet serving cert (the apiserver connects to it for `kubectl logs`)
-    let key = KeyPair::generate().map_err(cert_err("kubelet key"))?;
-    let sans = KUBELET_SANS.iter().map(|s| s.to_string()).collect();
-    let mut p = base_params(sans, "kubelet", "kubelet cert")?;
-    p.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
-    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let cert = p
-        .signed_by(&key, &issuer)
-        .map_err(cert_err("kubelet cert"))?;
-    let (c, k) = l.cert_pair(KUBELET);
     write(&c, &cert.pem(), false)?;
     write(&k, &key.serialize_pem(), true)?;
 

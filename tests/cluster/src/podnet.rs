@@ -1,12 +1,8 @@
-//! Pod network and per-pod namespaces of the kubelet stand-in (v1).
-//!
-//! One Linux bridge per cluster (`ejbr<id>`, forward delay 0, host address `10.<a>.<b>.1/24`),
-//! one named network namespace per pod (`ip netns add ej-<id>-<n>`: a named netns outlives the
-//! pod's processes, so restarted containers and several containers of a pod share it, and
-//! cleanup by name prefix is exact), one veth pair per pod (`ejv<id>x<n>` on the bridge, `eth0`
-//! inside, `10.<a>.<b>.<n>`). Container processes enter the netns and get their own mount and
-//! UTS namespaces in `pre_exec` (setns + unshare + bind mounts + sethostname), so the pid the
-//! kubelet waits on is the container process itself (no wrapper).
+//! The cluster's network: one Linux bridge per cluster (`ejbr<id>`, forward delay 0, host
+//! address `10.<a>.<b>.1/24`, where the apiserver and CoreDNS listen) and one named network
+//! namespace per node on it (`ip netns add ej-<id>-<n>`: cleanup by name prefix is exact), each
+//! with a veth pair (`ejv<id>x<n>` on the bridge, `eth0` inside, `10.<a>.<b>.<n>`, the node's
+//! InternalIP). The nodes' pods live behind them, in the pod CIDRs of [`crate::nodes`].
 //!
 //! `<id>` is 6 hex digits from a hash of the state dir; the /24 is chosen from the same hash,
 //! skipping any 10.x.y.0/24 already on an interface or route of this machine (and 10.96/16, the
@@ -64,8 +60,8 @@ fn used_subnets() -> BTreeSet<(u8, u8)> {
     used
 }
 
-/// The cluster's pod network: a bridge and a /24.
-pub struct PodNetwork {
+/// The cluster's network: a bridge and a /24.
+pub struct ClusterNetwork {
     pub id: String,
     pub bridge: String,
     /// 10.a.b
@@ -73,9 +69,9 @@ pub struct PodNetwork {
     free: Mutex<BTreeSet<u8>>,
 }
 
-/// One pod's netns and address.
+/// One node's netns and address on the bridge.
 #[derive(Debug, Clone)]
-pub struct PodNet {
+pub struct NodeNet {
     pub netns: String,
     pub veth: String,
     pub ip: Ipv4Addr,
@@ -83,15 +79,15 @@ pub struct PodNet {
     index: u8,
 }
 
-impl PodNet {
+impl NodeNet {
     pub fn netns_path(&self) -> PathBuf {
         PathBuf::from("/run/netns").join(&self.netns)
     }
 }
 
-impl PodNetwork {
+impl ClusterNetwork {
     /// Creates the bridge with its host address (removing leftovers of the same id first).
-    pub fn create(state_dir: &Path) -> Result<PodNetwork, String> {
+    pub fn create(state_dir: &Path) -> Result<ClusterNetwork, String> {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         state_dir.hash(&mut h);
         let hash = h.finish();
@@ -106,7 +102,7 @@ impl PodNetwork {
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(format!("flock {LOCK}: {}", std::io::Error::last_os_error()));
         }
-        let net = PodNetwork {
+        let net = ClusterNetwork {
             bridge: format!("ejbr{id}"),
             prefix: (0, 0),
             free: Mutex::new((2..=254).collect()),
@@ -119,8 +115,8 @@ impl PodNetwork {
             .map(|i| (start + i) % (250 * 256))
             .map(|n| ((n / 256) as u8 + 1, (n % 256) as u8))
             .find(|p| p.0 != 96 && !used.contains(p))
-            .ok_or("no free 10.x.y.0/24 for the pod network")?;
-        let net = PodNetwork { prefix, ..net };
+            .ok_or("no free 10.x.y.0/24 for the cluster network")?;
+        let net = ClusterNetwork { prefix, ..net };
         let host = net.host_ip();
         ip(&[
             "link",
@@ -160,15 +156,15 @@ impl PodNetwork {
         format!("10.{}.{}.0/24", self.prefix.0, self.prefix.1)
     }
 
-    /// A netns and veth for a new pod; its path to the host works when this returns.
-    pub fn add_pod(&self) -> Result<PodNet, String> {
+    /// A netns and veth for a new node; its path to the host works when this returns.
+    pub fn add_node(&self) -> Result<NodeNet, String> {
         let index = {
             let mut f = self.free.lock().unwrap();
-            let i = *f.iter().next().ok_or("pod network full (253 pods)")?;
+            let i = *f.iter().next().ok_or("cluster network full (253 nodes)")?;
             f.remove(&i);
             i
         };
-        let p = PodNet {
+        let p = NodeNet {
             netns: format!("ej-{}-{index}", self.id),
             veth: format!("ejv{}x{index}", self.id),
             ip: Ipv4Addr::new(10, self.prefix.0, self.prefix.1, index),
@@ -176,13 +172,13 @@ impl PodNetwork {
             index,
         };
         if let Err(e) = self.setup(&p) {
-            self.remove_pod(&p);
+            self.remove_node(&p);
             return Err(e);
         }
         Ok(p)
     }
 
-    fn setup(&self, p: &PodNet) -> Result<(), String> {
+    fn setup(&self, p: &NodeNet) -> Result<(), String> {
         let peer = format!("ejp{}x{}", self.id, p.index);
         ip(&["netns", "add", &p.netns])?;
         ip(&[
@@ -199,9 +195,9 @@ impl PodNetwork {
         ns(&["addr", "add", &format!("{}/24", p.ip), "dev", "eth0"])?;
         ns(&["link", "set", "lo", "up"])?;
         ns(&["link", "set", "eth0", "up"])?;
-        // No default route: the pod reaches its /24 (other pods, the host's bridge address with
-        // the apiserver and DNS) and nothing else; anything else fails at once with "network
-        // unreachable" instead of timing out.
+        // No default route: the node reaches its /24 (other nodes, the host's bridge address with
+        // the apiserver and CoreDNS) and, through the routes `nodes` adds, the other nodes'
+        // pods; anything else fails at once with "network unreachable" instead of timing out.
         // Wait until the bridge forwards on the new port (state 3) instead of assuming it.
         let state = format!("/sys/class/net/{}/brport/state", p.veth);
         let t = Instant::now();
@@ -214,9 +210,9 @@ impl PodNetwork {
         Ok(())
     }
 
-    pub fn remove_pod(&self, p: &PodNet) {
+    pub fn remove_node(&self, p: &NodeNet) {
         if self.free.lock().unwrap().contains(&p.index) {
-            return; // already removed (a lost node's pods are removed early)
+            return; // already removed
         }
         let _ = ip(&["link", "del", &p.veth]);
         let _ = ip(&["netns", "del", &p.netns]);
@@ -247,53 +243,5 @@ impl PodNetwork {
             }
         }
         let _ = ip(&["link", "del", &self.bridge]);
-    }
-}
-
-/// The names a pod's `/etc/hosts` has: its own name, and with a `hostname` and `subdomain`
-/// `<hostname>.<subdomain>.<ns>.svc.<domain>` (as the kubelet writes it).
-pub fn etc_hosts(pod: &serde_json::Value, ip: Ipv4Addr, domain: &str) -> String {
-    let name = pod["metadata"]["name"].as_str().unwrap_or("");
-    let ns = pod["metadata"]["namespace"].as_str().unwrap_or("default");
-    let host = pod["spec"]["hostname"].as_str().unwrap_or(name);
-    let mut names = Vec::new();
-    if let Some(sub) = pod["spec"]["subdomain"].as_str().filter(|s| !s.is_empty()) {
-        names.push(format!("{host}.{sub}.{ns}.svc.{domain}"));
-    }
-    names.push(host.to_string());
-    format!(
-        "# Kubernetes-managed hosts file (local-cluster kubelet stand-in).\n\
-         127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{}\n",
-        names.join("\t")
-    )
-}
-
-/// A pod's `/etc/resolv.conf`: the cluster DNS on the bridge address and Kubernetes' search
-/// path, so `<svc>` and `<pod>.<svc>` resolve from the pod's namespace.
-pub fn resolv_conf(namespace: &str, domain: &str, nameserver: Ipv4Addr) -> String {
-    format!(
-        "# Kubernetes-managed resolv.conf (local-cluster kubelet stand-in).\n\
-         nameserver {nameserver}\n\
-         search {namespace}.svc.{domain} svc.{domain} {domain}\n\
-         options ndots:5\n"
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hosts_file_has_own_names_and_headless_name() {
-        let pod = serde_json::json!({"metadata": {"name": "p", "namespace": "ns"},
-            "spec": {"hostname": "web-0", "subdomain": "web"}});
-        let h = etc_hosts(&pod, Ipv4Addr::new(10, 1, 2, 3), "cluster.local");
-        assert!(
-            h.contains("10.1.2.3\tweb-0.web.ns.svc.cluster.local\tweb-0\n"),
-            "{h}"
-        );
-        let pod = serde_json::json!({"metadata": {"name": "p"}, "spec": {}});
-        let h = etc_hosts(&pod, Ipv4Addr::new(10, 1, 2, 3), "cluster.local");
-        assert!(h.ends_with("10.1.2.3\tp\n"), "{h}");
     }
 }

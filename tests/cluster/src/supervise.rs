@@ -18,11 +18,10 @@ use tracing::{debug, info, warn};
 
 use std::sync::Arc;
 
-use crate::dns::{DNS_USER, Dns};
+use crate::api::Api;
 use crate::kubeconfig::{self, Credential};
-use crate::kubelet::{Api, NodeRuntime};
 use crate::nodes::{NodesSpec, RealNodes};
-use crate::podnet::PodNetwork;
+use crate::podnet::ClusterNetwork;
 use crate::{
     ADMIN_USER, ClusterConfig, ClusterError, Component, ComponentCommand, Layout, Ports, Result,
     TokenFile, commands, io_err, pki, probe,
@@ -52,12 +51,10 @@ pub struct Cluster {
     config: ClusterConfig,
     tokens: TokenFile,
     running: Vec<Running>,
-    kubelet: Option<crate::kubelet::Kubelet>,
-    /// Real nodes (kubelet + containerd), when the runtime is containerd.
+    /// The nodes and CoreDNS (none when `nodes.count` is 0).
     nodes: Option<Arc<RealNodes>>,
-    dns: Option<Dns>,
     /// The pod network (bridge), removed after everything else at shutdown.
-    net: Option<Arc<PodNetwork>>,
+    net: Option<Arc<ClusterNetwork>>,
 }
 
 pub(crate) fn tail(path: &Path, lines: usize) -> String {
@@ -145,14 +142,14 @@ impl Cluster {
         let t0 = Instant::now();
         // The pod network comes first: its bridge address is where the apiserver listens, so
         // that pods reach it too (and it must be in the serving cert).
-        let net = if config.kubelet.nodes > 0 && config.kubelet.pod_network {
+        let net = if config.nodes.count > 0 {
             fs::create_dir_all(&config.dir)
                 .map_err(io_err(format!("creating {}", config.dir.display())))?;
             let dir = config.dir.clone();
-            let n = tokio::task::spawn_blocking(move || PodNetwork::create(&dir))
+            let n = tokio::task::spawn_blocking(move || ClusterNetwork::create(&dir))
                 .await
-                .map_err(|e| ClusterError::Kubelet(e.to_string()))?
-                .map_err(|e| ClusterError::Kubelet(format!("pod network: {e}")))?;
+                .map_err(|e| ClusterError::Nodes(e.to_string()))?
+                .map_err(|e| ClusterError::Nodes(format!("pod network: {e}")))?;
             info!(bridge = %n.bridge, cidr = %n.cidr(), "pod network");
             config.api_host = n.host_ip();
             Some(Arc::new(n))
@@ -165,9 +162,7 @@ impl Cluster {
             config,
             tokens,
             running: Vec::new(),
-            kubelet: None,
             nodes: None,
-            dns: None,
             net,
         };
 
@@ -211,74 +206,21 @@ impl Cluster {
             cluster.wait_listening(c, port).await?;
         }
         info!(elapsed = ?t0.elapsed(), "control plane up");
-        if cfg.kubelet.nodes > 0 && cfg.kubelet.runtime == NodeRuntime::Containerd {
-            let net = cluster
-                .net
-                .clone()
-                .ok_or_else(|| ClusterError::Kubelet("real nodes need the pod network".into()))?;
-            let admin_api = Api {
-                addr: cfg.api_addr(),
-                tls: tls.clone(),
-                token: admin.clone().unwrap_or_default(),
-            };
+        if let Some(net) = cluster.net.clone() {
             let spec = NodesSpec {
                 cfg: &cfg,
                 tokens: &cluster.tokens,
-                admin: admin_api,
-                images: cfg.kubelet.images.clone(),
-            };
-            let nodes = RealNodes::start(spec, net)
-                .await
-                .map_err(ClusterError::Kubelet)?;
-            cluster.nodes = Some(Arc::new(nodes));
-            info!(elapsed = ?t0.elapsed(), nodes = cfg.kubelet.nodes, "real nodes Ready");
-        } else if cfg.kubelet.nodes > 0 {
-            let tokens = cfg
-                .kubelet
-                .node_names()
-                .into_iter()
-                .filter_map(|n| {
-                    let t = cluster.tokens.token_of(&crate::node_user(&n))?.to_string();
-                    Some((n, t))
-                })
-                .collect();
-            if let Some(net) = &cluster.net {
-                let admin_api = Api {
+                admin: Api {
                     addr: cfg.api_addr(),
                     tls: tls.clone(),
                     token: admin.clone().unwrap_or_default(),
-                };
-                crate::dns::grant(&admin_api)
-                    .await
-                    .map_err(ClusterError::Kubelet)?;
-                let api = Api {
-                    addr: cfg.api_addr(),
-                    tls: tls.clone(),
-                    token: cluster.tokens.token_of(DNS_USER).unwrap_or("").to_string(),
-                };
-                let dns = Dns::start(
-                    net.host_ip(),
-                    cfg.cluster_domain.clone(),
-                    api,
-                    cfg.kubelet.poll,
-                )
+                },
+            };
+            let nodes = RealNodes::start(spec, net)
                 .await
-                .map_err(ClusterError::Kubelet)?;
-                info!(addr = %dns.addr, "cluster DNS");
-                cluster.dns = Some(dns);
-            }
-            let k = crate::kubelet::Kubelet::start(
-                cfg.kubelet.clone(),
-                cfg.api_addr(),
-                tls.clone(),
-                &tokens,
-                &cfg.dir,
-                cluster.net.clone(),
-            )
-            .await
-            .map_err(ClusterError::Kubelet)?;
-            cluster.kubelet = Some(k);
-            info!(elapsed = ?t0.elapsed(), nodes = cfg.kubelet.nodes, "kubelet stand-in up");
+                .map_err(ClusterError::Nodes)?;
+            cluster.nodes = Some(Arc::new(nodes));
+            info!(elapsed = ?t0.elapsed(), nodes = cfg.nodes.count, "nodes Ready");
         }
         cluster.write_state(std::process::id() as i32)?;
         Ok(cluster)
@@ -303,23 +245,9 @@ impl Cluster {
             .map(|n| (n.bridge.clone(), n.host_ip(), n.cidr()))
     }
 
-    /// Fault injection into this cluster's pods and nodes (None without a kubelet stand-in).
-    pub fn faults(&self) -> Option<crate::kubelet::Faults> {
-        self.kubelet.as_ref().map(|k| k.faults())
-    }
-
-    /// The real nodes, when the runtime is containerd.
-    pub fn real_nodes(&self) -> Option<Arc<RealNodes>> {
+    /// The nodes (None without nodes): faults go through them ([`crate::control`]).
+    pub fn nodes(&self) -> Option<Arc<RealNodes>> {
         self.nodes.clone()
-    }
-
-    /// Who carries out faults on this cluster's pods and nodes (None without nodes).
-    pub fn fault_target(&self) -> Option<crate::control::Target> {
-        match (&self.nodes, self.faults()) {
-            (Some(n), _) => Some(crate::control::Target::Real(n.clone())),
-            (None, Some(f)) => Some(crate::control::Target::StandIn(f)),
-            (None, None) => None,
-        }
     }
     pub fn tokens(&self) -> &TokenFile {
         &self.tokens
@@ -496,13 +424,9 @@ impl Cluster {
     /// SIGKILL) and checks that no process of the cluster is left.
     pub async fn shutdown(mut self) -> Result<()> {
         let grace = self.config.grace;
-        if let Some(k) = self.kubelet.take() {
-            k.shutdown(grace.min(Duration::from_secs(5))).await;
-        }
         if let Some(n) = self.nodes.take() {
             let _ = tokio::task::spawn_blocking(move || n.shutdown()).await;
         }
-        self.dns = None;
         let mut running = std::mem::take(&mut self.running);
         while let Some(mut r) = running.pop() {
             let pg = Pid::from_raw(r.pid);
@@ -541,9 +465,7 @@ impl Drop for Cluster {
         for r in &self.running {
             let _ = killpg(Pid::from_raw(r.pid), Signal::SIGKILL);
         }
-        drop(self.kubelet.take());
         drop(self.nodes.take());
-        self.dns = None;
         if let Some(n) = self.net.take() {
             n.remove_all();
         }
@@ -596,7 +518,7 @@ fn prepare_dir(cfg: &ClusterConfig) -> Result<TokenFile> {
     }
     pki::ensure(cfg)?;
     let mut tokens = TokenFile::generate()?;
-    tokens.add_nodes(&cfg.kubelet.node_names())?;
+    tokens.add_nodes(&cfg.nodes.names())?;
     {
         use std::os::unix::fs::PermissionsExt;
         fs::write(l.token_file(), tokens.render()).map_err(io_err("writing token file"))?;

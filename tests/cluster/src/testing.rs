@@ -31,7 +31,7 @@ pub fn provision() -> PathBuf {
 
 /// Runs `tests/cluster/images.sh` (seconds when cached; the first time it builds the static
 /// binaries and the images, the PyTorch one included: minutes) and returns the OCI archives it
-/// prints last, for [`crate::kubelet::KubeletConfig::images`]: the launcher, the operator and the
+/// prints last, for [`crate::nodes::NodesConfig::images`]: the launcher, the operator and the
 /// PyTorch image, under their real names.
 pub fn images() -> Vec<PathBuf> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("images.sh");

@@ -25,7 +25,7 @@ async fn control_plane_serves_crds_gc_serviceaccounts_and_rbac() {
     let dir = tmp.path().join("e2e-main");
     let mut cfg = ClusterConfig::new(&dir, &bin).unwrap();
     // No nodes here: the scheduler check below wants a pod that cannot be placed at all.
-    cfg.kubelet.nodes = 0;
+    cfg.nodes.count = 0;
     // A port taken between picking and binding: start retries with fresh ports.
     let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let taken = squatter.local_addr().unwrap().port();
@@ -446,14 +446,7 @@ fn cluster_up(dir: &Path, bin: &Path) -> std::process::Child {
         .arg(dir)
         .arg("--bin-dir")
         .arg(bin)
-        .args([
-            "--grace-secs",
-            "5",
-            "--runtime",
-            "containerd",
-            "--nodes",
-            "1",
-        ])
+        .args(["--grace-secs", "5", "--nodes", "1"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

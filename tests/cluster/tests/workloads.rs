@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use local_cluster::control::{self, Target};
+use local_cluster::control;
 use nix::sys::signal::Signal;
 use serde_json::json;
 
@@ -87,11 +87,8 @@ async fn services_dns_config_logs_gc_and_faults_on_real_nodes() {
     let dir = tmp.path().join("e2e-workloads");
     let (cluster, k) = start_real(&dir, 3).await;
     let id = cluster_id(&cluster);
-    let target = cluster.fault_target().expect("real nodes");
-    let Target::Real(nodes) = target.clone() else {
-        panic!("not real nodes")
-    };
-    let _control = control::serve(&dir, target).unwrap();
+    let nodes = cluster.nodes().expect("real nodes");
+    let _control = control::serve(&dir, nodes.clone()).unwrap();
 
     // --- the workload: a Deployment of 3 busybox httpd servers (content from a ConfigMap
     // volume, env from ConfigMap and Secret keys and a prefixed ConfigMap, a Secret volume, a

@@ -15,15 +15,14 @@
 //!   `ELASTICJOB_E2E_OPERATOR_SELECTOR` (default `app.kubernetes.io/name=elasticjob-operator`).
 //!   `ELASTICJOB_E2E_TRAINER_IMAGE` replaces the trainer image of every job (default: the one in
 //!   examples/elasticjob.yaml).
-//! - **the local cluster** (default): [`local_cluster::Cluster`] with 3 nodes × 4 fake GPUs, in
-//!   a temp dir, with an image map: the chart's operator image → the built
-//!   `elasticjob-operator`, its launcher image → the built `elastic-launch`, the trainer image →
-//!   the directory of the cached PyTorch venv's python (`ELASTICJOB_PYTHON`, else
-//!   `tests/scripts/python-env.sh`). The harness installs charts/elasticjob-operator with the
-//!   real helm (`ELASTICJOB_HELM`, else the provisioned one, else PATH), as a user would: release
-//!   `elasticjob-operator` in `elasticjob-system`, the CRD from the chart (templates/crd.yaml),
-//!   `--server-side=false` (helm 4's server-side apply cannot type the CRD's CEL rules on the
-//!   1.20 apiserver), values in [`chart_values`]. The operator pod may land on any node.
+//! - **the local cluster** (default): [`local_cluster::Cluster`] (Kubernetes 1.34, 3 real nodes
+//!   with containerd and runc, 4 fake GPUs each) in a temp dir, its nodes loaded with the images
+//!   `tests/cluster/images.sh` builds: the chart's operator and launcher images and the trainer
+//!   image, under their real names. The harness installs charts/elasticjob-operator with the
+//!   real helm (`ELASTICJOB_HELM`, else the provisioned one, else PATH), as a user would, with
+//!   helm's defaults (server-side apply): release `elasticjob-operator` in `elasticjob-system`,
+//!   the CRD from the chart (templates/crd.yaml), values in [`chart_values`]. The operator pod
+//!   may land on any node. Every scenario's namespace enforces Pod Security `restricted`.
 //!
 //! Faults go through [`Faults`]: in-process on the local cluster; on an external one through
 //! the script `ELASTICJOB_E2E_FAULTS` names (tests/kind/faults.sh on kind), else refused with a
@@ -54,13 +53,13 @@ pub const OPERATOR_REPOSITORY: &str = "ghcr.io/elasticjob/elasticjob-operator";
 /// The chart's launcher image repository (values.yaml `launcherImage.repository`).
 pub const LAUNCHER_REPOSITORY: &str = "ghcr.io/elasticjob/elastic-launch";
 /// The operator image the chart installs on the local cluster (tagged with the workspace
-/// version, the chart's appVersion); the image map turns it into the built `elasticjob-operator`.
+/// version, the chart's appVersion), built by tests/cluster/images.sh.
 pub const OPERATOR_IMAGE: &str = concat!(
     "ghcr.io/elasticjob/elasticjob-operator:",
     env!("CARGO_PKG_VERSION")
 );
-/// The launcher image the operator injects (the chart's `--launcher-image`); on the local
-/// cluster the image map turns it into the built `elastic-launch`.
+/// The launcher image the operator injects (the chart's `--launcher-image`), built by
+/// tests/cluster/images.sh.
 pub const LAUNCHER_IMAGE: &str = concat!(
     "ghcr.io/elasticjob/elastic-launch:",
     env!("CARGO_PKG_VERSION")
@@ -76,8 +75,7 @@ pub const OPERATOR_SELECTOR: &str = "app.kubernetes.io/name=elasticjob-operator"
 /// The local release's operator pods: the chart's selector labels.
 pub const LOCAL_OPERATOR_SELECTOR: &str =
     "app.kubernetes.io/name=elasticjob-operator,app.kubernetes.io/instance=elasticjob-operator";
-/// The trainer image of examples/elasticjob.yaml; on the local cluster it maps to the PyTorch
-/// venv.
+/// The trainer image of examples/elasticjob.yaml (images/pytorch.Dockerfile).
 pub const TRAINER_IMAGE: &str = "ghcr.io/elasticjob/pytorch:2.15.0";
 /// What fault injection says on a cluster the harness did not start, without a fault script.
 pub const EXTERNAL_FAULTS: &str = "fault injection on an external cluster (ELASTICJOB_E2E_KUBECONFIG) needs a fault script: set ELASTICJOB_E2E_FAULTS=tests/kind/faults.sh on kind (tests/kind/run.sh does), or run this scenario on the local cluster (unset ELASTICJOB_E2E_KUBECONFIG)";
@@ -197,12 +195,27 @@ pub trait Faults: Send + Sync {
     fn lose_node(&self, node: &str) -> Result<(), String>;
 }
 
+/// The text of a kubelet's container log file (CRI format: `<time> <stream> <P|F> <text>` per
+/// line, `P` for a partial line continued by the next).
+pub fn cri_log_text(file: &str) -> String {
+    let mut out = String::new();
+    for line in file.lines() {
+        let mut parts = line.splitn(4, ' ');
+        let (_, _, tag, text) = (parts.next(), parts.next(), parts.next(), parts.next());
+        out += text.unwrap_or("");
+        if tag != Some("P") {
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// The local cluster's in-process fault injection (its real nodes).
-pub struct LocalFaults(pub local_cluster::control::Target);
+pub struct LocalFaults(pub std::sync::Arc<local_cluster::nodes::RealNodes>);
 
 impl LocalFaults {
     fn apply(&self, f: local_cluster::control::Fault) -> Result<(), String> {
-        self.0.apply(&f).map(|_| ())
+        local_cluster::control::apply(&self.0, &f).map(|_| ())
     }
 }
 
@@ -409,7 +422,7 @@ impl Env {
     }
 
     /// Starts the local cluster and installs the chart with helm (CRD, RBAC, the operator's
-    /// Deployment, whose pod the image map runs as the built `elasticjob-operator`).
+    /// Deployment).
     pub fn local() -> Env {
         let t0 = Instant::now();
         let bin = provision();
@@ -429,10 +442,9 @@ impl Env {
             attempt += 1;
             let mut cfg =
                 local_cluster::ClusterConfig::new(&dir, &bin).expect("local cluster config");
-            cfg.kubelet.nodes = 3;
-            cfg.kubelet.gpus_per_node = 4;
-            cfg.kubelet.runtime = local_cluster::kubelet::NodeRuntime::Containerd;
-            cfg.kubelet.images = images.clone();
+            cfg.nodes.count = 3;
+            cfg.nodes.gpus_per_node = 4;
+            cfg.nodes.images = images.clone();
             match runtime.block_on(local_cluster::Cluster::start(cfg)) {
                 Ok(c) => break c,
                 Err(e) if e.is_port_clash() && attempt < 3 => continue,
@@ -443,7 +455,7 @@ impl Env {
             bin: bin.join("kubectl"),
             kubeconfig: cluster.kubeconfig(),
         };
-        let faults = cluster.fault_target().expect("the local cluster has nodes");
+        let faults = cluster.nodes().expect("the local cluster has nodes");
         eprintln!(
             "e2e: local cluster up in {:.1}s: KUBECONFIG={} (pod logs under {}/nodes/*/fs/var_log_pods)",
             t0.elapsed().as_secs_f64(),
@@ -931,8 +943,8 @@ impl Env {
         )
     }
 
-    /// A pod's trainer log: `kubectl logs`, else (local cluster) the kubelet stand-in's file
-    /// `<dir>/pods/<node>/<uid>/<container>.log`.
+    /// A pod's trainer log: `kubectl logs`, else (local cluster, e.g. its node is lost) the
+    /// kubelet's file of the container's last run on the node.
     pub fn logs(&self, ns: &str, pod: &str) -> Result<String, String> {
         self.container_logs(ns, pod, "trainer")
     }
@@ -954,16 +966,30 @@ impl Env {
             .ok_or_else(|| format!("pod {ns}/{pod} not found (kubectl logs: {kubectl_err})"))?;
         let node = p["spec"]["nodeName"].as_str().unwrap_or_default();
         let uid = p["metadata"]["uid"].as_str().unwrap_or_default();
-        let file = local
+        let dir = local
             .dir
-            .join("pods")
+            .join("nodes")
             .join(node)
-            .join(uid)
-            .join(format!("{container}.log"));
-        std::fs::read_to_string(&file)
-            .map_err(|e| format!("{}: {e} (kubectl logs: {kubectl_err})", file.display()))
+            .join("fs/var_log_pods")
+            .join(format!("{ns}_{pod}_{uid}"))
+            .join(container);
+        let last = std::fs::read_dir(&dir)
+            .map_err(|e| format!("{}: {e} (kubectl logs: {kubectl_err})", dir.display()))?
+            .flatten()
+            .filter_map(|e| {
+                let n = e
+                    .file_name()
+                    .to_str()?
+                    .strip_suffix(".log")?
+                    .parse::<u32>()
+                    .ok()?;
+                Some((n, e.path()))
+            })
+            .max()
+            .ok_or_else(|| format!("no log in {} (kubectl logs: {kubectl_err})", dir.display()))?;
+        let text = std::fs::read_to_string(&last.1).map_err(|e| e.to_string())?;
+        Ok(cri_log_text(&text))
     }
-
     /// The trainer logs of all the job's current pods, each under a `== pod ==` header.
     pub fn job_logs(&self, ns: &str, job: &str) -> String {
         let mut out = String::new();
@@ -1298,6 +1324,14 @@ pub fn idle_job_doc(name: &str, spec_patch: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cri_log_lines_lose_their_prefix_and_partial_lines_join() {
+        let file = "2026-12-02T17:00:00.1Z stdout F [train] step 0\n\
+                    2026-12-02T17:00:00.2Z stderr P half \n\
+                    2026-12-02T17:00:00.3Z stderr F line\n";
+        assert_eq!(cri_log_text(file), "[train] step 0\nhalf line\n");
+    }
 
     #[test]
     fn the_example_parses_and_uses_the_trainer_image() {

@@ -333,8 +333,8 @@ fn patch_job(env: &Env, ns: &str, job: &str, patch: &Value) {
 // ---- scenarios -------------------------------------------------------------------------------
 
 /// The harness itself: the cluster's nodes, the CRD, the example accepted by the schema, the
-/// image map (launcher install + PyTorch venv), the chart-installed operator and its health and
-/// metrics endpoints.
+/// images (launcher install, torch in the trainer image, both under Pod Security `restricted`),
+/// the chart-installed operator and its health and metrics endpoints.
 fn harness(env: &Env, ns: &str) {
     let k = &env.kubectl;
     k.ok(&["get", "crd", CRD]);

@@ -10,7 +10,6 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub use local_cluster::kubectl::{Kubectl, stderr, stdout};
-use local_cluster::kubelet::NodeRuntime;
 use local_cluster::{Cluster, ClusterConfig, processes_mentioning};
 use serde_json::{Value, json};
 
@@ -148,7 +147,7 @@ pub fn net_objects_with(needle: &str) -> Vec<String> {
     v
 }
 
-/// The test image as an OCI archive (`cfg.kubelet.images`), built once per machine with buildah
+/// The test image as an OCI archive (`cfg.nodes.images`), built once per machine with buildah
 /// and cached as `<cache>/images/test-busybox.tar` (seconds cold; installs Debian's
 /// `busybox-static` if it is missing). Concurrent test binaries serialise on a lock file.
 pub fn busybox_image() -> PathBuf {
@@ -253,9 +252,8 @@ fn build_busybox_image() -> PathBuf {
 pub async fn start_real(dir: &Path, nodes: u32) -> (Cluster, Kubectl) {
     let bin = bin_dir();
     let mut cfg = ClusterConfig::new(dir, &bin).unwrap();
-    cfg.kubelet.nodes = nodes;
-    cfg.kubelet.runtime = NodeRuntime::Containerd;
-    cfg.kubelet.images = vec![busybox_image()];
+    cfg.nodes.count = nodes;
+    cfg.nodes.images = vec![busybox_image()];
     let t = Instant::now();
     let cluster = Cluster::start(cfg)
         .await
