@@ -49,6 +49,8 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 step="go"
+# Go's own installer puts it in /usr/local/go, which a non-login shell may not have on PATH.
+command -v go >/dev/null || [ ! -x /usr/local/go/bin/go ] || export PATH="/usr/local/go/bin:$PATH"
 command -v go >/dev/null || fail "go not found: install Go >= 1.24 (https://go.dev/dl) and put it on PATH"
 export GOMODCACHE="$cache/go/mod" GOCACHE="$cache/go/build" CGO_ENABLED=0 GOFLAGS=-mod=readonly
 export GOTOOLCHAIN=local
@@ -92,5 +94,9 @@ step="smoke check"
   echo "go=$(go version | cut -d' ' -f3)"
   echo "date=$(date -u +%FT%TZ)"
 } > "$marker"
+# Builds of other pins or recipes are not used any more (half a gigabyte each).
+for d in "$cache"/nodes-*; do
+  [ "$d" = "$cache/nodes-$key" ] || rm -rf "$d"
+done
 log "done in $(( $(date +%s) - start ))s"
 echo "$bin"
