@@ -77,7 +77,7 @@ e2e: rust-toolchain cluster-provision cluster-images
 
 # A local cluster to look around in (Ctrl-C stops it and leaves nothing behind).
 cluster: rust-toolchain cluster-provision cluster-images
-	cargo run -q -p local-cluster --bin cluster -- up --dir $(CACHE)/clusters/dev --runtime containerd \
+	cargo run -q -p local-cluster --bin cluster -- up --dir $(CACHE)/clusters/dev \
 	  --images "$$(tests/cluster/images.sh | tail -n1)"
 
 shellcheck:

@@ -25,7 +25,7 @@ step "Starting the local cluster in $dir"
 "$target/cluster" down --dir "$dir" >/dev/null 2>&1 || true
 mkdir -p "$dir"
 # Nothing is pulled: the nodes are loaded with the images built from images/*.Dockerfile.
-nohup "$target/cluster" up --dir "$dir" --runtime containerd --images "$images" >"$dir.log" 2>&1 &
+nohup "$target/cluster" up --dir "$dir" --images "$images" >"$dir.log" 2>&1 &
 until [ -f "$dir/cluster.json" ]; do
   kill -0 $! 2>/dev/null || { tail -20 "$dir.log"; echo "the cluster did not start (log: $dir.log)"; exit 1; }
   sleep 0.5
