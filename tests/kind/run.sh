@@ -36,7 +36,7 @@ version=${VERSION:-$(sed -n 's/^version = "\(.*\)"$/\1/p' "$root/Cargo.toml" | h
 repo=${IMAGE_REPO:-ghcr.io/elasticjob}
 operator_image=$repo/elasticjob-operator:$version
 launcher_image=$repo/elastic-launch:$version
-trainer_image=${TRAINER_IMAGE:-$(sed -n 's/^ *image: \(pytorch\/[^ ]*\).*$/\1/p' "$root/examples/elasticjob.yaml" | head -n 1)}
+trainer_image=${TRAINER_IMAGE:-$(sed -n 's/^ *image: \([^ ]*pytorch[^ ]*\).*$/\1/p' "$root/examples/elasticjob.yaml" | head -n 1)}
 release=elasticjob-operator
 namespace=elasticjob-system
 fake_gpus=${FAKE_GPUS:-0}
@@ -111,7 +111,13 @@ export KUBECONFIG=$kubeconfig KIND_CLUSTER=$cluster
 log "loading images into the nodes"
 kind load docker-image --name "$cluster" "$operator_image" "$launcher_image"
 if [ "${PRELOAD_TRAINER:-1}" = 1 ]; then
-  docker image inspect "$trainer_image" >/dev/null 2>&1 || docker pull "$trainer_image"
+  if ! docker image inspect "$trainer_image" >/dev/null 2>&1; then
+    case "$trainer_image" in
+      # The project's own trainer image (images/pytorch.Dockerfile) is built, not pulled.
+      "$repo"/pytorch:*) docker build -f "$root/images/pytorch.Dockerfile" -t "$trainer_image" "$root/images" ;;
+      *) docker pull "$trainer_image" ;;
+    esac
+  fi
   kind load docker-image --name "$cluster" "$trainer_image"
 fi
 

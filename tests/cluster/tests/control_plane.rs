@@ -277,25 +277,17 @@ async fn control_plane_serves_crds_gc_serviceaccounts_and_rbac() {
         "",
         "a legacy token Secret was made"
     );
-    let review = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
-        "spec": {"token": sa_token}});
-    let o = k.run(
-        &["create", "-o", "json", "-f", "-"],
-        Some(&review.to_string()),
-    );
-    assert!(o.status.success(), "TokenReview: {}", stderr(&o));
-    let review: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(review["status"]["authenticated"], true, "{review}");
+    let user = token_review(&k, &sa_token);
     assert_eq!(
-        review["status"]["user"]["username"], "system:serviceaccount:e2e:robot",
-        "{review}"
+        user["username"], "system:serviceaccount:e2e:robot",
+        "{user}"
     );
     assert!(
-        review["status"]["user"]["groups"]
+        user["groups"]
             .as_array()
             .unwrap()
             .contains(&json!("system:serviceaccounts:e2e")),
-        "{review}"
+        "{user}"
     );
     let as_token = |token: &str, args: &[&str]| {
         let mut c = Command::new(bin.join("kubectl"));

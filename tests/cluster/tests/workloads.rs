@@ -214,22 +214,14 @@ async fn services_dns_config_logs_gc_and_faults_on_real_nodes() {
     // CA is mounted next to it
     let sa = "/var/run/secrets/kubernetes.io/serviceaccount";
     let token = k.ok(&["exec", "client", "--", "cat", &format!("{sa}/token")]);
-    let review = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
-        "spec": {"token": token.trim()}});
-    let o = k.run(
-        &["create", "-o", "json", "-f", "-"],
-        Some(&review.to_string()),
-    );
-    assert!(o.status.success(), "TokenReview: {}", stderr(&o));
-    let review: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(review["status"]["authenticated"], true, "{review}");
+    let user = token_review(&k, token.trim());
     assert_eq!(
-        review["status"]["user"]["username"], "system:serviceaccount:default:default",
-        "{review}"
+        user["username"], "system:serviceaccount:default:default",
+        "{user}"
     );
     assert_eq!(
-        review["status"]["user"]["extra"]["authentication.kubernetes.io/pod-name"][0], "client",
-        "a token bound to the pod: {review}"
+        user["extra"]["authentication.kubernetes.io/pod-name"][0], "client",
+        "a token bound to the pod: {user}"
     );
     assert_eq!(
         k.ok(&["exec", "client", "--", "cat", &format!("{sa}/ca.crt")]),

@@ -383,10 +383,14 @@ fn harness(env: &Env, ns: &str) {
                 "initContainers": [{"name": "install", "image": LAUNCHER_IMAGE,
                     "securityContext": restricted,
                     "args": ["__install", "/elasticjob/bin"], "volumeMounts": mount}],
+                // Two GPUs from the device plugin: the launcher finds them itself (as it does
+                // with NVIDIA's plugin, through NVIDIA_VISIBLE_DEVICES) and starts a worker per
+                // GPU for `--nproc-per-node=gpu`.
                 "containers": [{"name": "trainer", "image": TRAINER_IMAGE, "volumeMounts": mount,
                     "securityContext": restricted,
+                    "resources": {"limits": {"nvidia.com/gpu": 2}},
                     "command": ["/bin/sh", "-c",
-                        "/elasticjob/bin/elastic-launch --help >/dev/null && python -c 'import torch; print(\"torch\", torch.__version__)'"]}]}}),
+                        "python -c 'import torch; print(\"torch\", torch.__version__)' && /elasticjob/bin/elastic-launch --standalone --nproc-per-node=gpu --no-python sh -c 'echo worker $LOCAL_RANK of $LOCAL_WORLD_SIZE'"]}]}}),
         );
         let pod = wait_until(
             "pod images to finish",
@@ -408,6 +412,9 @@ fn harness(env: &Env, ns: &str) {
             pod_summary(std::slice::from_ref(&pod))
         );
         assert!(log.contains("torch 2."), "log: {log}");
+        for w in ["worker 0 of 2", "worker 1 of 2"] {
+            assert!(log.contains(w), "{w}: log: {log}");
+        }
     }
 
     // The operator, as the chart installed it: a pod of its Deployment, running as the chart's

@@ -480,3 +480,21 @@ pub fn wait_node_ready(k: &Kubectl, node: &str, want: bool, timeout: Duration) -
         std::thread::sleep(Duration::from_millis(250));
     }
 }
+
+/// A TokenReview of `token` (which must authenticate): the reviewed user (`status.user`).
+pub fn token_review(k: &Kubectl, token: &str) -> serde_json::Value {
+    let review = serde_json::json!({"apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenReview", "spec": {"token": token}});
+    let o = k.run(
+        &["create", "-o", "json", "-f", "-"],
+        Some(&review.to_string()),
+    );
+    assert!(
+        o.status.success(),
+        "TokenReview: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let review: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(review["status"]["authenticated"], true, "{review}");
+    review["status"]["user"].clone()
+}
