@@ -64,7 +64,7 @@ impl NodeLayout {
         }
     }
 
-    /// The per-node directory behind one of [`PRIVATE_PATHS`].
+    /// The per-node directory behind one of `PRIVATE_PATHS`.
     pub fn private_dir(&self, path: &str) -> PathBuf {
         self.dir
             .join("fs")

@@ -21,6 +21,34 @@ pub(super) const CONTAINERD_DBS: [&str; 2] = [
     "io.containerd.snapshotter.v1.overlayfs/metadata.db",
 ];
 
+/// What the nodes load: the small archives, imported into each node at start, and the cached
+/// containerd root holding the large ones (see [`preloaded_root`]), if any.
+pub(super) fn prepare_images(
+    archives: Vec<PathBuf>,
+) -> Result<(Vec<PathBuf>, Option<PathBuf>), String> {
+    let mut small = Vec::new();
+    let mut large = Vec::new();
+    for a in archives {
+        let size = fs::metadata(&a)
+            .map_err(io(format!("image archive {}", a.display())))?
+            .len();
+        if size > LARGE_IMAGE {
+            large.push(a);
+        } else {
+            small.push(a);
+        }
+    }
+    let preloaded = if large.is_empty() {
+        None
+    } else {
+        Some(preloaded_root(
+            &crate::cache_dir().join("node-images"),
+            &large,
+        )?)
+    };
+    Ok((small, preloaded))
+}
+
 /// A containerd root with `archives` imported, cached under `cache/<key>` where the key hashes
 /// the archives' names, sizes and times, so each set is imported once per machine (minutes for
 /// the PyTorch image) and every node of every cluster starts with it in a second: the content

@@ -202,29 +202,11 @@ impl RealNodes {
         let ca = cfg.layout().ca_cert();
         let mut archives = vec![cfg.bin_dir.join("pause.tar")];
         archives.extend(cfg.nodes.images.iter().cloned());
-        let mut images = Vec::new();
-        let mut large = Vec::new();
-        for a in archives {
-            let size = fs::metadata(&a)
-                .map_err(io(format!("image archive {}", a.display())))?
-                .len();
-            if size > LARGE_IMAGE {
-                large.push(a);
-            } else {
-                images.push(a);
-            }
-        }
-        let preloaded = if large.is_empty() {
-            None
-        } else {
-            let cache = crate::cache_dir().join("node-images");
-            let t = Instant::now();
-            let root = tokio::task::spawn_blocking(move || preloaded_root(&cache, &large))
-                .await
-                .map_err(|e| e.to_string())??;
-            info!(root = %root.display(), elapsed = ?t.elapsed(), "large images ready to link into the nodes");
-            Some(root)
-        };
+        let t = Instant::now();
+        let (images, preloaded) = tokio::task::spawn_blocking(move || prepare_images(archives))
+            .await
+            .map_err(|e| e.to_string())??;
+        info!(elapsed = ?t.elapsed(), ?preloaded, "images ready for the nodes");
         let mut this = RealNodes {
             spawners: Vec::new(),
             admin: spec.admin.clone(),
