@@ -58,7 +58,7 @@ lint: rust-toolchain
 	cargo clippy --workspace --all-targets --features $(E2E_FEATURES) -- -D warnings
 
 # Local Kubernetes cluster (tests/cluster/): Kubernetes components built from their Go modules
-# (tests/cluster/components/, cached under $(CACHE)/nodes-*, ~8 min cold, a second warm);
+# (tests/cluster/components/, cached under $(CACHE)/nodes-*, ~6 min cold, a second warm);
 # `make cluster-test` runs only its end-to-end tests.
 cluster-provision:
 	@tests/cluster/provision.sh >/dev/null

@@ -61,7 +61,7 @@ minor="${kube_version#v1.}"; minor="${minor%%.*}"
 for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   ld="$ld -X $p.gitVersion=$kube_version -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=archive"
 done
-log "building etcd and Kubernetes $kube_version with $(go version | cut -d' ' -f3) (about 25 min cold on 2 cores; log: $bin/../build.log)"
+log "building etcd and Kubernetes $kube_version with $(go version | cut -d' ' -f3) (about 6 min cold on 2 cores; log: $bin/../build.log)"
 (cd "$here" && nice -n "${PROVISION_NICE:-10}" go build -trimpath -ldflags "$ld" -o "$bin/" ./cmd/...) \
   >"$bin/../build.log" 2>&1 || { tail -n 30 "$bin/../build.log" >&2; fail "see $bin/../build.log"; }
 step="go build of CoreDNS"
