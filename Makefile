@@ -84,17 +84,16 @@ shellcheck:
 	@command -v shellcheck >/dev/null || apt-get install -y -qq shellcheck >/dev/null || { echo "shellcheck not found: apt-get install -y shellcheck"; exit 1; }
 
 # Container images (images/*.Dockerfile), tagged with the workspace version: with Docker and
-# BuildKit where there is one (IMAGE_BUILDER=docker), else with buildah into OCI archives under
+# BuildKit where a Docker engine answers, else with buildah into OCI archives under
 # $(CACHE)/images (what the local cluster loads).
-IMAGE_BUILDER ?= $(if $(shell docker info >/dev/null 2>&1 && echo y),docker,buildah)
 images:
-ifeq ($(IMAGE_BUILDER),docker)
-	docker build -f images/operator.Dockerfile -t $(IMAGE_REPO)/elasticjob-operator:$(VERSION) .
-	docker build -f images/launcher.Dockerfile -t $(IMAGE_REPO)/elastic-launch:$(VERSION) .
-	docker build -f images/pytorch.Dockerfile -t $(IMAGE_REPO)/pytorch:2.15.0 images
-else
-	tests/cluster/images.sh
-endif
+	@if docker info >/dev/null 2>&1; then \
+	  docker build -f images/operator.Dockerfile -t $(IMAGE_REPO)/elasticjob-operator:$(VERSION) . && \
+	  docker build -f images/launcher.Dockerfile -t $(IMAGE_REPO)/elastic-launch:$(VERSION) . && \
+	  docker build -f images/pytorch.Dockerfile -t $(IMAGE_REPO)/pytorch:2.15.0 images; \
+	else \
+	  tests/cluster/images.sh; \
+	fi
 
 # The e2e suite on a kind cluster (needs Docker, kind, kubectl, helm): tests/kind/run.sh.
 kind-e2e:

@@ -15,8 +15,8 @@
 //! - [`Cluster`]: starts the components and the nodes in order, waits for readiness, stops them
 //!   (SIGTERM, grace, SIGKILL to the whole process group), and [`down`] for a cluster started
 //!   elsewhere; [`control`]: faults (`cluster fault`);
-//! - [`kubectl`]: a kubectl runner for tests and tools; [`testing`]: the provisioned binaries,
-//!   the images and the built workspace binaries, for the cluster-backed tests of every crate.
+//! - [`kubectl`]: a kubectl runner for tests and tools; [`testing`]: the provisioned binaries
+//!   and the images, for the cluster-backed tests of every crate.
 
 mod api;
 pub mod control;
@@ -196,9 +196,6 @@ pub struct ClusterConfig {
     pub ready_timeout: Duration,
     /// klog `--v` of the Kubernetes components.
     pub verbosity: u8,
-    /// The minor version of the Kubernetes binaries in `bin_dir` (flags differ between 1.20 and
-    /// current releases); [`Cluster::start`] reads it from `kube-apiserver --version`.
-    pub kube_minor: u32,
     /// The nodes (`count: 0`: a control plane alone).
     pub nodes: nodes::NodesConfig,
 }
@@ -232,7 +229,6 @@ impl ClusterConfig {
             grace: Duration::from_secs(10),
             ready_timeout: Duration::from_secs(60),
             verbosity: 1,
-            kube_minor: 20,
             nodes: nodes::NodesConfig::default(),
         })
     }
@@ -512,13 +508,6 @@ pub fn cache_dir() -> PathBuf {
         .join("elasticjob")
 }
 
-/// The minor version in `Kubernetes v1.34.4` (what every Kubernetes binary prints for
-/// `--version`).
-pub fn parse_kube_minor(version: &str) -> Option<u32> {
-    let v = version.trim().strip_prefix("Kubernetes v1.")?;
-    v.split(['.', '-', '+']).next()?.parse().ok()
-}
-
 /// The command lines of all components, in start order.
 pub mod commands {
     use super::*;
@@ -528,17 +517,6 @@ pub mod commands {
     }
     fn path(p: PathBuf) -> String {
         p.display().to_string()
-    }
-
-    /// Kubernetes before 1.24 also opens an unauthenticated insecure port by default (the
-    /// apiserver's 8080, the controller-manager's 10252, the scheduler's 10251): the flag that
-    /// turns it off, which later releases no longer know.
-    fn insecure_port_off(cfg: &ClusterConfig, flag: &str) -> Vec<String> {
-        if cfg.kube_minor < 24 {
-            vec![arg(flag, 0)]
-        } else {
-            vec![]
-        }
     }
 
     pub fn etcd(cfg: &ClusterConfig) -> ComponentCommand {
@@ -619,10 +597,7 @@ pub mod commands {
                 ),
                 arg("profiling", false),
                 arg("v", cfg.verbosity),
-            ]
-            .into_iter()
-            .chain(insecure_port_off(cfg, "insecure-port"))
-            .collect(),
+            ],
             log: l.log(Component::KubeApiserver),
         }
     }
@@ -663,10 +638,7 @@ pub mod commands {
                 arg("service-cluster-ip-range", &cfg.service_cidr),
                 arg("profiling", false),
                 arg("v", cfg.verbosity),
-            ]
-            .into_iter()
-            .chain(insecure_port_off(cfg, "port"))
-            .collect(),
+            ],
             log: l.log(Component::KubeControllerManager),
         }
     }
@@ -687,10 +659,7 @@ pub mod commands {
                 arg("leader-elect", false),
                 arg("profiling", false),
                 arg("v", cfg.verbosity),
-            ]
-            .into_iter()
-            .chain(insecure_port_off(cfg, "port"))
-            .collect(),
+            ],
             log: l.log(Component::KubeScheduler),
         }
     }
@@ -720,28 +689,6 @@ mod tests {
             scheduler: 1005,
         };
         c
-    }
-
-    #[test]
-    fn kube_minor_from_version_output() {
-        assert_eq!(parse_kube_minor("Kubernetes v1.34.4\n"), Some(34));
-        assert_eq!(
-            parse_kube_minor("Kubernetes v1.20.5+really1.20.2"),
-            Some(20)
-        );
-        assert_eq!(parse_kube_minor("Kubernetes v0.0.0-master+$Format"), None);
-        assert_eq!(parse_kube_minor(""), None);
-    }
-
-    #[test]
-    fn legacy_insecure_ports_are_off_only_before_1_24() {
-        let mut c = cfg();
-        c.kube_minor = 20;
-        assert_eq!(commands::apiserver(&c).flag("insecure-port"), Some("0"));
-        assert_eq!(commands::scheduler(&c).flag("port"), Some("0"));
-        c.kube_minor = 34;
-        assert_eq!(commands::apiserver(&c).flag("insecure-port"), None);
-        assert_eq!(commands::controller_manager(&c).flag("port"), None);
     }
 
     #[test]
@@ -801,7 +748,8 @@ mod tests {
     fn apiserver_is_tls_token_rbac_node_on_loopback() {
         let a = commands::apiserver(&cfg());
         assert_eq!(a.flag("secure-port"), Some("1003"));
-        assert_eq!(a.flag("insecure-port"), Some("0"));
+        // Kubernetes ≥ 1.24 has no insecure port (nor its flag) to turn off.
+        assert_eq!(a.flag("insecure-port"), None);
         assert_eq!(a.flag("bind-address"), Some("127.0.0.1"));
         assert_eq!(a.flag("advertise-address"), Some("127.0.0.1"));
         assert_eq!(a.flag("etcd-servers"), Some("http://127.0.0.1:1001"));
@@ -834,11 +782,12 @@ mod tests {
     }
 
     #[test]
-    fn controller_manager_and_scheduler_bind_loopback_with_insecure_ports_off() {
+    fn controller_manager_and_scheduler_bind_loopback_without_insecure_ports() {
         let c = cfg();
         let cm = commands::controller_manager(&c);
         assert_eq!(cm.flag("secure-port"), Some("1004"));
-        assert_eq!(cm.flag("port"), Some("0"));
+        // Kubernetes ≥ 1.24 has no insecure port (nor its flag) to turn off.
+        assert_eq!(cm.flag("port"), None);
         assert_eq!(cm.flag("bind-address"), Some("127.0.0.1"));
         assert_eq!(cm.flag("enable-garbage-collector"), Some("true"));
         assert_eq!(
@@ -855,7 +804,7 @@ mod tests {
         );
         let s = commands::scheduler(&c);
         assert_eq!(s.flag("secure-port"), Some("1005"));
-        assert_eq!(s.flag("port"), Some("0"));
+        assert_eq!(s.flag("port"), None);
         assert_eq!(s.flag("bind-address"), Some("127.0.0.1"));
         assert_eq!(
             s.flag("kubeconfig"),

@@ -8,6 +8,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill, killpg};
@@ -15,8 +16,6 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use tokio::process::{Child, Command};
 use tracing::{debug, info, warn};
-
-use std::sync::Arc;
 
 use crate::api::Api;
 use crate::kubeconfig::{self, Credential};
@@ -138,7 +137,6 @@ impl Cluster {
                 return Err(ClusterError::MissingBinary { path: p });
             }
         }
-        config.kube_minor = kube_minor_of(&config.bin_dir.join("kube-apiserver"))?;
         let t0 = Instant::now();
         // The pod network comes first: its bridge address is where the apiserver listens, so
         // that pods reach it too (and it must be in the serving cert).
@@ -470,21 +468,6 @@ impl Drop for Cluster {
             n.remove_all();
         }
     }
-}
-
-/// The minor version of a Kubernetes binary, from its `--version` (`Kubernetes v1.34.4`).
-fn kube_minor_of(binary: &Path) -> Result<u32> {
-    let out = std::process::Command::new(binary)
-        .arg("--version")
-        .output()
-        .map_err(io_err(format!("running {} --version", binary.display())))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    crate::parse_kube_minor(&text).ok_or_else(|| {
-        ClusterError::Config(format!(
-            "{} --version printed {text:?}, not `Kubernetes v1.<minor>.<patch>`",
-            binary.display()
-        ))
-    })
 }
 
 fn is_executable(p: &Path) -> bool {

@@ -213,30 +213,15 @@ pub fn cri_log_text(file: &str) -> String {
 /// The local cluster's in-process fault injection (its real nodes).
 pub struct LocalFaults(pub std::sync::Arc<local_cluster::nodes::RealNodes>);
 
-impl LocalFaults {
-    fn apply(&self, f: local_cluster::control::Fault) -> Result<(), String> {
-        local_cluster::control::apply(&self.0, &f).map(|_| ())
-    }
-}
-
 impl Faults for LocalFaults {
     fn kill_pod(&self, namespace: &str, pod: &str, signal: Signal) -> Result<(), String> {
-        self.apply(local_cluster::control::Fault::KillPod {
-            namespace: namespace.into(),
-            name: pod.into(),
-            signal: signal.as_str().into(),
-        })
+        self.0.kill_pod(namespace, pod, signal).map(|_| ())
     }
     fn set_pod_network(&self, namespace: &str, pod: &str, up: bool) -> Result<(), String> {
-        let (namespace, name) = (namespace.to_string(), pod.to_string());
-        self.apply(if up {
-            local_cluster::control::Fault::RestoreNetwork { namespace, name }
-        } else {
-            local_cluster::control::Fault::CutNetwork { namespace, name }
-        })
+        self.0.set_pod_network(namespace, pod, up)
     }
     fn lose_node(&self, node: &str) -> Result<(), String> {
-        self.apply(local_cluster::control::Fault::LoseNode { node: node.into() })
+        self.0.lose_node(node).map(|_| ())
     }
 }
 
@@ -335,7 +320,8 @@ pub struct Env {
 
 /// The values the harness installs the chart with on the local cluster (a values file: JSON is
 /// YAML, and a RUST_LOG filter may hold commas, which `--set` would split): the images built for
-/// the nodes (tests/cluster/images.sh), `logLevel` from `ELASTICJOB_E2E_OPERATOR_LOG` (default info), text logs (read in
+/// the nodes (tests/cluster/images.sh), `logLevel` from `ELASTICJOB_E2E_OPERATOR_LOG` (default
+/// info), text logs (read in
 /// failure diagnostics), no operator pod when `skip_operator`.
 pub fn chart_values(log_level: &str, skip_operator: bool) -> Value {
     let version = env!("CARGO_PKG_VERSION");

@@ -1,8 +1,6 @@
 //! Faults on real nodes, behind Kubernetes' back: kill a pod's containers, cut and restore its
 //! network, lose, partition and restore a node.
 
-use std::fs;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -10,6 +8,7 @@ use serde_json::Value;
 use tracing::info;
 
 use super::*;
+use crate::podnet::set_link;
 
 /// Faults on real nodes (what `cluster fault` does through the control socket).
 impl RealNodes {
@@ -27,36 +26,38 @@ impl RealNodes {
         serde_json::from_str(&body).map_err(|e| format!("GET {path}: {e}"))
     }
 
-    fn layout_of(&self, node: &str) -> Result<NodeLayout, String> {
+    /// A node's index, layout and network, by name.
+    fn node(&self, node: &str) -> Result<(usize, NodeLayout, NodeNet), String> {
         let nodes = self.nodes.lock().unwrap();
         nodes
             .iter()
-            .find(|n| n.layout.name == node)
-            .map(|n| n.layout.clone())
+            .enumerate()
+            .find(|(_, n)| n.layout.name == node)
+            .map(|(i, n)| (i, n.layout.clone(), n.net.clone()))
             .ok_or_else(|| format!("no node {node} (nodes: {:?})", self.names()))
     }
 
     /// The pids of the pod's running containers (not its sandbox), found by container id in
     /// the pod's node's cgroup subtree.
-    fn container_pids(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Result<(NodeLayout, Vec<i32>), String> {
+    fn container_pids(&self, namespace: &str, name: &str) -> Result<(NodeNet, Vec<i32>), String> {
         let pod = self.pod(namespace, name)?;
         let node = pod["spec"]["nodeName"]
             .as_str()
             .ok_or_else(|| format!("pod {namespace}/{name} is not on a node"))?;
-        let l = self.layout_of(node)?;
+        let (_, l, net) = self.node(node)?;
         let ids = running_container_ids(&pod);
         if ids.is_empty() {
             return Err(format!("pod {namespace}/{name} has no running container"));
         }
-        let mut pids = Vec::new();
-        for id in &ids {
-            pids.extend(cgroup_pids_named(&l, id));
-        }
-        Ok((l, pids))
+        let pids = cgroup_dirs(&l, "pids")
+            .iter()
+            .filter(|d| {
+                d.file_name()
+                    .is_some_and(|f| ids.iter().any(|id| f == id.as_str()))
+            })
+            .flat_map(|d| cgroup_procs(d))
+            .collect();
+        Ok((net, pids))
     }
 
     /// Sends `signal` to every process of the pod's running containers, as a crash or an OOM
@@ -68,6 +69,9 @@ impl RealNodes {
         signal: nix::sys::signal::Signal,
     ) -> Result<usize, String> {
         let (_, pids) = self.container_pids(namespace, name)?;
+        if pids.is_empty() {
+            return Err(format!("pod {namespace}/{name} has no process to signal"));
+        }
         for pid in &pids {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), signal);
         }
@@ -78,16 +82,16 @@ impl RealNodes {
     /// Takes the node side of the pod's veth down (or up): nothing reaches the pod and it
     /// reaches nothing, silently (no RST, no ICMP), while everything in it keeps running.
     pub fn set_pod_network(&self, namespace: &str, name: &str, up: bool) -> Result<(), String> {
-        let (l, pids) = self.container_pids(namespace, name)?;
+        let (net, pids) = self.container_pids(namespace, name)?;
+        let netns = net.netns;
         let pid = pids.first().ok_or("no process in the pod")?;
         let link = run(Command::new("nsenter")
             .arg(format!("--net=/proc/{pid}/ns/net"))
             .args(["ip", "-o", "link", "show", "eth0"]))?;
         let peer = peer_ifindex(&link).ok_or_else(|| format!("no veth peer in {link:?}"))?;
-        let netns = self.netns_of(&l.name)?;
         let links = run(Command::new("ip").args(["-n", &netns, "-o", "link"]))?;
-        let veth = link_name_by_index(&links, peer)
-            .ok_or_else(|| format!("no link {peer} on {}", l.name))?;
+        let veth =
+            link_name_by_index(&links, peer).ok_or_else(|| format!("no link {peer} in {netns}"))?;
         run(Command::new("ip").args([
             "-n",
             &netns,
@@ -104,19 +108,10 @@ impl RealNodes {
                     .unwrap_or(false)
             };
             wait_for(Duration::from_secs(10), forwarding)
-                .map_err(|_| format!("{veth} on {} did not forward again", l.name))?;
+                .map_err(|_| format!("{veth} in {netns} did not forward again"))?;
         }
         info!(pod = %name, up, "fault: pod network");
         Ok(())
-    }
-
-    fn netns_of(&self, node: &str) -> Result<String, String> {
-        let nodes = self.nodes.lock().unwrap();
-        nodes
-            .iter()
-            .find(|n| n.layout.name == node)
-            .map(|n| n.net.netns.clone())
-            .ok_or_else(|| format!("no node {node}"))
     }
 
     /// The node's machine is gone: the kubelet, containerd, the shims and every container die
@@ -128,7 +123,7 @@ impl RealNodes {
             .find(|n| n.layout.name == node)
             .ok_or_else(|| format!("no node {node}"))?;
         let killed = node_pids(&n.layout).len();
-        podnet_link(&n.net.veth, false)?;
+        set_link(&n.net.veth, false)?;
         kill_node(n);
         // Its cgroups go with the machine (a rebooted one starts without them): a kubelet
         // started again on stale container cgroups spends ~25 s retrying each one (cAdvisor,
@@ -141,12 +136,8 @@ impl RealNodes {
     /// Cuts (or heals) the node's network: everything of it keeps running, nothing reaches it
     /// and it reaches nothing (the apiserver included), silently.
     pub fn partition_node(&self, node: &str, cut: bool) -> Result<(), String> {
-        let nodes = self.nodes.lock().unwrap();
-        let n = nodes
-            .iter()
-            .find(|n| n.layout.name == node)
-            .ok_or_else(|| format!("no node {node}"))?;
-        podnet_link(&n.net.veth, !cut)?;
+        let (_, _, net) = self.node(node)?;
+        set_link(&net.veth, !cut)?;
         info!(node, cut, "fault: node partition");
         Ok(())
     }
@@ -154,16 +145,9 @@ impl RealNodes {
     /// Brings a lost or partitioned node back: its network up and, if it was lost, its
     /// daemons started again on its kept state (as a rebooted machine would).
     pub fn restore_node(&self, node: &str) -> Result<(), String> {
-        let (idx, lost, l, net) = {
-            let nodes = self.nodes.lock().unwrap();
-            let (i, n) = nodes
-                .iter()
-                .enumerate()
-                .find(|(_, n)| n.layout.name == node)
-                .ok_or_else(|| format!("no node {node}"))?;
-            (i, n.lost, n.layout.clone(), n.net.clone())
-        };
-        podnet_link(&net.veth, true)?;
+        let (idx, l, net) = self.node(node)?;
+        let lost = self.nodes.lock().unwrap()[idx].lost;
+        set_link(&net.veth, true)?;
         if lost {
             let params = self.restart.clone();
             let started = self.spawners[idx]
@@ -175,10 +159,6 @@ impl RealNodes {
         info!(node, lost, "fault: node restored");
         Ok(())
     }
-}
-
-pub(super) fn podnet_link(veth: &str, up: bool) -> Result<(), String> {
-    crate::podnet::set_link(veth, up)
 }
 
 /// The ids of a pod's running containers (`containerd://<id>` in its status).
@@ -208,25 +188,6 @@ pub fn link_name_by_index(links: &str, index: u32) -> Option<String> {
         let name = parts.next()?.trim();
         (i == index).then(|| name.split('@').next().unwrap_or(name).to_string())
     })
-}
-
-/// Pids in the node's cgroup directories named `name` (a container id).
-pub(super) fn cgroup_pids_named(l: &NodeLayout, name: &str) -> Vec<i32> {
-    let root = PathBuf::from(format!("/sys/fs/cgroup/pids{}", l.cgroup));
-    let mut pids = Vec::new();
-    let mut stack = vec![root];
-    while let Some(d) = stack.pop() {
-        if d.file_name().is_some_and(|f| f == name) {
-            if let Ok(s) = fs::read_to_string(d.join("cgroup.procs")) {
-                pids.extend(s.lines().filter_map(|p| p.parse::<i32>().ok()));
-            }
-            continue;
-        }
-        if let Ok(rd) = fs::read_dir(&d) {
-            stack.extend(rd.flatten().filter(|e| e.path().is_dir()).map(|e| e.path()));
-        }
-    }
-    pids
 }
 
 #[cfg(test)]

@@ -104,20 +104,41 @@ pub(super) fn make_cgroups(l: &NodeLayout) -> Result<(), String> {
     Ok(())
 }
 
-/// Every process in the node's subtree (its daemons, shims and containers).
-pub(super) fn node_pids(l: &NodeLayout) -> Vec<i32> {
-    let root = PathBuf::from(format!("/sys/fs/cgroup/pids{}", l.cgroup));
-    let mut pids = Vec::new();
-    let mut stack = vec![root];
+/// The node's cgroup directories in hierarchy `h`, each before its children.
+pub(super) fn cgroup_dirs(l: &NodeLayout, h: &str) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    let mut stack = vec![PathBuf::from(format!("/sys/fs/cgroup/{h}{}", l.cgroup))];
     while let Some(d) = stack.pop() {
-        if let Ok(s) = fs::read_to_string(d.join("cgroup.procs")) {
-            pids.extend(s.lines().filter_map(|p| p.parse::<i32>().ok()));
-        }
         if let Ok(rd) = fs::read_dir(&d) {
             stack.extend(rd.flatten().filter(|e| e.path().is_dir()).map(|e| e.path()));
         }
+        dirs.push(d);
     }
-    pids
+    dirs
+}
+
+/// The processes directly in cgroup directory `dir`.
+pub(super) fn cgroup_procs(dir: &Path) -> Vec<i32> {
+    fs::read_to_string(dir.join("cgroup.procs"))
+        .map(|s| s.lines().filter_map(|p| p.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// Every process in the node's subtree (its daemons, shims and containers).
+pub(super) fn node_pids(l: &NodeLayout) -> Vec<i32> {
+    cgroup_dirs(l, "pids")
+        .iter()
+        .flat_map(|d| cgroup_procs(d))
+        .collect()
+}
+
+fn sigkill_all(l: &NodeLayout) {
+    for pid in node_pids(l) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
 }
 
 /// Kills everything of the node at once: frozen first, so nothing forks or reacts meanwhile.
@@ -125,12 +146,7 @@ pub(super) fn kill_node(n: &mut Node) {
     let freezer = PathBuf::from(format!("/sys/fs/cgroup/freezer{}", n.layout.cgroup));
     let _ = fs::write(freezer.join("freezer.state"), "FROZEN");
     for _ in 0..3 {
-        for pid in node_pids(&n.layout) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
+        sigkill_all(&n.layout);
         let _ = fs::write(freezer.join("freezer.state"), "THAWED");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -142,12 +158,7 @@ pub(super) fn kill_node(n: &mut Node) {
     let _ = n.holder.wait();
     let t = Instant::now();
     while !node_pids(&n.layout).is_empty() && t.elapsed() < Duration::from_secs(5) {
-        for pid in node_pids(&n.layout) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
+        sigkill_all(&n.layout);
         std::thread::sleep(Duration::from_millis(50));
     }
     n.lost = true;
@@ -156,16 +167,7 @@ pub(super) fn kill_node(n: &mut Node) {
 /// Removes the node's cgroup directories, deepest first (they must be empty of processes).
 pub(super) fn remove_cgroups(l: &NodeLayout) {
     for h in CLEANUP_HIERARCHIES {
-        let root = PathBuf::from(format!("/sys/fs/cgroup/{h}{}", l.cgroup));
-        let mut dirs = Vec::new();
-        let mut stack = vec![root];
-        while let Some(d) = stack.pop() {
-            if let Ok(rd) = fs::read_dir(&d) {
-                stack.extend(rd.flatten().filter(|e| e.path().is_dir()).map(|e| e.path()));
-            }
-            dirs.push(d);
-        }
-        for d in dirs.iter().rev() {
+        for d in cgroup_dirs(l, h).iter().rev() {
             if let Err(e) = fs::remove_dir(d)
                 && d.exists()
             {
