@@ -32,9 +32,7 @@ pub const LAUNCHER_DIR: &str = "/elasticjob/bin";
 /// The launcher's path once injected.
 pub const LAUNCHER_PATH: &str = "/elasticjob/bin/elastic-launch";
 /// The launcher's name on `PATH` when the image provides it (`launcher.inject: false`).
-pub const LAUNCHER_BINARY: &str = "elastic-launch";
-/// The launcher's hidden mode that copies itself into a directory: `elastic-launch __install DIR`.
-pub const INSTALL_ARG: &str = "__install";
+pub const LAUNCHER_BINARY: &str = elasticjob_contract::install::BINARY_NAME;
 /// Name of the rendezvous port on the Service and the trainer container.
 pub const RENDEZVOUS_PORT_NAME: &str = "rendezvous";
 /// Name of the launcher's status port (`spec.launcher.statusPort`) on the trainer container.
@@ -73,12 +71,7 @@ pub fn is_reserved_env(name: &str) -> bool {
 }
 
 /// `--rdzv-conf` keys the operator sets itself (from `spec.rendezvous` and the pod index).
-pub const RESERVED_RDZV_CONF_KEYS: &[&str] = &[
-    "join_timeout",
-    "last_call_timeout",
-    "close_timeout",
-    "is_host",
-];
+pub const RESERVED_RDZV_CONF_KEYS: &[&str] = &elasticjob_contract::env::rdzv_conf::OPERATOR_OWNED;
 
 /// The headless Service of a job: named after it.
 pub fn service_name(job: &str) -> String {
@@ -117,6 +110,28 @@ mod tests {
         assert_eq!(pod_index("train", "train-worker-"), None);
         assert_eq!(pod_index("train", "other-worker-1"), None);
         assert_eq!(pod_index("train", "train-x-worker-1"), None);
+    }
+
+    #[test]
+    fn the_launcher_path_is_the_install_dir_and_binary() {
+        assert_eq!(
+            LAUNCHER_PATH,
+            format!(
+                "{LAUNCHER_DIR}/{}",
+                elasticjob_contract::install::BINARY_NAME
+            )
+        );
+    }
+
+    #[test]
+    fn every_variable_the_operator_sets_is_reserved() {
+        let contract = elasticjob_contract::env::LAUNCHER_OPTIONS;
+        for name in contract
+            .iter()
+            .chain([&elasticjob_contract::env::NODE_INDEX])
+        {
+            assert!(is_reserved_env(name), "{name}");
+        }
     }
 
     #[test]

@@ -7,13 +7,15 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use elasticjob_contract::env::rdzv_conf;
+use elasticjob_contract::report::{Reason, message};
 use nix::sys::signal::Signal;
 use tokio::sync::mpsc;
 
 use crate::config::{Config, RdzvBackend};
 use crate::devices;
 use crate::entrypoint;
-use crate::errors::{self, ProcessFailure};
+use crate::failures::{self, ProcessFailure};
 use crate::logs::{self, LogLayout, OutputPolicy, StreamKind, TeeSource};
 use crate::progress::{self, Progress, ProgressSender, State};
 use crate::rendezvous::{self, DynamicRendezvous, Heartbeat, NodeDesc, RendezvousError, RoundInfo};
@@ -53,9 +55,9 @@ pub enum AgentError {
     Worker(#[from] workers::WorkerError),
     #[error(transparent)]
     VirtualLocalRank(#[from] worker_env::VirtualLocalRankError),
-    #[error("invalid --rdzv-conf: {0}")]
+    #[error("{prefix}: {0}", prefix = message::INVALID_RDZV_CONF)]
     RdzvConf(String),
-    #[error("invalid rendezvous endpoint: {0}")]
+    #[error("{prefix}: {0}", prefix = message::INVALID_ENDPOINT)]
     Endpoint(String),
     #[error("log directory: {0}")]
     Logs(std::io::Error),
@@ -66,15 +68,15 @@ pub enum AgentError {
 }
 
 impl AgentError {
-    /// The machine-readable reason in the failure summary for Kubernetes.
-    pub fn reason(&self) -> &'static str {
+    /// The machine-readable reason in the report for Kubernetes.
+    pub fn reason(&self) -> Reason {
         match self {
             AgentError::Rendezvous(_) | AgentError::RdzvConf(_) | AgentError::Endpoint(_) => {
-                "RendezvousFailed"
+                Reason::RendezvousFailed
             }
-            AgentError::Store(_) | AgentError::HostStore { .. } => "StoreFailed",
-            AgentError::Device(_) => "DeviceUnavailable",
-            _ => "LauncherError",
+            AgentError::Store(_) | AgentError::HostStore { .. } => Reason::StoreFailed,
+            AgentError::Device(_) => Reason::DeviceUnavailable,
+            _ => Reason::LauncherError,
         }
     }
 }
@@ -338,7 +340,7 @@ impl Agent {
                     // worker failed first is the one that claims it.
                     let first = self.claim_round_failure(&round).await;
                     self.stop(&group, Signal::SIGTERM, RESTART_STOP_GRACE).await;
-                    if let Some(root) = errors::root_cause(&failures) {
+                    if let Some(root) = failures::root_cause(&failures) {
                         tracing::warn!(rank = root.global_rank, local_rank = root.local_rank, exitcode = root.exitcode, pid = root.pid, message = %root.message, "worker failed");
                     }
                     if !first {
@@ -647,7 +649,7 @@ impl Agent {
                 continue;
             };
             let path = self.node.layout.error_file(self.attempt, w.local_rank);
-            let content = match path.as_deref().map(errors::read_error_file) {
+            let content = match path.as_deref().map(failures::read_error_file) {
                 Some(Ok(content)) => content,
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "ignoring unreadable worker error file");
@@ -656,7 +658,7 @@ impl Agent {
                 None => None,
             };
             let path = path.unwrap_or_default();
-            failures.push(errors::failure_from_exit(
+            failures.push(failures::failure_from_exit(
                 w.local_rank,
                 w.global_rank,
                 w.pid,
@@ -924,7 +926,7 @@ async fn connect_rendezvous(
         RdzvBackend::C10d => {
             let (ep_host, ep_port) = crate::cli::parse_endpoint(&cfg.rdzv_endpoint, 29400)
                 .map_err(AgentError::Endpoint)?;
-            let forced = cfg.rdzv_conf.get("is_host").map(|v| {
+            let forced = cfg.rdzv_conf.get(rdzv_conf::IS_HOST).map(|v| {
                 matches!(
                     v.trim().to_ascii_lowercase().as_str(),
                     "1" | "true" | "t" | "yes" | "y"

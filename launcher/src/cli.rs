@@ -810,6 +810,17 @@ mod tests {
         parse(&argv(args), &|k| env.get(k).cloned())
     }
 
+    /// The operator configures the launcher only through options' `PET_*` variables.
+    #[test]
+    fn every_variable_the_operator_sets_is_a_launcher_option() {
+        for name in elasticjob_contract::env::LAUNCHER_OPTIONS {
+            assert!(
+                OPTS.iter().any(|o| o.env_var().as_deref() == Some(name)),
+                "{name} is not a launcher option's variable"
+            );
+        }
+    }
+
     fn ok(args: &[&str]) -> Config {
         parse_env(args, &[]).unwrap_or_else(|e| panic!("{args:?}: {e}"))
     }

@@ -10,12 +10,7 @@ use std::io;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
-/// The hidden first argument that selects this mode.
-pub const INSTALL_ARG: &str = "__install";
-/// The launcher's file name in `DIR`.
-pub const BINARY_NAME: &str = "elastic-launch";
-/// The torchrun alias in `DIR`.
-pub const TORCHRUN_LINK: &str = "torchrun";
+use elasticjob_contract::install::{ARG as INSTALL_ARG, BINARY_NAME, TORCHRUN_LINK};
 
 /// Copies `exe` to `dir/elastic-launch` (creating `dir`) and points `dir/torchrun` at it.
 /// Returns the installed path.

@@ -5,7 +5,7 @@
 //! restart or finish); `rendezvous` decides membership and ranks; `store` is the c10d TCPStore
 //! (wire codec, server, client) that both the agents and the PyTorch workers talk to;
 //! `workers` spawns and supervises worker processes; `worker_env` builds their environment;
-//! `progress` is what the launcher serves about itself (`--status-port`); `logs`, `errors`,
+//! `progress` is what the launcher serves about itself (`--status-port`); `logs`, `failures`,
 //! `devices` and `report` hold the rest; `install` copies the launcher into a
 //! pod (the operator's init container).
 
@@ -14,7 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod devices;
 pub mod entrypoint;
-pub mod errors;
+pub mod failures;
 pub mod install;
 pub mod logs;
 pub mod progress;

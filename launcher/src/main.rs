@@ -5,15 +5,16 @@ use std::process::ExitCode;
 use anyhow::Context;
 use elastic_launch::agent::{Agent, AgentError, Outcome};
 use elastic_launch::config::Config;
-use elastic_launch::report::{self, RunSummary};
-use elastic_launch::{cli, entrypoint, errors, install, workers};
+use elastic_launch::report::{self, RunFacts};
+use elastic_launch::{cli, entrypoint, failures, install, workers};
+use elasticjob_contract::report::{Reason, RunReport};
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     if argv.first().map(String::as_str) == Some(workers::GUARDIAN_ARG) {
         return ExitCode::from(workers::guardian_main() as u8);
     }
-    if argv.first().map(String::as_str) == Some(install::INSTALL_ARG) {
+    if argv.first().map(String::as_str) == Some(elasticjob_contract::install::ARG) {
         return ExitCode::from(install::install_main(&argv[1..]));
     }
     let cfg = match cli::parse(&argv, &|name| std::env::var(name).ok()) {
@@ -74,23 +75,27 @@ async fn run(cfg: Config) -> u8 {
             let host = hostname::get()
                 .map(|h| h.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            return launcher_failure(&e, &host, 0, max_restarts, termination_path.as_deref());
+            let facts = RunFacts {
+                host: &host,
+                restart_count: 0,
+                max_restarts,
+                round: None,
+            };
+            return launcher_failure(&e, facts, termination_path.as_deref());
         }
     };
     let host = agent.host().to_string();
-    match agent.run().await {
+    let outcome = agent.run().await;
+    let facts = |round| RunFacts {
+        host: &host,
+        restart_count: agent.restart_count(),
+        max_restarts,
+        round,
+    };
+    match outcome {
         Ok(Outcome::Succeeded) => {
             if let Some(path) = &termination_path {
-                let progress = agent.progress();
-                write_summary(
-                    path,
-                    &RunSummary::succeeded(
-                        &host,
-                        progress.restart_count,
-                        max_restarts,
-                        progress.round,
-                    ),
-                );
+                write_report(path, &facts(agent.progress().round).succeeded());
             }
             0
         }
@@ -100,81 +105,58 @@ async fn run(cfg: Config) -> u8 {
             restart_count,
             round,
         }) => {
-            eprintln!("{}", errors::format_report(&name, &failures, &host));
-            let root = errors::root_cause(&failures).expect("a failed group has failures");
+            eprintln!("{}", failures::format_report(&name, &failures, &host));
+            let root = failures::root_cause(&failures).expect("a failed group has failures");
             if let Err(e) = forward_error_file(root) {
                 tracing::warn!(error = %e, "cannot write the launcher's TORCHELASTIC_ERROR_FILE");
             }
             if let Some(path) = &termination_path {
-                write_summary(
-                    path,
-                    &RunSummary::from_worker(root, &host, restart_count, max_restarts, round),
-                );
+                let facts = RunFacts {
+                    restart_count,
+                    ..facts(round)
+                };
+                write_report(path, &facts.worker_failed(root));
             }
             1
         }
         Ok(Outcome::Signaled(sig)) => {
             let message = format!("launcher received {sig}; workers were stopped");
             if let Some(path) = &termination_path {
-                write_summary(
-                    path,
-                    &RunSummary::launcher(
-                        "Signaled",
-                        message,
-                        &host,
-                        agent.restart_count(),
-                        max_restarts,
-                    ),
-                );
+                write_report(path, &facts(None).launcher(Reason::Signaled, message));
             }
             1
         }
-        Err(e) => launcher_failure(
-            &e,
-            &host,
-            agent.restart_count(),
-            max_restarts,
-            termination_path.as_deref(),
-        ),
+        Err(e) => launcher_failure(&e, facts(None), termination_path.as_deref()),
     }
 }
 
-fn launcher_failure(
-    error: &AgentError,
-    host: &str,
-    restarts: u32,
-    max_restarts: u32,
-    path: Option<&std::path::Path>,
-) -> u8 {
+fn launcher_failure(error: &AgentError, facts: RunFacts, path: Option<&std::path::Path>) -> u8 {
     let message = error.to_string();
     tracing::error!("{message}");
     let reason = error.reason();
     if let Some(path) = path {
-        write_summary(
-            path,
-            &RunSummary::launcher(reason, message.to_string(), host, restarts, max_restarts),
-        );
+        write_report(path, &facts.launcher(reason, message.clone()));
     }
     if let Ok(file) = std::env::var("TORCHELASTIC_ERROR_FILE") {
-        let data = serde_json::json!({"message": {"message": format!("{reason}: {message}"), "extraInfo": {"py_callstack": "", "timestamp": chrono::Utc::now().timestamp().to_string()}}});
+        let data = serde_json::json!({"message": {"message": format!("{reason:?}: {message}"), "extraInfo": {"py_callstack": "", "timestamp": chrono::Utc::now().timestamp().to_string()}}});
         let _ = std::fs::write(file, data.to_string());
     }
     1
 }
 
-fn write_summary(path: &std::path::Path, summary: &RunSummary) {
-    if let Err(e) = report::write_summary(path, summary) {
+fn write_report(path: &std::path::Path, report: &RunReport) {
+    if let Err(e) = report::write_report(path, report) {
         tracing::warn!(path = %path.display(), error = %e, "cannot write the termination message");
     }
 }
 
 /// torchrun's `@record` on main: the root cause's error file goes to the launcher's own
 /// `TORCHELASTIC_ERROR_FILE` when a scheduler (or a parent launcher) set one.
-fn forward_error_file(root: &errors::ProcessFailure) -> anyhow::Result<()> {
+fn forward_error_file(root: &failures::ProcessFailure) -> anyhow::Result<()> {
     let Ok(path) = std::env::var("TORCHELASTIC_ERROR_FILE") else {
         return Ok(());
     };
-    let Some(data) = errors::forwarded_error(root) else {
+    let Some(data) = failures::forwarded_error(root) else {
         tracing::info!(
             local_rank = root.local_rank,
             "root cause failed with no error file; decorate the entrypoint with @record to get its traceback"

@@ -13,81 +13,14 @@ use axum::Router;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use serde::Serialize;
 use tokio::sync::watch;
 
-/// The JSON's `kind`, shared with the termination message (`report`).
-pub const KIND: &str = "elastic-launch/v1";
-
-/// Where the agent is in its lifecycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, EncodeLabelValue, Hash)]
-pub enum State {
-    /// Waiting for a rendezvous round to form (at start, and between rounds).
-    Rendezvous,
-    /// This round's workers are running.
-    Running,
-    /// The workers finished; waiting for the other nodes at the exit barrier, or done.
-    Succeeded,
-    /// The workers failed with no restarts left, or the launcher failed.
-    Failed,
-    /// A signal arrived; the workers are being stopped.
-    Stopping,
-}
-
-impl State {
-    const ALL: [State; 5] = [
-        State::Rendezvous,
-        State::Running,
-        State::Succeeded,
-        State::Failed,
-        State::Stopping,
-    ];
-}
-
-/// A snapshot of the launcher's progress.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Progress {
-    pub kind: &'static str,
-    pub state: State,
-    /// The rendezvous round of the current (or last) worker group.
-    pub round: Option<u64>,
-    /// This node's rank among the round's nodes.
-    pub group_rank: Option<u32>,
-    /// Nodes in the round.
-    pub nnodes: Option<u32>,
-    /// Workers in the round, all nodes together (`WORLD_SIZE`).
-    pub world_size: Option<u32>,
-    /// Workers on this node.
-    pub local_world_size: u32,
-    /// Worker-group restarts after this node's workers failed (the `--max-restarts` budget).
-    pub restart_count: u32,
-    pub max_restarts: u32,
-    /// Rounds re-formed without a failure here: a node joined or left, or the store was lost.
-    pub re_forms: u32,
-}
-
-impl Progress {
-    pub fn new(local_world_size: u32, max_restarts: u32) -> Self {
-        Progress {
-            kind: KIND,
-            state: State::Rendezvous,
-            round: None,
-            group_rank: None,
-            nnodes: None,
-            world_size: None,
-            local_world_size,
-            restart_count: 0,
-            max_restarts,
-            re_forms: 0,
-        }
-    }
-}
+pub use elasticjob_contract::progress::{Progress, State};
 
 /// The agent's side: publishes changes; readers always see the latest snapshot.
 pub type ProgressSender = watch::Sender<Progress>;
@@ -154,7 +87,7 @@ fn router(progress: watch::Receiver<Progress>) -> Router {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {
-    state: State,
+    state: &'static str,
 }
 
 /// The snapshot as Prometheus gauges (a fresh registry per scrape: the values are few and
@@ -167,9 +100,11 @@ pub fn metrics_text(p: &Progress) -> String {
         registry.register(name, help, g);
     };
     let states = Family::<StateLabel, Gauge>::default();
-    for state in State::ALL {
+    for state in State::REPORTED {
         states
-            .get_or_create(&StateLabel { state })
+            .get_or_create(&StateLabel {
+                state: state.as_str(),
+            })
             .set(i64::from(state == p.state));
     }
     registry.register("state", "The agent's state (1 for the current one)", states);
@@ -227,23 +162,6 @@ pub fn metrics_text(p: &Progress) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn status_json_has_the_shape_the_operator_reads() {
-        let mut p = Progress::new(4, 3);
-        p.state = State::Running;
-        p.round = Some(2);
-        p.world_size = Some(8);
-        p.restart_count = 1;
-        let v: serde_json::Value = serde_json::to_value(&p).unwrap();
-        assert_eq!(v["kind"], KIND);
-        assert_eq!(v["state"], "Running");
-        assert_eq!(v["round"], 2);
-        assert_eq!(v["worldSize"], 8);
-        assert_eq!(v["restartCount"], 1);
-        assert_eq!(v["maxRestarts"], 3);
-        assert_eq!(v["localWorldSize"], 4);
-    }
 
     #[test]
     fn metrics_name_the_state_and_counts() {

@@ -26,6 +26,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use elasticjob_contract::env::rdzv_conf;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
@@ -120,9 +121,9 @@ pub fn timeouts_from_conf(conf: &BTreeMap<String, String>) -> Result<RendezvousT
         }
         Ok(Duration::from_secs_f64(secs))
     };
-    t.join = seconds("join_timeout", t.join)?;
-    t.last_call = seconds("last_call_timeout", t.last_call)?;
-    t.close = seconds("close_timeout", t.close)?;
+    t.join = seconds(rdzv_conf::JOIN_TIMEOUT, t.join)?;
+    t.last_call = seconds(rdzv_conf::LAST_CALL_TIMEOUT, t.last_call)?;
+    t.close = seconds(rdzv_conf::CLOSE_TIMEOUT, t.close)?;
     t.keep_alive_interval = seconds("keep_alive_interval", t.keep_alive_interval)?;
     t.heartbeat = seconds("heartbeat_timeout", t.heartbeat)?;
     t.read = seconds("read_timeout", t.read)?;
@@ -193,7 +194,7 @@ pub fn is_local_host(host: &str) -> bool {
 /// A node's stable index when it is a pod of an ElasticJob (`<job>-worker-<i>`) or set
 /// explicitly with `ELASTICJOB_NODE_INDEX`; it orders group ranks.
 pub fn node_index(env: &BTreeMap<String, String>, host: &str) -> Option<u32> {
-    if let Some(v) = env.get("ELASTICJOB_NODE_INDEX") {
+    if let Some(v) = env.get(elasticjob_contract::env::NODE_INDEX) {
         return v.trim().parse().ok();
     }
     let short = host.split('.').next()?;

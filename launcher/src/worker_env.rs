@@ -1,4 +1,4 @@
-//! The environment of each worker, exactly as torchrun's agent builds it (reference §2).
+//! The environment of each worker, exactly as torchrun's agent builds it (`docs/pod-contract.md`).
 //! A pure function: the caller passes the launcher's environment and gets the overlay.
 
 use std::collections::BTreeMap;

@@ -25,7 +25,7 @@ pub const GUARDIAN_ARG: &str = "__guardian";
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    #[error("cannot start worker `{program}`: {source}")]
+    #[error("{prefix} `{program}`: {source}", prefix = elasticjob_contract::report::message::CANNOT_START_WORKER)]
     Spawn {
         program: String,
         source: std::io::Error,
@@ -39,10 +39,8 @@ pub enum WorkerError {
 /// Makes this process a child subreaper (Linux), so descendants orphaned by a worker are
 /// reparented here and can be reaped and killed.
 pub fn become_subreaper() {
-    // SAFETY: prctl with integer arguments has no memory effects.
-    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    if rc != 0 {
-        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot become a child subreaper");
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        tracing::warn!(error = %e, "cannot become a child subreaper");
     }
 }
 
@@ -72,6 +70,7 @@ pub struct ProcessSpec {
 }
 
 /// Starts a worker as the leader of a new session, with a parent-death signal.
+#[allow(unsafe_code)] // pre_exec: the session and death signal must be set between fork and exec
 pub fn spawn(spec: ProcessSpec) -> Result<u32, WorkerError> {
     let parent = std::process::id() as libc::pid_t;
     let mut command = Command::new(&spec.program);
@@ -141,6 +140,7 @@ impl Guardian {
 
 /// The guardian process: records process groups from stdin and SIGKILLs the remaining ones
 /// when stdin reaches EOF (the launcher exited or was killed).
+#[allow(unsafe_code)] // setting a signal disposition has no safe wrapper in nix
 pub fn guardian_main() -> i32 {
     for sig in [
         Signal::SIGINT,

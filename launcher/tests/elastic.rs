@@ -44,15 +44,24 @@ fn agent_with_env(
 
 /// The first agent hosts the store; wait for it so the others are clients.
 fn host_agent(port: u16, nnodes: &str, extra_conf: &str, worker: &[String]) -> Running {
-    let a = agent(port, nnodes, extra_conf, worker);
-    wait_listening(port);
-    a
+    listening(agent(port, nnodes, extra_conf, worker), port)
 }
 
-fn wait_listening(port: u16) {
-    wait_until(Duration::from_secs(10), "the host agent to listen", || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
+/// Waits for `host` to listen on `port`; if it does not, fails with what the agent printed.
+fn listening(host: Running, port: u16) -> Running {
+    let limit = Duration::from_secs(10);
+    let start = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if start.elapsed() > limit {
+            let out = host.output(Duration::from_secs(1));
+            panic!(
+                "the host agent did not listen on {port} within {limit:?}:\n{}",
+                describe(&out)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    host
 }
 
 /// Heartbeats fast enough that a lost node is noticed in about two seconds.
@@ -379,8 +388,7 @@ fn torch_workers_all_reduce_across_agents_and_a_restart() {
         cmd.env("PYTHON_EXEC", torch_python());
         Running::spawn(cmd)
     };
-    let a = spawn();
-    wait_listening(port);
+    let a = listening(spawn(), port);
     let b = spawn();
     let outs = [
         a.output(Duration::from_secs(180)),

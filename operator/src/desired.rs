@@ -1,5 +1,5 @@
 //! The objects a job should have: one headless Service and pods `<job>-worker-<i>`, per the pod
-//! contract (DESIGN.md). Pure functions of the job and the operator's settings; the names are
+//! contract (`docs/pod-contract.md`, names in the `elasticjob-contract` crate). Pure functions of the job and the operator's settings; the names are
 //! deterministic, so applying them twice never makes two of anything.
 //!
 //! The pod contract, for pod `i` of job `J` in namespace `N`:
@@ -42,6 +42,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 
+use elasticjob_contract::env as env_name;
+use elasticjob_contract::env::rdzv_conf::{
+    CLOSE_TIMEOUT, IS_HOST, JOIN_TIMEOUT, LAST_CALL_TIMEOUT,
+};
+use elasticjob_contract::install;
 use elasticjob_crds::command::{self, Invocation};
 use elasticjob_crds::names::*;
 use elasticjob_crds::spec::{ElasticJob, Nproc};
@@ -202,10 +207,10 @@ pub fn nproc_per_node(job: &ElasticJob, trainer: &Container) -> String {
 pub fn rdzv_conf(job: &ElasticJob, index: u32) -> String {
     let r = &job.spec.rendezvous;
     let mut parts = vec![
-        format!("join_timeout={}", r.join_timeout_seconds),
-        format!("last_call_timeout={}", r.last_call_timeout_seconds),
-        format!("close_timeout={}", r.close_timeout_seconds),
-        format!("is_host={}", u8::from(index == 0)),
+        format!("{JOIN_TIMEOUT}={}", r.join_timeout_seconds),
+        format!("{LAST_CALL_TIMEOUT}={}", r.last_call_timeout_seconds),
+        format!("{CLOSE_TIMEOUT}={}", r.close_timeout_seconds),
+        format!("{IS_HOST}={}", u8::from(index == 0)),
     ];
     parts.extend(r.conf.iter().map(|(k, v)| format!("{k}={v}")));
     parts.join(",")
@@ -230,13 +235,13 @@ pub fn launcher_env(
     let spec = &job.spec;
     let mut out = vec![
         env(
-            "PET_NNODES",
+            env_name::NNODES,
             format!("{}:{}", spec.min_replicas, spec.max_replicas),
         ),
-        env("PET_NPROC_PER_NODE", nproc_per_node(job, trainer)),
-        env("PET_RDZV_BACKEND", "c10d"),
+        env(env_name::NPROC_PER_NODE, nproc_per_node(job, trainer)),
+        env(env_name::RDZV_BACKEND, "c10d"),
         env(
-            "PET_RDZV_ENDPOINT",
+            env_name::RDZV_ENDPOINT,
             rendezvous_endpoint(
                 j.name,
                 j.namespace,
@@ -244,18 +249,18 @@ pub fn launcher_env(
                 &settings.cluster_domain,
             ),
         ),
-        env("PET_RDZV_ID", j.uid),
-        env("PET_RDZV_CONF", rdzv_conf(job, index)),
-        env("PET_MAX_RESTARTS", spec.max_restarts.max(0).to_string()),
+        env(env_name::RDZV_ID, j.uid),
+        env(env_name::RDZV_CONF, rdzv_conf(job, index)),
+        env(env_name::MAX_RESTARTS, spec.max_restarts.max(0).to_string()),
         env(
-            "PET_TERMINATION_MESSAGE_PATH",
+            env_name::TERMINATION_MESSAGE_PATH,
             trainer
                 .termination_message_path
                 .as_deref()
                 .unwrap_or(DEFAULT_TERMINATION_MESSAGE_PATH),
         ),
-        env("PET_STATUS_PORT", spec.launcher.status_port.to_string()),
-        env("ELASTICJOB_NODE_INDEX", index.to_string()),
+        env(env_name::STATUS_PORT, spec.launcher.status_port.to_string()),
+        env(env_name::NODE_INDEX, index.to_string()),
     ];
     let user_sets = |name: &str| trainer.env.iter().flatten().any(|e| e.name == name);
     if !user_sets("PYTHONUNBUFFERED") {
@@ -335,7 +340,7 @@ fn install_container(
         name: INSTALL_CONTAINER.into(),
         image: Some(image),
         image_pull_policy: pull_policy,
-        args: Some(vec![INSTALL_ARG.into(), LAUNCHER_DIR.into()]),
+        args: Some(vec![install::ARG.into(), LAUNCHER_DIR.into()]),
         volume_mounts: Some(vec![VolumeMount {
             name: LAUNCHER_VOLUME.into(),
             mount_path: LAUNCHER_DIR.into(),

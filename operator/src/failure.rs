@@ -24,8 +24,7 @@
 //! when `retryableExitCodes` is set, every code not in it is permanent; the rest are retried
 //! against the application budget. A worker killed by a signal is retried.
 
-use serde::Deserialize;
-
+use elasticjob_contract::report::{Reason, RunReport};
 use elasticjob_crds::spec::FailurePolicy;
 use elasticjob_crds::status::FailureCategory;
 
@@ -60,42 +59,6 @@ pub mod reason {
     pub const NODE_REJECTED: &str = "NodeRejected";
     pub const POD_DELETED: &str = "PodDeleted";
     pub const POD_DEADLINE_EXCEEDED: &str = "PodDeadlineExceeded";
-}
-
-/// What the launcher writes to the termination message when it fails (launcher/src/report.rs).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LauncherReport {
-    /// `elastic-launch/v1`.
-    pub kind: String,
-    /// WorkerFailed, Signaled, RendezvousFailed, StoreFailed, DeviceUnavailable, LauncherError.
-    pub reason: String,
-    #[serde(default)]
-    pub host: String,
-    pub rank: Option<u32>,
-    pub local_rank: Option<u32>,
-    /// The failed worker's exit code; negative when a signal killed it.
-    pub exit_code: Option<i32>,
-    /// The signal's name (SIGKILL).
-    pub signal: Option<String>,
-    #[serde(default)]
-    pub message: String,
-    #[serde(default)]
-    pub restart_count: u32,
-    #[serde(default)]
-    pub max_restarts: u32,
-    pub round: Option<u64>,
-    #[serde(default)]
-    pub timestamp: i64,
-}
-
-pub const REPORT_KIND: &str = "elastic-launch/v1";
-
-/// The launcher's report, if the termination message is one.
-pub fn parse_report(message: &str) -> Option<LauncherReport> {
-    serde_json::from_str::<LauncherReport>(message.trim())
-        .ok()
-        .filter(|r| r.kind == REPORT_KIND)
 }
 
 /// The verdict on one failure.
@@ -188,7 +151,7 @@ fn classify_with_disruption(
             non_empty(pod_message, "the pod failed before its containers ran"),
         );
     };
-    let report = c.message.as_deref().and_then(parse_report);
+    let report = c.message.as_deref().and_then(RunReport::parse);
     if c.reason.as_deref() == Some("OOMKilled") {
         let mut out = Classification::app(
             false,
@@ -331,23 +294,24 @@ fn by_init(init: &ContainerEnd) -> Classification {
     .with_exit(Some(init.exit_code), None)
 }
 
-fn by_report(r: LauncherReport, policy: &FailurePolicy) -> Classification {
-    let mut c = match r.reason.as_str() {
-        "WorkerFailed" => by_worker_exit(&r, policy),
-        "Signaled" => Classification::infra(
+fn by_report(r: RunReport, policy: &FailurePolicy) -> Classification {
+    let mut c = match r.reason {
+        Reason::WorkerFailed => by_worker_exit(&r, policy),
+        Reason::Signaled => Classification::infra(
             reason::POD_STOPPED,
             format!("the pod was stopped: {}", r.message),
         ),
-        "RendezvousFailed"
-            if r.message.starts_with("invalid --rdzv-conf")
-                || r.message.starts_with("invalid rendezvous endpoint") =>
-        {
+        _ if r.is_invalid_config() => {
             Classification::app(true, reason::INVALID_LAUNCHER_CONFIG, r.message.clone())
         }
-        "RendezvousFailed" => Classification::infra(reason::RENDEZVOUS_FAILED, r.message.clone()),
-        "StoreFailed" => Classification::infra(reason::STORE_FAILED, r.message.clone()),
-        "DeviceUnavailable" => Classification::infra(reason::DEVICE_UNAVAILABLE, r.message.clone()),
-        _ if r.message.starts_with("cannot start worker") => {
+        Reason::RendezvousFailed => {
+            Classification::infra(reason::RENDEZVOUS_FAILED, r.message.clone())
+        }
+        Reason::StoreFailed => Classification::infra(reason::STORE_FAILED, r.message.clone()),
+        Reason::DeviceUnavailable => {
+            Classification::infra(reason::DEVICE_UNAVAILABLE, r.message.clone())
+        }
+        _ if r.is_unstartable_command() => {
             let not_found = r.message.contains("No such file") || r.message.contains("not found");
             Classification::app(
                 true,
@@ -366,7 +330,7 @@ fn by_report(r: LauncherReport, policy: &FailurePolicy) -> Classification {
     c
 }
 
-fn by_worker_exit(r: &LauncherReport, policy: &FailurePolicy) -> Classification {
+fn by_worker_exit(r: &RunReport, policy: &FailurePolicy) -> Classification {
     let code = r.exit_code.unwrap_or(1);
     let where_ = match (r.rank, r.local_rank) {
         (Some(rank), Some(local)) => format!("rank {rank} (local rank {local})"),
@@ -509,16 +473,15 @@ mod tests {
         (c.category, c.permanent, c.reason)
     }
 
+    /// The reports these tests build by hand parse as the contract's.
     #[test]
     fn parses_the_launchers_report() {
-        let r = parse_report(&report("WorkerFailed", Some(3), None, "ValueError: x")).unwrap();
+        let r = RunReport::parse(&report("WorkerFailed", Some(3), None, "ValueError: x")).unwrap();
         assert_eq!(
             (r.rank, r.local_rank, r.exit_code),
             (Some(5), Some(1), Some(3))
         );
         assert_eq!((r.restart_count, r.round), (3, Some(4)));
-        assert!(parse_report("Traceback (most recent call last):\n...").is_none());
-        assert!(parse_report(r#"{"kind": "other", "reason": "x"}"#).is_none());
     }
 
     /// The classification table: (case, termination) → (category, permanent, reason).

@@ -8,7 +8,7 @@
 //! - [`observed`]: the facts of a job's pods that the decisions use;
 //! - [`desired`]: the Service and pods a job should have (the pod contract);
 //! - [`failure`]: why a pod failed (application or infrastructure, retryable or permanent);
-//! - [`status`]: the next status (conditions, failures, counters) of a job;
+//! - [`next_status`]: the next status (conditions, failures, counters) of a job;
 //! - [`mod@plan`]: the actions for one reconcile (create, delete, force-delete, requeue);
 //! - [`event`]: the events to publish;
 //! - [`progress`]: the launchers' own reports (round, world size, worker restarts) folded into
@@ -25,7 +25,7 @@ pub mod observed;
 pub mod plan;
 pub mod poll;
 pub mod progress;
-pub mod status;
+pub mod next_status;
 
 #[cfg(test)]
 pub(crate) mod fixtures;

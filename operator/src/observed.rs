@@ -6,7 +6,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use elasticjob_crds::names;
 
-use crate::progress::LauncherProgress;
+use elasticjob_contract::progress::Progress;
 
 /// A pod's phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +65,7 @@ pub struct ObservedPod {
     pub ip: Option<String>,
     /// What its launcher's status endpoint said in this reconcile (the controller polls running
     /// pods; `from_pod` leaves it empty).
-    pub launcher: Option<LauncherProgress>,
+    pub launcher: Option<Progress>,
 }
 
 impl ObservedPod {

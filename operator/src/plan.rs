@@ -22,7 +22,7 @@ use elasticjob_crds::status::{ElasticJobStatus, JobState};
 
 use crate::event::{self, Event};
 use crate::observed::{ObservedPod, Phase};
-use crate::status::{NextStatus, Verdict, next_status};
+use crate::next_status::{NextStatus, Verdict, next_status};
 
 /// Failures of the same pod index within this window count toward its backoff.
 pub const BACKOFF_WINDOW: SignedDuration = SignedDuration::from_hours(1);

@@ -13,7 +13,7 @@ use hyper_util::rt::TokioExecutor;
 use tracing::debug;
 
 use crate::observed::ObservedPod;
-use crate::progress::{LauncherProgress, parse_progress};
+use elasticjob_contract::progress::Progress;
 
 /// How long one launcher gets to answer.
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -50,7 +50,7 @@ impl LauncherClient {
             .filter(|(_, p)| p.is_running())
             .filter_map(|(i, p)| Some((i, status_url(p.ip.as_deref()?, port))))
             .collect();
-        let results: Vec<(usize, Option<LauncherProgress>)> =
+        let results: Vec<(usize, Option<Progress>)> =
             futures::stream::iter(targets.into_iter().map(|(i, url)| async move {
                 let progress = self.get(&url).await;
                 (i, progress)
@@ -63,7 +63,7 @@ impl LauncherClient {
         }
     }
 
-    async fn get(&self, url: &str) -> Option<LauncherProgress> {
+    async fn get(&self, url: &str) -> Option<Progress> {
         let answer = tokio::time::timeout(TIMEOUT, async {
             let uri: hyper::Uri = url.parse().map_err(|e| format!("{e}"))?;
             let response = self.http.get(uri).await.map_err(|e| format!("{e}"))?;
@@ -80,7 +80,7 @@ impl LauncherClient {
         .await;
         match answer {
             Ok(Ok(body)) => {
-                let progress = parse_progress(&body);
+                let progress = Progress::parse(&body);
                 if progress.is_none() {
                     debug!(url, "not a launcher's status");
                 }

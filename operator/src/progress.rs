@@ -7,55 +7,29 @@
 //! started, or whose launcher does not answer, gets an entry with state `Pending` or `Unknown`,
 //! so every pod the operator has seen is on the list: one that later vanishes unseen
 //! (force-deleted, deleted and gone between two reconciles, or deleted while the operator was
-//! down) is still found and counted as a failure (`crate::status`). Its restart count starts
+//! down) is still found and counted as a failure (`crate::next_status`). Its restart count starts
 //! at 0 in every new pod, so the total is kept as a sum of increments: `status.launchers`
 //! remembers, by pod UID, what was already counted. The status is written in one piece, so an
 //! operator that restarts between two polls neither loses nor double-counts a restart.
 
-use serde::Deserialize;
-
+use elasticjob_contract::progress::{Progress, State};
+use elasticjob_contract::report::{Reason, RunReport};
 use elasticjob_crds::status::LauncherStatus;
 
-use crate::failure;
 use crate::observed::{ObservedPod, Phase};
 
-/// One launcher's report: the JSON of `GET /status` (launcher/src/progress.rs).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LauncherProgress {
-    /// Rendezvous, Running, Succeeded, Failed or Stopping.
-    pub state: String,
-    #[serde(default)]
-    pub round: Option<u64>,
-    #[serde(default)]
-    pub world_size: Option<u32>,
-    #[serde(default)]
-    pub restart_count: u32,
-}
-
-/// Parses a `GET /status` body; None unless it is a launcher's.
-pub fn parse_progress(body: &str) -> Option<LauncherProgress> {
-    #[derive(Deserialize)]
-    struct Kind {
-        kind: String,
-    }
-    let kind: Kind = serde_json::from_str(body).ok()?;
-    (kind.kind == failure::REPORT_KIND).then_some(())?;
-    serde_json::from_str(body).ok()
-}
-
 /// The launcher's last word: its termination message, once the trainer container ended.
-fn final_report(pod: &ObservedPod) -> Option<LauncherProgress> {
-    let report = failure::parse_report(pod.termination.trainer.as_ref()?.message.as_deref()?)?;
-    Some(LauncherProgress {
-        state: if report.reason == "Succeeded" {
-            "Succeeded".into()
+fn final_report(pod: &ObservedPod) -> Option<Progress> {
+    let report = RunReport::parse(pod.termination.trainer.as_ref()?.message.as_deref()?)?;
+    Some(Progress {
+        state: if report.reason == Reason::Succeeded {
+            State::Succeeded
         } else {
-            "Failed".into()
+            State::Failed
         },
         round: report.round,
-        world_size: None,
         restart_count: report.restart_count,
+        ..Progress::new(0, report.max_restarts)
     })
 }
 
@@ -117,7 +91,7 @@ pub fn fold(old: &[LauncherStatus], pods: &[ObservedPod]) -> Folded {
                 LauncherStatus {
                     pod: pod.name.clone(),
                     pod_uid: uid.into(),
-                    state: r.state,
+                    state: r.state.as_str().into(),
                     round: r.round.map(|r| r as i64).or(before.and_then(|b| b.round)),
                     world_size: r
                         .world_size
@@ -164,11 +138,12 @@ mod tests {
     fn pod(index: u32, uid: &str, launcher: Option<(&str, u64, u32, u32)>) -> ObservedPod {
         let mut p = crate::fixtures::pod(index, Phase::Running);
         p.uid = Some(uid.into());
-        p.launcher = launcher.map(|(state, round, world, restarts)| LauncherProgress {
-            state: state.into(),
+        p.launcher = launcher.map(|(state, round, world, restarts)| Progress {
+            state: serde_json::from_value(serde_json::json!(state)).unwrap(),
             round: Some(round),
             world_size: Some(world),
             restart_count: restarts,
+            ..Progress::new(2, 3)
         });
         p
     }
@@ -182,18 +157,6 @@ mod tests {
             world_size: Some(4),
             restarts,
         }
-    }
-
-    #[test]
-    fn parses_the_launchers_status_and_nothing_else() {
-        let body = r#"{"kind":"elastic-launch/v1","state":"Running","round":3,"groupRank":1,"nnodes":2,"worldSize":8,"localWorldSize":4,"restartCount":2,"maxRestarts":3,"reForms":1}"#;
-        let p = parse_progress(body).unwrap();
-        assert_eq!(
-            (p.state.as_str(), p.round, p.world_size, p.restart_count),
-            ("Running", Some(3), Some(8), 2)
-        );
-        assert_eq!(parse_progress(r#"{"kind":"other","state":"x"}"#), None);
-        assert_eq!(parse_progress("<html>"), None);
     }
 
     #[test]

@@ -521,24 +521,13 @@ async fn handshake(host: &str, port: u16, deadline: Instant) -> Result<Io, Strin
 /// Turns on TCP keep-alive with short timers so a store host that vanished without a reset
 /// (power loss, partition) is noticed in about 25 s rather than hours. Best effort.
 fn set_keepalive(stream: &TcpStream) {
-    use std::os::fd::AsRawFd;
-    let fd = stream.as_raw_fd();
-    let set = |level: libc::c_int, name: libc::c_int, value: libc::c_int| {
-        // SAFETY: a valid socket fd and a correctly sized c_int option value.
-        unsafe {
-            libc::setsockopt(
-                fd,
-                level,
-                name,
-                (&value as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        }
-    };
-    set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
-    set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 10);
-    set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 5);
-    set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(10))
+        .with_interval(Duration::from_secs(5))
+        .with_retries(3);
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive) {
+        tracing::debug!(error = %e, "store: cannot set TCP keep-alive");
+    }
 }
 
 impl Io {

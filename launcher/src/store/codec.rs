@@ -1,4 +1,4 @@
-//! The c10d TCPStore wire format (reference `torchrun.md` §7), pure and IO-free.
+//! The c10d TCPStore wire format (`docs/store-protocol.md`), pure and IO-free.
 //!
 //! A request is a command byte followed by its arguments; there is no request id and no total
 //! length, so both sides must parse incrementally. Integers are little-endian (torch writes host
@@ -727,7 +727,7 @@ mod tests {
             .collect()
     }
 
-    /// Reference §7.1.1, byte for byte.
+    /// The worked example of `docs/store-protocol.md`, byte for byte.
     #[test]
     fn worked_example_matches_the_reference() {
         let cases: Vec<(Request<'_>, &str)> = vec![

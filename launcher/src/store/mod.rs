@@ -2,7 +2,7 @@
 //! PyTorch workers (`init_process_group`, Gloo, NCCL) talk to with torch's own `TCPStore`
 //! client. `codec` is the wire format (pure), `server` serves it with the semantics of torch's
 //! libuv server, `client` is an async client with the semantics of torch's Python `TCPStore`.
-//! The protocol is described in `shared/reference/torchrun.md` §7.
+//! The protocol is described in `docs/store-protocol.md`.
 
 pub mod client;
 pub mod codec;

@@ -1,5 +1,5 @@
 //! The TCPStore server: a tokio task that speaks the c10d wire protocol to torch's own
-//! `TCPStore` clients and to ours, with the semantics of torch's libuv server (§7.2).
+//! `TCPStore` clients and to ours, with the semantics of torch's libuv server (`docs/store-protocol.md`).
 //!
 //! Design, for speed at hundreds of connections: one `std::sync::Mutex<State>` held only while
 //! a batch of already-decoded requests is applied (no await inside); each connection reads into
@@ -129,23 +129,7 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
 
 /// Clears IPV6_V6ONLY so `[::]` also accepts IPv4 (do not rely on the sysctl default).
 fn set_dual_stack(socket: &TcpSocket) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let off: libc::c_int = 0;
-    // SAFETY: a valid socket fd and a correctly sized c_int option value.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IPV6,
-            libc::IPV6_V6ONLY,
-            (&off as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    socket2::SockRef::from(socket).set_only_v6(false)
 }
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: oneshot::Receiver<()>) {

@@ -12,7 +12,6 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::hash::{Hash, Hasher};
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
@@ -98,10 +97,8 @@ impl ClusterNetwork {
             .write(true)
             .open(LOCK)
             .map_err(|e| format!("{LOCK}: {e}"))?;
-        // SAFETY: flock on an fd we own.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(format!("flock {LOCK}: {}", std::io::Error::last_os_error()));
-        }
+        let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| format!("flock {LOCK}: {e}"))?;
         let net = ClusterNetwork {
             bridge: format!("ejbr{id}"),
             prefix: (0, 0),

@@ -269,6 +269,7 @@ impl Cluster {
             .map_err(io_err(format!("writing {}", path.display())))
     }
 
+    #[allow(unsafe_code)] // pre_exec: the death signal must be set between fork and exec
     fn spawn(&mut self, cmd: ComponentCommand) -> Result<()> {
         let log = fs::OpenOptions::new()
             .create(true)
@@ -335,7 +336,7 @@ impl Cluster {
         c: Component,
         addr: std::net::SocketAddr,
         path: &'static str,
-        tls: Option<(&std::sync::Arc<rustls::ClientConfig>, Option<&str>)>,
+        tls: Option<(&Arc<rustls::ClientConfig>, Option<&str>)>,
         ok: impl Fn(u16, &str) -> bool,
     ) -> Result<()> {
         let start = Instant::now();

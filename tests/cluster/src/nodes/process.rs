@@ -25,6 +25,7 @@ pub(super) const CLEANUP_HIERARCHIES: [&str; 10] = [
 
 /// Spawns `c` with its output in `log`, in its own process group, killed with its parent, and
 /// first moved into the cgroup directories `cgroups` (so everything it forks stays there).
+#[allow(unsafe_code)] // pre_exec: the cgroup move and death signal must happen before exec
 pub(super) fn spawn(mut c: Command, log: &Path, cgroups: &[PathBuf]) -> Result<Child, String> {
     let out = fs::OpenOptions::new()
         .create(true)

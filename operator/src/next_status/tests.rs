@@ -519,11 +519,12 @@ fn launcher_restarts_are_counted_once_with_an_event() {
     step(&mut j, &[], 0);
     let reporting = |index: u32, round: u64, restarts: u32| {
         let mut p = running(index);
-        p.launcher = Some(crate::progress::LauncherProgress {
-            state: "Running".into(),
+        p.launcher = Some(elasticjob_contract::progress::Progress {
+            state: elasticjob_contract::progress::State::Running,
             round: Some(round),
             world_size: Some(4),
             restart_count: restarts,
+            ..elasticjob_contract::progress::Progress::new(2, 3)
         });
         p
     };

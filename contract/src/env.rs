@@ -1,0 +1,46 @@
+//! What the operator sets on the trainer container and the launcher reads: torchrun's own
+//! `PET_*` variables (each is the environment form of a launcher option, `--nnodes` →
+//! `PET_NNODES`), the pod's replica index, and the `--rdzv-conf` keys the operator owns.
+
+pub const NNODES: &str = "PET_NNODES";
+pub const NPROC_PER_NODE: &str = "PET_NPROC_PER_NODE";
+pub const RDZV_BACKEND: &str = "PET_RDZV_BACKEND";
+pub const RDZV_ENDPOINT: &str = "PET_RDZV_ENDPOINT";
+pub const RDZV_ID: &str = "PET_RDZV_ID";
+pub const RDZV_CONF: &str = "PET_RDZV_CONF";
+pub const MAX_RESTARTS: &str = "PET_MAX_RESTARTS";
+/// Where the launcher writes its [`crate::report::RunReport`] (the container's
+/// `terminationMessagePath`).
+pub const TERMINATION_MESSAGE_PATH: &str = "PET_TERMINATION_MESSAGE_PATH";
+/// The port of the launcher's read-only `/status` endpoint ([`crate::progress`]).
+pub const STATUS_PORT: &str = "PET_STATUS_PORT";
+/// The pod's replica index `i` (pod `<job>-worker-<i>`): orders the nodes' group ranks.
+pub const NODE_INDEX: &str = "ELASTICJOB_NODE_INDEX";
+
+/// Every `PET_*` variable the operator sets. Each must be a launcher option's variable.
+pub const LAUNCHER_OPTIONS: [&str; 9] = [
+    NNODES,
+    NPROC_PER_NODE,
+    RDZV_BACKEND,
+    RDZV_ENDPOINT,
+    RDZV_ID,
+    RDZV_CONF,
+    MAX_RESTARTS,
+    TERMINATION_MESSAGE_PATH,
+    STATUS_PORT,
+];
+
+/// `--rdzv-conf` keys the operator sets itself (from `spec.rendezvous` and the pod index), so
+/// a job may not set them.
+pub mod rdzv_conf {
+    /// Seconds a node waits to join a round before it gives up.
+    pub const JOIN_TIMEOUT: &str = "join_timeout";
+    /// Seconds a round stays open for more nodes once it has the minimum.
+    pub const LAST_CALL_TIMEOUT: &str = "last_call_timeout";
+    /// Seconds a closed round waits for its members to finish joining.
+    pub const CLOSE_TIMEOUT: &str = "close_timeout";
+    /// Whether this node hosts the rendezvous store (the operator makes pod 0 the host).
+    pub const IS_HOST: &str = "is_host";
+
+    pub const OPERATOR_OWNED: [&str; 4] = [JOIN_TIMEOUT, LAST_CALL_TIMEOUT, CLOSE_TIMEOUT, IS_HOST];
+}

@@ -1,0 +1,18 @@
+//! The contract between `elastic-launch` (in every pod) and the ElasticJob operator: what the
+//! operator sets on a pod, and what the launcher reports back. Both sides build from these
+//! types and names, so a change here is a change to both, made once; the tests here pin the
+//! wire shapes, including reports written by older launchers. See `docs/pod-contract.md`.
+//!
+//! - [`env`]: the environment variables and `--rdzv-conf` keys the operator sets;
+//! - [`install`]: the launcher's install mode, run by the operator's init container;
+//! - [`report`]: the launcher's last word, its container's termination message;
+//! - [`progress`]: the body of the launcher's read-only `GET /status` while it runs.
+
+pub mod env;
+pub mod install;
+pub mod progress;
+pub mod report;
+
+/// The `kind` of every document the launcher produces for the operator (report and progress),
+/// so the operator tells them from other JSON and knows their shape.
+pub const KIND: &str = "elastic-launch/v1";
