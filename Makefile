@@ -7,14 +7,22 @@ export CARGO_TARGET_DIR := $(CACHE)/target
 PYTHON_ENV := tests/scripts/python-env.sh
 LAUNCH := $(CARGO_TARGET_DIR)/release/elastic-launch
 
-.PHONY: all build test demo demo-down demo-standalone bench lint rust-toolchain python-env cluster-provision cluster-images cluster-test cluster e2e images kind-e2e shellcheck
+.PHONY: all build test check test-fast test-cluster cargo-deny demo demo-down demo-standalone bench lint rust-toolchain python-env cluster-provision cluster-images cluster-test cluster e2e images kind-e2e shellcheck
 
 VERSION ?= $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n 1)
 IMAGE_REPO ?= ghcr.io/elasticjob
 # The cargo features of the tests that need root and the provisioned local cluster.
 E2E_FEATURES := local-cluster/control-plane-tests,elasticjob-chart-tests/chart-tests,elasticjob-e2e/e2e-tests
+CLUSTER_CRATES := -p local-cluster -p elasticjob-chart-tests -p elasticjob-e2e
+# cargo-deny, pinned, built once into the cache.
+CARGO_DENY_VERSION := 0.20.2
+CARGO_DENY_ROOT := $(CACHE)/tools/cargo-deny-$(CARGO_DENY_VERSION)
+CARGO_DENY := $(CARGO_DENY_ROOT)/bin/cargo-deny
 
 all: build
+
+cargo-deny: rust-toolchain
+	@test -x $(CARGO_DENY) || cargo install cargo-deny --version $(CARGO_DENY_VERSION) --locked --quiet --root $(CARGO_DENY_ROOT)
 
 rust-toolchain:
 	@command -v cargo >/dev/null || { echo "cargo not found: install Rust with https://rustup.rs (rustup toolchain install stable)"; exit 1; }
@@ -25,12 +33,27 @@ python-env:
 build: rust-toolchain
 	cargo build --release -p elastic-launch
 
-# Every test: unit, subprocess (launcher, store), PyTorch interop with real torch workers, and
-# the end-to-end tests on the local Kubernetes cluster (real kubelets, containerd and runc; the
-# binaries and images are built on first use: ~20 min once, then cached).
-test: rust-toolchain python-env cluster-provision cluster-images shellcheck
-	ELASTICJOB_PYTHON="$$($(PYTHON_ENV))" cargo test --workspace --all-targets --features $(E2E_FEATURES)
+# Every test, the fastest first so a slip costs seconds, not a cluster run: the checks
+# (formatting, clippy, docs, dependency policy), then the tiers without a cluster (unit,
+# subprocess, PyTorch interop with real torch workers, doc tests), then the tiers on the local
+# Kubernetes cluster (real kubelets, containerd and runc; its binaries and images are built on
+# first use: ~20 min once, then cached).
+test: check test-fast test-cluster
+
+# Formatting, clippy with warnings as errors, the docs, and the dependency policy (deny.toml:
+# licenses, banned crates, sources; offline).
+check: rust-toolchain cargo-deny
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --features $(E2E_FEATURES) -- -D warnings
+	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+	$(CARGO_DENY) --log-level error check --disable-fetch licenses bans sources
+
+test-fast: rust-toolchain python-env shellcheck
+	ELASTICJOB_PYTHON="$$($(PYTHON_ENV))" cargo test --workspace --all-targets
 	ELASTICJOB_PYTHON="$$($(PYTHON_ENV))" cargo test --workspace --doc
+
+test-cluster: rust-toolchain python-env cluster-provision cluster-images
+	ELASTICJOB_PYTHON="$$($(PYTHON_ENV))" cargo test $(CLUSTER_CRATES) --all-targets --features $(E2E_FEATURES)
 
 # The main job: a local Kubernetes cluster, the operator installed with helm, and
 # examples/elasticjob.yaml (2 pods x 2 PyTorch workers) followed to Succeeded. The cluster stays
@@ -53,9 +76,7 @@ bench: build python-env
 	bench/cluster.sh
 	bench/operator.sh
 
-lint: rust-toolchain
-	cargo fmt --all --check
-	cargo clippy --workspace --all-targets --features $(E2E_FEATURES) -- -D warnings
+lint: check
 
 # Local Kubernetes cluster (tests/cluster/): Kubernetes components built from their Go modules
 # (tests/cluster/components/, cached under $(CACHE)/nodes-*, ~6 min cold, a second warm);

@@ -16,6 +16,7 @@ use crate::config::{Config, RdzvBackend};
 use crate::devices;
 use crate::entrypoint;
 use crate::failures::{self, ProcessFailure};
+use crate::lifecycle::{self, Budget, Grace, GroupEnd, Next};
 use crate::logs::{self, LogLayout, OutputPolicy, StreamKind, TeeSource};
 use crate::progress::{self, Progress, ProgressSender, State};
 use crate::rendezvous::{self, DynamicRendezvous, Heartbeat, NodeDesc, RendezvousError, RoundInfo};
@@ -145,6 +146,41 @@ enum GroupEvent {
     PeerLost(String),
     Signal(Signal),
     StoreLost(StoreError),
+}
+
+impl GroupEvent {
+    fn end(&self) -> GroupEnd {
+        match self {
+            GroupEvent::Succeeded => GroupEnd::Succeeded,
+            GroupEvent::Failed => GroupEnd::Failed,
+            GroupEvent::MembershipChanged => GroupEnd::MembershipChanged,
+            GroupEvent::PeerLost(_) => GroupEnd::PeerLost,
+            GroupEvent::Signal(sig) => GroupEnd::Signal(*sig),
+            GroupEvent::StoreLost(_) => GroupEnd::StoreLost,
+        }
+    }
+}
+
+/// Says why the round ended, with what only the event knows (the peer, the store's error).
+fn log_group_end(event: &GroupEvent, round: u64) {
+    match event {
+        GroupEvent::Succeeded | GroupEvent::Failed => {}
+        GroupEvent::Signal(sig) => {
+            tracing::warn!(signal = %sig, "received death signal, shutting down workers");
+        }
+        GroupEvent::MembershipChanged => tracing::info!(
+            round,
+            "a node is waiting to join; restarting workers into a new round (not counted as a restart)"
+        ),
+        GroupEvent::PeerLost(peer) => tracing::warn!(
+            round,
+            peer = %peer,
+            "a node of this round stopped heartbeating; re-forming without it (not counted as a restart)"
+        ),
+        GroupEvent::StoreLost(e) => {
+            tracing::warn!(error = %e, "lost the rendezvous store; stopping workers and re-joining");
+        }
+    }
 }
 
 impl Agent {
@@ -285,19 +321,55 @@ impl Agent {
                 p.world_size = Some(round.world_size);
             });
             let event = self.monitor(&mut group, &round).await;
-            if matches!(
-                event,
-                GroupEvent::MembershipChanged | GroupEvent::PeerLost(_) | GroupEvent::StoreLost(_)
-            ) {
+            let end = event.end();
+            log_group_end(&event, round.round);
+            // Only workers that failed on their own are failures; the rest are stopped. Read
+            // before anything is stopped.
+            let failures = match end {
+                GroupEnd::Failed => self.collect_failures(&mut group),
+                _ => Vec::new(),
+            };
+            // Claimed before stopping the rest, which takes time, so the node whose worker
+            // failed first is the one that claims it.
+            let first = end.claims_round_failure() && self.claim_round_failure(&round).await;
+            let budget = Budget {
+                used: self.failure_restarts,
+                max: self.cfg.max_restarts,
+            };
+            let decision = lifecycle::decide(end, first, budget);
+            if let Some(state) = decision.state {
+                self.set_state(state);
+            }
+            let (sig, grace) = decision.stop;
+            let grace = match grace {
+                Grace::Shutdown => self.cfg.shutdown_timeout,
+                Grace::Restart => RESTART_STOP_GRACE,
+            };
+            self.stop(&group, sig, grace).await;
+            if let Some(root) = failures::root_cause(&failures) {
+                tracing::warn!(rank = root.global_rank, local_rank = root.local_rank, exitcode = root.exitcode, pid = root.pid, message = %root.message, "worker failed");
+            }
+            if decision.re_form {
+                if end == GroupEnd::Failed {
+                    tracing::warn!(
+                        round = round.round,
+                        "another node's workers failed first in this round (this node's likely failed with them); re-forming without counting a restart here"
+                    );
+                }
                 self.progress.send_modify(|p| p.re_forms += 1);
             }
-            match event {
-                GroupEvent::Succeeded => {
-                    self.set_state(State::Succeeded);
-                    // Whatever the workers left running in their process groups goes now, as
-                    // torchrun's context close does; this also drains their teed output.
-                    self.stop(&group, Signal::SIGTERM, self.cfg.shutdown_timeout)
-                        .await;
+            if decision.charge_restart {
+                self.failure_restarts += 1;
+                let restarts = self.failure_restarts;
+                self.progress.send_modify(|p| p.restart_count = restarts);
+                tracing::warn!(
+                    restart = restarts,
+                    max_restarts = self.cfg.max_restarts,
+                    "restarting the worker group"
+                );
+            }
+            match decision.next {
+                Next::Finish => {
                     self.exit_barrier(&round).await;
                     if let Backend::Dynamic(d) = &self.rdzv.backend
                         && let Err(e) = d.close().await
@@ -307,67 +379,20 @@ impl Agent {
                     tracing::info!(round = round.round, "workers succeeded");
                     return Ok(Outcome::Succeeded);
                 }
-                GroupEvent::Signal(sig) => {
-                    tracing::warn!(signal = %sig, "received death signal, shutting down workers");
-                    self.set_state(State::Stopping);
-                    // Leaving breaks the others' collectives: their failures are not theirs.
-                    self.claim_round_failure(&round).await;
-                    self.stop(&group, sig, self.cfg.shutdown_timeout).await;
-                    return Ok(Outcome::Signaled(sig));
-                }
-                GroupEvent::MembershipChanged => {
-                    tracing::info!(
-                        round = round.round,
-                        "a node is waiting to join; restarting workers into a new round (not counted as a restart)"
-                    );
-                    self.stop(&group, Signal::SIGTERM, RESTART_STOP_GRACE).await;
-                }
-                GroupEvent::PeerLost(peer) => {
-                    tracing::warn!(round = round.round, peer = %peer, "a node of this round stopped heartbeating; re-forming without it (not counted as a restart)");
-                    self.stop(&group, Signal::SIGTERM, RESTART_STOP_GRACE).await;
-                }
-                GroupEvent::StoreLost(e) => {
-                    tracing::warn!(error = %e, "lost the rendezvous store; stopping workers and re-joining");
-                    self.stop(&group, Signal::SIGTERM, RESTART_STOP_GRACE).await;
-                    if let Some(sig) = self.reconnect_unless_signaled().await? {
+                Next::Exit(sig) => return Ok(Outcome::Signaled(sig)),
+                Next::Rejoin { reconnect } => {
+                    if reconnect && let Some(sig) = self.reconnect_unless_signaled().await? {
                         return Ok(Outcome::Signaled(sig));
                     }
                 }
-                GroupEvent::Failed => {
-                    // Only workers that failed on their own are failures; the rest are stopped.
-                    let failures = self.collect_failures(&mut group);
-                    // Claimed before stopping the rest, which takes time, so the node whose
-                    // worker failed first is the one that claims it.
-                    let first = self.claim_round_failure(&round).await;
-                    self.stop(&group, Signal::SIGTERM, RESTART_STOP_GRACE).await;
-                    if let Some(root) = failures::root_cause(&failures) {
-                        tracing::warn!(rank = root.global_rank, local_rank = root.local_rank, exitcode = root.exitcode, pid = root.pid, message = %root.message, "worker failed");
-                    }
-                    if !first {
-                        tracing::warn!(
-                            round = round.round,
-                            "another node's workers failed first in this round (this node's likely failed with them); re-forming without counting a restart here"
-                        );
-                        self.progress.send_modify(|p| p.re_forms += 1);
-                        continue;
-                    }
-                    if self.failure_restarts >= self.cfg.max_restarts {
-                        self.set_state(State::Failed);
-                        self.announce_failure(&round).await;
-                        return Ok(Outcome::WorkersFailed {
-                            failures,
-                            restart_count: self.failure_restarts,
-                            round: Some(round.round),
-                        });
-                    }
-                    self.failure_restarts += 1;
-                    let restarts = self.failure_restarts;
-                    self.progress.send_modify(|p| p.restart_count = restarts);
-                    tracing::warn!(
-                        restart = self.failure_restarts,
-                        max_restarts = self.cfg.max_restarts,
-                        "restarting the worker group"
-                    );
+                Next::GiveUp => {
+                    self.set_state(State::Failed);
+                    self.announce_failure(&round).await;
+                    return Ok(Outcome::WorkersFailed {
+                        failures,
+                        restart_count: self.failure_restarts,
+                        round: Some(round.round),
+                    });
                 }
             }
         }

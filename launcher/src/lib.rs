@@ -16,6 +16,7 @@ pub mod devices;
 pub mod entrypoint;
 pub mod failures;
 pub mod install;
+pub mod lifecycle;
 pub mod logs;
 pub mod progress;
 pub mod rendezvous;

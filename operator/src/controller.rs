@@ -153,7 +153,8 @@ async fn reconcile_job(job: &ElasticJob, ctx: &Context) -> Result<Requeue, Error
 /// Neither finished nor suspended: its launchers' progress is worth reading.
 fn job_is_active(job: &ElasticJob) -> bool {
     let status = job.status.as_ref();
-    let finished = status.is_some_and(|s| crate::next_status::finished_state(&s.conditions).is_some());
+    let finished =
+        status.is_some_and(|s| crate::next_status::finished_state(&s.conditions).is_some());
     !finished && !job.spec.run_policy.suspend
 }
 

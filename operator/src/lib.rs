@@ -21,11 +21,11 @@ pub mod failure;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod next_status;
 pub mod observed;
 pub mod plan;
 pub mod poll;
 pub mod progress;
-pub mod next_status;
 
 #[cfg(test)]
 pub(crate) mod fixtures;

@@ -21,8 +21,8 @@ use elasticjob_crds::spec::{Backoff, CleanPodPolicy, ElasticJob};
 use elasticjob_crds::status::{ElasticJobStatus, JobState};
 
 use crate::event::{self, Event};
-use crate::observed::{ObservedPod, Phase};
 use crate::next_status::{NextStatus, Verdict, next_status};
+use crate::observed::{ObservedPod, Phase};
 
 /// Failures of the same pod index within this window count toward its backoff.
 pub const BACKOFF_WINDOW: SignedDuration = SignedDuration::from_hours(1);
