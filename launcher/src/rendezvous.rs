@@ -292,7 +292,10 @@ impl DynamicRendezvous {
                     self.last_round = Some(info.round);
                     return Ok(info);
                 }
-                Joined::Late { sealed } if sealed < self.nodes.max => {
+                Joined::Late {
+                    sealed,
+                    placement: Placement::OpenNext,
+                } => {
                     tracing::info!(
                         round,
                         sealed,
@@ -300,7 +303,7 @@ impl DynamicRendezvous {
                     );
                     round = self.advance_round(round).await?;
                 }
-                Joined::Late { sealed } => {
+                Joined::Late { sealed, .. } => {
                     tracing::info!(
                         round,
                         sealed,
@@ -359,12 +362,13 @@ impl DynamicRendezvous {
         self.store.set(&format!("{r}/node/{k}"), &desc).await?;
         let (min, max) = (self.nodes.min as u64, self.nodes.max as u64);
         tracing::info!(round, arrival = k, min, max, "joined rendezvous round");
-        if k == min {
+        let arrival = on_arrival(k, min, max);
+        if arrival.reaches_min {
             self.store.set(&format!("{r}/min_reached"), b"1").await?;
         }
-        if k == max {
+        if let Some(size) = arrival.seals {
             self.store
-                .compare_set(&format!("{r}/sealed"), b"", max.to_string().as_bytes())
+                .compare_set(&format!("{r}/sealed"), b"", size.to_string().as_bytes())
                 .await?;
         }
         let sealed_key = format!("{r}/sealed");
@@ -402,17 +406,16 @@ impl DynamicRendezvous {
                     return Err(e.into());
                 }
                 let joined = self.store.add(&format!("{r}/joined"), 0).await? as u64;
-                let count = joined.min(max).to_string();
+                let count = seal_at(joined, max).to_string();
                 self.store
                     .compare_set(&sealed_key, b"", count.as_bytes())
                     .await?;
             }
         }
         let sealed = parse_u64(&sealed_key, &self.store.get(&sealed_key).await?)?;
-        if k > sealed {
-            return Ok(Joined::Late {
-                sealed: sealed as u32,
-            });
+        match placement(k, sealed, max) {
+            Placement::Member => {}
+            placement => return Ok(Joined::Late { sealed, placement }),
         }
         if self.store.add(&format!("{r}/assigner"), 1).await? == 1 {
             self.write_assignments(round, sealed).await?;
@@ -639,7 +642,54 @@ impl Heartbeat {
 
 enum Joined {
     Member(RoundInfo),
-    Late { sealed: u32 },
+    /// Arrived after the round was sealed: [`Placement::OpenNext`] or [`Placement::Reserve`].
+    Late {
+        sealed: u64,
+        placement: Placement,
+    },
+}
+
+/// What the `k`-th node to arrive in a round of `min..=max` nodes writes at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arrival {
+    /// This node completes the minimum: it sets `r<r>/min_reached`.
+    pub reaches_min: bool,
+    /// This node completes the maximum: it seals the round at `max` without waiting.
+    pub seals: Option<u64>,
+}
+
+pub fn on_arrival(k: u64, min: u64, max: u64) -> Arrival {
+    Arrival {
+        reaches_min: k == min,
+        seals: (k == max).then_some(max),
+    }
+}
+
+/// The size a round is sealed at when its last call runs out: everyone joined so far, up to
+/// `max`.
+pub fn seal_at(joined: u64, max: u64) -> u64 {
+    joined.min(max)
+}
+
+/// Where the `k`-th arrival of a round sealed at `sealed` nodes stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// In the round.
+    Member,
+    /// Too late for a round that is not full: open the next round and join it.
+    OpenNext,
+    /// Too late for a full round: wait in reserve until the next round opens.
+    Reserve,
+}
+
+pub fn placement(k: u64, sealed: u64, max: u64) -> Placement {
+    if k <= sealed {
+        Placement::Member
+    } else if sealed < max {
+        Placement::OpenNext
+    } else {
+        Placement::Reserve
+    }
 }
 
 /// Static rendezvous: `nnodes` nodes, ranks given by `--node-rank`. Every node counts itself in
@@ -782,5 +832,71 @@ mod tests {
                 .unwrap_err()
                 .contains("last_call_timeout=soon")
         );
+    }
+
+    #[test]
+    fn arrivals_mark_the_minimum_and_the_maximum_seals() {
+        assert_eq!(
+            on_arrival(1, 2, 4),
+            Arrival {
+                reaches_min: false,
+                seals: None
+            }
+        );
+        assert_eq!(
+            on_arrival(2, 2, 4),
+            Arrival {
+                reaches_min: true,
+                seals: None
+            }
+        );
+        assert_eq!(
+            on_arrival(4, 2, 4),
+            Arrival {
+                reaches_min: false,
+                seals: Some(4)
+            }
+        );
+        // min == max: the same arrival does both.
+        assert_eq!(
+            on_arrival(3, 3, 3),
+            Arrival {
+                reaches_min: true,
+                seals: Some(3)
+            }
+        );
+        assert_eq!(
+            on_arrival(5, 2, 4),
+            Arrival {
+                reaches_min: false,
+                seals: None
+            }
+        );
+    }
+
+    #[test]
+    fn a_round_seals_at_who_joined_capped_at_max() {
+        assert_eq!(seal_at(3, 4), 3);
+        assert_eq!(seal_at(6, 4), 4);
+    }
+
+    #[test]
+    fn late_arrivals_open_the_next_round_or_wait_in_reserve() {
+        // (k, sealed, max) → placement
+        let table = [
+            (1, 2, 4, Placement::Member),
+            (2, 2, 4, Placement::Member),
+            (3, 2, 4, Placement::OpenNext),
+            (4, 4, 4, Placement::Member),
+            (5, 4, 4, Placement::Reserve),
+            (9, 4, 4, Placement::Reserve),
+        ];
+        for (k, sealed, max, want) in table {
+            assert_eq!(
+                placement(k, sealed, max),
+                want,
+                "k={k} sealed={sealed} max={max}"
+            );
+        }
     }
 }
