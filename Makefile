@@ -46,7 +46,7 @@ check: rust-toolchain cargo-deny
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --features $(E2E_FEATURES) -- -D warnings
 	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
-	$(CARGO_DENY) --log-level error check --disable-fetch licenses bans sources
+	$(CARGO_DENY) --log-level error --frozen check licenses bans sources
 
 test-fast: rust-toolchain python-env shellcheck
 	ELASTICJOB_PYTHON="$$($(PYTHON_ENV))" cargo test --workspace --all-targets
@@ -68,13 +68,15 @@ demo-down: rust-toolchain
 demo-standalone: build python-env
 	PYTHON_EXEC="$$($(PYTHON_ENV))" $(LAUNCH) --standalone --nproc-per-node=4 examples/train.py
 
-# Side-by-side benchmarks against torchrun and torch's TCPStore; results go in bench/README.md.
+# Side-by-side benchmarks against torchrun and torch's TCPStore; each run is recorded under
+# bench/results/ (bench/record.sh), then bench/README.md is regenerated from them.
 bench: build python-env
-	bench/launch.sh
-	bench/rendezvous.sh
-	bench/store.sh
-	bench/cluster.sh
-	bench/operator.sh
+	bench/record.sh launch
+	bench/record.sh rendezvous
+	bench/record.sh store
+	bench/record.sh cluster
+	bench/record.sh operator
+	python3 bench/render.py
 
 lint: check
 

@@ -3,7 +3,7 @@
 //! types and names, so a change here is a change to both, made once; the tests here pin the
 //! wire shapes, including reports written by older launchers. See `docs/pod-contract.md`.
 //!
-//! - [`env`]: the environment variables and `--rdzv-conf` keys the operator sets;
+//! - [`mod@env`]: the environment variables and `--rdzv-conf` keys the operator sets;
 //! - [`install`]: the launcher's install mode, run by the operator's init container;
 //! - [`report`]: the launcher's last word, its container's termination message;
 //! - [`progress`]: the body of the launcher's read-only `GET /status` while it runs.

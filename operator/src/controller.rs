@@ -1,4 +1,4 @@
-//! The reconcile loop: the IO around [`crate::plan`].
+//! The reconcile loop: the IO around [`crate::plan()`].
 //!
 //! For each ElasticJob (kube-rs `Controller`, woken by changes of the job, of the pods and
 //! Service it owns, and by the plan's requeue time): read its pods, compute the plan, write the

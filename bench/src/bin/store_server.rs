@@ -1,7 +1,7 @@
 //! Hosts `elastic_launch::store::StoreServer` for the store benchmark: prints the port on
 //! stdout, then serves until stdin closes (or the process is killed).
 //!
-//! usage: store-server [PORT] [WORKER_THREADS]   (defaults: 0 = OS-chosen, one per core)
+//! usage: `store-server [PORT] [WORKER_THREADS]`   (defaults: 0 = OS-chosen, one per core)
 
 use std::io::Read;
 
