@@ -134,151 +134,37 @@ mod tests {
     use nix::sys::signal::Signal as Sig;
 
     /// Every way a round ends × (first to claim or not) × (budget left or spent).
+    #[rustfmt::skip]
     #[test]
     fn decision_table() {
         use GroupEnd::*;
+        use Grace::{Restart, Shutdown};
         let left = Budget { used: 1, max: 3 };
         let spent = Budget { used: 3, max: 3 };
         let none = Budget { used: 0, max: 0 };
         let rejoin = Next::Rejoin { reconnect: false };
+        let done = Some(State::Succeeded);
+        let stopping = Some(State::Stopping);
+        let term = Sig::SIGTERM;
         // (end, first, budget) → (state, stop signal, grace, re_form, charge, next)
         let table = [
-            (
-                Succeeded,
-                false,
-                left,
-                (
-                    Some(State::Succeeded),
-                    Sig::SIGTERM,
-                    Grace::Shutdown,
-                    false,
-                    false,
-                    Next::Finish,
-                ),
-            ),
-            (
-                Succeeded,
-                true,
-                spent,
-                (
-                    Some(State::Succeeded),
-                    Sig::SIGTERM,
-                    Grace::Shutdown,
-                    false,
-                    false,
-                    Next::Finish,
-                ),
-            ),
-            (
-                Signal(Sig::SIGTERM),
-                true,
-                left,
-                (
-                    Some(State::Stopping),
-                    Sig::SIGTERM,
-                    Grace::Shutdown,
-                    false,
-                    false,
-                    Next::Exit(Sig::SIGTERM),
-                ),
-            ),
-            (
-                Signal(Sig::SIGINT),
-                false,
-                spent,
-                (
-                    Some(State::Stopping),
-                    Sig::SIGINT,
-                    Grace::Shutdown,
-                    false,
-                    false,
-                    Next::Exit(Sig::SIGINT),
-                ),
-            ),
-            (
-                MembershipChanged,
-                false,
-                spent,
-                (None, Sig::SIGTERM, Grace::Restart, true, false, rejoin),
-            ),
-            (
-                PeerLost,
-                false,
-                none,
-                (None, Sig::SIGTERM, Grace::Restart, true, false, rejoin),
-            ),
-            (
-                StoreLost,
-                false,
-                spent,
-                (
-                    None,
-                    Sig::SIGTERM,
-                    Grace::Restart,
-                    true,
-                    false,
-                    Next::Rejoin { reconnect: true },
-                ),
-            ),
+            (Succeeded, false, left, (done, term, Shutdown, false, false, Next::Finish)),
+            (Succeeded, true, spent, (done, term, Shutdown, false, false, Next::Finish)),
+            (Signal(term), true, left, (stopping, term, Shutdown, false, false, Next::Exit(term))),
+            (Signal(Sig::SIGINT), false, spent, (stopping, Sig::SIGINT, Shutdown, false, false, Next::Exit(Sig::SIGINT))),
+            (MembershipChanged, false, spent, (None, term, Restart, true, false, rejoin)),
+            (PeerLost, false, none, (None, term, Restart, true, false, rejoin)),
+            (StoreLost, false, spent, (None, term, Restart, true, false, Next::Rejoin { reconnect: true })),
             // The charge-once rule: only the first claimant pays, whatever its budget.
-            (
-                Failed,
-                false,
-                left,
-                (None, Sig::SIGTERM, Grace::Restart, true, false, rejoin),
-            ),
-            (
-                Failed,
-                false,
-                spent,
-                (None, Sig::SIGTERM, Grace::Restart, true, false, rejoin),
-            ),
-            (
-                Failed,
-                true,
-                left,
-                (None, Sig::SIGTERM, Grace::Restart, false, true, rejoin),
-            ),
-            (
-                Failed,
-                true,
-                spent,
-                (
-                    None,
-                    Sig::SIGTERM,
-                    Grace::Restart,
-                    false,
-                    false,
-                    Next::GiveUp,
-                ),
-            ),
-            (
-                Failed,
-                true,
-                none,
-                (
-                    None,
-                    Sig::SIGTERM,
-                    Grace::Restart,
-                    false,
-                    false,
-                    Next::GiveUp,
-                ),
-            ),
+            (Failed, false, left, (None, term, Restart, true, false, rejoin)),
+            (Failed, false, spent, (None, term, Restart, true, false, rejoin)),
+            (Failed, true, left, (None, term, Restart, false, true, rejoin)),
+            (Failed, true, spent, (None, term, Restart, false, false, Next::GiveUp)),
+            (Failed, true, none, (None, term, Restart, false, false, Next::GiveUp)),
         ];
-        for (end, first, budget, (state, sig, grace, re_form, charge, next)) in table {
-            let d = decide(end, first, budget);
-            assert_eq!(
-                d,
-                Decision {
-                    state,
-                    stop: (sig, grace),
-                    re_form,
-                    charge_restart: charge,
-                    next
-                },
-                "{end:?} first={first} {budget:?}"
-            );
+        for (end, first, budget, (state, sig, grace, re_form, charge_restart, next)) in table {
+            let want = Decision { state, stop: (sig, grace), re_form, charge_restart, next };
+            assert_eq!(decide(end, first, budget), want, "{end:?} first={first} {budget:?}");
         }
     }
 

@@ -836,42 +836,19 @@ mod tests {
 
     #[test]
     fn arrivals_mark_the_minimum_and_the_maximum_seals() {
-        assert_eq!(
-            on_arrival(1, 2, 4),
-            Arrival {
-                reaches_min: false,
-                seals: None
-            }
-        );
-        assert_eq!(
-            on_arrival(2, 2, 4),
-            Arrival {
-                reaches_min: true,
-                seals: None
-            }
-        );
-        assert_eq!(
-            on_arrival(4, 2, 4),
-            Arrival {
-                reaches_min: false,
-                seals: Some(4)
-            }
-        );
-        // min == max: the same arrival does both.
-        assert_eq!(
-            on_arrival(3, 3, 3),
-            Arrival {
-                reaches_min: true,
-                seals: Some(3)
-            }
-        );
-        assert_eq!(
-            on_arrival(5, 2, 4),
-            Arrival {
-                reaches_min: false,
-                seals: None
-            }
-        );
+        // (k, min, max) → (reaches_min, seals)
+        let table = [
+            (1, 2, 4, (false, None)),
+            (2, 2, 4, (true, None)),
+            (4, 2, 4, (false, Some(4))),
+            // min == max: the same arrival does both.
+            (3, 3, 3, (true, Some(3))),
+            (5, 2, 4, (false, None)),
+        ];
+        for (k, min, max, (reaches_min, seals)) in table {
+            let want = Arrival { reaches_min, seals };
+            assert_eq!(on_arrival(k, min, max), want, "k={k} min={min} max={max}");
+        }
     }
 
     #[test]
