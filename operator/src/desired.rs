@@ -56,8 +56,8 @@ use elasticjob_crds::validate::{full_command, gpu_limit};
 pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
 /// The path Kubernetes gives a container's termination message by default.
 pub const DEFAULT_TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
-/// The launcher image's user (images/launcher.Dockerfile: distroless `nonroot`, `USER
-/// 65532:65532`): the install container's uid unless the pod sets a non-root one.
+/// The launcher image's user (images/launcher.Dockerfile: `FROM scratch`, `USER 65532:65532`,
+/// the uid distroless calls `nonroot`): the install container's uid unless the pod sets a non-root one.
 pub const LAUNCHER_UID: i64 = 65532;
 
 /// The operator's own settings that shape the objects.
