@@ -40,10 +40,11 @@ build: rust-toolchain
 # first use: ~20 min once, then cached).
 test: check test-fast test-cluster
 
-# Formatting, clippy with warnings as errors, the docs, and the dependency policy (deny.toml:
-# licenses, banned crates, sources; offline).
+# Formatting, clippy with warnings as errors, the docs, the dependency policy (deny.toml:
+# licenses, banned crates, sources; offline), and bench/README.md matching its recorded runs.
 check: rust-toolchain cargo-deny
 	cargo fmt --all --check
+	python3 bench/render.py --check
 	cargo clippy --workspace --all-targets --features $(E2E_FEATURES) -- -D warnings
 	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 	$(CARGO_DENY) --log-level error --frozen check licenses bans sources

@@ -5,9 +5,10 @@
 #  2. pod start: PODS pods created one after another, each from `kubectl create` to phase
 #     Running (the PyTorch image, already on the nodes, running `sleep`).
 # REPS starts, each stopped with `cluster down`; the pod starts are measured on the last
-# cluster. Prints every time and the medians. Goals: start < 15 s, pod start p50 < 2 s.
-# (The numbers side by side with the former kubelet stand-in in bench/README.md were taken
-# with this script at commit c2181bf, where `cluster up --runtime stand-in` still existed.)
+# cluster. Prints every time, then the medians as a markdown table. Goals: start < 15 s, pod
+# start p50 < 2 s. (The numbers side by side with the former kubelet stand-in, in the git
+# history of bench/README.md, were taken with this script at commit c2181bf, where
+# `cluster up --runtime stand-in` still existed.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/elasticjob"
@@ -26,10 +27,11 @@ trap 'rm -rf "$work"' EXIT
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.3f", b - a}'; }
 median() {
-  sort -n | awk -v what="$1" '{a[NR]=$1} END {printf "%s: median of %d: %.2f s (min %.2f, max %.2f)\n", what, NR, a[int((NR+1)/2)], a[1], a[NR]}'
+  sort -n | awk -v what="$1" '{a[NR]=$1} END {printf "| %s | %d | %.2f | %.2f | %.2f |\n", what, NR, a[int((NR+1)/2)], a[1], a[NR]}'
 }
 
 starts=()
+times=()
 for i in $(seq "$reps"); do
   dir="$work/c$i"
   kc="$dir/kubeconfig"
@@ -57,10 +59,14 @@ for i in $(seq "$reps"); do
         sleep 0.05
       done
       times+=("$(since "$start")")
+      printf 'pod %d: %.2f s from create to Running\n' "$p" "${times[-1]}"
     done
-    printf '%s\n' "${times[@]}" | median "pod create to Running ($pods pods)"
   fi
   RUST_LOG=warn "$cluster" down --dir "$dir" >/dev/null
   wait "$pid" || true
 done
+echo
+echo "| measured | samples | median s | min s | max s |"
+echo "|---|---:|---:|---:|---:|"
 printf '%s\n' "${starts[@]}" | median "start to $nodes Ready nodes"
+printf '%s\n' "${times[@]}" | median "pod create to Running ($pods pods, last cluster)"

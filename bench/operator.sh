@@ -5,6 +5,7 @@
 #    against a plain kube client creating the same 256 pods (the operator's own pod objects, same
 #    concurrency) on the same apiserver, alternating, REPS times; medians and their ratio.
 # 2. 500 one-replica jobs: operator RSS and reconcile latency p50/p99 (from its histogram).
+# Prints the raw measurements (JSON lines), each part's summary as a markdown table.
 # OPERATOR_ARGS adds flags to the operator (e.g. "--concurrency 64").
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,17 +58,37 @@ done
 python3 - "$work/create.jsonl" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-med = {m: statistics.median(r["pods_per_second"] for r in rows if r["mode"] == m)
-       for m in ("create-plain", "create-job")}
-print(f"median pods/s: plain client {med['create-plain']:.1f}, operator {med['create-job']:.1f}, "
-      f"ratio {med['create-job'] / med['create-plain']:.2f} (goal >= 0.8)")
+runs = {m: [r["pods_per_second"] for r in rows if r["mode"] == m] for m in ("create-plain", "create-job")}
+med = {m: statistics.median(v) for m, v in runs.items()}
+n = len(runs["create-plain"])
+print()
+print(f"| {rows[0]['pods']} pods, pods/s | " + " | ".join(f"run {i + 1}" for i in range(n)) + " | median | ratio (goal >= 0.8) |")
+print("|---|" + "---:|" * (n + 2))
+for m, label, ratio in (("create-plain", "plain client", ""),
+                        ("create-job", "operator (job -> all pods seen)", f"{med['create-job'] / med['create-plain']:.2f}")):
+    print(f"| {label} | " + " | ".join(f"{v:.1f}" for v in runs[m]) + f" | {med[m]:.1f} | {ratio} |")
+print()
 PY
 
 echo "== $jobs one-replica jobs: operator memory and reconcile latency"
 kill "$op_pid"; wait "$op_pid" 2>/dev/null || true
 start_operator
 k create namespace many >/dev/null
-"$rel/operator-bench" create-jobs --count "$jobs" --namespace many
+"$rel/operator-bench" create-jobs --count "$jobs" --namespace many | tee "$work/many.jsonl"
 sleep 10
-"$rel/operator-bench" quantiles --metrics "http://127.0.0.1:$port/metrics"
-awk '/VmRSS|VmHWM/ {printf "%s %.1f MiB\n", $1, $2/1024}' "/proc/$op_pid/status"
+"$rel/operator-bench" quantiles --metrics "http://127.0.0.1:$port/metrics" | tee -a "$work/many.jsonl"
+awk '/VmRSS|VmHWM/ {printf "%s %.1f MiB\n", $1, $2/1024}' "/proc/$op_pid/status" | tee "$work/rss"
+python3 - "$work/many.jsonl" "$work/rss" <<'PY'
+import json, sys
+r = {}
+for l in open(sys.argv[1]):
+    r.update(json.loads(l))
+rss = dict(l.split(None, 1) for l in open(sys.argv[2]))
+print()
+print(f"| {r['jobs']} one-replica jobs created at once | |")
+print("|---|---:|")
+print(f"| seconds until every job has a status | {r['seconds_to_all_status']:.1f} |")
+print(f"| reconcile duration p50 / p99 | {r['p50_ms']:.0f} ms / {r['p99_ms']:.0f} ms |")
+print(f"| reconciles observed | {r['reconciles']} |")
+print(f"| operator RSS after (VmRSS; VmHWM) | {rss['VmRSS:'].strip()}; {rss['VmHWM:'].strip()} |")
+PY

@@ -221,7 +221,9 @@ def part_restart(ours, torchrun, worker, python):
         print(f"| {name} | {cell([r['restart'] for r in rs], 1e3, 1)} | {counts} | {codes} |")
     e, t = med([r["restart"] for r in res["elastic-launch"]]), med([r["restart"] for r in res["torchrun"]])
     met = e < 0.5 and t / e >= 5
-    print(f"\nratio (torchrun / ours): {ratio(e, t)}; goal < 0.5 s and ≥ 5x: {'met' if met else 'NOT met'}")
+    print("\n| restart ratio (torchrun / ours) | goal < 0.5 s and ≥ 5x |")
+    print("|---:|---|")
+    print(f"| {ratio(e, t)} | {'met' if met else 'NOT met'} |")
 
 
 def gloo_error(r):
@@ -254,10 +256,12 @@ def part_torch(ours, torchrun, worker, python):
                 print(f"- {name}: {how}; {gloo_error(r) or 'no gloo error in the agents stderr'}")
     e = med([r["reduced"] for r in res["elastic-launch"]])
     s_e = med([r["restart"] for r in res["elastic-launch"]])
-    print()
+    print("\nRatios of the medians above:\n")
+    print("| launchers | training again | workers started again |")
+    print("|---|---:|---:|")
     for name in list(res)[1:]:
         t, s_t = med([r["reduced"] for r in res[name]]), med([r["restart"] for r in res[name]])
-        print(f"- ratio {name} / ours: training again {t / e:.1f}x, workers started again {ratio(s_e, s_t)}" if e and t else f"- {name}: never trained again")
+        print(f"| {name} / ours | {t / e:.1f}x | {ratio(s_e, s_t)} |" if e and t else f"| {name} / ours | never trained again | {ratio(s_e, s_t)} |")
 
 
 def main():
