@@ -40,8 +40,7 @@ impl Kubectl {
             Stdio::null()
         });
         c.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = c
-            .spawn()
+        let mut child = spawn_retrying_busy(&mut c)
             .unwrap_or_else(|e| panic!("spawning {}: {e}", self.bin.display()));
         if let Some(s) = stdin {
             match child.stdin.take().unwrap().write_all(s.as_bytes()) {
@@ -175,6 +174,22 @@ fn applied(what: &str, o: Output, doc: &Value) -> String {
         failure(&o)
     );
     String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Spawns `c`, retrying for a moment while the executable is "busy" (ETXTBSY): a file just
+/// written (a test's stand-in kubectl) stays open for writing in any child another thread forked
+/// meanwhile, until that child execs.
+fn spawn_retrying_busy(c: &mut Command) -> std::io::Result<std::process::Child> {
+    let mut tries = 0;
+    loop {
+        match c.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            r => return r,
+        }
+    }
 }
 
 #[cfg(test)]
