@@ -16,7 +16,7 @@ use crate::config::{Config, RdzvBackend};
 use crate::devices;
 use crate::entrypoint;
 use crate::failures::{self, ProcessFailure};
-use crate::lifecycle::{self, Budget, Grace, GroupEnd, Next};
+use crate::lifecycle::{self, AfterWait, Budget, Grace, GroupEnd, Next, WaitEnd};
 use crate::logs::{self, LogLayout, OutputPolicy, StreamKind, TeeSource};
 use crate::progress::{self, Progress, ProgressSender, State};
 use crate::rendezvous::{self, DynamicRendezvous, Heartbeat, NodeDesc, RendezvousError, RoundInfo};
@@ -161,6 +161,14 @@ impl GroupEvent {
     }
 }
 
+fn wait_end(waited: &Result<RoundInfo, AgentError>) -> WaitEnd {
+    match waited {
+        Ok(_) => WaitEnd::Formed,
+        Err(AgentError::Rendezvous(RendezvousError::Closed { .. })) => WaitEnd::JobClosed,
+        Err(_) => WaitEnd::Failed,
+    }
+}
+
 /// Says why the round ended, with what only the event knows (the peer, the store's error).
 fn log_group_end(event: &GroupEvent, round: u64) {
     match event {
@@ -283,20 +291,23 @@ impl Agent {
         loop {
             let next_restart = if started_once { self.attempt + 1 } else { 0 };
             self.set_state(State::Rendezvous);
-            let round = tokio::select! {
-                round = next_round(&mut self.rdzv, &self.cfg, &self.node, self.failure_restarts, next_restart) => match round {
-                    Err(AgentError::Rendezvous(RendezvousError::Closed { run_id })) if !started_once => {
-                        tracing::info!(run_id = %run_id, "the job already finished; this node is not needed");
-                        return Ok(Outcome::AlreadyFinished);
-                    }
-                    round => round?,
-                },
-                Some(sig) = self.signals.recv() => {
+            let (end, waited) = tokio::select! {
+                r = next_round(&mut self.rdzv, &self.cfg, &self.node, self.failure_restarts, next_restart) => (wait_end(&r), Some(r)),
+                Some(sig) = self.signals.recv() => (WaitEnd::Signal(sig), None),
+            };
+            match lifecycle::after_wait(end, started_once) {
+                AfterWait::StartWorkers | AfterWait::Fail => {}
+                AfterWait::NotNeeded => {
+                    tracing::info!(run_id = %self.node.run_id, "the job already finished; this node is not needed");
+                    return Ok(Outcome::AlreadyFinished);
+                }
+                AfterWait::Exit(sig) => {
                     tracing::warn!(signal = %sig, "received signal during rendezvous; exiting");
                     self.set_state(State::Stopping);
                     return Ok(Outcome::Signaled(sig));
                 }
-            };
+            }
+            let round = waited.expect("only a signal ends the wait without a result")?;
             self.attempt = round.restart_count;
             started_once = true;
             let master = match self.worker_store_for(&round).await {

@@ -1,4 +1,5 @@
-//! What the agent does when a round's worker group ends: a pure decision over the way it ended,
+//! What the agent does when the wait for a round ends ([`after_wait`]) and when a round's worker
+//! group ends ([`decide`]): pure decisions over the way it ended,
 //! whether this node was the first to claim the round's failure, and the restart budget. The
 //! agent (`agent.rs`) does the IO the decision names: stopping workers, the exit barrier,
 //! reconnecting, re-joining.
@@ -128,6 +129,45 @@ pub fn decide(end: GroupEnd, first_to_claim: bool, budget: Budget) -> Decision {
     }
 }
 
+/// How waiting for a round ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitEnd {
+    /// A round formed with this node in it.
+    Formed,
+    /// The job is over: the store says the rendezvous is closed.
+    JobClosed,
+    /// Joining failed (timeout, store error).
+    Failed,
+    /// One of `--signals-to-handle` arrived.
+    Signal(Signal),
+}
+
+/// What follows the wait for a round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterWait {
+    /// Start this round's workers.
+    StartWorkers,
+    /// The job finished before this node ever ran workers (it arrived late or waited in
+    /// reserve): nothing failed, exit 0.
+    NotNeeded,
+    /// Publish `Stopping` and exit, reporting the signal.
+    Exit(Signal),
+    /// Exit with the wait's error: a node that ran workers must not find the job closed
+    /// under it.
+    Fail,
+}
+
+/// Decides what follows the wait for a round; `started_once` is whether this node has run
+/// workers in an earlier round.
+pub fn after_wait(end: WaitEnd, started_once: bool) -> AfterWait {
+    match end {
+        WaitEnd::Formed => AfterWait::StartWorkers,
+        WaitEnd::JobClosed if !started_once => AfterWait::NotNeeded,
+        WaitEnd::Signal(sig) => AfterWait::Exit(sig),
+        WaitEnd::JobClosed | WaitEnd::Failed => AfterWait::Fail,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,6 +205,26 @@ mod tests {
         for (end, first, budget, (state, sig, grace, re_form, charge_restart, next)) in table {
             let want = Decision { state, stop: (sig, grace), re_form, charge_restart, next };
             assert_eq!(decide(end, first, budget), want, "{end:?} first={first} {budget:?}");
+        }
+    }
+
+    /// Every way the wait for a round ends, before and after this node first ran workers.
+    #[rustfmt::skip]
+    #[test]
+    fn wait_table() {
+        use WaitEnd::*;
+        let table = [
+            (Formed, false, AfterWait::StartWorkers),
+            (Formed, true, AfterWait::StartWorkers),
+            (JobClosed, false, AfterWait::NotNeeded),
+            (JobClosed, true, AfterWait::Fail),
+            (Failed, false, AfterWait::Fail),
+            (Failed, true, AfterWait::Fail),
+            (Signal(Sig::SIGTERM), false, AfterWait::Exit(Sig::SIGTERM)),
+            (Signal(Sig::SIGINT), true, AfterWait::Exit(Sig::SIGINT)),
+        ];
+        for (end, started_once, want) in table {
+            assert_eq!(after_wait(end, started_once), want, "{end:?} started_once={started_once}");
         }
     }
 
