@@ -35,6 +35,22 @@ pub enum Reason {
     Unknown,
 }
 
+impl Reason {
+    /// The reason as it appears in the report's JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Succeeded => "Succeeded",
+            Reason::WorkerFailed => "WorkerFailed",
+            Reason::Signaled => "Signaled",
+            Reason::RendezvousFailed => "RendezvousFailed",
+            Reason::StoreFailed => "StoreFailed",
+            Reason::DeviceUnavailable => "DeviceUnavailable",
+            Reason::LauncherError => "LauncherError",
+            Reason::Unknown => "Unknown",
+        }
+    }
+}
+
 /// Message prefixes that carry meaning beyond the [`Reason`]. The launcher's error messages
 /// start with them; the operator recognizes them.
 pub mod message {
@@ -205,6 +221,22 @@ mod tests {
     fn a_newer_reason_is_unknown_not_an_error() {
         let r = RunReport::parse(r#"{"kind":"elastic-launch/v1","reason":"Quantum"}"#).unwrap();
         assert_eq!(r.reason, Reason::Unknown);
+    }
+
+    #[test]
+    fn reason_names_are_their_json() {
+        use Reason::*;
+        for r in [
+            Succeeded,
+            WorkerFailed,
+            Signaled,
+            RendezvousFailed,
+            StoreFailed,
+            DeviceUnavailable,
+            LauncherError,
+        ] {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+        }
     }
 
     #[test]

@@ -31,10 +31,10 @@ const RESTART_STOP_GRACE: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub enum Outcome {
     Succeeded,
-    /// The worker group failed with no restarts left.
+    /// The worker group failed with no restarts left (those it spent are the agent's
+    /// [`Agent::restart_count`]).
     WorkersFailed {
         failures: Vec<ProcessFailure>,
-        restart_count: u32,
         round: Option<u64>,
     },
     /// One of `--signals-to-handle` arrived; the workers got it too.
@@ -401,7 +401,6 @@ impl Agent {
                     self.announce_failure(&round).await;
                     return Ok(Outcome::WorkersFailed {
                         failures,
-                        restart_count: self.failure_restarts,
                         round: Some(round.round),
                     });
                 }

@@ -100,22 +100,14 @@ async fn run(cfg: Config) -> u8 {
             0
         }
         Ok(Outcome::AlreadyFinished) => 0,
-        Ok(Outcome::WorkersFailed {
-            failures,
-            restart_count,
-            round,
-        }) => {
+        Ok(Outcome::WorkersFailed { failures, round }) => {
             eprintln!("{}", failures::format_report(&name, &failures, &host));
             let root = failures::root_cause(&failures).expect("a failed group has failures");
             if let Err(e) = forward_error_file(root) {
                 tracing::warn!(error = %e, "cannot write the launcher's TORCHELASTIC_ERROR_FILE");
             }
             if let Some(path) = &termination_path {
-                let facts = RunFacts {
-                    restart_count,
-                    ..facts(round)
-                };
-                write_report(path, &facts.worker_failed(root));
+                write_report(path, &facts(round).worker_failed(root));
             }
             1
         }
@@ -138,7 +130,7 @@ fn launcher_failure(error: &AgentError, facts: RunFacts, path: Option<&std::path
         write_report(path, &facts.launcher(reason, message.clone()));
     }
     if let Ok(file) = std::env::var("TORCHELASTIC_ERROR_FILE") {
-        let data = serde_json::json!({"message": {"message": format!("{reason:?}: {message}"), "extraInfo": {"py_callstack": "", "timestamp": chrono::Utc::now().timestamp().to_string()}}});
+        let data = serde_json::json!({"message": {"message": format!("{}: {message}", reason.as_str()), "extraInfo": {"py_callstack": "", "timestamp": chrono::Utc::now().timestamp().to_string()}}});
         let _ = std::fs::write(file, data.to_string());
     }
     1

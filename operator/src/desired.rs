@@ -1,6 +1,7 @@
 //! The objects a job should have: one headless Service and pods `<job>-worker-<i>`, per the pod
-//! contract (`docs/pod-contract.md`, names in the `elasticjob-contract` crate). Pure functions of the job and the operator's settings; the names are
-//! deterministic, so applying them twice never makes two of anything.
+//! contract (`docs/pod-contract.md`; its names are in the `elasticjob-contract` crate). Pure
+//! functions of the job and the operator's settings; the names are deterministic, so applying
+//! them twice never makes two of anything.
 //!
 //! The pod contract, for pod `i` of job `J` in namespace `N`:
 //! - name and hostname `J-worker-i`, subdomain `J` (the headless Service), so it resolves as
@@ -57,7 +58,8 @@ pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
 /// The path Kubernetes gives a container's termination message by default.
 pub const DEFAULT_TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
 /// The launcher image's user (images/launcher.Dockerfile: `FROM scratch`, `USER 65532:65532`,
-/// the uid distroless calls `nonroot`): the install container's uid unless the pod sets a non-root one.
+/// the uid distroless calls `nonroot`): the install container's uid unless the pod sets a
+/// non-root one.
 pub const LAUNCHER_UID: i64 = 65532;
 
 /// The operator's own settings that shape the objects.

@@ -135,11 +135,11 @@ mod tests {
     use super::*;
     use crate::observed::ContainerEnd;
 
-    fn pod(index: u32, uid: &str, launcher: Option<(&str, u64, u32, u32)>) -> ObservedPod {
+    fn pod(index: u32, uid: &str, launcher: Option<(State, u64, u32, u32)>) -> ObservedPod {
         let mut p = crate::fixtures::pod(index, Phase::Running);
         p.uid = Some(uid.into());
         p.launcher = launcher.map(|(state, round, world, restarts)| Progress {
-            state: serde_json::from_value(serde_json::json!(state)).unwrap(),
+            state,
             round: Some(round),
             world_size: Some(world),
             restart_count: restarts,
@@ -164,8 +164,8 @@ mod tests {
         let first = fold(
             &[],
             &[
-                pod(0, "a", Some(("Running", 1, 4, 0))),
-                pod(1, "b", Some(("Running", 1, 4, 1))),
+                pod(0, "a", Some((State::Running, 1, 4, 0))),
+                pod(1, "b", Some((State::Running, 1, 4, 1))),
             ],
         );
         assert_eq!(first.total_new(), 1);
@@ -174,15 +174,18 @@ mod tests {
         let again = fold(
             &first.launchers,
             &[
-                pod(0, "a", Some(("Running", 2, 4, 0))),
-                pod(1, "b", Some(("Running", 2, 4, 1))),
+                pod(0, "a", Some((State::Running, 2, 4, 0))),
+                pod(1, "b", Some((State::Running, 2, 4, 1))),
             ],
         );
         assert_eq!(again.total_new(), 0, "already counted");
         assert_eq!(newest_round(&again.launchers), (Some(2), Some(4)));
         let more = fold(
             &again.launchers,
-            &[pod(0, "a", None), pod(1, "b", Some(("Running", 3, 4, 3)))],
+            &[
+                pod(0, "a", None),
+                pod(1, "b", Some((State::Running, 3, 4, 3))),
+            ],
         );
         assert_eq!(more.total_new(), 2);
         assert_eq!(
@@ -194,7 +197,7 @@ mod tests {
     #[test]
     fn a_recreated_pod_starts_from_zero_and_a_gone_pod_drops_out() {
         let old = [entry(0, "a", 2), entry(1, "b", 1)];
-        let f = fold(&old, &[pod(1, "b2", Some(("Rendezvous", 2, 4, 1)))]);
+        let f = fold(&old, &[pod(1, "b2", Some((State::Rendezvous, 2, 4, 1)))]);
         assert_eq!(f.total_new(), 1, "a new pod's restart is new");
         assert_eq!(f.launchers.len(), 1);
         assert_eq!(f.launchers[0].pod_uid, "b2");
@@ -223,7 +226,7 @@ mod tests {
         );
         let stale = fold(
             &[entry(1, "b", 3)],
-            &[pod(1, "b", Some(("Running", 1, 4, 2)))],
+            &[pod(1, "b", Some((State::Running, 1, 4, 2)))],
         );
         assert_eq!((stale.total_new(), stale.launchers[0].restarts), (0, 3));
     }

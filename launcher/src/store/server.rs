@@ -1,5 +1,6 @@
 //! The TCPStore server: a tokio task that speaks the c10d wire protocol to torch's own
-//! `TCPStore` clients and to ours, with the semantics of torch's libuv server (`docs/store-protocol.md`).
+//! `TCPStore` clients and to ours, with the semantics of torch's libuv server
+//! (`docs/store-protocol.md`).
 //!
 //! Design, for speed at hundreds of connections: one `std::sync::Mutex<State>` held only while
 //! a batch of already-decoded requests is applied (no await inside); each connection reads into
