@@ -41,6 +41,15 @@ pub mod rdzv_conf {
     pub const CLOSE_TIMEOUT: &str = "close_timeout";
     /// Whether this node hosts the rendezvous store (the operator makes pod 0 the host).
     pub const IS_HOST: &str = "is_host";
+    /// How many nodes the job runs (its replicas): the first round closes as soon as that many
+    /// joined, without waiting out the last call.
+    pub const EXPECTED_NODES: &str = "expected_nodes";
 
-    pub const OPERATOR_OWNED: [&str; 4] = [JOIN_TIMEOUT, LAST_CALL_TIMEOUT, CLOSE_TIMEOUT, IS_HOST];
+    pub const OPERATOR_OWNED: [&str; 5] = [
+        JOIN_TIMEOUT,
+        LAST_CALL_TIMEOUT,
+        CLOSE_TIMEOUT,
+        IS_HOST,
+        EXPECTED_NODES,
+    ];
 }

@@ -334,6 +334,7 @@ impl Agent {
             let event = self.monitor(&mut group, &round).await;
             let end = event.end();
             log_group_end(&event, round.round);
+            self.tell_who_is_gone(&event, &round).await;
             // Only workers that failed on their own are failures; the rest are stopped. Read
             // before anything is stopped.
             let failures = match end {
@@ -583,7 +584,7 @@ impl Agent {
             _ => None,
         };
         let interval = match &self.rdzv.backend {
-            Backend::Dynamic(d) => d.timeouts().keep_alive_interval,
+            Backend::Dynamic(d) => d.conf().keep_alive_interval,
             Backend::Static => Duration::from_secs(3600),
         };
         let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
@@ -643,6 +644,32 @@ impl Agent {
                 }
             }
         })))
+    }
+
+    /// Tells the other nodes that a peer of the round is gone (its heartbeat stopped) or that
+    /// this node leaves (a signal: its pod is being deleted), so their next round closes as soon
+    /// as everyone else is in instead of waiting out the last call. Best effort, bounded: a
+    /// store that does not answer leaves the last call as the bound.
+    async fn tell_who_is_gone(&self, event: &GroupEvent, round: &RoundInfo) {
+        let Backend::Dynamic(d) = &self.rdzv.backend else {
+            return;
+        };
+        let tell = async {
+            match event {
+                GroupEvent::PeerLost(peer) => d.declare_gone(round.round, peer).await,
+                GroupEvent::Signal(_) => d.leave().await,
+                _ => Ok(()),
+            }
+        };
+        match tokio::time::timeout(Duration::from_secs(2), tell).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "could not tell the other nodes who left the round")
+            }
+            Err(_) => tracing::debug!(
+                "the store did not answer in time; the other nodes' last call bounds their wait"
+            ),
+        }
     }
 
     /// Lets the tee tasks copy what the stopped workers last wrote. A descendant that still
@@ -930,7 +957,7 @@ async fn connect_rendezvous(
     host: &str,
     env: &BTreeMap<String, String>,
 ) -> Result<Rendezvous, AgentError> {
-    let timeouts = rendezvous::timeouts_from_conf(&cfg.rdzv_conf).map_err(AgentError::RdzvConf)?;
+    let timeouts = rendezvous::parse_conf(&cfg.rdzv_conf).map_err(AgentError::RdzvConf)?;
     match cfg.rdzv_backend {
         RdzvBackend::Static => {
             let (addr, port) = (cfg.master_addr.clone(), cfg.master_port);

@@ -11,6 +11,11 @@
 //!   `r<r>/sealed` for at most `last_call_timeout`, after which any of them seals the round
 //!   with compare-and-set at the number joined so far (capped at `max`). The `max`-th node
 //!   seals at once, so a full round completes in a few store round trips.
+//! - No one waits out the last call when nobody else is coming: a re-form closes as soon as
+//!   every node of the previous round that is still alive has joined (a node whose heartbeat
+//!   stopped, or that leaves on a signal, is counted under `r<r>/gone`); a store's first round
+//!   closes once `expected_nodes` (the job's replicas) joined. Whoever's write completes the
+//!   round seals it ([`seal_early`]); the last call remains the bound for nodes still starting.
 //! - A node whose index is beyond the sealed count is late: if the round is below `max` it opens
 //!   round `r+1` and joins it; otherwise it waits in reserve for `r+1` to open.
 //! - Once sealed, one member (the first to claim `r<r>/assigner`) reads every description,
@@ -75,9 +80,10 @@ pub enum RendezvousError {
     Closed { run_id: String },
 }
 
-/// Timeouts of the c10d rendezvous, torchrun's names and defaults.
+/// Settings of the c10d rendezvous from `--rdzv-conf`: torchrun's names; torchrun's defaults
+/// except the heartbeat, which notices a lost peer in 2 s instead of 15.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RendezvousTimeouts {
+pub struct RendezvousConf {
     pub join: Duration,
     pub last_call: Duration,
     pub close: Duration,
@@ -86,25 +92,37 @@ pub struct RendezvousTimeouts {
     pub heartbeat: Duration,
     pub keep_alive_max_attempt: u32,
     pub read: Duration,
+    /// How many nodes the first round of a store waits for before it closes without a last
+    /// call (`expected_nodes`, set by the operator to the job's replicas). Unset: torchrun's
+    /// rule, the first round waits out `last_call` for nodes beyond the minimum.
+    pub expected_nodes: Option<u64>,
 }
 
-impl Default for RendezvousTimeouts {
+impl Default for RendezvousConf {
     fn default() -> Self {
-        RendezvousTimeouts {
+        RendezvousConf {
             join: Duration::from_secs(600),
             last_call: Duration::from_secs(30),
             close: Duration::from_secs(30),
-            keep_alive_interval: Duration::from_secs(5),
+            keep_alive_interval: DEFAULT_KEEP_ALIVE_INTERVAL,
             heartbeat: Duration::from_secs(5),
-            keep_alive_max_attempt: 3,
+            keep_alive_max_attempt: DEFAULT_KEEP_ALIVE_MAX_ATTEMPT,
             read: Duration::from_secs(60),
+            expected_nodes: None,
         }
     }
 }
 
-/// Reads the timeouts from `--rdzv-conf`; unknown keys are ignored as torchrun does.
-pub fn timeouts_from_conf(conf: &BTreeMap<String, String>) -> Result<RendezvousTimeouts, String> {
-    let mut t = RendezvousTimeouts::default();
+/// A peer is lost after `DEFAULT_KEEP_ALIVE_INTERVAL * DEFAULT_KEEP_ALIVE_MAX_ATTEMPT` (2 s)
+/// without a beat. torchrun waits 15 s (5 s × 3): 13 s more of a whole job standing idle
+/// after every silent node loss. A beat is one small store write every half second per node,
+/// and the agent is a light process, so even a loaded machine beats on time.
+pub const DEFAULT_KEEP_ALIVE_INTERVAL: Duration = Duration::from_millis(500);
+pub const DEFAULT_KEEP_ALIVE_MAX_ATTEMPT: u32 = 4;
+
+/// Reads the rendezvous settings from `--rdzv-conf`; unknown keys are ignored as torchrun does.
+pub fn parse_conf(conf: &BTreeMap<String, String>) -> Result<RendezvousConf, String> {
+    let mut t = RendezvousConf::default();
     let seconds = |name: &str, default: Duration| -> Result<Duration, String> {
         let Some(value) = conf.get(name) else {
             return Ok(default);
@@ -131,6 +149,14 @@ pub fn timeouts_from_conf(conf: &BTreeMap<String, String>) -> Result<RendezvousT
         t.keep_alive_max_attempt = v.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
             format!("--rdzv-conf keep_alive_max_attempt={v}: must be a positive integer")
         })?;
+    }
+    if let Some(v) = conf.get(rdzv_conf::EXPECTED_NODES) {
+        t.expected_nodes = Some(v.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+            format!(
+                "--rdzv-conf {}={v}: must be a positive integer (the number of nodes the job runs)",
+                rdzv_conf::EXPECTED_NODES
+            )
+        })?);
     }
     Ok(t)
 }
@@ -217,10 +243,12 @@ pub struct DynamicRendezvous {
     store: StoreClient,
     run_id: String,
     nodes: NodeRange,
-    timeouts: RendezvousTimeouts,
+    conf: RendezvousConf,
     me: NodeDesc,
     /// The last round this node took part in.
     last_round: Option<u64>,
+    /// The last round this node joined, as a member or too late (then it comes to the next).
+    last_joined: Option<u64>,
 }
 
 impl DynamicRendezvous {
@@ -228,16 +256,17 @@ impl DynamicRendezvous {
         store: &StoreClient,
         run_id: &str,
         nodes: NodeRange,
-        timeouts: RendezvousTimeouts,
+        conf: RendezvousConf,
         me: NodeDesc,
     ) -> Self {
         DynamicRendezvous {
             store: store.prefixed(&format!("rdzv/{run_id}")),
             run_id: run_id.into(),
             nodes,
-            timeouts,
+            conf,
             me,
             last_round: None,
+            last_joined: None,
         }
     }
 
@@ -250,6 +279,7 @@ impl DynamicRendezvous {
         self.store = store.prefixed(&self.keys_on_prefix());
         // A new store (its host restarted) starts again at round 0; join whatever is current.
         self.last_round = None;
+        self.last_joined = None;
     }
 
     /// Sets the restart count this node proposes for the next round.
@@ -257,8 +287,8 @@ impl DynamicRendezvous {
         self.me.next_restart = next;
     }
 
-    pub fn timeouts(&self) -> &RendezvousTimeouts {
-        &self.timeouts
+    pub fn conf(&self) -> &RendezvousConf {
+        &self.conf
     }
 
     /// The key whose appearance means some node waits to form the round after `round`.
@@ -279,7 +309,7 @@ impl DynamicRendezvous {
     /// Joins the next round and waits until it is sealed with this node in it.
     pub async fn next_round(&mut self) -> Result<RoundInfo, RendezvousError> {
         let started = Instant::now();
-        let deadline = started + self.timeouts.join;
+        let deadline = started + self.conf.join;
         if self.store.check(&["closed"]).await? {
             return Err(RendezvousError::Closed {
                 run_id: self.run_id.clone(),
@@ -362,6 +392,14 @@ impl DynamicRendezvous {
         self.store.set(&format!("{r}/node/{k}"), &desc).await?;
         let (min, max) = (self.nodes.min as u64, self.nodes.max as u64);
         tracing::info!(round, arrival = k, min, max, "joined rendezvous round");
+        let returning = round > 0 && self.last_joined == Some(round - 1);
+        self.last_joined = Some(round);
+        if round > 0 {
+            // Every joiner adds (0 or 1), so the key exists once anyone joined.
+            self.store
+                .add(&format!("{r}/returning"), i64::from(returning))
+                .await?;
+        }
         let arrival = on_arrival(k, min, max);
         if arrival.reaches_min {
             self.store.set(&format!("{r}/min_reached"), b"1").await?;
@@ -370,6 +408,8 @@ impl DynamicRendezvous {
             self.store
                 .compare_set(&format!("{r}/sealed"), b"", size.to_string().as_bytes())
                 .await?;
+        } else if k >= min {
+            self.seal_if_everyone_is_in(round).await?;
         }
         let sealed_key = format!("{r}/sealed");
         if !self.store.check(&[sealed_key.as_str()]).await? {
@@ -390,7 +430,7 @@ impl DynamicRendezvous {
             )
             .await?;
             let last_call = self
-                .timeouts
+                .conf
                 .last_call
                 .min(deadline.saturating_duration_since(Instant::now()));
             if !self.store.check(&[sealed_key.as_str()]).await? {
@@ -438,6 +478,67 @@ impl DynamicRendezvous {
             "rendezvous round complete"
         );
         Ok(Joined::Member(info))
+    }
+
+    /// Seals `round` at once when nobody else is coming: every live node of the round before
+    /// has joined it (a re-form), or the job's expected number of nodes has (a store's first
+    /// round). Called by every joiner and by every node that says a member is gone, after its own
+    /// write, so whichever write completes the round also seals it.
+    async fn seal_if_everyone_is_in(&self, round: u64) -> Result<(), RendezvousError> {
+        let r = format!("r{round}");
+        let joined = self.store.add(&format!("{r}/joined"), 0).await? as u64;
+        let previous = match round.checked_sub(1) {
+            None => None,
+            Some(prev) => {
+                let p = format!("r{prev}");
+                let joined = self.store.add(&format!("{p}/joined"), 0).await? as u64;
+                let gone = self.store.add(&format!("{p}/gone"), 0).await? as u64;
+                let returned = self.store.add(&format!("{r}/returning"), 0).await? as u64;
+                Some(Previous {
+                    live: joined.saturating_sub(gone),
+                    returned,
+                })
+            }
+        };
+        let (min, max) = (self.nodes.min as u64, self.nodes.max as u64);
+        if let Some(size) = seal_early(joined, min, max, previous, self.conf.expected_nodes) {
+            let sealed = self
+                .store
+                .compare_set(&format!("{r}/sealed"), b"", size.to_string().as_bytes())
+                .await?;
+            if sealed == size.to_string().as_bytes() {
+                tracing::info!(
+                    round,
+                    nodes = size,
+                    ?previous,
+                    "every expected node joined; round closed without a last call"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Says that `id`, a member of `round`, is gone (its heartbeat stopped, or it left), so the
+    /// next round does not wait for it. Counted once however many nodes say it.
+    pub async fn declare_gone(&self, round: u64, id: &str) -> Result<(), RendezvousError> {
+        let r = format!("r{round}");
+        if self.store.add(&format!("{r}/gone/{id}"), 1).await? == 1 {
+            self.store.add(&format!("{r}/gone"), 1).await?;
+        }
+        // Nodes that already joined the next round may be waiting only for this one.
+        let next = format!("r{}/joined", round + 1);
+        if self.store.check(&[next.as_str()]).await? {
+            self.seal_if_everyone_is_in(round + 1).await?;
+        }
+        Ok(())
+    }
+
+    /// This node leaves the job (its pod is being deleted): the next round does not wait for it.
+    pub async fn leave(&self) -> Result<(), RendezvousError> {
+        match self.last_round {
+            Some(round) => self.declare_gone(round, &self.me.id).await,
+            None => Ok(()),
+        }
     }
 
     /// Reads every member's description of the sealed round and writes each its assignment.
@@ -550,7 +651,7 @@ impl DynamicRendezvous {
         // ADD 0 creates the key (and wakes its waiters) without counting a node.
         self.store.add(&Self::next_round_key(last), 0).await?;
         if reserve > 0 {
-            let grace = self.timeouts.close.min(Duration::from_secs(5));
+            let grace = self.conf.close.min(Duration::from_secs(5));
             if let Err(e) = self
                 .store
                 .wait(&[&format!("{r}/reserve_told")], grace)
@@ -577,7 +678,7 @@ impl DynamicRendezvous {
 /// Liveness inside a running round: every node bumps its own heartbeat key, and watches the
 /// next node in group-rank order (a ring), so the cost per node stays constant however many
 /// nodes there are. A node whose heartbeat has not moved for `keep_alive_interval *
-/// keep_alive_max_attempt` (torchrun's 15 s by default) is declared lost. Time, not a count of
+/// keep_alive_max_attempt` (2 s by default; torchrun's 15 s) is declared lost. Time, not a count of
 /// checks, decides: a starved agent whose own checks bunch up must not declare a live peer dead.
 pub struct Heartbeat {
     store: StoreClient,
@@ -602,7 +703,7 @@ impl Heartbeat {
         let store = rdzv
             .keys_on(store)
             .prefixed(&format!("r{}/hb", round.round))
-            .with_timeout(rdzv.timeouts.heartbeat);
+            .with_timeout(rdzv.conf.heartbeat);
         let hb = Heartbeat {
             own_key: rdzv.me.id.clone(),
             peer_key: round.ring_peer.clone(),
@@ -610,7 +711,7 @@ impl Heartbeat {
             store,
             last_seen: None,
             last_change: Instant::now(),
-            dead_after: rdzv.timeouts.keep_alive_interval * rdzv.timeouts.keep_alive_max_attempt,
+            dead_after: rdzv.conf.keep_alive_interval * rdzv.conf.keep_alive_max_attempt,
             beats: 0,
         };
         hb.store.set(&hb.own_key, b"0").await?;
@@ -663,6 +764,36 @@ pub fn on_arrival(k: u64, min: u64, max: u64) -> Arrival {
         reaches_min: k == min,
         seals: (k == max).then_some(max),
     }
+}
+
+/// The nodes of the round before a re-form, members and those that came too late for it (they
+/// come to the next round, from reserve or at once): how many are still alive (joined minus
+/// gone) and how many of them joined the new round so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Previous {
+    pub live: u64,
+    pub returned: u64,
+}
+
+/// The size to seal a round at before its last call runs out, if nobody else is coming: with at
+/// least `min` joined, a re-form once every live node of the previous round is back (new
+/// nodes that joined meanwhile come along; ones still starting join later, as a scale-up), a
+/// store's first round once the `expected` number of nodes is in. Never above `max`.
+pub fn seal_early(
+    joined: u64,
+    min: u64,
+    max: u64,
+    previous: Option<Previous>,
+    expected: Option<u64>,
+) -> Option<u64> {
+    if joined < min {
+        return None;
+    }
+    let complete = match previous {
+        Some(p) => p.returned >= p.live,
+        None => expected.is_some_and(|e| joined >= e.clamp(min, max)),
+    };
+    (complete || joined >= max).then(|| joined.min(max))
 }
 
 /// The size a round is sealed at when its last call runs out: everyone joined so far, up to
@@ -815,20 +946,25 @@ mod tests {
             ("last_call_timeout".to_string(), "0.5".to_string()),
             ("'unknown".to_string(), "x'".to_string()),
         ]);
-        let t = timeouts_from_conf(&conf).unwrap();
+        let t = parse_conf(&conf).unwrap();
         assert_eq!(t.join, Duration::from_secs(5));
         assert_eq!(t.last_call, Duration::from_millis(500));
         assert_eq!(t.heartbeat, Duration::from_secs(5));
         assert_eq!(t.close, Duration::from_secs(30));
-        let bad = BTreeMap::from([("join_timeout".to_string(), "-1".to_string())]);
-        assert!(
-            timeouts_from_conf(&bad)
-                .unwrap_err()
-                .contains("must be positive")
+        assert_eq!(
+            t.keep_alive_interval * t.keep_alive_max_attempt,
+            Duration::from_secs(2)
         );
+        assert_eq!(t.expected_nodes, None);
+        let expected = BTreeMap::from([("expected_nodes".to_string(), "3".to_string())]);
+        assert_eq!(parse_conf(&expected).unwrap().expected_nodes, Some(3));
+        let bad = BTreeMap::from([("expected_nodes".to_string(), "0".to_string())]);
+        assert!(parse_conf(&bad).unwrap_err().contains("expected_nodes=0"));
+        let bad = BTreeMap::from([("join_timeout".to_string(), "-1".to_string())]);
+        assert!(parse_conf(&bad).unwrap_err().contains("must be positive"));
         let bad = BTreeMap::from([("last_call_timeout".to_string(), "soon".to_string())]);
         assert!(
-            timeouts_from_conf(&bad)
+            parse_conf(&bad)
                 .unwrap_err()
                 .contains("last_call_timeout=soon")
         );
@@ -848,6 +984,40 @@ mod tests {
         for (k, min, max, (reaches_min, seals)) in table {
             let want = Arrival { reaches_min, seals };
             assert_eq!(on_arrival(k, min, max), want, "k={k} min={min} max={max}");
+        }
+    }
+
+    #[test]
+    fn a_round_closes_early_when_nobody_else_is_coming() {
+        let prev = |live, returned| Some(Previous { live, returned });
+        // (joined, min, max, previous, expected) → seal at
+        #[rustfmt::skip]
+        let table = [
+            // A store's first round: torchrun's rule without an expectation (the last call).
+            (2, 2, 4, None,         None,    None),
+            (4, 2, 4, None,         None,    Some(4)),
+            // ... and closes as soon as the expected replicas are in.
+            (2, 2, 4, None,         Some(3), None),
+            (3, 2, 4, None,         Some(3), Some(3)),
+            // An expectation outside min..=max is clamped to it.
+            (2, 2, 4, None,         Some(1), Some(2)),
+            (1, 2, 4, None,         Some(1), None),
+            // A re-form: 3 members, 1 gone, both others back.
+            (2, 2, 4, prev(2, 2),   None,    Some(2)),
+            // ... one of them still missing: wait (the last call bounds it).
+            (2, 2, 4, prev(3, 2),   None,    None),
+            // ... a new node came along with the returning ones.
+            (3, 2, 4, prev(2, 2),   Some(2), Some(3)),
+            // ... never below min, however many are gone.
+            (1, 2, 4, prev(1, 1),   None,    None),
+            (5, 2, 4, prev(9, 1),   None,    Some(4)),
+        ];
+        for (joined, min, max, previous, expected, want) in table {
+            assert_eq!(
+                seal_early(joined, min, max, previous, expected),
+                want,
+                "joined={joined} min={min} max={max} previous={previous:?} expected={expected:?}"
+            );
         }
     }
 

@@ -143,6 +143,72 @@ fn survivors_reform_after_a_node_is_killed() {
     assert_eq!(files(&d, "ws_2"), set(&["ws_2_rank_0", "ws_2_rank_1"]));
 }
 
+/// The re-form after a lost node closes as soon as both survivors are in: with a 120 s last
+/// call, a round of two still forms in seconds, because the node that noticed the loss said
+/// the peer is gone and the round needs no one else.
+#[test]
+fn a_reform_after_a_loss_does_not_wait_out_the_last_call() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().display();
+    let worker = bash(format!(
+        r#"touch {dir}/ws_${{WORLD_SIZE}}_rank_$RANK; [ "$WORLD_SIZE" = 2 ] && exit 0; exec sleep 300"#
+    ));
+    let conf = ",last_call_timeout=120,expected_nodes=3";
+    let port = free_port();
+    let a = host_agent(port, "2:4", conf, &worker);
+    let b = agent(port, "2:4", conf, &worker);
+    let mut c = agent(port, "2:4", conf, &worker);
+    // expected_nodes=3 closes the first round at three of at most four, without a last call.
+    wait_until(Duration::from_secs(20), "a round of three", || {
+        files(&d, "ws_3").len() == 3
+    });
+    c.kill();
+    let mut logs = String::new();
+    for (name, agent) in [("a", a), ("b", b)] {
+        let out = agent.output(Duration::from_secs(40));
+        assert!(out.status.success(), "agent {name}:\n{}", describe(&out));
+        logs += &describe(&out);
+    }
+    // Whichever survivor joined last closed the round.
+    assert!(logs.contains("round closed without a last call"), "{logs}");
+    assert_eq!(files(&d, "ws_2"), set(&["ws_2_rank_0", "ws_2_rank_1"]));
+}
+
+/// A node that leaves (SIGTERM: its pod is scaled away or preempted) says so on its way out:
+/// the two that stay re-form at once, not after the 120 s last call.
+#[test]
+fn a_node_that_leaves_is_not_waited_for() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().display();
+    let worker = bash(format!(
+        r#"touch {dir}/ws_${{WORLD_SIZE}}_rank_$RANK; [ "$WORLD_SIZE" = 2 ] && exit 0; exec sleep 300"#
+    ));
+    let conf = ",last_call_timeout=120,expected_nodes=3";
+    let port = free_port();
+    let a = host_agent(port, "2:3", conf, &worker);
+    let b = agent(port, "2:3", conf, &worker);
+    let c = agent(port, "2:3", conf, &worker);
+    wait_until(Duration::from_secs(20), "a round of three", || {
+        files(&d, "ws_3").len() == 3
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(c.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out_c = c.output(Duration::from_secs(40));
+    assert!(
+        !out_c.status.success(),
+        "c was stopped:\n{}",
+        describe(&out_c)
+    );
+    for (name, agent) in [("a", a), ("b", b)] {
+        let out = agent.output(Duration::from_secs(40));
+        assert!(out.status.success(), "agent {name}:\n{}", describe(&out));
+    }
+    assert_eq!(files(&d, "ws_2"), set(&["ws_2_rank_0", "ws_2_rank_1"]));
+}
+
 /// SIGKILL of the agent that hosts the store; the other notices at once, keeps trying the
 /// endpoint, and when a new agent comes up there the job re-forms and finishes. Nobody exits
 /// 0 because of the loss itself: the survivor finishes only after the new round ran.

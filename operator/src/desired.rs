@@ -45,7 +45,7 @@ use kube::Resource;
 
 use elasticjob_contract::env as env_name;
 use elasticjob_contract::env::rdzv_conf::{
-    CLOSE_TIMEOUT, IS_HOST, JOIN_TIMEOUT, LAST_CALL_TIMEOUT,
+    CLOSE_TIMEOUT, EXPECTED_NODES, IS_HOST, JOIN_TIMEOUT, LAST_CALL_TIMEOUT,
 };
 use elasticjob_contract::install;
 use elasticjob_crds::command::{self, Invocation};
@@ -204,7 +204,8 @@ pub fn nproc_per_node(job: &ElasticJob, trainer: &Container) -> String {
     }
 }
 
-/// `PET_RDZV_CONF`: the timeouts, whether this pod hosts the store (pod 0 does), then the
+/// `PET_RDZV_CONF`: the timeouts, whether this pod hosts the store (pod 0 does), how many pods
+/// the job runs (its first round closes when they are in, without a last call), then the
 /// user's extra settings.
 pub fn rdzv_conf(job: &ElasticJob, index: u32) -> String {
     let r = &job.spec.rendezvous;
@@ -213,6 +214,7 @@ pub fn rdzv_conf(job: &ElasticJob, index: u32) -> String {
         format!("{LAST_CALL_TIMEOUT}={}", r.last_call_timeout_seconds),
         format!("{CLOSE_TIMEOUT}={}", r.close_timeout_seconds),
         format!("{IS_HOST}={}", u8::from(index == 0)),
+        format!("{EXPECTED_NODES}={}", job.spec.desired_replicas()),
     ];
     parts.extend(r.conf.iter().map(|(k, v)| format!("{k}={v}")));
     parts.join(",")

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use elastic_launch::config::NodeRange;
-use elastic_launch::rendezvous::{DynamicRendezvous, NodeDesc, RendezvousTimeouts, RoundInfo};
+use elastic_launch::rendezvous::{DynamicRendezvous, NodeDesc, RendezvousConf, RoundInfo};
 use elastic_launch::store::{StoreClient, StoreServer};
 use tokio::sync::Barrier;
 
@@ -138,7 +138,7 @@ async fn agent(
         &store,
         &run_id,
         NodeRange { min: n, max: n },
-        RendezvousTimeouts::default(),
+        RendezvousConf::default(),
         me,
     );
     let info = rdzv.next_round().await.expect("rendezvous round");
