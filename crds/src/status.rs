@@ -50,6 +50,11 @@ pub struct ElasticJobStatus {
     #[serde(default)]
     pub infrastructure_restarts: i32,
 
+    /// Pods preempted or evicted while at least minReplicas others kept running: the job
+    /// shrank and grows back when its pods are scheduled again; charged to no budget.
+    #[serde(default)]
+    pub disruptions: i32,
+
     /// Worker-group restarts that the pods' launchers made after a worker failed (each pod's
     /// budget: spec.maxRestarts), over the job's life. Read from the launchers' status
     /// endpoints (spec.launcher.statusPort) while they run, and from their final reports.

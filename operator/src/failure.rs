@@ -103,6 +103,12 @@ impl Classification {
         Self::new(FailureCategory::Infrastructure, false, reason, message)
     }
 
+    /// The pod was taken away for capacity (preempted, evicted), not broken: a job that keeps
+    /// at least minReplicas pods shrinks instead of spending its budget.
+    pub fn is_disruption(&self) -> bool {
+        matches!(self.reason, reason::PREEMPTED | reason::EVICTED)
+    }
+
     fn with_exit(mut self, exit_code: Option<i32>, signal: Option<String>) -> Self {
         self.exit_code = exit_code;
         self.signal = signal;

@@ -500,6 +500,11 @@ fn decide(
         .iter()
         .any(|p| p.index == 0 && p.phase == Phase::Succeeded);
 
+    let min = spec.min_replicas.max(1) as usize;
+    let still_running = pods
+        .iter()
+        .filter(|p| p.index < desired && p.is_running())
+        .count();
     let mut failed: Option<(&'static str, String)> = None;
     for (mut record, c) in new {
         let who = describe_failure(&record);
@@ -513,6 +518,11 @@ fn decide(
             "permanent: the job fails".to_string()
         } else if pod0_succeeded {
             "not retried: the job succeeded".to_string()
+        } else if c.is_disruption() && still_running >= min {
+            st.disruptions += 1;
+            format!(
+                "{still_running} pods keep running (minReplicas {min}): the job shrinks and grows back when the pod is scheduled again; not charged to any budget"
+            )
         } else {
             let (used, max, what, limit_reason) = match c.category {
                 FailureCategory::Application => (

@@ -327,6 +327,8 @@ fn an_exhausted_budget_fails_the_job() {
 fn infrastructure_failures_have_their_own_budget() {
     let mut j = job();
     j.spec.failure_policy.max_application_restarts = 0;
+    // Below minReplicas, so the eviction is charged (above it the job would just shrink).
+    j.spec.min_replicas = 2;
     step(&mut j, &[], 0);
     let mut evicted = pod(1, Phase::Failed);
     evicted.termination.pod_reason = Some("Evicted".into());
@@ -364,6 +366,50 @@ fn a_pod_taken_from_a_lost_node_is_an_infrastructure_failure() {
     lost.phase = Phase::Failed;
     let n = step(&mut j, &[running(0), lost], 95);
     assert_eq!(n.status.infrastructure_restarts, 1);
+}
+
+#[test]
+fn preemption_above_min_shrinks_the_job_without_charging_a_budget() {
+    let mut j = job();
+    j.spec.replicas = Some(3);
+    j.spec.min_replicas = 2;
+    step(&mut j, &[], 0);
+    step(&mut j, &[running(0), running(1), running(2)], 5);
+    let preempted = |i: u32, uid: char| {
+        let mut p = recreated(running(i), uid);
+        p.disruption = Some("PreemptionByScheduler".into());
+        p.deletion = Some(at(100));
+        p
+    };
+    // Two of min 2 keep running: not charged, counted as a disruption, with an event.
+    let n = step(&mut j, &[running(0), running(1), preempted(2, 'a')], 10);
+    let st = &n.status;
+    assert_eq!((st.disruptions, st.infrastructure_restarts), (1, 0));
+    assert_eq!(st.recent_failures[0].reason, "Preempted");
+    assert!(
+        n.events
+            .iter()
+            .any(|e| e.reason == "Preempted" && e.note.contains("not charged")),
+        "{:#?}",
+        n.events
+    );
+    // Evicted below min (one left of min 2): charged as before.
+    let evicted = |i: u32, uid: char| {
+        let mut p = recreated(running(i), uid);
+        p.disruption = Some("EvictionByEvictionAPI".into());
+        p.deletion = Some(at(100));
+        p
+    };
+    let n = step(&mut j, &[running(0), evicted(1, 'a'), preempted(2, 'c')], 20);
+    let st = &n.status;
+    assert_eq!(st.infrastructure_restarts, 2, "{:#?}", st.recent_failures);
+    assert_eq!(st.disruptions, 1);
+    // A real infrastructure failure above min is still charged.
+    let mut lost = recreated(running(2), 'd');
+    lost.node_ready = Some(false);
+    lost.deletion = Some(at(100));
+    let n = step(&mut j, &[running(0), recreated(running(1), 'e'), lost], 30);
+    assert_eq!(n.status.infrastructure_restarts, 3);
 }
 
 #[test]
