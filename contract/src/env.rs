@@ -14,11 +14,14 @@ pub const MAX_RESTARTS: &str = "PET_MAX_RESTARTS";
 pub const TERMINATION_MESSAGE_PATH: &str = "PET_TERMINATION_MESSAGE_PATH";
 /// The port of the launcher's read-only `/status` endpoint ([`crate::progress`]).
 pub const STATUS_PORT: &str = "PET_STATUS_PORT";
+/// The grace the launcher gives its workers between SIGTERM and SIGKILL when it is stopped:
+/// the pod's `terminationGracePeriodSeconds` less a margin for the launcher's own exit.
+pub const SHUTDOWN_TIMEOUT: &str = "PET_SHUTDOWN_TIMEOUT";
 /// The pod's replica index `i` (pod `<job>-worker-<i>`): orders the nodes' group ranks.
 pub const NODE_INDEX: &str = "ELASTICJOB_NODE_INDEX";
 
 /// Every `PET_*` variable the operator sets. Each must be a launcher option's variable.
-pub const LAUNCHER_OPTIONS: [&str; 9] = [
+pub const LAUNCHER_OPTIONS: [&str; 10] = [
     NNODES,
     NPROC_PER_NODE,
     RDZV_BACKEND,
@@ -28,6 +31,7 @@ pub const LAUNCHER_OPTIONS: [&str; 9] = [
     MAX_RESTARTS,
     TERMINATION_MESSAGE_PATH,
     STATUS_PORT,
+    SHUTDOWN_TIMEOUT,
 ];
 
 /// `--rdzv-conf` keys the operator sets itself (from `spec.rendezvous` and the pod index), so

@@ -6,12 +6,14 @@
 //! - [`mod@env`]: the environment variables and `--rdzv-conf` keys the operator sets;
 //! - [`install`]: the launcher's install mode, run by the operator's init container;
 //! - [`report`]: the launcher's last word, its container's termination message;
-//! - [`progress`]: the body of the launcher's read-only `GET /status` while it runs.
+//! - [`progress`]: the body of the launcher's `GET /status` while it runs;
+//! - [`stop`]: why workers are stopped, told to them (and by the operator to the launcher).
 
 pub mod env;
 pub mod install;
 pub mod progress;
 pub mod report;
+pub mod stop;
 
 /// The `kind` of every document the launcher produces for the operator (report and progress),
 /// so the operator tells them from other JSON and knows their shape.

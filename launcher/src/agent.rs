@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use elasticjob_contract::env::rdzv_conf;
 use elasticjob_contract::report::{Reason, message};
+use elasticjob_contract::stop::{self, StopNotice, StopReason};
 use nix::sys::signal::Signal;
 use tokio::sync::mpsc;
 
@@ -18,7 +19,7 @@ use crate::entrypoint;
 use crate::failures::{self, ProcessFailure};
 use crate::lifecycle::{self, AfterWait, Budget, Grace, GroupEnd, Next, WaitEnd};
 use crate::logs::{self, LogLayout, OutputPolicy, StreamKind, TeeSource};
-use crate::progress::{self, Progress, ProgressSender, State};
+use crate::progress::{self, Progress, ProgressSender, State, StopTold};
 use crate::rendezvous::{self, DynamicRendezvous, Heartbeat, NodeDesc, RendezvousError, RoundInfo};
 use crate::store::{StoreClient, StoreError, StoreServer};
 use crate::worker_env::{self, RoundEnv, WorkerRanks};
@@ -90,6 +91,8 @@ struct Node {
     layout: LogLayout,
     policy: OutputPolicy,
     parent_env: BTreeMap<String, String>,
+    /// Where the workers read why they are stopped ([`stop::FILE_ENV`]).
+    stop_file: PathBuf,
 }
 
 struct Rendezvous {
@@ -127,6 +130,8 @@ pub struct Agent {
     tees: Vec<tokio::task::JoinHandle<()>>,
     /// What `--status-port` serves.
     progress: ProgressSender,
+    /// Why the operator said it will stop this pod (`POST /stop`), if it did.
+    stop_told: StopTold,
 }
 
 /// One started worker.
@@ -169,6 +174,58 @@ fn wait_end(waited: &Result<RoundInfo, AgentError>) -> WaitEnd {
     }
 }
 
+/// What the workers still running are told before their signal: why (this node's own
+/// knowledge, or for a signal what the operator said beforehand) and how long they have. None
+/// when the workers all ended by themselves.
+fn stop_notice(
+    event: &GroupEvent,
+    told: &StopTold,
+    round: u64,
+    grace: Duration,
+) -> Option<StopNotice> {
+    let (reason, message) = match event {
+        GroupEvent::Succeeded => return None,
+        GroupEvent::Failed => (
+            StopReason::WorkerFailed,
+            "a worker of this node failed; the round is re-formed or the job fails".to_string(),
+        ),
+        GroupEvent::MembershipChanged => (
+            StopReason::MembershipChanged,
+            "a node is joining the job (a scale-up, a replacement or a peer re-forming)".into(),
+        ),
+        GroupEvent::PeerLost(peer) => (
+            StopReason::PeerLost,
+            format!("node {peer} stopped heartbeating; the round is re-formed without it"),
+        ),
+        GroupEvent::StoreLost(e) => (
+            StopReason::StoreLost,
+            format!("the rendezvous store is unreachable ({e}); the round is re-formed"),
+        ),
+        GroupEvent::Signal(sig) => match told.lock().expect("stop reason lock").take() {
+            Some(t) => (t.reason, t.message),
+            None => (
+                StopReason::PodStopped,
+                format!("the launcher got {sig}: the pod is being stopped"),
+            ),
+        },
+    };
+    Some(StopNotice {
+        reason,
+        message,
+        round: Some(round),
+        grace_seconds: grace.as_secs_f64(),
+    })
+}
+
+/// Writes the notice whole (a temporary file renamed into place), so a worker never reads half.
+fn write_stop_notice(path: &std::path::Path, notice: &StopNotice) {
+    let tmp = path.with_extension("json.tmp");
+    let body = serde_json::to_vec(notice).expect("stop notice serializes");
+    if let Err(e) = std::fs::write(&tmp, body).and_then(|()| std::fs::rename(&tmp, path)) {
+        tracing::warn!(error = %e, path = %path.display(), "cannot write the workers' stop notice");
+    }
+}
+
 /// Says why the round ended, with what only the event knows (the peer, the store's error).
 fn log_group_end(event: &GroupEvent, round: u64) {
     match event {
@@ -205,8 +262,9 @@ impl Agent {
         }
         let (progress, published) =
             tokio::sync::watch::channel(Progress::new(nproc.count, cfg.max_restarts));
+        let stop_told = StopTold::default();
         if let Some(port) = cfg.status_port {
-            progress::serve(port, published).await?;
+            progress::serve(port, published, stop_told.clone()).await?;
         }
         let host = hostname::get()
             .map(|h| h.to_string_lossy().into_owned())
@@ -232,6 +290,13 @@ impl Agent {
             tee: cfg.tee.clone(),
             local_ranks_filter: cfg.local_ranks_filter.clone(),
         };
+        let stop_file = match layout.run_dir() {
+            Some(dir) => dir.join("stop_reason.json"),
+            None => std::env::temp_dir().join(format!(
+                "elastic-launch-{}-stop_reason.json",
+                std::process::id()
+            )),
+        };
         let node = Node {
             host,
             nproc: nproc.count,
@@ -239,6 +304,7 @@ impl Agent {
             layout,
             policy,
             parent_env,
+            stop_file,
         };
         Ok(Agent {
             cfg,
@@ -252,6 +318,7 @@ impl Agent {
             worker_store: None,
             tees: Vec::new(),
             progress,
+            stop_told,
         })
     }
 
@@ -357,6 +424,9 @@ impl Agent {
                 Grace::Shutdown => self.cfg.shutdown_timeout,
                 Grace::Restart => RESTART_STOP_GRACE,
             };
+            if let Some(notice) = stop_notice(&event, &self.stop_told, round.round, grace) {
+                write_stop_notice(&self.node.stop_file, &notice);
+            }
             self.stop(&group, sig, grace).await;
             if let Some(root) = failures::root_cause(&failures) {
                 tracing::warn!(rank = root.global_rank, local_rank = root.local_rank, exitcode = root.exitcode, pid = root.pid, message = %root.message, "worker failed");
@@ -465,6 +535,12 @@ impl Agent {
         node.layout
             .prepare_attempt(self.attempt, node.nproc)
             .map_err(AgentError::Logs)?;
+        // A new round's workers start with no stop notice.
+        if let Err(e) = std::fs::remove_file(&node.stop_file)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(error = %e, path = %node.stop_file.display(), "cannot remove the last round's stop notice");
+        }
         let round_env = RoundEnv {
             role: self.cfg.role.clone(),
             run_id: node.run_id.clone(),
@@ -499,6 +575,10 @@ impl Agent {
             if let Some(v) = node.parent_env.get("OMP_NUM_THREADS") {
                 env.insert("OMP_NUM_THREADS".into(), v.clone());
             }
+            env.insert(
+                stop::FILE_ENV.into(),
+                node.stop_file.display().to_string(),
+            );
             let (program, args) = entrypoint::worker_command(&self.cfg, &python, local_rank);
             let prefix = logs::line_prefix(
                 self.cfg.log_line_prefix_template.as_deref(),

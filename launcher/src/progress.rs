@@ -1,18 +1,23 @@
 //! What the launcher tells whoever asks while it runs: its state, the rendezvous round, the
 //! world size and the worker-group restarts so far.
 //!
-//! With `--status-port` (`PET_STATUS_PORT`) it is served read-only over HTTP on every address
-//! of the pod: `GET /status` (JSON, the shape the ElasticJob operator polls) and `GET /metrics`
-//! (Prometheus). Nothing can be changed through it and it needs no credentials: this is the
-//! least-privilege channel from the pods to the operator (the pods get no Kubernetes API
-//! access). The agent publishes through a [`ProgressSender`]; the server reads the latest value.
+//! With `--status-port` (`PET_STATUS_PORT`) it is served over HTTP on every address of the pod:
+//! `GET /status` (JSON, the shape the ElasticJob operator polls) and `GET /metrics`
+//! (Prometheus). It needs no credentials: this is the least-privilege channel between the pods
+//! and the operator (the pods get no Kubernetes API access). Its one write, `POST /stop`, only
+//! records why the pod is about to be stopped (for the workers' stop notice): it cannot stop,
+//! start or change anything. The agent publishes through a [`ProgressSender`]; the server
+//! reads the latest value.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use elasticjob_contract::stop::{self, StopRequest};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::family::Family;
@@ -24,6 +29,9 @@ pub use elasticjob_contract::progress::{Progress, State};
 
 /// The agent's side: publishes changes; readers always see the latest snapshot.
 pub type ProgressSender = watch::Sender<Progress>;
+
+/// What the operator said last about why this pod is about to be stopped.
+pub type StopTold = Arc<Mutex<Option<StopRequest>>>;
 
 /// Why the status endpoint could not start.
 #[derive(Debug, thiserror::Error)]
@@ -37,29 +45,47 @@ pub struct ServeError {
 }
 
 /// Binds `0.0.0.0:port` now (so a taken port is an error at start, not a silent gap) and
-/// serves `progress` until the process ends.
+/// serves `progress` until the process ends; `POST /stop` bodies land in `told`.
 pub async fn serve(
     port: u16,
     progress: watch::Receiver<Progress>,
+    told: StopTold,
 ) -> Result<SocketAddr, ServeError> {
     let err = |source| ServeError { port, source };
     let listener = tokio::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))
         .await
         .map_err(err)?;
     let addr = listener.local_addr().map_err(err)?;
-    let app = router(progress);
+    let app = router(progress, told);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::warn!(error = %e, "the launcher status endpoint stopped");
         }
     });
-    tracing::info!(%addr, "serving the launcher status (GET /status, /metrics)");
+    tracing::info!(%addr, "serving the launcher status (GET /status, /metrics; POST /stop)");
     Ok(addr)
 }
 
-fn router(progress: watch::Receiver<Progress>) -> Router {
+fn router(progress: watch::Receiver<Progress>, told: StopTold) -> Router {
     let for_metrics = progress.clone();
     Router::new()
+        .route(
+            stop::PATH,
+            post(move |body: String| {
+                let answer = match serde_json::from_str::<StopRequest>(&body) {
+                    Ok(request) => {
+                        tracing::info!(reason = ?request.reason, message = %request.message, "told why this pod will be stopped");
+                        *told.lock().expect("stop reason lock") = Some(request);
+                        (StatusCode::NO_CONTENT, String::new())
+                    }
+                    Err(e) => (
+                        StatusCode::BAD_REQUEST,
+                        format!("expected {{\"reason\": <a stop reason>, \"message\": <text>}}: {e}\n"),
+                    ),
+                };
+                async move { answer }
+            }),
+        )
         .route(
             "/status",
             get(move || {
@@ -189,31 +215,47 @@ mod tests {
         let (tx, rx) = watch::channel(Progress::new(1, 0));
         let taken = std::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
         let port = taken.local_addr().unwrap().port();
-        let e = serve(port, rx.clone()).await.unwrap_err();
+        let told = StopTold::default();
+        let e = serve(port, rx.clone(), told.clone()).await.unwrap_err();
         assert!(e.to_string().contains(&format!("port {port}")), "{e}");
         drop(taken);
-        let addr = serve(0, rx).await.unwrap();
+        let addr = serve(0, rx, told.clone()).await.unwrap();
         tx.send_modify(|p| p.restart_count = 5);
         let body = http_get(addr.port(), "/status").await;
         assert!(body.contains("\"restartCount\":5"), "{body}");
         let body = http_get(addr.port(), "/metrics").await;
         assert!(body.contains("elastic_launch_restarts 5"), "{body}");
+        let reply = http(addr.port(), "POST", "/stop", r#"{"reason": "ScaleDown", "message": "3 to 2"}"#).await;
+        assert!(reply.contains(" 204 "), "{reply}");
+        assert_eq!(
+            told.lock().unwrap().clone(),
+            Some(StopRequest { reason: stop::StopReason::ScaleDown, message: "3 to 2".into() })
+        );
+        let reply = http(addr.port(), "POST", "/stop", "stop now").await;
+        assert!(reply.contains(" 400 ") && reply.contains("expected {\"reason\""), "{reply}");
     }
 
     async fn http_get(port: u16, path: &str) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port))
-            .await
-            .unwrap();
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.unwrap();
+        let out = http(port, "GET", path, "").await;
         assert!(
             out.starts_with("HTTP/1.0 200") || out.starts_with("HTTP/1.1 200"),
             "{out}"
         );
+        out
+    }
+
+    async fn http(port: u16, method: &str, path: &str, body: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+            .await
+            .unwrap();
+        let request = format!(
+            "{method} {path} HTTP/1.0\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
         out
     }
 }

@@ -209,6 +209,82 @@ fn a_node_that_leaves_is_not_waited_for() {
     assert_eq!(files(&d, "ws_2"), set(&["ws_2_rank_0", "ws_2_rank_1"]));
 }
 
+/// Posts `body` to the launcher's status endpoint on `port`; the HTTP status line.
+fn post(port: u16, path: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.0\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.lines().next().unwrap_or_default().to_string()
+}
+
+/// Workers read why they are stopped, before their SIGTERM, from $ELASTICJOB_STOP_REASON_FILE:
+/// a node joining (a scale-up); then what the operator posted before stopping the pod
+/// (ScaleDown), with the grace they have (--shutdown-timeout). A new round starts without one.
+#[test]
+fn workers_learn_why_they_are_stopped() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().display();
+    let worker = bash(format!(
+        r#"n={dir}/notice_${{WORLD_SIZE}}_$RANK; [ -e "$ELASTICJOB_STOP_REASON_FILE" ] && touch {dir}/stale; trap 'cp "$ELASTICJOB_STOP_REASON_FILE" $n; exit 143' TERM; touch {dir}/up_${{WORLD_SIZE}}_$RANK; while true; do sleep 0.05; done"#
+    ));
+    let port = free_port();
+    let status_port = free_port();
+    let mut a_args = vec![
+        format!("--status-port={status_port}"),
+        "--shutdown-timeout=7".into(),
+    ];
+    a_args.extend(worker.iter().cloned());
+    let a = host_agent(port, "1:2", "", &a_args);
+    wait_until(Duration::from_secs(20), "a round of one", || {
+        files(&d, "up_1_").len() == 1
+    });
+    let b = agent(port, "1:2", "", &worker);
+    wait_until(Duration::from_secs(20), "a round of two", || {
+        files(&d, "up_2_").len() == 2
+    });
+    let notice = |name: &str| -> serde_json::Value {
+        let text = std::fs::read_to_string(d.path().join(name)).unwrap();
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}: {text}"))
+    };
+    let n = notice("notice_1_0");
+    assert_eq!(n["reason"], "MembershipChanged", "{n}");
+    assert_eq!(n["round"], 0, "{n}");
+    let reply = post(
+        status_port,
+        "/stop",
+        r#"{"reason": "ScaleDown", "message": "the job is scaled from 2 to 1 pods"}"#,
+    );
+    assert!(reply.contains(" 204"), "{reply}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(a.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = a.output(Duration::from_secs(30));
+    assert!(!out.status.success(), "{}", describe(&out));
+    let rank_on_a = if files(&d, "notice_2_0").is_empty() { 1 } else { 0 };
+    let n = notice(&format!("notice_2_{rank_on_a}"));
+    assert_eq!(
+        (&n["reason"], &n["message"], &n["graceSeconds"], &n["round"]),
+        (
+            &json!("ScaleDown"),
+            &json!("the job is scaled from 2 to 1 pods"),
+            &json!(7.0),
+            &json!(1)
+        ),
+        "{n}"
+    );
+    assert!(files(&d, "stale").is_empty(), "a new round must start without a notice");
+    drop(b);
+}
+
 /// SIGKILL of the agent that hosts the store; the other notices at once, keeps trying the
 /// endpoint, and when a new agent comes up there the job re-forms and finishes. Nobody exits
 /// 0 because of the loss itself: the survivor finishes only after the new round ran.

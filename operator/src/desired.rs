@@ -264,6 +264,10 @@ pub fn launcher_env(
                 .unwrap_or(DEFAULT_TERMINATION_MESSAGE_PATH),
         ),
         env(env_name::STATUS_PORT, spec.launcher.status_port.to_string()),
+        env(
+            env_name::SHUTDOWN_TIMEOUT,
+            shutdown_timeout(termination_grace(job)).to_string(),
+        ),
         env(env_name::NODE_INDEX, index.to_string()),
     ];
     let user_sets = |name: &str| trainer.env.iter().flatten().any(|e| e.name == name);
@@ -271,6 +275,25 @@ pub fn launcher_env(
         out.push(env("PYTHONUNBUFFERED", "1"));
     }
     Ok(out)
+}
+
+/// The pod's `terminationGracePeriodSeconds` (Kubernetes' default: 30).
+fn termination_grace(job: &ElasticJob) -> i64 {
+    job.spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|s| s.termination_grace_period_seconds)
+        .unwrap_or(30)
+}
+
+/// The launcher's SIGTERM→SIGKILL grace for its workers when the pod is stopped: the pod's
+/// grace less what the launcher needs to stop its workers' leftovers and write its report
+/// before the kubelet kills the container (3 s; half the grace when that is short), so a
+/// just-in-time checkpoint gets nearly all the time the user gave the pod.
+pub fn shutdown_timeout(termination_grace_seconds: i64) -> i64 {
+    let g = termination_grace_seconds.max(0);
+    if g > 6 { g - 3 } else { g / 2 }
 }
 
 /// The taints a node gets when it stops reporting (NoExecute: its pods are evicted once their

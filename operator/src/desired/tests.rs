@@ -173,6 +173,7 @@ fn a_pod_for_a_two_gpu_template() {
             "PET_MAX_RESTARTS",
             "PET_TERMINATION_MESSAGE_PATH",
             "PET_STATUS_PORT",
+            "PET_SHUTDOWN_TIMEOUT",
             "ELASTICJOB_NODE_INDEX",
             "PYTHONUNBUFFERED",
         ],
@@ -196,6 +197,7 @@ fn a_pod_for_a_two_gpu_template() {
         Some("/dev/termination-log")
     );
     assert_eq!(get(&env, "PET_STATUS_PORT"), Some("29401"));
+    assert_eq!(get(&env, "PET_SHUTDOWN_TIMEOUT"), Some("27"));
     assert_eq!(get(&env, "ELASTICJOB_NODE_INDEX"), Some("1"));
 }
 
@@ -729,4 +731,16 @@ fn restricted_violations_finds_what_restricted_refuses() {
         !v.iter().any(|l| l.contains(INSTALL_CONTAINER)),
         "the install container overrides the pod's root uid: {v:#?}"
     );
+}
+
+#[test]
+fn the_launchers_shutdown_grace_follows_the_pods() {
+    // (terminationGracePeriodSeconds → PET_SHUTDOWN_TIMEOUT)
+    for (grace, want) in [(30, 27), (120, 117), (7, 4), (6, 3), (1, 0), (0, 0), (-5, 0)] {
+        assert_eq!(shutdown_timeout(grace), want, "grace {grace}");
+    }
+    let mut j = job();
+    j.spec.template.spec.as_mut().unwrap().termination_grace_period_seconds = Some(600);
+    let c = pod(&j, 1, &settings()).unwrap().spec.unwrap().containers[0].clone();
+    assert_eq!(get(&env_map(&c), "PET_SHUTDOWN_TIMEOUT"), Some("597"));
 }
