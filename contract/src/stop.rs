@@ -61,7 +61,7 @@ pub struct StopNotice {
 }
 
 /// The operator's explanation, posted to the launcher before it deletes the pod.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StopRequest {
     pub reason: StopReason,
     pub message: String,

@@ -575,10 +575,7 @@ impl Agent {
             if let Some(v) = node.parent_env.get("OMP_NUM_THREADS") {
                 env.insert("OMP_NUM_THREADS".into(), v.clone());
             }
-            env.insert(
-                stop::FILE_ENV.into(),
-                node.stop_file.display().to_string(),
-            );
+            env.insert(stop::FILE_ENV.into(), node.stop_file.display().to_string());
             let (program, args) = entrypoint::worker_command(&self.cfg, &python, local_rank);
             let prefix = logs::line_prefix(
                 self.cfg.log_line_prefix_template.as_deref(),

@@ -13,9 +13,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
+use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
-use axum::http::StatusCode;
 use axum::routing::{get, post};
 use elasticjob_contract::stop::{self, StopRequest};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -225,14 +225,26 @@ mod tests {
         assert!(body.contains("\"restartCount\":5"), "{body}");
         let body = http_get(addr.port(), "/metrics").await;
         assert!(body.contains("elastic_launch_restarts 5"), "{body}");
-        let reply = http(addr.port(), "POST", "/stop", r#"{"reason": "ScaleDown", "message": "3 to 2"}"#).await;
+        let reply = http(
+            addr.port(),
+            "POST",
+            "/stop",
+            r#"{"reason": "ScaleDown", "message": "3 to 2"}"#,
+        )
+        .await;
         assert!(reply.contains(" 204 "), "{reply}");
         assert_eq!(
             told.lock().unwrap().clone(),
-            Some(StopRequest { reason: stop::StopReason::ScaleDown, message: "3 to 2".into() })
+            Some(StopRequest {
+                reason: stop::StopReason::ScaleDown,
+                message: "3 to 2".into()
+            })
         );
         let reply = http(addr.port(), "POST", "/stop", "stop now").await;
-        assert!(reply.contains(" 400 ") && reply.contains("expected {\"reason\""), "{reply}");
+        assert!(
+            reply.contains(" 400 ") && reply.contains("expected {\"reason\""),
+            "{reply}"
+        );
     }
 
     async fn http_get(port: u16, path: &str) -> String {

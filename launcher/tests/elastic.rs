@@ -269,7 +269,11 @@ fn workers_learn_why_they_are_stopped() {
     .unwrap();
     let out = a.output(Duration::from_secs(30));
     assert!(!out.status.success(), "{}", describe(&out));
-    let rank_on_a = if files(&d, "notice_2_0").is_empty() { 1 } else { 0 };
+    let rank_on_a = if files(&d, "notice_2_0").is_empty() {
+        1
+    } else {
+        0
+    };
     let n = notice(&format!("notice_2_{rank_on_a}"));
     assert_eq!(
         (&n["reason"], &n["message"], &n["graceSeconds"], &n["round"]),
@@ -281,7 +285,10 @@ fn workers_learn_why_they_are_stopped() {
         ),
         "{n}"
     );
-    assert!(files(&d, "stale").is_empty(), "a new round must start without a notice");
+    assert!(
+        files(&d, "stale").is_empty(),
+        "a new round must start without a notice"
+    );
     drop(b);
 }
 

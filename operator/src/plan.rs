@@ -17,8 +17,9 @@ use std::time::Duration;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
 
+use elasticjob_contract::stop::{StopReason, StopRequest};
 use elasticjob_crds::spec::{Backoff, CleanPodPolicy, ElasticJob};
-use elasticjob_crds::status::{ElasticJobStatus, JobState};
+use elasticjob_crds::status::{ElasticJobStatus, JobState, condition, reason};
 
 use crate::event::{self, Event};
 use crate::next_status::{NextStatus, Verdict, next_status};
@@ -40,11 +41,62 @@ pub enum Action {
         name: String,
         uid: Option<String>,
         why: DeleteReason,
+        /// Told to the pod's launcher first (when it runs), so its workers learn why.
+        tell: Option<Tell>,
     },
     /// Delete a pod with grace period 0: it is stuck terminating on a node that is gone.
     ForceDeletePod { name: String, uid: Option<String> },
     /// Delete the job itself (ttlSecondsAfterFinished passed); its pods and Service go with it.
     DeleteJob,
+}
+
+/// What the operator tells a running launcher (`POST /stop` at `ip`) before deleting its pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tell {
+    pub ip: String,
+    pub request: StopRequest,
+}
+
+/// The stop reason the workers of a pod deleted for `why` get; None when the pod is not
+/// running anyway (a failed pod recreated).
+pub fn stop_request(
+    why: DeleteReason,
+    job: &ElasticJob,
+    status: &ElasticJobStatus,
+) -> Option<StopRequest> {
+    let (reason, message) = match why {
+        DeleteReason::Recreate => return None,
+        DeleteReason::ScaleDown => (
+            StopReason::ScaleDown,
+            format!(
+                "the job is scaled down to {} pods",
+                job.spec.desired_replicas()
+            ),
+        ),
+        DeleteReason::Suspend => (
+            StopReason::Suspended,
+            "the job is suspended (runPolicy.suspend)".to_string(),
+        ),
+        DeleteReason::Cleanup => {
+            let deadline = status.conditions.iter().any(|c| {
+                c.type_ == condition::FAILED
+                    && c.status == "True"
+                    && c.reason == reason::DEADLINE_EXCEEDED
+            });
+            if deadline {
+                (
+                    StopReason::DeadlineExceeded,
+                    "the job ran past runPolicy.activeDeadlineSeconds".to_string(),
+                )
+            } else {
+                (
+                    StopReason::JobFinished,
+                    "the job is over; its pods are cleaned up".to_string(),
+                )
+            }
+        }
+    };
+    Some(StopRequest { reason, message })
 }
 
 /// Why a pod is deleted.
@@ -83,6 +135,8 @@ pub fn plan(job: &ElasticJob, pods: &[ObservedPod], now: Timestamp) -> Plan {
         wake: Vec::new(),
         events: Vec::new(),
         now,
+        job,
+        status: &status,
     };
     p.force_delete_stuck(job, pods);
     match verdict {
@@ -93,22 +147,31 @@ pub fn plan(job: &ElasticJob, pods: &[ObservedPod], now: Timestamp) -> Plan {
         }
         Verdict::Finished(state) => p.finished(job, pods, &status, state),
     }
-    events.extend(p.events);
+    let Planner {
+        actions,
+        wake,
+        events: planned,
+        ..
+    } = p;
+    events.extend(planned);
     Plan {
         status,
         verdict,
-        actions: p.actions,
+        actions,
         events,
-        requeue_after: p.wake.into_iter().min(),
+        requeue_after: wake.into_iter().min(),
     }
 }
 
-struct Planner {
+struct Planner<'a> {
     actions: Vec<Action>,
     /// Candidate requeue delays.
     wake: Vec<Duration>,
     events: Vec<Event>,
     now: Timestamp,
+    job: &'a ElasticJob,
+    /// The next status (why the job ended, for the pods' stop reason).
+    status: &'a ElasticJobStatus,
 }
 
 /// `to - from`, or zero when `to` has passed.
@@ -135,12 +198,20 @@ pub fn backoff_delay(n: u32, backoff: &Backoff) -> Duration {
     Duration::from_secs(initial.saturating_mul(factor).min(max))
 }
 
-impl Planner {
+impl Planner<'_> {
     fn delete(&mut self, pod: &ObservedPod, why: DeleteReason) {
+        let tell = match (&pod.ip, pod.is_running()) {
+            (Some(ip), true) => stop_request(why, self.job, self.status).map(|request| Tell {
+                ip: ip.clone(),
+                request,
+            }),
+            _ => None,
+        };
         self.actions.push(Action::DeletePod {
             name: pod.name.clone(),
             uid: pod.uid.clone(),
             why,
+            tell,
         });
     }
 

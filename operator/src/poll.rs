@@ -1,12 +1,13 @@
 //! Reads the launchers' status endpoints (`GET http://<pod IP>:<statusPort>/status`): the IO
-//! behind [`crate::progress`]. Read-only, no credentials either way; a launcher that does not
-//! answer in time is skipped this round (its last report in the status stays).
+//! behind [`crate::progress`]; and tells a launcher why its pod is about to be deleted
+//! (`POST /stop`). No credentials either way; a launcher that does not answer in time is
+//! skipped (its last report in the status stays; its pod is deleted all the same).
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Empty, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -14,6 +15,7 @@ use tracing::debug;
 
 use crate::observed::ObservedPod;
 use elasticjob_contract::progress::Progress;
+use elasticjob_contract::stop::{self, StopRequest};
 
 /// How long one launcher gets to answer.
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -26,6 +28,7 @@ const MAX_BODY: usize = 64 * 1024;
 #[derive(Clone)]
 pub struct LauncherClient {
     http: Client<HttpConnector, Empty<Bytes>>,
+    post: Client<HttpConnector, Full<Bytes>>,
 }
 
 impl Default for LauncherClient {
@@ -35,6 +38,9 @@ impl Default for LauncherClient {
         connector.set_nodelay(true);
         LauncherClient {
             http: Client::builder(TokioExecutor::new())
+                .pool_max_idle_per_host(0)
+                .build(connector.clone()),
+            post: Client::builder(TokioExecutor::new())
                 .pool_max_idle_per_host(0)
                 .build(connector),
         }
@@ -60,6 +66,35 @@ impl LauncherClient {
             .await;
         for (i, progress) in results {
             pods[i].launcher = progress;
+        }
+    }
+
+    /// Tells the launcher at `ip` why its pod is about to be deleted; best effort, bounded.
+    pub async fn tell_stop(&self, ip: &str, port: i32, request: &StopRequest) {
+        let url = endpoint_url(ip, port, stop::PATH);
+        let body = serde_json::to_vec(request).expect("stop request serializes");
+        let answer = tokio::time::timeout(TIMEOUT, async {
+            let req = hyper::Request::post(url.as_str())
+                .header(hyper::header::CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from(body)))
+                .map_err(|e| format!("{e}"))?;
+            let response = self.post.request(req).await.map_err(|e| format!("{e}"))?;
+            if response.status().is_success() {
+                Ok(())
+            } else {
+                Err(format!("HTTP {}", response.status()))
+            }
+        })
+        .await;
+        match answer {
+            Ok(Ok(())) => {
+                debug!(url, reason = ?request.reason, "told the launcher why its pod stops")
+            }
+            Ok(Err(error)) => debug!(url, error, "could not tell the launcher why its pod stops"),
+            Err(_) => debug!(
+                url,
+                "the launcher did not answer in time; its pod stops all the same"
+            ),
         }
     }
 
@@ -99,10 +134,14 @@ impl LauncherClient {
 }
 
 fn status_url(ip: &str, port: i32) -> String {
+    endpoint_url(ip, port, "/status")
+}
+
+fn endpoint_url(ip: &str, port: i32, path: &str) -> String {
     if ip.contains(':') {
-        format!("http://[{ip}]:{port}/status")
+        format!("http://[{ip}]:{port}{path}")
     } else {
-        format!("http://{ip}:{port}/status")
+        format!("http://{ip}:{port}{path}")
     }
 }
 

@@ -736,11 +736,24 @@ fn restricted_violations_finds_what_restricted_refuses() {
 #[test]
 fn the_launchers_shutdown_grace_follows_the_pods() {
     // (terminationGracePeriodSeconds → PET_SHUTDOWN_TIMEOUT)
-    for (grace, want) in [(30, 27), (120, 117), (7, 4), (6, 3), (1, 0), (0, 0), (-5, 0)] {
+    for (grace, want) in [
+        (30, 27),
+        (120, 117),
+        (7, 4),
+        (6, 3),
+        (1, 0),
+        (0, 0),
+        (-5, 0),
+    ] {
         assert_eq!(shutdown_timeout(grace), want, "grace {grace}");
     }
     let mut j = job();
-    j.spec.template.spec.as_mut().unwrap().termination_grace_period_seconds = Some(600);
+    j.spec
+        .template
+        .spec
+        .as_mut()
+        .unwrap()
+        .termination_grace_period_seconds = Some(600);
     let c = pod(&j, 1, &settings()).unwrap().spec.unwrap().containers[0].clone();
     assert_eq!(get(&env_map(&c), "PET_SHUTDOWN_TIMEOUT"), Some("597"));
 }

@@ -400,7 +400,11 @@ fn preemption_above_min_shrinks_the_job_without_charging_a_budget() {
         p.deletion = Some(at(100));
         p
     };
-    let n = step(&mut j, &[running(0), evicted(1, 'a'), preempted(2, 'c')], 20);
+    let n = step(
+        &mut j,
+        &[running(0), evicted(1, 'a'), preempted(2, 'c')],
+        20,
+    );
     let st = &n.status;
     assert_eq!(st.infrastructure_restarts, 2, "{:#?}", st.recent_failures);
     assert_eq!(st.disruptions, 1);

@@ -1,5 +1,6 @@
 use super::*;
 use crate::fixtures::{at, failed, job, pod, recreated, running};
+use elasticjob_contract::stop::StopReason;
 use elasticjob_crds::spec::CleanPodPolicy;
 
 /// Plans and feeds the status back into the job, as the controller would.
@@ -24,6 +25,21 @@ fn deletes(p: &Plan) -> Vec<(String, DeleteReason)> {
         .iter()
         .filter_map(|a| match a {
             Action::DeletePod { name, why, .. } => Some((name.clone(), *why)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The reason each running pod's launcher is told before its pod is deleted.
+fn told(p: &Plan) -> Vec<(String, StopReason)> {
+    p.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::DeletePod {
+                tell: Some(t),
+                name,
+                ..
+            } => Some((format!("{}@{}", name, t.ip), t.request.reason)),
             _ => None,
         })
         .collect()
@@ -73,6 +89,17 @@ fn scale_down_removes_the_highest_indices_first() {
             ("train-worker-1".into(), DeleteReason::ScaleDown)
         ]
     );
+    assert_eq!(
+        told(&p),
+        [
+            ("train-worker-2@10.1.0.12".into(), StopReason::ScaleDown),
+            ("train-worker-1@10.1.0.11".into(), StopReason::ScaleDown)
+        ]
+    );
+    let stop = stop_request(DeleteReason::ScaleDown, &j, &p.status).unwrap();
+    assert_eq!(stop.message, "the job is scaled down to 1 pods");
+    // A failed pod recreated has no launcher to tell.
+    assert_eq!(stop_request(DeleteReason::Recreate, &j, &p.status), None);
     assert!(creates(&p).is_empty());
     let e = p.events.iter().find(|e| e.reason == "ScalingDown").unwrap();
     assert_eq!(
@@ -238,8 +265,16 @@ fn the_deadline_wakes_the_job_and_fails_it() {
             .reason,
         "DeadlineExceeded"
     );
-    // Its running pods are stopped (cleanPodPolicy Running), pod 0 last.
+    // Its running pods are stopped (cleanPodPolicy Running), pod 0 last; their launchers
+    // learn why first.
     assert_eq!(deleted(&p), ["train-worker-1"]);
+    assert_eq!(
+        told(&p),
+        [(
+            "train-worker-1@10.1.0.11".into(),
+            StopReason::DeadlineExceeded
+        )]
+    );
     let p = step(&mut j, &[running(0)], 3601);
     assert_eq!(deleted(&p), ["train-worker-0"]);
 }
@@ -275,6 +310,10 @@ fn suspend_deletes_every_pod_pod_zero_last() {
     assert_eq!(
         deletes(&p),
         [("train-worker-1".into(), DeleteReason::Suspend)]
+    );
+    assert_eq!(
+        told(&p),
+        [("train-worker-1@10.1.0.11".into(), StopReason::Suspended)]
     );
     assert!(creates(&p).is_empty());
     let mut going = running(1);
