@@ -17,11 +17,14 @@ pub const STATUS_PORT: &str = "PET_STATUS_PORT";
 /// The grace the launcher gives its workers between SIGTERM and SIGKILL when it is stopped:
 /// the pod's `terminationGracePeriodSeconds` less a margin for the launcher's own exit.
 pub const SHUTDOWN_TIMEOUT: &str = "PET_SHUTDOWN_TIMEOUT";
+/// Seconds after which ranks that reported progress and fell silent stall the worker group
+/// (`failurePolicy.stallTimeoutSeconds`; set only when the job sets it).
+pub const STALL_TIMEOUT: &str = "PET_STALL_TIMEOUT";
 /// The pod's replica index `i` (pod `<job>-worker-<i>`): orders the nodes' group ranks.
 pub const NODE_INDEX: &str = "ELASTICJOB_NODE_INDEX";
 
 /// Every `PET_*` variable the operator sets. Each must be a launcher option's variable.
-pub const LAUNCHER_OPTIONS: [&str; 10] = [
+pub const LAUNCHER_OPTIONS: [&str; 11] = [
     NNODES,
     NPROC_PER_NODE,
     RDZV_BACKEND,
@@ -32,6 +35,7 @@ pub const LAUNCHER_OPTIONS: [&str; 10] = [
     TERMINATION_MESSAGE_PATH,
     STATUS_PORT,
     SHUTDOWN_TIMEOUT,
+    STALL_TIMEOUT,
 ];
 
 /// `--rdzv-conf` keys the operator sets itself (from `spec.rendezvous` and the pod index), so

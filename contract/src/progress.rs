@@ -2,6 +2,8 @@
 //! operator polls while the pod runs: its state, the rendezvous round, the world size and the
 //! worker-group restarts so far.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::KIND;
@@ -77,6 +79,52 @@ pub struct Progress {
     /// Rounds re-formed without a failure here: a node joined or left, or the store was lost.
     #[serde(default)]
     pub re_forms: u32,
+    /// What this node's workers reported about their training (the newest report), if they
+    /// report at all ([`PROGRESS_FILE_ENV`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<Training>,
+    /// Worker groups this node restarted because they stopped reporting progress.
+    #[serde(default)]
+    pub stalls: u32,
+    /// The last of those: which local ranks were silent, and since when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_stall: Option<Stall>,
+}
+
+/// The worker environment variable naming the file a worker appends its progress to, one JSON
+/// object per line: `{"step": 120, "total": 1000, "loss": 0.31, ...}` (`step` required, `total`
+/// optional, any other numeric field is a metric). One file per local rank.
+pub const PROGRESS_FILE_ENV: &str = "ELASTICJOB_PROGRESS_FILE";
+
+/// The newest progress report of a node's workers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Training {
+    /// The highest step reported by any local rank.
+    pub step: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
+    /// The newest numeric metrics reported (loss, throughput, ...).
+    #[serde(default)]
+    pub metrics: BTreeMap<String, f64>,
+    /// Unix seconds of the newest report.
+    pub updated: f64,
+    /// Steps per second, measured over this round's reports (None until there are two).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps_per_second: Option<f64>,
+}
+
+/// A worker group that stopped making progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stall {
+    pub round: u64,
+    /// Global ranks that reported in this round and then fell silent.
+    pub silent_ranks: Vec<u32>,
+    /// Seconds since the silent ranks last reported.
+    pub silent_seconds: f64,
+    /// Unix seconds when the stall was declared.
+    pub at: f64,
 }
 
 impl Progress {
@@ -93,6 +141,9 @@ impl Progress {
             restart_count: 0,
             max_restarts,
             re_forms: 0,
+            training: None,
+            stalls: 0,
+            last_stall: None,
         }
     }
 

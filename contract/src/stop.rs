@@ -25,6 +25,8 @@ pub enum StopReason {
     PeerLost,
     /// A worker of this node failed; its local peers are stopped with it.
     WorkerFailed,
+    /// Ranks that reported progress fell silent for the stall timeout; the group restarts.
+    Stalled,
     /// The rendezvous store is unreachable; the round is re-formed.
     StoreLost,
     /// The job is scaled down and this pod goes.

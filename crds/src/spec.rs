@@ -71,6 +71,19 @@ use crate::status::ElasticJobStatus;
         priority = 1
     ),
     printcolumn(
+        name = "Progress",
+        type_ = "integer",
+        json_path = ".status.progress.percent",
+        description = "Percent of the run's steps done, as the workers report (ELASTICJOB_PROGRESS_FILE)"
+    ),
+    printcolumn(
+        name = "Goodput",
+        type_ = "integer",
+        json_path = ".status.goodput.percent",
+        description = "Percent of the job's active time in which all its pods trained",
+        priority = 1
+    ),
+    printcolumn(
         name = "Restarts",
         type_ = "integer",
         json_path = ".status.restartCount",
@@ -407,6 +420,15 @@ pub struct FailurePolicy {
     #[serde(default = "default_node_lost_timeout")]
     #[schemars(range(min = 0))]
     pub node_lost_timeout_seconds: i32,
+
+    /// Seconds after which ranks that reported progress (a JSON line such as {"step": 120} appended
+    /// to the file named by ELASTICJOB_PROGRESS_FILE) and then fell silent count as stalled: a
+    /// hung collective or a dead GPU that does not crash. Their pod's launcher restarts its worker
+    /// group (counted against spec.maxRestarts) and the job gets a Stalled condition naming the
+    /// silent ranks. Unset: stalls are not detected (the collective's own timeout applies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub stall_timeout_seconds: Option<i32>,
 }
 
 fn default_max_application_restarts() -> i32 {
@@ -436,6 +458,7 @@ impl Default for FailurePolicy {
             backoff: Backoff::default(),
             pod_termination_timeout_seconds: default_pod_termination_timeout(),
             node_lost_timeout_seconds: default_node_lost_timeout(),
+            stall_timeout_seconds: None,
         }
     }
 }

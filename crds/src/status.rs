@@ -87,6 +87,17 @@ pub struct ElasticJobStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recent_failures: Vec<FailureRecord>,
 
+    /// How far training is, from what the workers report through ELASTICJOB_PROGRESS_FILE
+    /// (the launcher with the highest step); absent until they report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<TrainingProgress>,
+
+    /// The share of the job's active time in which every running pod trained: its launcher
+    /// ran workers that were not stalled, with at least minReplicas such pods. Time spent
+    /// starting, re-forming, restarting or stalled is not training.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub goodput: Option<Goodput>,
+
     /// When the job started running (first pods created), or was last resumed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,
@@ -94,6 +105,52 @@ pub struct ElasticJobStatus {
     /// When the job succeeded or failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,
+}
+
+/// Training progress as the workers report it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = crate::schema::join_lines)]
+pub struct TrainingProgress {
+    /// The newest step reported.
+    pub step: i64,
+    /// Steps in the whole run, when the workers say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<i64>,
+    /// step / total, in percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<i32>,
+    /// Steps per second in the current round.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps_per_second: Option<f64>,
+    /// Seconds to the last step at the current rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_seconds: Option<i64>,
+    /// The newest numeric metrics reported (loss, throughput, ...).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub metrics: std::collections::BTreeMap<String, f64>,
+    /// The pod whose launcher reported it.
+    pub pod: String,
+    /// When the workers reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated: Option<Time>,
+}
+
+/// Training time against active time, sampled at every reconcile.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = crate::schema::join_lines)]
+pub struct Goodput {
+    /// Seconds in which every running pod trained.
+    pub training_seconds: f64,
+    /// Seconds the job was active (not suspended, not finished).
+    pub elapsed_seconds: f64,
+    /// trainingSeconds / elapsedSeconds, in percent.
+    pub percent: i32,
+    /// Whether all pods trained at the last sample, and when that was: the time until the next
+    /// sample counts as that.
+    pub training: bool,
+    pub sampled_at: Time,
 }
 
 /// The job's state in one word.
@@ -160,6 +217,10 @@ pub struct LauncherStatus {
     /// Its worker-group restarts after worker failures (budget: spec.maxRestarts).
     #[serde(default)]
     pub restarts: i32,
+    /// Of those, restarts because ranks stopped reporting progress
+    /// (failurePolicy.stallTimeoutSeconds).
+    #[serde(default)]
+    pub stalls: i32,
 }
 
 /// Is this failure the training's fault or the cluster's?
@@ -225,6 +286,9 @@ pub mod condition {
     pub const RUNNING: &str = "Running";
     pub const RESTARTING: &str = "Restarting";
     pub const SUSPENDED: &str = "Suspended";
+    /// True once ranks that reported progress fell silent for failurePolicy.stallTimeoutSeconds
+    /// (their worker group was restarted); False once training reports progress again.
+    pub const STALLED: &str = "Stalled";
     pub const SUCCEEDED: &str = "Succeeded";
     pub const FAILED: &str = "Failed";
 }
@@ -243,6 +307,10 @@ pub mod reason {
     pub const RECOVERED: &str = "Recovered";
     /// Suspended True / False.
     pub const SUSPENDED: &str = "Suspended";
+    /// Stalled True: ranks reported no progress for the stall timeout.
+    pub const NO_PROGRESS: &str = "NoProgress";
+    /// Stalled False: training reports progress again.
+    pub const PROGRESSING: &str = "Progressing";
     pub const RESUMED: &str = "Resumed";
     /// Succeeded: the launchers of the final round exited 0.
     pub const JOB_SUCCEEDED: &str = "JobSucceeded";

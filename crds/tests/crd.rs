@@ -134,7 +134,7 @@ fn has_printer_columns_and_subresources() {
     assert_eq!(
         columns,
         [
-            "State", "Min", "Max", "Replicas", "Ready", "Restarts", "Age"
+            "State", "Min", "Max", "Replicas", "Ready", "Progress", "Restarts", "Age"
         ]
     );
     assert_eq!(version["subresources"]["status"], json!({}));

@@ -19,9 +19,10 @@ use crate::entrypoint;
 use crate::failures::{self, ProcessFailure};
 use crate::lifecycle::{self, AfterWait, Budget, Grace, GroupEnd, Next, WaitEnd};
 use crate::logs::{self, LogLayout, OutputPolicy, StreamKind, TeeSource};
-use crate::progress::{self, Progress, ProgressSender, State, StopTold};
+use crate::progress::{self, Progress, ProgressSender, Stall, State, StopTold};
 use crate::rendezvous::{self, DynamicRendezvous, Heartbeat, NodeDesc, RendezvousError, RoundInfo};
 use crate::store::{StoreClient, StoreError, StoreServer};
+use crate::training::{self, RoundProgress};
 use crate::worker_env::{self, RoundEnv, WorkerRanks};
 use crate::workers::{self, Guardian, ProcessSpec, Reaper};
 
@@ -91,8 +92,15 @@ struct Node {
     layout: LogLayout,
     policy: OutputPolicy,
     parent_env: BTreeMap<String, String>,
-    /// Where the workers read why they are stopped ([`stop::FILE_ENV`]).
-    stop_file: PathBuf,
+    /// Where the agent keeps what it shares with its workers: the stop notice
+    /// ([`stop::FILE_ENV`]) and their progress files ([`training::PROGRESS_FILE_ENV`]).
+    state_dir: PathBuf,
+}
+
+impl Node {
+    fn stop_file(&self) -> PathBuf {
+        self.state_dir.join("stop_reason.json")
+    }
 }
 
 struct Rendezvous {
@@ -132,6 +140,8 @@ pub struct Agent {
     progress: ProgressSender,
     /// Why the operator said it will stop this pod (`POST /stop`), if it did.
     stop_told: StopTold,
+    /// The current round's progress files.
+    round_progress: Option<RoundProgress>,
 }
 
 /// One started worker.
@@ -151,13 +161,19 @@ enum GroupEvent {
     PeerLost(String),
     Signal(Signal),
     StoreLost(StoreError),
+    /// Ranks that reported progress fell silent for `--stall-timeout`.
+    Stalled {
+        ranks: Vec<u32>,
+        silent: Duration,
+    },
 }
 
 impl GroupEvent {
     fn end(&self) -> GroupEnd {
         match self {
             GroupEvent::Succeeded => GroupEnd::Succeeded,
-            GroupEvent::Failed => GroupEnd::Failed,
+            // A stalled group is a failed one: stopped, charged once, restarted.
+            GroupEvent::Failed | GroupEvent::Stalled { .. } => GroupEnd::Failed,
             GroupEvent::MembershipChanged => GroupEnd::MembershipChanged,
             GroupEvent::PeerLost(_) => GroupEnd::PeerLost,
             GroupEvent::Signal(sig) => GroupEnd::Signal(*sig),
@@ -174,6 +190,40 @@ fn wait_end(waited: &Result<RoundInfo, AgentError>) -> WaitEnd {
     }
 }
 
+/// How often the agent reads its workers' progress files.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// The failures a stall leaves: one per silent local worker, for the report.
+fn stall_failures(group: &[Worker], ranks: &[u32], silent: Duration) -> Vec<ProcessFailure> {
+    let now = chrono::Utc::now().timestamp();
+    group
+        .iter()
+        .filter(|w| ranks.contains(&w.global_rank))
+        .map(|w| ProcessFailure {
+            local_rank: w.local_rank,
+            global_rank: w.global_rank,
+            pid: w.pid,
+            exitcode: 1,
+            error_file: None,
+            message: format!(
+                "stalled: rank {} reported no progress for {:.0}s (--stall-timeout); its worker group was restarted",
+                w.global_rank,
+                silent.as_secs_f64()
+            ),
+            traceback: None,
+            timestamp: now,
+            error_data: None,
+        })
+        .collect()
+}
+
 /// What the workers still running are told before their signal: why (this node's own
 /// knowledge, or for a signal what the operator said beforehand) and how long they have. None
 /// when the workers all ended by themselves.
@@ -188,6 +238,13 @@ fn stop_notice(
         GroupEvent::Failed => (
             StopReason::WorkerFailed,
             "a worker of this node failed; the round is re-formed or the job fails".to_string(),
+        ),
+        GroupEvent::Stalled { ranks, silent } => (
+            StopReason::Stalled,
+            format!(
+                "ranks {ranks:?} reported no progress for {:.0}s (--stall-timeout)",
+                silent.as_secs_f64()
+            ),
         ),
         GroupEvent::MembershipChanged => (
             StopReason::MembershipChanged,
@@ -230,6 +287,12 @@ fn write_stop_notice(path: &std::path::Path, notice: &StopNotice) {
 fn log_group_end(event: &GroupEvent, round: u64) {
     match event {
         GroupEvent::Succeeded | GroupEvent::Failed => {}
+        GroupEvent::Stalled { ranks, silent } => tracing::warn!(
+            round,
+            ?ranks,
+            silent_s = silent.as_secs_f64().round(),
+            "ranks stopped reporting progress (--stall-timeout); restarting the worker group"
+        ),
         GroupEvent::Signal(sig) => {
             tracing::warn!(signal = %sig, "received death signal, shutting down workers");
         }
@@ -290,12 +353,14 @@ impl Agent {
             tee: cfg.tee.clone(),
             local_ranks_filter: cfg.local_ranks_filter.clone(),
         };
-        let stop_file = match layout.run_dir() {
-            Some(dir) => dir.join("stop_reason.json"),
-            None => std::env::temp_dir().join(format!(
-                "elastic-launch-{}-stop_reason.json",
-                std::process::id()
-            )),
+        let state_dir = match layout.run_dir() {
+            Some(dir) => dir.to_path_buf(),
+            None => {
+                let dir =
+                    std::env::temp_dir().join(format!("elastic-launch-{}", std::process::id()));
+                std::fs::create_dir_all(&dir).map_err(AgentError::Logs)?;
+                dir
+            }
         };
         let node = Node {
             host,
@@ -304,7 +369,7 @@ impl Agent {
             layout,
             policy,
             parent_env,
-            stop_file,
+            state_dir,
         };
         Ok(Agent {
             cfg,
@@ -319,6 +384,7 @@ impl Agent {
             tees: Vec::new(),
             progress,
             stop_told,
+            round_progress: None,
         })
     }
 
@@ -404,8 +470,12 @@ impl Agent {
             self.tell_who_is_gone(&event, &round).await;
             // Only workers that failed on their own are failures; the rest are stopped. Read
             // before anything is stopped.
-            let failures = match end {
-                GroupEnd::Failed => self.collect_failures(&mut group),
+            let failures = match &event {
+                GroupEvent::Failed => self.collect_failures(&mut group),
+                GroupEvent::Stalled { ranks, silent } => {
+                    self.record_stall(round.round, ranks, *silent);
+                    stall_failures(&group, ranks, *silent)
+                }
                 _ => Vec::new(),
             };
             // Claimed before stopping the rest, which takes time, so the node whose worker
@@ -425,7 +495,7 @@ impl Agent {
                 Grace::Restart => RESTART_STOP_GRACE,
             };
             if let Some(notice) = stop_notice(&event, &self.stop_told, round.round, grace) {
-                write_stop_notice(&self.node.stop_file, &notice);
+                write_stop_notice(&self.node.stop_file(), &notice);
             }
             self.stop(&group, sig, grace).await;
             if let Some(root) = failures::root_cause(&failures) {
@@ -535,12 +605,23 @@ impl Agent {
         node.layout
             .prepare_attempt(self.attempt, node.nproc)
             .map_err(AgentError::Logs)?;
-        // A new round's workers start with no stop notice.
-        if let Err(e) = std::fs::remove_file(&node.stop_file)
+        // A new round's workers start with no stop notice and no progress.
+        let stop_file = node.stop_file();
+        if let Err(e) = std::fs::remove_file(&stop_file)
             && e.kind() != std::io::ErrorKind::NotFound
         {
-            tracing::warn!(error = %e, path = %node.stop_file.display(), "cannot remove the last round's stop notice");
+            tracing::warn!(error = %e, path = %stop_file.display(), "cannot remove the last round's stop notice");
         }
+        let progress_files: Vec<(u32, PathBuf)> = (0..node.nproc)
+            .map(|i| {
+                (
+                    round.base_global_rank + i,
+                    RoundProgress::path(&node.state_dir, i),
+                )
+            })
+            .collect();
+        self.round_progress = Some(RoundProgress::start(progress_files.clone()));
+        let node = &self.node;
         let round_env = RoundEnv {
             role: self.cfg.role.clone(),
             run_id: node.run_id.clone(),
@@ -575,7 +656,11 @@ impl Agent {
             if let Some(v) = node.parent_env.get("OMP_NUM_THREADS") {
                 env.insert("OMP_NUM_THREADS".into(), v.clone());
             }
-            env.insert(stop::FILE_ENV.into(), node.stop_file.display().to_string());
+            env.insert(stop::FILE_ENV.into(), stop_file.display().to_string());
+            env.insert(
+                training::PROGRESS_FILE_ENV.into(),
+                progress_files[local_rank as usize].1.display().to_string(),
+            );
             let (program, args) = entrypoint::worker_command(&self.cfg, &python, local_rank);
             let prefix = logs::line_prefix(
                 self.cfg.log_line_prefix_template.as_deref(),
@@ -666,6 +751,8 @@ impl Agent {
         };
         let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut look = tokio::time::interval(PROGRESS_INTERVAL);
+        look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             for w in group.iter_mut().filter(|w| w.exit.is_none()) {
                 w.exit = self.reaper.take_exit(w.pid);
@@ -679,6 +766,11 @@ impl Agent {
             tokio::select! {
                 _ = self.reaper.changed() => {}
                 Some(sig) = self.signals.recv() => return GroupEvent::Signal(sig),
+                _ = look.tick() => {
+                    if let Some(stalled) = self.look_at_progress() {
+                        return stalled;
+                    }
+                }
                 _ = beat.tick(), if heartbeat.is_some() => {
                     match heartbeat.as_mut().expect("guarded").tick().await {
                         Ok(None) => {}
@@ -697,6 +789,33 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// Reads the workers' new progress reports into `/status`; a stall once ranks that
+    /// reported stay silent for `--stall-timeout`.
+    fn look_at_progress(&mut self) -> Option<GroupEvent> {
+        let progress = self.round_progress.as_mut()?;
+        let now = tokio::time::Instant::now();
+        if let Some(training) = progress.read(now, unix_now()) {
+            let training = training.clone();
+            self.progress.send_modify(|p| p.training = Some(training));
+        }
+        let timeout = self.cfg.stall_timeout?;
+        let (ranks, silent) = progress.silent(now, timeout);
+        (!ranks.is_empty()).then_some(GroupEvent::Stalled { ranks, silent })
+    }
+
+    fn record_stall(&self, round: u64, ranks: &[u32], silent: Duration) {
+        let stall = Stall {
+            round,
+            silent_ranks: ranks.to_vec(),
+            silent_seconds: silent.as_secs_f64(),
+            at: unix_now(),
+        };
+        self.progress.send_modify(|p| {
+            p.stalls += 1;
+            p.last_stall = Some(stall);
+        });
     }
 
     /// A task that completes when some node waits to join the round after `round`; it runs on

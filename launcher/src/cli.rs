@@ -205,6 +205,8 @@ const OPTS: &[Opt] = &[
         .ours(),
     value("status_port", "status-port", "PORT", "Serve the launcher's progress read-only on this port of every address: GET /status (JSON), GET /metrics (default: off)")
         .ours(),
+    value("stall_timeout", "stall-timeout", "SECONDS", "Restart the worker group (counted against --max-restarts) when ranks that reported progress to $ELASTICJOB_PROGRESS_FILE stay silent this long (default: off)")
+        .ours(),
 ];
 
 const ABOUT: &str = "Torch Distributed Elastic Training Launcher, in Rust: a torchrun-compatible \
@@ -751,6 +753,12 @@ fn build_config(inp: &Inputs) -> Result<Config, CliError> {
         exit_barrier_timeout,
         virtual_local_rank: inp.flag("virtual_local_rank")?,
         termination_message_path: inp.non_empty("termination_message_path").map(PathBuf::from),
+        stall_timeout: inp
+            .given("stall_timeout")
+            .filter(|g| !g.value.is_empty())
+            .map(|g| g.parse(|s| seconds(s, "stall timeout must be >= 0 seconds (0: off)", false)))
+            .transpose()?
+            .filter(|d| !d.is_zero()),
         status_port: inp
             .given("status_port")
             .filter(|g| !g.value.is_empty())
@@ -896,6 +904,7 @@ mod tests {
             | "max_restarts"
             | "monitor_interval"
             | "shutdown_timeout"
+            | "stall_timeout"
             | "exit_barrier_timeout"
             | "node_rank" => "1",
             "redirects" | "tee" => "3",

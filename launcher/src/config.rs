@@ -118,6 +118,9 @@ pub struct Config {
     pub termination_message_path: Option<PathBuf>,
     /// Where the launcher serves its progress (`--status-port`); `None`: nowhere.
     pub status_port: Option<u16>,
+    /// Ranks that reported progress and stay silent this long stall the group
+    /// (`--stall-timeout`); `None`: never.
+    pub stall_timeout: Option<Duration>,
     pub training_script: String,
     pub training_script_args: Vec<String>,
 }

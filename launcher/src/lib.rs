@@ -23,5 +23,6 @@ pub mod rendezvous;
 pub mod report;
 pub mod store;
 pub mod template;
+pub mod training;
 pub mod worker_env;
 pub mod workers;

@@ -25,7 +25,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
-pub use elasticjob_contract::progress::{Progress, State};
+pub use elasticjob_contract::progress::{Progress, Stall, State};
 
 /// The agent's side: publishes changes; readers always see the latest snapshot.
 pub type ProgressSender = watch::Sender<Progress>;

@@ -209,19 +209,26 @@ fn a_node_that_leaves_is_not_waited_for() {
     assert_eq!(files(&d, "ws_2"), set(&["ws_2_rank_0", "ws_2_rank_1"]));
 }
 
+/// An HTTP/1.0 request to the launcher's status endpoint on `port`: the whole reply.
+fn http(port: u16, method: &str, path: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
 /// Posts `body` to the launcher's status endpoint on `port`; the HTTP status line.
 fn post(port: u16, path: &str, body: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        s,
-        "POST {path} HTTP/1.0\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out.lines().next().unwrap_or_default().to_string()
+    let reply = http(port, "POST", path, body);
+    reply.lines().next().unwrap_or_default().to_string()
 }
 
 /// Workers read why they are stopped, before their SIGTERM, from $ELASTICJOB_STOP_REASON_FILE:
@@ -290,6 +297,49 @@ fn workers_learn_why_they_are_stopped() {
         "a new round must start without a notice"
     );
     drop(b);
+}
+
+/// Workers report progress by appending JSON lines to $ELASTICJOB_PROGRESS_FILE: `/status`
+/// shows the step, total, metrics and rate; a rank that reported and then falls silent for
+/// --stall-timeout stalls the group, which is restarted (counted) and the stall is reported.
+#[test]
+fn progress_is_served_and_a_silent_rank_restarts_the_group() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().display();
+    let port = free_port();
+    let status_port = free_port();
+    let mut args = vec![
+        format!("--status-port={status_port}"),
+        "--stall-timeout=2".into(),
+        "--max-restarts=1".into(),
+        format!("--termination-message-path={dir}/term"),
+    ];
+    args.extend(bash(format!(
+        r#"for s in 1 2 3; do echo "{{\"step\": $s, \"total\": 10, \"loss\": 0.5}}" >> "$ELASTICJOB_PROGRESS_FILE"; sleep 0.7; done; [ "$TORCHELASTIC_RESTART_COUNT" = 1 ] && exit 0; touch {dir}/hung; exec sleep 60"#
+    )));
+    let a = host_agent(port, "1", "", &args);
+    let status = || -> serde_json::Value {
+        let reply = http(status_port, "GET", "/status", "");
+        let body = reply.split("\r\n\r\n").nth(1).unwrap_or_default();
+        serde_json::from_str(body).unwrap_or_default()
+    };
+    wait_until(Duration::from_secs(20), "step 3 in /status", || {
+        files(&d, "hung").len() == 1 && status()["training"]["step"] == 3
+    });
+    let s = status();
+    assert_eq!(s["training"]["total"], 10, "{s}");
+    assert_eq!(s["training"]["metrics"]["loss"], 0.5, "{s}");
+    assert!(
+        s["training"]["stepsPerSecond"].as_f64().unwrap() > 0.0,
+        "{s}"
+    );
+    let out = a.output(Duration::from_secs(30));
+    assert!(out.status.success(), "{}", describe(&out));
+    let log = describe(&out);
+    assert!(log.contains("ranks stopped reporting progress"), "{log}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.path().join("term")).unwrap()).unwrap();
+    assert_eq!(report["restartCount"], 1, "{report}");
 }
 
 /// SIGKILL of the agent that hosts the store; the other notices at once, keeps trying the

@@ -270,6 +270,9 @@ pub fn launcher_env(
         ),
         env(env_name::NODE_INDEX, index.to_string()),
     ];
+    if let Some(stall) = spec.failure_policy.stall_timeout_seconds {
+        out.push(env(env_name::STALL_TIMEOUT, stall.to_string()));
+    }
     let user_sets = |name: &str| trainer.env.iter().flatten().any(|e| e.name == name);
     if !user_sets("PYTHONUNBUFFERED") {
         out.push(env("PYTHONUNBUFFERED", "1"));

@@ -26,6 +26,7 @@ pub mod observed;
 pub mod plan;
 pub mod poll;
 pub mod progress;
+pub mod training;
 
 #[cfg(test)]
 pub(crate) mod fixtures;

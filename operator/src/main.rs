@@ -98,11 +98,18 @@ async fn main() -> Result<()> {
             Arc::new(move || {
                 if let Some(s) = store.get() {
                     let s: &kube::runtime::reflector::Store<elasticjob_crds::spec::ElasticJob> = s;
+                    let jobs = s.state();
                     metrics.set_job_states(
-                        s.state()
-                            .iter()
+                        jobs.iter()
                             .filter_map(|j| j.status.as_ref().and_then(|st| st.state)),
                     );
+                    metrics.set_goodput(jobs.iter().filter_map(|j| {
+                        let label = elasticjob_operator::metrics::JobLabel {
+                            namespace: j.metadata.namespace.clone().unwrap_or_default(),
+                            job: j.metadata.name.clone().unwrap_or_default(),
+                        };
+                        Some((label, j.status.as_ref()?.goodput.as_ref()?))
+                    }));
                 }
             })
         },

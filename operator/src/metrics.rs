@@ -7,9 +7,11 @@
 //! - `elasticjob_pod_creations_total`, `elasticjob_pod_deletions_total{reason}` (reason
 //!   `recreate` counts pod recreations after failures);
 //! - `elasticjob_reconcile_duration_seconds`, `elasticjob_reconcile_errors_total`;
-//! - `elasticjob_operator_leader`: 1 while this replica leads.
+//! - `elasticjob_operator_leader`: 1 while this replica leads;
+//! - `elasticjob_job_goodput_ratio{namespace,job}` and `elasticjob_job_training_seconds{...}`:
+//!   each job's goodput (`status.goodput`), from the cache at scrape time.
 
-use std::sync::atomic::AtomicI64;
+use std::sync::atomic::{AtomicI64, AtomicU64};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -18,7 +20,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use elasticjob_crds::status::JobState;
+use elasticjob_crds::status::{Goodput, JobState};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabel {
@@ -28,6 +30,12 @@ pub struct StateLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BudgetLabel {
     pub budget: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobLabel {
+    pub namespace: String,
+    pub job: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -44,6 +52,8 @@ pub struct Metrics {
     pub reconcile_duration: Histogram,
     pub reconcile_errors: Counter,
     pub leader: Gauge<i64, AtomicI64>,
+    pub goodput: Family<JobLabel, Gauge<f64, AtomicU64>>,
+    pub training_seconds: Family<JobLabel, Gauge<f64, AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -87,8 +97,22 @@ impl Default for Metrics {
             "1 while this replica holds the leader lease",
             leader.clone(),
         );
+        let goodput = Family::<JobLabel, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "job_goodput_ratio",
+            "Share of the job's active time in which all its pods trained (status.goodput)",
+            goodput.clone(),
+        );
+        let training_seconds = Family::<JobLabel, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "job_training_seconds",
+            "Seconds in which all the job's pods trained (status.goodput.trainingSeconds)",
+            training_seconds.clone(),
+        );
         Metrics {
             registry,
+            goodput,
+            training_seconds,
             jobs,
             restarts,
             pod_creations,
@@ -119,6 +143,24 @@ impl Metrics {
         }
     }
 
+    /// Sets the per-job goodput gauges from every job the operator sees; jobs that are gone
+    /// drop out.
+    pub fn set_goodput<'a>(&self, jobs: impl IntoIterator<Item = (JobLabel, &'a Goodput)>) {
+        self.goodput.clear();
+        self.training_seconds.clear();
+        for (label, g) in jobs {
+            let ratio = if g.elapsed_seconds > 0.0 {
+                g.training_seconds / g.elapsed_seconds
+            } else {
+                0.0
+            };
+            self.goodput.get_or_create(&label).set(ratio);
+            self.training_seconds
+                .get_or_create(&label)
+                .set(g.training_seconds);
+        }
+    }
+
     /// The text exposition format.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -142,6 +184,20 @@ mod tests {
             })
             .inc();
         m.reconcile_duration.observe(0.01);
+        let g = Goodput {
+            training_seconds: 30.0,
+            elapsed_seconds: 40.0,
+            percent: 75,
+            training: true,
+            sampled_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ),
+        };
+        let label = JobLabel {
+            namespace: "ml".into(),
+            job: "train".into(),
+        };
+        m.set_goodput([(label, &g)]);
         let text = m.encode();
         for want in [
             "elasticjob_jobs{state=\"Running\"} 2",
@@ -150,6 +206,8 @@ mod tests {
             "elasticjob_restarts_total{budget=\"application\"} 1",
             "elasticjob_reconcile_duration_seconds_count 1",
             "elasticjob_operator_leader 0",
+            "elasticjob_job_goodput_ratio{namespace=\"ml\",job=\"train\"} 0.75",
+            "elasticjob_job_training_seconds{namespace=\"ml\",job=\"train\"} 30.0",
         ] {
             assert!(text.contains(want), "{want} missing in:\n{text}");
         }

@@ -24,6 +24,7 @@ use crate::event::{self, Event};
 use crate::failure::{self, Classification};
 use crate::observed::{ObservedPod, Phase};
 use crate::progress;
+use crate::training;
 
 /// Longest message kept in a failure record.
 pub const MAX_FAILURE_MESSAGE: usize = 1024;
@@ -325,10 +326,27 @@ pub fn next_status(job: &ElasticJob, pods: &[ObservedPod], now: Timestamp) -> Ne
     st.replicas = pods.iter().filter(|p| p.is_active()).count() as i32;
     st.ready_replicas = pods.iter().filter(|p| p.is_active() && p.ready).count() as i32;
 
-    if finished_state(&old.conditions).is_none() {
+    let was_finished = finished_state(&old.conditions).is_some();
+    if !was_finished {
         fold_launchers(job, pods, &old, &mut st, &mut events);
+        fold_training(job, pods, &old, now, &mut st, &mut events);
     }
     let verdict = decide(job, pods, now, &old, &mut st, &mut events);
+    if !was_finished {
+        let desired = job.spec.desired_replicas() as u32;
+        let min = job.spec.min_replicas.max(1) as usize;
+        let training_now = verdict == Verdict::Active && training::all_training(pods, desired, min);
+        let active = verdict != Verdict::Suspended;
+        let finishing = matches!(verdict, Verdict::Finished(_));
+        if finishing || training::goodput_due(old.goodput.as_ref(), training_now, active, now) {
+            st.goodput = Some(training::sample_goodput(
+                old.goodput.as_ref(),
+                training_now,
+                active,
+                now,
+            ));
+        }
+    }
     st.restart_count = st.worker_restarts + st.application_restarts + st.infrastructure_restarts;
     st.state = Some(match verdict {
         Verdict::Finished(state) => state,
@@ -363,6 +381,55 @@ fn fold_launchers(
     }
     (st.rendezvous_round, st.world_size) = progress::newest_round(&folded.launchers);
     st.launchers = folded.launchers;
+}
+
+/// The workers' progress, and the Stalled condition: True (with an event) when a launcher's
+/// stall count went up since the last status, however quickly its group recovered; False
+/// again at a later reconcile that finds no stall open.
+fn fold_training(
+    job: &ElasticJob,
+    pods: &[ObservedPod],
+    old: &ElasticJobStatus,
+    now: Timestamp,
+    st: &mut ElasticJobStatus,
+    events: &mut Vec<Event>,
+) {
+    st.progress = training::progress(st.progress.as_ref(), pods);
+    let generation = job.metadata.generation;
+    let stalls = |launchers: &[LauncherStatus], uid: &str| {
+        launchers
+            .iter()
+            .find(|l| l.pod_uid == uid)
+            .map_or(0, |l| l.stalls)
+    };
+    let new_stall = pods.iter().find_map(|p| {
+        let uid = p.uid.as_deref()?;
+        let stall = p.launcher.as_ref()?.last_stall.as_ref()?;
+        (stalls(&st.launchers, uid) > stalls(&old.launchers, uid)).then_some((p, stall))
+    });
+    if let Some((pod, stall)) = new_stall {
+        let message = training::stall_message(pod, stall);
+        set_condition(
+            &mut st.conditions,
+            condition::STALLED,
+            true,
+            reason::NO_PROGRESS,
+            &message,
+            now,
+            generation,
+        );
+        events.push(Event::warning(condition::STALLED, message).about(&pod.name));
+    } else if training::open_stall(pods).is_none() {
+        update_condition(
+            &mut st.conditions,
+            condition::STALLED,
+            false,
+            reason::PROGRESSING,
+            "training reports progress",
+            now,
+            generation,
+        );
+    }
 }
 
 fn active_state(st: &ElasticJobStatus) -> JobState {

@@ -98,6 +98,7 @@ pub fn fold(old: &[LauncherStatus], pods: &[ObservedPod]) -> Folded {
                         .map(|w| w as i32)
                         .or(before.and_then(|b| b.world_size)),
                     restarts,
+                    stalls: (r.stalls as i32).max(before.map_or(0, |b| b.stalls)),
                 }
             }
             (None, Some(before)) => before.clone(),
@@ -112,6 +113,7 @@ pub fn fold(old: &[LauncherStatus], pods: &[ObservedPod]) -> Folded {
                 round: None,
                 world_size: None,
                 restarts: 0,
+                stalls: 0,
             },
             (None, None) => continue,
         };
@@ -156,6 +158,7 @@ mod tests {
             round: Some(1),
             world_size: Some(4),
             restarts,
+            stalls: 0,
         }
     }
 

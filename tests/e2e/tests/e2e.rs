@@ -46,8 +46,20 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ),
     ("s10_operator_restart_mid_job", operator_restart_mid_job),
     ("s11_invalid_specs_are_refused_or_failed", invalid_specs),
+    (
+        "s12_faults_above_min_train_again_in_seconds",
+        faults_above_min_train_again_in_seconds,
+    ),
+    (
+        "s13_workers_learn_why_they_stop",
+        workers_learn_why_they_stop,
+    ),
+    (
+        "s14_hung_rank_is_caught_progress_and_goodput",
+        hung_rank_is_caught,
+    ),
     // Last: the lost node stays lost for the rest of the run.
-    ("s12_node_loss_replaces_the_pod_on_another_node", node_loss),
+    ("s15_node_loss_replaces_the_pod_on_another_node", node_loss),
 ];
 
 /// How long a torch job of a few pods may take to finish on a 2-core machine.
@@ -1088,7 +1100,238 @@ fn invalid_specs(env: &Env, ns: &str) {
     }
 }
 
-/// Scenario 12: A node is lost under a running job (its machine is gone: kubelet, processes and
+/// Evicts `pod` through the Eviction API, as `kubectl drain` or the cluster autoscaler would
+/// (the pod gets the DisruptionTarget condition, then is deleted gracefully).
+fn evict(env: &Env, ns: &str, pod: &str) {
+    let body = json!({"apiVersion": "policy/v1", "kind": "Eviction",
+        "metadata": {"name": pod, "namespace": ns}})
+    .to_string();
+    let path = format!("/api/v1/namespaces/{ns}/pods/{pod}/eviction");
+    let out = env
+        .kubectl
+        .run(&["create", "--raw", &path, "-f", "-"], Some(&body));
+    assert!(
+        out.status.success(),
+        "evicting {pod}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Scenario 12: with the CRD's rendezvous defaults (30 s last call), 3 pods × 1 PyTorch worker,
+/// min 2: a silent partition of a pod (no RST: the heartbeat must notice) and an eviction
+/// above minReplicas each leave two pods training again within seconds, not after heartbeat +
+/// last call (15 + 30 s before); the partitioned pod comes back as a scale-up; the eviction is
+/// a disruption charged to no budget and the job grows back; evicting two pods (below min) is
+/// charged as before.
+fn faults_above_min_train_again_in_seconds(env: &Env, ns: &str) {
+    // Well below the 45 s that the heartbeat (15 s) and the last call (30 s) alone took before.
+    const BACK_TRAINING: Duration = Duration::from_secs(30);
+    let ex = example();
+    let mut job = job_doc(
+        "goodput",
+        &json!({"minReplicas": 2, "maxReplicas": 3, "replicas": 3, "nprocPerNode": 1,
+            "maxRestarts": 10,
+            "failurePolicy": {"backoff": {"initialSeconds": 1}},
+            "template": {"spec": {"terminationGracePeriodSeconds": 5}}}),
+        &[("STEPS", "1000000"), ("STEP_SLEEP", "0.2")],
+    );
+    set_gpus(&mut job, Some(1));
+    apply_all(env, ns, &[ex.configmap, job]);
+    wait_running(env, ns, "goodput", 3);
+    wait_log(env, ns, "goodput", "[train] world_size=3 ", T_JOB);
+
+    // A silent partition of pod 2: only the heartbeat can tell.
+    let marks = log_marks(env, ns, "goodput");
+    env.faults
+        .set_pod_network(ns, "goodput-worker-2", false)
+        .unwrap_or_else(|e| panic!("cut the network of goodput-worker-2: {e}"));
+    let t = Instant::now();
+    wait_new_log(env, ns, "goodput", &marks, "[train] world_size=2 ", T_JOB);
+    let took = t.elapsed();
+    eprintln!(
+        "e2e: two pods training again {:.1}s after pod 2 was cut off",
+        took.as_secs_f64()
+    );
+    assert!(
+        took < BACK_TRAINING,
+        "training resumed only {took:?} after the partition"
+    );
+    let marks = log_marks(env, ns, "goodput");
+    env.faults
+        .set_pod_network(ns, "goodput-worker-2", true)
+        .unwrap_or_else(|e| panic!("restore the network of goodput-worker-2: {e}"));
+    let t = Instant::now();
+    wait_new_log(env, ns, "goodput", &marks, "[train] world_size=3 ", T_JOB);
+    eprintln!(
+        "e2e: pod 2 back in the job {:.1}s after its network was restored",
+        t.elapsed().as_secs_f64()
+    );
+    let st = env.status(ns, "goodput");
+    assert_eq!(
+        counters(&st),
+        (0, 0),
+        "a partition healed is no pod failure: {st:#}"
+    );
+
+    // Eviction above min: the job shrinks, nothing is charged, it grows back.
+    let marks = log_marks(env, ns, "goodput");
+    let evicted_uid = uids(&env.pods(ns, "goodput"))["goodput-worker-2"].clone();
+    evict(env, ns, "goodput-worker-2");
+    let t = Instant::now();
+    // Two pods, or already three again: the replacement may join before the shrunk round's
+    // rank 0 got to print.
+    wait_new_log(env, ns, "goodput", &marks, "[train] world_size=", T_JOB);
+    let took = t.elapsed();
+    eprintln!(
+        "e2e: two pods training again {:.1}s after pod 2 was evicted",
+        took.as_secs_f64()
+    );
+    assert!(
+        took < BACK_TRAINING,
+        "training resumed only {took:?} after the eviction"
+    );
+    let job = env.wait_job(ns, "goodput", "the eviction recorded", T_RUN, |j| {
+        failures(&j["status"])
+            .iter()
+            .any(|f| f["podUID"] == evicted_uid.as_str())
+    });
+    let st = &job["status"];
+    assert_eq!(int(&st["disruptions"]), 1, "{st:#}");
+    assert_eq!(
+        counters(st),
+        (0, 0),
+        "an eviction above min is not charged: {st:#}"
+    );
+    env.wait_job(ns, "goodput", "status.worldSize 3 again", T_JOB, |j| {
+        j["status"]["worldSize"] == 3
+    });
+    eprintln!(
+        "e2e: back to 3 pods {:.1}s after the eviction",
+        t.elapsed().as_secs_f64()
+    );
+
+    // Two evicted at once leave one of min 2: both are charged.
+    wait_running(env, ns, "goodput", 3);
+    let before = uids(&env.pods(ns, "goodput"));
+    evict(env, ns, "goodput-worker-2");
+    evict(env, ns, "goodput-worker-1");
+    let job = env.wait_job(ns, "goodput", "both evictions recorded", T_RUN, |j| {
+        ["goodput-worker-1", "goodput-worker-2"].iter().all(|p| {
+            failures(&j["status"])
+                .iter()
+                .any(|f| f["podUID"] == before[*p].as_str())
+        })
+    });
+    let st = &job["status"];
+    assert_eq!(int(&st["disruptions"]), 1, "{st:#}");
+    assert!(
+        int(&st["infrastructureRestarts"]) >= 1,
+        "below min, evictions are charged: {st:#}"
+    );
+}
+
+/// Scenario 14: a rank hangs (HANG_AT_STEP: it sleeps instead of training; the other rank
+/// blocks in its collective) with failurePolicy.stallTimeoutSeconds 15: the silent ranks are
+/// caught, the Stalled condition and event name them, the launcher restarts the group (counted),
+/// and the job succeeds. Its status shows the workers' progress and a goodput below 100%.
+fn hung_rank_is_caught(env: &Env, ns: &str) {
+    let ex = example();
+    let job = torch_job(
+        "hung",
+        2,
+        json!({"maxRestarts": 3, "failurePolicy": {"stallTimeoutSeconds": 15}}),
+        &[
+            ("STEPS", "30"),
+            ("STEP_SLEEP", "0.2"),
+            ("HANG_AT_STEP", "10"),
+            ("FAIL_RANK", "1"),
+        ],
+    );
+    apply_all(env, ns, &[ex.configmap, job]);
+    wait_running(env, ns, "hung", 2);
+    let job = env.wait_job(ns, "hung", "a Stalled condition", T_JOB, |j| {
+        condition_srm(&j["status"], "Stalled").is_some_and(|(s, _, _)| s == "True")
+    });
+    let (_, reason, message) = condition_srm(&job["status"], "Stalled").unwrap();
+    assert_eq!(reason, "NoProgress");
+    assert!(
+        message.contains("reported no progress") && message.contains("hung-worker-"),
+        "{message}"
+    );
+    let job = env.wait_state(ns, "hung", "Succeeded", T_JOB);
+    let st = &job["status"];
+    assert!(
+        int(&st["workerRestarts"]) >= 1,
+        "the stall restarted a group: {st:#}"
+    );
+    // The last poll of the launchers (every 10 s) saw some step of the 30.
+    assert_eq!(st["progress"]["total"], 30, "{st:#}");
+    assert!(int(&st["progress"]["step"]) >= 1, "{st:#}");
+    let goodput = int(&st["goodput"]["percent"]);
+    assert!(
+        (1..100).contains(&goodput),
+        "15 s stalled and a restart are not training: {st:#}"
+    );
+    let ev = env.events(ns, "hung");
+    assert!(
+        ev.iter().any(|(t, r, _)| t == "Warning" && r == "Stalled"),
+        "{ev:#?}"
+    );
+}
+
+/// Scenario 13: workers read why they are stopped from $ELASTICJOB_STOP_REASON_FILE: on a
+/// scale-down the removed pod's worker reads ScaleDown (the operator told its launcher before
+/// deleting the pod) with the grace the pod's terminationGracePeriodSeconds leaves (5 s → 2 s);
+/// the worker that stays reads PeerLost (its launcher re-formed without the other); on
+/// suspend it reads Suspended.
+fn workers_learn_why_they_stop(env: &Env, ns: &str) {
+    let script = r#"trap 'echo "stop-notice $(cat "$ELASTICJOB_STOP_REASON_FILE")"; exit 143' TERM; echo "worker up: world size $WORLD_SIZE"; while true; do sleep 0.1; done"#;
+    let mut job = job_doc(
+        "why",
+        &json!({"minReplicas": 1, "maxReplicas": 2, "replicas": 2, "nprocPerNode": 1,
+            "template": {"spec": {"terminationGracePeriodSeconds": 5}}}),
+        &[],
+    );
+    *job.pointer_mut("/spec/template/spec/containers/0/command")
+        .expect("the trainer's command") = json!(["bash", "-c", script]);
+    set_gpus(&mut job, None);
+    apply_all(env, ns, &[example().configmap, job]);
+    wait_running(env, ns, "why", 2);
+    wait_log(env, ns, "why", "worker up: world size 2", T_RUN);
+
+    env.kubectl
+        .ok(&["scale", "ej/why", "--replicas=1", "-n", ns]);
+    let logs = wait_until(
+        "the removed worker's stop notice (ScaleDown) and the staying one's (PeerLost)",
+        T_RUN,
+        Duration::from_secs(1),
+        || {
+            let logs = env.all_job_logs(ns, "why");
+            (logs.contains(r#""reason":"ScaleDown""#) && logs.contains(r#""reason":"PeerLost""#))
+                .then_some(logs)
+        },
+        || tail(&env.all_job_logs(ns, "why"), 40),
+    );
+    assert!(
+        logs.contains(r#""reason":"ScaleDown","message":"the job is scaled down to 1 pods""#)
+            && logs.contains(r#""graceSeconds":2.0"#),
+        "{logs}"
+    );
+
+    patch_job(
+        env,
+        ns,
+        "why",
+        &json!({"spec": {"runPolicy": {"suspend": true}}}),
+    );
+    env.wait_pods(ns, "why", "no pods while suspended", T_RUN, |p| {
+        p.is_empty()
+    });
+    let logs = env.all_job_logs(ns, "why");
+    assert!(logs.contains(r#""reason":"Suspended""#), "{logs}");
+}
+
+/// Scenario 15: A node is lost under a running job (its machine is gone: kubelet, processes and
 /// network at once, nothing reported). The node turns NotReady, the taint manager evicts the pods
 /// on it (failurePolicy.nodeLostTimeoutSeconds 2: the operator's tolerations of `unreachable` and
 /// `not-ready`, instead of Kubernetes' 300 s), they
