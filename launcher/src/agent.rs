@@ -94,12 +94,13 @@ struct Node {
     parent_env: BTreeMap<String, String>,
     /// Where the agent keeps what it shares with its workers: the stop notice
     /// ([`stop::FILE_ENV`]) and their progress files ([`training::PROGRESS_FILE_ENV`]).
-    state_dir: PathBuf,
+    /// Removed with the agent.
+    state_dir: tempfile::TempDir,
 }
 
 impl Node {
     fn stop_file(&self) -> PathBuf {
-        self.state_dir.join("stop_reason.json")
+        self.state_dir.path().join("stop_reason.json")
     }
 }
 
@@ -353,15 +354,11 @@ impl Agent {
             tee: cfg.tee.clone(),
             local_ranks_filter: cfg.local_ranks_filter.clone(),
         };
-        let state_dir = match layout.run_dir() {
-            Some(dir) => dir.to_path_buf(),
-            None => {
-                let dir =
-                    std::env::temp_dir().join(format!("elastic-launch-{}", std::process::id()));
-                std::fs::create_dir_all(&dir).map_err(AgentError::Logs)?;
-                dir
-            }
-        };
+        // Not in the log directory, whose layout is torchrun's (attempt_<n>/ only).
+        let state_dir = tempfile::Builder::new()
+            .prefix("elastic-launch-")
+            .tempdir()
+            .map_err(AgentError::Logs)?;
         let node = Node {
             host,
             nproc: nproc.count,
@@ -616,7 +613,7 @@ impl Agent {
             .map(|i| {
                 (
                     round.base_global_rank + i,
-                    RoundProgress::path(&node.state_dir, i),
+                    RoundProgress::path(node.state_dir.path(), i),
                 )
             })
             .collect();

@@ -408,7 +408,8 @@ impl DynamicRendezvous {
             self.store
                 .compare_set(&format!("{r}/sealed"), b"", size.to_string().as_bytes())
                 .await?;
-        } else if k >= min {
+        } else if k >= min && (round > 0 || self.conf.expected_nodes.is_some()) {
+            // (A first round without expected_nodes keeps torchrun's last call: nothing to check.)
             self.seal_if_everyone_is_in(round).await?;
         }
         let sealed_key = format!("{r}/sealed");
