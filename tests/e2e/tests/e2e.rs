@@ -1121,8 +1121,8 @@ fn evict(env: &Env, ns: &str, pod: &str) {
 /// min 2: a silent partition of a pod (no RST: the heartbeat must notice) and an eviction
 /// above minReplicas each leave two pods training again within seconds, not after heartbeat +
 /// last call (15 + 30 s before); the partitioned pod comes back as a scale-up; the eviction is
-/// a disruption charged to no budget and the job grows back; evicting two pods (below min) is
-/// charged as before.
+/// a disruption charged to no budget and the job grows back; an eviction that leaves fewer than
+/// min pods running is charged as before.
 fn faults_above_min_train_again_in_seconds(env: &Env, ns: &str) {
     // Well below the 45 s that the heartbeat (15 s) and the last call (30 s) alone took before.
     const BACK_TRAINING: Duration = Duration::from_secs(30);
@@ -1222,10 +1222,12 @@ fn faults_above_min_train_again_in_seconds(env: &Env, ns: &str) {
                 .any(|f| f["podUID"] == before[*p].as_str())
         })
     });
+    // The operator may see the two one after the other: the first still leaves min 2 running
+    // (a disruption), the second leaves one (charged); or both at once (both charged).
     let st = &job["status"];
-    assert_eq!(int(&st["disruptions"]), 1, "{st:#}");
+    let (disruptions, infra) = (int(&st["disruptions"]), int(&st["infrastructureRestarts"]));
     assert!(
-        int(&st["infrastructureRestarts"]) >= 1,
+        infra >= 1 && disruptions + infra == 3,
         "below min, evictions are charged: {st:#}"
     );
 }
@@ -1299,36 +1301,73 @@ fn workers_learn_why_they_stop(env: &Env, ns: &str) {
     wait_running(env, ns, "why", 2);
     wait_log(env, ns, "why", "worker up: world size 2", T_RUN);
 
+    // The kubelet removes a deleted pod's log: follow each pod's while it goes.
+    let removed = FollowedLog::start(env, ns, "why-worker-1");
     env.kubectl
         .ok(&["scale", "ej/why", "--replicas=1", "-n", ns]);
-    let logs = wait_until(
-        "the removed worker's stop notice (ScaleDown) and the staying one's (PeerLost)",
-        T_RUN,
-        Duration::from_secs(1),
-        || {
-            let logs = env.all_job_logs(ns, "why");
-            (logs.contains(r#""reason":"ScaleDown""#) && logs.contains(r#""reason":"PeerLost""#))
-                .then_some(logs)
-        },
-        || tail(&env.all_job_logs(ns, "why"), 40),
-    );
+    let notice = removed.wait_for("stop-notice");
     assert!(
-        logs.contains(r#""reason":"ScaleDown","message":"the job is scaled down to 1 pods""#)
-            && logs.contains(r#""graceSeconds":2.0"#),
-        "{logs}"
+        notice.contains(r#""reason":"ScaleDown","message":"the job is scaled down to 1 pods""#)
+            && notice.contains(r#""graceSeconds":2.0"#),
+        "{notice}"
     );
+    wait_log(env, ns, "why", r#""reason":"PeerLost""#, T_RUN);
 
+    let staying = FollowedLog::start(env, ns, "why-worker-0");
     patch_job(
         env,
         ns,
         "why",
         &json!({"spec": {"runPolicy": {"suspend": true}}}),
     );
-    env.wait_pods(ns, "why", "no pods while suspended", T_RUN, |p| {
-        p.is_empty()
-    });
-    let logs = env.all_job_logs(ns, "why");
-    assert!(logs.contains(r#""reason":"Suspended""#), "{logs}");
+    let notice = staying.wait_for(r#""reason":"Suspended""#);
+    assert!(notice.contains("the job is suspended"), "{notice}");
+}
+
+/// `kubectl logs -f` of a pod's trainer into a scratch file, so its log outlives the pod.
+struct FollowedLog {
+    child: std::process::Child,
+    path: std::path::PathBuf,
+}
+
+impl FollowedLog {
+    fn start(env: &Env, ns: &str, pod: &str) -> FollowedLog {
+        let dir = std::env::temp_dir().join(format!("elasticjob-e2e-{ns}"));
+        std::fs::create_dir_all(&dir).expect("a scratch directory");
+        let path = dir.join(format!("{pod}.log"));
+        let child = std::process::Command::new(&env.kubectl.bin)
+            .arg("--kubeconfig")
+            .arg(&env.kubectl.kubeconfig)
+            .args(["logs", "-f", pod, "-c", "trainer", "-n", ns])
+            .stdout(std::fs::File::create(&path).expect("the followed log's file"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("kubectl logs -f");
+        FollowedLog { child, path }
+    }
+
+    /// Waits until the log has `needle`; returns the log.
+    fn wait_for(self, needle: &str) -> String {
+        let read = || std::fs::read_to_string(&self.path).unwrap_or_default();
+        let log = wait_until(
+            &format!("{needle:?} in the followed log {}", self.path.display()),
+            T_RUN,
+            Duration::from_secs(1),
+            || {
+                let log = read();
+                log.contains(needle).then_some(log)
+            },
+            || tail(&read(), 30),
+        );
+        log
+    }
+}
+
+impl Drop for FollowedLog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Scenario 15: A node is lost under a running job (its machine is gone: kubelet, processes and
