@@ -20,11 +20,14 @@ pub const SHUTDOWN_TIMEOUT: &str = "PET_SHUTDOWN_TIMEOUT";
 /// Seconds after which ranks that reported progress and fell silent stall the worker group
 /// (`failurePolicy.stallTimeoutSeconds`; set only when the job sets it).
 pub const STALL_TIMEOUT: &str = "PET_STALL_TIMEOUT";
+/// Modules standby interpreters import ahead of a round (`spec.launcher.prewarm`, comma
+/// list; set only when the job sets it).
+pub const PREWARM: &str = "PET_PREWARM";
 /// The pod's replica index `i` (pod `<job>-worker-<i>`): orders the nodes' group ranks.
 pub const NODE_INDEX: &str = "ELASTICJOB_NODE_INDEX";
 
 /// Every `PET_*` variable the operator sets. Each must be a launcher option's variable.
-pub const LAUNCHER_OPTIONS: [&str; 11] = [
+pub const LAUNCHER_OPTIONS: [&str; 12] = [
     NNODES,
     NPROC_PER_NODE,
     RDZV_BACKEND,
@@ -36,6 +39,7 @@ pub const LAUNCHER_OPTIONS: [&str; 11] = [
     STATUS_PORT,
     SHUTDOWN_TIMEOUT,
     STALL_TIMEOUT,
+    PREWARM,
 ];
 
 /// `--rdzv-conf` keys the operator sets itself (from `spec.rendezvous` and the pod index), so

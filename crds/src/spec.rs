@@ -566,6 +566,21 @@ pub struct LauncherSpec {
     #[serde(default = "default_status_port")]
     #[schemars(range(min = 1, max = 65535))]
     pub status_port: i32,
+
+    /// Python modules (e.g. [torch]) that standby interpreters import while a rendezvous round
+    /// forms, so that restarted workers start without waiting for the import (`--prewarm`).
+    /// Only for a Python script or -m module command. Whatever those modules read from the
+    /// environment at import time sees the pod's environment, not the worker's (no RANK yet).
+    /// Default: none (workers start fresh, as under torchrun).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 32),
+        inner(
+            length(min = 1, max = 253),
+            regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+        )
+    )]
+    pub prewarm: Vec<String>,
 }
 
 fn default_status_port() -> i32 {
@@ -583,6 +598,7 @@ impl Default for LauncherSpec {
             image: None,
             image_pull_policy: None,
             status_port: default_status_port(),
+            prewarm: Vec::new(),
         }
     }
 }

@@ -19,6 +19,7 @@ use crate::entrypoint;
 use crate::failures::{self, ProcessFailure};
 use crate::lifecycle::{self, AfterWait, Budget, Grace, GroupEnd, Next, WaitEnd};
 use crate::logs::{self, LogLayout, OutputPolicy, StreamKind, TeeSource};
+use crate::prewarm::{self, Standby};
 use crate::progress::{self, Progress, ProgressSender, Stall, State, StopTold};
 use crate::rendezvous::{self, DynamicRendezvous, Heartbeat, NodeDesc, RendezvousError, RoundInfo};
 use crate::store::{StoreClient, StoreError, StoreServer};
@@ -143,6 +144,10 @@ pub struct Agent {
     stop_told: StopTold,
     /// The current round's progress files.
     round_progress: Option<RoundProgress>,
+    /// Standby interpreters for the next round's workers (`--prewarm`).
+    standbys: Vec<Standby>,
+    /// A standby died before its round: prewarming is off for the rest of the run.
+    prewarm_failed: bool,
 }
 
 /// One started worker.
@@ -190,6 +195,9 @@ fn wait_end(waited: &Result<RoundInfo, AgentError>) -> WaitEnd {
         Err(_) => WaitEnd::Failed,
     }
 }
+
+/// How long a standby may take to import its modules before its worker is started fresh.
+const STANDBY_READY_LIMIT: Duration = Duration::from_secs(120);
 
 /// How often the agent reads its workers' progress files.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
@@ -382,6 +390,8 @@ impl Agent {
             progress,
             stop_told,
             round_progress: None,
+            standbys: Vec::new(),
+            prewarm_failed: false,
         })
     }
 
@@ -420,6 +430,7 @@ impl Agent {
         let mut started_once = false;
         loop {
             let next_restart = if started_once { self.attempt + 1 } else { 0 };
+            self.prewarm();
             self.set_state(State::Rendezvous);
             let (end, waited) = tokio::select! {
                 r = next_round(&mut self.rdzv, &self.cfg, &self.node, self.failure_restarts, next_restart) => (wait_end(&r), Some(r)),
@@ -453,6 +464,7 @@ impl Agent {
                 }
                 Err(e) => return Err(e),
             };
+            self.await_standbys().await;
             let mut group = self.start_workers(&round, master)?;
             self.progress.send_modify(|p| {
                 p.state = State::Running;
@@ -493,6 +505,10 @@ impl Agent {
             };
             if let Some(notice) = stop_notice(&event, &self.stop_told, round.round, grace) {
                 write_stop_notice(&self.node.stop_file(), &notice);
+            }
+            if matches!(decision.next, Next::Rejoin { .. }) {
+                // The next round's interpreters import while this one is torn down.
+                self.prewarm();
             }
             self.stop(&group, sig, grace).await;
             if let Some(root) = failures::root_cause(&failures) {
@@ -618,6 +634,7 @@ impl Agent {
             })
             .collect();
         self.round_progress = Some(RoundProgress::start(progress_files.clone()));
+        let mut standbys = std::mem::take(&mut self.standbys);
         let node = &self.node;
         let round_env = RoundEnv {
             role: self.cfg.role.clone(),
@@ -671,7 +688,7 @@ impl Agent {
                 let plan = node
                     .policy
                     .plan(&node.layout, self.attempt, local_rank, kind);
-                let (stdio, tee) = logs::prepare_stream(&plan).map_err(AgentError::Logs)?;
+                let (stdio, tee) = logs::prepare_stream_fd(&plan).map_err(AgentError::Logs)?;
                 if let Some((read, file)) = tee {
                     let (filters, name) = match kind {
                         StreamKind::Stdout => {
@@ -703,15 +720,42 @@ impl Agent {
             }
             let stderr = streams.pop().expect("stderr");
             let stdout = streams.pop().expect("stdout");
-            let pid = workers::spawn(ProcessSpec {
-                program,
-                args,
-                env: env.into_iter().collect(),
-                stdout,
-                stderr,
-            })?;
-            self.reaper.watch(pid);
-            self.guardian.watch(pid);
+            let standby = loop {
+                let Some(s) = standbys.pop() else { break None };
+                match self.reaper.take_exit(s.pid) {
+                    None => break Some(s),
+                    Some(code) => {
+                        self.prewarm_failed = true;
+                        tracing::warn!(pid = s.pid, exitcode = code, modules = ?self.cfg.prewarm, "a standby interpreter exited before its round (see its error above); starting workers fresh from now on");
+                    }
+                }
+            };
+            let prewarmed = standby.zip(entrypoint::prewarmed_argv(&self.cfg, local_rank));
+            let pid = match prewarmed {
+                Some((standby, (argv, module))) => {
+                    let mut whole = node.parent_env.clone();
+                    whole.extend(env);
+                    standby
+                        .activate(&argv, module, &whole, stdout, stderr)
+                        .map_err(workers::WorkerError::Standby)?
+                }
+                None => {
+                    let stdio = |fd: Option<std::os::fd::OwnedFd>| {
+                        fd.map_or_else(std::process::Stdio::inherit, std::process::Stdio::from)
+                    };
+                    let pid = workers::spawn(ProcessSpec {
+                        program,
+                        args,
+                        env: env.into_iter().collect(),
+                        stdin: std::process::Stdio::null(),
+                        stdout: stdio(stdout),
+                        stderr: stdio(stderr),
+                    })?;
+                    self.reaper.watch(pid);
+                    self.guardian.watch(pid);
+                    pid
+                }
+            };
             tracing::debug!(local_rank, global_rank, pid, "started worker");
             group.push(Worker {
                 local_rank,
@@ -786,6 +830,49 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// Tops the standby interpreters up to one per local worker (`--prewarm`), each importing
+    /// the modules while the next round forms; started like workers (own session, death
+    /// signal, guardian, reaper). A standby that cannot start turns prewarming off.
+    fn prewarm(&mut self) {
+        if self.cfg.prewarm.is_empty() || self.prewarm_failed {
+            return;
+        }
+        let python = entrypoint::python_exec(&self.node.parent_env);
+        while self.standbys.len() < self.node.nproc as usize {
+            match prewarm::start(&python, &self.cfg.prewarm) {
+                Ok(standby) => {
+                    self.reaper.watch(standby.pid);
+                    self.guardian.watch(standby.pid);
+                    self.standbys.push(standby);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot prewarm; starting workers fresh");
+                    self.prewarm_failed = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Waits for the standbys to finish importing (they had the whole rendezvous for it, so
+    /// usually they already have). One that died or hangs is killed, and prewarming turned off.
+    async fn await_standbys(&mut self) {
+        let mut ready = Vec::with_capacity(self.standbys.len());
+        for mut standby in std::mem::take(&mut self.standbys) {
+            if standby.ready(STANDBY_READY_LIMIT).await {
+                ready.push(standby);
+                continue;
+            }
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(standby.pid as i32),
+                Signal::SIGKILL,
+            );
+            self.prewarm_failed = true;
+            tracing::warn!(pid = standby.pid, modules = ?self.cfg.prewarm, "a standby interpreter did not import its modules (see its error above); starting workers fresh from now on");
+        }
+        self.standbys = ready;
     }
 
     /// Reads the workers' new progress reports into `/status`; a stall once ranks that

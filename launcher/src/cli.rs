@@ -205,6 +205,8 @@ const OPTS: &[Opt] = &[
         .ours(),
     value("status_port", "status-port", "PORT", "Serve the launcher's progress read-only on this port of every address: GET /status (JSON), GET /metrics (default: off)")
         .ours(),
+    value("prewarm", "prewarm", "MODULES", "Keep standby Python interpreters with these modules imported (comma list, e.g. torch), so restarted workers skip the import (default: off)")
+        .ours(),
     value("stall_timeout", "stall-timeout", "SECONDS", "Restart the worker group (counted against --max-restarts) when ranks that reported progress to $ELASTICJOB_PROGRESS_FILE stay silent this long (default: off)")
         .ours(),
 ];
@@ -597,6 +599,17 @@ pub fn resolve_rendezvous(input: RendezvousInput, new_id: impl FnOnce() -> Strin
     }
 }
 
+/// `torch`, `torch.distributed`, `_private.mod2`.
+fn is_module_name(name: &str) -> bool {
+    name.split('.').all(|part| {
+        let mut chars = part.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    })
+}
+
 /// Pure: how workers are started (`config_from_args`' command construction).
 pub fn entrypoint_kind(
     run_path: bool,
@@ -666,6 +679,35 @@ fn build_config(inp: &Inputs) -> Result<Config, CliError> {
         inp.flag("module")?,
     )
     .map_err(usage)?;
+    let prewarm: Vec<String> = inp
+        .given("prewarm")
+        .map(|g| {
+            g.value
+                .split(',')
+                .map(str::trim)
+                .filter(|m| !m.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(bad) = prewarm.iter().find(|m| !is_module_name(m)) {
+        return Err(inp
+            .given("prewarm")
+            .expect("prewarm was given")
+            .error(format!(
+                "'{bad}' is not a Python module name (e.g. torch or torch.distributed)"
+            )));
+    }
+    if !prewarm.is_empty()
+        && !matches!(
+            entrypoint_kind,
+            EntrypointKind::PythonScript | EntrypointKind::PythonModule
+        )
+    {
+        return Err(inp.given("prewarm").expect("prewarm was given").error(
+            "--prewarm needs a Python entrypoint (a script or -m module); it cannot be used with --no-python or --run-path",
+        ));
+    }
 
     let logs_specs = match inp.given("logs_specs") {
         Some(g) if g.value != "default" => {
@@ -753,6 +795,7 @@ fn build_config(inp: &Inputs) -> Result<Config, CliError> {
         exit_barrier_timeout,
         virtual_local_rank: inp.flag("virtual_local_rank")?,
         termination_message_path: inp.non_empty("termination_message_path").map(PathBuf::from),
+        prewarm,
         stall_timeout: inp
             .given("stall_timeout")
             .filter(|g| !g.value.is_empty())

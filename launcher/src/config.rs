@@ -118,6 +118,8 @@ pub struct Config {
     pub termination_message_path: Option<PathBuf>,
     /// Where the launcher serves its progress (`--status-port`); `None`: nowhere.
     pub status_port: Option<u16>,
+    /// Modules standby interpreters import ahead of a round (`--prewarm`); empty: off.
+    pub prewarm: Vec<String>,
     /// Ranks that reported progress and stay silent this long stall the group
     /// (`--stall-timeout`); `None`: never.
     pub stall_timeout: Option<Duration>,

@@ -16,10 +16,8 @@ pub fn entrypoint_name(cfg: &Config) -> String {
 
 /// Program and arguments of one worker, with `${local_rank}` substituted in every argument.
 pub fn worker_command(cfg: &Config, python: &str, local_rank: u32) -> (String, Vec<String>) {
-    let rank = local_rank.to_string();
-    let sub = |a: &String| safe_substitute(a, &[("local_rank", &rank)]);
-    let script_args = cfg.training_script_args.iter().map(sub);
-    let script = sub(&cfg.training_script);
+    let (script, script_args) = substituted(cfg, local_rank);
+    let script_args = script_args.into_iter();
     match cfg.entrypoint_kind {
         EntrypointKind::Binary => (script, script_args.collect()),
         EntrypointKind::PythonScript => (
@@ -49,6 +47,29 @@ pub fn worker_command(cfg: &Config, python: &str, local_rank: u32) -> (String, V
             .collect(),
         ),
     }
+}
+
+/// The script (or module) and its arguments with `${local_rank}` substituted.
+fn substituted(cfg: &Config, local_rank: u32) -> (String, Vec<String>) {
+    let rank = local_rank.to_string();
+    let sub = |a: &String| safe_substitute(a, &[("local_rank", &rank)]);
+    (
+        sub(&cfg.training_script),
+        cfg.training_script_args.iter().map(sub).collect(),
+    )
+}
+
+/// What a standby interpreter runs ([`crate::prewarm`]): `sys.argv` (the script or module
+/// first) and whether it is a module; None for entrypoints that are not a Python script or
+/// module.
+pub fn prewarmed_argv(cfg: &Config, local_rank: u32) -> Option<(Vec<String>, bool)> {
+    let module = match cfg.entrypoint_kind {
+        EntrypointKind::PythonScript => false,
+        EntrypointKind::PythonModule => true,
+        EntrypointKind::Binary | EntrypointKind::RunPath => return None,
+    };
+    let (script, args) = substituted(cfg, local_rank);
+    Some((std::iter::once(script).chain(args).collect(), module))
 }
 
 /// `--run-path`: run the script with `runpy.run_path` as torchrun's function entrypoint does,

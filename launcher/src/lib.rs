@@ -18,6 +18,7 @@ pub mod failures;
 pub mod install;
 pub mod lifecycle;
 pub mod logs;
+pub mod prewarm;
 pub mod progress;
 pub mod rendezvous;
 pub mod report;

@@ -194,15 +194,32 @@ pub struct TeeSource {
 pub fn prepare_stream(
     plan: &StreamPlan,
 ) -> std::io::Result<(Stdio, Option<(OwnedFd, std::fs::File)>)> {
+    let (fd, tee) = prepare_stream_fd(plan)?;
+    Ok((fd.map_or_else(Stdio::inherit, Stdio::from), tee))
+}
+
+/// The same as a file descriptor for the worker (None: the launcher's own stream), for a
+/// standby interpreter that is handed its streams ([`crate::prewarm`]).
+pub fn prepare_stream_fd(
+    plan: &StreamPlan,
+) -> std::io::Result<(Option<OwnedFd>, Option<(OwnedFd, std::fs::File)>)> {
     Ok(match plan {
-        StreamPlan::Inherit => (Stdio::inherit(), None),
-        StreamPlan::Null => (Stdio::null(), None),
-        StreamPlan::File(path) => (Stdio::from(std::fs::File::create(path)?), None),
+        StreamPlan::Inherit => (None, None),
+        StreamPlan::Null => (
+            Some(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open("/dev/null")?
+                    .into(),
+            ),
+            None,
+        ),
+        StreamPlan::File(path) => (Some(std::fs::File::create(path)?.into()), None),
         StreamPlan::Tee(path) => {
             let file = std::fs::File::create(path)?;
             let (read, write) =
                 nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
-            (Stdio::from(write), Some((read, file)))
+            (Some(write), Some((read, file)))
         }
     })
 }

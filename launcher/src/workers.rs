@@ -34,6 +34,8 @@ pub enum WorkerError {
     Guardian(std::io::Error),
     #[error("cannot install the SIGCHLD handler: {0}")]
     Signal(std::io::Error),
+    #[error("cannot start a standby interpreter (--prewarm): {0}")]
+    Standby(std::io::Error),
 }
 
 /// Makes this process a child subreaper (Linux), so descendants orphaned by a worker are
@@ -65,6 +67,7 @@ pub struct ProcessSpec {
     pub program: String,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    pub stdin: Stdio,
     pub stdout: Stdio,
     pub stderr: Stdio,
 }
@@ -77,7 +80,7 @@ pub fn spawn(spec: ProcessSpec) -> Result<u32, WorkerError> {
     command
         .args(&spec.args)
         .envs(spec.env)
-        .stdin(Stdio::null())
+        .stdin(spec.stdin)
         .stdout(spec.stdout)
         .stderr(spec.stderr);
     // SAFETY: only async-signal-safe libc calls between fork and exec.

@@ -273,6 +273,9 @@ pub fn launcher_env(
     if let Some(stall) = spec.failure_policy.stall_timeout_seconds {
         out.push(env(env_name::STALL_TIMEOUT, stall.to_string()));
     }
+    if !spec.launcher.prewarm.is_empty() {
+        out.push(env(env_name::PREWARM, spec.launcher.prewarm.join(",")));
+    }
     let user_sets = |name: &str| trainer.env.iter().flatten().any(|e| e.name == name);
     if !user_sets("PYTHONUNBUFFERED") {
         out.push(env("PYTHONUNBUFFERED", "1"));

@@ -757,3 +757,19 @@ fn the_launchers_shutdown_grace_follows_the_pods() {
     let c = pod(&j, 1, &settings()).unwrap().spec.unwrap().containers[0].clone();
     assert_eq!(get(&env_map(&c), "PET_SHUTDOWN_TIMEOUT"), Some("597"));
 }
+
+#[test]
+fn optional_launcher_settings_become_its_variables() {
+    let c = |j: &ElasticJob| pod(j, 1, &settings()).unwrap().spec.unwrap().containers[0].clone();
+    let mut j = job();
+    let env = env_map(&c(&j));
+    assert_eq!(
+        (get(&env, "PET_PREWARM"), get(&env, "PET_STALL_TIMEOUT")),
+        (None, None)
+    );
+    j.spec.launcher.prewarm = vec!["torch".into(), "numpy".into()];
+    j.spec.failure_policy.stall_timeout_seconds = Some(120);
+    let env = env_map(&c(&j));
+    assert_eq!(get(&env, "PET_PREWARM"), Some("torch,numpy"));
+    assert_eq!(get(&env, "PET_STALL_TIMEOUT"), Some("120"));
+}
