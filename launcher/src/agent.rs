@@ -635,6 +635,7 @@ impl Agent {
             .collect();
         self.round_progress = Some(RoundProgress::start(progress_files.clone()));
         let mut standbys = std::mem::take(&mut self.standbys);
+        let mut prewarmed_workers = 0;
         let node = &self.node;
         let round_env = RoundEnv {
             role: self.cfg.role.clone(),
@@ -735,6 +736,7 @@ impl Agent {
                 Some((standby, (argv, module))) => {
                     let mut whole = node.parent_env.clone();
                     whole.extend(env);
+                    prewarmed_workers += 1;
                     standby
                         .activate(&argv, module, &whole, stdout, stderr)
                         .map_err(workers::WorkerError::Standby)?
@@ -770,6 +772,7 @@ impl Agent {
             world_size = round.world_size,
             restart_count = self.attempt,
             workers = node.nproc,
+            prewarmed = prewarmed_workers,
             "started workers"
         );
         Ok(group)

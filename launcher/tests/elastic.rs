@@ -570,10 +570,26 @@ fn a_failure_caused_by_a_departing_peer_is_not_charged() {
 /// restarts and all_reduce is right again with all four ranks.
 #[test]
 fn torch_workers_all_reduce_across_agents_and_a_restart() {
+    let _ = torch_job_with_a_restart(&[]);
+}
+
+/// The same with `--prewarm=torch`: every worker, the restarted ones too, is a standby that
+/// imported torch while its round formed.
+#[test]
+fn prewarmed_torch_workers_all_reduce_across_agents_and_a_restart() {
+    for out in torch_job_with_a_restart(&["--prewarm=torch"]) {
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        // Both rounds (the first and the restart) started both local workers from standbys.
+        assert_eq!(log.matches("workers=2 prewarmed=2").count(), 2, "{log}");
+    }
+}
+
+fn torch_job_with_a_restart(extra: &[&str]) -> [std::process::Output; 2] {
     let d = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut args = job_args(port, "2", ",join_timeout=60");
     args.retain(|a| a != "--nproc-per-node=1");
+    args.extend(extra.iter().map(|a| a.to_string()));
     args.extend([
         "--nproc-per-node=2".into(),
         "--max-restarts=1".into(),
@@ -605,6 +621,7 @@ fn torch_workers_all_reduce_across_agents_and_a_restart() {
         names(d.path()),
         set(&["ok_1_0_of_4", "ok_1_1_of_4", "ok_1_2_of_4", "ok_1_3_of_4"])
     );
+    outs
 }
 
 /// Static rendezvous across two agents: `--node-rank` 0 and 1 of `--nnodes=2`, ranks 0..7.
