@@ -689,7 +689,7 @@ impl Agent {
                 let plan = node
                     .policy
                     .plan(&node.layout, self.attempt, local_rank, kind);
-                let (stdio, tee) = logs::prepare_stream_fd(&plan).map_err(AgentError::Logs)?;
+                let (stdio, tee) = logs::prepare_stream(&plan).map_err(AgentError::Logs)?;
                 if let Some((read, file)) = tee {
                     let (filters, name) = match kind {
                         StreamKind::Stdout => {
@@ -721,25 +721,27 @@ impl Agent {
             }
             let stderr = streams.pop().expect("stderr");
             let stdout = streams.pop().expect("stdout");
-            let standby = loop {
-                let Some(s) = standbys.pop() else { break None };
-                match self.reaper.take_exit(s.pid) {
-                    None => break Some(s),
-                    Some(code) => {
-                        self.prewarm_failed = true;
-                        tracing::warn!(pid = s.pid, exitcode = code, modules = ?self.cfg.prewarm, "a standby interpreter exited before its round (see its error above); starting workers fresh from now on");
-                    }
-                }
-            };
-            let prewarmed = standby.zip(entrypoint::prewarmed_argv(&self.cfg, local_rank));
-            let pid = match prewarmed {
-                Some((standby, (argv, module))) => {
+            // A standby (--prewarm) becomes the worker; without one, or if it is gone, the
+            // worker is started fresh.
+            let activated = standbys
+                .pop()
+                .zip(entrypoint::prewarmed_argv(&self.cfg, local_rank))
+                .and_then(|(standby, (argv, module))| {
                     let mut whole = node.parent_env.clone();
-                    whole.extend(env);
-                    prewarmed_workers += 1;
+                    whole.extend(env.clone());
+                    let pid = standby.pid;
                     standby
-                        .activate(&argv, module, &whole, stdout, stderr)
-                        .map_err(workers::WorkerError::Standby)?
+                        .activate(&argv, module, &whole, stdout.as_ref(), stderr.as_ref())
+                        .inspect_err(|e| {
+                            self.prewarm_failed = true;
+                            tracing::warn!(pid, error = %e, "a standby interpreter is gone; starting workers fresh from now on");
+                        })
+                        .ok()
+                });
+            let pid = match activated {
+                Some(pid) => {
+                    prewarmed_workers += 1;
+                    pid
                 }
                 None => {
                     let stdio = |fd: Option<std::os::fd::OwnedFd>| {

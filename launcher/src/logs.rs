@@ -191,16 +191,10 @@ pub struct TeeSource {
     pub filtered_file: Option<PathBuf>,
 }
 
+/// The worker's end of a stream as a file descriptor (None: the launcher's own stream, which a
+/// child inherits), and what the launcher keeps to tee it. A file descriptor, not a `Stdio`, so
+/// a standby interpreter can be handed it too ([`crate::prewarm`]).
 pub fn prepare_stream(
-    plan: &StreamPlan,
-) -> std::io::Result<(Stdio, Option<(OwnedFd, std::fs::File)>)> {
-    let (fd, tee) = prepare_stream_fd(plan)?;
-    Ok((fd.map_or_else(Stdio::inherit, Stdio::from), tee))
-}
-
-/// The same as a file descriptor for the worker (None: the launcher's own stream), for a
-/// standby interpreter that is handed its streams ([`crate::prewarm`]).
-pub fn prepare_stream_fd(
     plan: &StreamPlan,
 ) -> std::io::Result<(Option<OwnedFd>, Option<(OwnedFd, std::fs::File)>)> {
     Ok(match plan {

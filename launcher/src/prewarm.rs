@@ -144,8 +144,8 @@ impl Standby {
         argv: &[String],
         module: bool,
         env: &BTreeMap<String, String>,
-        stdout: Option<OwnedFd>,
-        stderr: Option<OwnedFd>,
+        stdout: Option<&OwnedFd>,
+        stderr: Option<&OwnedFd>,
     ) -> std::io::Result<u32> {
         let mut message = serde_json::to_vec(&Activation {
             argv,
@@ -156,7 +156,7 @@ impl Standby {
         })
         .expect("an activation serializes");
         message.push(b'\n');
-        let fds: Vec<i32> = [&stdout, &stderr]
+        let fds: Vec<i32> = [stdout, stderr]
             .into_iter()
             .flatten()
             .map(|fd| fd.as_raw_fd())
