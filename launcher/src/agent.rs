@@ -689,8 +689,8 @@ impl Agent {
                 let plan = node
                     .policy
                     .plan(&node.layout, self.attempt, local_rank, kind);
-                let (stdio, tee) = logs::prepare_stream(&plan).map_err(AgentError::Logs)?;
-                if let Some((read, file)) = tee {
+                let prepared = logs::prepare_stream(&plan).map_err(AgentError::Logs)?;
+                if let Some((read, file)) = prepared.tee {
                     let (filters, name) = match kind {
                         StreamKind::Stdout => {
                             (&self.cfg.duplicate_stdout_filters, "filtered_stdout.log")
@@ -717,7 +717,7 @@ impl Agent {
                         }
                     }));
                 }
-                streams.push(stdio);
+                streams.push(prepared.worker);
             }
             let stderr = streams.pop().expect("stderr");
             let stdout = streams.pop().expect("stdout");

@@ -6,7 +6,6 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use tokio::io::AsyncBufReadExt;
 
@@ -174,10 +173,14 @@ pub fn line_prefix(
     }
 }
 
-/// A stream ready to hand to the child, plus what the launcher keeps to tee it.
+/// A stream ready to hand to the worker, plus what the launcher keeps to tee it.
 pub struct PreparedStream {
-    pub child: Stdio,
-    pub tee: Option<TeeSource>,
+    /// The worker's end as a file descriptor (None: the launcher's own stream, which a child
+    /// inherits). A descriptor, not a `Stdio`, so a standby interpreter can be handed it too
+    /// ([`crate::prewarm`]).
+    pub worker: Option<OwnedFd>,
+    /// The read end of a teed stream's pipe and the log file it is copied to.
+    pub tee: Option<(OwnedFd, std::fs::File)>,
 }
 
 /// The read end of a teed stream and where its copy goes.
@@ -191,13 +194,8 @@ pub struct TeeSource {
     pub filtered_file: Option<PathBuf>,
 }
 
-/// The worker's end of a stream as a file descriptor (None: the launcher's own stream, which a
-/// child inherits), and what the launcher keeps to tee it. A file descriptor, not a `Stdio`, so
-/// a standby interpreter can be handed it too ([`crate::prewarm`]).
-pub fn prepare_stream(
-    plan: &StreamPlan,
-) -> std::io::Result<(Option<OwnedFd>, Option<(OwnedFd, std::fs::File)>)> {
-    Ok(match plan {
+pub fn prepare_stream(plan: &StreamPlan) -> std::io::Result<PreparedStream> {
+    let (worker, tee) = match plan {
         StreamPlan::Inherit => (None, None),
         StreamPlan::Null => (
             Some(
@@ -215,7 +213,8 @@ pub fn prepare_stream(
                 nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
             (Some(write), Some((read, file)))
         }
-    })
+    };
+    Ok(PreparedStream { worker, tee })
 }
 
 /// Copies a teed stream to its file and, line by line with the prefix, to the console until

@@ -1350,7 +1350,7 @@ impl FollowedLog {
     /// Waits until the log has `needle`; returns the log.
     fn wait_for(self, needle: &str) -> String {
         let read = || std::fs::read_to_string(&self.path).unwrap_or_default();
-        let log = wait_until(
+        wait_until(
             &format!("{needle:?} in the followed log {}", self.path.display()),
             T_RUN,
             Duration::from_secs(1),
@@ -1359,8 +1359,7 @@ impl FollowedLog {
                 log.contains(needle).then_some(log)
             },
             || tail(&read(), 30),
-        );
-        log
+        )
     }
 }
 
