@@ -228,6 +228,11 @@ pub fn node_index(env: &BTreeMap<String, String>, host: &str) -> Option<u32> {
     index.parse().ok()
 }
 
+/// The key that exists while node `id`'s store connection is open (an ephemeral key).
+fn alive_key(id: &str) -> String {
+    format!("ephemeral/alive/{id}")
+}
+
 fn parse_u64(key: &str, bytes: &[u8]) -> Result<u64, RendezvousError> {
     std::str::from_utf8(bytes)
         .ok()
@@ -390,6 +395,8 @@ impl DynamicRendezvous {
         let k = self.store.add(&format!("{r}/joined"), 1).await? as u64;
         let desc = serde_json::to_vec(&self.me).expect("node description serializes");
         self.store.set(&format!("{r}/node/{k}"), &desc).await?;
+        // Alive while this connection is: the store drops the key when it closes.
+        self.store.set(&alive_key(&self.me.id), b"1").await?;
         let (min, max) = (self.nodes.min as u64, self.nodes.max as u64);
         tracing::info!(round, arrival = k, min, max, "joined rendezvous round");
         let returning = round > 0 && self.last_joined == Some(round - 1);
@@ -442,15 +449,32 @@ impl DynamicRendezvous {
                     "minimum reached; waiting up to last_call_timeout for more nodes"
                 );
             }
-            if let Err(e) = self.store.wait(&[sealed_key.as_str()], last_call).await {
-                if !e.is_timeout() {
-                    return Err(e.into());
+            // In a re-form the first to join also looks, every heartbeat interval, for nodes
+            // of the previous round that are gone without anyone saying so (their workers'
+            // peers failed first and re-joined before a heartbeat noticed).
+            let look_every = if round > 0 && k == 1 {
+                self.conf.keep_alive_interval
+            } else {
+                last_call
+            };
+            let last_call_ends = Instant::now() + last_call;
+            loop {
+                let step = look_every.min(last_call_ends.saturating_duration_since(Instant::now()));
+                match self.store.wait(&[sealed_key.as_str()], step).await {
+                    Ok(()) => break,
+                    Err(e) if !e.is_timeout() => return Err(e.into()),
+                    Err(_) if Instant::now() < last_call_ends => {
+                        self.count_departed(round).await?;
+                    }
+                    Err(_) => {
+                        let joined = self.store.add(&format!("{r}/joined"), 0).await? as u64;
+                        let count = seal_at(joined, max).to_string();
+                        self.store
+                            .compare_set(&sealed_key, b"", count.as_bytes())
+                            .await?;
+                        break;
+                    }
                 }
-                let joined = self.store.add(&format!("{r}/joined"), 0).await? as u64;
-                let count = seal_at(joined, max).to_string();
-                self.store
-                    .compare_set(&sealed_key, b"", count.as_bytes())
-                    .await?;
             }
         }
         let sealed = parse_u64(&sealed_key, &self.store.get(&sealed_key).await?)?;
@@ -534,6 +558,45 @@ impl DynamicRendezvous {
         Ok(())
     }
 
+    /// Counts gone the nodes of the round before `round` that have not joined it and whose
+    /// connection to the store is closed (their alive key is gone): a crashed agent.
+    async fn count_departed(&self, round: u64) -> Result<(), RendezvousError> {
+        let prev = round - 1;
+        let previous = self.members_of(prev).await?;
+        let returned = self.members_of(round).await?;
+        for id in previous.iter().filter(|id| !returned.contains(id)) {
+            if !self.store.check(&[alive_key(id).as_str()]).await? {
+                tracing::info!(round = prev, node = %id, "a node of the previous round is gone (its store connection closed)");
+                self.declare_gone(prev, id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The ids of every node that joined `round` so far (members and late arrivals).
+    async fn members_of(&self, round: u64) -> Result<Vec<String>, RendezvousError> {
+        let joined = self.store.add(&format!("r{round}/joined"), 0).await? as u64;
+        let descs = self.descriptions(round, joined).await?;
+        Ok(descs.into_iter().map(|d| d.id).collect())
+    }
+
+    /// The descriptions of the first `n` nodes to join `round`, in arrival order (one
+    /// MULTI_GET, which waits for a node between its ADD and its SET).
+    async fn descriptions(&self, round: u64, n: u64) -> Result<Vec<NodeDesc>, RendezvousError> {
+        let keys: Vec<String> = (1..=n).map(|i| format!("r{round}/node/{i}")).collect();
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let values = self.store.multi_get(&refs).await?;
+        keys.iter()
+            .zip(values)
+            .map(|(key, value)| {
+                serde_json::from_slice(&value).map_err(|e| RendezvousError::Corrupt {
+                    key: key.clone(),
+                    detail: e.to_string(),
+                })
+            })
+            .collect()
+    }
+
     /// This node leaves the job (its pod is being deleted): the next round does not wait for it.
     pub async fn leave(&self) -> Result<(), RendezvousError> {
         match self.last_round {
@@ -545,18 +608,7 @@ impl DynamicRendezvous {
     /// Reads every member's description of the sealed round and writes each its assignment.
     async fn write_assignments(&self, round: u64, sealed: u64) -> Result<(), RendezvousError> {
         let r = format!("r{round}");
-        let keys: Vec<String> = (1..=sealed).map(|i| format!("{r}/node/{i}")).collect();
-        let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let values = self.store.multi_get(&key_refs).await?;
-        let mut members = Vec::with_capacity(values.len());
-        for (key, value) in keys.iter().zip(values) {
-            members.push(serde_json::from_slice::<NodeDesc>(&value).map_err(|e| {
-                RendezvousError::Corrupt {
-                    key: key.clone(),
-                    detail: e.to_string(),
-                }
-            })?);
-        }
+        let members = self.descriptions(round, sealed).await?;
         let assignments = assign(round, &members);
         let pairs: Vec<(String, Vec<u8>)> = assignments
             .iter()

@@ -954,3 +954,37 @@ async fn an_abandoned_request_breaks_the_client_instead_of_desynchronising_it() 
         "{err}"
     );
 }
+
+/// A key with an `ephemeral` segment lives as long as the connection that set it last: gone
+/// when that connection closes (as a crashed agent's do), kept when another set it since.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ephemeral_keys_go_with_the_connection_that_set_them() {
+    let s = server().await;
+    let watcher = client(&s).await;
+    let a = client(&s).await;
+    let b = client(&s).await;
+    a.set("rdzv/x/ephemeral/alive/a", b"1").await.unwrap();
+    a.set("rdzv/x/ephemeral/alive/shared", b"1").await.unwrap();
+    a.set("rdzv/x/durable/a", b"1").await.unwrap();
+    b.set("rdzv/x/ephemeral/alive/shared", b"2").await.unwrap();
+    // SET has no reply: a round trip on each connection makes sure the server has them.
+    a.check(&["rdzv/x/durable/a"]).await.unwrap();
+    b.check(&["rdzv/x/ephemeral/alive/shared"]).await.unwrap();
+    assert!(watcher.check(&["rdzv/x/ephemeral/alive/a"]).await.unwrap());
+    drop(a);
+    let gone = async {
+        while watcher.check(&["rdzv/x/ephemeral/alive/a"]).await.unwrap() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(T, gone)
+        .await
+        .expect("a's ephemeral key is deleted");
+    assert!(watcher.check(&["rdzv/x/durable/a"]).await.unwrap());
+    assert_eq!(
+        watcher.get("rdzv/x/ephemeral/alive/shared").await.unwrap(),
+        b"2",
+        "set last by b, which is still connected"
+    );
+    drop(b);
+}

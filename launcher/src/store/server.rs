@@ -192,7 +192,20 @@ struct Slot {
     /// STOP_WAITING bytes released by other connections, not yet written.
     pending_stops: usize,
     notify: Arc<Notify>,
+    /// Ephemeral keys this connection set last ([`is_ephemeral`]): deleted when it closes.
+    owned: Vec<Vec<u8>>,
 }
+
+/// Keys with a path segment `ephemeral` (`.../ephemeral/...`) live as long as the connection
+/// that set them last: the rendezvous marks each agent alive with one, so a crashed agent (its
+/// kernel closes its connections) is known gone at once. Not a torch feature: torch clients
+/// never use such names.
+pub fn is_ephemeral(key: &[u8]) -> bool {
+    key.windows(EPHEMERAL_SEGMENT.len())
+        .any(|w| w == EPHEMERAL_SEGMENT)
+}
+
+const EPHEMERAL_SEGMENT: &[u8] = b"/ephemeral/";
 
 #[derive(Default)]
 struct State {
@@ -205,6 +218,8 @@ struct State {
     /// Sum of every slot's `pending_stops`: lets the hot path skip the slot lookup.
     pending_total: usize,
     next_id: ConnId,
+    /// Ephemeral key → the connection that set it last.
+    ephemeral_owners: HashMap<Vec<u8>, ConnId>,
 }
 
 /// Why a connection is closed by the server.
@@ -233,6 +248,7 @@ impl State {
             wait_keys: Vec::new(),
             pending_stops: 0,
             notify: notify.clone(),
+            owned: Vec::new(),
         };
         self.slots.insert(self.next_id, slot);
         (self.next_id, notify)
@@ -242,6 +258,12 @@ impl State {
         self.clear_wait(me);
         if let Some(slot) = self.slots.remove(&me) {
             self.pending_total -= slot.pending_stops;
+            for key in slot.owned {
+                if self.ephemeral_owners.get(&key) == Some(&me) {
+                    self.ephemeral_owners.remove(&key);
+                    self.kv.remove(&key);
+                }
+            }
         }
     }
 
@@ -335,6 +357,11 @@ impl State {
     }
 
     fn set(&mut self, key: &[u8], value: &[u8], me: ConnId) {
+        if is_ephemeral(key) && self.ephemeral_owners.insert(key.to_vec(), me) != Some(me) {
+            if let Some(slot) = self.slots.get_mut(&me) {
+                slot.owned.push(key.to_vec());
+            }
+        }
         match self.kv.get_mut(key) {
             // Reuse the old value's allocation: the common case of a key written repeatedly.
             Some(old) => {
