@@ -13,6 +13,16 @@
    TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1, since its restart of torch 2.15 gloo workers is
    unreliable as shipped (the restarted workers can read the dead round's addresses from the
    reused store).
+4. A node lost: 3 agents (`--nnodes=2:3`, default rendezvous settings: no --rdzv-conf), one
+   worker each that runs until stopped. Once all 3 run, the agent that does not host the store
+   (found by its listening socket) and its whole process tree are SIGKILLed (a lost node) or
+   SIGSTOPped (a hung or partitioned one: its connections stay open); measured from the signal
+   to both survivors' workers started again in the new round, at most LOST_TIMEOUT s. Since
+   the workers never fail, only the launcher can notice the loss: torchrun's agent restarts
+   healthy workers only for nodes waiting to join, never for a lost one, and does not recover
+   here. "SIGKILL+workers" also SIGKILLs the survivors' workers at the loss, as a collective
+   does when its peer's connections reset; that is the case where torchrun's 15 s keep-alive
+   and 30 s last call apply.
 
 The workers (`rdzv-worker`, `rdzv_torch_worker.py`) append `<what> <unix time> <restart count>
 <group rank> <rank> <pid>` lines to a file; the harness reads the time from the same clock.
@@ -20,7 +30,8 @@ Both launchers alternate within each repetition; medians are reported with the m
 
     bench/rendezvous.sh        # what `make bench` runs
     usage: rendezvous.py ELASTIC_LAUNCH TORCHRUN RDZV_WORKER PYTHON
-    env: REPS (5), TORCH_REPS (5), PROC_AGENTS (64,256,1024: elastic-launch alone), PARTS (first,restart,torch)
+    env: REPS (5; at most 3 for 4), TORCH_REPS (5), PROC_AGENTS (64,256,1024: elastic-launch alone),
+         PARTS (first,restart,lost,torch), LOST_KINDS (SIGKILL,SIGSTOP,SIGKILL+workers), LOST_TIMEOUT (120)
 """
 import os
 import signal
@@ -35,7 +46,10 @@ import time
 REPS = int(os.environ.get("REPS", "5"))
 TORCH_REPS = int(os.environ.get("TORCH_REPS", "5"))
 PROC_AGENTS = [int(n) for n in os.environ.get("PROC_AGENTS", "64,256,1024").split(",") if n]
-PARTS = os.environ.get("PARTS", "first,restart,torch").split(",")
+PARTS = os.environ.get("PARTS", "first,restart,lost,torch").split(",")
+LOST_KINDS = os.environ.get("LOST_KINDS", "SIGKILL,SIGSTOP,SIGKILL+workers").split(",")
+# Per measurement of benchmark 4: to the survivors' workers started again (and to the first starts).
+LOST_TIMEOUT = float(os.environ.get("LOST_TIMEOUT", "120"))
 # A torch restart run normally takes about 15 s here; torchrun's sometimes hangs instead.
 TORCH_TIMEOUT = 60
 TORCH_WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rdzv_torch_worker.py")
@@ -59,17 +73,40 @@ def kill_strays(tag):
             pass
 
 
+def agent_env(extra_env=None):
+    """The agents' environment: ours without launcher settings, warnings only, plus `extra_env`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PET_", "TORCHELASTIC_"))}
+    env["LOGLEVEL"] = "WARNING"
+    env.update(extra_env or {})
+    return env
+
+
+def start_agents(cmds, tmp, extra_env=None):
+    """Starts every command (one per agent) at once, each in its own session, stderr to
+    `tmp/agent<i>.err`. Returns t0 (unix time just before the first start), the time the last
+    was started, the Popens and their stderr files (see `read_errs`)."""
+    env = agent_env(extra_env)
+    errs = [open(os.path.join(tmp, f"agent{i}.err"), "w+") for i in range(len(cmds))]
+    t0 = time.time()
+    procs = [subprocess.Popen(c, env=env, stdout=subprocess.DEVNULL, stderr=e, start_new_session=True) for c, e in zip(cmds, errs)]
+    return t0, time.time(), procs, errs
+
+
+def read_errs(errs):
+    """Reads and closes the stderr files of `start_agents`."""
+    out = []
+    for e in errs:
+        e.seek(0)
+        out.append(e.read())
+        e.close()
+    return out
+
+
 def run_agents(cmds, tmp, timeout, extra_env=None):
     """Starts every command (one per agent) at once and waits for all of them. Returns t0 (unix
     time just before the first start), the time the last was started, the time the last exited,
     exit codes, CPU seconds (agents and everything they reaped) and the agents' stderr."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PET_", "TORCHELASTIC_"))}
-    env["LOGLEVEL"] = "WARNING"
-    env.update(extra_env or {})
-    errs = [open(os.path.join(tmp, f"agent{i}.err"), "w+") for i in range(len(cmds))]
-    t0 = time.time()
-    procs = [subprocess.Popen(c, env=env, stdout=subprocess.DEVNULL, stderr=e, start_new_session=True) for c, e in zip(cmds, errs)]
-    t_spawned = time.time()
+    t0, t_spawned, procs, errs = start_agents(cmds, tmp, extra_env)
     timed_out = []
 
     def on_timeout():
@@ -93,23 +130,20 @@ def run_agents(cmds, tmp, timeout, extra_env=None):
     for p in procs:
         p.returncode = codes[p.pid]
     kill_strays(tmp)
-    stderr = []
-    for e in errs:
-        e.seek(0)
-        stderr.append(e.read())
-        e.close()
     return {"t0": t0, "t_spawned": t_spawned, "t_end": t_end, "codes": [codes[p.pid] for p in procs], "cpu": cpu,
-            "stderr": stderr, "timed_out": bool(timed_out)}
+            "stderr": read_errs(errs), "timed_out": bool(timed_out)}
 
 
-def stamps(path):
-    """The lines workers wrote: (what, unix time, restart count, group rank, rank)."""
+def stamps(path, pids=False):
+    """The lines workers wrote: (what, unix time, restart count, group rank, rank[, pid])."""
     if not os.path.exists(path):
         return []
     out = []
     for line in open(path):
-        what, t, restart, group_rank, rank, _pid = line.split()
-        out.append((what, float(t), int(restart), int(group_rank), int(rank)))
+        if not line.endswith("\n"):  # being written
+            continue
+        what, t, restart, group_rank, rank, pid = line.split()
+        out.append((what, float(t), int(restart), int(group_rank), int(rank), *([int(pid)] if pids else [])))
     return out
 
 
@@ -159,6 +193,125 @@ def restart(launcher, worker, python, torch_worker=False, extra_env=None, timeou
         return {"restart": last("start"), "imported": last("imported"), "reduced": last("reduced"),
                 "restart_counts": sorted({rc for w, _, rc, *_ in after if w == "start"}), "codes": r["codes"],
                 "timed_out": r["timed_out"], "stderr": r["stderr"], "wall": r["t_end"] - r["t0"]}
+
+
+def tree(pid):
+    """`pid` and all its descendants, from /proc (workers in sessions of their own included)."""
+    children = {}
+    for p in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(p))
+    out, todo = [], [pid]
+    while todo:
+        out.append(todo.pop())
+        todo.extend(children.get(out[-1], []))
+    return out
+
+
+def listener(port, pids):
+    """The one of `pids` that holds the socket listening on `port` (the store host), or None."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            f = row.split()
+            if f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add(f"socket:[{f[9]}]")
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                    return pid
+            except OSError:
+                pass
+    return None
+
+
+def signal_node(root, pids, sig):
+    """Sends `sig` to a lost node: the agent's process group, then every process of its tree."""
+    for send, pid in [(os.killpg, root), *((os.kill, p) for p in pids)]:
+        try:
+            send(pid, sig)
+        except OSError:
+            pass
+
+
+def node_lost(launcher, worker, sig, fail_workers=False):
+    """3 agents (--nnodes=2:3, default rendezvous settings) x 1 worker that runs until stopped.
+    Once all 3 workers run (and 1 s more), the agent that does not host the store (the last
+    started such one) and its whole tree get `sig` (SIGKILL: a lost node; SIGSTOP: a hung or
+    partitioned one, nothing closes its connections). With `fail_workers`, the survivors' workers
+    are SIGKILLed at the same moment (what a collective does when its peer's connections reset).
+    Returns seconds from the signal to the later of the survivors' first new worker starts (None
+    when that did not happen within LOST_TIMEOUT), and why not."""
+    with tempfile.TemporaryDirectory(prefix="rdzvbench") as tmp:
+        path = os.path.join(tmp, "stamps")
+        port = free_port()
+        # No worker has group rank 99, so none fails: each sleeps until its agent stops it.
+        args = c10d_args("2:3", port, ["--max-restarts=3", "--no-python", worker, path, "--fail-group-rank", "99", "--wait-starts", "1"])
+        t0, _, procs, errs = start_agents([[*launcher, *args]] * 3, tmp)
+        out = {"lost": None, "why": None, "host_known": True}
+        try:
+            deadline = t0 + LOST_TIMEOUT
+
+            def running():  # the workers still alive: those of a round of 3 once there are 3
+                return [l for l in stamps(path, pids=True) if os.path.exists(f"/proc/{l[5]}")]
+
+            while (len(up := running()) < 3 or 2 not in {l[3] for l in up}) and time.time() < deadline \
+                    and all(p.poll() is None for p in procs):
+                time.sleep(0.01)
+            if len(up) < 3 or 2 not in {l[3] for l in up}:
+                out["why"] = (f"{len(up)}/3 workers running after {LOST_TIMEOUT:.0f} s" if time.time() >= deadline else
+                              f"an agent exited before all 3 workers started: codes {[p.poll() for p in procs]}")
+                return out
+            time.sleep(1)  # the agents settled in monitoring, as in benchmark 3
+            trees = [tree(p.pid) for p in procs]
+            host = listener(port, [pid for t in trees for pid in t])
+            out["host_known"] = host is not None
+            lost = max(i for i, t in enumerate(trees) if host not in t)
+            survivors_workers = [l[5] for l in running() if l[5] not in trees[lost]]
+            t_loss = time.time()
+            signal_node(procs[lost].pid, trees[lost], sig)
+            if fail_workers:
+                for pid in survivors_workers:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+            survivors = [p for i, p in enumerate(procs) if i != lost]
+            deadline = t_loss + LOST_TIMEOUT
+            while time.time() < deadline:
+                first = {}
+                for what, t, _, group_rank, _ in stamps(path):
+                    if what == "start" and t > t_loss:
+                        first[group_rank] = min(t, first.get(group_rank, t))
+                if len(first) >= 2:
+                    out["lost"] = max(sorted(first.values())[:2]) - t_loss
+                    return out
+                if all(p.poll() is not None for p in survivors):
+                    out["why"] = f"the survivors exited: codes {[p.returncode for p in survivors]}"
+                    return out
+                time.sleep(0.01)
+            out["why"] = f"{len(first)}/2 survivors' workers started again in {LOST_TIMEOUT:.0f} s"
+            return out
+        finally:
+            for p in procs:
+                signal_node(p.pid, tree(p.pid), signal.SIGKILL)
+            kill_strays(tmp)
+            for p in procs:
+                p.wait()
+            out["stderr"] = read_errs(errs)
 
 
 def med(xs):
@@ -237,7 +390,8 @@ def gloo_error(r):
 
 def part_torch(ours, torchrun, worker, python):
     print(f"\n### 3b. Training again: 2 agents x 1 torch worker (gloo), `--max-restarts=1` (REPS={TORCH_REPS})\n")
-    variants = [("elastic-launch", ours, {}), ("torchrun (default: workers share the agent store)", torchrun, {}),
+    variants = [("elastic-launch", ours, {}), ("elastic-launch --prewarm=torch", [*ours, "--prewarm=torch"], {}),
+                ("torchrun (default: workers share the agent store)", torchrun, {}),
                 ("torchrun, TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1", torchrun, {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"})]
     res = {name: [] for name, _, _ in variants}
     for _ in range(TORCH_REPS):
@@ -264,6 +418,51 @@ def part_torch(ours, torchrun, worker, python):
         print(f"| {name} / ours | {t / e:.1f}x | {ratio(s_e, s_t)} |" if e and t else f"| {name} / ours | never trained again | {ratio(s_e, s_t)} |")
 
 
+LOSSES = {"SIGKILL": (signal.SIGKILL, False), "SIGSTOP": (signal.SIGSTOP, False), "SIGKILL+workers": (signal.SIGKILL, True)}
+LOSS_LABELS = {"SIGKILL": "SIGKILL", "SIGSTOP": "SIGSTOP", "SIGKILL+workers": "SIGKILL, survivors' workers fail"}
+
+
+def part_lost(ours, torchrun, worker):
+    reps = min(REPS, 3)  # torchrun's runs here take a minute or two each
+    print(f"\n### 4. A node lost: 3 agents (--nnodes=2:3, defaults), one SIGKILLed or SIGSTOPped; its loss → both "
+          f"survivors' workers started again (REPS={reps})\n")
+    res = {(kind, name): [] for kind in LOST_KINDS for name in ("elastic-launch", "torchrun")}
+    for _ in range(reps):
+        for kind in LOST_KINDS:
+            sig, fail = LOSSES[kind]
+            res[(kind, "elastic-launch")].append(node_lost(ours, worker, sig, fail))
+            res[(kind, "torchrun")].append(node_lost(torchrun, worker, sig, fail))
+    print("| loss | launcher | loss → survivors training again, s | runs recovered |")
+    print("|---|---|---:|---:|")
+    for (kind, name), rs in res.items():
+        good = sum(r["lost"] is not None for r in rs)
+        print(f"| {LOSS_LABELS[kind]} | {name} | {cell([r['lost'] for r in rs], digits=2)} | {good}/{len(rs)} |")
+    note = (f"\nTimes are over the runs that recovered (\"—\": none did; the wait is {LOST_TIMEOUT:.0f} s after the loss). "
+            "The workers run until stopped, so only the launcher can notice the loss")
+    if "SIGKILL+workers" in LOST_KINDS:
+        note += ("; in \"survivors' workers fail\" the survivors' workers are also SIGKILLed at the loss, as a "
+                 "collective fails when its peer's connections reset")
+    print(note + ". Runs that did not recover:\n")
+    missing = [(kind, name, r) for (kind, name), rs in res.items() for r in rs if r["lost"] is None]
+    for kind, name, r in missing:
+        print(f"- {LOSS_LABELS[kind]}, {name}: {r['why']}")
+    if not missing:
+        print("- none")
+    unknown = sum(not r["host_known"] for rs in res.values() for r in rs)
+    if unknown:
+        print(f"\n({unknown} runs could not tell which agent hosted the store; the last agent started was lost.)")
+    print("\n| loss | ratio (torchrun / ours) |")
+    print("|---|---:|")
+    for kind in LOST_KINDS:
+        e, t = med([r["lost"] for r in res[(kind, "elastic-launch")]]), med([r["lost"] for r in res[(kind, "torchrun")]])
+        if e and t:
+            print(f"| {LOSS_LABELS[kind]} | {t / e:.1f}x |")
+        elif e:
+            print(f"| {LOSS_LABELS[kind]} | — (torchrun: not within {LOST_TIMEOUT:.0f} s, > {LOST_TIMEOUT / e:.0f}x) |")
+        else:
+            print(f"| {LOSS_LABELS[kind]} | — |")
+
+
 def main():
     ours, torchrun, worker, python = [sys.argv[1]], [sys.argv[2]], sys.argv[3], sys.argv[4]
     load = os.getloadavg()
@@ -273,6 +472,8 @@ def main():
         part_first(ours, torchrun, worker)
     if "restart" in PARTS:
         part_restart(ours, torchrun, worker, python)
+    if "lost" in PARTS:
+        part_lost(ours, torchrun, worker)
     if "torch" in PARTS:
         part_torch(ours, torchrun, worker, python)
     load = os.getloadavg()
