@@ -567,7 +567,7 @@ pub struct LauncherSpec {
     #[schemars(range(min = 1, max = 65535))]
     pub status_port: i32,
 
-    /// Python modules (e.g. [torch]) that standby interpreters import while a rendezvous round
+    /// Python modules (for example torch) that standby interpreters import while a rendezvous round
     /// forms, so that restarted workers start without waiting for the import (`--prewarm`).
     /// Only for a Python script or -m module command. Whatever those modules read from the
     /// environment at import time sees the pod's environment, not the worker's (no RANK yet).
