@@ -1,12 +1,14 @@
 """Torch worker of the restart benchmark (bench/rendezvous.py): time to training again.
 
-usage: rdzv_torch_worker.py FILE FAIL_GROUP_RANK
+usage: rdzv_torch_worker.py FILE FAIL_GROUP_RANK [SETTLE_S]
 
 Appends `start`, `imported` and `reduced` lines (`<what> <unix time> <restart count> <group
 rank> <rank> <pid>`) to FILE: before any import, after `import torch`, and after
 `init_process_group("gloo")` and one `all_reduce`. While FILE holds no `death` line (the first
-round), the worker of GROUP_RANK=FAIL_GROUP_RANK waits until every rank has reduced, sleeps 1 s
-so the agents are settled in monitoring, appends `death` and exits 1; the others wait to be
+round), the worker of GROUP_RANK=FAIL_GROUP_RANK waits until every rank has reduced, sleeps
+SETTLE_S (default 1) so the agents are settled in monitoring (and, with --prewarm, their
+standbys for the next round have imported torch, as in any job that trains for more than a few
+seconds), appends `death` and exits 1; the others wait to be
 stopped. After the death every worker exits 0 once it has reduced.
 """
 import time
@@ -16,6 +18,7 @@ import os  # noqa: E402
 import sys  # noqa: E402
 
 path, fail_group_rank = sys.argv[1], int(sys.argv[2])
+settle = float(sys.argv[3]) if len(sys.argv) > 3 else 1.0
 env = os.environ
 ids = f"{env.get('TORCHELASTIC_RESTART_COUNT', '0')} {env.get('GROUP_RANK', '0')} {env.get('RANK', '0')} {os.getpid()}"
 
@@ -50,6 +53,6 @@ if int(env["GROUP_RANK"]) != fail_group_rank or env["LOCAL_RANK"] != "0":
     sys.exit(0)
 while read().count("reduced ") < dist.get_world_size():
     time.sleep(0.001)
-time.sleep(1.0)
+time.sleep(settle)
 stamp("death", time.time())
 os._exit(1)

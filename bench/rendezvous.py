@@ -52,6 +52,9 @@ LOST_KINDS = os.environ.get("LOST_KINDS", "SIGKILL,SIGSTOP,SIGKILL+workers").spl
 LOST_TIMEOUT = float(os.environ.get("LOST_TIMEOUT", "120"))
 # A torch restart run normally takes about 15 s here; torchrun's sometimes hangs instead.
 TORCH_TIMEOUT = 60
+# Seconds the torch job trains before its worker dies (3b): long enough for --prewarm's
+# standbys, started with the round, to have imported torch on a loaded 2-core machine.
+TORCH_SETTLE = float(os.environ.get("TORCH_SETTLE", "8"))
 TORCH_WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rdzv_torch_worker.py")
 
 
@@ -173,7 +176,7 @@ def restart(launcher, worker, python, torch_worker=False, extra_env=None, timeou
     with tempfile.TemporaryDirectory(prefix="rdzvbench") as tmp:
         path = os.path.join(tmp, "stamps")
         if torch_worker:
-            entry = [TORCH_WORKER, path, "1"]
+            entry = [TORCH_WORKER, path, "1", str(TORCH_SETTLE)]
         else:
             entry = ["--no-python", worker, path, "--fail-group-rank", "1", "--wait-starts", "2"]
         args = c10d_args(2, free_port(), ["--max-restarts=1", *entry])

@@ -567,8 +567,9 @@ pub struct LauncherSpec {
     #[schemars(range(min = 1, max = 65535))]
     pub status_port: i32,
 
-    /// Python modules (for example torch) that standby interpreters import while a rendezvous round
-    /// forms, so that restarted workers start without waiting for the import (`--prewarm`).
+    /// Python modules (for example torch) that standby interpreters import while the workers
+    /// train, so that restarted workers start without waiting for the import (`--prewarm`).
+    /// Costs one idle interpreter per worker.
     /// Only for a Python script or -m module command. Whatever those modules read from the
     /// environment at import time sees the pod's environment, not the worker's (no RANK yet).
     /// Default: none (workers start fresh, as under torchrun).

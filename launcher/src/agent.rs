@@ -466,6 +466,9 @@ impl Agent {
             };
             self.await_standbys().await;
             let mut group = self.start_workers(&round, master)?;
+            // The next round's standbys import now, while this round trains, so a restart finds
+            // them ready (at the cost of an idle interpreter per worker).
+            self.prewarm();
             self.progress.send_modify(|p| {
                 p.state = State::Running;
                 p.round = Some(round.round);
@@ -505,10 +508,6 @@ impl Agent {
             };
             if let Some(notice) = stop_notice(&event, &self.stop_told, round.round, grace) {
                 write_stop_notice(&self.node.stop_file(), &notice);
-            }
-            if matches!(decision.next, Next::Rejoin { .. }) {
-                // The next round's interpreters import while this one is torn down.
-                self.prewarm();
             }
             self.stop(&group, sig, grace).await;
             if let Some(root) = failures::root_cause(&failures) {
@@ -838,7 +837,7 @@ impl Agent {
     }
 
     /// Tops the standby interpreters up to one per local worker (`--prewarm`), each importing
-    /// the modules while the next round forms; started like workers (own session, death
+    /// the modules while the current round trains; started like workers (own session, death
     /// signal, guardian, reaper). A standby that cannot start turns prewarming off.
     fn prewarm(&mut self) {
         if self.cfg.prewarm.is_empty() || self.prewarm_failed {

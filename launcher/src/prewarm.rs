@@ -1,7 +1,8 @@
-//! Standby Python interpreters (`--prewarm=MODULE[,MODULE...]`): started ahead of a round and
-//! importing those modules (torch: seconds) while the round forms, then given their worker's
-//! environment, arguments and output and run the script as `__main__`, so a restart does not
-//! wait for `import torch` again.
+//! Standby Python interpreters (`--prewarm=MODULE[,MODULE...]`): started as soon as a round's
+//! workers are, importing those modules (torch: seconds) while the round trains, then, when the
+//! next round forms, given their worker's environment, arguments and output to run the script
+//! as `__main__`, so a restart does not wait for `import torch` again. The cost is an idle
+//! interpreter per local worker.
 //!
 //! A standby is started like any worker (its own session, the parent-death signal, watched by
 //! the guardian and the reaper), with `python -u -c BOOTSTRAP MODULES` and, as its stdin, one
