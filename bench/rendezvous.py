@@ -418,7 +418,7 @@ def part_torch(ours, torchrun, worker, python):
     print("|---|---:|---:|")
     for name in list(res)[1:]:
         t, s_t = med([r["reduced"] for r in res[name]]), med([r["restart"] for r in res[name]])
-        print(f"| {name} / ours | {t / e:.1f}x | {ratio(s_e, s_t)} |" if e and t else f"| {name} / ours | never trained again | {ratio(s_e, s_t)} |")
+        print(f"| {name} / ours | {t / e:.2f}x | {ratio(s_e, s_t)} |" if e and t else f"| {name} / ours | never trained again | {ratio(s_e, s_t)} |")
 
 
 LOSSES = {"SIGKILL": (signal.SIGKILL, False), "SIGSTOP": (signal.SIGSTOP, False), "SIGKILL+workers": (signal.SIGKILL, True)}
