@@ -357,10 +357,11 @@ impl State {
     }
 
     fn set(&mut self, key: &[u8], value: &[u8], me: ConnId) {
-        if is_ephemeral(key) && self.ephemeral_owners.insert(key.to_vec(), me) != Some(me) {
-            if let Some(slot) = self.slots.get_mut(&me) {
-                slot.owned.push(key.to_vec());
-            }
+        if is_ephemeral(key)
+            && self.ephemeral_owners.insert(key.to_vec(), me) != Some(me)
+            && let Some(slot) = self.slots.get_mut(&me)
+        {
+            slot.owned.push(key.to_vec());
         }
         match self.kv.get_mut(key) {
             // Reuse the old value's allocation: the common case of a key written repeatedly.
