@@ -383,9 +383,14 @@ fn fold_launchers(
     st.launchers = folded.launchers;
 }
 
+/// How long Stalled stays True after a stall before training's progress turns it False: the
+/// status write itself wakes the next reconcile, so without a hold a stall that recovered would
+/// show for milliseconds.
+const STALLED_HOLD: SignedDuration = SignedDuration::from_secs(60);
+
 /// The workers' progress, and the Stalled condition: True (with an event) when a launcher's
 /// stall count went up since the last status, however quickly its group recovered; False
-/// again at a later reconcile that finds no stall open.
+/// again, at least STALLED_HOLD later, once no stall is open.
 fn fold_training(
     job: &ElasticJob,
     pods: &[ObservedPod],
@@ -419,7 +424,11 @@ fn fold_training(
             generation,
         );
         events.push(Event::warning(condition::STALLED, message).about(&pod.name));
-    } else if training::open_stall(pods).is_none() {
+    } else if training::open_stall(pods).is_none()
+        && get(&st.conditions, condition::STALLED).is_some_and(|c| {
+            c.status != "True" || now.duration_since(c.last_transition_time.0) >= STALLED_HOLD
+        })
+    {
         update_condition(
             &mut st.conditions,
             condition::STALLED,
