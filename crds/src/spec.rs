@@ -210,9 +210,14 @@ impl ElasticJobSpec {
     /// The number of pods to run: spec.replicas (default maxReplicas) clamped to
     /// [minReplicas, maxReplicas].
     pub fn desired_replicas(&self) -> i32 {
-        let min = self.min_replicas.max(1);
+        let min = self.min_pods() as i32;
         let max = self.max_replicas.max(min);
         self.replicas.unwrap_or(max).clamp(min, max)
+    }
+
+    /// The fewest pods training runs on: minReplicas, at least 1.
+    pub fn min_pods(&self) -> usize {
+        self.min_replicas.max(1) as usize
     }
 
     /// Index of the trainer container in the template: the only container, else the one named

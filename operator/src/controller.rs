@@ -29,7 +29,7 @@ use crate::desired::{self, Settings};
 use crate::event::{Event, EventType};
 use crate::metrics::{BudgetLabel, Metrics, ReasonLabel};
 use crate::observed::ObservedPod;
-use crate::plan::{Action, DeleteReason, Plan, Tell, plan};
+use crate::plan::{Action, DeleteReason, Plan, plan};
 use crate::poll::LauncherClient;
 
 /// The field manager of everything the operator applies.
@@ -283,21 +283,14 @@ async fn execute(ctx: &Context, job: &ElasticJob, ns: &str, plan: &Plan) -> Resu
     created.into_iter().collect::<Result<Vec<()>, Error>>()?;
     // Launchers about to be stopped first learn why (for their workers' stop notice), all at
     // once and each within a bound: a launcher that does not answer is deleted all the same.
-    let tells: Vec<&Tell> = plan
-        .actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::DeletePod { tell: Some(t), .. } => Some(t),
-            _ => None,
-        })
-        .collect();
     let port = job.spec.launcher.status_port;
-    futures::future::join_all(
-        tells
-            .into_iter()
-            .map(|t| ctx.launchers.tell_stop(&t.ip, port, &t.request)),
-    )
-    .await;
+    let tells = plan.actions.iter().filter_map(|a| match a {
+        Action::DeletePod { tell: Some(t), .. } => {
+            Some(ctx.launchers.tell_stop(&t.ip, port, &t.request))
+        }
+        _ => None,
+    });
+    futures::future::join_all(tells).await;
     for action in &plan.actions {
         match action {
             Action::ApplyService => {

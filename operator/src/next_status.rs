@@ -334,7 +334,7 @@ pub fn next_status(job: &ElasticJob, pods: &[ObservedPod], now: Timestamp) -> Ne
     let verdict = decide(job, pods, now, &old, &mut st, &mut events);
     if !was_finished {
         let desired = job.spec.desired_replicas() as u32;
-        let min = job.spec.min_replicas.max(1) as usize;
+        let min = job.spec.min_pods();
         let training_now = verdict == Verdict::Active && training::all_training(pods, desired, min);
         let active = verdict != Verdict::Suspended;
         let finishing = matches!(verdict, Verdict::Finished(_));
@@ -576,7 +576,7 @@ fn decide(
         .iter()
         .any(|p| p.index == 0 && p.phase == Phase::Succeeded);
 
-    let min = spec.min_replicas.max(1) as usize;
+    let min = spec.min_pods();
     let still_running = pods
         .iter()
         .filter(|p| p.index < desired && p.is_running())
@@ -679,7 +679,7 @@ fn running_conditions(
     st: &mut ElasticJobStatus,
 ) {
     let generation = job.metadata.generation;
-    let min = job.spec.min_replicas.max(1) as usize;
+    let min = job.spec.min_pods();
     let running = pods
         .iter()
         .filter(|p| p.index < desired && p.is_running())

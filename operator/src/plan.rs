@@ -22,7 +22,7 @@ use elasticjob_crds::spec::{Backoff, CleanPodPolicy, ElasticJob};
 use elasticjob_crds::status::{ElasticJobStatus, JobState, condition, reason};
 
 use crate::event::{self, Event};
-use crate::next_status::{NextStatus, Verdict, next_status};
+use crate::next_status::{self, NextStatus, Verdict};
 use crate::observed::{ObservedPod, Phase};
 
 /// Failures of the same pod index within this window count toward its backoff.
@@ -78,11 +78,8 @@ pub fn stop_request(
             "the job is suspended (runPolicy.suspend)".to_string(),
         ),
         DeleteReason::Cleanup => {
-            let deadline = status.conditions.iter().any(|c| {
-                c.type_ == condition::FAILED
-                    && c.status == "True"
-                    && c.reason == reason::DEADLINE_EXCEEDED
-            });
+            let deadline = next_status::get(&status.conditions, condition::FAILED)
+                .is_some_and(|c| c.status == "True" && c.reason == reason::DEADLINE_EXCEEDED);
             if deadline {
                 (
                     StopReason::DeadlineExceeded,
@@ -129,7 +126,7 @@ pub fn plan(job: &ElasticJob, pods: &[ObservedPod], now: Timestamp) -> Plan {
         status,
         verdict,
         mut events,
-    } = next_status(job, pods, now);
+    } = next_status::next_status(job, pods, now);
     let mut p = Planner {
         actions: Vec::new(),
         wake: Vec::new(),
