@@ -966,9 +966,10 @@ async fn ephemeral_keys_go_with_the_connection_that_set_them() {
     a.set("rdzv/x/ephemeral/alive/a", b"1").await.unwrap();
     a.set("rdzv/x/ephemeral/alive/shared", b"1").await.unwrap();
     a.set("rdzv/x/durable/a", b"1").await.unwrap();
-    b.set("rdzv/x/ephemeral/alive/shared", b"2").await.unwrap();
-    // SET has no reply: a round trip on each connection makes sure the server has them.
+    // SET has no reply: a round trip on each connection makes sure the server has them, and
+    // orders b's SET of the shared key after a's (the connections are served independently).
     a.check(&["rdzv/x/durable/a"]).await.unwrap();
+    b.set("rdzv/x/ephemeral/alive/shared", b"2").await.unwrap();
     b.check(&["rdzv/x/ephemeral/alive/shared"]).await.unwrap();
     assert!(watcher.check(&["rdzv/x/ephemeral/alive/a"]).await.unwrap());
     drop(a);
