@@ -56,12 +56,17 @@ pub mod rdzv_conf {
     /// How many nodes the job runs (its replicas): the first round closes as soon as that many
     /// joined, without waiting out the last call.
     pub const EXPECTED_NODES: &str = "expected_nodes";
+    /// Every pod's address, with `{}` for its index (`<job>-worker-{}.<service>`): each
+    /// launcher runs a standby store there on the endpoint's port, so the store moves to a
+    /// survivor when the pod hosting it is lost.
+    pub const STORE_HOSTS: &str = "store_hosts";
 
-    pub const OPERATOR_OWNED: [&str; 5] = [
+    pub const OPERATOR_OWNED: [&str; 6] = [
         JOIN_TIMEOUT,
         LAST_CALL_TIMEOUT,
         CLOSE_TIMEOUT,
         IS_HOST,
         EXPECTED_NODES,
+        STORE_HOSTS,
     ];
 }

@@ -23,6 +23,7 @@ use crate::prewarm::{self, Standby};
 use crate::progress::{self, Progress, ProgressSender, Stall, State, StopTold};
 use crate::rendezvous::{self, DynamicRendezvous, Heartbeat, NodeDesc, RendezvousError, RoundInfo};
 use crate::store::{StoreClient, StoreError, StoreServer};
+use crate::store_failover::{self, Looking, StoreHosts};
 use crate::training::{self, RoundProgress};
 use crate::worker_env::{self, RoundEnv, WorkerRanks};
 use crate::workers::{self, Guardian, ProcessSpec, Reaper};
@@ -67,6 +68,15 @@ pub enum AgentError {
     Logs(std::io::Error),
     #[error("cannot host the rendezvous store on port {port}: {source}")]
     HostStore { port: u16, source: StoreError },
+    #[error(
+        "no rendezvous store is active at any of the {nodes} nodes' addresses ({example}:{port}, ...) after {waited_s:.0}s (join_timeout); is the node that hosts it first (is_host=1) running?"
+    )]
+    NoActiveStore {
+        nodes: u32,
+        example: String,
+        port: u16,
+        waited_s: f64,
+    },
     #[error(transparent)]
     StatusEndpoint(#[from] progress::ServeError),
 }
@@ -78,7 +88,9 @@ impl AgentError {
             AgentError::Rendezvous(_) | AgentError::RdzvConf(_) | AgentError::Endpoint(_) => {
                 Reason::RendezvousFailed
             }
-            AgentError::Store(_) | AgentError::HostStore { .. } => Reason::StoreFailed,
+            AgentError::Store(_)
+            | AgentError::HostStore { .. }
+            | AgentError::NoActiveStore { .. } => Reason::StoreFailed,
             AgentError::Device(_) => Reason::DeviceUnavailable,
             _ => Reason::LauncherError,
         }
@@ -113,9 +125,66 @@ struct Rendezvous {
     endpoint_host: String,
     /// How long to keep trying to (re)join: `join_timeout` (c10d) or `timeout` (static).
     join_timeout: Duration,
-    /// Kept alive for the run: the store other nodes and the workers talk to.
+    /// Kept alive for the run: the store other nodes and the workers talk to (with
+    /// `failover`, this node's own store, active or standing by).
     server: Option<StoreServer>,
+    /// Set when the store moves to a survivor when its host is lost (`store_hosts`).
+    failover: Option<Failover>,
     backend: Backend,
+}
+
+/// A movable store ([`store_failover`]): every node's address, and this node's index.
+struct Failover {
+    hosts: StoreHosts,
+    me: u32,
+    run_id: String,
+}
+
+/// What looking for the store came to.
+enum Located {
+    /// Another node's store (or this node's, activated earlier) is active.
+    Found { index: u32, store: StoreClient },
+    /// Nobody's is: this node's own store is to be activated, connected here.
+    ActivateOwn(StoreClient),
+}
+
+impl Failover {
+    /// Probes until some store is active or this node should activate its own, for up to
+    /// `join`.
+    async fn locate(&self, looking: Looking, join: Duration) -> Result<Located, AgentError> {
+        let start = tokio::time::Instant::now();
+        loop {
+            let probe = store_failover::probe(&self.hosts, &self.run_id, join).await;
+            if let Some((index, store)) = probe.active {
+                return Ok(Located::Found { index, store });
+            }
+            if store_failover::should_activate(self.me, looking, &probe.answered) {
+                let own =
+                    StoreClient::connect(&self.hosts.own_host(self.me), self.hosts.port, join)
+                        .await?;
+                return Ok(Located::ActivateOwn(own));
+            }
+            if start.elapsed() >= join {
+                return Err(AgentError::NoActiveStore {
+                    nodes: self.hosts.nodes(),
+                    example: self.hosts.host(0),
+                    port: self.hosts.port,
+                    waited_s: start.elapsed().as_secs_f64(),
+                });
+            }
+            tokio::time::sleep(store_failover::PROBE_INTERVAL).await;
+        }
+    }
+
+    /// Where other connections to the store at `index` go.
+    fn endpoint(&self, index: u32) -> (String, u16) {
+        let host = if index == self.me {
+            self.hosts.own_host(index)
+        } else {
+            self.hosts.host(index)
+        };
+        (host, self.hosts.port)
+    }
 }
 
 enum Backend {
@@ -579,11 +648,13 @@ impl Agent {
         }
         let server = StoreServer::bind("::", 0)
             .map_err(|source| AgentError::HostStore { port: 0, source })?;
-        let addr = match (&self.rdzv.server, &self.cfg.local_addr) {
+        let addr = match (&self.rdzv.failover, &self.rdzv.server, &self.cfg.local_addr) {
+            // Every node's address is known.
+            (Some(f), _, _) => f.hosts.host(f.me),
             // Hosting the rendezvous store means the endpoint reaches this machine.
-            (Some(_), _) => self.rdzv.endpoint_host.clone(),
-            (None, Some(local)) => local.clone(),
-            (None, None) => self.node.host.clone(),
+            (None, Some(_), _) => self.rdzv.endpoint_host.clone(),
+            (None, None, Some(local)) => local.clone(),
+            (None, None, None) => self.node.host.clone(),
         };
         d.publish_master(round.round, &addr, server.port()).await?;
         let port = server.port();
@@ -1171,10 +1242,42 @@ async fn next_round(
     }
 }
 
-/// Reconnects to the rendezvous endpoint (whose host may be a new agent, e.g. a recreated pod
-/// 0), retrying until `join_timeout`. Never hosts: the agent at the endpoint does.
+/// Reconnects to the rendezvous store after losing it: where it moved to (or this node's own,
+/// if it is the lowest survivor) with `store_hosts`; else the endpoint (whose host may be a
+/// new agent, e.g. a recreated pod 0), retrying until `join_timeout`, never hosting.
 async fn reconnect(rdzv: &mut Rendezvous) -> Result<(), AgentError> {
     let join = rdzv.join_timeout;
+    if let (Some(f), Backend::Dynamic(d)) = (&rdzv.failover, &mut rdzv.backend) {
+        let looking = if d.was_member() {
+            Looking::AfterLoss
+        } else {
+            Looking::Waiting
+        };
+        tracing::info!(
+            ?looking,
+            join_timeout_s = join.as_secs(),
+            "looking for the rendezvous store at every node's address"
+        );
+        let (index, store) = match f.locate(looking, join).await? {
+            Located::Found { index, store } => {
+                d.relocate(&store, false).await?;
+                (index, store)
+            }
+            Located::ActivateOwn(own) => {
+                d.relocate(&own, true).await?;
+                store_failover::activate(&own, &f.run_id, f.me).await?;
+                tracing::warn!(
+                    index = f.me,
+                    "the rendezvous store was lost; this node hosts it now"
+                );
+                (f.me, own)
+            }
+        };
+        tracing::info!(index, "rendezvous store found");
+        rdzv.endpoint = f.endpoint(index);
+        rdzv.store = store;
+        return Ok(());
+    }
     let (host, port) = rdzv.endpoint.clone();
     tracing::info!(endpoint = %format!("{host}:{port}"), join_timeout_s = join.as_secs(), "reconnecting to the rendezvous store");
     let store = StoreClient::connect(&host, port, join).await?;
@@ -1266,6 +1369,7 @@ async fn connect_rendezvous(
                 endpoint_host: addr,
                 join_timeout: static_timeout(cfg),
                 server,
+                failover: None,
                 backend: Backend::Static,
             })
         }
@@ -1278,33 +1382,61 @@ async fn connect_rendezvous(
                     "1" | "true" | "t" | "yes" | "y"
                 )
             });
-            let want_host = forced.unwrap_or_else(|| rendezvous::is_local_host(&ep_host));
-            let mut server = None;
-            if want_host {
-                match StoreServer::bind("::", ep_port) {
-                    Ok(s) => server = Some(s),
-                    Err(e) if forced.is_none() => {
-                        tracing::info!(endpoint = %cfg.rdzv_endpoint, error = %e, "another agent hosts the store on this machine; joining as a client");
+            let index = rendezvous::node_index(env, host);
+            let hosts = StoreHosts::from_conf(
+                cfg.rdzv_conf
+                    .get(rdzv_conf::STORE_HOSTS)
+                    .map(String::as_str),
+                ep_port,
+                cfg.nnodes.max,
+            )
+            .map_err(AgentError::RdzvConf)?;
+            let (server, failover, store, endpoint) = match hosts {
+                Some(hosts) => {
+                    let me = index.ok_or_else(|| {
+                        AgentError::RdzvConf(format!(
+                            "{}: this node's index is unknown; set {} or run as pod <job>-worker-<i>",
+                            rdzv_conf::STORE_HOSTS,
+                            elasticjob_contract::env::NODE_INDEX
+                        ))
+                    })?;
+                    let server = hosts.bind_own(me).map_err(|source| AgentError::HostStore {
+                        port: ep_port,
+                        source,
+                    })?;
+                    let failover = Failover {
+                        hosts,
+                        me,
+                        run_id: cfg.rdzv_id.clone(),
+                    };
+                    let looking = Looking::Start {
+                        is_host: forced.unwrap_or(false),
+                    };
+                    let (index, store) = match failover.locate(looking, timeouts.join).await? {
+                        Located::Found { index, store } => (index, store),
+                        Located::ActivateOwn(own) => {
+                            store_failover::activate(&own, &cfg.rdzv_id, me).await?;
+                            (me, own)
+                        }
+                    };
+                    if index == me {
+                        tracing::info!(port = ep_port, run_id = %cfg.rdzv_id, "hosting the rendezvous store");
                     }
-                    Err(source) => {
-                        return Err(AgentError::HostStore {
-                            port: ep_port,
-                            source,
-                        });
-                    }
+                    let endpoint = failover.endpoint(index);
+                    (Some(server), Some(failover), store, endpoint)
                 }
-            }
-            let port = server.as_ref().map(|s| s.port()).unwrap_or(ep_port);
-            let connect_host = if server.is_some() {
-                "localhost"
-            } else {
-                ep_host.as_str()
+                None => {
+                    let server = host_store_at_endpoint(cfg, &ep_host, ep_port, forced)?;
+                    let port = server.as_ref().map(|s| s.port()).unwrap_or(ep_port);
+                    let connect_host = if server.is_some() {
+                        "localhost"
+                    } else {
+                        ep_host.as_str()
+                    };
+                    let store = StoreClient::connect(connect_host, port, timeouts.join).await?;
+                    (server, None, store, (connect_host.to_string(), port))
+                }
             };
-            if server.is_some() {
-                tracing::info!(port, run_id = %cfg.rdzv_id, "hosting the rendezvous store");
-            }
-            let endpoint = (connect_host.to_string(), port);
-            let store = StoreClient::connect(connect_host, port, timeouts.join).await?;
             let id = format!(
                 "{host}_{}_{:08x}",
                 std::process::id(),
@@ -1313,7 +1445,7 @@ async fn connect_rendezvous(
             let me = NodeDesc {
                 id,
                 host: cfg.local_addr.clone().unwrap_or_else(|| host.to_string()),
-                index: rendezvous::node_index(env, host),
+                index,
                 nproc,
                 next_restart: 0,
             };
@@ -1330,8 +1462,36 @@ async fn connect_rendezvous(
                 endpoint_host,
                 join_timeout,
                 server,
+                failover,
                 backend: Backend::Dynamic(Box::new(dynamic)),
             })
         }
+    }
+}
+
+/// torchrun's rule: the agent on the endpoint's machine hosts the store there (or whoever
+/// `is_host` names). None: this node is a client.
+fn host_store_at_endpoint(
+    cfg: &Config,
+    ep_host: &str,
+    ep_port: u16,
+    forced: Option<bool>,
+) -> Result<Option<StoreServer>, AgentError> {
+    if !forced.unwrap_or_else(|| rendezvous::is_local_host(ep_host)) {
+        return Ok(None);
+    }
+    match StoreServer::bind("::", ep_port) {
+        Ok(s) => {
+            tracing::info!(port = s.port(), run_id = %cfg.rdzv_id, "hosting the rendezvous store");
+            Ok(Some(s))
+        }
+        Err(e) if forced.is_none() => {
+            tracing::info!(endpoint = %cfg.rdzv_endpoint, error = %e, "another agent hosts the store on this machine; joining as a client");
+            Ok(None)
+        }
+        Err(source) => Err(AgentError::HostStore {
+            port: ep_port,
+            source,
+        }),
     }
 }

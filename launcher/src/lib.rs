@@ -23,6 +23,7 @@ pub mod progress;
 pub mod rendezvous;
 pub mod report;
 pub mod store;
+pub mod store_failover;
 pub mod template;
 pub mod training;
 pub mod worker_env;

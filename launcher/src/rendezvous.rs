@@ -250,8 +250,9 @@ pub struct DynamicRendezvous {
     nodes: NodeRange,
     conf: RendezvousConf,
     me: NodeDesc,
-    /// The last round this node took part in.
+    /// The last round this node took part in, and how many nodes it had.
     last_round: Option<u64>,
+    last_size: u64,
     /// The last round this node joined, as a member or too late (then it comes to the next).
     last_joined: Option<u64>,
 }
@@ -271,6 +272,7 @@ impl DynamicRendezvous {
             conf,
             me,
             last_round: None,
+            last_size: 0,
             last_joined: None,
         }
     }
@@ -285,6 +287,42 @@ impl DynamicRendezvous {
         // A new store (its host restarted) starts again at round 0; join whatever is current.
         self.last_round = None;
         self.last_joined = None;
+    }
+
+    /// Whether this node took part in a round.
+    pub fn was_member(&self) -> bool {
+        self.last_round.is_some()
+    }
+
+    /// The store moved to a survivor's (the one hosting it was lost). Unlike a restarted host's
+    /// store, this one carries on the run: this node keeps its last round, so the next round
+    /// is a re-form of it. The survivor that activates the store (`seed`) first writes the lost
+    /// round there, less its host, so the re-form closes once every other member is back.
+    pub async fn relocate(
+        &mut self,
+        store: &StoreClient,
+        seed: bool,
+    ) -> Result<(), RendezvousError> {
+        self.store = store.prefixed(&self.keys_on_prefix());
+        self.last_joined = self.last_round;
+        let Some(last) = self.last_round.filter(|_| seed) else {
+            return Ok(());
+        };
+        let r = format!("r{last}");
+        self.store
+            .add(&format!("{r}/joined"), self.last_size as i64)
+            .await?;
+        self.store.add(&format!("{r}/gone"), 1).await?;
+        self.store.set(&format!("{r}/seeded"), b"1").await?;
+        self.store
+            .compare_set("round", b"", (last + 1).to_string().as_bytes())
+            .await?;
+        tracing::info!(
+            round = last,
+            nodes = self.last_size,
+            "seeded the moved store with the lost round, less its host"
+        );
+        Ok(())
     }
 
     /// Sets the restart count this node proposes for the next round.
@@ -325,6 +363,7 @@ impl DynamicRendezvous {
             match self.join_round(round, deadline, started).await? {
                 Joined::Member(info) => {
                     self.last_round = Some(info.round);
+                    self.last_size = info.group_world_size.into();
                     return Ok(info);
                 }
                 Joined::Late {
@@ -562,6 +601,14 @@ impl DynamicRendezvous {
     /// connection to the store is closed (their alive key is gone): a crashed agent.
     async fn count_departed(&self, round: u64) -> Result<(), RendezvousError> {
         let prev = round - 1;
+        // A moved store knows the lost round's size, not its members.
+        if self
+            .store
+            .check(&[format!("r{prev}/seeded").as_str()])
+            .await?
+        {
+            return Ok(());
+        }
         let previous = self.members_of(prev).await?;
         let returned = self.members_of(round).await?;
         for id in previous.iter().filter(|id| !returned.contains(id)) {

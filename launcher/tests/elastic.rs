@@ -416,6 +416,69 @@ fn job_reforms_after_the_store_host_is_killed_and_replaced() {
     );
 }
 
+/// An agent of a job whose store can move (`store_hosts`): node `index` at 127.0.1.<index>.
+fn movable_store_agent(port: u16, index: u32, worker: &[String]) -> Running {
+    let conf = format!(
+        ",last_call_timeout=120,expected_nodes=3,store_hosts=127.0.1.{{}},is_host={}",
+        u8::from(index == 0)
+    );
+    let mut args = job_args(port, "2:3", &conf);
+    args.retain(|a| !a.starts_with("--rdzv-endpoint"));
+    args.push(format!("--rdzv-endpoint=127.0.1.0:{port}"));
+    args.extend_from_slice(worker);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut cmd = launch_cmd(&refs);
+    cmd.env("ELASTICJOB_NODE_INDEX", index.to_string());
+    Running::spawn(cmd)
+}
+
+/// SIGKILL of the agent hosting the store, with `store_hosts`: the survivors move the store to
+/// the lowest of them and re-form at once (the last call is 120 s, and no new host comes); the
+/// replacement of the lost node then finds the moved store and joins as a scale-up.
+#[test]
+fn the_store_moves_to_a_survivor_when_its_host_is_lost() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().display();
+    let worker = bash(format!(
+        r#"touch {dir}/ws${{WORLD_SIZE}}_rank$RANK; [ -e {dir}/replaced ] && [ "$WORLD_SIZE" = 3 ] && exit 0; exec sleep 60"#
+    ));
+    let port = free_port();
+    let mut a = movable_store_agent(port, 0, &worker);
+    let b = movable_store_agent(port, 1, &worker);
+    let c = movable_store_agent(port, 2, &worker);
+    wait_until(Duration::from_secs(20), "a round of three", || {
+        files(&d, "ws3").len() == 3
+    });
+    for f in files(&d, "ws3") {
+        std::fs::remove_file(d.path().join(f)).unwrap();
+    }
+    a.kill();
+    let lost = std::time::Instant::now();
+    wait_until(
+        Duration::from_secs(30),
+        "the survivors' round of two",
+        || files(&d, "ws2").len() == 2,
+    );
+    eprintln!(
+        "survivors trained again {:?} after the store host was killed",
+        lost.elapsed()
+    );
+    std::fs::write(d.path().join("replaced"), b"").unwrap();
+    let a2 = movable_store_agent(port, 0, &worker);
+    let mut logs = String::new();
+    for (name, agent) in [("b", b), ("c", c), ("a2", a2)] {
+        let out = agent.output(Duration::from_secs(40));
+        assert!(out.status.success(), "agent {name}:\n{}", describe(&out));
+        logs += &describe(&out);
+    }
+    assert!(logs.contains("this node hosts it now"), "{logs}");
+    assert_eq!(
+        files(&d, "ws3").len(),
+        3,
+        "the replacement scaled the job back up"
+    );
+}
+
 /// The store host is gone and its pod is being deleted: SIGTERM ends the survivor's wait for a
 /// new host at once (exit 1, "received signal"), not after join_timeout.
 #[test]

@@ -21,7 +21,8 @@
 //!   options; any other program runs under `--no-python`.
 //! - its environment gets, after the user's: `PET_NNODES=min:max`, `PET_NPROC_PER_NODE`,
 //!   `PET_RDZV_BACKEND=c10d`, `PET_RDZV_ENDPOINT=J-worker-0.J.N.svc.<domain>:<port>`,
-//!   `PET_RDZV_ID=<job uid>`, `PET_RDZV_CONF` (timeouts, `is_host=1` on pod 0 only, extra conf),
+//!   `PET_RDZV_ID=<job uid>`, `PET_RDZV_CONF` (timeouts, `is_host=1` on pod 0 only, every
+//!   pod's address as `store_hosts`, extra conf),
 //!   `PET_MAX_RESTARTS`, `PET_TERMINATION_MESSAGE_PATH`, `PET_STATUS_PORT` (the launcher's
 //!   read-only progress endpoint, which the operator polls), `ELASTICJOB_NODE_INDEX=i`, and
 //!   `PYTHONUNBUFFERED=1` unless the user set it; terminationMessagePolicy
@@ -45,7 +46,7 @@ use kube::Resource;
 
 use elasticjob_contract::env as env_name;
 use elasticjob_contract::env::rdzv_conf::{
-    CLOSE_TIMEOUT, EXPECTED_NODES, IS_HOST, JOIN_TIMEOUT, LAST_CALL_TIMEOUT,
+    CLOSE_TIMEOUT, EXPECTED_NODES, IS_HOST, JOIN_TIMEOUT, LAST_CALL_TIMEOUT, STORE_HOSTS,
 };
 use elasticjob_contract::install;
 use elasticjob_crds::command::{self, Invocation};
@@ -156,8 +157,20 @@ pub fn owner_reference(job: &ElasticJob) -> Result<OwnerReference, DesiredError>
 /// The rendezvous endpoint: pod 0 through the headless Service.
 pub fn rendezvous_endpoint(job: &str, namespace: &str, port: i32, cluster_domain: &str) -> String {
     format!(
-        "{}.{}.{namespace}.svc.{cluster_domain}:{port}",
-        pod_name(job, 0),
+        "{}:{port}",
+        pod_address(job, namespace, cluster_domain, &0.to_string())
+    )
+}
+
+/// Every pod's address through the headless Service, `{}` standing for its index: where the
+/// launchers look for the rendezvous store when the pod hosting it is lost.
+pub fn store_hosts(job: &str, namespace: &str, cluster_domain: &str) -> String {
+    pod_address(job, namespace, cluster_domain, "{}")
+}
+
+fn pod_address(job: &str, namespace: &str, cluster_domain: &str, index: &str) -> String {
+    format!(
+        "{job}-worker-{index}.{}.{namespace}.svc.{cluster_domain}",
         service_name(job)
     )
 }
@@ -204,16 +217,18 @@ pub fn nproc_per_node(job: &ElasticJob, trainer: &Container) -> String {
     }
 }
 
-/// `PET_RDZV_CONF`: the timeouts, whether this pod hosts the store (pod 0 does), how many pods
+/// `PET_RDZV_CONF`: the timeouts, whether this pod hosts the store at first (pod 0 does),
+/// every pod's address (the store moves to a survivor when its host is lost), how many pods
 /// the job runs (its first round closes when they are in, without a last call), then the
 /// user's extra settings.
-pub fn rdzv_conf(job: &ElasticJob, index: u32) -> String {
+pub fn rdzv_conf(job: &ElasticJob, index: u32, store_hosts: &str) -> String {
     let r = &job.spec.rendezvous;
     let mut parts = vec![
         format!("{JOIN_TIMEOUT}={}", r.join_timeout_seconds),
         format!("{LAST_CALL_TIMEOUT}={}", r.last_call_timeout_seconds),
         format!("{CLOSE_TIMEOUT}={}", r.close_timeout_seconds),
         format!("{IS_HOST}={}", u8::from(index == 0)),
+        format!("{STORE_HOSTS}={store_hosts}"),
         format!("{EXPECTED_NODES}={}", job.spec.desired_replicas()),
     ];
     parts.extend(r.conf.iter().map(|(k, v)| format!("{k}={v}")));
@@ -254,7 +269,14 @@ pub fn launcher_env(
             ),
         ),
         env(env_name::RDZV_ID, j.uid),
-        env(env_name::RDZV_CONF, rdzv_conf(job, index)),
+        env(
+            env_name::RDZV_CONF,
+            rdzv_conf(
+                job,
+                index,
+                &store_hosts(j.name, j.namespace, &settings.cluster_domain),
+            ),
+        ),
         env(env_name::MAX_RESTARTS, spec.max_restarts.max(0).to_string()),
         env(
             env_name::TERMINATION_MESSAGE_PATH,

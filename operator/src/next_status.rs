@@ -572,9 +572,9 @@ fn decide(
         }
     }
     new.sort_by(|a, b| a.0.time.cmp(&b.0.time).then(a.0.pod.cmp(&b.0.pod)));
-    let pod0_succeeded = pods
-        .iter()
-        .any(|p| p.index == 0 && p.phase == Phase::Succeeded);
+    // A launcher exits 0 only when the final round's workers succeeded or the rendezvous is
+    // closed because they did; any pod may be the one (pod 0 is not special: the store moves).
+    let succeeded = pods.iter().find(|p| p.phase == Phase::Succeeded);
 
     let min = spec.min_pods();
     let still_running = pods
@@ -592,7 +592,7 @@ fn decide(
                 format!("{who}: permanent failure"),
             ));
             "permanent: the job fails".to_string()
-        } else if pod0_succeeded {
+        } else if succeeded.is_some() {
             "not retried: the job succeeded".to_string()
         } else if c.is_disruption() && still_running >= min {
             st.disruptions += 1;
@@ -638,10 +638,10 @@ fn decide(
         fail(st, why, &message, now, generation);
         return Verdict::Finished(JobState::Failed);
     }
-    if pod0_succeeded {
+    if let Some(pod) = succeeded {
         let message = format!(
             "the launchers of the final round exited 0 ({} succeeded)",
-            names::pod_name(&job.name_any(), 0)
+            pod.name
         );
         finish(
             &mut st.conditions,

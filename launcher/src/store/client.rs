@@ -82,6 +82,25 @@ impl StoreClient {
         port: u16,
         timeout: Duration,
     ) -> Result<StoreClient, StoreError> {
+        Self::connect_with(host, port, timeout, true).await
+    }
+
+    /// One connection attempt within `timeout`, no retries: whether a store answers there now
+    /// (probing for the rendezvous store). `timeout` is also the per-request timeout.
+    pub async fn connect_once(
+        host: &str,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<StoreClient, StoreError> {
+        Self::connect_with(host, port, timeout, false).await
+    }
+
+    async fn connect_with(
+        host: &str,
+        port: u16,
+        timeout: Duration,
+        retry: bool,
+    ) -> Result<StoreClient, StoreError> {
         // Accept a bracketed IPv6 literal as found in endpoints ("[::1]").
         let bare = host
             .strip_prefix('[')
@@ -132,7 +151,7 @@ impl StoreClient {
             }
             // Jitter in [0.5, 1.5) spreads out many agents retrying against one store.
             let wake = Instant::now() + delay.mul_f64(0.5 + rand::random::<f64>());
-            if wake >= deadline {
+            if !retry || wake >= deadline {
                 let last_error = last_error.unwrap_or_default();
                 return Err(StoreError::Connect {
                     addr,

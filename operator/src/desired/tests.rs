@@ -189,7 +189,10 @@ fn a_pod_for_a_two_gpu_template() {
     assert_eq!(get(&env, "PET_RDZV_ID"), Some(UID));
     assert_eq!(
         get(&env, "PET_RDZV_CONF"),
-        Some("join_timeout=600,last_call_timeout=30,close_timeout=30,is_host=0,expected_nodes=2")
+        Some(
+            "join_timeout=600,last_call_timeout=30,close_timeout=30,is_host=0,\
+             store_hosts=train-worker-{}.train.ml.svc.cluster.local,expected_nodes=2"
+        )
     );
     assert_eq!(get(&env, "PET_MAX_RESTARTS"), Some("3"));
     assert_eq!(
@@ -214,7 +217,8 @@ fn pod_zero_hosts_the_rendezvous_and_the_endpoint_names_it() {
     assert_eq!(
         get(&env, "PET_RDZV_CONF"),
         Some(
-            "join_timeout=600,last_call_timeout=30,close_timeout=30,is_host=1,expected_nodes=2,heartbeat_timeout=10"
+            "join_timeout=600,last_call_timeout=30,close_timeout=30,is_host=1,\
+             store_hosts=train-worker-{}.train.ml.svc.cluster.local,expected_nodes=2,heartbeat_timeout=10"
         )
     );
     let endpoint = get(&env, "PET_RDZV_ENDPOINT").unwrap();

@@ -1,0 +1,197 @@
+//! Where the rendezvous store lives when it can move: no pod is special.
+//!
+//! With `store_hosts` in `--rdzv-conf` (the operator sets `<job>-worker-{}.<service>...`), every
+//! agent runs a store server at its own address on the endpoint's port, but only one store is
+//! *active*: it holds this run's marker key. Agents find the store by probing every node's
+//! address at once and using the lowest-indexed active one.
+//! - At a job's start the `is_host` agent (pod 0) activates its own when none is active yet;
+//!   the others wait until one is.
+//! - When the active store is lost (its pod killed, its node gone), each member of the last
+//!   round probes again; the lowest-indexed one that answers activates its own store, seeded
+//!   with the lost round minus its host, so the survivors re-form as soon as they are all in
+//!   ([`crate::rendezvous::DynamicRendezvous::relocate`]). The replacement pod finds that store
+//!   like any new pod and joins as a scale-up.
+//!
+//! What this does not prevent: a network partition that cuts the lowest survivor off from a
+//! store that is still alive gives two active stores. Each side then needs `min` nodes to form
+//! a round; fencing the minority is the hardening issue's (`docs/rendezvous.md`).
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::store::{StoreClient, StoreError, StoreServer};
+
+/// How long one probe of one node waits for a TCP connect and the handshake: a pod's address
+/// answers in milliseconds; a lost node's never does.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Pause between probes while no store is active.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Every node's store address: `pattern` with `{}` replaced by the node index, on `port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreHosts {
+    pattern: String,
+    pub port: u16,
+    /// Indices `0..nodes` are probed (the job's maximum number of nodes).
+    nodes: u32,
+}
+
+impl StoreHosts {
+    /// From `store_hosts` in `--rdzv-conf`; `None` when it is not set (the store stays where
+    /// the endpoint is, as torchrun's).
+    pub fn from_conf(pattern: Option<&str>, port: u16, nodes: u32) -> Result<Option<Self>, String> {
+        let Some(pattern) = pattern.map(str::trim).filter(|p| !p.is_empty()) else {
+            return Ok(None);
+        };
+        if pattern.matches("{}").count() != 1 {
+            return Err(format!(
+                "store_hosts={pattern}: must hold one {{}} for the node index, as <job>-worker-{{}}.<service>"
+            ));
+        }
+        Ok(Some(StoreHosts {
+            pattern: pattern.to_string(),
+            port,
+            nodes,
+        }))
+    }
+
+    /// How many nodes' addresses are probed.
+    pub fn nodes(&self) -> u32 {
+        self.nodes
+    }
+
+    /// The address of node `index`.
+    pub fn host(&self, index: u32) -> String {
+        self.pattern.replace("{}", &index.to_string())
+    }
+
+    /// What node `index`'s own store binds: an IP literal binds that address (several agents
+    /// on one machine, each on its own loopback address); a name is the pod's own, so every
+    /// interface.
+    pub fn bind_host(&self, index: u32) -> String {
+        let host = self.host(index);
+        match host.parse::<IpAddr>() {
+            Ok(_) => host,
+            Err(_) => "::".to_string(),
+        }
+    }
+
+    /// How this node reaches its own store.
+    pub fn own_host(&self, index: u32) -> String {
+        match self.bind_host(index).as_str() {
+            "::" => "localhost".to_string(),
+            ip => ip.to_string(),
+        }
+    }
+
+    /// Binds node `index`'s own store (inactive until [`activate`]).
+    pub fn bind_own(&self, index: u32) -> Result<StoreServer, StoreError> {
+        StoreServer::bind(&self.bind_host(index), self.port)
+    }
+}
+
+/// The key that makes a store the active one for `run_id`; its value is the host's index.
+pub fn active_key(run_id: &str) -> String {
+    format!("rdzv/{run_id}/store_active")
+}
+
+/// What one probe of every node found.
+pub struct Probe {
+    /// The lowest-indexed active store, connected.
+    pub active: Option<(u32, StoreClient)>,
+    /// Indices whose store answered, active or not: agents that are alive.
+    pub answered: Vec<u32>,
+}
+
+/// Probes every node's store at once (each for at most [`PROBE_TIMEOUT`]).
+/// `client_timeout` is the request timeout of the returned connection.
+pub async fn probe(hosts: &StoreHosts, run_id: &str, client_timeout: Duration) -> Probe {
+    let mut probes = tokio::task::JoinSet::new();
+    for i in 0..hosts.nodes {
+        let (host, port, key) = (hosts.host(i), hosts.port, active_key(run_id));
+        probes.spawn(async move {
+            let c = StoreClient::connect_once(&host, port, PROBE_TIMEOUT)
+                .await
+                .ok()?;
+            let active = tokio::time::timeout(PROBE_TIMEOUT, c.check(&[key.as_str()]))
+                .await
+                .ok()?
+                .ok()?;
+            Some((i, active, c.with_timeout(client_timeout)))
+        });
+    }
+    let mut found: Vec<_> = probes.join_all().await.into_iter().flatten().collect();
+    found.sort_by_key(|(i, _, _)| *i);
+    let answered = found.iter().map(|(i, _, _)| *i).collect();
+    let active = found
+        .into_iter()
+        .find(|(_, active, _)| *active)
+        .map(|(i, _, c)| (i, c));
+    Probe { active, answered }
+}
+
+/// Why this node looks for the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Looking {
+    /// The job starts; `is_host` says whether this node hosts the store first (pod 0).
+    Start { is_host: bool },
+    /// The active store was lost; this node was a member of the last round.
+    AfterLoss,
+    /// The active store was lost, but this node was in no round yet: it only waits.
+    Waiting,
+}
+
+/// Whether this node activates its own store after a probe found none active: the first host
+/// at the start; after a loss, the lowest-indexed survivor that answers (a lower one that
+/// answers will).
+pub fn should_activate(me: u32, looking: Looking, answered: &[u32]) -> bool {
+    match looking {
+        Looking::Start { is_host } => is_host,
+        Looking::AfterLoss => answered.iter().all(|&i| i >= me),
+        Looking::Waiting => false,
+    }
+}
+
+/// Makes this node's own store the active one (after whatever seeding the caller did).
+pub async fn activate(own: &StoreClient, run_id: &str, me: u32) -> Result<(), StoreError> {
+    own.set(&active_key(run_id), me.to_string()).await?;
+    // SET has no reply: a round trip so probes that follow see the marker.
+    own.ping().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pattern_names_every_node() {
+        let h = StoreHosts::from_conf(Some("j-worker-{}.j.ns.svc"), 29400, 3)
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.host(2), "j-worker-2.j.ns.svc");
+        assert_eq!(h.bind_host(2), "::");
+        assert_eq!(h.own_host(2), "localhost");
+        let ip = StoreHosts::from_conf(Some("127.0.1.{}"), 1, 3)
+            .unwrap()
+            .unwrap();
+        assert_eq!(ip.bind_host(1), "127.0.1.1");
+        assert_eq!(ip.own_host(1), "127.0.1.1");
+        assert_eq!(StoreHosts::from_conf(None, 1, 3), Ok(None));
+        assert_eq!(StoreHosts::from_conf(Some(" "), 1, 3), Ok(None));
+        let err = StoreHosts::from_conf(Some("j-worker.j"), 1, 3).unwrap_err();
+        assert!(err.contains("one {} for the node index"), "{err}");
+    }
+
+    #[test]
+    fn the_first_host_or_the_lowest_survivor_activates() {
+        let start = |is_host| Looking::Start { is_host };
+        assert!(should_activate(0, start(true), &[0, 1]));
+        assert!(!should_activate(1, start(false), &[1]));
+        // Pod 0 lost: pod 1 answers, so pod 2 leaves it to pod 1.
+        assert!(should_activate(1, Looking::AfterLoss, &[1, 2]));
+        assert!(!should_activate(2, Looking::AfterLoss, &[1, 2]));
+        // Pod 1 did not answer (lost too): pod 2 is the lowest survivor.
+        assert!(should_activate(2, Looking::AfterLoss, &[2, 3]));
+        assert!(!should_activate(2, Looking::Waiting, &[2]));
+    }
+}
