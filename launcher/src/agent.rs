@@ -133,17 +133,21 @@ struct Rendezvous {
     backend: Backend,
 }
 
-/// A movable store ([`store_failover`]): every node's address, and this node's index.
+/// A movable store ([`store_failover`]): every node's address, this node's index, and which
+/// store is in use.
 struct Failover {
     hosts: StoreHosts,
     me: u32,
     run_id: String,
+    /// The index and generation of the store in use.
+    active: u32,
+    generation: u64,
 }
 
 /// What looking for the store came to.
 enum Located {
     /// Another node's store (or this node's, activated earlier) is active.
-    Found { index: u32, store: StoreClient },
+    Found(store_failover::Active),
     /// Nobody's is: this node's own store is to be activated, connected here.
     ActivateOwn(StoreClient),
 }
@@ -155,8 +159,8 @@ impl Failover {
         let start = tokio::time::Instant::now();
         loop {
             let probe = store_failover::probe(&self.hosts, &self.run_id, join).await;
-            if let Some((index, store)) = probe.active {
-                return Ok(Located::Found { index, store });
+            if let Some(active) = probe.active {
+                return Ok(Located::Found(active));
             }
             if store_failover::should_activate(self.me, looking, &probe.answered) {
                 let own =
@@ -176,14 +180,69 @@ impl Failover {
         }
     }
 
-    /// Where other connections to the store at `index` go.
-    fn endpoint(&self, index: u32) -> (String, u16) {
-        let host = if index == self.me {
-            self.hosts.own_host(index)
+    /// Uses the active store found.
+    fn use_found(&mut self, found: store_failover::Active) -> StoreClient {
+        self.active = found.index;
+        self.generation = found.generation;
+        found.store
+    }
+
+    /// Activates this node's own store as `generation` (once the caller seeded it) and uses it.
+    async fn activate_own(
+        &mut self,
+        own: StoreClient,
+        generation: u64,
+    ) -> Result<StoreClient, AgentError> {
+        store_failover::activate(&own, &self.run_id, generation).await?;
+        tracing::info!(
+            index = self.me,
+            generation,
+            port = self.hosts.port,
+            "hosting the rendezvous store"
+        );
+        self.active = self.me;
+        self.generation = generation;
+        Ok(own)
+    }
+
+    /// Where other connections to the store in use go.
+    fn endpoint(&self) -> (String, u16) {
+        let host = if self.active == self.me {
+            self.hosts.own_host(self.me)
         } else {
-            self.hosts.host(index)
+            self.hosts.host(self.active)
         };
         (host, self.hosts.port)
+    }
+
+    /// While this node hosts the store in use: a task that ends when a newer store is active
+    /// elsewhere (this one was cut off, and the others moved on without it).
+    fn superseded(&self) -> Option<AbortOnDrop<()>> {
+        if self.active != self.me {
+            return None;
+        }
+        let (hosts, run_id, generation) =
+            (self.hosts.clone(), self.run_id.clone(), self.generation);
+        Some(AbortOnDrop(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(store_failover::SUPERSEDED_CHECK).await;
+                let probe =
+                    store_failover::probe(&hosts, &run_id, store_failover::PROBE_TIMEOUT).await;
+                if probe.active.is_some_and(|a| a.generation > generation) {
+                    return;
+                }
+            }
+        })))
+    }
+}
+
+/// Completes when the task does; never without one.
+async fn ended(task: &mut Option<AbortOnDrop<()>>) {
+    match task.as_mut() {
+        Some(t) => {
+            let _ = (&mut t.0).await;
+        }
+        None => std::future::pending().await,
     }
 }
 
@@ -501,9 +560,15 @@ impl Agent {
             let next_restart = if started_once { self.attempt + 1 } else { 0 };
             self.prewarm();
             self.set_state(State::Rendezvous);
+            let mut superseded = self.rdzv.failover.as_ref().and_then(Failover::superseded);
             let (end, waited) = tokio::select! {
                 r = next_round(&mut self.rdzv, &self.cfg, &self.node, self.failure_restarts, next_restart) => (wait_end(&r), Some(r)),
                 Some(sig) = self.signals.recv() => (WaitEnd::Signal(sig), None),
+                () = ended(&mut superseded) => {
+                    // Waiting in a store nobody else uses: close it and find theirs.
+                    self.close_own_store().await?;
+                    continue;
+                }
             };
             match lifecycle::after_wait(end, started_once) {
                 AfterWait::StartWorkers | AfterWait::Fail => {}
@@ -869,6 +934,8 @@ impl Agent {
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut look = tokio::time::interval(PROGRESS_INTERVAL);
         look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut superseded = self.rdzv.failover.as_ref().and_then(Failover::superseded);
+        let mut close_own_store = false;
         loop {
             for w in group.iter_mut().filter(|w| w.exit.is_none()) {
                 w.exit = self.reaper.take_exit(w.pid);
@@ -903,8 +970,43 @@ impl Agent {
                         Err(_) => {}
                     }
                 }
+                () = ended(&mut superseded) => {
+                    superseded = None;
+                    close_own_store = true;
+                }
+            }
+            if std::mem::take(&mut close_own_store) {
+                // The watcher's and the heartbeat's connections close with it: StoreLost next.
+                if let Err(e) = self.close_own_store().await {
+                    tracing::error!(error = %e, "could not reopen this node's store");
+                }
             }
         }
+    }
+
+    /// A newer store is active elsewhere: the one this node hosts was cut off and the others
+    /// moved on. Closing it sends every node still on it, this one too, looking for the newest;
+    /// a fresh standby takes its place.
+    async fn close_own_store(&mut self) -> Result<(), AgentError> {
+        let Some(f) = &mut self.rdzv.failover else {
+            return Ok(());
+        };
+        tracing::warn!(
+            generation = f.generation,
+            "a newer rendezvous store is active at another node; closing the one this node hosts"
+        );
+        if let Some(old) = self.rdzv.server.take() {
+            old.shutdown().await;
+        }
+        let server = f
+            .hosts
+            .bind_own(f.me)
+            .map_err(|source| AgentError::HostStore {
+                port: f.hosts.port,
+                source,
+            })?;
+        self.rdzv.server = Some(server);
+        Ok(())
     }
 
     /// Tops the standby interpreters up to one per local worker (`--prewarm`), each importing
@@ -1247,34 +1349,36 @@ async fn next_round(
 /// new agent, e.g. a recreated pod 0), retrying until `join_timeout`, never hosting.
 async fn reconnect(rdzv: &mut Rendezvous) -> Result<(), AgentError> {
     let join = rdzv.join_timeout;
-    if let (Some(f), Backend::Dynamic(d)) = (&rdzv.failover, &mut rdzv.backend) {
-        let looking = if d.was_member() {
-            Looking::AfterLoss
-        } else {
-            Looking::Waiting
+    if let (Some(f), Backend::Dynamic(d)) = (&mut rdzv.failover, &mut rdzv.backend) {
+        let looking = match d.last_size() {
+            Some(members) => Looking::AfterLoss { members },
+            None => Looking::Waiting,
         };
         tracing::info!(
             ?looking,
             join_timeout_s = join.as_secs(),
             "looking for the rendezvous store at every node's address"
         );
-        let (index, store) = match f.locate(looking, join).await? {
-            Located::Found { index, store } => {
-                d.relocate(&store, false).await?;
-                (index, store)
+        let store = match f.locate(looking, join).await? {
+            Located::Found(found) => {
+                d.relocate(&found.store, false).await?;
+                f.use_found(found)
             }
             Located::ActivateOwn(own) => {
-                d.relocate(&own, true).await?;
-                store_failover::activate(&own, &f.run_id, f.me).await?;
                 tracing::warn!(
                     index = f.me,
                     "the rendezvous store was lost; this node hosts it now"
                 );
-                (f.me, own)
+                d.relocate(&own, true).await?;
+                f.activate_own(own, f.generation + 1).await?
             }
         };
-        tracing::info!(index, "rendezvous store found");
-        rdzv.endpoint = f.endpoint(index);
+        tracing::info!(
+            index = f.active,
+            generation = f.generation,
+            "rendezvous store found"
+        );
+        rdzv.endpoint = f.endpoint();
         rdzv.store = store;
         return Ok(());
     }
@@ -1404,25 +1508,21 @@ async fn connect_rendezvous(
                         port: ep_port,
                         source,
                     })?;
-                    let failover = Failover {
+                    let mut failover = Failover {
                         hosts,
                         me,
                         run_id: cfg.rdzv_id.clone(),
+                        active: me,
+                        generation: 0,
                     };
                     let looking = Looking::Start {
                         is_host: forced.unwrap_or(false),
                     };
-                    let (index, store) = match failover.locate(looking, timeouts.join).await? {
-                        Located::Found { index, store } => (index, store),
-                        Located::ActivateOwn(own) => {
-                            store_failover::activate(&own, &cfg.rdzv_id, me).await?;
-                            (me, own)
-                        }
+                    let store = match failover.locate(looking, timeouts.join).await? {
+                        Located::Found(found) => failover.use_found(found),
+                        Located::ActivateOwn(own) => failover.activate_own(own, 0).await?,
                     };
-                    if index == me {
-                        tracing::info!(port = ep_port, run_id = %cfg.rdzv_id, "hosting the rendezvous store");
-                    }
-                    let endpoint = failover.endpoint(index);
+                    let endpoint = failover.endpoint();
                     (Some(server), Some(failover), store, endpoint)
                 }
                 None => {

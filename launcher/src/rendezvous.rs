@@ -289,9 +289,9 @@ impl DynamicRendezvous {
         self.last_joined = None;
     }
 
-    /// Whether this node took part in a round.
-    pub fn was_member(&self) -> bool {
-        self.last_round.is_some()
+    /// How many nodes the last round this node took part in had; None before its first.
+    pub fn last_size(&self) -> Option<u64> {
+        self.last_round.map(|_| self.last_size)
     }
 
     /// The store moved to a survivor's (the one hosting it was lost). Unlike a restarted host's

@@ -7,14 +7,13 @@
 //! - At a job's start the `is_host` agent (pod 0) activates its own when none is active yet;
 //!   the others wait until one is.
 //! - When the active store is lost (its pod killed, its node gone), each member of the last
-//!   round probes again; the lowest-indexed one that answers activates its own store, seeded
-//!   with the lost round minus its host, so the survivors re-form as soon as they are all in
-//!   ([`crate::rendezvous::DynamicRendezvous::relocate`]). The replacement pod finds that store
-//!   like any new pod and joins as a scale-up.
-//!
-//! What this does not prevent: a network partition that cuts the lowest survivor off from a
-//! store that is still alive gives two active stores. Each side then needs `min` nodes to form
-//! a round; fencing the minority is the hardening issue's (`docs/rendezvous.md`).
+//!   round probes again; if more than half of that round's nodes answer, the lowest-indexed
+//!   one activates its own store, seeded with the lost round minus its host, so the survivors
+//!   re-form as soon as they are all in ([`crate::rendezvous::DynamicRendezvous::relocate`]).
+//!   The replacement pod finds that store like any new pod and joins as a scale-up.
+//! - The majority rule keeps a node cut off by a partition from starting a store of its own:
+//!   it keeps probing, and finds the store again when the network heals. The price: a job of
+//!   two nodes that loses its store host waits for the replacement, as before.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -26,6 +25,8 @@ use crate::store::{StoreClient, StoreError, StoreServer};
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Pause between probes while no store is active.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(100);
+/// How often the node hosting the active store checks that no newer one is active elsewhere.
+pub const SUPERSEDED_CHECK: Duration = Duration::from_secs(5);
 
 /// Every node's store address: `pattern` with `{}` replaced by the node index, on `port`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,17 +91,32 @@ impl StoreHosts {
     }
 }
 
-/// The key that makes a store the active one for `run_id`; its value is the host's index.
+/// The key that makes a store the active one for `run_id`; its value is the store's
+/// generation: 0 for the first, one more at each move.
 pub fn active_key(run_id: &str) -> String {
     format!("rdzv/{run_id}/store_active")
 }
 
+/// An active store a probe found.
+pub struct Active {
+    pub index: u32,
+    pub generation: u64,
+    pub store: StoreClient,
+}
+
 /// What one probe of every node found.
 pub struct Probe {
-    /// The lowest-indexed active store, connected.
-    pub active: Option<(u32, StoreClient)>,
+    /// The store to use: the newest generation, then the lowest index (a store that stayed
+    /// active on the far side of a partition is older than the one the majority moved to).
+    pub active: Option<Active>,
     /// Indices whose store answered, active or not: agents that are alive.
     pub answered: Vec<u32>,
+}
+
+/// Of the active stores found, as (index, generation), which to use: the newest, then the
+/// lowest index.
+pub fn pick(active: &[(u32, u64)]) -> Option<usize> {
+    (0..active.len()).min_by_key(|&i| (std::cmp::Reverse(active[i].1), active[i].0))
 }
 
 /// Probes every node's store at once (each for at most [`PROBE_TIMEOUT`]).
@@ -113,20 +129,34 @@ pub async fn probe(hosts: &StoreHosts, run_id: &str, client_timeout: Duration) -
             let c = StoreClient::connect_once(&host, port, PROBE_TIMEOUT)
                 .await
                 .ok()?;
-            let active = tokio::time::timeout(PROBE_TIMEOUT, c.check(&[key.as_str()]))
-                .await
-                .ok()?
-                .ok()?;
-            Some((i, active, c.with_timeout(client_timeout)))
+            let generation = tokio::time::timeout(PROBE_TIMEOUT, async {
+                if !c.check(&[key.as_str()]).await? {
+                    return Ok::<_, StoreError>(None);
+                }
+                let value = c.get(&key).await?;
+                Ok(String::from_utf8_lossy(&value).trim().parse::<u64>().ok())
+            })
+            .await
+            .ok()?
+            .ok()?;
+            Some((i, generation, c.with_timeout(client_timeout)))
         });
     }
-    let mut found: Vec<_> = probes.join_all().await.into_iter().flatten().collect();
-    found.sort_by_key(|(i, _, _)| *i);
+    let found: Vec<_> = probes.join_all().await.into_iter().flatten().collect();
     let answered = found.iter().map(|(i, _, _)| *i).collect();
-    let active = found
+    let mut active: Vec<(u32, u64, StoreClient)> = found
         .into_iter()
-        .find(|(_, active, _)| *active)
-        .map(|(i, _, c)| (i, c));
+        .filter_map(|(i, g, c)| Some((i, g?, c)))
+        .collect();
+    let keys: Vec<(u32, u64)> = active.iter().map(|(i, g, _)| (*i, *g)).collect();
+    let active = pick(&keys).map(|k| {
+        let (index, generation, store) = active.swap_remove(k);
+        Active {
+            index,
+            generation,
+            store,
+        }
+    });
     Probe { active, answered }
 }
 
@@ -135,26 +165,32 @@ pub async fn probe(hosts: &StoreHosts, run_id: &str, client_timeout: Duration) -
 pub enum Looking {
     /// The job starts; `is_host` says whether this node hosts the store first (pod 0).
     Start { is_host: bool },
-    /// The active store was lost; this node was a member of the last round.
-    AfterLoss,
+    /// The active store was lost; this node was a member of the last round, of `members`.
+    AfterLoss { members: u64 },
     /// The active store was lost, but this node was in no round yet: it only waits.
     Waiting,
 }
 
 /// Whether this node activates its own store after a probe found none active: the first host
-/// at the start; after a loss, the lowest-indexed survivor that answers (a lower one that
-/// answers will).
+/// at the start; after a loss, the lowest-indexed node that answers (a lower one that answers
+/// will), and only while more than half of the last round's nodes answer. A node cut off from
+/// the others by a partition sees too few, and keeps looking for the store it lost (or the
+/// majority's) rather than starting one of its own; a job of two nodes waits for the lost
+/// one's replacement.
 pub fn should_activate(me: u32, looking: Looking, answered: &[u32]) -> bool {
     match looking {
         Looking::Start { is_host } => is_host,
-        Looking::AfterLoss => answered.iter().all(|&i| i >= me),
+        Looking::AfterLoss { members } => {
+            answered.len() as u64 * 2 > members && answered.iter().all(|&i| i >= me)
+        }
         Looking::Waiting => false,
     }
 }
 
-/// Makes this node's own store the active one (after whatever seeding the caller did).
-pub async fn activate(own: &StoreClient, run_id: &str, me: u32) -> Result<(), StoreError> {
-    own.set(&active_key(run_id), me.to_string()).await?;
+/// Makes this node's own store the active one, of `generation` (after whatever seeding the
+/// caller did).
+pub async fn activate(own: &StoreClient, run_id: &str, generation: u64) -> Result<(), StoreError> {
+    own.set(&active_key(run_id), generation.to_string()).await?;
     // SET has no reply: a round trip so probes that follow see the marker.
     own.ping().await
 }
@@ -183,15 +219,29 @@ mod tests {
     }
 
     #[test]
+    fn the_newest_store_wins_then_the_lowest_index() {
+        assert_eq!(pick(&[]), None);
+        assert_eq!(pick(&[(0, 0)]), Some(0));
+        // Pod 0's store stayed active behind a partition; the majority moved to pod 1's.
+        assert_eq!(pick(&[(0, 0), (1, 1)]), Some(1));
+        assert_eq!(pick(&[(2, 1), (1, 1), (0, 0)]), Some(1));
+    }
+
+    #[test]
     fn the_first_host_or_the_lowest_survivor_activates() {
         let start = |is_host| Looking::Start { is_host };
         assert!(should_activate(0, start(true), &[0, 1]));
         assert!(!should_activate(1, start(false), &[1]));
-        // Pod 0 lost: pod 1 answers, so pod 2 leaves it to pod 1.
-        assert!(should_activate(1, Looking::AfterLoss, &[1, 2]));
-        assert!(!should_activate(2, Looking::AfterLoss, &[1, 2]));
-        // Pod 1 did not answer (lost too): pod 2 is the lowest survivor.
-        assert!(should_activate(2, Looking::AfterLoss, &[2, 3]));
+        let lost = |members| Looking::AfterLoss { members };
+        // Pod 0 of 3 lost: pod 1 answers, so pod 2 leaves it to pod 1.
+        assert!(should_activate(1, lost(3), &[1, 2]));
+        assert!(!should_activate(2, lost(3), &[1, 2]));
+        // Pod 1 did not answer either (lost too): pod 2 is the lowest of a majority of 5.
+        assert!(should_activate(2, lost(5), &[2, 3, 4]));
+        // Pod 2 cut off from the others: alone it is no majority.
+        assert!(!should_activate(2, lost(3), &[2]));
+        // Two nodes: the survivor alone never is; it waits for the replacement.
+        assert!(!should_activate(1, lost(2), &[1]));
         assert!(!should_activate(2, Looking::Waiting, &[2]));
     }
 }

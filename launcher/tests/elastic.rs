@@ -479,6 +479,59 @@ fn the_store_moves_to_a_survivor_when_its_host_is_lost() {
     );
 }
 
+/// The agent hosting the store freezes (SIGSTOP: no RST, as a lost node or a partition): the
+/// other two see their store operations time out, move the store and re-form. When the frozen
+/// agent resumes, its store is older than theirs: it closes it, finds theirs, and joins as a
+/// scale-up. Never two rounds at once.
+#[test]
+fn a_store_host_that_comes_back_joins_the_store_the_others_moved_to() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().display();
+    let worker = bash(format!(
+        r#"touch {dir}/ws${{WORLD_SIZE}}_rank$RANK; [ -e {dir}/healed ] && [ "$WORLD_SIZE" = 3 ] && exit 0; exec sleep 60"#
+    ));
+    let port = free_port();
+    let a = movable_store_agent(port, 0, &worker);
+    let b = movable_store_agent(port, 1, &worker);
+    let c = movable_store_agent(port, 2, &worker);
+    wait_until(Duration::from_secs(20), "a round of three", || {
+        files(&d, "ws3").len() == 3
+    });
+    for f in files(&d, "ws3") {
+        std::fs::remove_file(d.path().join(f)).unwrap();
+    }
+    let pid = Pid::from_raw(a.id() as i32);
+    kill(pid, Signal::SIGSTOP).unwrap();
+    let frozen = std::time::Instant::now();
+    wait_until(Duration::from_secs(30), "the other two's round", || {
+        files(&d, "ws2").len() == 2
+    });
+    eprintln!(
+        "the other two trained again {:?} after the store host froze",
+        frozen.elapsed()
+    );
+    std::fs::write(d.path().join("healed"), b"").unwrap();
+    kill(pid, Signal::SIGCONT).unwrap();
+    let mut logs = String::new();
+    for (name, agent) in [("a", a), ("b", b), ("c", c)] {
+        let out = agent.output(Duration::from_secs(60));
+        assert!(out.status.success(), "agent {name}:\n{}", describe(&out));
+        logs += &describe(&out);
+    }
+    assert!(
+        logs.contains("a newer rendezvous store is active"),
+        "{logs}"
+    );
+    assert_eq!(
+        files(&d, "ws3").len(),
+        3,
+        "the resumed agent joined the others"
+    );
+    assert!(!files(&d, "ws1").iter().any(|_| true), "no round of one");
+}
+
 /// The store host is gone and its pod is being deleted: SIGTERM ends the survivor's wait for a
 /// new host at once (exit 1, "received signal"), not after join_timeout.
 #[test]

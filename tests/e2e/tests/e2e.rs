@@ -1234,6 +1234,38 @@ fn faults_above_min_train_again_in_seconds(env: &Env, ns: &str) {
         j["status"]["worldSize"] == 3
     });
 
+    // Pod 0 killed: it hosts the rendezvous store. The survivors move the store to the lowest
+    // of them and re-form at once, without waiting for a new pod 0; the new pod 0 finds the
+    // moved store and joins as a scale-up.
+    wait_running(env, ns, "goodput", 3);
+    let marks = log_marks(env, ns, "goodput");
+    env.faults
+        .kill_pod(ns, "goodput-worker-0", Signal::SIGKILL)
+        .unwrap_or_else(|e| panic!("kill goodput-worker-0: {e}"));
+    let t = Instant::now();
+    wait_new_log(env, ns, "goodput", &marks, "[train] world_size=", T_JOB);
+    let took = t.elapsed();
+    eprintln!(
+        "e2e: two pods training again {:.1}s after pod 0 (the store host) was killed",
+        took.as_secs_f64()
+    );
+    assert!(
+        took < BACK_TRAINING,
+        "training resumed only {took:?} after pod 0 was killed"
+    );
+    let moved = env.logs(ns, "goodput-worker-1").unwrap_or_default();
+    assert!(
+        moved.contains("this node hosts it now"),
+        "pod 1, the lowest survivor, hosts the store: {moved}"
+    );
+    env.wait_job(ns, "goodput", "status.worldSize 3 again", T_JOB, |j| {
+        j["status"]["worldSize"] == 3
+    });
+    eprintln!(
+        "e2e: back to 3 pods {:.1}s after pod 0 was killed",
+        t.elapsed().as_secs_f64()
+    );
+
     // Two evicted at once leave one of min 2: at least the second is charged.
     wait_running(env, ns, "goodput", 3);
     let st = env.status(ns, "goodput");
