@@ -644,12 +644,17 @@ impl DynamicRendezvous {
             .collect()
     }
 
-    /// This node leaves the job (its pod is being deleted): the next round does not wait for it.
+    /// This node leaves the job (its pod is being deleted): the next round does not wait for it,
+    /// and the members still running re-form at once (their watch on the next round's `joined`
+    /// fires), not when their workers fail on the missing peer, which torch workers can take
+    /// long to do, or when the heartbeat notices.
     pub async fn leave(&self) -> Result<(), RendezvousError> {
-        match self.last_round {
-            Some(round) => self.declare_gone(round, &self.me.id).await,
-            None => Ok(()),
-        }
+        let Some(round) = self.last_round else {
+            return Ok(());
+        };
+        self.declare_gone(round, &self.me.id).await?;
+        self.store.add(&Self::next_round_key(round), 0).await?;
+        Ok(())
     }
 
     /// Reads every member's description of the sealed round and writes each its assignment.
