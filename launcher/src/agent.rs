@@ -1361,7 +1361,7 @@ async fn reconnect(rdzv: &mut Rendezvous) -> Result<(), AgentError> {
         );
         let store = match f.locate(looking, join).await? {
             Located::Found(found) => {
-                d.relocate(&found.store, false).await?;
+                d.adopt(&found.store).await?;
                 f.use_found(found)
             }
             Located::ActivateOwn(own) => {
@@ -1369,7 +1369,7 @@ async fn reconnect(rdzv: &mut Rendezvous) -> Result<(), AgentError> {
                     index = f.me,
                     "the rendezvous store was lost; this node hosts it now"
                 );
-                d.relocate(&own, true).await?;
+                d.seed(&own).await?;
                 f.activate_own(own, f.generation + 1).await?
             }
         };

@@ -253,6 +253,8 @@ pub struct DynamicRendezvous {
     /// The last round this node took part in, and how many nodes it had.
     last_round: Option<u64>,
     last_size: u64,
+    /// This node's arrival index in its last round (its description is `r<round>/node/<k>`).
+    last_arrival: u64,
     /// The last round this node joined, as a member or too late (then it comes to the next).
     last_joined: Option<u64>,
 }
@@ -273,6 +275,7 @@ impl DynamicRendezvous {
             me,
             last_round: None,
             last_size: 0,
+            last_arrival: 0,
             last_joined: None,
         }
     }
@@ -294,18 +297,38 @@ impl DynamicRendezvous {
         self.last_round.map(|_| self.last_size)
     }
 
-    /// The store moved to a survivor's (the one hosting it was lost). Unlike a restarted host's
-    /// store, this one carries on the run: this node keeps its last round, so the next round
-    /// is a re-form of it. The survivor that activates the store (`seed`) first writes the lost
-    /// round there, less its host, so the re-form closes once every other member is back.
-    pub async fn relocate(
-        &mut self,
-        store: &StoreClient,
-        seed: bool,
-    ) -> Result<(), RendezvousError> {
+    /// Uses `store`, found after the last one was lost. A store that knows this node's last
+    /// round (the same store, or one a survivor moved the run to) carries the run on: this
+    /// node keeps its last round, so the next round is a re-form of it. Any other is a fresh
+    /// start (a restarted first host's), where rounds begin again.
+    pub async fn adopt(&mut self, store: &StoreClient) -> Result<(), RendezvousError> {
+        let view = store.prefixed(&self.keys_on_prefix());
+        let knows_the_run = match self.last_round {
+            Some(last) => {
+                let mine = format!("r{last}/node/{}", self.last_arrival);
+                view.check(&[format!("r{last}/seeded").as_str()]).await?
+                    || (view.check(&[mine.as_str()]).await?
+                        && serde_json::from_slice::<NodeDesc>(&view.get(&mine).await?)
+                            .is_ok_and(|d| d.id == self.me.id))
+            }
+            None => false,
+        };
+        if knows_the_run {
+            self.store = view;
+            self.last_joined = self.last_round;
+        } else {
+            self.set_store(store);
+        }
+        Ok(())
+    }
+
+    /// Moves the run to `store`, this node's own, which it is about to activate: writes the
+    /// last round there, less its host (the store that was lost), so the re-form closes once
+    /// every other member is back.
+    pub async fn seed(&mut self, store: &StoreClient) -> Result<(), RendezvousError> {
         self.store = store.prefixed(&self.keys_on_prefix());
         self.last_joined = self.last_round;
-        let Some(last) = self.last_round.filter(|_| seed) else {
+        let Some(last) = self.last_round else {
             return Ok(());
         };
         let r = format!("r{last}");
@@ -518,7 +541,7 @@ impl DynamicRendezvous {
         }
         let sealed = parse_u64(&sealed_key, &self.store.get(&sealed_key).await?)?;
         match placement(k, sealed, max) {
-            Placement::Member => {}
+            Placement::Member => self.last_arrival = k,
             placement => return Ok(Joined::Late { sealed, placement }),
         }
         if self.store.add(&format!("{r}/assigner"), 1).await? == 1 {

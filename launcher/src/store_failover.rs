@@ -9,7 +9,7 @@
 //! - When the active store is lost (its pod killed, its node gone), each member of the last
 //!   round probes again; if more than half of that round's nodes answer, the lowest-indexed
 //!   one activates its own store, seeded with the lost round minus its host, so the survivors
-//!   re-form as soon as they are all in ([`crate::rendezvous::DynamicRendezvous::relocate`]).
+//!   re-form as soon as they are all in ([`crate::rendezvous::DynamicRendezvous::seed`]).
 //!   The replacement pod finds that store like any new pod and joins as a scale-up.
 //! - The majority rule keeps a node cut off by a partition from starting a store of its own:
 //!   it keeps probing, and finds the store again when the network heals. The price: a job of

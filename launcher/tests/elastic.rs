@@ -417,12 +417,13 @@ fn job_reforms_after_the_store_host_is_killed_and_replaced() {
 }
 
 /// An agent of a job whose store can move (`store_hosts`): node `index` at 127.0.1.<index>.
-fn movable_store_agent(port: u16, index: u32, worker: &[String]) -> Running {
+fn movable_store_agent(port: u16, index: u32, nnodes: &str, worker: &[String]) -> Running {
+    let expected = nnodes.rsplit(':').next().unwrap();
     let conf = format!(
-        ",last_call_timeout=120,expected_nodes=3,store_hosts=127.0.1.{{}},is_host={}",
+        ",last_call_timeout=120,expected_nodes={expected},store_hosts=127.0.1.{{}},is_host={}",
         u8::from(index == 0)
     );
-    let mut args = job_args(port, "2:3", &conf);
+    let mut args = job_args(port, nnodes, &conf);
     args.retain(|a| !a.starts_with("--rdzv-endpoint"));
     args.push(format!("--rdzv-endpoint=127.0.1.0:{port}"));
     args.extend_from_slice(worker);
@@ -443,9 +444,9 @@ fn the_store_moves_to_a_survivor_when_its_host_is_lost() {
         r#"touch {dir}/ws${{WORLD_SIZE}}_rank$RANK; [ -e {dir}/replaced ] && [ "$WORLD_SIZE" = 3 ] && exit 0; exec sleep 60"#
     ));
     let port = free_port();
-    let mut a = movable_store_agent(port, 0, &worker);
-    let b = movable_store_agent(port, 1, &worker);
-    let c = movable_store_agent(port, 2, &worker);
+    let mut a = movable_store_agent(port, 0, "2:3", &worker);
+    let b = movable_store_agent(port, 1, "2:3", &worker);
+    let c = movable_store_agent(port, 2, "2:3", &worker);
     wait_until(Duration::from_secs(20), "a round of three", || {
         files(&d, "ws3").len() == 3
     });
@@ -464,7 +465,7 @@ fn the_store_moves_to_a_survivor_when_its_host_is_lost() {
         lost.elapsed()
     );
     std::fs::write(d.path().join("replaced"), b"").unwrap();
-    let a2 = movable_store_agent(port, 0, &worker);
+    let a2 = movable_store_agent(port, 0, "2:3", &worker);
     let mut logs = String::new();
     for (name, agent) in [("b", b), ("c", c), ("a2", a2)] {
         let out = agent.output(Duration::from_secs(40));
@@ -477,6 +478,33 @@ fn the_store_moves_to_a_survivor_when_its_host_is_lost() {
         3,
         "the replacement scaled the job back up"
     );
+}
+
+/// A job of two loses the agent hosting the store: the survivor alone is no majority, so it
+/// waits; the replacement starts a fresh store (it hosts first), and the survivor, finding a
+/// store that does not know its last round, starts over there with it.
+#[test]
+fn a_job_of_two_waits_for_the_store_hosts_replacement() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().display();
+    let worker = bash(format!(
+        r#"touch {dir}/attempt_${{TORCHELASTIC_RESTART_COUNT}}_rank_$RANK; [ -e {dir}/replaced ] && exit 0; exec sleep 60"#
+    ));
+    let port = free_port();
+    let mut a = movable_store_agent(port, 0, "2", &worker);
+    let b = movable_store_agent(port, 1, "2", &worker);
+    wait_until(Duration::from_secs(20), "the first round", || {
+        files(&d, "attempt_").len() == 2
+    });
+    a.kill();
+    std::thread::sleep(Duration::from_secs(2));
+    std::fs::write(d.path().join("replaced"), b"").unwrap();
+    let a2 = movable_store_agent(port, 0, "2", &worker);
+    for (name, agent) in [("b", b), ("a2", a2)] {
+        let out = agent.output(Duration::from_secs(40));
+        assert!(out.status.success(), "agent {name}:\n{}", describe(&out));
+    }
+    assert_eq!(files(&d, "attempt_").len(), 4, "a second round of two");
 }
 
 /// The agent hosting the store freezes (SIGSTOP: no RST, as a lost node or a partition): the
@@ -493,9 +521,9 @@ fn a_store_host_that_comes_back_joins_the_store_the_others_moved_to() {
         r#"touch {dir}/ws${{WORLD_SIZE}}_rank$RANK; [ -e {dir}/healed ] && [ "$WORLD_SIZE" = 3 ] && exit 0; exec sleep 60"#
     ));
     let port = free_port();
-    let a = movable_store_agent(port, 0, &worker);
-    let b = movable_store_agent(port, 1, &worker);
-    let c = movable_store_agent(port, 2, &worker);
+    let a = movable_store_agent(port, 0, "2:3", &worker);
+    let b = movable_store_agent(port, 1, "2:3", &worker);
+    let c = movable_store_agent(port, 2, "2:3", &worker);
     wait_until(Duration::from_secs(20), "a round of three", || {
         files(&d, "ws3").len() == 3
     });

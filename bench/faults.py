@@ -1,0 +1,269 @@
+#!/usr/bin/env python3
+"""One fault schedule against one launcher on a running local cluster (bench/faults.sh runs it
+for elastic-launch and for torchrun, each on a fresh cluster).
+
+The job: 3 pods x 1 PyTorch worker (gloo, CPU), min 2, the example's training script
+(examples/elasticjob.yaml's ConfigMap) running "forever" with STEP_SLEEP per step.
+- elastic: an ElasticJob with the CRD's defaults, the operator installed by the chart's defaults.
+- torchrun: a StatefulSet of the same image behind a headless Service (what a user without an
+  operator runs), each pod `torchrun --nnodes=2:3 --rdzv-backend=c10d
+  --rdzv-endpoint=tr-0.tr...:29400 --max-restarts=100`, restartPolicy Always (the kubelet
+  restarts an exited container, the StatefulSet recreates a deleted pod).
+
+Once the job trains at full size, the schedule starts (offsets from its start, the same for
+both; the first 20 s, fault-free, give the job's speed): worker crash (SIGKILL of pod 1's training process), pod 2 killed (SIGKILL of all its
+processes), pod 0 killed, pod 2's network cut (restored 30 s later), and the node of a non-zero
+pod lost. For each fault: the seconds from the fault to the first training step logged after
+a new round started (on any pod): "training again"; "> N" when that did not happen before the
+next fault. Goodput: the training steps the job completed in the 240 s window (rank 0's step
+lines, every round counted), and that as a share of what it would have completed at its
+fault-free speed of the first 20 s.
+
+Prints the per-fault lines, then markdown rows for bench/faults.sh to put in its tables.
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+KUBECTL = os.environ["KUBECTL"]
+CLUSTER = os.environ["CLUSTER"]
+DIR = os.environ["CLUSTER_DIR"]
+LAUNCHER = sys.argv[1]  # elastic | torchrun
+NS = "bench"
+STEP_SLEEP = float(os.environ.get("STEP_SLEEP", "0.1"))
+IMAGE = "ghcr.io/elasticjob/pytorch:2.15.0"
+# (offset s from the start of the schedule, fault); the window ends at WINDOW.
+SCHEDULE = [(20, "worker crash"), (55, "pod killed"), (90, "pod 0 killed"), (125, "partition"), (185, "node lost")]
+RESTORE_NET_AFTER = 30
+WINDOW = 240.0
+
+
+def kubectl(*args, stdin=None, check=True):
+    p = subprocess.run([KUBECTL, *args], input=stdin, capture_output=True, text=True)
+    if check and p.returncode != 0:
+        sys.exit(f"kubectl {' '.join(args)}: {p.stderr.strip()}")
+    return p.stdout
+
+
+def cluster_fault(*args):
+    p = subprocess.run([CLUSTER, "fault", "--dir", DIR, *args], capture_output=True, text=True)
+    if p.returncode != 0:
+        print(f"fault {' '.join(args)} failed: {p.stderr.strip()}", file=sys.stderr)
+
+
+def pod_name(i):
+    return f"ej-worker-{i}" if LAUNCHER == "elastic" else f"tr-{i}"
+
+
+def pods():
+    out = json.loads(kubectl("get", "pods", "-n", NS, "-o", "json"))
+    return [
+        {
+            "name": p["metadata"]["name"],
+            "uid": p["metadata"]["uid"],
+            "node": p["spec"].get("nodeName"),
+            "phase": p["status"].get("phase"),
+        }
+        for p in out["items"]
+        if p["metadata"]["name"].startswith(pod_name(0)[:-1])
+    ]
+
+
+class LogBook:
+    """Every trainer log seen, by pod uid: a killed pod's log is gone from the API, not from here."""
+
+    def __init__(self):
+        self.text = {}
+
+    def poll(self):
+        for p in pods():
+            if p["phase"] not in ("Running", "Succeeded", "Failed"):
+                continue
+            r = subprocess.run([KUBECTL, "logs", "-n", NS, p["name"], "-c", "trainer"], capture_output=True, text=True)
+            if r.returncode == 0 and len(r.stdout) >= len(self.text.get(p["uid"], "")):
+                self.text[p["uid"]] = r.stdout
+
+    def marks(self):
+        return {uid: len(t) for uid, t in self.text.items()}
+
+    def trained_since(self, marks):
+        """A step line after a round-start line, in what was logged since `marks`."""
+        for uid, t in self.text.items():
+            new = t[marks.get(uid, 0):]
+            i = new.find("[train] world_size=")
+            if i >= 0 and "[train] step" in new[i:]:
+                return True
+        return False
+
+    def steps(self):
+        """Steps trained in every round: the last step each round's rank 0 logged, plus one."""
+        total = 0
+        for t in self.text.values():
+            for segment in t.split("[train] world_size=")[1:]:
+                steps = [int(s) for s in re.findall(r"\[train\] step +(\d+)", segment)]
+                if steps:
+                    total += steps[-1] + 1
+        return total
+
+
+def manifests():
+    script = open("examples/elasticjob.yaml").read().split("\n---\n")[0]
+    env = [{"name": "STEPS", "value": "100000000"}, {"name": "STEP_SLEEP", "value": str(STEP_SLEEP)}]
+    container = {
+        "name": "trainer",
+        "image": IMAGE,
+        "env": env,
+        "volumeMounts": [{"name": "script", "mountPath": "/workspace", "readOnly": True}],
+    }
+    volumes = [{"name": "script", "configMap": {"name": "train-script"}}]
+    if LAUNCHER == "elastic":
+        container["command"] = ["python", "/workspace/train.py"]
+        job = {
+            "apiVersion": "elasticjob.dev/v1alpha1",
+            "kind": "ElasticJob",
+            "metadata": {"name": "ej", "namespace": NS},
+            "spec": {
+                "minReplicas": 2,
+                "maxReplicas": 3,
+                "replicas": 3,
+                "nprocPerNode": 1,
+                "template": {"spec": {"containers": [container], "volumes": volumes}},
+            },
+        }
+        return [script, json.dumps(job)]
+    endpoint = f"tr-0.tr.{NS}.svc.cluster.local:29400"
+    container["command"] = [
+        "torchrun", "--nnodes=2:3", "--nproc-per-node=1", "--rdzv-backend=c10d",
+        f"--rdzv-endpoint={endpoint}", "--rdzv-id=bench", "--max-restarts=100", "/workspace/train.py",
+    ]
+    container["ports"] = [{"containerPort": 29400, "name": "rendezvous"}]
+    svc = {
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "tr", "namespace": NS},
+        "spec": {"clusterIP": "None", "publishNotReadyAddresses": True, "selector": {"app": "tr"},
+                 "ports": [{"port": 29400, "name": "rendezvous"}]},
+    }
+    sts = {
+        "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "tr", "namespace": NS},
+        "spec": {
+            "serviceName": "tr", "replicas": 3, "podManagementPolicy": "Parallel",
+            "selector": {"matchLabels": {"app": "tr"}},
+            "template": {"metadata": {"labels": {"app": "tr"}},
+                         "spec": {"containers": [container], "volumes": volumes,
+                                  "terminationGracePeriodSeconds": 30}},
+        },
+    }
+    return [script, json.dumps(svc), json.dumps(sts)]
+
+
+def wait_full_size(book, limit):
+    """Until the job trains with 3 workers; False after `limit` seconds."""
+    start = time.time()
+    while time.time() - start < limit:
+        book.poll()
+        for t in book.text.values():
+            rounds = t.split("[train] world_size=")
+            if len(rounds) > 1 and rounds[-1].startswith("3 ") and "[train] step" in rounds[-1]:
+                return True
+        time.sleep(0.5)
+    return False
+
+
+def kill_worker(pod):
+    # The training process, not its launcher (elastic-launch or torchrun, whose command lines
+    # name the script too) and not this python.
+    code = (
+        "import os\n"
+        "me = str(os.getpid())\n"
+        "for p in os.listdir('/proc'):\n"
+        "    if not p.isdigit() or p == me: continue\n"
+        "    try: c = open('/proc/%s/cmdline' % p, 'rb').read()\n"
+        "    except OSError: continue\n"
+        "    if b'train.py' in c and b'torchrun' not in c and b'elastic-launch' not in c and b'import os' not in c:\n"
+        "        os.kill(int(p), 9)\n"
+    )
+    kubectl("exec", "-n", NS, pod, "-c", "trainer", "--", "python", "-c", code, check=False)
+
+
+def node_to_lose(operator_node):
+    by_index = {p["name"]: p["node"] for p in pods()}
+    pod0 = by_index.get(pod_name(0))
+    for i in (2, 1):
+        n = by_index.get(pod_name(i))
+        if n and n != pod0 and n != operator_node:
+            return n, pod_name(i)
+    return None, None
+
+
+def main():
+    operator_node = os.environ.get("OPERATOR_NODE", "")
+    kubectl("create", "namespace", NS, check=False)
+    for m in manifests():
+        kubectl("apply", "-n", NS, "-f", "-", stdin=m)
+    book = LogBook()
+    t0 = time.time()
+    if not wait_full_size(book, 300):
+        sys.exit(f"{LAUNCHER}: the job did not train with 3 workers within 300 s")
+    print(f"{LAUNCHER}: training with 3 workers {time.time() - t0:.1f} s after apply", flush=True)
+    start = time.time()
+    base_steps = book.steps()
+    results = []
+    plan = SCHEDULE + [(WINDOW, None)]
+    restore_at = None
+    fault_free = None
+    for k, (offset, fault) in enumerate(plan[:-1]):
+        while time.time() < start + offset:
+            book.poll()
+            if restore_at and time.time() >= restore_at:
+                cluster_fault("restore-net", f"{NS}/{pod_name(2)}")
+                restore_at = None
+            time.sleep(0.25)
+        if fault_free is None:
+            fault_free = (book.steps() - base_steps) / (time.time() - start)
+        marks = book.marks()
+        what = fault
+        if fault == "worker crash":
+            kill_worker(pod_name(1))
+        elif fault == "pod killed":
+            cluster_fault("kill-pod", f"{NS}/{pod_name(2)}")
+        elif fault == "pod 0 killed":
+            cluster_fault("kill-pod", f"{NS}/{pod_name(0)}")
+        elif fault == "partition":
+            cluster_fault("cut-net", f"{NS}/{pod_name(2)}")
+            restore_at = time.time() + RESTORE_NET_AFTER
+        elif fault == "node lost":
+            node, victim = node_to_lose(operator_node)
+            if node is None:
+                results.append((fault, None, "skipped: no node holds a non-zero pod without pod 0 or the operator"))
+                continue
+            cluster_fault("lose-node", node)
+            what = f"node lost ({node}, {victim})"
+        t = time.time()
+        deadline = start + plan[k + 1][0]
+        took = None
+        while time.time() < deadline:
+            book.poll()
+            if restore_at and time.time() >= restore_at:
+                cluster_fault("restore-net", f"{NS}/{pod_name(2)}")
+                restore_at = None
+            if book.trained_since(marks):
+                took = time.time() - t
+                break
+            time.sleep(0.25)
+        cap = deadline - t
+        print(f"{LAUNCHER}: {what}: " + (f"training again after {took:.1f} s" if took is not None else f"not training again within {cap:.0f} s"), flush=True)
+        results.append((fault, took, f"> {cap:.0f}"))
+    while time.time() < start + WINDOW:
+        book.poll()
+        time.sleep(0.25)
+    book.poll()
+    steps = book.steps() - base_steps
+    ideal = fault_free * WINDOW
+    print(f"{LAUNCHER}: {steps} steps in the {WINDOW:.0f} s window ({fault_free:.2f} steps/s before the first fault: {ideal:.0f} without faults)", flush=True)
+    print("RESULT " + json.dumps({"launcher": LAUNCHER, "faults": [[f, t, c] for f, t, c in results], "steps": steps, "ideal": round(ideal)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
