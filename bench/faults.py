@@ -28,9 +28,9 @@ import subprocess
 import sys
 import time
 
-KUBECTL = os.environ["KUBECTL"]
-CLUSTER = os.environ["CLUSTER"]
-DIR = os.environ["CLUSTER_DIR"]
+KUBECTL = os.environ.get("KUBECTL", "kubectl")
+CLUSTER = os.environ.get("CLUSTER", "cluster")
+DIR = os.environ.get("CLUSTER_DIR", "")
 LAUNCHER = sys.argv[1]  # elastic | torchrun
 NS = "bench"
 STEP_SLEEP = float(os.environ.get("STEP_SLEEP", "0.1"))
@@ -265,5 +265,32 @@ def main():
     print("RESULT " + json.dumps({"launcher": LAUNCHER, "faults": [[f, t, c] for f, t, c in results], "steps": steps, "ideal": round(ideal)}), flush=True)
 
 
+def summary(lines):
+    """The markdown tables of the runs' RESULT lines."""
+    runs = [json.loads(l) for l in lines if l.strip()]
+    print()
+    print("| fault | " + " | ".join(r["launcher"] + " s" for r in runs) + " |")
+    print("|---|" + "---:|" * len(runs))
+    for i, (fault, _, _) in enumerate(runs[0]["faults"]):
+        cells = []
+        for r in runs:
+            _, took, cap = r["faults"][i]
+            cells.append(f"{took:.1f}" if took is not None else cap)
+        print(f"| {fault} | " + " | ".join(cells) + " |")
+    print()
+    print(f"| launcher | steps in {WINDOW:.0f} s | fault-free steps | goodput |")
+    print("|---|---:|---:|---:|")
+    for r in runs:
+        share = r["steps"] / max(r["ideal"], 1)
+        print(f"| {r['launcher']} | {r['steps']} | {r['ideal']} | {share:.2f} |")
+    if len(runs) == 2 and runs[1]["steps"]:
+        ratio = runs[0]["steps"] / runs[1]["steps"]
+        print()
+        print(f"Steps ratio {runs[0]['launcher']} / {runs[1]['launcher']}: {ratio:.2f}")
+
+
 if __name__ == "__main__":
-    main()
+    if LAUNCHER == "summary":
+        summary(sys.stdin)
+    else:
+        main()

@@ -46,24 +46,4 @@ for launcher in $launchers; do
   dir=""
 done
 
-printf '%s\n' "${results[@]}" | python3 -c '
-import json, sys
-runs = [json.loads(l) for l in sys.stdin if l.strip()]
-print()
-print("| fault | " + " | ".join(r["launcher"] + " s" for r in runs) + " |")
-print("|---|" + "---:|" * len(runs))
-for i, (fault, _, _) in enumerate(runs[0]["faults"]):
-    cells = []
-    for r in runs:
-        _, took, cap = r["faults"][i]
-        cells.append(f"{took:.1f}" if took is not None else cap)
-    print(f"| {fault} | " + " | ".join(cells) + " |")
-print()
-print("| launcher | steps in 240 s | fault-free steps | goodput |")
-print("|---|---:|---:|---:|")
-for r in runs:
-    print(f"| {r[\"launcher\"]} | {r[\"steps\"]} | {r[\"ideal\"]} | {r[\"steps\"] / max(r[\"ideal\"], 1):.2f} |")
-if len(runs) == 2 and runs[1]["steps"]:
-    print()
-    print(f"Steps ratio {runs[0][\"launcher\"]} / {runs[1][\"launcher\"]}: {runs[0][\"steps\"] / runs[1][\"steps\"]:.2f}")
-'
+printf '%s\n' "${results[@]}" | python3 bench/faults.py summary

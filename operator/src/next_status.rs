@@ -684,14 +684,14 @@ fn running_conditions(
         .iter()
         .filter(|p| p.index < desired && p.is_running())
         .count();
-    let pod0_running = pods.iter().any(|p| p.index == 0 && p.is_running());
     let replacing: Vec<&str> = pods
         .iter()
         .filter(|p| p.index < desired)
         .filter(|p| p.phase == Phase::Failed || (p.deletion.is_some() && !p.phase.is_terminal()))
         .map(|p| p.name.as_str())
         .collect();
-    let enough = pod0_running && running >= min;
+    // Any MIN pods train: none is special (the rendezvous store moves to a survivor).
+    let enough = running >= min;
     let conditions = &mut st.conditions;
     let was_running =
         is_true(conditions, condition::RUNNING) || is_true(conditions, condition::RESTARTING);
