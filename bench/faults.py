@@ -262,6 +262,14 @@ def main():
     steps = book.steps() - base_steps
     ideal = fault_free * WINDOW
     print(f"{LAUNCHER}: {steps} steps in the {WINDOW:.0f} s window ({fault_free:.2f} steps/s before the first fault: {ideal:.0f} without faults)", flush=True)
+    keep = os.environ.get("FAULTS_LOGS")
+    if keep:
+        # Every pod's log as last seen (killed pods' too), for looking into a slow recovery.
+        os.makedirs(keep, exist_ok=True)
+        for uid, text in book.text.items():
+            with open(os.path.join(keep, f"{LAUNCHER}-{uid}.log"), "w") as f:
+                f.write(text)
+        print(f"{LAUNCHER}: pod logs kept in {keep}", file=sys.stderr)
     print("RESULT " + json.dumps({"launcher": LAUNCHER, "faults": [[f, t, c] for f, t, c in results], "steps": steps, "ideal": round(ideal)}), flush=True)
 
 

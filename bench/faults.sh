@@ -6,6 +6,7 @@
 # is made and measured). Prints each run's lines, then two markdown tables: seconds from each
 # fault to training again, and the steps trained in the 240 s window (goodput).
 # LAUNCHERS="elastic torchrun" (default) picks what runs; STEP_SLEEP (0.1) the per-step sleep.
+# Every pod's log is kept under ~/.cache/elasticjob/bench-faults/<time>/ (killed pods' too).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/elasticjob"
@@ -23,6 +24,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The pods' logs of each run (stderr names the folder): what a slow recovery waited for.
+logs="$cache/bench-faults/$(date -u +%Y%m%dT%H%M%SZ)"
 results=()
 for launcher in $launchers; do
   dir="$work/$launcher"
@@ -39,7 +42,8 @@ for launcher in $launchers; do
       --create-namespace --wait --timeout 180s >/dev/null
     operator_node=$("$KUBECTL" get pods -n elasticjob-system -o jsonpath='{.items[0].spec.nodeName}')
   fi
-  OPERATOR_NODE="$operator_node" python3 bench/faults.py "$launcher" | tee "$work/$launcher.out"
+  OPERATOR_NODE="$operator_node" FAULTS_LOGS="$logs" python3 bench/faults.py "$launcher" \
+    | tee "$work/$launcher.out"
   results+=("$(sed -n 's/^RESULT //p' "$work/$launcher.out")")
   RUST_LOG=warn "$CLUSTER" down --dir "$dir" >/dev/null
   wait "$pid" || true
