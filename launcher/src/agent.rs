@@ -293,6 +293,8 @@ enum GroupEvent {
     MembershipChanged,
     /// A peer of this round stopped heartbeating.
     PeerLost(String),
+    /// A peer of this round left the job (its pod is being stopped) and said so.
+    PeerLeft(String),
     Signal(Signal),
     StoreLost(StoreError),
     /// Ranks that reported progress fell silent for `--stall-timeout`.
@@ -309,7 +311,7 @@ impl GroupEvent {
             // A stalled group is a failed one: stopped, charged once, restarted.
             GroupEvent::Failed | GroupEvent::Stalled { .. } => GroupEnd::Failed,
             GroupEvent::MembershipChanged => GroupEnd::MembershipChanged,
-            GroupEvent::PeerLost(_) => GroupEnd::PeerLost,
+            GroupEvent::PeerLost(_) | GroupEvent::PeerLeft(_) => GroupEnd::PeerLost,
             GroupEvent::Signal(sig) => GroupEnd::Signal(*sig),
             GroupEvent::StoreLost(_) => GroupEnd::StoreLost,
         }
@@ -391,6 +393,12 @@ fn stop_notice(
             StopReason::PeerLost,
             format!("node {peer} stopped heartbeating; the round is re-formed without it"),
         ),
+        GroupEvent::PeerLeft(peer) => (
+            StopReason::PeerLost,
+            format!(
+                "node {peer} left the job (its pod is being stopped); the round is re-formed without it"
+            ),
+        ),
         GroupEvent::StoreLost(e) => (
             StopReason::StoreLost,
             format!("the rendezvous store is unreachable ({e}); the round is re-formed"),
@@ -436,6 +444,11 @@ fn log_group_end(event: &GroupEvent, round: u64) {
         GroupEvent::MembershipChanged => tracing::info!(
             round,
             "a node is waiting to join; restarting workers into a new round (not counted as a restart)"
+        ),
+        GroupEvent::PeerLeft(peer) => tracing::info!(
+            round,
+            peer = %peer,
+            "a node of this round left the job; re-forming without it (not counted as a restart)"
         ),
         GroupEvent::PeerLost(peer) => tracing::warn!(
             round,
@@ -965,7 +978,7 @@ impl Agent {
                 result = async { match watcher.as_mut() { Some(w) => (&mut w.0).await, None => std::future::pending().await } } => {
                     watcher = None;
                     match result {
-                        Ok(Ok(())) => return GroupEvent::MembershipChanged,
+                        Ok(Ok(())) => return self.membership_event(round).await,
                         Ok(Err(e)) => return GroupEvent::StoreLost(e),
                         Err(_) => {}
                     }
@@ -982,6 +995,17 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// Why the next round's key appeared: a member of this round left and said so, or a node
+    /// is joining.
+    async fn membership_event(&self, round: &RoundInfo) -> GroupEvent {
+        if let Backend::Dynamic(d) = &self.rdzv.backend
+            && let Ok(Some(peer)) = d.left(round.round).await
+        {
+            return GroupEvent::PeerLeft(peer);
+        }
+        GroupEvent::MembershipChanged
     }
 
     /// A newer store is active elsewhere: the one this node hosts was cut off and the others

@@ -676,8 +676,21 @@ impl DynamicRendezvous {
             return Ok(());
         };
         self.declare_gone(round, &self.me.id).await?;
+        self.store
+            .set(&format!("r{round}/left"), self.me.id.as_bytes())
+            .await?;
         self.store.add(&Self::next_round_key(round), 0).await?;
         Ok(())
+    }
+
+    /// The node that last left `round` on its way out ([`Self::leave`]), if any.
+    pub async fn left(&self, round: u64) -> Result<Option<String>, RendezvousError> {
+        let key = format!("r{round}/left");
+        if !self.store.check(&[key.as_str()]).await? {
+            return Ok(None);
+        }
+        let id = self.store.get(&key).await?;
+        Ok(Some(String::from_utf8_lossy(&id).into_owned()))
     }
 
     /// Reads every member's description of the sealed round and writes each its assignment.

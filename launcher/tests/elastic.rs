@@ -239,6 +239,11 @@ fn a_node_that_leaves_is_not_waited_for() {
     for (name, agent) in [("a", a), ("b", b)] {
         let out = agent.output(Duration::from_secs(40));
         assert!(out.status.success(), "agent {name}:\n{}", describe(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("a node of this round left the job"),
+            "agent {name}:\n{}",
+            describe(&out)
+        );
     }
     assert_eq!(files(&d, "ws_2"), set(&["ws_2_rank_0", "ws_2_rank_1"]));
 }
