@@ -927,7 +927,8 @@ fn operator_restart_mid_job(env: &Env, ns: &str) {
         "restart",
         2,
         json!({}),
-        &[("STEPS", "80"), ("STEP_SLEEP", "0.25")],
+        // 40 s of training: the job must still run while the operator restarts (11 s later).
+        &[("STEPS", "160"), ("STEP_SLEEP", "0.25")],
     );
     apply_all(env, ns, &[ex.configmap, job]);
     wait_running(env, ns, "restart", 2);
@@ -1007,7 +1008,7 @@ fn operator_restart_mid_job(env: &Env, ns: &str) {
         job["status"]
     );
     let logs = env.all_job_logs(ns, "restart");
-    assert!(logs.contains("after 80 steps on 2 workers"), "{logs}");
+    assert!(logs.contains("after 160 steps on 2 workers"), "{logs}");
 }
 
 /// Scenario 11: An invalid spec is refused by the schema (minReplicas 0: OpenAPI minimum) or by the
