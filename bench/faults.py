@@ -13,14 +13,15 @@ The job: 3 pods x 1 PyTorch worker (gloo, CPU), min 2, the example's training sc
 Once the job trains at full size, the schedule starts (offsets from its start, the same for
 both; the first 20 s, fault-free, give the job's speed): worker crash (SIGKILL of pod 1's training process), pod 2 killed (SIGKILL of all its
 processes), pod 0 killed, pod 2's network cut (restored 30 s later), and the node of a non-zero
-pod lost. For each fault: the seconds from the fault to the first training step logged after
-a new round started (on any pod): "training again"; "> N" when that did not happen before the
-next fault. Goodput: the training steps the job completed in the 240 s window (rank 0's step
+pod lost. For each fault: the seconds from just before the fault is made to the first training
+step logged after a new round started (on any pod), both by the container runtime's timestamps:
+"training again"; "> N" when that did not happen before the next fault. Goodput: the training steps the job completed in the 240 s window (rank 0's step
 lines, every round counted), and that as a share of what it would have completed at its
 fault-free speed of the first 20 s.
 
 Prints the per-fault lines, then markdown rows for bench/faults.sh to put in its tables.
 """
+import datetime
 import json
 import os
 import re
@@ -72,8 +73,19 @@ def pods():
     ]
 
 
+def log_time(line):
+    """The container runtime's timestamp of a `kubectl logs --timestamps` line, in epoch seconds
+    (the same clock as time.time(): the cluster's nodes are this machine)."""
+    stamp = line.split(" ", 1)[0]
+    day, _, frac = stamp.rstrip("Z").partition(".")
+    return datetime.datetime.fromisoformat(day + "+00:00").timestamp() + float("0." + (frac or "0"))
+
+
 class LogBook:
-    """Every trainer log seen, by pod uid: a killed pod's log is gone from the API, not from here."""
+    """Every trainer log seen, by pod uid, each line with its runtime timestamp: a killed pod's
+    log is gone from the API, not from here. Times come from the timestamps, not from when a
+    poll saw a line, so the poll can be slow (a pod on a lost node answers no `kubectl logs`)
+    and rare (kubectl's own CPU would slow the workers on a small machine)."""
 
     def __init__(self):
         self.text = {}
@@ -82,21 +94,26 @@ class LogBook:
         for p in pods():
             if p["phase"] not in ("Running", "Succeeded", "Failed"):
                 continue
-            r = subprocess.run([KUBECTL, "logs", "-n", NS, p["name"], "-c", "trainer"], capture_output=True, text=True)
+            r = subprocess.run([KUBECTL, "logs", "--timestamps", "--request-timeout=3s", "-n", NS, p["name"], "-c", "trainer"], capture_output=True, text=True)
             if r.returncode == 0 and len(r.stdout) >= len(self.text.get(p["uid"], "")):
                 self.text[p["uid"]] = r.stdout
 
-    def marks(self):
-        return {uid: len(t) for uid, t in self.text.items()}
-
-    def trained_since(self, marks):
-        """A step line after a round-start line, in what was logged since `marks`."""
-        for uid, t in self.text.items():
-            new = t[marks.get(uid, 0):]
-            i = new.find("[train] world_size=")
-            if i >= 0 and "[train] step" in new[i:]:
-                return True
-        return False
+    def trained_again(self, since):
+        """Seconds from `since` to the first step line logged after a round-start line that was
+        logged after `since` (on any pod); None if there is none yet."""
+        first = None
+        for t in self.text.values():
+            started = False
+            for line in t.splitlines():
+                if "[train] " not in line or log_time(line) < since:
+                    continue
+                if "[train] world_size=" in line:
+                    started = True
+                elif started and "[train] step" in line:
+                    took = log_time(line) - since
+                    first = took if first is None else min(first, took)
+                    break
+        return first
 
     def steps(self):
         """Steps trained in every round: the last step each round's rank 0 logged, plus one."""
@@ -219,11 +236,13 @@ def main():
             if restore_at and time.time() >= restore_at:
                 cluster_fault("restore-net", f"{NS}/{pod_name(2)}")
                 restore_at = None
-            time.sleep(0.25)
+            time.sleep(1)
         if fault_free is None:
             fault_free = (book.steps() - base_steps) / (time.time() - start)
-        marks = book.marks()
         what = fault
+        # From before the fault is made (a kubectl exec or a node's teardown takes a moment):
+        # what is measured is never shorter than the recovery.
+        t = time.time()
         if fault == "worker crash":
             kill_worker(pod_name(1))
         elif fault == "pod killed":
@@ -240,7 +259,6 @@ def main():
                 continue
             cluster_fault("lose-node", node)
             what = f"node lost ({node}, {victim})"
-        t = time.time()
         deadline = start + plan[k + 1][0]
         took = None
         while time.time() < deadline:
@@ -248,16 +266,22 @@ def main():
             if restore_at and time.time() >= restore_at:
                 cluster_fault("restore-net", f"{NS}/{pod_name(2)}")
                 restore_at = None
-            if book.trained_since(marks):
-                took = time.time() - t
+            took = book.trained_again(t)
+            if took is not None:
                 break
-            time.sleep(0.25)
+            time.sleep(1)
+        if took is None:
+            # A poll that a pod on a lost node held up may have missed the step.
+            book.poll()
+            took = book.trained_again(t)
         cap = deadline - t
+        if took is not None and took > cap:
+            took = None
         print(f"{LAUNCHER}: {what}: " + (f"training again after {took:.1f} s" if took is not None else f"not training again within {cap:.0f} s"), flush=True)
         results.append((fault, took, f"> {cap:.0f}"))
     while time.time() < start + WINDOW:
         book.poll()
-        time.sleep(0.25)
+        time.sleep(1)
     book.poll()
     steps = book.steps() - base_steps
     ideal = fault_free * WINDOW

@@ -142,6 +142,8 @@ struct Failover {
     /// The index and generation of the store in use.
     active: u32,
     generation: u64,
+    /// Whether this node's own store says it has been in a round ([`store_failover::member_key`]).
+    marked_member: bool,
 }
 
 /// What looking for the store came to.
@@ -162,7 +164,7 @@ impl Failover {
             if let Some(active) = probe.active {
                 return Ok(Located::Found(active));
             }
-            if store_failover::should_activate(self.me, looking, &probe.answered) {
+            if store_failover::should_activate(self.me, looking, &probe.answered, &probe.members) {
                 let own =
                     StoreClient::connect(&self.hosts.own_host(self.me), self.hosts.port, join)
                         .await?;
@@ -203,6 +205,25 @@ impl Failover {
         self.active = self.me;
         self.generation = generation;
         Ok(own)
+    }
+
+    /// Once this node has been in a round, says so on its own store, so that probes tell it
+    /// from a new pod. Best effort: unmarked, it only counts as a new pod.
+    async fn mark_member(&mut self) {
+        if self.marked_member {
+            return;
+        }
+        let own = (self.hosts.own_host(self.me), self.hosts.port);
+        let marked = async {
+            let c = StoreClient::connect_once(&own.0, own.1, store_failover::PROBE_TIMEOUT).await?;
+            c.set(&store_failover::member_key(&self.run_id), "1")
+                .await?;
+            c.ping().await
+        };
+        match marked.await {
+            Ok(()) => self.marked_member = true,
+            Err(e) => tracing::warn!(error = %e, "could not mark this node's store as a member's"),
+        }
     }
 
     /// Where other connections to the store in use go.
@@ -1361,7 +1382,13 @@ async fn next_round(
                         tracing::warn!(error = %e, "lost the rendezvous store while joining; re-joining");
                         reconnect(rdzv).await?;
                     }
-                    other => return Ok(other?),
+                    Ok(info) => {
+                        if let Some(f) = &mut rdzv.failover {
+                            f.mark_member().await;
+                        }
+                        return Ok(info);
+                    }
+                    Err(e) => return Err(e.into()),
                 }
             }
         }
@@ -1538,6 +1565,7 @@ async fn connect_rendezvous(
                         run_id: cfg.rdzv_id.clone(),
                         active: me,
                         generation: 0,
+                        marked_member: false,
                     };
                     let looking = Looking::Start {
                         is_host: forced.unwrap_or(false),

@@ -10,10 +10,12 @@
 //!   round probes again; if more than half of that round's nodes answer, the lowest-indexed
 //!   one activates its own store, seeded with the lost round minus its host, so the survivors
 //!   re-form as soon as they are all in ([`crate::rendezvous::DynamicRendezvous::seed`]).
-//!   The replacement pod finds that store like any new pod and joins as a scale-up.
+//!   The replacement pod finds that store like any new pod and joins as a scale-up; a
+//!   recreated pod 0 does not start a fresh store while a node that was in a round answers.
 //! - The majority rule keeps a node cut off by a partition from starting a store of its own:
-//!   it keeps probing, and finds the store again when the network heals. The price: a job of
-//!   two nodes that loses its store host waits for the replacement, as before.
+//!   it keeps probing, and finds the store again when the network heals. Replacement pods
+//!   count as alive: a job of two nodes that loses its store host re-forms on the survivor's
+//!   store once the replacement answers.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -97,6 +99,12 @@ pub fn active_key(run_id: &str) -> String {
     format!("rdzv/{run_id}/store_active")
 }
 
+/// The key a node sets on its own store once it has been a member of a round: a node that
+/// answers a probe with it holds the job's state (the last round), a new pod does not.
+pub fn member_key(run_id: &str) -> String {
+    format!("rdzv/{run_id}/member")
+}
+
 /// An active store a probe found.
 pub struct Active {
     pub index: u32,
@@ -111,6 +119,8 @@ pub struct Probe {
     pub active: Option<Active>,
     /// Indices whose store answered, active or not: agents that are alive.
     pub answered: Vec<u32>,
+    /// Of `answered`, those that have been members of a round ([`member_key`]).
+    pub members: Vec<u32>,
 }
 
 /// Of the active stores found, as (index, generation), which to use: the newest, then the
@@ -124,29 +134,33 @@ pub fn pick(active: &[(u32, u64)]) -> Option<usize> {
 pub async fn probe(hosts: &StoreHosts, run_id: &str, client_timeout: Duration) -> Probe {
     let mut probes = tokio::task::JoinSet::new();
     for i in 0..hosts.nodes {
-        let (host, port, key) = (hosts.host(i), hosts.port, active_key(run_id));
+        let (host, port) = (hosts.host(i), hosts.port);
+        let (active_key, member_key) = (active_key(run_id), member_key(run_id));
         probes.spawn(async move {
             let c = StoreClient::connect_once(&host, port, PROBE_TIMEOUT)
                 .await
                 .ok()?;
-            let generation = tokio::time::timeout(PROBE_TIMEOUT, async {
-                if !c.check(&[key.as_str()]).await? {
-                    return Ok::<_, StoreError>(None);
+            let (generation, member) = tokio::time::timeout(PROBE_TIMEOUT, async {
+                let member = c.check(&[member_key.as_str()]).await?;
+                if !c.check(&[active_key.as_str()]).await? {
+                    return Ok::<_, StoreError>((None, member));
                 }
-                let value = c.get(&key).await?;
-                Ok(String::from_utf8_lossy(&value).trim().parse::<u64>().ok())
+                let value = c.get(&active_key).await?;
+                let generation = String::from_utf8_lossy(&value).trim().parse::<u64>().ok();
+                Ok((generation, member))
             })
             .await
             .ok()?
             .ok()?;
-            Some((i, generation, c.with_timeout(client_timeout)))
+            Some((i, generation, member, c.with_timeout(client_timeout)))
         });
     }
     let found: Vec<_> = probes.join_all().await.into_iter().flatten().collect();
-    let answered = found.iter().map(|(i, _, _)| *i).collect();
+    let answered = found.iter().map(|(i, ..)| *i).collect();
+    let members = found.iter().filter(|f| f.2).map(|(i, ..)| *i).collect();
     let mut active: Vec<(u32, u64, StoreClient)> = found
         .into_iter()
-        .filter_map(|(i, g, c)| Some((i, g?, c)))
+        .filter_map(|(i, g, _, c)| Some((i, g?, c)))
         .collect();
     let keys: Vec<(u32, u64)> = active.iter().map(|(i, g, _)| (*i, *g)).collect();
     let active = pick(&keys).map(|k| {
@@ -157,7 +171,11 @@ pub async fn probe(hosts: &StoreHosts, run_id: &str, client_timeout: Duration) -
             store,
         }
     });
-    Probe { active, answered }
+    Probe {
+        active,
+        answered,
+        members,
+    }
 }
 
 /// Why this node looks for the store.
@@ -171,17 +189,23 @@ pub enum Looking {
     Waiting,
 }
 
-/// Whether this node activates its own store after a probe found none active: the first host
-/// at the start; after a loss, the lowest-indexed node that answers (a lower one that answers
-/// will), and only while more than half of the last round's nodes answer. A node cut off from
-/// the others by a partition sees too few, and keeps looking for the store it lost (or the
-/// majority's) rather than starting one of its own; a job of two nodes waits for the lost
-/// one's replacement.
-pub fn should_activate(me: u32, looking: Looking, answered: &[u32]) -> bool {
+/// Whether this node activates its own store after a probe found none active.
+/// - At the start, the first host (pod 0), unless a node that was in a round answers: then
+///   the job is already running and lost its store, and its members re-form on one of theirs
+///   (a recreated pod 0 that started a fresh store would make them start over, waiting out the
+///   last call for nodes that are not coming).
+/// - After a loss, the lowest-indexed member of a round that answers (a lower one that
+///   answers will), and only while more than half of the last round's number of nodes answer
+///   (members or not: a replacement pod is alive). A node cut off from the others by a
+///   partition sees too few, and keeps looking for the store it lost (or the majority's)
+///   rather than starting one of its own.
+///
+/// `answered` and `members` are a probe's ([`Probe`]).
+pub fn should_activate(me: u32, looking: Looking, answered: &[u32], members: &[u32]) -> bool {
     match looking {
-        Looking::Start { is_host } => is_host,
-        Looking::AfterLoss { members } => {
-            answered.len() as u64 * 2 > members && answered.iter().all(|&i| i >= me)
+        Looking::Start { is_host } => is_host && members.is_empty(),
+        Looking::AfterLoss { members: last } => {
+            answered.len() as u64 * 2 > last && members.iter().all(|&i| i >= me)
         }
         Looking::Waiting => false,
     }
@@ -230,18 +254,33 @@ mod tests {
     #[test]
     fn the_first_host_or_the_lowest_survivor_activates() {
         let start = |is_host| Looking::Start { is_host };
-        assert!(should_activate(0, start(true), &[0, 1]));
-        assert!(!should_activate(1, start(false), &[1]));
+        assert!(should_activate(0, start(true), &[0, 1], &[]));
+        assert!(!should_activate(1, start(false), &[1], &[]));
         let lost = |members| Looking::AfterLoss { members };
         // Pod 0 of 3 lost: pod 1 answers, so pod 2 leaves it to pod 1.
-        assert!(should_activate(1, lost(3), &[1, 2]));
-        assert!(!should_activate(2, lost(3), &[1, 2]));
+        assert!(should_activate(1, lost(3), &[1, 2], &[1, 2]));
+        assert!(!should_activate(2, lost(3), &[1, 2], &[1, 2]));
         // Pod 1 did not answer either (lost too): pod 2 is the lowest of a majority of 5.
-        assert!(should_activate(2, lost(5), &[2, 3, 4]));
+        assert!(should_activate(2, lost(5), &[2, 3, 4], &[2, 3, 4]));
         // Pod 2 cut off from the others: alone it is no majority.
-        assert!(!should_activate(2, lost(3), &[2]));
-        // Two nodes: the survivor alone never is; it waits for the replacement.
-        assert!(!should_activate(1, lost(2), &[1]));
-        assert!(!should_activate(2, Looking::Waiting, &[2]));
+        assert!(!should_activate(2, lost(3), &[2], &[2]));
+        // Two nodes: the survivor alone is no majority; with the replacement it is.
+        assert!(!should_activate(1, lost(2), &[1], &[1]));
+        assert!(should_activate(1, lost(2), &[0, 1], &[1]));
+        assert!(!should_activate(2, Looking::Waiting, &[2], &[2]));
+    }
+
+    #[test]
+    fn a_recreated_first_host_leaves_the_store_to_the_members() {
+        // Pod 0's node was lost with the store: its replacement answers before the
+        // survivors moved the store, and must not start a fresh one for them to adopt.
+        let start = Looking::Start { is_host: true };
+        assert!(!should_activate(0, start, &[0, 1, 2], &[1, 2]));
+        // The survivors do not wait for it: it was in no round.
+        let lost = Looking::AfterLoss { members: 3 };
+        assert!(should_activate(1, lost, &[0, 1, 2], &[1, 2]));
+        assert!(!should_activate(2, lost, &[0, 1, 2], &[1, 2]));
+        // Every pod recreated at once: nobody holds a round; pod 0 starts afresh.
+        assert!(should_activate(0, start, &[0, 1, 2], &[]));
     }
 }

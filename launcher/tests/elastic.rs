@@ -486,8 +486,9 @@ fn the_store_moves_to_a_survivor_when_its_host_is_lost() {
 }
 
 /// A job of two loses the agent hosting the store: the survivor alone is no majority, so it
-/// waits; the replacement starts a fresh store (it hosts first), and the survivor, finding a
-/// store that does not know its last round, starts over there with it.
+/// waits. The replacement (pod 0, which hosts first at a job's start) finds a member of a round
+/// alive and leaves the store to it; with the replacement alive the survivor is a majority, so
+/// it hosts the store, seeded with its last round, and the replacement joins it.
 #[test]
 fn a_job_of_two_waits_for_the_store_hosts_replacement() {
     let d = tempfile::tempdir().unwrap();
@@ -505,10 +506,21 @@ fn a_job_of_two_waits_for_the_store_hosts_replacement() {
     std::thread::sleep(Duration::from_secs(2));
     std::fs::write(d.path().join("replaced"), b"").unwrap();
     let a2 = movable_store_agent(port, 0, "2", &worker);
-    for (name, agent) in [("b", b), ("a2", a2)] {
-        let out = agent.output(Duration::from_secs(40));
-        assert!(out.status.success(), "agent {name}:\n{}", describe(&out));
+    let b = b.output(Duration::from_secs(40));
+    let a2 = a2.output(Duration::from_secs(40));
+    for (name, out) in [("b", &b), ("a2", &a2)] {
+        assert!(out.status.success(), "agent {name}:\n{}", describe(out));
     }
+    assert!(
+        describe(&b).contains("this node hosts it now"),
+        "the survivor hosts the store:\n{}",
+        describe(&b)
+    );
+    assert!(
+        !describe(&a2).contains("hosting the rendezvous store"),
+        "the replacement started no store of its own:\n{}",
+        describe(&a2)
+    );
     assert_eq!(files(&d, "attempt_").len(), 4, "a second round of two");
 }
 
