@@ -160,7 +160,11 @@ impl Failover {
     async fn locate(&self, looking: Looking, join: Duration) -> Result<Located, AgentError> {
         let start = tokio::time::Instant::now();
         loop {
-            let probe = store_failover::probe(&self.hosts, &self.run_id, join).await;
+            let newer_than = match looking {
+                Looking::Start { .. } => None,
+                Looking::AfterLoss { .. } | Looking::Waiting => Some(self.generation),
+            };
+            let probe = store_failover::probe(&self.hosts, &self.run_id, join, newer_than).await;
             if let Some(active) = probe.active {
                 return Ok(Located::Found(active));
             }
@@ -236,20 +240,28 @@ impl Failover {
         (host, self.hosts.port)
     }
 
-    /// While this node hosts the store in use: a task that ends when a newer store is active
-    /// elsewhere (this one was cut off, and the others moved on without it).
+    /// While this node hosts the store in use: a task that ends when the store all nodes use is
+    /// another (this one was cut off, and the others moved on without it; or two survivors both
+    /// moved the store, and the other's has the lower index).
     fn superseded(&self) -> Option<AbortOnDrop<()>> {
         if self.active != self.me {
             return None;
         }
-        let (hosts, run_id, generation) =
-            (self.hosts.clone(), self.run_id.clone(), self.generation);
+        let (hosts, run_id, me, generation) = (
+            self.hosts.clone(),
+            self.run_id.clone(),
+            self.me,
+            self.generation,
+        );
         Some(AbortOnDrop(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(store_failover::SUPERSEDED_CHECK).await;
                 let probe =
-                    store_failover::probe(&hosts, &run_id, store_failover::PROBE_TIMEOUT).await;
-                if probe.active.is_some_and(|a| a.generation > generation) {
+                    store_failover::probe(&hosts, &run_id, store_failover::PROBE_TIMEOUT, None)
+                        .await;
+                if probe.active.is_some_and(|a| {
+                    store_failover::superseded_by(me, generation, (a.index, a.generation))
+                }) {
                     return;
                 }
             }

@@ -81,7 +81,7 @@ pub enum RendezvousError {
 }
 
 /// Settings of the c10d rendezvous from `--rdzv-conf`: torchrun's names; torchrun's defaults
-/// except the heartbeat, which notices a lost peer in 2 s instead of 15.
+/// except the heartbeat, which notices a lost peer or store host in 2 s instead of 15.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RendezvousConf {
     pub join: Duration,
@@ -105,7 +105,7 @@ impl Default for RendezvousConf {
             last_call: Duration::from_secs(30),
             close: Duration::from_secs(30),
             keep_alive_interval: DEFAULT_KEEP_ALIVE_INTERVAL,
-            heartbeat: Duration::from_secs(5),
+            heartbeat: DEFAULT_HEARTBEAT_TIMEOUT,
             keep_alive_max_attempt: DEFAULT_KEEP_ALIVE_MAX_ATTEMPT,
             read: Duration::from_secs(60),
             expected_nodes: None,
@@ -119,6 +119,11 @@ impl Default for RendezvousConf {
 /// and the agent is a light process, so even a loaded machine beats on time.
 pub const DEFAULT_KEEP_ALIVE_INTERVAL: Duration = Duration::from_millis(500);
 pub const DEFAULT_KEEP_ALIVE_MAX_ATTEMPT: u32 = 4;
+/// A store that does not answer a heartbeat's operation within this long counts as lost (its
+/// host killed, its node gone, a partition), so a silent store host is noticed as fast as a
+/// silent peer. The store answers in microseconds; a client that is starved itself reads a
+/// reply that came before its timer.
+pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Reads the rendezvous settings from `--rdzv-conf`; unknown keys are ignored as torchrun does.
 pub fn parse_conf(conf: &BTreeMap<String, String>) -> Result<RendezvousConf, String> {
@@ -1090,7 +1095,7 @@ mod tests {
         let t = parse_conf(&conf).unwrap();
         assert_eq!(t.join, Duration::from_secs(5));
         assert_eq!(t.last_call, Duration::from_millis(500));
-        assert_eq!(t.heartbeat, Duration::from_secs(5));
+        assert_eq!(t.heartbeat, DEFAULT_HEARTBEAT_TIMEOUT);
         assert_eq!(t.close, Duration::from_secs(30));
         assert_eq!(
             t.keep_alive_interval * t.keep_alive_max_attempt,

@@ -22,9 +22,10 @@ use std::time::Duration;
 
 use crate::store::{StoreClient, StoreError, StoreServer};
 
-/// How long one probe of one node waits for a TCP connect and the handshake: a pod's address
-/// answers in milliseconds; a lost node's never does.
-pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long one probe of one node waits for a TCP connect and its three requests: a live pod's
+/// store answers in milliseconds, a lost node's never does, and every survivor waits this long
+/// for it before it may move the store.
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// Pause between probes while no store is active.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 /// How often the node hosting the active store checks that no newer one is active elsewhere.
@@ -130,8 +131,15 @@ pub fn pick(active: &[(u32, u64)]) -> Option<usize> {
 }
 
 /// Probes every node's store at once (each for at most [`PROBE_TIMEOUT`]).
-/// `client_timeout` is the request timeout of the returned connection.
-pub async fn probe(hosts: &StoreHosts, run_id: &str, client_timeout: Duration) -> Probe {
+/// `client_timeout` is the request timeout of the returned connection. With `newer_than`, the
+/// first active store of a newer generation ends the probe: after a loss, that is where the
+/// survivors moved, and waiting out the lost node's timeout would only delay the re-form.
+pub async fn probe(
+    hosts: &StoreHosts,
+    run_id: &str,
+    client_timeout: Duration,
+    newer_than: Option<u64>,
+) -> Probe {
     let mut probes = tokio::task::JoinSet::new();
     for i in 0..hosts.nodes {
         let (host, port) = (hosts.host(i), hosts.port);
@@ -155,7 +163,15 @@ pub async fn probe(hosts: &StoreHosts, run_id: &str, client_timeout: Duration) -
             Some((i, generation, member, c.with_timeout(client_timeout)))
         });
     }
-    let found: Vec<_> = probes.join_all().await.into_iter().flatten().collect();
+    let mut found = Vec::new();
+    while let Some(done) = probes.join_next().await {
+        let Ok(Some(answer)) = done else { continue };
+        let newer = matches!((answer.1, newer_than), (Some(g), Some(lost)) if g > lost);
+        found.push(answer);
+        if newer {
+            break;
+        }
+    }
     let answered = found.iter().map(|(i, ..)| *i).collect();
     let members = found.iter().filter(|f| f.2).map(|(i, ..)| *i).collect();
     let mut active: Vec<(u32, u64, StoreClient)> = found
@@ -176,6 +192,13 @@ pub async fn probe(hosts: &StoreHosts, run_id: &str, client_timeout: Duration) -
         answered,
         members,
     }
+}
+
+/// Whether the store of `index` at `generation`, active, is superseded by the active store
+/// `other` found: all nodes use `other` ([`pick`]): it is newer, or as new with a lower index
+/// (two survivors that each missed the other's answer both moved the store).
+pub fn superseded_by(index: u32, generation: u64, other: (u32, u64)) -> bool {
+    other.0 != index && pick(&[(index, generation), other]) == Some(1)
 }
 
 /// Why this node looks for the store.
@@ -249,6 +272,15 @@ mod tests {
         // Pod 0's store stayed active behind a partition; the majority moved to pod 1's.
         assert_eq!(pick(&[(0, 0), (1, 1)]), Some(1));
         assert_eq!(pick(&[(2, 1), (1, 1), (0, 0)]), Some(1));
+    }
+
+    #[test]
+    fn a_store_gives_way_to_a_newer_one_or_an_as_new_lower_one() {
+        assert!(superseded_by(0, 0, (1, 1)));
+        assert!(superseded_by(2, 1, (1, 1)));
+        assert!(!superseded_by(1, 1, (2, 1)));
+        assert!(!superseded_by(1, 1, (1, 1)));
+        assert!(!superseded_by(1, 2, (0, 1)));
     }
 
     #[test]
