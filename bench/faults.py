@@ -5,6 +5,7 @@ for elastic-launch and for torchrun, each on a fresh cluster).
 The job: 3 pods x 1 PyTorch worker (gloo, CPU), min 2, the example's training script
 (examples/elasticjob.yaml's ConfigMap) running "forever" with STEP_SLEEP per step.
 - elastic: an ElasticJob with the CRD's defaults, the operator installed by the chart's defaults.
+- elastic-prewarm: the same with `launcher.prewarm: [torch]` (off by default).
 - torchrun: a StatefulSet of the same image behind a headless Service (what a user without an
   operator runs), each pod `torchrun --nnodes=2:3 --rdzv-backend=c10d
   --rdzv-endpoint=tr-0.tr...:29400 --max-restarts=100`, restartPolicy Always (the kubelet
@@ -15,9 +16,11 @@ both; the first 20 s, fault-free, give the job's speed): worker crash (SIGKILL o
 processes), pod 0 killed, pod 2's network cut (restored 30 s later), and the node of a non-zero
 pod lost. For each fault: the seconds from just before the fault is made to the first training
 step logged after a new round started (on any pod), both by the container runtime's timestamps:
-"training again"; "> N" when that did not happen before the next fault. Goodput: the training steps the job completed in the 240 s window (rank 0's step
-lines, every round counted), and that as a share of what it would have completed at its
-fault-free speed of the first 20 s.
+"training again"; "> N" when that did not happen before the next fault. After the window, the
+seconds from the node loss to training with 3 workers again (the lost node's pod replaced on
+another node), up to 150 s. Goodput: the training steps the job completed in the 240 s window
+(rank 0's step lines, every round counted), and that as a share of what it would have
+completed at its fault-free speed of the first 20 s.
 
 Prints the per-fault lines, then markdown rows for bench/faults.sh to put in its tables.
 """
@@ -32,12 +35,16 @@ import time
 KUBECTL = os.environ.get("KUBECTL", "kubectl")
 CLUSTER = os.environ.get("CLUSTER", "cluster")
 DIR = os.environ.get("CLUSTER_DIR", "")
-LAUNCHER = sys.argv[1]  # elastic | torchrun
+LAUNCHER = sys.argv[1]  # elastic | elastic-prewarm | torchrun
+ELASTIC = LAUNCHER.startswith("elastic")
 NS = "bench"
 STEP_SLEEP = float(os.environ.get("STEP_SLEEP", "0.1"))
 IMAGE = "ghcr.io/elasticjob/pytorch:2.15.0"
 # (offset s from the start of the schedule, fault); the window ends at WINDOW.
 SCHEDULE = [(20, "worker crash"), (55, "pod killed"), (90, "pod 0 killed"), (125, "partition"), (185, "node lost")]
+# How long after the node loss the job may take to train at full size again (a replacement pod
+# on another node), measured after the window.
+FULL_SIZE_LIMIT = 150.0
 RESTORE_NET_AFTER = 30
 WINDOW = 240.0
 
@@ -56,7 +63,7 @@ def cluster_fault(*args):
 
 
 def pod_name(i):
-    return f"ej-worker-{i}" if LAUNCHER == "elastic" else f"tr-{i}"
+    return f"ej-worker-{i}" if ELASTIC else f"tr-{i}"
 
 
 def pods():
@@ -98,9 +105,10 @@ class LogBook:
             if r.returncode == 0 and len(r.stdout) >= len(self.text.get(p["uid"], "")):
                 self.text[p["uid"]] = r.stdout
 
-    def trained_again(self, since):
+    def trained_again(self, since, world=None):
         """Seconds from `since` to the first step line logged after a round-start line that was
-        logged after `since` (on any pod); None if there is none yet."""
+        logged after `since` (on any pod), of a round of `world` workers if given; None if there
+        is none yet."""
         first = None
         for t in self.text.values():
             started = False
@@ -108,7 +116,7 @@ class LogBook:
                 if "[train] " not in line or log_time(line) < since:
                     continue
                 if "[train] world_size=" in line:
-                    started = True
+                    started = world is None or f"[train] world_size={world} " in line
                 elif started and "[train] step" in line:
                     took = log_time(line) - since
                     first = took if first is None else min(first, took)
@@ -136,7 +144,7 @@ def manifests():
         "volumeMounts": [{"name": "script", "mountPath": "/workspace", "readOnly": True}],
     }
     volumes = [{"name": "script", "configMap": {"name": "train-script"}}]
-    if LAUNCHER == "elastic":
+    if ELASTIC:
         container["command"] = ["python", "/workspace/train.py"]
         job = {
             "apiVersion": "elasticjob.dev/v1alpha1",
@@ -150,6 +158,10 @@ def manifests():
                 "template": {"spec": {"containers": [container], "volumes": volumes}},
             },
         }
+        if LAUNCHER == "elastic-prewarm":
+            # The one setting changed: restarted workers are interpreters that imported torch
+            # while the old round was torn down (spec.launcher.prewarm, off by default).
+            job["spec"]["launcher"] = {"prewarm": ["torch"]}
         return [script, json.dumps(job)]
     endpoint = f"tr-0.tr.{NS}.svc.cluster.local:29400"
     container["command"] = [
@@ -230,6 +242,7 @@ def main():
     plan = SCHEDULE + [(WINDOW, None)]
     restore_at = None
     fault_free = None
+    node_lost_at = None
     for k, (offset, fault) in enumerate(plan[:-1]):
         while time.time() < start + offset:
             book.poll()
@@ -258,6 +271,7 @@ def main():
                 results.append((fault, None, "skipped: no node holds a non-zero pod without pod 0 or the operator"))
                 continue
             cluster_fault("lose-node", node)
+            node_lost_at = t
             what = f"node lost ({node}, {victim})"
         deadline = start + plan[k + 1][0]
         took = None
@@ -284,6 +298,16 @@ def main():
         time.sleep(1)
     book.poll()
     steps = book.steps() - base_steps
+    if node_lost_at is not None:
+        # Back to full size: the lost node's pod replaced elsewhere and training with 3 workers.
+        full = None
+        while full is None and time.time() < node_lost_at + FULL_SIZE_LIMIT:
+            full = book.trained_again(node_lost_at, world=3)
+            if full is None:
+                time.sleep(1)
+                book.poll()
+        print(f"{LAUNCHER}: node lost: " + (f"training with 3 workers again after {full:.1f} s" if full is not None else f"not with 3 workers again within {FULL_SIZE_LIMIT:.0f} s"), flush=True)
+        results.append(("node lost, to full size", full, f"> {FULL_SIZE_LIMIT:.0f}"))
     ideal = fault_free * WINDOW
     print(f"{LAUNCHER}: {steps} steps in the {WINDOW:.0f} s window ({fault_free:.2f} steps/s before the first fault: {ideal:.0f} without faults)", flush=True)
     keep = os.environ.get("FAULTS_LOGS")
@@ -303,10 +327,13 @@ def summary(lines):
     print()
     print("| fault | " + " | ".join(r["launcher"] + " s" for r in runs) + " |")
     print("|---|" + "---:|" * len(runs))
-    for i, (fault, _, _) in enumerate(runs[0]["faults"]):
+    faults = []
+    for r in runs:
+        faults += [f for f, _, _ in r["faults"] if f not in faults]
+    for fault in faults:
         cells = []
         for r in runs:
-            _, took, cap = r["faults"][i]
+            took, cap = next(((t, c) for f, t, c in r["faults"] if f == fault), (None, "-"))
             cells.append(f"{took:.1f}" if took is not None else cap)
         print(f"| {fault} | " + " | ".join(cells) + " |")
     print()
@@ -315,10 +342,12 @@ def summary(lines):
     for r in runs:
         share = r["steps"] / max(r["ideal"], 1)
         print(f"| {r['launcher']} | {r['steps']} | {r['ideal']} | {share:.2f} |")
-    if len(runs) == 2 and runs[1]["steps"]:
-        ratio = runs[0]["steps"] / runs[1]["steps"]
+    anchor = next((r for r in runs if r["launcher"] == "torchrun" and r["steps"]), None)
+    if anchor:
         print()
-        print(f"Steps ratio {runs[0]['launcher']} / {runs[1]['launcher']}: {ratio:.2f}")
+        for r in runs:
+            if r is not anchor:
+                print(f"Steps ratio {r['launcher']} / torchrun: {r['steps'] / anchor['steps']:.2f}")
 
 
 if __name__ == "__main__":

@@ -5,13 +5,14 @@
 # worker crash, pod killed, pod 0 killed, partition, node lost (bench/faults.py says how each
 # is made and measured). Prints each run's lines, then two markdown tables: seconds from each
 # fault to training again, and the steps trained in the 240 s window (goodput).
-# LAUNCHERS="elastic torchrun" (default) picks what runs; STEP_SLEEP (0.1) the per-step sleep.
+# LAUNCHERS="elastic elastic-prewarm torchrun" (default) picks what runs (elastic-prewarm: the
+# same ElasticJob with launcher.prewarm [torch]); STEP_SLEEP (0.1) the per-step sleep.
 # Every pod's log is kept under ~/.cache/elasticjob/bench-faults/<time>/ (killed pods' too).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/elasticjob"
 export CARGO_TARGET_DIR="$cache/target"
-launchers="${LAUNCHERS:-elastic torchrun}"
+launchers="${LAUNCHERS:-elastic elastic-prewarm torchrun}"
 bin="$(tests/cluster/provision.sh 2>/dev/null | tail -1)"
 images="$(tests/cluster/images.sh 2>/dev/null | tail -1)"
 cargo build --release -q -p local-cluster --bin cluster
@@ -37,7 +38,7 @@ for launcher in $launchers; do
     sleep 0.5
   done
   operator_node=""
-  if [ "$launcher" = elastic ]; then
+  if [ "$launcher" != torchrun ]; then
     "$bin/helm" install elasticjob charts/elasticjob-operator -n elasticjob-system \
       --create-namespace --wait --timeout 180s >/dev/null
     operator_node=$("$KUBECTL" get pods -n elasticjob-system -o jsonpath='{.items[0].spec.nodeName}')

@@ -410,8 +410,11 @@ pub struct FailurePolicy {
     #[serde(default)]
     pub backoff: Backoff,
 
-    /// Seconds after which a pod stuck terminating on a node that is not ready (or gone) is
-    /// deleted forcefully and replaced, counted from the end of its grace period. Default 300.
+    /// Seconds after its deletion was asked for (its eviction from a lost node, typically) that a
+    /// pod still there on a node that is not ready (or gone) is deleted forcefully, so that it is
+    /// replaced. A kubelet that is gone runs no grace period, and Kubernetes alone would leave
+    /// the pod terminating forever. Its launcher, if it still runs behind a partition, stopped
+    /// its workers within seconds of losing the others (the rendezvous heartbeat). Default 15.
     #[serde(default = "default_pod_termination_timeout")]
     #[schemars(range(min = 1))]
     pub pod_termination_timeout_seconds: i32,
@@ -420,8 +423,9 @@ pub struct FailurePolicy {
     /// evicts it, so that it is replaced (an infrastructure failure, NodeLost) and the job
     /// re-forms: the operator gives each pod NoExecute tolerations of node.kubernetes.io/not-ready
     /// and node.kubernetes.io/unreachable for this long, unless the pod template tolerates
-    /// those taints itself. Kubernetes' own default is 300 s, while the other pods wait.
-    /// Default 60.
+    /// those taints itself. The other pods re-form without it within seconds; this is how long
+    /// the job stays below its replicas when the node does not come back. Kubernetes' own
+    /// default is 300 s. Default 30.
     #[serde(default = "default_node_lost_timeout")]
     #[schemars(range(min = 0))]
     pub node_lost_timeout_seconds: i32,
@@ -447,10 +451,10 @@ pub fn default_permanent_exit_codes() -> Vec<i32> {
     vec![2, 126, 127]
 }
 fn default_pod_termination_timeout() -> i32 {
-    300
+    15
 }
 fn default_node_lost_timeout() -> i32 {
-    60
+    30
 }
 
 impl Default for FailurePolicy {

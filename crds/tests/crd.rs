@@ -415,7 +415,8 @@ fn defaults_fill_a_minimal_job() {
     assert_eq!(s.failure_policy.permanent_exit_codes, [2, 126, 127]);
     assert_eq!(s.failure_policy.max_application_restarts, 3);
     assert_eq!(s.failure_policy.max_infrastructure_restarts, 10);
-    assert_eq!(s.failure_policy.pod_termination_timeout_seconds, 300);
+    assert_eq!(s.failure_policy.pod_termination_timeout_seconds, 15);
+    assert_eq!(s.failure_policy.node_lost_timeout_seconds, 30);
     assert_eq!(
         s.run_policy.clean_pod_policy,
         elasticjob_crds::CleanPodPolicy::Running

@@ -761,6 +761,7 @@ mod tests {
             ready: true,
             created: None,
             deletion: Some("2026-01-01T00:00:00Z".parse().unwrap()),
+            deletion_requested: Some("2026-01-01T00:00:00Z".parse().unwrap()),
             node: Some("n1".into()),
             node_ready: Some(false),
             disruption: None,

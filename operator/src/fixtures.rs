@@ -65,6 +65,7 @@ pub fn pod(index: u32, phase: Phase) -> ObservedPod {
         ready: phase == Phase::Running,
         created: Some(at(0)),
         deletion: None,
+        deletion_requested: None,
         node: Some(format!("node-{index}")),
         node_ready: Some(true),
         disruption: None,

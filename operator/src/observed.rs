@@ -2,7 +2,7 @@
 //! `Pod` (and its node's readiness) once, so the decision functions work on plain data.
 
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use elasticjob_crds::names;
 
@@ -48,6 +48,8 @@ pub struct ObservedPod {
     pub created: Option<Timestamp>,
     /// Set once the pod is being deleted: when its grace period ends.
     pub deletion: Option<Timestamp>,
+    /// When its deletion was asked for: `deletion` less the grace period.
+    pub deletion_requested: Option<Timestamp>,
     pub node: Option<String>,
     /// Readiness of the pod's node: `None` when the pod has no node or the caller does not know;
     /// `Some(false)` when the node is not ready or no longer exists.
@@ -79,6 +81,7 @@ impl ObservedPod {
             ready: false,
             created: None,
             deletion: None,
+            deletion_requested: None,
             node: None,
             node_ready: None,
             disruption: None,
@@ -192,6 +195,11 @@ impl ObservedPod {
             ready: is_true("Ready"),
             created: meta.creation_timestamp.as_ref().map(|t| t.0),
             deletion: meta.deletion_timestamp.as_ref().map(|t| t.0),
+            deletion_requested: meta.deletion_timestamp.as_ref().map(|t| {
+                let grace = meta.deletion_grace_period_seconds.unwrap_or(0).max(0);
+                t.0.saturating_sub(SignedDuration::from_secs(grace))
+                    .unwrap_or(t.0)
+            }),
             node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
             node_ready,
             disruption,
@@ -298,7 +306,7 @@ mod tests {
     fn a_failed_init_container_is_reported() {
         let p = pod(json!({
             "metadata": {"name": "train-worker-0", "ownerReferences": owned(),
-                         "deletionTimestamp": "2026-01-01T00:00:30Z"},
+                         "deletionTimestamp": "2026-01-01T00:00:30Z", "deletionGracePeriodSeconds": 30},
             "status": {"phase": "Pending", "initContainerStatuses": [
                 {"name": "elastic-launch-install", "ready": false, "restartCount": 0, "image": "i", "imageID": "",
                  "state": {"terminated": {"exitCode": 128, "reason": "StartError"}}}]},
@@ -309,6 +317,11 @@ mod tests {
             Some("StartError")
         );
         assert_eq!(o.deletion, Some("2026-01-01T00:00:30Z".parse().unwrap()));
+        assert_eq!(
+            o.deletion_requested,
+            Some("2026-01-01T00:00:00Z".parse().unwrap()),
+            "its deletion was asked for a grace period earlier"
+        );
         assert!(!o.is_active());
     }
 

@@ -9,8 +9,8 @@
 //! - Suspended: delete every pod, pod 0 last.
 //! - Finished: delete pods per cleanPodPolicy (pod 0 last); delete the job once
 //!   ttlSecondsAfterFinished has passed.
-//! - Always: a pod stuck terminating on a node that is not ready is deleted forcefully after
-//!   failurePolicy.podTerminationTimeoutSeconds.
+//! - Always: a pod stuck terminating on a node that is not ready is deleted forcefully
+//!   failurePolicy.podTerminationTimeoutSeconds after its deletion was asked for.
 
 use std::time::Duration;
 
@@ -242,10 +242,10 @@ impl Planner<'_> {
             .pod_termination_timeout_seconds
             .max(1) as i64;
         for pod in pods {
-            let (Some(deletion), Some(false)) = (pod.deletion, pod.node_ready) else {
+            let (Some(requested), Some(false)) = (pod.deletion_requested, pod.node_ready) else {
                 continue;
             };
-            let due = add(deletion, timeout);
+            let due = add(requested, timeout);
             if self.now >= due {
                 self.actions.push(Action::ForceDeletePod {
                     name: pod.name.clone(),
@@ -255,9 +255,9 @@ impl Planner<'_> {
                     Event::warning(
                         event::reason::FORCE_DELETING_POD,
                         format!(
-                            "pod {} has been terminating for {}s past its grace period on node {}, which is not ready: deleting it forcefully so it can be replaced",
+                            "pod {} has been terminating for {}s on node {}, which is not ready: deleting it forcefully so it can be replaced",
                             pod.name,
-                            self.now.duration_since(deletion).as_secs(),
+                            self.now.duration_since(requested).as_secs(),
                             pod.node.as_deref().unwrap_or("?")
                         ),
                     )

@@ -334,16 +334,19 @@ fn pods_stuck_terminating_on_a_lost_node_are_force_deleted() {
     j.spec.failure_policy.pod_termination_timeout_seconds = 300;
     step(&mut j, &[], 0);
     let mut stuck = running(1);
+    // Evicted at 70 with a grace period of 30 s, which a lost node's kubelet never runs: the
+    // timeout counts from the eviction.
     stuck.deletion = Some(at(100));
+    stuck.deletion_requested = Some(at(70));
     stuck.node_ready = Some(false);
-    let p = step(&mut j, &[running(0), stuck.clone()], 399);
+    let p = step(&mut j, &[running(0), stuck.clone()], 369);
     assert!(
         !p.actions
             .iter()
             .any(|a| matches!(a, Action::ForceDeletePod { .. }))
     );
     assert_eq!(p.requeue_after, Some(Duration::from_secs(1)));
-    let p = step(&mut j, &[running(0), stuck.clone()], 400);
+    let p = step(&mut j, &[running(0), stuck.clone()], 370);
     assert!(p.actions.contains(&Action::ForceDeletePod {
         name: "train-worker-1".into(),
         uid: Some("pod-1-a".into())

@@ -505,13 +505,14 @@ fn example_job_succeeds(env: &Env, ns: &str) {
 }
 
 /// Scenario 2: A worker crash inside a pod is restarted by the launcher (maxRestarts): no pod is
-/// recreated, the job succeeds.
+/// recreated, the job succeeds. With `launcher.prewarm: [torch]`, the restarted workers are the
+/// interpreters that imported torch while the crashed round was torn down.
 fn worker_crash_restarted_by_launcher(env: &Env, ns: &str) {
     let ex = example();
     let job = torch_job(
         "crash",
         2,
-        json!({"maxRestarts": 3}),
+        json!({"maxRestarts": 3, "launcher": {"prewarm": ["torch"]}}),
         &[
             ("STEPS", "15"),
             ("FAIL_AT_STEP", "5"),
@@ -537,6 +538,12 @@ fn worker_crash_restarted_by_launcher(env: &Env, ns: &str) {
         "the workers ran again after the crash, as the launcher's restart 1:\n{logs}"
     );
     assert!(logs.contains("after 15 steps on 2 workers"), "{logs}");
+    assert!(
+        logs.lines().any(|l| l.contains("started workers")
+            && l.contains("restart_count=1 ")
+            && !l.contains("prewarmed=0")),
+        "the restarted workers were prewarmed interpreters (spec.launcher.prewarm):\n{logs}"
+    );
     let after = uids(&env.pods(ns, "crash"));
     assert!(
         after
