@@ -23,6 +23,10 @@ pub const STALL_TIMEOUT: &str = "PET_STALL_TIMEOUT";
 /// Modules standby interpreters import ahead of a round (`spec.launcher.prewarm`, comma
 /// list; set only when the job sets it).
 pub const PREWARM: &str = "PET_PREWARM";
+/// The interpreter the launcher runs Python entrypoints with (torchrun's name): the operator
+/// sets the command's own `python` when it hands the launcher the script itself
+/// (`spec.launcher.prewarm` with a `python script.py` command).
+pub const PYTHON_EXEC: &str = "PYTHON_EXEC";
 /// The pod's replica index `i` (pod `<job>-worker-<i>`): orders the nodes' group ranks.
 pub const NODE_INDEX: &str = "ELASTICJOB_NODE_INDEX";
 

@@ -79,6 +79,28 @@ pub fn invocation(argv: &[String]) -> Invocation {
     }
 }
 
+/// A `python [-u] script [args]` or `python [-u] -m module [args]` command as the interpreter
+/// and the launcher's Python entrypoint (`script [args]`, `-m module [args]`): how a program
+/// command runs when the launcher must start the interpreter itself (`--prewarm`). None for
+/// other programs, and for interpreter flags the launcher does not pass (it runs `python -u`).
+pub fn python_entrypoint(argv: &[String]) -> Option<(String, Vec<String>)> {
+    let program = argv.first().filter(|p| is_python(p))?;
+    let rest = match argv.get(1).map(String::as_str) {
+        Some("-u") => &argv[2..],
+        _ => &argv[1..],
+    };
+    let entry = match rest.first().map(String::as_str) {
+        Some("-m") if rest.len() >= 2 => rest.to_vec(),
+        Some(script) if !script.starts_with('-') => rest.to_vec(),
+        _ => return None,
+    };
+    Some((program.clone(), entry))
+}
+
+/// Why `spec.launcher.prewarm` cannot be used with a program command that
+/// [`python_entrypoint`] does not take.
+pub const PREWARM_NEEDS_PYTHON: &str = "spec.launcher.prewarm needs a Python command the launcher can start itself: python [-u] script.py [args], python [-u] -m module [args], or torchrun script.py [args]";
+
 /// torchrun options that take a value (every spelling is normalized to dashes).
 const VALUE_OPTIONS: &[&str] = &[
     "nnodes",
@@ -185,6 +207,35 @@ mod tests {
 
     fn v(args: &[&str]) -> Vec<String> {
         args.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_python_command_splits_into_interpreter_and_entrypoint() {
+        assert_eq!(
+            python_entrypoint(&v(&[
+                "/opt/venv/bin/python",
+                "/workspace/train.py",
+                "--lr",
+                "1"
+            ])),
+            Some((
+                "/opt/venv/bin/python".into(),
+                v(&["/workspace/train.py", "--lr", "1"])
+            ))
+        );
+        assert_eq!(
+            python_entrypoint(&v(&["python3", "-u", "-m", "pkg.train"])),
+            Some(("python3".into(), v(&["-m", "pkg.train"])))
+        );
+        for other in [
+            v(&["bash", "run.sh"]),
+            v(&["python", "-O", "train.py"]),
+            v(&["python", "-c", "print(1)"]),
+            v(&["python", "-m"]),
+            v(&["python"]),
+        ] {
+            assert_eq!(python_entrypoint(&other), None, "{other:?}");
+        }
     }
 
     #[test]

@@ -579,7 +579,9 @@ pub struct LauncherSpec {
     /// Python modules (for example torch) that standby interpreters import while the workers
     /// train, so that restarted workers start without waiting for the import (`--prewarm`).
     /// Costs one idle interpreter per worker.
-    /// Only for a Python script or -m module command. Whatever those modules read from the
+    /// Only for a Python command: `python [-u] script.py [args]` or `python [-u] -m module
+    /// [args]` (the launcher then starts that interpreter itself, as PYTHON_EXEC), or `torchrun
+    /// script.py [args]`; any other command is refused. Whatever those modules read from the
     /// environment at import time sees the pod's environment, not the worker's (no RANK yet).
     /// Default: none (workers start fresh, as under torchrun).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

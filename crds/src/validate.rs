@@ -469,7 +469,15 @@ fn check_template(spec: &ElasticJobSpec, issues: &mut Vec<ValidationIssue>) {
                     );
                 }
             }
-            Invocation::Program { .. } => {}
+            Invocation::Program { argv } => {
+                if !spec.launcher.prewarm.is_empty() && command::python_entrypoint(&argv).is_none()
+                {
+                    issue(
+                        format!("{field}.command"),
+                        command::PREWARM_NEEDS_PYTHON.into(),
+                    );
+                }
+            }
         }
     }
     if spec.launcher.inject {
@@ -696,6 +704,23 @@ mod tests {
             &["python", "-m", "torch.distributed.launch", "t.py"],
         )]));
         assert!(m[0].contains("deprecated"));
+    }
+
+    #[test]
+    fn prewarm_needs_a_python_command() {
+        let prewarmed = |command: &[&str]| {
+            let mut j = job(vec![container("main", command)]);
+            j.spec.launcher.prewarm = vec!["torch".into()];
+            j
+        };
+        assert!(validate(&prewarmed(&["python", "train.py"])).is_ok());
+        assert!(validate(&prewarmed(&["torchrun", "train.py"])).is_ok());
+        let m = messages(&prewarmed(&["bash", "run.sh"]));
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert!(
+            m[0].contains("spec.launcher.prewarm needs a Python command"),
+            "{m:?}"
+        );
     }
 
     #[test]

@@ -94,7 +94,7 @@ except BaseException as e:
 
 /// The interpreter for Python entrypoints: `PYTHON_EXEC`, else `python3` on the PATH.
 pub fn python_exec(env: &BTreeMap<String, String>) -> String {
-    env.get("PYTHON_EXEC")
+    env.get(elasticjob_contract::env::PYTHON_EXEC)
         .cloned()
         .unwrap_or_else(|| "python3".into())
 }

@@ -18,7 +18,9 @@
 //!   emptyDir). The copy is mode 0755, so the trainer runs it whatever its uid.
 //! - the trainer container runs `/elasticjob/bin/elastic-launch` (`elastic-launch` from PATH
 //!   without injection) with the user's command as arguments: a torchrun command keeps its
-//!   options; any other program runs under `--no-python`.
+//!   options; any other program runs under `--no-python`, except a `python script` or
+//!   `python -m module` command with `spec.launcher.prewarm`: the launcher gets the script and
+//!   `PYTHON_EXEC=<that python>`, as it starts the (prewarmed) interpreters itself.
 //! - its environment gets, after the user's: `PET_NNODES=min:max`, `PET_NPROC_PER_NODE`,
 //!   `PET_RDZV_BACKEND=c10d`, `PET_RDZV_ENDPOINT=J-worker-0.J.N.svc.<domain>:<port>`,
 //!   `PET_RDZV_ID=<job uid>`, `PET_RDZV_CONF` (timeouts, `is_host=1` on pod 0 only, every
@@ -448,10 +450,21 @@ pub fn pod(job: &ElasticJob, index: u32, settings: &Settings) -> Result<Pod, Des
     };
     let mut env = trainer.env.clone().unwrap_or_default();
     env.extend(launcher_env(job, index, &trainer, settings)?);
+    let args = match &invocation {
+        // Prewarmed interpreters are started by the launcher: it needs the script, and the
+        // command's own interpreter as PYTHON_EXEC.
+        Invocation::Program { argv } if !launcher.prewarm.is_empty() => {
+            let (python, entrypoint) = command::python_entrypoint(argv)
+                .ok_or_else(|| DesiredError::Unsupported(command::PREWARM_NEEDS_PYTHON.into()))?;
+            env.push(self::env(env_name::PYTHON_EXEC, python));
+            entrypoint
+        }
+        _ => invocation.launcher_args(),
+    };
 
     let c = &mut pod_spec.containers[t];
     c.command = Some(vec![program.into()]);
-    c.args = Some(invocation.launcher_args());
+    c.args = Some(args);
     c.env = Some(env);
     c.termination_message_policy = Some("FallbackToLogsOnError".into());
     let ports = c.ports.get_or_insert_with(Vec::new);

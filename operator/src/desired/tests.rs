@@ -296,6 +296,32 @@ fn other_commands_run_under_no_python() {
 }
 
 #[test]
+fn with_prewarm_a_python_command_hands_the_launcher_its_script() {
+    let mut j = with_command(&["/opt/venv/bin/python"], &["-u", "train.py", "--lr", "1"]);
+    j.spec.launcher.prewarm = vec!["torch".into()];
+    let c = pod(&j, 0, &settings()).unwrap().spec.unwrap().containers[0].clone();
+    assert_eq!(c.args.unwrap(), ["train.py", "--lr", "1"]);
+    let env = c.env.unwrap();
+    let value = |name: &str| {
+        env.iter()
+            .rfind(|e| e.name == name)
+            .and_then(|e| e.value.clone())
+    };
+    assert_eq!(
+        value("PYTHON_EXEC").as_deref(),
+        Some("/opt/venv/bin/python")
+    );
+    assert_eq!(value("PET_PREWARM").as_deref(), Some("torch"));
+    let mut j = with_command(&["bash", "-c", "./run.sh"], &[]);
+    j.spec.launcher.prewarm = vec!["torch".into()];
+    let err = pod(&j, 0, &settings()).unwrap_err().to_string();
+    assert!(
+        err.contains("spec.launcher.prewarm needs a Python command"),
+        "{err}"
+    );
+}
+
+#[test]
 fn without_injection_the_image_provides_the_launcher() {
     let mut j = job();
     j.spec.launcher.inject = false;
