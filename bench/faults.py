@@ -226,6 +226,17 @@ def node_to_lose(operator_node):
     return None, None
 
 
+def keep_logs(book):
+    """Every pod's log as last seen (killed pods' too), for looking into a slow recovery."""
+    keep = os.environ.get("FAULTS_LOGS")
+    if keep:
+        os.makedirs(keep, exist_ok=True)
+        for uid, text in book.text.items():
+            with open(os.path.join(keep, f"{LAUNCHER}-{uid}.log"), "w") as f:
+                f.write(text)
+        print(f"{LAUNCHER}: pod logs kept in {keep}", file=sys.stderr)
+
+
 def main():
     operator_node = os.environ.get("OPERATOR_NODE", "")
     kubectl("create", "namespace", NS, check=False)
@@ -234,6 +245,9 @@ def main():
     book = LogBook()
     t0 = time.time()
     if not wait_full_size(book, 300):
+        book.poll()
+        keep_logs(book)
+        print(kubectl("get", "pods", "-n", NS, "-o", "wide", check=False), file=sys.stderr)
         sys.exit(f"{LAUNCHER}: the job did not train with 3 workers within 300 s")
     print(f"{LAUNCHER}: training with 3 workers {time.time() - t0:.1f} s after apply", flush=True)
     start = time.time()
@@ -310,14 +324,7 @@ def main():
         results.append(("node lost, to full size", full, f"> {FULL_SIZE_LIMIT:.0f}"))
     ideal = fault_free * WINDOW
     print(f"{LAUNCHER}: {steps} steps in the {WINDOW:.0f} s window ({fault_free:.2f} steps/s before the first fault: {ideal:.0f} without faults)", flush=True)
-    keep = os.environ.get("FAULTS_LOGS")
-    if keep:
-        # Every pod's log as last seen (killed pods' too), for looking into a slow recovery.
-        os.makedirs(keep, exist_ok=True)
-        for uid, text in book.text.items():
-            with open(os.path.join(keep, f"{LAUNCHER}-{uid}.log"), "w") as f:
-                f.write(text)
-        print(f"{LAUNCHER}: pod logs kept in {keep}", file=sys.stderr)
+    keep_logs(book)
     print("RESULT " + json.dumps({"launcher": LAUNCHER, "faults": [[f, t, c] for f, t, c in results], "steps": steps, "ideal": round(ideal)}), flush=True)
 
 

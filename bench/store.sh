@@ -5,7 +5,8 @@
 # Repetitions alternate between the two servers; the table shows medians and ratios.
 #
 # Knobs (environment): REPS=3 SECS=5 WARMUP=1 CONNS=1,16,256 VALUE=1024 GEN_THREADS=1
-#   SERVER_THREADS= (ours; default one per core) TARGETS="ours torch"
+#   SERVER_THREADS= (ours; default: as the launcher runs it, one thread per core up to 8)
+#   TARGETS="ours torch"
 #   PYTHON= (interpreter with torch; default: tests/scripts/python-env.sh)
 #   BIN_DIR= (prebuilt store-server/store-bench; default: cargo build --release -p bench)
 set -euo pipefail
@@ -51,7 +52,7 @@ stop_server() {
   server_pid=
 }
 
-echo "store.sh: $(nproc) cores, REPS=$REPS SECS=$SECS WARMUP=$WARMUP CONNS=$CONNS VALUE=$VALUE GEN_THREADS=$GEN_THREADS SERVER_THREADS=${SERVER_THREADS:-auto}" >&2
+echo "store.sh: $(nproc) cores, REPS=$REPS SECS=$SECS WARMUP=$WARMUP CONNS=$CONNS VALUE=$VALUE GEN_THREADS=$GEN_THREADS SERVER_THREADS=${SERVER_THREADS:-as shipped}" >&2
 for rep in $(seq "$REPS"); do
   for target in $TARGETS; do
     start_server "$target"

@@ -22,7 +22,7 @@ use crate::logs::{self, LogLayout, OutputPolicy, StreamKind, TeeSource};
 use crate::prewarm::{self, Standby};
 use crate::progress::{self, Progress, ProgressSender, Stall, State, StopTold};
 use crate::rendezvous::{self, DynamicRendezvous, Heartbeat, NodeDesc, RendezvousError, RoundInfo};
-use crate::store::{StoreClient, StoreError, StoreServer};
+use crate::store::{self, StoreClient, StoreError, StoreServer};
 use crate::store_failover::{self, Looking, StoreHosts};
 use crate::training::{self, RoundProgress};
 use crate::worker_env::{self, RoundEnv, WorkerRanks};
@@ -757,7 +757,7 @@ impl Agent {
         if round.group_rank != 0 {
             return Ok(d.master_of(round.round).await?);
         }
-        let server = StoreServer::bind("::", 0)
+        let server = store::threads::bind("::", 0)
             .map_err(|source| AgentError::HostStore { port: 0, source })?;
         let addr = match (&self.rdzv.failover, &self.rdzv.server, &self.cfg.local_addr) {
             // Every node's address is known.
@@ -1517,7 +1517,7 @@ async fn connect_rendezvous(
             let (addr, port) = (cfg.master_addr.clone(), cfg.master_port);
             let server = if cfg.node_rank == 0 {
                 Some(
-                    StoreServer::bind("::", port)
+                    store::threads::bind("::", port)
                         .map_err(|source| AgentError::HostStore { port, source })?,
                 )
             } else {
@@ -1644,7 +1644,7 @@ fn host_store_at_endpoint(
     if !forced.unwrap_or_else(|| rendezvous::is_local_host(ep_host)) {
         return Ok(None);
     }
-    match StoreServer::bind("::", ep_port) {
+    match store::threads::bind("::", ep_port) {
         Ok(s) => {
             tracing::info!(port = s.port(), run_id = %cfg.rdzv_id, "hosting the rendezvous store");
             Ok(Some(s))

@@ -90,7 +90,7 @@ impl StoreHosts {
 
     /// Binds node `index`'s own store (inactive until [`activate`]).
     pub fn bind_own(&self, index: u32) -> Result<StoreServer, StoreError> {
-        StoreServer::bind(&self.bind_host(index), self.port)
+        crate::store::threads::bind(&self.bind_host(index), self.port)
     }
 }
 

@@ -1,7 +1,10 @@
 //! Hosts `elastic_launch::store::StoreServer` for the store benchmark: prints the port on
 //! stdout, then serves until stdin closes (or the process is killed).
 //!
-//! usage: `store-server [PORT] [WORKER_THREADS]`   (defaults: 0 = OS-chosen, one per core)
+//! usage: `store-server [PORT] [WORKER_THREADS]`
+//! PORT 0 (the default) lets the OS choose. Without WORKER_THREADS the server runs as the
+//! launcher runs it (`elastic_launch::store::threads`: one thread per core, at most 8); with it,
+//! on a runtime of that many worker threads.
 
 use std::io::Read;
 
@@ -19,16 +22,23 @@ fn main() {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = threads {
-        rt.worker_threads(n);
+    let custom = threads.map(|n| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+    });
+    let server = match &custom {
+        Some(rt) => elastic_launch::store::StoreServer::bind_on(rt.handle(), "", port),
+        None => elastic_launch::store::threads::bind("", port),
     }
-    let rt = rt.enable_all().build().expect("tokio runtime");
-    let server = rt
-        .block_on(async { elastic_launch::store::StoreServer::bind("", port) })
-        .expect("bind");
+    .expect("bind");
     println!("{}", server.port());
-    // Serve until our parent closes stdin: the runtime's workers run the server meanwhile.
+    // Serve until our parent closes stdin: the server's own threads run it meanwhile.
     let _ = std::io::stdin().read_to_end(&mut Vec::new());
-    rt.block_on(server.shutdown());
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("tokio runtime")
+        .block_on(server.shutdown());
 }

@@ -7,6 +7,7 @@
 pub mod client;
 pub mod codec;
 pub mod server;
+pub mod threads;
 
 use std::time::Duration;
 

@@ -43,6 +43,15 @@ impl StoreServer {
             addr: format!("{host}:{port}"),
             source: io::Error::other("StoreServer::bind must be called inside a tokio runtime"),
         })?;
+        Self::bind_on(&runtime, host, port)
+    }
+
+    /// As [`StoreServer::bind`], the server running on `runtime`.
+    pub fn bind_on(
+        runtime: &tokio::runtime::Handle,
+        host: &str,
+        port: u16,
+    ) -> Result<StoreServer, StoreError> {
         // Registering the listener with the reactor needs the runtime's context.
         let _enter = runtime.enter();
         let listener = match host {

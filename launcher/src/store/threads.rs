@@ -1,0 +1,56 @@
+//! The threads the launcher's store servers run on: a runtime of their own, apart from the
+//! agent's single thread. The active store serves every worker of every node (their
+//! `init_process_group`, barriers, NCCL id exchange) as well as the rendezvous: on the agent's
+//! thread, a burst from thousands of workers would delay the agent's own heartbeat, and the
+//! store could use one core at most.
+
+use std::sync::OnceLock;
+
+use tokio::runtime::{Builder, Handle, Runtime};
+
+use super::{StoreError, StoreServer};
+
+/// At most this many store threads: beyond a few, the kernel's TCP path and the store's one
+/// lock bound the throughput, and an idle thread still costs its stack.
+pub const MAX_THREADS: usize = 8;
+
+/// How many store threads a machine with `cores` cores gets.
+pub fn thread_count(cores: usize) -> usize {
+    cores.clamp(1, MAX_THREADS)
+}
+
+/// The store runtime, started on first use and kept for the life of the process.
+fn handle() -> Result<&'static Handle, StoreError> {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    if let Some(rt) = RUNTIME.get() {
+        return Ok(rt.handle());
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let rt = Builder::new_multi_thread()
+        .worker_threads(thread_count(cores))
+        .thread_name("store")
+        .enable_all()
+        .build()
+        .map_err(|source| StoreError::Bind {
+            addr: "the store's threads".into(),
+            source,
+        })?;
+    Ok(RUNTIME.get_or_init(|| rt).handle())
+}
+
+/// Binds a store server (as [`StoreServer::bind`]) that runs on the store threads.
+pub fn bind(host: &str, port: u16) -> Result<StoreServer, StoreError> {
+    StoreServer::bind_on(handle()?, host, port)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_thread_per_core_up_to_the_cap() {
+        assert_eq!(thread_count(0), 1);
+        assert_eq!(thread_count(2), 2);
+        assert_eq!(thread_count(128), MAX_THREADS);
+    }
+}
