@@ -19,7 +19,7 @@ use crate::entrypoint;
 use crate::failures::{self, ProcessFailure};
 use crate::lifecycle::{self, AfterWait, Budget, Grace, GroupEnd, Next, WaitEnd};
 use crate::logs::{self, LogLayout, OutputPolicy, StreamKind, TeeSource};
-use crate::prewarm::{self, Standby};
+use crate::prewarm::{self, Readiness, Standby};
 use crate::progress::{self, Progress, ProgressSender, Stall, State, StopTold};
 use crate::rendezvous::{self, DynamicRendezvous, Heartbeat, NodeDesc, RendezvousError, RoundInfo};
 use crate::store::{self, StoreClient, StoreError, StoreServer};
@@ -359,8 +359,11 @@ fn wait_end(waited: &Result<RoundInfo, AgentError>) -> WaitEnd {
     }
 }
 
-/// How long a standby may take to import its modules before its worker is started fresh.
+/// How long a standby may take to import its modules before prewarming is given up.
 const STANDBY_READY_LIMIT: Duration = Duration::from_secs(120);
+/// How long a round's start waits for standbys that are still importing: well under the 2 s
+/// after which peers count a node without heartbeats as lost.
+const STANDBY_GRACE: Duration = Duration::from_secs(1);
 
 /// How often the agent reads its workers' progress files.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
@@ -644,8 +647,8 @@ impl Agent {
                 }
                 Err(e) => return Err(e),
             };
-            self.await_standbys().await;
-            let mut group = self.start_workers(&round, master)?;
+            let standbys = self.take_ready_standbys().await;
+            let mut group = self.start_workers(&round, master, standbys)?;
             // The next round's standbys import now, while this round trains, so a restart finds
             // them ready (at the cost of an idle interpreter per worker).
             self.prewarm();
@@ -790,10 +793,12 @@ impl Agent {
         Ok(())
     }
 
+    /// Starts the round's workers, from `standbys` (--prewarm) as far as they go.
     fn start_workers(
         &mut self,
         round: &RoundInfo,
         master: (String, u16),
+        mut standbys: Vec<Standby>,
     ) -> Result<Vec<Worker>, AgentError> {
         let node = &self.node;
         node.layout
@@ -815,7 +820,6 @@ impl Agent {
             })
             .collect();
         self.round_progress = Some(RoundProgress::start(progress_files.clone()));
-        let mut standbys = std::mem::take(&mut self.standbys);
         let mut prewarmed_workers = 0;
         let node = &self.node;
         let round_env = RoundEnv {
@@ -1090,23 +1094,46 @@ impl Agent {
         }
     }
 
-    /// Waits for the standbys to finish importing (they had the whole rendezvous for it, so
-    /// usually they already have). One that died or hangs is killed, and prewarming turned off.
-    async fn await_standbys(&mut self) {
+    /// The standbys that finished importing (within STANDBY_GRACE), for this round's workers.
+    /// One still importing (the last round was short, or this is the first) stays for the next
+    /// round: this round's worker starts fresh rather than the round waiting for it, as its node
+    /// would miss its heartbeats meanwhile. One that died, or has not imported within
+    /// STANDBY_READY_LIMIT, is killed and prewarming turned off.
+    async fn take_ready_standbys(&mut self) -> Vec<Standby> {
         let mut ready = Vec::with_capacity(self.standbys.len());
+        let mut importing = Vec::new();
+        let grace = tokio::time::Instant::now() + STANDBY_GRACE;
         for mut standby in std::mem::take(&mut self.standbys) {
-            if standby.ready(STANDBY_READY_LIMIT).await {
-                ready.push(standby);
-                continue;
+            let state = loop {
+                match standby.readiness() {
+                    Readiness::Importing { .. } if tokio::time::Instant::now() < grace => {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    state => break state,
+                }
+            };
+            match state {
+                Readiness::Ready => ready.push(standby),
+                Readiness::Importing { for_s } if for_s < STANDBY_READY_LIMIT.as_secs() => {
+                    tracing::debug!(
+                        pid = standby.pid,
+                        for_s,
+                        "a standby is still importing; it waits for the next round"
+                    );
+                    importing.push(standby);
+                }
+                state => {
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(standby.pid as i32),
+                        Signal::SIGKILL,
+                    );
+                    self.prewarm_failed = true;
+                    tracing::warn!(pid = standby.pid, ?state, modules = ?self.cfg.prewarm, "a standby interpreter did not import its modules (see its error above); starting workers fresh from now on");
+                }
             }
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(standby.pid as i32),
-                Signal::SIGKILL,
-            );
-            self.prewarm_failed = true;
-            tracing::warn!(pid = standby.pid, modules = ?self.cfg.prewarm, "a standby interpreter did not import its modules (see its error above); starting workers fresh from now on");
         }
-        self.standbys = ready;
+        self.standbys = importing;
+        ready
     }
 
     /// Reads the workers' new progress reports into `/status`; a stall once ranks that

@@ -12,7 +12,9 @@
 //! keeps the launcher's). The bootstrap puts them on fds 1 and 2, /dev/null on fd 0, replaces
 //! `os.environ` (and so the C environment) and `sys.argv`, and runs the script with
 //! `runpy.run_path` (`-m` modules with `runpy.run_module`). Closing the launcher's end makes
-//! an unused standby exit 0.
+//! an unused standby exit 0. A round uses the standbys that are ready (waiting at most a
+//! moment): one still importing, because the last round was short, is kept for the next round
+//! while this round's worker starts fresh, so a node never stops heartbeating for an import.
 //!
 //! Caveat: whatever reads the environment while the modules are imported (at prewarm time)
 //! sees the launcher's environment, not the worker's: `RANK`, `LOCAL_RANK`, `MASTER_ADDR`...
@@ -24,7 +26,7 @@ use std::io::IoSlice;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::Stdio;
 
-use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+use nix::sys::socket::{ControlMessage, MsgFlags, recv, sendmsg};
 use serde::Serialize;
 use tokio::net::UnixStream;
 
@@ -75,6 +77,18 @@ pub struct Standby {
     socket: UnixStream,
     /// It said it imported its modules.
     ready: bool,
+    started: std::time::Instant,
+}
+
+/// Where a standby is, looked at without waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// It imported its modules and waits for its worker's environment.
+    Ready,
+    /// Still importing, for `for_s` seconds since it started.
+    Importing { for_s: u64 },
+    /// It exited, or broke its socket (an import failed).
+    Gone,
 }
 
 /// What a standby becomes.
@@ -110,31 +124,30 @@ pub fn start(python: &str, modules: &[String]) -> Result<Standby, WorkerError> {
         pid,
         socket,
         ready: false,
+        started: std::time::Instant::now(),
     })
 }
 
 impl Standby {
-    /// Waits until the standby has imported its modules (true), or until it died trying or
-    /// `limit` passed (false: start this worker fresh).
-    pub async fn ready(&mut self, limit: std::time::Duration) -> bool {
+    /// Whether the standby has imported its modules, without waiting: a round must not wait
+    /// for a standby (its node would miss its heartbeats meanwhile), and one still importing is
+    /// kept for the next round rather than thrown away.
+    pub fn readiness(&mut self) -> Readiness {
         if self.ready {
-            return true;
+            return Readiness::Ready;
         }
-        let wait = async {
-            loop {
-                if self.socket.readable().await.is_err() {
-                    return false;
-                }
-                let mut byte = [0u8; 1];
-                match self.socket.try_read(&mut byte) {
-                    Ok(n) => return n == 1 && byte[0] == b'R',
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                    Err(_) => return false,
-                }
+        // A plain non-blocking recv: tokio's cached readiness may not have seen the byte yet.
+        let mut byte = [0u8; 1];
+        match recv(self.socket.as_raw_fd(), &mut byte, MsgFlags::MSG_DONTWAIT) {
+            Ok(1) if byte[0] == b'R' => {
+                self.ready = true;
+                Readiness::Ready
             }
-        };
-        self.ready = tokio::time::timeout(limit, wait).await.unwrap_or(false);
-        self.ready
+            Err(nix::errno::Errno::EAGAIN) => Readiness::Importing {
+                for_s: self.started.elapsed().as_secs(),
+            },
+            _ => Readiness::Gone,
+        }
     }
 
     /// Turns the standby into a worker: `argv` is the script (or, with `module`, the module)

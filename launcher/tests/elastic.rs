@@ -764,21 +764,25 @@ fn a_failure_caused_by_a_departing_peer_is_not_charged() {
 /// restarts and all_reduce is right again with all four ranks.
 #[test]
 fn torch_workers_all_reduce_across_agents_and_a_restart() {
-    let _ = torch_job_with_a_restart(&[]);
+    let _ = torch_job_with_a_restart(&[], 0.0);
 }
 
-/// The same with `--prewarm=torch`: every worker, the restarted ones too, is a standby that
-/// imported torch while its round formed.
+/// The same with `--prewarm=torch`: the restarted workers are standbys that imported torch
+/// while the first round trained (20 s, time enough for the import on a loaded machine). The
+/// first round never waits for its standbys: it starts them fresh when they are not ready yet.
 #[test]
 fn prewarmed_torch_workers_all_reduce_across_agents_and_a_restart() {
-    for out in torch_job_with_a_restart(&["--prewarm=torch"]) {
+    for out in torch_job_with_a_restart(&["--prewarm=torch"], 20.0) {
         let log = String::from_utf8_lossy(&out.stderr).into_owned();
-        // Both rounds (the first and the restart) started both local workers from standbys.
-        assert_eq!(log.matches("workers=2 prewarmed=2").count(), 2, "{log}");
+        let restarted = log
+            .lines()
+            .find(|l| l.contains("started workers") && l.contains("restart_count=1 "))
+            .unwrap_or_else(|| panic!("no restart:\n{log}"));
+        assert!(restarted.contains("workers=2 prewarmed=2"), "{log}");
     }
 }
 
-fn torch_job_with_a_restart(extra: &[&str]) -> [std::process::Output; 2] {
+fn torch_job_with_a_restart(extra: &[&str], kill_after_s: f64) -> [std::process::Output; 2] {
     let d = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut args = job_args(port, "2", ",join_timeout=60");
@@ -789,6 +793,7 @@ fn torch_job_with_a_restart(extra: &[&str]) -> [std::process::Output; 2] {
         "--max-restarts=1".into(),
         script("test_script_elastic_torch.py"),
         "--kill-rank=3".into(),
+        format!("--kill-after={kill_after_s}"),
         format!("--out-dir={}", d.path().display()),
     ]);
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
