@@ -19,23 +19,26 @@ pub fn thread_count(cores: usize) -> usize {
     cores.clamp(1, MAX_THREADS)
 }
 
-/// The store runtime, started on first use and kept for the life of the process.
+/// The store runtime, started on first use and kept for the life of the process. Built inside
+/// `get_or_init`, so it is built once: a second runtime dropped in async code would panic.
 fn handle() -> Result<&'static Handle, StoreError> {
-    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
-    if let Some(rt) = RUNTIME.get() {
-        return Ok(rt.handle());
-    }
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let rt = Builder::new_multi_thread()
-        .worker_threads(thread_count(cores))
-        .thread_name("store")
-        .enable_all()
-        .build()
-        .map_err(|source| StoreError::Bind {
+    static RUNTIME: OnceLock<Result<Runtime, String>> = OnceLock::new();
+    let runtime = RUNTIME.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Builder::new_multi_thread()
+            .worker_threads(thread_count(cores))
+            .thread_name("store")
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+    });
+    runtime
+        .as_ref()
+        .map(Runtime::handle)
+        .map_err(|e| StoreError::Bind {
             addr: "the store's threads".into(),
-            source,
-        })?;
-    Ok(RUNTIME.get_or_init(|| rt).handle())
+            source: std::io::Error::other(e.clone()),
+        })
 }
 
 /// Binds a store server (as [`StoreServer::bind`]) that runs on the store threads.
