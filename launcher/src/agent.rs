@@ -364,6 +364,9 @@ const STANDBY_READY_LIMIT: Duration = Duration::from_secs(120);
 /// How long a round's start waits for standbys that are still importing: well under the 2 s
 /// after which peers count a node without heartbeats as lost.
 const STANDBY_GRACE: Duration = Duration::from_secs(1);
+/// When the next round's standbys start if this round's workers report no progress: by then
+/// they have most likely imported and initialised (see [`Agent::prewarm_once_training`]).
+const STANDBY_START_DELAY: Duration = Duration::from_secs(30);
 
 /// How often the agent reads its workers' progress files.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
@@ -649,9 +652,6 @@ impl Agent {
             };
             let standbys = self.take_ready_standbys().await;
             let mut group = self.start_workers(&round, master, standbys)?;
-            // The next round's standbys import now, while this round trains, so a restart finds
-            // them ready (at the cost of an idle interpreter per worker).
-            self.prewarm();
             self.progress.send_modify(|p| {
                 p.state = State::Running;
                 p.round = Some(round.round);
@@ -986,6 +986,7 @@ impl Agent {
         look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut superseded = self.rdzv.failover.as_ref().and_then(Failover::superseded);
         let mut close_own_store = false;
+        let mut standbys_due = Some(tokio::time::Instant::now() + STANDBY_START_DELAY);
         loop {
             for w in group.iter_mut().filter(|w| w.exit.is_none()) {
                 w.exit = self.reaper.take_exit(w.pid);
@@ -1002,6 +1003,9 @@ impl Agent {
                 _ = look.tick() => {
                     if let Some(stalled) = self.look_at_progress() {
                         return stalled;
+                    }
+                    if standbys_due.is_some_and(|due| self.prewarm_once_training(due)) {
+                        standbys_due = None;
                     }
                 }
                 _ = beat.tick(), if heartbeat.is_some() => {
@@ -1092,6 +1096,22 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// Starts the next round's standbys once this round trains: every local worker reported
+    /// progress, or `due` passed for workers that report none. Started with the round, they
+    /// would import alongside its workers and slow the round's own start, on a node with few
+    /// cores by seconds. True once started.
+    fn prewarm_once_training(&mut self, due: tokio::time::Instant) -> bool {
+        let training = self
+            .round_progress
+            .as_ref()
+            .is_some_and(RoundProgress::all_reported);
+        if !training && tokio::time::Instant::now() < due {
+            return false;
+        }
+        self.prewarm();
+        true
     }
 
     /// The standbys that finished importing (within STANDBY_GRACE), for this round's workers.

@@ -1,5 +1,5 @@
-//! Standby Python interpreters (`--prewarm=MODULE[,MODULE...]`): started as soon as a round's
-//! workers are, importing those modules (torch: seconds) while the round trains, then, when the
+//! Standby Python interpreters (`--prewarm=MODULE[,MODULE...]`): started once a round trains
+//! (the agent decides when), importing those modules (torch: seconds), then, when the
 //! next round forms, given their worker's environment, arguments and output to run the script
 //! as `__main__`, so a restart does not wait for `import torch` again. The cost is an idle
 //! interpreter per local worker.

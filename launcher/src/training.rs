@@ -136,6 +136,11 @@ impl RoundProgress {
         self.latest.as_ref()
     }
 
+    /// Whether every rank has reported at least once in this round.
+    pub fn all_reported(&self) -> bool {
+        self.ranks.iter().all(|r| r.last_report.is_some())
+    }
+
     /// Global ranks that reported in this round and have been silent for `timeout` or more,
     /// with the longest silence.
     pub fn silent(&self, now: Instant, timeout: Duration) -> (Vec<u32>, Duration) {
@@ -226,5 +231,9 @@ mod tests {
         tokio::time::advance(Duration::from_secs(5)).await;
         let (silent, longest) = progress.silent(Instant::now(), Duration::from_secs(5));
         assert_eq!((silent, longest), (vec![4], Duration::from_secs(5)));
+        assert!(!progress.all_reported(), "rank 5's line was not a report");
+        append(&p1, "{\"step\": 11}\n");
+        progress.read(Instant::now(), 107.0);
+        assert!(progress.all_reported());
     }
 }

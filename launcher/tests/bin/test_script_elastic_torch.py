@@ -1,8 +1,8 @@
 """Real torch workers across elastic rounds: all_reduce must sum to the round's world size.
 
-In round 0 the global rank given by --kill-rank SIGKILLs itself after the first all_reduce (and
---kill-after seconds), so the job has to restart; in later rounds every worker reports success to
---out-dir.
+Every worker reports one step of progress after the first all_reduce. In round 0 the global rank
+given by --kill-rank then SIGKILLs itself (after --kill-after seconds), so the job has to restart;
+in later rounds every worker reports success to --out-dir.
 """
 import argparse
 import os
@@ -23,6 +23,9 @@ rank, world = dist.get_rank(), dist.get_world_size()
 t = torch.tensor([float(rank + 1)])
 dist.all_reduce(t)
 assert t.item() == world * (world + 1) / 2, f"all_reduce gave {t.item()} with world {world}"
+if "ELASTICJOB_PROGRESS_FILE" in os.environ:  # training: the launcher starts its standbys
+    with open(os.environ["ELASTICJOB_PROGRESS_FILE"], "a") as f:
+        f.write('{"step": 1}\n')
 if restart == 0 and rank == args.kill_rank:
     time.sleep(args.kill_after)
     os.kill(os.getpid(), signal.SIGKILL)

@@ -26,9 +26,14 @@ with open(tmp, "w") as f:
     json.dump(seen, f)
 os.replace(tmp, tmp.replace("/.seen_", "/seen_") + ".json")
 print(f"worker {os.environ['RANK']} of attempt {restart} says hello", flush=True)
+# The launcher starts the next round's standbys once every local worker reported progress.
+with open(os.environ["ELASTICJOB_PROGRESS_FILE"], "a") as f:
+    f.write('{"step": 1}\n')
 if restart == 0 and os.environ["LOCAL_RANK"] == "1":
-    # Fail only once rank 0 has recorded its view, or it could be stopped first.
+    # Fail only once rank 0 has recorded its view, or it could be stopped first, and once the
+    # launcher has seen both reports (it looks every second) and its standbys have imported.
     import time
     while not os.path.exists(os.path.join(out, "seen_0_0.json")):
         time.sleep(0.01)
+    time.sleep(2.5)
     sys.exit(3)

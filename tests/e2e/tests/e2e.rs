@@ -506,7 +506,8 @@ fn example_job_succeeds(env: &Env, ns: &str) {
 
 /// Scenario 2: A worker crash inside a pod is restarted by the launcher (maxRestarts): no pod is
 /// recreated, the job succeeds. With `launcher.prewarm: [torch]`, the restarted workers are the
-/// interpreters that imported torch while the crashed round was torn down.
+/// interpreters that imported torch while the crashed round trained (the crash comes 10 steps of
+/// 1 s after the first, time enough for the import on a loaded machine).
 fn worker_crash_restarted_by_launcher(env: &Env, ns: &str) {
     let ex = example();
     let job = torch_job(
@@ -515,7 +516,8 @@ fn worker_crash_restarted_by_launcher(env: &Env, ns: &str) {
         json!({"maxRestarts": 3, "launcher": {"prewarm": ["torch"]}}),
         &[
             ("STEPS", "15"),
-            ("FAIL_AT_STEP", "5"),
+            ("STEP_SLEEP", "1"),
+            ("FAIL_AT_STEP", "10"),
             ("FAIL_RANK", "1"),
             ("FAIL_EXIT_CODE", "3"),
         ],
@@ -529,7 +531,7 @@ fn worker_crash_restarted_by_launcher(env: &Env, ns: &str) {
     let logs = env.all_job_logs(ns, "crash");
     if env.is_local() || logs.contains("== crash-worker-1") {
         assert!(
-            logs.contains("rank 1 fails at step 5 with exit code 3"),
+            logs.contains("rank 1 fails at step 10 with exit code 3"),
             "the worker crashed:\n{logs}"
         );
     }
