@@ -5,7 +5,8 @@ for elastic-launch and for torchrun, each on a fresh cluster).
 The job: 3 pods x 1 PyTorch worker (gloo, CPU), min 2, the example's training script
 (examples/elasticjob.yaml's ConfigMap) running "forever" with STEP_SLEEP per step.
 - elastic: an ElasticJob with the CRD's defaults, the operator installed by the chart's defaults.
-- elastic-prewarm: the same with `launcher.prewarm: [torch]` (off by default).
+- elastic-prewarm: the same with `launcher.prewarm: [torch, torch._dynamo]` (off by default;
+  DDP's constructor imports torch._dynamo).
 - torchrun: a StatefulSet of the same image behind a headless Service (what a user without an
   operator runs), each pod `torchrun --nnodes=2:3 --rdzv-backend=c10d
   --rdzv-endpoint=tr-0.tr...:29400 --max-restarts=100`, restartPolicy Always (the kubelet
@@ -160,8 +161,9 @@ def manifests():
         }
         if LAUNCHER == "elastic-prewarm":
             # The one setting changed: restarted workers are interpreters that imported torch
-            # while the old round was torn down (spec.launcher.prewarm, off by default).
-            job["spec"]["launcher"] = {"prewarm": ["torch"]}
+            # and what DDP imports while the old round trained (spec.launcher.prewarm, off by
+            # default).
+            job["spec"]["launcher"] = {"prewarm": ["torch", "torch._dynamo"]}
         return [script, json.dumps(job)]
     endpoint = f"tr-0.tr.{NS}.svc.cluster.local:29400"
     container["command"] = [

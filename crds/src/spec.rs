@@ -578,6 +578,7 @@ pub struct LauncherSpec {
 
     /// Python modules (for example torch) that standby interpreters import while the workers
     /// train, so that restarted workers start without waiting for the import (`--prewarm`).
+    /// For DDP add torch._dynamo, which its constructor imports (about 2 s).
     /// Costs one idle interpreter per worker.
     /// Only for a Python command: `python [-u] script.py [args]` or `python [-u] -m module
     /// [args]` (the launcher then starts that interpreter itself, as PYTHON_EXEC), or `torchrun

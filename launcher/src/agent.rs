@@ -361,9 +361,6 @@ fn wait_end(waited: &Result<RoundInfo, AgentError>) -> WaitEnd {
 
 /// How long a standby may take to import its modules before prewarming is given up.
 const STANDBY_READY_LIMIT: Duration = Duration::from_secs(120);
-/// How long a round's start waits for standbys that are still importing: well under the 2 s
-/// after which peers count a node without heartbeats as lost.
-const STANDBY_GRACE: Duration = Duration::from_secs(1);
 /// When the next round's standbys start if this round's workers report no progress: by then
 /// they have most likely imported and initialised (see [`Agent::prewarm_once_training`]).
 const STANDBY_START_DELAY: Duration = Duration::from_secs(30);
@@ -610,7 +607,12 @@ impl Agent {
         let mut started_once = false;
         loop {
             let next_restart = if started_once { self.attempt + 1 } else { 0 };
-            self.prewarm();
+            if !started_once {
+                // The first round's standbys import while the nodes gather. Later rounds use the
+                // standbys started while the last one trained; started now, after a round too
+                // short to start them, they would import alongside the fresh workers.
+                self.prewarm();
+            }
             self.set_state(State::Rendezvous);
             let mut superseded = self.rdzv.failover.as_ref().and_then(Failover::superseded);
             let (end, waited) = tokio::select! {
@@ -650,7 +652,7 @@ impl Agent {
                 }
                 Err(e) => return Err(e),
             };
-            let standbys = self.take_ready_standbys().await;
+            let standbys = self.take_standbys();
             let mut group = self.start_workers(&round, master, standbys)?;
             self.progress.send_modify(|p| {
                 p.state = State::Running;
@@ -1114,33 +1116,17 @@ impl Agent {
         true
     }
 
-    /// The standbys that finished importing (within STANDBY_GRACE), for this round's workers.
-    /// One still importing (the last round was short, or this is the first) stays for the next
-    /// round: this round's worker starts fresh rather than the round waiting for it, as its node
-    /// would miss its heartbeats meanwhile. One that died, or has not imported within
-    /// STANDBY_READY_LIMIT, is killed and prewarming turned off.
-    async fn take_ready_standbys(&mut self) -> Vec<Standby> {
-        let mut ready = Vec::with_capacity(self.standbys.len());
-        let mut importing = Vec::new();
-        let grace = tokio::time::Instant::now() + STANDBY_GRACE;
+    /// The standbys for this round's workers: those that imported their modules and those
+    /// still importing (activated now, they run the script once the import ends, sooner than a
+    /// fresh interpreter would). One that died, failed to import, or has not imported within
+    /// STANDBY_READY_LIMIT is killed and prewarming turned off.
+    fn take_standbys(&mut self) -> Vec<Standby> {
+        let mut usable = Vec::with_capacity(self.standbys.len());
         for mut standby in std::mem::take(&mut self.standbys) {
-            let state = loop {
-                match standby.readiness() {
-                    Readiness::Importing { .. } if tokio::time::Instant::now() < grace => {
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                    state => break state,
-                }
-            };
-            match state {
-                Readiness::Ready => ready.push(standby),
+            match standby.readiness() {
+                Readiness::Ready => usable.push(standby),
                 Readiness::Importing { for_s } if for_s < STANDBY_READY_LIMIT.as_secs() => {
-                    tracing::debug!(
-                        pid = standby.pid,
-                        for_s,
-                        "a standby is still importing; it waits for the next round"
-                    );
-                    importing.push(standby);
+                    usable.push(standby)
                 }
                 state => {
                     let _ = nix::sys::signal::killpg(
@@ -1152,8 +1138,7 @@ impl Agent {
                 }
             }
         }
-        self.standbys = importing;
-        ready
+        usable
     }
 
     /// Reads the workers' new progress reports into `/status`; a stall once ranks that

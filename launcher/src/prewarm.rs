@@ -6,15 +6,18 @@
 //!
 //! A standby is started like any worker (its own session, the parent-death signal, watched by
 //! the guardian and the reaper), with `python -u -c BOOTSTRAP MODULES` and, as its stdin, one
-//! end of a Unix socket pair. It says `R` once the modules are imported. Activation is one
+//! end of a Unix socket pair. It says `R` once the modules are imported (`F` if one fails to
+//! import: it says why on stderr and, if activated, runs the script all the same, as a fresh
+//! worker would). Activation is one
 //! message on that socket: a JSON line (`argv`, `module`, the whole `env`, which output streams
 //! follow) carrying, as `SCM_RIGHTS`, the file descriptors of its stdout and stderr (a log file, a tee pipe or /dev/null; none when it
 //! keeps the launcher's). The bootstrap puts them on fds 1 and 2, /dev/null on fd 0, replaces
 //! `os.environ` (and so the C environment) and `sys.argv`, and runs the script with
 //! `runpy.run_path` (`-m` modules with `runpy.run_module`). Closing the launcher's end makes
-//! an unused standby exit 0. A round uses the standbys that are ready (waiting at most a
-//! moment): one still importing, because the last round was short, is kept for the next round
-//! while this round's worker starts fresh, so a node never stops heartbeating for an import.
+//! an unused standby exit 0. A standby still importing can be activated at once: the message
+//! waits in the socket and the script starts as soon as the import ends, never later than a
+//! fresh interpreter would have (which would import from the start) and without a second
+//! import competing for the node's cores.
 //!
 //! Caveat: whatever reads the environment while the modules are imported (at prewarm time)
 //! sees the launcher's environment, not the worker's: `RANK`, `LOCAL_RANK`, `MASTER_ADDR`...
@@ -36,9 +39,17 @@ use crate::workers::{self, ProcessSpec, WorkerError};
 const BOOTSTRAP: &str = r#"
 import importlib, json, os, runpy, socket, sys
 _sock = socket.socket(fileno=0)
-for _name in filter(None, sys.argv[1].split(",")):
-    importlib.import_module(_name)
-_sock.send(b"R")
+_state = b"R"
+try:
+    for _name in filter(None, sys.argv[1].split(",")):
+        importlib.import_module(_name)
+except Exception as _e:
+    print(f"elastic-launch --prewarm: cannot import {_name}: {_e!r}; a worker started from this interpreter runs its script without it", file=sys.stderr, flush=True)
+    _state = b"F"
+try:
+    _sock.send(_state)
+except OSError:
+    pass
 try:
     _msg, _fds, _, _ = socket.recv_fds(_sock, 1 << 16, 2)
     while _msg and not _msg.endswith(b"\n"):
@@ -87,7 +98,9 @@ pub enum Readiness {
     Ready,
     /// Still importing, for `for_s` seconds since it started.
     Importing { for_s: u64 },
-    /// It exited, or broke its socket (an import failed).
+    /// A module failed to import (the standby said why on stderr).
+    ImportFailed,
+    /// It exited, or broke its socket.
     Gone,
 }
 
@@ -129,9 +142,7 @@ pub fn start(python: &str, modules: &[String]) -> Result<Standby, WorkerError> {
 }
 
 impl Standby {
-    /// Whether the standby has imported its modules, without waiting: a round must not wait
-    /// for a standby (its node would miss its heartbeats meanwhile), and one still importing is
-    /// kept for the next round rather than thrown away.
+    /// Whether the standby has imported its modules, without waiting.
     pub fn readiness(&mut self) -> Readiness {
         if self.ready {
             return Readiness::Ready;
@@ -143,6 +154,7 @@ impl Standby {
                 self.ready = true;
                 Readiness::Ready
             }
+            Ok(1) if byte[0] == b'F' => Readiness::ImportFailed,
             Err(nix::errno::Errno::EAGAIN) => Readiness::Importing {
                 for_s: self.started.elapsed().as_secs(),
             },

@@ -148,8 +148,9 @@ fn prewarm_refuses_what_it_cannot_do() {
     }
 }
 
-/// A module that cannot be imported: the standby dies, the launcher says so once and starts
-/// the workers fresh; the job still runs.
+/// A module that cannot be imported: the standby says so, and the worker runs all the same
+/// (from the standby, activated while it was still importing, or fresh once the launcher saw
+/// the failure); the job still runs.
 #[test]
 fn a_standby_that_fails_to_import_falls_back_to_a_fresh_start() {
     let d = tempfile::tempdir().unwrap();
@@ -163,7 +164,37 @@ fn a_standby_that_fails_to_import_falls_back_to_a_fresh_start() {
     let text = describe(&out);
     assert!(text.contains("fresh worker ran"), "{text}");
     assert!(
-        text.contains("starting workers fresh from now on"),
+        text.contains("--prewarm: cannot import no_such_module_here"),
         "{text}"
     );
+}
+
+/// A standby still importing when its round forms becomes the worker all the same: the script
+/// runs once the import ends, with the module imported, and no second interpreter imports it.
+#[test]
+fn a_standby_still_importing_becomes_the_worker() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("slow_module.py"),
+        "import time\ntime.sleep(2)\n",
+    )
+    .unwrap();
+    let script = d.path().join("worker.py");
+    std::fs::write(
+        &script,
+        "import sys\nprint('slow_module imported before me:', 'slow_module' in sys.modules, flush=True)\n",
+    )
+    .unwrap();
+    let script = script.display().to_string();
+    let mut cmd = launch_cmd(&["--standalone", "--prewarm=slow_module", &script]);
+    cmd.env("PYTHON_EXEC", torch_python())
+        .env("PYTHONPATH", d.path());
+    let out = run_with_limit(cmd, Duration::from_secs(60));
+    let text = describe(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("slow_module imported before me: True"),
+        "{text}"
+    );
+    assert!(text.contains("workers=1 prewarmed=1"), "{text}");
 }
