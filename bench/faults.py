@@ -204,15 +204,21 @@ def wait_full_size(book, limit):
 
 def kill_worker(pod):
     # The training process, not its launcher (elastic-launch or torchrun, whose command lines
-    # name the script too) and not this python.
+    # name the script too) and not this python. A prewarmed worker's command line is the
+    # standby's bootstrap (`python -u -c ...recv_fds...`); once it became a worker its stdin is
+    # /dev/null, while a standby waiting for the next round still reads its socket.
     code = (
         "import os\n"
         "me = str(os.getpid())\n"
         "for p in os.listdir('/proc'):\n"
         "    if not p.isdigit() or p == me: continue\n"
-        "    try: c = open('/proc/%s/cmdline' % p, 'rb').read()\n"
+        "    try:\n"
+        "        c = open('/proc/%s/cmdline' % p, 'rb').read()\n"
+        "        stdin = os.readlink('/proc/%s/fd/0' % p)\n"
         "    except OSError: continue\n"
-        "    if b'train.py' in c and b'torchrun' not in c and b'elastic-launch' not in c and b'import os' not in c:\n"
+        "    fresh = b'train.py' in c and b'torchrun' not in c and b'elastic-launch' not in c and b'import os' not in c\n"
+        "    prewarmed = b'recv_fds' in c and stdin == '/dev/null'\n"
+        "    if fresh or prewarmed:\n"
         "        os.kill(int(p), 9)\n"
     )
     kubectl("exec", "-n", NS, pod, "-c", "trainer", "--", "python", "-c", code, check=False)
