@@ -7,7 +7,8 @@ rank> <rank> <pid>`) to FILE: before any import, after `import torch`, and after
 `init_process_group("gloo")` and one `all_reduce`. While FILE holds no `death` line (the first
 round), the worker of GROUP_RANK=FAIL_GROUP_RANK waits until every rank has reduced, sleeps
 SETTLE_S (default 1) so the agents are settled in monitoring (and, with --prewarm, their
-standbys for the next round have imported torch, as in any job that trains for more than a few
+standbys for the next round, started once every local worker reported a first step to
+$ELASTICJOB_PROGRESS_FILE, have imported torch, as in any job that trains for more than a few
 seconds), appends `death` and exits 1; the others wait to be
 stopped. After the death every worker exits 0 once it has reduced.
 """
@@ -45,6 +46,9 @@ x = torch.ones(1)
 dist.all_reduce(x)
 assert x.item() == dist.get_world_size(), x
 stamp("reduced", time.time())
+if "ELASTICJOB_PROGRESS_FILE" in env:  # a first step: elastic-launch --prewarm starts its standbys
+    with open(env["ELASTICJOB_PROGRESS_FILE"], "a") as f:
+        f.write('{"step": 1}\n')
 if not first_round:
     dist.destroy_process_group()
     sys.exit(0)

@@ -53,7 +53,7 @@ LOST_TIMEOUT = float(os.environ.get("LOST_TIMEOUT", "120"))
 # A torch restart run normally takes about 15 s here; torchrun's sometimes hangs instead.
 TORCH_TIMEOUT = 60
 # Seconds the torch job trains before its worker dies (3b): long enough for --prewarm's
-# standbys, started with the round, to have imported torch on a loaded 2-core machine.
+# standbys, started at the round's first step, to have imported torch on a loaded 2-core machine.
 TORCH_SETTLE = float(os.environ.get("TORCH_SETTLE", "8"))
 TORCH_WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rdzv_torch_worker.py")
 
