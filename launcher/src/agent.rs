@@ -997,6 +997,11 @@ impl Agent {
                 return GroupEvent::Failed;
             }
             if group.iter().all(|w| w.exit == Some(0)) {
+                if let Some(hb) = heartbeat.as_mut()
+                    && let Err(e) = hb.finish().await
+                {
+                    tracing::debug!(error = %e, "could not mark this node finished in its heartbeat");
+                }
                 return GroupEvent::Succeeded;
             }
             tokio::select! {

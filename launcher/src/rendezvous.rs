@@ -826,6 +826,9 @@ impl DynamicRendezvous {
 /// nodes there are. A node whose heartbeat has not moved for `keep_alive_interval *
 /// keep_alive_max_attempt` (2 s by default; torchrun's 15 s) is declared lost. Time, not a count of
 /// checks, decides: a starved agent whose own checks bunch up must not declare a live peer dead.
+/// A heartbeat key's value once its node's workers finished.
+const FINISHED: &[u8] = b"finished";
+
 pub struct Heartbeat {
     store: StoreClient,
     own_key: String,
@@ -864,6 +867,13 @@ impl Heartbeat {
         Ok(hb)
     }
 
+    /// Marks this node's workers as finished: its peer stops watching it, since a node waiting
+    /// at the exit barrier beats no more but is not lost (its peer may still be finishing, e.g.
+    /// rank 0 writing the final checkpoint).
+    pub async fn finish(&mut self) -> Result<(), StoreError> {
+        self.store.set(&self.own_key, FINISHED).await
+    }
+
     /// One beat and one look at the peer; `Some(peer)` once the peer counts as lost.
     pub async fn tick(&mut self) -> Result<Option<String>, StoreError> {
         self.beats += 1;
@@ -878,6 +888,9 @@ impl Heartbeat {
         } else {
             None
         };
+        if seen.as_deref() == Some(FINISHED) {
+            return Ok(None);
+        }
         if seen.is_some() && seen != self.last_seen {
             self.last_seen = seen;
             self.last_change = Instant::now();

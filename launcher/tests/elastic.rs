@@ -87,6 +87,33 @@ fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
+/// A node whose workers finished waits at the exit barrier without counting as lost, though it
+/// beats no more: the other node's worker, still busy (rank 0 writing a final checkpoint for
+/// longer than the 2 s after which a silent node is lost), is not stopped.
+#[test]
+fn a_finished_node_is_not_lost_while_another_finishes() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().display();
+    let worker = bash(format!(
+        r#"[ "$RANK" = 0 ] && sleep 5; touch {dir}/done_${{RANK}}_$TORCHELASTIC_RESTART_COUNT"#
+    ));
+    let port = free_port();
+    let a = host_agent(port, "2", "", &worker);
+    let b = agent(port, "2", "", &worker);
+    let (out_a, out_b) = (
+        a.output(Duration::from_secs(60)),
+        b.output(Duration::from_secs(60)),
+    );
+    let both = format!(
+        "agent a:\n{}\nagent b:\n{}",
+        describe(&out_a),
+        describe(&out_b)
+    );
+    assert!(out_a.status.success() && out_b.status.success(), "{both}");
+    assert_eq!(files(&d, "done_"), set(&["done_0_0", "done_1_0"]), "{both}");
+    assert!(!both.contains("stopped heartbeating"), "{both}");
+}
+
 /// 1:3 with two agents running; a third joins: everyone restarts into a round of three
 /// (not counted against --max-restarts=0), WORLD_SIZE grows from 2 to 3.
 #[test]
