@@ -8,10 +8,10 @@
 //! the guardian and the reaper), with `python -u -c BOOTSTRAP MODULES` and, as its stdin, one
 //! end of a Unix socket pair. It says `R` once the modules are imported (`F` if one fails to
 //! import: it says why on stderr and, if activated, runs the script all the same, as a fresh
-//! worker would). Activation is one
-//! message on that socket: a JSON line (`argv`, `module`, the whole `env`, which output streams
-//! follow) carrying, as `SCM_RIGHTS`, the file descriptors of its stdout and stderr (a log file, a tee pipe or /dev/null; none when it
-//! keeps the launcher's). The bootstrap puts them on fds 1 and 2, /dev/null on fd 0, replaces
+//! worker would). Activation is one message on that socket: a JSON line (`argv`, `module`, the
+//! whole `env`, which output streams follow) carrying, as `SCM_RIGHTS`, the file descriptors of
+//! its stdout and stderr (a log file, a tee pipe or /dev/null; none when it keeps the
+//! launcher's). The bootstrap puts them on fds 1 and 2, /dev/null on fd 0, replaces
 //! `os.environ` (and so the C environment) and `sys.argv`, and runs the script with
 //! `runpy.run_path` (`-m` modules with `runpy.run_module`). Closing the launcher's end makes
 //! an unused standby exit 0. A standby still importing can be activated at once: the message

@@ -821,14 +821,14 @@ impl DynamicRendezvous {
     }
 }
 
+/// A heartbeat key's value once its node's workers finished.
+const FINISHED: &[u8] = b"finished";
+
 /// Liveness inside a running round: every node bumps its own heartbeat key, and watches the
 /// next node in group-rank order (a ring), so the cost per node stays constant however many
 /// nodes there are. A node whose heartbeat has not moved for `keep_alive_interval *
 /// keep_alive_max_attempt` (2 s by default; torchrun's 15 s) is declared lost. Time, not a count of
 /// checks, decides: a starved agent whose own checks bunch up must not declare a live peer dead.
-/// A heartbeat key's value once its node's workers finished.
-const FINISHED: &[u8] = b"finished";
-
 pub struct Heartbeat {
     store: StoreClient,
     own_key: String,
