@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use elastic_launch::store::codec::{self, Reply, ReplyShape, Request, VALIDATION_MAGIC};
-use elastic_launch::store::{StoreClient, StoreError, StoreServer};
+use elastic_launch::store::{Limits, StoreClient, StoreError, StoreServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -656,7 +656,7 @@ async fn hostile_connections_are_closed_and_logged_while_a_good_client_carries_o
     };
     check_good().await;
 
-    // A connection that sends nothing stays open and harms nobody.
+    // A connection that sends nothing (within its time to validate) harms nobody.
     let mut idle = Raw::connect(addr).await;
 
     let mut peers = Vec::new();
@@ -938,6 +938,15 @@ async fn oversized_requests_are_refused_locally_without_losing_the_connection() 
     let err = c.set(&long_key, b"v").await.unwrap_err();
     assert!(matches!(err, StoreError::InvalidRequest { .. }), "{err:?}");
     assert!(err.to_string().contains("exceeds the limit"), "{err}");
+    // Each value is allowed, all of them in one request are not.
+    let value = vec![0u8; 8 << 20];
+    let pairs: Vec<(String, &[u8])> = (0..8).map(|i| (format!("v{i}"), &value[..])).collect();
+    let err = c.multi_set(pairs).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("MULTI_SET request is larger than the limit of 67108864 bytes"),
+        "{err}"
+    );
     c.set("fine", b"v").await.unwrap();
     assert_eq!(c.get("fine").await.unwrap(), b"v");
 }
@@ -988,4 +997,163 @@ async fn ephemeral_keys_go_with_the_connection_that_set_them() {
         "set last by b, which is still connected"
     );
     drop(b);
+}
+
+fn limited(limits: Limits) -> StoreServer {
+    StoreServer::bind_on(&tokio::runtime::Handle::current(), "127.0.0.1", 0, limits).unwrap()
+}
+
+/// A raw connection from another loopback address, as a different pod would be.
+async fn connect_from(local: &str, server: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{local}:0").parse().unwrap()).unwrap();
+    socket.connect(server).await.unwrap()
+}
+
+/// True once the server has closed `stream` (EOF or reset) within `within`.
+async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    let mut sink = [0u8; 64];
+    tokio::time::timeout(within, async {
+        loop {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_silent_connections_is_bounded_and_timed_out_while_others_connect() {
+    let validate_within = Duration::from_secs(3);
+    let s = limited(Limits {
+        unvalidated_per_peer: 20,
+        validate_within,
+        ..Limits::default()
+    });
+    let addr = s.local_addr();
+    let good = client(&s).await;
+
+    // 200 connections that never send VALIDATE, from one address.
+    let mut flood = Vec::new();
+    for _ in 0..200 {
+        flood.push(connect_from("127.0.0.2", addr).await);
+    }
+    // Past the per-peer limit they are closed as they come...
+    let mut refused = 0;
+    for stream in &mut flood {
+        if closed_within(stream, Duration::from_millis(20)).await {
+            refused += 1;
+        }
+    }
+    assert_eq!(
+        refused, 180,
+        "only 20 silent connections may wait for VALIDATE"
+    );
+
+    // ...while clients from other addresses connect and work, old and new.
+    good.set("k", "v").await.unwrap();
+    let fresh = client(&s).await;
+    assert_eq!(fresh.get("k").await.unwrap(), b"v");
+
+    // The 20 that were let in are closed once their time to validate is up.
+    tokio::time::sleep(validate_within).await;
+    for stream in &mut flood {
+        assert!(
+            closed_within(stream, T).await,
+            "a silent connection outlived its time to validate"
+        );
+    }
+    // And then the address may connect again.
+    let mut again = Raw::validated(addr).await;
+    again.send(&Request::Get { key: b"/k" }).await;
+    assert_eq!(
+        again.reply(ReplyShape::Bytes).await,
+        Reply::Bytes(b"v".to_vec())
+    );
+    good.ping().await.unwrap();
+}
+
+// Current-thread: the log subscriber is the test thread's.
+#[tokio::test]
+async fn the_store_and_requests_in_flight_are_bounded_and_only_the_offender_is_closed() {
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let s = limited(Limits {
+        stored_bytes: 1 << 20,
+        buffered_bytes: 4 << 20,
+        ..Limits::default()
+    });
+    let addr = s.local_addr();
+    let good = client(&s).await;
+    good.set("kept", "yes").await.unwrap();
+
+    // A client filling the store: its SETs are taken until the next could pass the limit.
+    let filler = client(&s).await;
+    let value = vec![7u8; 200 << 10];
+    let mut written = 0;
+    let err = loop {
+        // SET has no reply: the PING after it says whether it was taken.
+        let taken = filler.set(&format!("big/{written}"), &value).await;
+        match taken.and(filler.ping().await) {
+            Ok(()) => written += 1,
+            Err(e) => break e,
+        }
+        assert!(
+            written < 10,
+            "a 1 MiB store took {written} values of 200 KiB"
+        );
+    };
+    assert!(err.is_connection_lost(), "{err}");
+    assert_eq!(written, 5);
+    assert_eq!(good.get("kept").await.unwrap(), b"yes");
+    assert!(good.check(&["big/4"]).await.unwrap());
+    // Deleting makes room again.
+    assert!(good.delete_key("big/4").await.unwrap());
+    good.set("small", vec![1u8; 100 << 10]).await.unwrap();
+
+    // Requests still arriving: two clients each send 3 MiB of an 8 MiB value; the store may
+    // hold 4 MiB of such bytes, so the second is closed and the first is not.
+    let mut partial = |local: &'static str| async move {
+        let mut stream = connect_from(local, addr).await;
+        let mut bytes = Request::Validate {
+            magic: VALIDATION_MAGIC,
+        }
+        .to_bytes();
+        bytes.push(codec::Command::Set as u8);
+        bytes.extend_from_slice(&1u64.to_le_bytes());
+        bytes.push(b'x');
+        bytes.extend_from_slice(&(8u64 << 20).to_le_bytes());
+        bytes.resize(bytes.len() + (3 << 20), 0);
+        stream.write_all(&bytes).await.unwrap();
+        stream
+    };
+    let mut first = partial("127.0.0.3").await;
+    tokio::time::sleep(QUIET).await;
+    let mut second = partial("127.0.0.4").await;
+    assert!(
+        closed_within(&mut second, T).await,
+        "the second partial request was not refused"
+    );
+    assert!(
+        !closed_within(&mut first, QUIET).await,
+        "the first partial request was refused"
+    );
+    good.ping().await.unwrap();
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        text.contains("SET of 204823 bytes refused: the store holds"),
+        "{text}"
+    );
+    assert!(
+        text.contains("127.0.0.4") && text.contains("requests still arriving on all connections hold more than the limit of 4194304 bytes"),
+        "{text}"
+    );
 }

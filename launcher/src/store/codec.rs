@@ -16,6 +16,10 @@ pub const MAX_KEY_LEN: u64 = 8 * 1024;
 pub const MAX_VALUE_LEN: u64 = 8 * 1024 * 1024;
 /// Most keys one CHECK/WAIT/MULTI_GET/MULTI_SET may name.
 pub const MAX_KEY_COUNT: u64 = 128 * 1024;
+/// Longest request this server accepts (bytes), whatever its parts: torch has no such limit, so
+/// one MULTI_SET of 128 Ki values of 8 MiB could ask it for a TiB. Legitimate requests (keys,
+/// NCCL ids, rendezvous descriptions) are far smaller.
+pub const MAX_REQUEST_LEN: u64 = 64 * 1024 * 1024;
 
 /// CHECK reply: every key exists.
 pub const CHECK_READY: u8 = 0;
@@ -223,6 +227,8 @@ pub enum DecodeError {
     ValueTooLong { command: Command, len: u64 },
     #[error("{command} names {count} keys, more than the limit of {MAX_KEY_COUNT}")]
     TooManyKeys { command: Command, count: u64 },
+    #[error("{command} request is larger than the limit of {MAX_REQUEST_LEN} bytes")]
+    RequestTooLarge { command: Command },
     #[error("VALIDATE magic is {got:#010x}, expected {VALIDATION_MAGIC:#010x}")]
     BadMagic { got: u32 },
     #[error("reply to {command} has an impossible length {len}")]
@@ -342,6 +348,171 @@ pub fn decode_request(buf: &[u8]) -> Result<Option<(Request<'_>, usize)>, Decode
         Ok(req) => Ok(Some((req, r.pos))),
         Err(Stop::NeedMore) => Ok(None),
         Err(Stop::Invalid(e)) => Err(e),
+    }
+}
+
+/// What a request's arguments are on the wire, for finding where it ends without decoding it.
+#[derive(Clone, Copy)]
+enum Part {
+    U32,
+    I64,
+    Key,
+    Value,
+    /// A count, then that many keys.
+    Keys,
+    /// A count, then that many key and value pairs.
+    Pairs,
+}
+
+fn layout(cmd: Command) -> &'static [Part] {
+    use Part::*;
+    match cmd {
+        Command::Validate | Command::Ping => &[U32],
+        Command::Set | Command::Append | Command::QueuePush => &[Key, Value],
+        Command::CompareSet => &[Key, Value, Value],
+        Command::Get | Command::DeleteKey | Command::QueuePop | Command::QueueLen => &[Key],
+        Command::Add | Command::Barrier => &[Key, I64],
+        Command::Check | Command::Wait | Command::MultiGet => &[Keys],
+        Command::MultiSet => &[Pairs],
+        Command::GetNumKeys | Command::CancelWait | Command::ListKeys => &[],
+    }
+}
+
+/// Finds where the request at the front of a growing buffer ends, resuming where the last call
+/// stopped: each byte of a request is looked at once however it arrives, so a large MULTI_SET
+/// trickling in costs no more than one sent at once (re-decoding from byte 0 on every read is
+/// quadratic). Limits are checked as soon as a length is known, before its bytes arrive.
+#[derive(Debug, Default)]
+pub struct Framer {
+    /// Bytes of the current request whose fields were scanned completely.
+    scanned: usize,
+    /// Its command, once its first byte was scanned.
+    command: Option<Command>,
+    /// The next part of its layout to scan.
+    part: usize,
+    /// Inside a `Keys` or `Pairs` part: the fields still to scan.
+    fields_left: u64,
+}
+
+impl Framer {
+    /// The length of the request at the front of `buf` once all of it is there (then the framer
+    /// starts over for the next one), `None` while more bytes are needed. `buf` must start at
+    /// the same request, holding at least the bytes of the previous call.
+    pub fn frame(&mut self, buf: &[u8]) -> Result<Option<usize>, DecodeError> {
+        let command = match self.command {
+            Some(c) => c,
+            None => {
+                let Some(&byte) = buf.first() else {
+                    return Ok(None);
+                };
+                let c = Command::from_byte(byte).ok_or(DecodeError::UnknownCommand(byte))?;
+                self.command = Some(c);
+                self.scanned = 1;
+                c
+            }
+        };
+        let parts = layout(command);
+        loop {
+            if self.fields_left > 0 {
+                let (max, too_long): (u64, fn(Command, u64) -> DecodeError) =
+                    match (parts[self.part], self.fields_left % 2) {
+                        // Pairs count down key, value, key, value: an even count is at a key.
+                        (Part::Pairs, 1) => (MAX_VALUE_LEN, |command, len| {
+                            DecodeError::ValueTooLong { command, len }
+                        }),
+                        _ => (MAX_KEY_LEN, |command, len| DecodeError::KeyTooLong {
+                            command,
+                            len,
+                        }),
+                    };
+                if !self.sized(buf, max, |len| too_long(command, len))? {
+                    return Ok(None);
+                }
+                self.fields_left -= 1;
+                if self.fields_left == 0 {
+                    self.part += 1;
+                }
+                continue;
+            }
+            let Some(&part) = parts.get(self.part) else {
+                let len = self.scanned;
+                *self = Framer::default();
+                return Ok(Some(len));
+            };
+            let done = match part {
+                Part::U32 => self.advance(buf, 4)?,
+                Part::I64 => self.advance(buf, 8)?,
+                Part::Key => self.sized(buf, MAX_KEY_LEN, |len| DecodeError::KeyTooLong {
+                    command,
+                    len,
+                })?,
+                Part::Value => self.sized(buf, MAX_VALUE_LEN, |len| DecodeError::ValueTooLong {
+                    command,
+                    len,
+                })?,
+                Part::Keys | Part::Pairs => {
+                    let Some(count) = self.length(buf) else {
+                        return Ok(None);
+                    };
+                    if count > MAX_KEY_COUNT {
+                        return Err(DecodeError::TooManyKeys { command, count });
+                    }
+                    self.scanned += 8;
+                    self.fields_left = if matches!(part, Part::Pairs) {
+                        count * 2
+                    } else {
+                        count
+                    };
+                    if self.fields_left > 0 {
+                        continue;
+                    }
+                    true
+                }
+            };
+            if !done {
+                return Ok(None);
+            }
+            self.part += 1;
+        }
+    }
+
+    /// The u64 at the scan position, if it arrived.
+    fn length(&self, buf: &[u8]) -> Option<u64> {
+        let bytes = buf.get(self.scanned..self.scanned + 8)?;
+        Some(u64::from_le_bytes(bytes.try_into().expect("8 bytes")))
+    }
+
+    /// A length-prefixed field: true once all of it arrived.
+    fn sized(
+        &mut self,
+        buf: &[u8],
+        max: u64,
+        too_long: impl FnOnce(u64) -> DecodeError,
+    ) -> Result<bool, DecodeError> {
+        let Some(len) = self.length(buf) else {
+            return Ok(false);
+        };
+        if len > max {
+            return Err(too_long(len));
+        }
+        // `len <= max` fits in usize on every 64- and 32-bit target.
+        self.advance(buf, 8 + len as usize)
+    }
+
+    /// Moves past `n` more bytes if they arrived, refusing a request that grows past
+    /// [`MAX_REQUEST_LEN`].
+    fn advance(&mut self, buf: &[u8], n: usize) -> Result<bool, DecodeError> {
+        let end = self.scanned + n;
+        if end as u64 > MAX_REQUEST_LEN {
+            return Err(DecodeError::RequestTooLarge {
+                command: self.command.expect("the command is scanned first"),
+            });
+        }
+        if buf.len() < end {
+            return Ok(false);
+        }
+        self.scanned = end;
+        Ok(true)
     }
 }
 
@@ -508,6 +679,15 @@ impl Request<'_> {
                 Ok(())
             }
         };
+        // Only requests naming many keys can pass the request length: the command byte and
+        // the count, then the fields.
+        let total = |fields: u64| {
+            if 9 + fields > MAX_REQUEST_LEN {
+                Err(DecodeError::RequestTooLarge { command })
+            } else {
+                Ok(())
+            }
+        };
         match self {
             Request::Validate { .. }
             | Request::GetNumKeys
@@ -530,11 +710,18 @@ impl Request<'_> {
             | Request::Barrier { key: k, .. } => key(k),
             Request::Check { keys } | Request::Wait { keys } | Request::MultiGet { keys } => {
                 count(keys.len())?;
-                keys.iter().try_for_each(|k| key(k))
+                keys.iter().try_for_each(|k| key(k))?;
+                total(keys.iter().map(|k| 8 + k.len() as u64).sum())
             }
             Request::MultiSet { pairs } => {
                 count(pairs.len())?;
-                pairs.iter().try_for_each(|(k, v)| key(k).and(value(v)))
+                pairs.iter().try_for_each(|(k, v)| key(k).and(value(v)))?;
+                total(
+                    pairs
+                        .iter()
+                        .map(|(k, v)| 16 + (k.len() + v.len()) as u64)
+                        .sum(),
+                )
             }
         }
     }
@@ -1198,7 +1385,73 @@ mod tests {
         ]
     }
 
+    #[test]
+    fn the_framer_refuses_a_request_too_large_before_its_bytes_arrive() {
+        // A MULTI_SET of 8 values of 8 MiB: each is allowed, together they are not.
+        let mut wire = vec![Command::MultiSet as u8];
+        wire.extend_from_slice(&8u64.to_le_bytes());
+        let mut framer = Framer::default();
+        for _ in 0..7 {
+            wire.extend_from_slice(&1u64.to_le_bytes());
+            wire.push(b'k');
+            wire.extend_from_slice(&MAX_VALUE_LEN.to_le_bytes());
+            assert_eq!(framer.frame(&wire), Ok(None));
+            wire.resize(wire.len() + MAX_VALUE_LEN as usize, 0);
+        }
+        assert_eq!(framer.frame(&wire), Ok(None));
+        wire.extend_from_slice(&1u64.to_le_bytes());
+        wire.push(b'k');
+        wire.extend_from_slice(&MAX_VALUE_LEN.to_le_bytes());
+        assert_eq!(
+            framer.frame(&wire),
+            Err(DecodeError::RequestTooLarge {
+                command: Command::MultiSet
+            })
+        );
+    }
+
+    #[test]
+    fn the_framer_checks_each_length_as_it_arrives() {
+        let mut wire = vec![Command::Get as u8];
+        wire.extend_from_slice(&(MAX_KEY_LEN + 1).to_le_bytes());
+        assert_eq!(
+            Framer::default().frame(&wire),
+            Err(DecodeError::KeyTooLong {
+                command: Command::Get,
+                len: MAX_KEY_LEN + 1
+            })
+        );
+        assert_eq!(
+            Framer::default().frame(&[99]),
+            Err(DecodeError::UnknownCommand(99))
+        );
+    }
+
     proptest! {
+        #[test]
+        fn the_framer_finds_every_request_however_the_bytes_arrive(reqs in proptest::collection::vec(arb_owned(), 1..6), chunk in 1usize..40) {
+            let reqs: Vec<Request<'_>> = reqs.iter().map(Owned::as_request).collect();
+            let mut wire = Vec::new();
+            let mut ends = Vec::new();
+            for r in &reqs {
+                r.encode(&mut wire);
+                ends.push(wire.len());
+            }
+            let mut framer = Framer::default();
+            let (mut buf, mut start, mut found) = (Vec::new(), 0, Vec::new());
+            for piece in wire.chunks(chunk) {
+                buf.extend_from_slice(piece);
+                while let Some(len) = framer.frame(&buf[start..]).unwrap() {
+                    // What the framer delimits is exactly one whole request.
+                    let (_, n) = decode_request(&buf[start..start + len]).unwrap().unwrap();
+                    prop_assert_eq!(n, len);
+                    start += len;
+                    found.push(start);
+                }
+            }
+            prop_assert_eq!(found, ends);
+        }
+
         #[test]
         fn encode_then_decode_is_identity(reqs in proptest::collection::vec(arb_owned(), 1..6), split in any::<prop::sample::Index>()) {
             let reqs: Vec<Request<'_>> = reqs.iter().map(Owned::as_request).collect();

@@ -12,7 +12,7 @@ pub mod threads;
 use std::time::Duration;
 
 pub use client::StoreClient;
-pub use server::StoreServer;
+pub use server::{Limits, StoreServer};
 
 /// Everything that can go wrong with the store, each naming what failed and where.
 #[derive(Debug, thiserror::Error)]

@@ -8,11 +8,18 @@
 //! with one write. Replies that another connection triggers (a SET that ends a WAIT) are counted
 //! in the waiter's slot in `State` and flushed by the waiter's own task, always under the same
 //! lock, so a STOP_WAITING can never overtake the WAIT_CANCELED that follows it.
+//!
+//! Hostile or broken clients are bounded by [`Limits`]: how many connections (in all, per peer
+//! address, and not yet validated), how long a new connection may take to send VALIDATE, how
+//! many bytes the store holds and how many partly received requests may hold. A client past a
+//! limit is closed with a warning that names it; the others are not slowed.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -21,8 +28,43 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use super::StoreError;
 use super::codec::{
-    self, CHECK_NOT_READY, CHECK_READY, Command, DecodeError, Request, STOP_WAITING, WAIT_CANCELED,
+    self, CHECK_NOT_READY, CHECK_READY, Command, DecodeError, Framer, Request, STOP_WAITING,
+    WAIT_CANCELED,
 };
+
+/// What one store server allows, so that no client can take it down or slow the others.
+/// The defaults leave room for the largest jobs (a connection per worker and a few per node).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Open connections in all; more are closed as they are accepted.
+    pub connections: usize,
+    /// Open connections from one peer address (a pod's workers and agent share one).
+    pub connections_per_peer: usize,
+    /// Connections that have not yet sent VALIDATE (torch's clients send it first thing).
+    pub unvalidated: usize,
+    /// Of those, from one peer address: a flood from one address leaves room for the others.
+    pub unvalidated_per_peer: usize,
+    /// How long a new connection has to send VALIDATE.
+    pub validate_within: Duration,
+    /// Bytes of keys and values the store holds; a request that could pass it is refused.
+    pub stored_bytes: usize,
+    /// Bytes held by requests still arriving, over all connections.
+    pub buffered_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            connections: 32 * 1024,
+            connections_per_peer: 4 * 1024,
+            unvalidated: 512,
+            unvalidated_per_peer: 64,
+            validate_within: Duration::from_secs(10),
+            stored_bytes: 1024 * 1024 * 1024,
+            buffered_bytes: 512 * 1024 * 1024,
+        }
+    }
+}
 
 /// A running store server. Dropping it (or [`StoreServer::shutdown`]) stops accepting and
 /// closes every connection.
@@ -43,14 +85,15 @@ impl StoreServer {
             addr: format!("{host}:{port}"),
             source: io::Error::other("StoreServer::bind must be called inside a tokio runtime"),
         })?;
-        Self::bind_on(&runtime, host, port)
+        Self::bind_on(&runtime, host, port, Limits::default())
     }
 
-    /// As [`StoreServer::bind`], the server running on `runtime`.
+    /// As [`StoreServer::bind`], the server running on `runtime` within `limits`.
     pub fn bind_on(
         runtime: &tokio::runtime::Handle,
         host: &str,
         port: u16,
+        limits: Limits,
     ) -> Result<StoreServer, StoreError> {
         // Registering the listener with the reactor needs the runtime's context.
         let _enter = runtime.enter();
@@ -87,7 +130,8 @@ impl StoreServer {
             source,
         })?;
         let (stop, stop_rx) = oneshot::channel();
-        let task = runtime.spawn(accept_loop(listener, Arc::new(Shared::default()), stop_rx));
+        let shared = Arc::new(Shared::new(limits));
+        let task = runtime.spawn(accept_loop(listener, shared, stop_rx));
         tracing::debug!(%local_addr, "store server listening");
         Ok(StoreServer {
             local_addr,
@@ -144,25 +188,28 @@ fn set_dual_stack(socket: &TcpSocket) -> io::Result<()> {
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: oneshot::Receiver<()>) {
     let mut conns = JoinSet::new();
-    // Accept errors come in bursts (EMFILE while descriptors are exhausted): say so once per
-    // interval with a count, not once per retry.
-    let mut failures_since_warn = 0u64;
-    let mut last_warn: Option<std::time::Instant> = None;
+    // Accept errors and refusals come in bursts (EMFILE while descriptors are exhausted, a
+    // flood of connections): say so once per interval with a count, not once each.
+    let mut accept_failures = Throttled::default();
+    let mut refusals = Throttled::default();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    conns.spawn(serve_connection(stream, peer, shared.clone()));
-                }
-                Err(e) => {
-                    failures_since_warn += 1;
-                    if last_warn.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(5)) {
-                        tracing::warn!(error = %e, failures = failures_since_warn, "store: accept failed (out of file descriptors? raise `ulimit -n`)");
-                        last_warn = Some(std::time::Instant::now());
-                        failures_since_warn = 0;
+                Ok((stream, peer)) => match shared.admit(peer.ip()) {
+                    Ok(admitted) => {
+                        conns.spawn(serve_connection(stream, peer, admitted, shared.clone()));
                     }
+                    // Dropping the stream closes it at once.
+                    Err(limit) => refusals.warn(|count| {
+                        tracing::warn!(%peer, limit, refused = count, "store: refusing connections past a limit");
+                    }),
+                },
+                Err(e) => {
+                    accept_failures.warn(|count| {
+                        tracing::warn!(error = %e, failures = count, "store: accept failed (out of file descriptors? raise `ulimit -n`)");
+                    });
                     // Usually EMFILE/ECONNABORTED: transient; back off briefly instead of spinning.
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             },
             // Reap finished connection tasks so the set does not grow without bound.
@@ -176,14 +223,150 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: onesh
     tracing::debug!("store server stopped");
 }
 
+/// Counts events and logs them at most once per interval, with the count since the last log.
+#[derive(Default)]
+struct Throttled {
+    count: u64,
+    last: Option<Instant>,
+}
+
+impl Throttled {
+    fn warn(&mut self, log: impl FnOnce(u64)) {
+        self.count += 1;
+        if self
+            .last
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(5))
+        {
+            log(self.count);
+            self.last = Some(Instant::now());
+            self.count = 0;
+        }
+    }
+}
+
 type ConnId = u64;
 
-#[derive(Default)]
 struct Shared {
     state: Mutex<State>,
+    limits: Limits,
+    /// Connections by peer address (their sums are the totals).
+    peers: Mutex<HashMap<IpAddr, PeerConnections>>,
+    connections: AtomicUsize,
+    unvalidated: AtomicUsize,
+    /// Bytes in connection buffers beyond [`SMALL_BUFFER`] each: requests still arriving.
+    buffered: AtomicUsize,
+}
+
+#[derive(Default)]
+struct PeerConnections {
+    open: usize,
+    unvalidated: usize,
+}
+
+/// A connection counted against the limits; dropping it (when the connection ends) uncounts it.
+struct Admitted {
+    shared: Arc<Shared>,
+    peer: IpAddr,
+    validated: bool,
+    buffered: usize,
+}
+
+impl Admitted {
+    fn validated(&mut self) {
+        if !self.validated {
+            self.validated = true;
+            self.shared.unvalidated.fetch_sub(1, Ordering::Relaxed);
+            if let Some(p) = self.shared.peers().get_mut(&self.peer) {
+                p.unvalidated -= 1;
+            }
+        }
+    }
+
+    /// Accounts this connection's input buffer; false when all the requests still arriving
+    /// would hold more than the limit.
+    fn buffer(&mut self, len: usize) -> bool {
+        let now = len.saturating_sub(SMALL_BUFFER);
+        let total = if now >= self.buffered {
+            self.shared
+                .buffered
+                .fetch_add(now - self.buffered, Ordering::Relaxed)
+                + now
+                - self.buffered
+        } else {
+            self.shared
+                .buffered
+                .fetch_sub(self.buffered - now, Ordering::Relaxed)
+                - (self.buffered - now)
+        };
+        self.buffered = now;
+        // A connection holding no more than its small buffer is never the one to blame.
+        now == 0 || total <= self.shared.limits.buffered_bytes
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.buffer(0);
+        self.validated();
+        self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+        let mut peers = self.shared.peers();
+        if let Some(p) = peers.get_mut(&self.peer) {
+            p.open -= 1;
+            if p.open == 0 {
+                peers.remove(&self.peer);
+            }
+        }
+    }
 }
 
 impl Shared {
+    fn new(limits: Limits) -> Shared {
+        Shared {
+            state: Mutex::default(),
+            limits,
+            peers: Mutex::default(),
+            connections: AtomicUsize::new(0),
+            unvalidated: AtomicUsize::new(0),
+            buffered: AtomicUsize::new(0),
+        }
+    }
+
+    /// Counts a new connection from `peer`, or names the limit it would pass.
+    fn admit(self: &Arc<Self>, peer: IpAddr) -> Result<Admitted, &'static str> {
+        let limits = &self.limits;
+        if self.connections.load(Ordering::Relaxed) >= limits.connections {
+            return Err("connections");
+        }
+        if self.unvalidated.load(Ordering::Relaxed) >= limits.unvalidated {
+            return Err("unvalidated connections");
+        }
+        {
+            let mut peers = self.peers();
+            let p = peers.entry(peer).or_default();
+            if p.open >= limits.connections_per_peer {
+                return Err("connections per peer");
+            }
+            if p.unvalidated >= limits.unvalidated_per_peer {
+                return Err("unvalidated connections per peer");
+            }
+            p.open += 1;
+            p.unvalidated += 1;
+        }
+        // Only the accept task adds, so the checks above cannot be raced past.
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        self.unvalidated.fetch_add(1, Ordering::Relaxed);
+        Ok(Admitted {
+            shared: self.clone(),
+            peer,
+            validated: false,
+            buffered: 0,
+        })
+    }
+
+    fn peers(&self) -> MutexGuard<'_, HashMap<IpAddr, PeerConnections>> {
+        self.peers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock would be a bug in `apply`; keep serving the others.
         self.state
@@ -229,6 +412,8 @@ struct State {
     next_id: ConnId,
     /// Ephemeral key → the connection that set it last.
     ephemeral_owners: HashMap<Vec<u8>, ConnId>,
+    /// Bytes of the keys and values in `kv` and `queues`, for [`Limits::stored_bytes`].
+    stored: usize,
 }
 
 /// Why a connection is closed by the server.
@@ -246,6 +431,19 @@ enum Close {
     },
     #[error("connection closed in the middle of a request ({0} bytes unparsed)")]
     Truncated(usize),
+    #[error("did not send VALIDATE within {0:?} of connecting")]
+    ValidateTimeout(Duration),
+    #[error(
+        "{command} of {len} bytes refused: the store holds {stored} bytes, its limit is {limit}"
+    )]
+    StoreFull {
+        command: Command,
+        len: usize,
+        stored: usize,
+        limit: usize,
+    },
+    #[error("requests still arriving on all connections hold more than the limit of {0} bytes")]
+    Buffered(usize),
 }
 
 impl State {
@@ -270,7 +468,7 @@ impl State {
             for key in slot.owned {
                 if self.ephemeral_owners.get(&key) == Some(&me) {
                     self.ephemeral_owners.remove(&key);
-                    self.kv.remove(&key);
+                    self.remove(&key);
                 }
             }
         }
@@ -372,17 +570,35 @@ impl State {
         {
             slot.owned.push(key.to_vec());
         }
+        self.put(key, value);
+        self.wake_all(key, me);
+    }
+
+    /// Stores `value` under `key`, accounting the bytes.
+    fn put(&mut self, key: &[u8], value: &[u8]) {
         match self.kv.get_mut(key) {
             // Reuse the old value's allocation: the common case of a key written repeatedly.
             Some(old) => {
+                self.stored = self.stored - old.len() + value.len();
                 old.clear();
                 old.extend_from_slice(value);
             }
             None => {
+                self.stored += key.len() + value.len();
                 self.kv.insert(key.to_vec(), value.to_vec());
             }
         }
-        self.wake_all(key, me);
+    }
+
+    /// Removes `key` and its value, accounting the bytes; true if it was there.
+    fn remove(&mut self, key: &[u8]) -> bool {
+        match self.kv.remove(key) {
+            Some(old) => {
+                self.stored -= key.len() + old.len();
+                true
+            }
+            None => false,
+        }
     }
 
     /// Adds to the decimal counter at `key` (absent = 0), as torch's ADD and BARRIER do.
@@ -397,7 +613,7 @@ impl State {
                 .wrapping_add(delta),
             None => delta,
         };
-        self.kv.insert(key.to_vec(), new.to_string().into_bytes());
+        self.put(key, new.to_string().as_bytes());
         Ok(new)
     }
 
@@ -412,24 +628,20 @@ impl State {
                 expected,
                 desired,
             } => {
-                let reply: &[u8] = match self.kv.get_mut(key) {
+                match self.kv.get(key) {
                     None if expected.is_empty() => {
-                        self.kv.insert(key.to_vec(), desired.to_vec());
-                        desired
+                        self.put(key, desired);
+                        codec::put_bytes(out, desired);
                     }
                     // Absent key, non-empty expectation: torch answers `expected`, writes nothing.
-                    None => expected,
+                    None => codec::put_bytes(out, expected),
                     Some(current) => {
                         if current.as_slice() == expected {
-                            current.clear();
-                            current.extend_from_slice(desired);
+                            self.put(key, desired);
                         }
-                        codec::put_bytes(out, current);
-                        self.wake_all(key, me);
-                        return Ok(());
+                        codec::put_bytes(out, &self.kv[key]);
                     }
-                };
-                codec::put_bytes(out, reply);
+                }
                 // torch's libuv server wakes waiters on the key in every branch.
                 self.wake_all(key, me);
             }
@@ -460,15 +672,14 @@ impl State {
                 }
             }
             Request::GetNumKeys => codec::put_i64(out, self.kv.len() as i64),
-            Request::DeleteKey { key } => {
-                codec::put_i64(out, i64::from(self.kv.remove(key).is_some()))
-            }
+            Request::DeleteKey { key } => codec::put_i64(out, i64::from(self.remove(key))),
             Request::Append { key, value } => {
                 match self.kv.get_mut(key) {
-                    Some(old) => old.extend_from_slice(value),
-                    None => {
-                        self.kv.insert(key.to_vec(), value.to_vec());
+                    Some(old) => {
+                        self.stored += value.len();
+                        old.extend_from_slice(value);
                     }
+                    None => self.put(key, value),
                 }
                 self.wake_all(key, me);
             }
@@ -490,10 +701,12 @@ impl State {
             }
             Request::Ping { nonce } => codec::put_u32(out, nonce),
             Request::QueuePush { key, value } => {
-                self.queues
-                    .entry(key.to_vec())
-                    .or_default()
-                    .push_back(value.to_vec());
+                let queue = self.queues.entry(key.to_vec()).or_insert_with(|| {
+                    self.stored += key.len();
+                    VecDeque::new()
+                });
+                queue.push_back(value.to_vec());
+                self.stored += value.len();
                 self.wake_one(key, me);
             }
             Request::QueuePop { key } => {
@@ -501,6 +714,7 @@ impl State {
                 let len = queue.as_ref().map_or(0, |q| q.len());
                 codec::put_i64(out, len as i64);
                 if let Some(head) = queue.and_then(VecDeque::pop_front) {
+                    self.stored -= head.len();
                     codec::put_bytes(out, &head);
                 }
             }
@@ -528,12 +742,17 @@ impl State {
 }
 
 /// Reads, applies and answers one connection until it closes, misbehaves or the server stops.
-async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+async fn serve_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    mut admitted: Admitted,
+    shared: Arc<Shared>,
+) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%peer, error = %e, "store: cannot set TCP_NODELAY");
     }
     let (me, notify) = shared.lock().register();
-    let result = connection_loop(&mut stream, me, &notify, &shared).await;
+    let result = connection_loop(&mut stream, me, &notify, &shared, &mut admitted).await;
     shared.lock().unregister(me);
     match result {
         Ok(()) => tracing::debug!(%peer, "store: client disconnected"),
@@ -547,6 +766,12 @@ enum ConnEnd {
     Close(Close),
 }
 
+impl From<Close> for ConnEnd {
+    fn from(close: Close) -> Self {
+        ConnEnd::Close(close)
+    }
+}
+
 /// Per-connection buffers start at this size and are shrunk back to it after growing past
 /// `BIG_BUFFER` for a large value.
 const SMALL_BUFFER: usize = 16 * 1024;
@@ -557,10 +782,14 @@ async fn connection_loop(
     me: ConnId,
     notify: &Notify,
     shared: &Shared,
+    admitted: &mut Admitted,
 ) -> Result<(), ConnEnd> {
     let mut inbuf: Vec<u8> = Vec::with_capacity(SMALL_BUFFER);
     let mut out: Vec<u8> = Vec::with_capacity(SMALL_BUFFER);
-    let mut validated = false;
+    let mut framer = Framer::default();
+    let validate_within = shared.limits.validate_within;
+    let validate_deadline = tokio::time::sleep(validate_within);
+    tokio::pin!(validate_deadline);
     // One `Notified` kept across iterations (re-armed after it fires) rather than a new one per
     // select: this loop runs once per request batch.
     let notified = notify.notified();
@@ -571,22 +800,29 @@ async fn connection_loop(
             read = stream.read_buf(&mut inbuf) => {
                 let n = read.map_err(ConnEnd::Io)?;
                 if n == 0 {
-                    return if inbuf.is_empty() { Ok(()) } else { Err(ConnEnd::Close(Close::Truncated(inbuf.len()))) };
+                    return if inbuf.is_empty() { Ok(()) } else { Err(Close::Truncated(inbuf.len()).into()) };
                 }
-                if !validated {
+                if !admitted.validated {
                     // Refuse a stranger (port scanner, HTTP probe) at its first byte.
                     if inbuf[0] != Command::Validate as u8 {
                         let name = Command::from_byte(inbuf[0])
                             .map_or_else(|| format!("byte {}", inbuf[0]), |c| c.name().to_string());
-                        return Err(ConnEnd::Close(Close::NotValidated(name)));
+                        return Err(Close::NotValidated(name).into());
                     }
                 }
-                let consumed = process(&inbuf, me, shared, &mut out, &mut validated).map_err(ConnEnd::Close)?;
+                if !admitted.buffer(inbuf.len()) {
+                    return Err(Close::Buffered(shared.limits.buffered_bytes).into());
+                }
+                let consumed = process(&inbuf, me, shared, &mut out, &mut framer, admitted)?;
                 inbuf.drain(..consumed);
                 // After a multi-MiB value, give the memory back: there may be thousands of us.
                 if inbuf.capacity() > BIG_BUFFER && inbuf.len() < SMALL_BUFFER {
                     inbuf.shrink_to(SMALL_BUFFER);
                 }
+                admitted.buffer(inbuf.len());
+            }
+            _ = &mut validate_deadline, if !admitted.validated => {
+                return Err(Close::ValidateTimeout(validate_within).into());
             }
             // Another connection released our WAIT or BARRIER.
             _ = &mut notified => {
@@ -605,29 +841,53 @@ async fn connection_loop(
 }
 
 /// Applies every complete request at the front of `buf` under one lock; returns bytes consumed.
+/// `framer` carries over, between calls, how far the incomplete request at the end was scanned.
 fn process(
     buf: &[u8],
     me: ConnId,
     shared: &Shared,
     out: &mut Vec<u8>,
-    validated: &mut bool,
+    framer: &mut Framer,
+    admitted: &mut Admitted,
 ) -> Result<usize, Close> {
     let mut pos = 0;
-    // Decode before locking: a partial request needs no lock at all.
-    let Some((mut req, mut n)) = codec::decode_request(buf)? else {
-        return Ok(0);
-    };
-    let mut state = shared.lock();
-    loop {
-        pos += n;
-        *validated = true; // the first request is VALIDATE: checked by the caller and decoder
+    // Frame before locking: a partial request needs no lock at all.
+    let mut state = None;
+    while let Some(len) = framer.frame(&buf[pos..])? {
+        let frame = &buf[pos..pos + len];
+        pos += len;
+        let (req, _) = codec::decode_request(frame)?.expect("the framer found a whole request");
+        // The first request is VALIDATE: checked by the caller and the decoder.
+        admitted.validated();
+        let state = state.get_or_insert_with(|| shared.lock());
+        let limit = shared.limits.stored_bytes;
+        // The request's length bounds what it can add to the store.
+        if grows_the_store(&req) && state.stored + len > limit {
+            return Err(Close::StoreFull {
+                command: req.command(),
+                len,
+                stored: state.stored,
+                limit,
+            });
+        }
         state.flush_pending(me, out);
         state.apply(me, req, out)?;
-        match codec::decode_request(&buf[pos..])? {
-            Some((next, len)) => (req, n) = (next, len),
-            None => break,
-        }
     }
-    state.flush_pending(me, out);
+    if let Some(mut state) = state {
+        state.flush_pending(me, out);
+    }
     Ok(pos)
+}
+
+fn grows_the_store(req: &Request<'_>) -> bool {
+    matches!(
+        req,
+        Request::Set { .. }
+            | Request::CompareSet { .. }
+            | Request::Add { .. }
+            | Request::Append { .. }
+            | Request::MultiSet { .. }
+            | Request::QueuePush { .. }
+            | Request::Barrier { .. }
+    )
 }
