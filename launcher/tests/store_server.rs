@@ -1120,7 +1120,7 @@ async fn the_store_and_requests_in_flight_are_bounded_and_only_the_offender_is_c
 
     // Requests still arriving: two clients each send 3 MiB of an 8 MiB value; the store may
     // hold 4 MiB of such bytes, so the second is closed and the first is not.
-    let mut partial = |local: &'static str| async move {
+    let partial = |local: &'static str| async move {
         let mut stream = connect_from(local, addr).await;
         let mut bytes = Request::Validate {
             magic: VALIDATION_MAGIC,
