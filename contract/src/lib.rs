@@ -7,10 +7,12 @@
 //! - [`install`]: the launcher's install mode, run by the operator's init container;
 //! - [`report`]: the launcher's last word, its container's termination message;
 //! - [`progress`]: the body of the launcher's `GET /status` while it runs;
-//! - [`stop`]: why workers are stopped, told to them (and by the operator to the launcher).
+//! - [`stop`]: why workers are stopped, told to them (and by the operator to the launcher);
+//! - [`listen`]: how both sides listen on their ports, IPv6 and IPv4 alike.
 
 pub mod env;
 pub mod install;
+pub mod listen;
 pub mod progress;
 pub mod report;
 pub mod stop;

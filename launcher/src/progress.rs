@@ -9,7 +9,7 @@
 //! start or change anything. The agent publishes through a [`ProgressSender`]; the server
 //! reads the latest value.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -17,6 +17,7 @@ use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use elasticjob_contract::listen;
 use elasticjob_contract::stop::{self, StopRequest};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
@@ -44,16 +45,17 @@ pub struct ServeError {
     pub source: std::io::Error,
 }
 
-/// Binds `0.0.0.0:port` now (so a taken port is an error at start, not a silent gap) and
-/// serves `progress` until the process ends; `POST /stop` bodies land in `told`.
+/// Binds `port` on every address, IPv6 and IPv4, now (so a taken port is an error at start,
+/// not a silent gap) and serves `progress` until the process ends; `POST /stop` bodies land in
+/// `told`.
 pub async fn serve(
     port: u16,
     progress: watch::Receiver<Progress>,
     told: StopTold,
 ) -> Result<SocketAddr, ServeError> {
     let err = |source| ServeError { port, source };
-    let listener = tokio::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))
-        .await
+    let listener = listen::bind(listen::every_address(port))
+        .and_then(tokio::net::TcpListener::from_std)
         .map_err(err)?;
     let addr = listener.local_addr().map_err(err)?;
     let app = router(progress, told);
@@ -210,6 +212,11 @@ mod tests {
         assert!(text.ends_with("# EOF\n"));
     }
 
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    const V4: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    const V6: IpAddr = IpAddr::V6(Ipv6Addr::LOCALHOST);
+
     #[tokio::test]
     async fn serves_the_latest_snapshot_and_refuses_a_taken_port() {
         let (tx, rx) = watch::channel(Progress::new(1, 0));
@@ -221,11 +228,15 @@ mod tests {
         drop(taken);
         let addr = serve(0, rx, told.clone()).await.unwrap();
         tx.send_modify(|p| p.restart_count = 5);
-        let body = http_get(addr.port(), "/status").await;
-        assert!(body.contains("\"restartCount\":5"), "{body}");
-        let body = http_get(addr.port(), "/metrics").await;
+        // On IPv6 and IPv4 alike.
+        for host in [V4, V6] {
+            let body = http_get(host, addr.port(), "/status").await;
+            assert!(body.contains("\"restartCount\":5"), "{body}");
+        }
+        let body = http_get(V6, addr.port(), "/metrics").await;
         assert!(body.contains("elastic_launch_restarts 5"), "{body}");
         let reply = http(
+            V4,
             addr.port(),
             "POST",
             "/stop",
@@ -240,15 +251,15 @@ mod tests {
                 message: "3 to 2".into()
             })
         );
-        let reply = http(addr.port(), "POST", "/stop", "stop now").await;
+        let reply = http(V4, addr.port(), "POST", "/stop", "stop now").await;
         assert!(
             reply.contains(" 400 ") && reply.contains("expected {\"reason\""),
             "{reply}"
         );
     }
 
-    async fn http_get(port: u16, path: &str) -> String {
-        let out = http(port, "GET", path, "").await;
+    async fn http_get(host: IpAddr, port: u16, path: &str) -> String {
+        let out = http(host, port, "GET", path, "").await;
         assert!(
             out.starts_with("HTTP/1.0 200") || out.starts_with("HTTP/1.1 200"),
             "{out}"
@@ -256,11 +267,9 @@ mod tests {
         out
     }
 
-    async fn http(port: u16, method: &str, path: &str, body: &str) -> String {
+    async fn http(host: IpAddr, port: u16, method: &str, path: &str, body: &str) -> String {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port))
-            .await
-            .unwrap();
+        let mut s = tokio::net::TcpStream::connect((host, port)).await.unwrap();
         let request = format!(
             "{method} {path} HTTP/1.0\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()

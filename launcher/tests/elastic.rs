@@ -788,10 +788,11 @@ fn a_failure_caused_by_a_departing_peer_is_not_charged() {
 }
 
 /// 2 agents × 2 real torch workers (gloo): all_reduce, a worker SIGKILLed, the whole job
-/// restarts and all_reduce is right again with all four ranks.
+/// restarts and all_reduce is right again with all four ranks. Over IPv6: the rendezvous
+/// endpoint is `[::1]`, and so is the workers' MASTER_ADDR (the agent store).
 #[test]
-fn torch_workers_all_reduce_across_agents_and_a_restart() {
-    let _ = torch_job_with_a_restart(&[], 0.0);
+fn torch_workers_all_reduce_across_agents_and_a_restart_over_ipv6() {
+    let _ = torch_job_with_a_restart(&["--rdzv-endpoint=[::1]"], 0.0);
 }
 
 /// The same with `--prewarm=torch`: the restarted workers are standbys that imported torch
@@ -814,7 +815,16 @@ fn torch_job_with_a_restart(extra: &[&str], kill_after_s: f64) -> [std::process:
     let port = free_port();
     let mut args = job_args(port, "2", ",join_timeout=60");
     args.retain(|a| a != "--nproc-per-node=1");
-    args.extend(extra.iter().map(|a| a.to_string()));
+    for arg in extra {
+        match arg.strip_prefix("--rdzv-endpoint=") {
+            // Another host, the same port.
+            Some(host) => {
+                args.retain(|a| !a.starts_with("--rdzv-endpoint="));
+                args.push(format!("--rdzv-endpoint={host}:{port}"));
+            }
+            None => args.push(arg.to_string()),
+        }
+    }
     args.extend([
         "--nproc-per-node=2".into(),
         "--max-restarts=1".into(),

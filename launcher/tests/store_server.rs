@@ -897,22 +897,29 @@ async fn binds_a_specific_address_and_the_dual_stack_default() {
             .is_err()
     );
 
+    let v6 = StoreServer::bind("::1", 0).unwrap();
+    assert_eq!(v6.local_addr().ip().to_string(), "::1");
+    StoreClient::connect("[::1]", v6.port(), T)
+        .await
+        .unwrap()
+        .ping()
+        .await
+        .unwrap();
+
     let any = StoreServer::bind("", 0).unwrap();
     assert!(any.local_addr().ip().is_unspecified());
+    assert!(
+        any.local_addr().is_ipv6(),
+        "this machine has IPv6: [::] listens on both"
+    );
     StoreClient::connect("127.0.0.1", any.port(), T)
         .await
         .unwrap()
         .ping()
         .await
         .unwrap();
-    if any.local_addr().is_ipv6() {
-        StoreClient::connect("::1", any.port(), T)
-            .await
-            .unwrap()
-            .ping()
-            .await
-            .unwrap();
-        StoreClient::connect("[::1]", any.port(), T)
+    for host in ["::1", "[::1]"] {
+        StoreClient::connect(host, any.port(), T)
             .await
             .unwrap()
             .ping()

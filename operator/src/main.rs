@@ -36,8 +36,8 @@ struct Args {
     /// Watch only this namespace (default: all).
     #[arg(long, env = "ELASTICJOB_NAMESPACE")]
     namespace: Option<String>,
-    /// Address of /metrics, /healthz and /readyz.
-    #[arg(long, env = "ELASTICJOB_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    /// Address of /metrics, /healthz and /readyz (`[::]`: every address, IPv6 and IPv4).
+    #[arg(long, env = "ELASTICJOB_METRICS_ADDR", default_value = "[::]:8080")]
     metrics_addr: SocketAddr,
     /// Reconcile only while holding the leader Lease (for several replicas).
     #[arg(long, env = "ELASTICJOB_LEADER_ELECT")]
@@ -114,7 +114,13 @@ async fn main() -> Result<()> {
             })
         },
     };
-    let server = tokio::spawn(http::serve(args.metrics_addr, health));
+    let listener = http::bind(args.metrics_addr).with_context(|| {
+        format!(
+            "cannot serve /metrics on {} (--metrics-addr)",
+            args.metrics_addr
+        )
+    })?;
+    let server = tokio::spawn(http::serve(listener, health));
     info!(addr = %args.metrics_addr, "serving /metrics, /healthz, /readyz");
     let scope = match &args.namespace {
         Some(ns) => Scope::Namespace(ns.clone()),

@@ -16,13 +16,15 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+
+use elasticjob_contract::listen::every_address;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -98,20 +100,27 @@ impl StoreServer {
         // Registering the listener with the reactor needs the runtime's context.
         let _enter = runtime.enter();
         let listener = match host {
-            "" | "::" | "*" => listen(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port))
-                .or_else(|v6| {
-                    tracing::info!(error = %v6, "store: binding [::]:{port} failed, trying 0.0.0.0");
-                    listen(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port))
-                })
-                .map_err(|source| StoreError::Bind { addr: format!("[::]:{port} and 0.0.0.0:{port}"), source })?,
+            "" | "::" | "*" => listen(every_address(port)).map_err(|source| StoreError::Bind {
+                addr: format!("[::]:{port}"),
+                source,
+            })?,
             _ => {
-                let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+                let bare = host
+                    .strip_prefix('[')
+                    .and_then(|h| h.strip_suffix(']'))
+                    .unwrap_or(host);
                 // Blocking resolution is fine here: binding happens once, at start-up.
                 let addrs: Vec<SocketAddr> = (bare, port)
                     .to_socket_addrs()
-                    .map_err(|source| StoreError::Bind { addr: format!("{host}:{port}"), source })?
+                    .map_err(|source| StoreError::Bind {
+                        addr: format!("{host}:{port}"),
+                        source,
+                    })?
                     .collect();
-                let mut last = io::Error::new(io::ErrorKind::AddrNotAvailable, "host resolved to no address");
+                let mut last = io::Error::new(
+                    io::ErrorKind::AddrNotAvailable,
+                    "host resolved to no address",
+                );
                 let mut bound = None;
                 for addr in addrs {
                     match listen(addr) {
@@ -122,7 +131,10 @@ impl StoreServer {
                         Err(e) => last = e,
                     }
                 }
-                bound.ok_or_else(|| StoreError::Bind { addr: format!("{host}:{port}"), source: last })?
+                bound.ok_or_else(|| StoreError::Bind {
+                    addr: format!("{host}:{port}"),
+                    source: last,
+                })?
             }
         };
         let local_addr = listener.local_addr().map_err(|source| StoreError::Bind {
@@ -166,24 +178,7 @@ impl Drop for StoreServer {
 }
 
 fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = if addr.is_ipv6() {
-        TcpSocket::new_v6()?
-    } else {
-        TcpSocket::new_v4()?
-    };
-    // As libuv does on Unix: a restarted store can rebind while old connections sit in TIME_WAIT.
-    socket.set_reuseaddr(true)?;
-    if addr.is_ipv6() && addr.ip().is_unspecified() {
-        set_dual_stack(&socket)?;
-    }
-    socket.bind(addr)?;
-    // torch passes -1 (the kernel's somaxconn); the kernel clamps larger values to it too.
-    socket.listen(65535)
-}
-
-/// Clears IPV6_V6ONLY so `[::]` also accepts IPv4 (do not rely on the sysctl default).
-fn set_dual_stack(socket: &TcpSocket) -> io::Result<()> {
-    socket2::SockRef::from(socket).set_only_v6(false)
+    TcpListener::from_std(elasticjob_contract::listen::bind(addr)?)
 }
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: oneshot::Receiver<()>) {

@@ -136,7 +136,7 @@ fn default_values_render_cluster_wide_rbac_leader_election_and_metrics_service()
         [
             format!("--launcher-image=ghcr.io/elasticjob/elastic-launch:{VERSION}"),
             "--cluster-domain=cluster.local".into(),
-            "--metrics-addr=0.0.0.0:8080".into(),
+            "--metrics-addr=[::]:8080".into(),
             "--log-format=json".into(),
             "--leader-elect".into(),
             format!("--lease-name={FULLNAME}"),
@@ -471,7 +471,7 @@ fn other_values_reach_the_deployment() {
     for want in [
         "--launcher-image=ghcr.io/elasticjob/elastic-launch:dev2",
         "--cluster-domain=corp.local",
-        "--metrics-addr=0.0.0.0:9090",
+        "--metrics-addr=[::]:9090",
         "--log-format=text",
     ] {
         assert!(args.contains(&want.to_string()), "{want} in {args:?}");
