@@ -22,7 +22,7 @@ use crate::logs::{self, LogLayout, OutputPolicy, StreamKind, TeeSource};
 use crate::prewarm::{self, Readiness, Standby};
 use crate::progress::{self, Progress, ProgressSender, Stall, State, StopTold};
 use crate::rendezvous::{self, DynamicRendezvous, Heartbeat, NodeDesc, RendezvousError, RoundInfo};
-use crate::store::{self, StoreClient, StoreError, StoreServer};
+use crate::store::{self, Connector, ServerConfig, StoreClient, StoreError, StoreServer};
 use crate::store_failover::{self, Looking, StoreHosts};
 use crate::training::{self, RoundProgress};
 use crate::worker_env::{self, RoundEnv, WorkerRanks};
@@ -125,6 +125,8 @@ struct Rendezvous {
     endpoint_host: String,
     /// How long to keep trying to (re)join: `join_timeout` (c10d) or `timeout` (static).
     join_timeout: Duration,
+    /// Connects as one of the job's launchers.
+    connector: Connector,
     /// Kept alive for the run: the store other nodes and the workers talk to (with
     /// `failover`, this node's own store, active or standing by).
     server: Option<StoreServer>,
@@ -139,6 +141,9 @@ struct Failover {
     hosts: StoreHosts,
     me: u32,
     run_id: String,
+    connector: Connector,
+    /// How this node's own store serves (as the job's launchers' store).
+    server_config: ServerConfig,
     /// The index and generation of the store in use.
     active: u32,
     generation: u64,
@@ -164,14 +169,16 @@ impl Failover {
                 Looking::Start { .. } => None,
                 Looking::AfterLoss { .. } | Looking::Waiting => Some(self.generation),
             };
-            let probe = store_failover::probe(&self.hosts, &self.run_id, join, newer_than).await;
+            let probe =
+                store_failover::probe(&self.hosts, &self.run_id, &self.connector, join, newer_than)
+                    .await;
             if let Some(active) = probe.active {
                 return Ok(Located::Found(active));
             }
             if store_failover::should_activate(self.me, looking, &probe.answered, &probe.members) {
-                let own =
-                    StoreClient::connect(&self.hosts.own_host(self.me), self.hosts.port, join)
-                        .await?;
+                let own = (self.connector)
+                    .connect(&self.hosts.own_host(self.me), self.hosts.port, join)
+                    .await?;
                 return Ok(Located::ActivateOwn(own));
             }
             if start.elapsed() >= join {
@@ -219,7 +226,9 @@ impl Failover {
         }
         let own = (self.hosts.own_host(self.me), self.hosts.port);
         let marked = async {
-            let c = StoreClient::connect_once(&own.0, own.1, store_failover::PROBE_TIMEOUT).await?;
+            let c = (self.connector)
+                .connect_once(&own.0, own.1, store_failover::PROBE_TIMEOUT)
+                .await?;
             c.set(&store_failover::member_key(&self.run_id), "1")
                 .await?;
             c.ping().await
@@ -247,18 +256,18 @@ impl Failover {
         if self.active != self.me {
             return None;
         }
-        let (hosts, run_id, me, generation) = (
+        let (hosts, run_id, connector, me, generation) = (
             self.hosts.clone(),
             self.run_id.clone(),
+            self.connector.clone(),
             self.me,
             self.generation,
         );
         Some(AbortOnDrop(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(store_failover::SUPERSEDED_CHECK).await;
-                let probe =
-                    store_failover::probe(&hosts, &run_id, store_failover::PROBE_TIMEOUT, None)
-                        .await;
+                let timeout = store_failover::PROBE_TIMEOUT;
+                let probe = store_failover::probe(&hosts, &run_id, &connector, timeout, None).await;
                 if probe.active.is_some_and(|a| {
                     store_failover::superseded_by(me, generation, (a.index, a.generation))
                 }) {
@@ -762,7 +771,7 @@ impl Agent {
         if round.group_rank != 0 {
             return Ok(d.master_of(round.round).await?);
         }
-        let server = store::threads::bind("::", 0)
+        let server = store::threads::bind("::", 0, ServerConfig::for_agents(&self.cfg.store_token))
             .map_err(|source| AgentError::HostStore { port: 0, source })?;
         let addr = match (&self.rdzv.failover, &self.rdzv.server, &self.cfg.local_addr) {
             // Every node's address is known.
@@ -1072,7 +1081,7 @@ impl Agent {
         }
         let server = f
             .hosts
-            .bind_own(f.me)
+            .bind_own(f.me, f.server_config.clone())
             .map_err(|source| AgentError::HostStore {
                 port: f.hosts.port,
                 source,
@@ -1184,8 +1193,10 @@ impl Agent {
         let (host, port) = self.rdzv.endpoint.clone();
         let join_timeout = self.rdzv.join_timeout;
         let keys = d.keys_on_prefix();
+        let connector = self.rdzv.connector.clone();
         Some(AbortOnDrop(tokio::spawn(async move {
-            let conn = StoreClient::connect(&host, port, join_timeout)
+            let conn = connector
+                .connect(&host, port, join_timeout)
                 .await?
                 .prefixed(&keys);
             loop {
@@ -1484,7 +1495,7 @@ async fn reconnect(rdzv: &mut Rendezvous) -> Result<(), AgentError> {
     }
     let (host, port) = rdzv.endpoint.clone();
     tracing::info!(endpoint = %format!("{host}:{port}"), join_timeout_s = join.as_secs(), "reconnecting to the rendezvous store");
-    let store = StoreClient::connect(&host, port, join).await?;
+    let store = rdzv.connector.connect(&host, port, join).await?;
     if let Backend::Dynamic(d) = &mut rdzv.backend {
         d.set_store(&store);
     }
@@ -1549,12 +1560,14 @@ async fn connect_rendezvous(
     env: &BTreeMap<String, String>,
 ) -> Result<Rendezvous, AgentError> {
     let timeouts = rendezvous::parse_conf(&cfg.rdzv_conf).map_err(AgentError::RdzvConf)?;
+    let connector = Connector::agent(&cfg.store_token);
+    let server_config = ServerConfig::for_agents(&cfg.store_token);
     match cfg.rdzv_backend {
         RdzvBackend::Static => {
             let (addr, port) = (cfg.master_addr.clone(), cfg.master_port);
             let server = if cfg.node_rank == 0 {
                 Some(
-                    store::threads::bind("::", port)
+                    store::threads::bind("::", port, server_config)
                         .map_err(|source| AgentError::HostStore { port, source })?,
                 )
             } else {
@@ -1565,13 +1578,16 @@ async fn connect_rendezvous(
             } else {
                 addr.as_str()
             };
-            let store = StoreClient::connect(connect_host, port, static_timeout(cfg)).await?;
+            let store = connector
+                .connect(connect_host, port, static_timeout(cfg))
+                .await?;
             let endpoint = (connect_host.to_string(), port);
             Ok(Rendezvous {
                 store,
                 endpoint,
                 endpoint_host: addr,
                 join_timeout: static_timeout(cfg),
+                connector,
                 server,
                 failover: None,
                 backend: Backend::Static,
@@ -1604,14 +1620,20 @@ async fn connect_rendezvous(
                             elasticjob_contract::env::NODE_INDEX
                         ))
                     })?;
-                    let server = hosts.bind_own(me).map_err(|source| AgentError::HostStore {
-                        port: ep_port,
-                        source,
-                    })?;
+                    let own_server = server_config.clone();
+                    let server =
+                        hosts
+                            .bind_own(me, own_server)
+                            .map_err(|source| AgentError::HostStore {
+                                port: ep_port,
+                                source,
+                            })?;
                     let mut failover = Failover {
                         hosts,
                         me,
                         run_id: cfg.rdzv_id.clone(),
+                        connector: connector.clone(),
+                        server_config,
                         active: me,
                         generation: 0,
                         marked_member: false,
@@ -1627,14 +1649,15 @@ async fn connect_rendezvous(
                     (Some(server), Some(failover), store, endpoint)
                 }
                 None => {
-                    let server = host_store_at_endpoint(cfg, &ep_host, ep_port, forced)?;
+                    let server =
+                        host_store_at_endpoint(cfg, &ep_host, ep_port, forced, server_config)?;
                     let port = server.as_ref().map(|s| s.port()).unwrap_or(ep_port);
                     let connect_host = if server.is_some() {
                         "localhost"
                     } else {
                         ep_host.as_str()
                     };
-                    let store = StoreClient::connect(connect_host, port, timeouts.join).await?;
+                    let store = connector.connect(connect_host, port, timeouts.join).await?;
                     (server, None, store, (connect_host.to_string(), port))
                 }
             };
@@ -1662,6 +1685,7 @@ async fn connect_rendezvous(
                 endpoint,
                 endpoint_host,
                 join_timeout,
+                connector,
                 server,
                 failover,
                 backend: Backend::Dynamic(Box::new(dynamic)),
@@ -1677,11 +1701,12 @@ fn host_store_at_endpoint(
     ep_host: &str,
     ep_port: u16,
     forced: Option<bool>,
+    config: ServerConfig,
 ) -> Result<Option<StoreServer>, AgentError> {
     if !forced.unwrap_or_else(|| rendezvous::is_local_host(ep_host)) {
         return Ok(None);
     }
-    match store::threads::bind("::", ep_port) {
+    match store::threads::bind("::", ep_port, config) {
         Ok(s) => {
             tracing::info!(port = s.port(), run_id = %cfg.rdzv_id, "hosting the rendezvous store");
             Ok(Some(s))

@@ -24,6 +24,7 @@ use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use crate::config::{Config, EntrypointKind, NodeRange, NprocSpec, RdzvBackend, StdSpec};
+use crate::store::AgentToken;
 
 pub use values::{
     C10D_DEFAULT_PORT, DEFAULT_MASTER_PORT, DEFAULT_SIGNALS, parse_comma_list, parse_endpoint,
@@ -809,6 +810,9 @@ fn build_config(inp: &Inputs) -> Result<Config, CliError> {
             .transpose()?
             .filter(|&p| p != 0),
         training_script,
+        store_token: AgentToken::from_env(
+            (inp.env)(elasticjob_contract::env::STORE_TOKEN).as_deref(),
+        ),
         training_script_args: script.collect(),
     })
 }

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
+use crate::store::AgentToken;
+
 /// `--nnodes`: `N` or `MIN:MAX`, with `0 < min <= max`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NodeRange {
@@ -123,6 +125,9 @@ pub struct Config {
     /// Ranks that reported progress and stay silent this long stall the group
     /// (`--stall-timeout`); `None`: never.
     pub stall_timeout: Option<Duration>,
+    /// What makes this launcher's store connections the job's launchers'
+    /// (`ELASTICJOB_STORE_TOKEN`, else one every launcher knows).
+    pub store_token: AgentToken,
     pub training_script: String,
     pub training_script_args: Vec<String>,
 }

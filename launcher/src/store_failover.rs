@@ -20,7 +20,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::store::{StoreClient, StoreError, StoreServer};
+use crate::store::{Connector, ServerConfig, StoreClient, StoreError, StoreServer};
 
 /// How long one probe of one node waits for a TCP connect and its three requests: a live pod's
 /// store answers in milliseconds, a lost node's never does, and every survivor waits this long
@@ -89,8 +89,8 @@ impl StoreHosts {
     }
 
     /// Binds node `index`'s own store (inactive until [`activate`]).
-    pub fn bind_own(&self, index: u32) -> Result<StoreServer, StoreError> {
-        crate::store::threads::bind(&self.bind_host(index), self.port)
+    pub fn bind_own(&self, index: u32, config: ServerConfig) -> Result<StoreServer, StoreError> {
+        crate::store::threads::bind(&self.bind_host(index), self.port, config)
     }
 }
 
@@ -137,6 +137,7 @@ pub fn pick(active: &[(u32, u64)]) -> Option<usize> {
 pub async fn probe(
     hosts: &StoreHosts,
     run_id: &str,
+    connector: &Connector,
     client_timeout: Duration,
     newer_than: Option<u64>,
 ) -> Probe {
@@ -144,8 +145,10 @@ pub async fn probe(
     for i in 0..hosts.nodes {
         let (host, port) = (hosts.host(i), hosts.port);
         let (active_key, member_key) = (active_key(run_id), member_key(run_id));
+        let connector = connector.clone();
         probes.spawn(async move {
-            let c = StoreClient::connect_once(&host, port, PROBE_TIMEOUT)
+            let c = connector
+                .connect_once(&host, port, PROBE_TIMEOUT)
                 .await
                 .ok()?;
             let (generation, member) = tokio::time::timeout(PROBE_TIMEOUT, async {

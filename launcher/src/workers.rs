@@ -79,6 +79,8 @@ pub fn spawn(spec: ProcessSpec) -> Result<u32, WorkerError> {
     let mut command = Command::new(&spec.program);
     command
         .args(&spec.args)
+        // The launchers' secret is theirs: a worker that has it could end the job's rounds.
+        .env_remove(elasticjob_contract::env::STORE_TOKEN)
         .envs(spec.env)
         .stdin(spec.stdin)
         .stdout(spec.stdout)

@@ -114,6 +114,47 @@ fn a_finished_node_is_not_lost_while_another_finishes() {
     assert!(!both.contains("stopped heartbeating"), "{both}");
 }
 
+/// The launchers of a job share `ELASTICJOB_STORE_TOKEN` (the operator sets the job's uid) and
+/// their workers never see it; a launcher with another token is refused by the job's store with
+/// a message that names the variable, and the job carries on without it.
+#[test]
+fn launchers_share_the_store_token_and_keep_it_from_their_workers() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().display();
+    let worker = bash(format!(
+        r#"[ -z "$ELASTICJOB_STORE_TOKEN" ] || exit 3; touch {dir}/done_${{RANK}}"#
+    ));
+    let port = free_port();
+    let token = [("ELASTICJOB_STORE_TOKEN", "uid-1")];
+    let a = listening(
+        agent_with_env(port, "2", ",join_timeout=20", &worker, &token),
+        port,
+    );
+    let stranger = agent_with_env(
+        port,
+        "2",
+        ",join_timeout=3",
+        &worker,
+        &[("ELASTICJOB_STORE_TOKEN", "uid-2")],
+    );
+    let out = stranger.output(Duration::from_secs(30));
+    let log = describe(&out);
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains("ELASTICJOB_STORE_TOKEN"), "{log}");
+    let b = agent_with_env(port, "2", ",join_timeout=20", &worker, &token);
+    let (out_a, out_b) = (
+        a.output(Duration::from_secs(60)),
+        b.output(Duration::from_secs(60)),
+    );
+    let both = format!(
+        "agent a:\n{}\nagent b:\n{}",
+        describe(&out_a),
+        describe(&out_b)
+    );
+    assert!(out_a.status.success() && out_b.status.success(), "{both}");
+    assert_eq!(files(&d, "done_"), set(&["done_0", "done_1"]), "{both}");
+}
+
 /// 1:3 with two agents running; a third joins: everyone restarts into a round of three
 /// (not counted against --max-restarts=0), WORLD_SIZE grows from 2 to 3.
 #[test]

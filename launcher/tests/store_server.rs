@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use elastic_launch::store::codec::{self, Reply, ReplyShape, Request, VALIDATION_MAGIC};
-use elastic_launch::store::{Limits, StoreClient, StoreError, StoreServer};
+use elastic_launch::store::{
+    AgentToken, Connector, Limits, ServerConfig, StoreClient, StoreError, StoreServer,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -632,14 +634,31 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
     }
 }
 
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+/// Every test's logs, from every thread: the server's tasks run on runtime threads, and a
+/// thread-scoped subscriber misses events whose callsite another test's thread saw first.
+/// Tests find their own lines by what is unique to them (a peer address, a size).
+fn captured_logs() -> &'static Captured {
+    static LOGS: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(logs.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
+        logs
+    })
+}
+
 #[tokio::test]
 async fn hostile_connections_are_closed_and_logged_while_a_good_client_carries_on() {
-    let logs = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(logs.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let logs = captured_logs();
 
     let s = server().await;
     let addr = s.local_addr();
@@ -773,7 +792,7 @@ async fn hostile_connections_are_closed_and_logged_while_a_good_client_carries_o
         Reply::Bytes(round.to_string().into_bytes())
     );
 
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     for (peer, reason) in peers {
         let line = text
             .lines()
@@ -1007,7 +1026,11 @@ async fn ephemeral_keys_go_with_the_connection_that_set_them() {
 }
 
 fn limited(limits: Limits) -> StoreServer {
-    StoreServer::bind_on(&tokio::runtime::Handle::current(), "127.0.0.1", 0, limits).unwrap()
+    let config = ServerConfig {
+        limits,
+        ..ServerConfig::default()
+    };
+    StoreServer::bind_on(&tokio::runtime::Handle::current(), "127.0.0.1", 0, config).unwrap()
 }
 
 /// A raw connection from another loopback address, as a different pod would be.
@@ -1083,15 +1106,9 @@ async fn a_flood_of_silent_connections_is_bounded_and_timed_out_while_others_con
     good.ping().await.unwrap();
 }
 
-// Current-thread: the log subscriber is the test thread's.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_and_requests_in_flight_are_bounded_and_only_the_offender_is_closed() {
-    let logs = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(logs.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let logs = captured_logs();
     let s = limited(Limits {
         stored_bytes: 1 << 20,
         buffered_bytes: 4 << 20,
@@ -1154,7 +1171,7 @@ async fn the_store_and_requests_in_flight_are_bounded_and_only_the_offender_is_c
     );
     good.ping().await.unwrap();
 
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     assert!(
         text.contains("SET of 204823 bytes refused: the store holds"),
         "{text}"
@@ -1163,4 +1180,125 @@ async fn the_store_and_requests_in_flight_are_bounded_and_only_the_offender_is_c
         text.contains("127.0.0.4") && text.contains("requests still arriving on all connections hold more than the limit of 4194304 bytes"),
         "{text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_launchers_write_their_keys_and_torch_clients_keep_theirs() {
+    let token = AgentToken::new("the job's secret");
+    let s = StoreServer::bind_on(
+        &tokio::runtime::Handle::current(),
+        "127.0.0.1",
+        0,
+        ServerConfig::for_agents(&token),
+    )
+    .unwrap();
+    let port = s.port();
+    let agent = Connector::agent(&token)
+        .connect("127.0.0.1", port, T)
+        .await
+        .unwrap();
+    agent.set("rdzv/job/r0/closed", "1").await.unwrap();
+    agent.add("static/job/exit/0", 1).await.unwrap();
+    assert!(
+        !agent
+            .list_keys()
+            .await
+            .unwrap()
+            .iter()
+            .any(|k| k.contains("elasticjob")),
+        "the token is never stored"
+    );
+
+    // A torch client (a worker) reads the launchers' keys and writes its own...
+    let torch = client(&s).await;
+    assert_eq!(torch.get("rdzv/job/r0/closed").await.unwrap(), b"1");
+    torch.set("worker/attempt_0/x", "y").await.unwrap();
+    torch.add("init/", 1).await.unwrap();
+    // ...but every way of changing a launchers' key closes its connection, and changes nothing.
+    let writes: Vec<(&str, Request<'_>)> = vec![
+        (
+            "SET",
+            Request::Set {
+                key: b"/rdzv/job/r0/closed",
+                value: b"0",
+            },
+        ),
+        (
+            "DELETE_KEY",
+            Request::DeleteKey {
+                key: b"/rdzv/job/r0/closed",
+            },
+        ),
+        (
+            "ADD",
+            Request::Add {
+                key: b"/static/job/exit/0",
+                delta: 5,
+            },
+        ),
+        (
+            "COMPARE_SET",
+            Request::CompareSet {
+                key: b"/rdzv/job/r0/closed",
+                expected: b"1",
+                desired: b"0",
+            },
+        ),
+        (
+            "APPEND",
+            Request::Append {
+                key: b"/rdzv/job/round",
+                value: b"9",
+            },
+        ),
+        (
+            "MULTI_SET",
+            Request::MultiSet {
+                pairs: vec![(b"/a", b"1"), (b"/rdzv/job/round", b"9")],
+            },
+        ),
+        (
+            "QUEUE_PUSH",
+            Request::QueuePush {
+                key: b"/rdzv/job/q",
+                value: b"x",
+            },
+        ),
+        (
+            "BARRIER",
+            Request::Barrier {
+                key: b"/rdzv/job/b",
+                world_size: 2,
+            },
+        ),
+    ];
+    for (name, write) in writes {
+        let mut raw = Raw::validated(s.local_addr()).await;
+        raw.send(&write).await;
+        raw.assert_closed().await;
+        assert_eq!(
+            agent.get("rdzv/job/r0/closed").await.unwrap(),
+            b"1",
+            "after {name}"
+        );
+    }
+    assert_eq!(agent.get("static/job/exit/0").await.unwrap(), b"1");
+    assert!(
+        !agent.check(&["a"]).await.unwrap(),
+        "a refused MULTI_SET writes none of its pairs"
+    );
+    assert_eq!(torch.get("worker/attempt_0/x").await.unwrap(), b"y");
+
+    // A launcher with another token is refused at connect, with a message that says why.
+    let err = Connector::agent(&AgentToken::new("another job's"))
+        .connect_once("127.0.0.1", port, T)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("ELASTICJOB_STORE_TOKEN"), "{err}");
+
+    // A plain store (torch's role, no token) lets anyone write anything.
+    let plain = server().await;
+    let c = client(&plain).await;
+    c.set("rdzv/job/r0/closed", "1").await.unwrap();
+    assert_eq!(c.get("rdzv/job/r0/closed").await.unwrap(), b"1");
 }

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod, Service};
+use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod, Secret, Service};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action as Requeue, Controller};
@@ -275,6 +275,9 @@ async fn execute(ctx: &Context, job: &ElasticJob, ns: &str, plan: &Plan) -> Resu
             _ => None,
         })
         .collect();
+    if !creates.is_empty() {
+        ensure_store_token(ctx, job, ns).await?;
+    }
     let created = futures::stream::iter(creates)
         .map(|index| create_pod(ctx, job, &pods, index))
         .buffer_unordered(CREATE_CONCURRENCY)
@@ -348,6 +351,29 @@ async fn execute(ctx: &Context, job: &ElasticJob, ns: &str, plan: &Plan) -> Resu
         }
     }
     Ok(())
+}
+
+/// Creates the job's launcher token Secret unless it exists: its pods read the token from it.
+/// Created, never read: the operator needs no access to any Secret's contents.
+async fn ensure_store_token(ctx: &Context, job: &ElasticJob, ns: &str) -> Result<(), Error> {
+    let token: String = rand::random::<[u8; 32]>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let secret = desired::store_token_secret(job, token).map_err(|source| Error::Desired {
+        job: format!("{ns}/{}", job.name_any()),
+        source,
+    })?;
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    match api.create(&PostParams::default(), &secret).await {
+        Ok(_) => Ok(()),
+        // Made when the job's first pods were.
+        Err(e) if is_status(&e, 409) => Ok(()),
+        Err(e) => Err(kube_err(format!(
+            "creating Secret {ns}/{}",
+            secret.name_any()
+        ))(e)),
+    }
 }
 
 async fn create_pod(

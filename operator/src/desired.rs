@@ -37,9 +37,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, Pod, PodSpec,
-    ResourceRequirements, SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec,
-    Toleration, Volume, VolumeMount,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, Pod,
+    PodSpec, ResourceRequirements, SeccompProfile, Secret, SecretKeySelector, SecurityContext,
+    Service, ServicePort, ServiceSpec, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -179,6 +179,33 @@ fn pod_address(job: &str, namespace: &str, cluster_domain: &str, index: &str) ->
 
 /// The job's headless Service: named after the job, no cluster IP, publishing pods before
 /// they are ready (the launchers must meet before any is ready), the rendezvous port.
+/// The Secret holding the job's launcher token (`ELASTICJOB_STORE_TOKEN`).
+pub fn store_token_secret_name(job: &str) -> String {
+    format!("{job}-store-token")
+}
+
+/// The key of the token in [`store_token_secret`].
+pub const STORE_TOKEN_KEY: &str = "token";
+
+/// The job's launcher token, `token` (random, made once): only the job's launchers may write
+/// the rendezvous's keys on its stores. Immutable: the running pods read it once, at start.
+pub fn store_token_secret(job: &ElasticJob, token: String) -> Result<Secret, DesiredError> {
+    let j = job_ref(job)?;
+    Ok(Secret {
+        metadata: ObjectMeta {
+            name: Some(store_token_secret_name(j.name)),
+            namespace: Some(j.namespace.into()),
+            labels: Some(labels(j.name)),
+            owner_references: Some(vec![owner_reference(job)?]),
+            ..Default::default()
+        },
+        immutable: Some(true),
+        string_data: Some(BTreeMap::from([(STORE_TOKEN_KEY.to_string(), token)])),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    })
+}
+
 pub fn service(job: &ElasticJob) -> Result<Service, DesiredError> {
     let j = job_ref(job)?;
     let port = job.spec.rendezvous.port;
@@ -293,6 +320,18 @@ pub fn launcher_env(
             shutdown_timeout(termination_grace(job)).to_string(),
         ),
         env(env_name::NODE_INDEX, index.to_string()),
+        EnvVar {
+            name: env_name::STORE_TOKEN.into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: store_token_secret_name(j.name),
+                    key: STORE_TOKEN_KEY.into(),
+                    optional: None,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
     ];
     if let Some(stall) = spec.failure_policy.stall_timeout_seconds {
         out.push(env(env_name::STALL_TIMEOUT, stall.to_string()));

@@ -8,6 +8,8 @@
 
 use std::io::Read;
 
+use elastic_launch::store::{AgentToken, ServerConfig, StoreServer};
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let port: u16 = args
@@ -29,9 +31,12 @@ fn main() {
             .build()
             .expect("tokio runtime")
     });
+    // As the launcher runs it: keeping the launchers' keys for them (the check every worker's
+    // write goes through).
+    let config = ServerConfig::for_agents(&AgentToken::new("bench"));
     let server = match &custom {
-        Some(rt) => elastic_launch::store::StoreServer::bind_on(rt.handle(), "", port),
-        None => elastic_launch::store::threads::bind("", port),
+        Some(rt) => StoreServer::bind_on(rt.handle(), "", port, config),
+        None => elastic_launch::store::threads::bind("", port, config),
     }
     .expect("bind");
     println!("{}", server.port());

@@ -15,10 +15,11 @@ use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use super::StoreError;
 use super::codec::{
     self, Command, Reply, ReplyShape, Request, STOP_WAITING, VALIDATION_MAGIC, WAIT_CANCELED,
 };
+use super::server::AGENT_KEY;
+use super::{AgentToken, StoreError};
 
 /// The key torch's TCPStore sends without its `/` prefix (the worker counter of
 /// `TCPStore(world_size=..)`).
@@ -49,6 +50,8 @@ struct Connection {
     /// What `connect` was given, for `reconnect`.
     host: String,
     port: u16,
+    /// How it was made, for `reconnect`.
+    connector: Connector,
     io: Mutex<Io>,
 }
 
@@ -73,29 +76,46 @@ impl std::fmt::Debug for StoreClient {
     }
 }
 
-impl StoreClient {
+/// How connections are made: as a plain client (torch's), or as one of the job's launchers.
+#[derive(Debug, Clone, Default)]
+pub struct Connector {
+    agent: Option<AgentToken>,
+}
+
+impl Connector {
+    /// Connections that authenticate as one of the job's launchers, right after VALIDATE, so
+    /// they may write the launchers' keys on a store that knows `token`.
+    pub fn agent(token: &AgentToken) -> Connector {
+        Connector {
+            agent: Some(token.clone()),
+        }
+    }
+
     /// Connects to the store at `host:port`, retrying refused or unreachable connections with
     /// exponential backoff and jitter until `timeout` has passed, then sends VALIDATE and PING
     /// and checks the echo. `timeout` is also the client's default per-request timeout.
     pub async fn connect(
+        &self,
         host: &str,
         port: u16,
         timeout: Duration,
     ) -> Result<StoreClient, StoreError> {
-        Self::connect_with(host, port, timeout, true).await
+        self.connect_with(host, port, timeout, true).await
     }
 
     /// One connection attempt within `timeout`, no retries: whether a store answers there now
     /// (probing for the rendezvous store). `timeout` is also the per-request timeout.
     pub async fn connect_once(
+        &self,
         host: &str,
         port: u16,
         timeout: Duration,
     ) -> Result<StoreClient, StoreError> {
-        Self::connect_with(host, port, timeout, false).await
+        self.connect_with(host, port, timeout, false).await
     }
 
     async fn connect_with(
+        &self,
         host: &str,
         port: u16,
         timeout: Duration,
@@ -123,14 +143,14 @@ impl StoreClient {
             // would otherwise sit out the kernel's SYN retries (~2 minutes) before the next
             // attempt resolves the name again.
             let attempt_deadline = deadline.min(Instant::now() + ATTEMPT_TIMEOUT);
-            match tokio::time::timeout_at(attempt_deadline, handshake(bare, port, attempt_deadline))
-                .await
-            {
+            let attempt = handshake(bare, port, self.agent.as_ref(), attempt_deadline);
+            match tokio::time::timeout_at(attempt_deadline, attempt).await {
                 Ok(Ok(io)) => {
                     let conn = Arc::new(Connection {
                         addr,
                         host: bare.to_string(),
                         port,
+                        connector: self.clone(),
                         io: Mutex::new(io),
                     });
                     return Ok(StoreClient {
@@ -164,12 +184,34 @@ impl StoreClient {
             delay = (delay * 3 / 2).min(Duration::from_secs(1));
         }
     }
+}
+
+impl StoreClient {
+    /// A plain client's [`Connector::connect`].
+    pub async fn connect(
+        host: &str,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<StoreClient, StoreError> {
+        Connector::default().connect(host, port, timeout).await
+    }
+
+    /// A plain client's [`Connector::connect_once`].
+    pub async fn connect_once(
+        host: &str,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<StoreClient, StoreError> {
+        Connector::default().connect_once(host, port, timeout).await
+    }
 
     /// A second, independent connection to the same store, with this view's prefix and
     /// timeout (for a watcher that blocks in `wait` while this connection stays free). Retries
     /// like `connect` for up to the view's timeout.
     pub async fn reconnect(&self) -> Result<StoreClient, StoreError> {
-        let fresh = StoreClient::connect(&self.conn.host, self.conn.port, self.timeout).await?;
+        let fresh = (self.conn.connector)
+            .connect(&self.conn.host, self.conn.port, self.timeout)
+            .await?;
         Ok(StoreClient {
             conn: fresh.conn,
             ..self.clone()
@@ -504,7 +546,12 @@ fn unexpected(addr: &str, command: Command, reply: &Reply) -> StoreError {
 
 /// Connects once and performs VALIDATE + PING. Errors are strings: the caller retries them all
 /// and reports only the last.
-async fn handshake(host: &str, port: u16, deadline: Instant) -> Result<Io, String> {
+async fn handshake(
+    host: &str,
+    port: u16,
+    agent: Option<&AgentToken>,
+    deadline: Instant,
+) -> Result<Io, String> {
     let stream = TcpStream::connect((host, port))
         .await
         .map_err(|e| e.to_string())?;
@@ -518,11 +565,18 @@ async fn handshake(host: &str, port: u16, deadline: Instant) -> Result<Io, Strin
         busy: false,
     };
     let nonce = std::process::id();
-    // Both in one write: VALIDATE has no reply.
+    // All in one write: VALIDATE and SET have no reply.
     Request::Validate {
         magic: VALIDATION_MAGIC,
     }
     .encode(&mut io.wbuf);
+    if let Some(token) = agent {
+        Request::Set {
+            key: AGENT_KEY,
+            value: token.as_bytes(),
+        }
+        .encode(&mut io.wbuf);
+    }
     Request::Ping { nonce }.encode(&mut io.wbuf);
     io.stream
         .write_all(&io.wbuf)
@@ -533,6 +587,10 @@ async fn handshake(host: &str, port: u16, deadline: Instant) -> Result<Io, Strin
         Ok(Some(Reply::U32(n))) if n == nonce => Ok(io),
         Ok(Some(other)) => Err(format!("PING returned {other:?}, expected nonce {nonce}")),
         Ok(None) => Err("no PING reply before the deadline".into()),
+        // A store of the launchers closes a connection whose token is wrong.
+        Err(e) if agent.is_some() => Err(format!(
+            "{e} (a store that refuses this launcher's token closes the connection: do the job's launchers share ELASTICJOB_STORE_TOKEN?)"
+        )),
         Err(e) => Err(e),
     }
 }

@@ -9,10 +9,41 @@ pub mod codec;
 pub mod server;
 pub mod threads;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-pub use client::StoreClient;
-pub use server::{Limits, StoreServer};
+pub use client::{Connector, StoreClient};
+pub use server::{Limits, ServerConfig, StoreServer};
+
+/// The secret that makes a store connection one of the job's launchers: on a store that knows
+/// it, only such connections may write the launchers' own keys ([`server::is_agent_key`]), so
+/// no stray client, torch worker or other job can end a round. Its Debug form hides it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AgentToken(Arc<[u8]>);
+
+impl AgentToken {
+    pub fn new(secret: impl AsRef<[u8]>) -> AgentToken {
+        AgentToken(Arc::from(secret.as_ref()))
+    }
+
+    /// The job's token: `given` (`ELASTICJOB_STORE_TOKEN`: the operator sets the job's uid)
+    /// when set. Else one every launcher knows, which keeps out torch clients (workers) and
+    /// strays but not another launcher; several runs may still share one store, as with
+    /// torchrun.
+    pub fn from_env(given: Option<&str>) -> AgentToken {
+        AgentToken::new(given.filter(|t| !t.is_empty()).unwrap_or("elastic-launch"))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for AgentToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AgentToken(..)")
+    }
+}
 
 /// Everything that can go wrong with the store, each naming what failed and where.
 #[derive(Debug, thiserror::Error)]

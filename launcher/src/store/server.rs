@@ -28,11 +28,58 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::StoreError;
 use super::codec::{
     self, CHECK_NOT_READY, CHECK_READY, Command, DecodeError, Framer, Request, STOP_WAITING,
     WAIT_CANCELED,
 };
+use super::{AgentToken, StoreError};
+
+/// How a store server runs: its limits, and the token of the launchers whose keys it keeps for
+/// them (none: a plain store, as torch's).
+#[derive(Debug, Clone, Default)]
+pub struct ServerConfig {
+    pub limits: Limits,
+    pub agent_token: Option<AgentToken>,
+}
+
+impl ServerConfig {
+    /// A store of the launchers of the job whose token this is.
+    pub fn for_agents(token: &AgentToken) -> ServerConfig {
+        ServerConfig {
+            agent_token: Some(token.clone()),
+            ..ServerConfig::default()
+        }
+    }
+}
+
+/// The key a launcher SETs, right after VALIDATE, to the job's token to be known as one. Never
+/// stored; a wrong token closes the connection.
+pub const AGENT_KEY: &[u8] = b"/elasticjob/agent";
+
+/// The launchers' keys (on the wire): the rendezvous's (`rdzv/<run>/…`, which holds the flags
+/// that close a round or move the store) and the static rendezvous's (`static/<run>/…`). torch
+/// workers use their own (`/worker/attempt_<n>/…`, `init/`, the process groups').
+const AGENT_PREFIXES: [&[u8]; 2] = [b"/rdzv/", b"/static/"];
+
+pub fn is_agent_key(key: &[u8]) -> bool {
+    AGENT_PREFIXES.iter().any(|p| key.starts_with(p))
+}
+
+/// The first launchers' key a request would change, if any.
+fn agent_key_written<'a>(req: &Request<'a>) -> Option<&'a [u8]> {
+    match req {
+        Request::Set { key, .. }
+        | Request::CompareSet { key, .. }
+        | Request::Add { key, .. }
+        | Request::DeleteKey { key }
+        | Request::Append { key, .. }
+        | Request::QueuePush { key, .. }
+        | Request::QueuePop { key }
+        | Request::Barrier { key, .. } => Some(*key).filter(|k| is_agent_key(k)),
+        Request::MultiSet { pairs } => pairs.iter().map(|(k, _)| *k).find(|k| is_agent_key(k)),
+        _ => None,
+    }
+}
 
 /// What one store server allows, so that no client can take it down or slow the others.
 /// The defaults leave room for the largest jobs (a connection per worker and a few per node).
@@ -87,15 +134,15 @@ impl StoreServer {
             addr: format!("{host}:{port}"),
             source: io::Error::other("StoreServer::bind must be called inside a tokio runtime"),
         })?;
-        Self::bind_on(&runtime, host, port, Limits::default())
+        Self::bind_on(&runtime, host, port, ServerConfig::default())
     }
 
-    /// As [`StoreServer::bind`], the server running on `runtime` within `limits`.
+    /// As [`StoreServer::bind`], the server running on `runtime` as `config` says.
     pub fn bind_on(
         runtime: &tokio::runtime::Handle,
         host: &str,
         port: u16,
-        limits: Limits,
+        config: ServerConfig,
     ) -> Result<StoreServer, StoreError> {
         // Registering the listener with the reactor needs the runtime's context.
         let _enter = runtime.enter();
@@ -142,7 +189,7 @@ impl StoreServer {
             source,
         })?;
         let (stop, stop_rx) = oneshot::channel();
-        let shared = Arc::new(Shared::new(limits));
+        let shared = Arc::new(Shared::new(config));
         let task = runtime.spawn(accept_loop(listener, shared, stop_rx));
         tracing::debug!(%local_addr, "store server listening");
         Ok(StoreServer {
@@ -243,7 +290,7 @@ type ConnId = u64;
 
 struct Shared {
     state: Mutex<State>,
-    limits: Limits,
+    config: ServerConfig,
     /// Connections by peer address (their sums are the totals).
     peers: Mutex<HashMap<IpAddr, PeerConnections>>,
     connections: AtomicUsize,
@@ -263,6 +310,8 @@ struct Admitted {
     shared: Arc<Shared>,
     peer: IpAddr,
     validated: bool,
+    /// Authenticated as one of the job's launchers ([`AGENT_KEY`]).
+    agent: bool,
     buffered: usize,
 }
 
@@ -295,7 +344,7 @@ impl Admitted {
         };
         self.buffered = now;
         // A connection holding no more than its small buffer is never the one to blame.
-        now == 0 || total <= self.shared.limits.buffered_bytes
+        now == 0 || total <= self.shared.config.limits.buffered_bytes
     }
 }
 
@@ -315,10 +364,10 @@ impl Drop for Admitted {
 }
 
 impl Shared {
-    fn new(limits: Limits) -> Shared {
+    fn new(config: ServerConfig) -> Shared {
         Shared {
             state: Mutex::default(),
-            limits,
+            config,
             peers: Mutex::default(),
             connections: AtomicUsize::new(0),
             unvalidated: AtomicUsize::new(0),
@@ -328,7 +377,7 @@ impl Shared {
 
     /// Counts a new connection from `peer`, or names the limit it would pass.
     fn admit(self: &Arc<Self>, peer: IpAddr) -> Result<Admitted, &'static str> {
-        let limits = &self.limits;
+        let limits = &self.config.limits;
         if self.connections.load(Ordering::Relaxed) >= limits.connections {
             return Err("connections");
         }
@@ -354,6 +403,7 @@ impl Shared {
             shared: self.clone(),
             peer,
             validated: false,
+            agent: false,
             buffered: 0,
         })
     }
@@ -439,6 +489,12 @@ enum Close {
     },
     #[error("requests still arriving on all connections hold more than the limit of {0} bytes")]
     Buffered(usize),
+    #[error(
+        "{command} of {key:?} refused: only the job's launchers may write their keys, and this connection did not authenticate as one"
+    )]
+    AgentKey { command: Command, key: String },
+    #[error("wrong launcher token (do the job's launchers have different ELASTICJOB_STORE_TOKEN?)")]
+    WrongToken,
 }
 
 impl State {
@@ -782,7 +838,7 @@ async fn connection_loop(
     let mut inbuf: Vec<u8> = Vec::with_capacity(SMALL_BUFFER);
     let mut out: Vec<u8> = Vec::with_capacity(SMALL_BUFFER);
     let mut framer = Framer::default();
-    let validate_within = shared.limits.validate_within;
+    let validate_within = shared.config.limits.validate_within;
     let validate_deadline = tokio::time::sleep(validate_within);
     tokio::pin!(validate_deadline);
     // One `Notified` kept across iterations (re-armed after it fires) rather than a new one per
@@ -806,7 +862,7 @@ async fn connection_loop(
                     }
                 }
                 if !admitted.buffer(inbuf.len()) {
-                    return Err(Close::Buffered(shared.limits.buffered_bytes).into());
+                    return Err(Close::Buffered(shared.config.limits.buffered_bytes).into());
                 }
                 let consumed = process(&inbuf, me, shared, &mut out, &mut framer, admitted)?;
                 inbuf.drain(..consumed);
@@ -854,8 +910,29 @@ fn process(
         let (req, _) = codec::decode_request(frame)?.expect("the framer found a whole request");
         // The first request is VALIDATE: checked by the caller and the decoder.
         admitted.validated();
+        if let Some(token) = &shared.config.agent_token {
+            if let Request::Set {
+                key: AGENT_KEY,
+                value,
+            } = req
+            {
+                if value != token.as_bytes() {
+                    return Err(Close::WrongToken);
+                }
+                admitted.agent = true;
+                continue;
+            }
+            if !admitted.agent
+                && let Some(key) = agent_key_written(&req)
+            {
+                return Err(Close::AgentKey {
+                    command: req.command(),
+                    key: String::from_utf8_lossy(key).into_owned(),
+                });
+            }
+        }
         let state = state.get_or_insert_with(|| shared.lock());
-        let limit = shared.limits.stored_bytes;
+        let limit = shared.config.limits.stored_bytes;
         // The request's length bounds what it can add to the store.
         if grows_the_store(&req) && state.stored + len > limit {
             return Err(Close::StoreFull {

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use tokio::runtime::{Builder, Handle, Runtime};
 
-use super::{Limits, StoreError, StoreServer};
+use super::{ServerConfig, StoreError, StoreServer};
 
 /// At most this many store threads: beyond a few, the kernel's TCP path and the store's one
 /// lock bound the throughput, and an idle thread still costs its stack.
@@ -42,8 +42,8 @@ fn handle() -> Result<&'static Handle, StoreError> {
 }
 
 /// Binds a store server (as [`StoreServer::bind`]) that runs on the store threads.
-pub fn bind(host: &str, port: u16) -> Result<StoreServer, StoreError> {
-    StoreServer::bind_on(handle()?, host, port, Limits::default())
+pub fn bind(host: &str, port: u16, config: ServerConfig) -> Result<StoreServer, StoreError> {
+    StoreServer::bind_on(handle()?, host, port, config)
 }
 
 #[cfg(test)]

@@ -175,6 +175,7 @@ fn a_pod_for_a_two_gpu_template() {
             "PET_STATUS_PORT",
             "PET_SHUTDOWN_TIMEOUT",
             "ELASTICJOB_NODE_INDEX",
+            "ELASTICJOB_STORE_TOKEN",
             "PYTHONUNBUFFERED",
         ],
         "the user's environment comes first"
@@ -202,6 +203,43 @@ fn a_pod_for_a_two_gpu_template() {
     assert_eq!(get(&env, "PET_STATUS_PORT"), Some("29401"));
     assert_eq!(get(&env, "PET_SHUTDOWN_TIMEOUT"), Some("27"));
     assert_eq!(get(&env, "ELASTICJOB_NODE_INDEX"), Some("1"));
+    // The launchers' token comes from the job's Secret, never in the pod spec itself.
+    let token = c
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|e| e.name == "ELASTICJOB_STORE_TOKEN")
+        .unwrap();
+    assert_eq!(token.value, None);
+    let from = token
+        .value_from
+        .as_ref()
+        .unwrap()
+        .secret_key_ref
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        (from.name.as_str(), from.key.as_str()),
+        ("train-store-token", "token")
+    );
+}
+
+#[test]
+fn the_store_token_secret_is_the_jobs_and_immutable() {
+    let secret = store_token_secret(&job(), "abc".into()).unwrap();
+    assert_eq!(secret.metadata.name.as_deref(), Some("train-store-token"));
+    assert_eq!(secret.metadata.namespace.as_deref(), Some("ml"));
+    assert_eq!(secret.immutable, Some(true));
+    assert_eq!(
+        secret.string_data.unwrap().get("token").map(String::as_str),
+        Some("abc")
+    );
+    let owner = &secret.metadata.owner_references.unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.uid.as_str()),
+        ("ElasticJob", UID)
+    );
 }
 
 #[test]

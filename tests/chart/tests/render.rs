@@ -9,8 +9,9 @@ use serde_json::{Value, json};
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// What the operator does with jobs and their objects (ClusterRole, or Role in watchNamespace).
-const JOB_RULES: [&str; 5] = [
+const JOB_RULES: [&str; 6] = [
     "core pods: create,delete,get,list,watch",
+    "core secrets: create",
     "core services: create,get,list,patch,watch",
     "elasticjob.dev elasticjobs/status: get,patch,update",
     "elasticjob.dev elasticjobs: delete,get,list,watch",
