@@ -83,7 +83,7 @@ pub struct ElasticJobStatus {
     pub launchers: Vec<LauncherStatus>,
 
     /// The most recent pod failures, newest first: the last 10, and any older ones whose pods
-    /// still exist (waiting to be replaced).
+    /// still exist (waiting to be replaced), those without their message.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recent_failures: Vec<FailureRecord>,
 
@@ -289,6 +289,9 @@ pub mod condition {
     /// True once ranks that reported progress fell silent for failurePolicy.stallTimeoutSeconds
     /// (their worker group was restarted); False once training reports progress again.
     pub const STALLED: &str = "Stalled";
+    /// True while a pod the job needs cannot be created because another object holds its name
+    /// (`<job>-worker-<i>`, not owned by the job); the message names them.
+    pub const POD_NAME_CONFLICT: &str = "PodNameConflict";
     pub const SUCCEEDED: &str = "Succeeded";
     pub const FAILED: &str = "Failed";
 }
@@ -311,6 +314,10 @@ pub mod reason {
     pub const NO_PROGRESS: &str = "NoProgress";
     /// Stalled False: training reports progress again.
     pub const PROGRESSING: &str = "Progressing";
+    /// PodNameConflict True: a pod that is not the job's holds a name the job needs.
+    pub const POD_NAME_TAKEN: &str = "PodNameTaken";
+    /// PodNameConflict False: the names are free again.
+    pub const POD_NAMES_FREE: &str = "PodNamesFree";
     pub const RESUMED: &str = "Resumed";
     /// Succeeded: the launchers of the final round exited 0.
     pub const JOB_SUCCEEDED: &str = "JobSucceeded";

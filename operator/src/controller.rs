@@ -7,8 +7,9 @@
 //! a pod nor loses what it recorded: the status is written before any pod is deleted, and a
 //! failure is recorded once by its pod's UID.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -22,12 +23,14 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
+use elasticjob_crds::names;
 use elasticjob_crds::spec::ElasticJob;
-use elasticjob_crds::status::ElasticJobStatus;
+use elasticjob_crds::status::{ElasticJobStatus, reason};
 
 use crate::desired::{self, Settings};
 use crate::event::{Event, EventType};
 use crate::metrics::{BudgetLabel, Metrics, ReasonLabel};
+use crate::next_status;
 use crate::observed::ObservedPod;
 use crate::plan::{Action, DeleteReason, Plan, plan};
 use crate::poll::LauncherClient;
@@ -72,6 +75,9 @@ pub struct Context {
     pub nodes: Store<Node>,
     /// Reads the launchers' status endpoints.
     pub launchers: LauncherClient,
+    /// By job UID: the pods that could not be created because something else holds their name
+    /// (index → what), as the last creations found; the next status says so.
+    pub name_conflicts: Mutex<HashMap<String, BTreeMap<u32, String>>>,
 }
 
 fn is_status(e: &kube::Error, code: u16) -> bool {
@@ -126,18 +132,33 @@ async fn reconcile_job(job: &ElasticJob, ctx: &Context) -> Result<Requeue, Error
             .poll(&mut observed, job.spec.launcher.status_port)
             .await;
     }
-    let plan = plan(job, &observed, Timestamp::now());
+    let now = Timestamp::now();
+    let mut plan = plan(job, &observed, now);
     debug!(job = %name, namespace = %ns, verdict = ?plan.verdict, actions = ?plan.actions, "plan");
 
     // Status first: a failure is recorded (by pod UID) before its pod is deleted, so a crash
     // in between neither loses nor double-counts it.
     let old = job.status.clone().unwrap_or_default();
+    let conflicts = name_conflicts_of(ctx, &uid, job);
+    next_status::name_conflicts(&mut plan.status, &conflicts, now, job.metadata.generation);
     if plan.status != old {
-        write_status(ctx, &ns, &name, &plan.status).await?;
+        if !write_status(ctx, job, &ns, &plan.status).await? {
+            // The job changed since the cache gave it to us (often: our own last status
+            // write, not seen yet). Acting on it could count a failure twice or undo a
+            // condition; the watch event of the change reconciles again, this is a fallback.
+            debug!(job = %name, namespace = %ns, "the job changed since it was read; reconciling the fresh one");
+            return Ok(Requeue::requeue(STALE_RETRY));
+        }
         count_restarts(&ctx.metrics, &old, &plan.status);
     }
     publish_events(ctx, job, &plan.events).await;
-    execute(ctx, job, &ns, &plan).await?;
+    let found = execute(ctx, job, &ns, &plan).await?;
+    let warnings = remember_conflicts(ctx, &uid, job, &plan, found);
+    if !warnings.is_empty() {
+        publish_events(ctx, job, &warnings).await;
+        // Said in the status by the next reconcile.
+        return Ok(Requeue::requeue(STALE_RETRY));
+    }
     // A running job is looked at again every POLL_INTERVAL for its launchers' progress.
     let resync = if polled && observed.iter().any(ObservedPod::is_running) {
         POLL_INTERVAL
@@ -171,26 +192,46 @@ fn node_is_ready(nodes: &Store<Node>, name: &str) -> bool {
         .is_some_and(|c| c.status == "True")
 }
 
+/// How soon a reconcile that read a job older than the apiserver's is retried.
+const STALE_RETRY: Duration = Duration::from_millis(500);
+
+/// Writes `status`; false, and nothing written, when the job has changed since `job` was read.
 async fn write_status(
     ctx: &Context,
+    job: &ElasticJob,
     ns: &str,
-    name: &str,
     status: &ElasticJobStatus,
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
+    let name = job.name_any();
     let api: Api<ElasticJob> = Api::namespaced(ctx.client.clone(), ns);
-    let body = serde_json::json!({
+    let patch = status_patch(job, status);
+    match api
+        .patch_status(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(e) if is_status(&e, 409) => Ok(false),
+        Err(e) => Err(kube_err(format!("writing the status of {ns}/{name}"))(e)),
+    }
+}
+
+/// The server-side apply of `status`, computed from `job`: it carries the job's
+/// resourceVersion, so the apiserver refuses it (409) when the job has changed since (a status
+/// computed from a cache that had not yet seen the last write would overwrite that write).
+pub fn status_patch(job: &ElasticJob, status: &ElasticJobStatus) -> serde_json::Value {
+    serde_json::json!({
         "apiVersion": ElasticJob::api_version(&()),
         "kind": ElasticJob::kind(&()),
+        "metadata": {
+            "name": job.name_any(),
+            "resourceVersion": job.resource_version(),
+        },
         "status": status,
-    });
-    api.patch_status(
-        name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await
-    .map_err(kube_err(format!("writing the status of {ns}/{name}")))?;
-    Ok(())
+    })
 }
 
 fn count_restarts(m: &Metrics, old: &ElasticJobStatus, new: &ElasticJobStatus) {
@@ -258,7 +299,14 @@ fn truncate_note(note: &str) -> String {
     format!("{}…", &note[..end])
 }
 
-async fn execute(ctx: &Context, job: &ElasticJob, ns: &str, plan: &Plan) -> Result<(), Error> {
+/// Carries out the plan; returns the pods that could not be created because something else
+/// holds their name (index → what).
+async fn execute(
+    ctx: &Context,
+    job: &ElasticJob,
+    ns: &str,
+    plan: &Plan,
+) -> Result<BTreeMap<u32, String>, Error> {
     let name = job.name_any();
     let desired_err = |source| Error::Desired {
         job: format!("{ns}/{name}"),
@@ -283,7 +331,12 @@ async fn execute(ctx: &Context, job: &ElasticJob, ns: &str, plan: &Plan) -> Resu
         .buffer_unordered(CREATE_CONCURRENCY)
         .collect::<Vec<_>>()
         .await;
-    created.into_iter().collect::<Result<Vec<()>, Error>>()?;
+    let conflicts: BTreeMap<u32, String> = created
+        .into_iter()
+        .collect::<Result<Vec<Option<(u32, String)>>, Error>>()?
+        .into_iter()
+        .flatten()
+        .collect();
     // Launchers about to be stopped first learn why (for their workers' stop notice), all at
     // once and each within a bound: a launcher that does not answer is deleted all the same.
     let port = job.spec.launcher.status_port;
@@ -350,7 +403,66 @@ async fn execute(ctx: &Context, job: &ElasticJob, ns: &str, plan: &Plan) -> Resu
             }
         }
     }
-    Ok(())
+    Ok(conflicts)
+}
+
+/// The name conflicts last found for the job, less those of pods it no longer wants.
+fn name_conflicts_of(ctx: &Context, uid: &str, job: &ElasticJob) -> BTreeMap<u32, String> {
+    let wanted = job.spec.desired_replicas().max(0) as u32;
+    let mut all = ctx.name_conflicts.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(mine) = all.get_mut(uid) else {
+        return BTreeMap::new();
+    };
+    mine.retain(|index, _| *index < wanted);
+    let out = mine.clone();
+    if mine.is_empty() {
+        all.remove(uid);
+    }
+    out
+}
+
+/// Remembers what the plan's creations found: conflicts replace those of the same pods, a
+/// pod created clears its own. Returns a warning per new conflict.
+fn remember_conflicts(
+    ctx: &Context,
+    uid: &str,
+    job: &ElasticJob,
+    plan: &Plan,
+    found: BTreeMap<u32, String>,
+) -> Vec<Event> {
+    let mut all = ctx.name_conflicts.lock().unwrap_or_else(|p| p.into_inner());
+    let mine = all.entry(uid.to_string()).or_default();
+    let mut new = Vec::new();
+    for action in &plan.actions {
+        let Action::CreatePod { index } = action else {
+            continue;
+        };
+        match found.get(index) {
+            Some(what) => {
+                if mine.insert(*index, what.clone()).is_none() {
+                    new.push((*index, what.clone()));
+                }
+            }
+            None => {
+                mine.remove(index);
+            }
+        }
+    }
+    if mine.is_empty() {
+        all.remove(uid);
+    }
+    drop(all);
+    new.into_iter()
+        .map(|(index, what)| {
+            let pod = names::pod_name(&job.name_any(), index);
+            warn!(job = %job.name_any(), pod = %pod, "cannot create the pod: {what}");
+            Event::warning(
+                reason::POD_NAME_TAKEN,
+                format!("cannot create pod {pod}: {what}; delete or rename it"),
+            )
+            .about(&pod)
+        })
+        .collect()
 }
 
 /// Creates the job's launcher token Secret unless it exists: its pods read the token from it.
@@ -376,12 +488,14 @@ async fn ensure_store_token(ctx: &Context, job: &ElasticJob, ns: &str) -> Result
     }
 }
 
+/// Creates pod `index`; `Some((index, what))` when something that is not the job's holds its
+/// name.
 async fn create_pod(
     ctx: &Context,
     job: &ElasticJob,
     pods: &Api<Pod>,
     index: u32,
-) -> Result<(), Error> {
+) -> Result<Option<(u32, String)>, Error> {
     let pod = desired::pod(job, index, &ctx.settings).map_err(|source| Error::Desired {
         job: format!("{}/{}", job.namespace().unwrap_or_default(), job.name_any()),
         source,
@@ -390,12 +504,38 @@ async fn create_pod(
         Ok(_) => {
             ctx.metrics.pod_creations.inc();
             info!(job = %job.name_any(), pod = %pod.name_any(), "created pod");
-            Ok(())
+            Ok(None)
         }
-        // Created by an earlier reconcile whose watch event has not arrived yet.
-        Err(e) if is_status(&e, 409) => Ok(()),
+        // Created by an earlier reconcile whose watch event has not arrived yet, or someone
+        // else's.
+        Err(e) if is_status(&e, 409) => {
+            let name = pod.name_any();
+            let holder = match pods.get_opt(&name).await {
+                Ok(Some(existing)) => existing,
+                // Gone since: the next reconcile creates it.
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(kube_err(format!("reading pod {name}"))(e)),
+            };
+            Ok(foreign_holder(job, &holder).map(|what| (index, what)))
+        }
         Err(e) => Err(kube_err(format!("creating pod {}", pod.name_any()))(e)),
     }
+}
+
+/// What the pod holding one of the job's pod names is, unless it is the job's own.
+pub fn foreign_holder(job: &ElasticJob, pod: &Pod) -> Option<String> {
+    let owner = pod
+        .owner_references()
+        .iter()
+        .find(|o| o.controller == Some(true));
+    if owner.is_some_and(|o| Some(o.uid.as_str()) == job.meta().uid.as_deref()) {
+        return None;
+    }
+    let by = match owner {
+        Some(o) => format!("owned by {} {}", o.kind, o.name),
+        None => "owned by no controller".to_string(),
+    };
+    Some(format!("pod {} exists, {by}", pod.name_any()))
 }
 
 fn delete_reason(why: DeleteReason) -> &'static str {
@@ -496,6 +636,7 @@ pub async fn run(
         metrics,
         nodes,
         launchers: LauncherClient::default(),
+        name_conflicts: Mutex::default(),
     });
     let jobs: Api<ElasticJob> = scope.api(&client);
     let pods: Api<Pod> = scope.api(&client);
@@ -533,6 +674,61 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pod_holding_a_jobs_pod_name_is_foreign_unless_the_job_controls_it() {
+        let job = crate::fixtures::job();
+        let owned_by = |uid: &str, kind: &str| Pod {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: Some("train-worker-1".into()),
+                owner_references: Some(vec![
+                    k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                        kind: kind.into(),
+                        name: "other".into(),
+                        uid: uid.into(),
+                        controller: Some(true),
+                        ..Default::default()
+                    },
+                ]),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert_eq!(
+            foreign_holder(&job, &owned_by(crate::fixtures::UID, "ElasticJob")),
+            None
+        );
+        assert_eq!(
+            foreign_holder(&job, &owned_by("another-uid", "ElasticJob")).as_deref(),
+            Some("pod train-worker-1 exists, owned by ElasticJob other")
+        );
+        let bare = Pod {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: Some("train-worker-1".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert_eq!(
+            foreign_holder(&job, &bare).as_deref(),
+            Some("pod train-worker-1 exists, owned by no controller")
+        );
+    }
+
+    #[test]
+    fn a_status_write_is_refused_if_the_job_changed_since_it_was_read() {
+        let mut job = crate::fixtures::job();
+        job.metadata.resource_version = Some("41".into());
+        let status = ElasticJobStatus {
+            application_restarts: 2,
+            ..Default::default()
+        };
+        let patch = status_patch(&job, &status);
+        assert_eq!(patch["metadata"]["resourceVersion"], "41");
+        assert_eq!(patch["metadata"]["name"], "train");
+        assert_eq!(patch["status"]["applicationRestarts"], 2);
+        assert_eq!(patch["kind"], "ElasticJob");
+    }
 
     #[test]
     fn notes_are_cut_to_the_apiservers_limit_on_a_char_boundary() {

@@ -6,7 +6,7 @@
 //! other and may alternate; Suspended comes and goes with `runPolicy.suspend`. A condition's
 //! lastTransitionTime changes only when its status does.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -183,6 +183,44 @@ fn condition(
     }
 }
 
+/// Sets PodNameConflict from `conflicts` (pod index → what holds its name, as execution found
+/// them): True naming them, False once they are gone (absent if there never were any).
+pub fn name_conflicts(
+    st: &mut ElasticJobStatus,
+    conflicts: &BTreeMap<u32, String>,
+    now: Timestamp,
+    generation: Option<i64>,
+) {
+    let (status, reason, message) = if conflicts.is_empty() {
+        (
+            false,
+            reason::POD_NAMES_FREE,
+            "the job's pod names are free".to_string(),
+        )
+    } else {
+        let named: Vec<&str> = conflicts.values().map(String::as_str).collect();
+        let message = format!(
+            "{} of the job's pods cannot be created: {}; delete or rename what holds the name",
+            conflicts.len(),
+            named.join("; ")
+        );
+        (
+            true,
+            reason::POD_NAME_TAKEN,
+            shorten(&message, MAX_CONDITION_MESSAGE),
+        )
+    };
+    update_condition(
+        &mut st.conditions,
+        condition::POD_NAME_CONFLICT,
+        status,
+        reason,
+        &message,
+        now,
+        generation,
+    );
+}
+
 /// Events for conditions that became True (and for a resume).
 fn transition_events(old: &[Condition], new: &[Condition]) -> Vec<Event> {
     let mut events = Vec::new();
@@ -212,12 +250,18 @@ pub fn push_failure(list: &mut Vec<FailureRecord>, record: FailureRecord) {
 
 /// Keeps the newest [`MAX_RECENT_FAILURES`] failures, and beyond them the failures of pods that
 /// still exist (`live` pod UIDs): the list is how a failure is known to be counted already, so
-/// a failed pod's entry stays until the pod is gone, even when many pods fail at once.
+/// a failed pod's entry stays until the pod is gone, even when many pods fail at once. Those
+/// older entries lose their message, so the status stays far below the apiserver's object size
+/// limit however many pods fail together (about 300 bytes a pod).
 pub fn trim_failures(list: &mut Vec<FailureRecord>, live: &HashSet<&str>) {
     let mut kept = 0;
-    list.retain(|r| {
+    list.retain_mut(|r| {
         kept += 1;
-        kept <= MAX_RECENT_FAILURES || live.contains(record_key(r))
+        if kept <= MAX_RECENT_FAILURES {
+            return true;
+        }
+        r.message.clear();
+        live.contains(record_key(r))
     });
 }
 

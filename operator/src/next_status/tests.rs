@@ -707,3 +707,80 @@ fn a_pod_deleted_and_gone_between_two_reconciles_is_still_counted() {
     assert_eq!(n.status.infrastructure_restarts, 1, "{:#?}", n.status);
     assert_eq!(n.status.recent_failures[0].reason, "PodDeleted");
 }
+
+#[test]
+fn a_pod_name_held_by_another_object_is_a_condition_until_it_is_free() {
+    let mut st = ElasticJobStatus::default();
+    name_conflicts(&mut st, &BTreeMap::new(), at(0), Some(1));
+    assert_eq!(
+        cond(&st, condition::POD_NAME_CONFLICT),
+        None,
+        "never conflicted: absent"
+    );
+    let conflicts = BTreeMap::from([(
+        1,
+        "pod train-worker-1 exists, owned by no controller".into(),
+    )]);
+    name_conflicts(&mut st, &conflicts, at(1), Some(1));
+    assert_eq!(
+        status_of(&st, condition::POD_NAME_CONFLICT),
+        tf("True", reason::POD_NAME_TAKEN)
+    );
+    let message = &cond(&st, condition::POD_NAME_CONFLICT).unwrap().message;
+    assert!(
+        message.contains("1 of the job's pods cannot be created: pod train-worker-1 exists, owned by no controller; delete or rename"),
+        "{message}"
+    );
+    name_conflicts(&mut st, &BTreeMap::new(), at(2), Some(1));
+    assert_eq!(
+        status_of(&st, condition::POD_NAME_CONFLICT),
+        tf("False", reason::POD_NAMES_FREE)
+    );
+}
+
+/// The apiserver refuses an object over about 1.5 MiB (etcd's request limit): a status past it
+/// can never be written again, and the job neither recovers nor fails.
+#[test]
+fn a_thousand_pods_failing_at_once_keep_a_writable_status_and_the_right_counters() {
+    const PODS: u32 = 1000;
+    let mut j = job();
+    j.spec.max_replicas = PODS as i32;
+    j.spec.replicas = Some(PODS as i32);
+    j.spec.failure_policy.max_application_restarts = 10 * PODS as i32;
+    step(&mut j, &[], 0);
+    let running_pods: Vec<ObservedPod> = (0..PODS).map(running).collect();
+    step(&mut j, &running_pods, 10);
+    // Every pod's launcher reports a worker failure with a 1 KiB traceback.
+    let traceback = format!(
+        "Traceback (most recent call last):\n{}",
+        "  x\n".repeat(400)
+    );
+    let failing: Vec<ObservedPod> = (0..PODS)
+        .map(|i| {
+            let mut p = failed(i, 1, 50);
+            let t = p.termination.trainer.as_mut().unwrap();
+            let mut report: serde_json::Value =
+                serde_json::from_str(t.message.as_deref().unwrap()).unwrap();
+            report["message"] = traceback.clone().into();
+            t.message = Some(report.to_string());
+            p
+        })
+        .collect();
+    let n = step(&mut j, &failing, 60);
+    let size = serde_json::to_vec(&n.status).unwrap().len();
+    assert!(size < 512 * 1024, "the status is {size} bytes");
+    assert_eq!(n.status.application_restarts, PODS as i32);
+    assert_eq!(
+        n.status.recent_failures.len(),
+        PODS as usize,
+        "each pod's failure is kept until the pod is gone"
+    );
+    assert!(
+        n.status.recent_failures[..MAX_RECENT_FAILURES]
+            .iter()
+            .all(|r| !r.message.is_empty())
+    );
+    // Seen again (the pods are deleted one by one): nothing is counted twice.
+    let n = step(&mut j, &failing[1..], 70);
+    assert_eq!(n.status.application_restarts, PODS as i32);
+}

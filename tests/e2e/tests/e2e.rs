@@ -58,8 +58,12 @@ const SCENARIOS: &[(&str, Scenario)] = &[
         "s14_hung_rank_is_caught_progress_and_goodput",
         hung_rank_is_caught,
     ),
+    (
+        "s15_a_foreign_pod_holding_a_pod_name_is_reported",
+        foreign_pod_holding_a_pod_name,
+    ),
     // Last: the lost node stays lost for the rest of the run.
-    ("s15_node_loss_replaces_the_pod_on_another_node", node_loss),
+    ("s16_node_loss_replaces_the_pod_on_another_node", node_loss),
 ];
 
 /// How long a torch job of a few pods may take to finish on a 2-core machine.
@@ -926,6 +930,60 @@ fn deleting_the_job_removes_its_pods(env: &Env, ns: &str) {
         },
         || "service gc still there".into(),
     );
+}
+
+/// Scenario 15: a pod the job does not own holds the name of one of its pods: the job says so
+/// (PodNameConflict True naming it, a PodNameTaken Warning), runs with the pods it can make,
+/// and makes the missing one once the name is free.
+fn foreign_pod_holding_a_pod_name(env: &Env, ns: &str) {
+    let restricted = json!({"allowPrivilegeEscalation": false,
+        "capabilities": {"drop": ["ALL"]}});
+    env.kubectl.apply_in(
+        ns,
+        &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "nc-worker-1"},
+            "spec": {"terminationGracePeriodSeconds": 1,
+                "securityContext": {"runAsNonRoot": true, "runAsUser": 1000,
+                    "seccompProfile": {"type": "RuntimeDefault"}},
+                "containers": [{"name": "squatter", "image": TRAINER_IMAGE,
+                    "securityContext": restricted,
+                    "command": ["python", "-c", "import time; time.sleep(3600)"]}]}}),
+    );
+    let job = idle_job_doc(
+        "nc",
+        &json!({"minReplicas": 1, "maxReplicas": 2, "replicas": 2}),
+    );
+    apply_all(env, ns, &[idle_configmap(), job]);
+    let st = env.wait_job(ns, "nc", "PodNameConflict True", T_RUN, |j| {
+        condition_srm(&j["status"], "PodNameConflict")
+            .is_some_and(|(s, r, _)| s == "True" && r == "PodNameTaken")
+    });
+    let (_, _, message) = condition_srm(&st["status"], "PodNameConflict").unwrap();
+    assert!(
+        message.contains("pod nc-worker-1 exists, owned by no controller"),
+        "{message}"
+    );
+    let events = env.events(ns, "nc");
+    assert!(
+        events
+            .iter()
+            .any(|(t, r, m)| t == "Warning" && r == "PodNameTaken" && m.contains("nc-worker-1")),
+        "{events:?}"
+    );
+    // Pod 0 runs meanwhile (minReplicas 1).
+    wait_running(env, ns, "nc", 1);
+    env.kubectl
+        .ok(&["delete", "pod", "nc-worker-1", "-n", ns, "--timeout=60s"]);
+    let pods = wait_running(env, ns, "nc", 2);
+    assert!(
+        pods.iter()
+            .all(|p| p["metadata"]["ownerReferences"][0]["kind"] == "ElasticJob"),
+        "{}",
+        pod_summary(&pods)
+    );
+    env.wait_job(ns, "nc", "PodNameConflict False", T_RUN, |j| {
+        condition_srm(&j["status"], "PodNameConflict")
+            .is_some_and(|(s, r, _)| s == "False" && r == "PodNamesFree")
+    });
 }
 
 /// Scenario 10: Restarting the operator mid-job neither duplicates pods nor loses status (here: a
