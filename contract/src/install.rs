@@ -7,3 +7,7 @@ pub const ARG: &str = "__install";
 pub const BINARY_NAME: &str = "elastic-launch";
 /// The torchrun alias next to it in `DIR`, so commands written for torchrun find it too.
 pub const TORCHRUN_LINK: &str = "torchrun";
+
+/// The hidden first argument that runs a shell command calling `torchrun` once per pod, this
+/// launcher standing in as that `torchrun` (`elastic-launch __wrap sh -c "... && torchrun ..."`).
+pub const WRAP_ARG: &str = "__wrap";

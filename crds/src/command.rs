@@ -2,15 +2,22 @@
 //!
 //! The user writes the command they would run on one node: either `torchrun [options] script
 //! [args]` (also `python -m torch.distributed.run ...` or `elastic-launch ...`), in which case
-//! the launcher takes torchrun's place and keeps the options; or any other program (`python
-//! train.py`, a shell script, a venv's python), which the launcher runs with `--no-python` once
-//! per local rank, so the user's own interpreter is used.
+//! the launcher takes torchrun's place and keeps the options; or a shell command that calls
+//! torchrun itself (`sh -c "pip install -r req.txt && torchrun train.py"`), which runs once per
+//! pod with the launcher as the `torchrun` it calls; or any other program (`python train.py`, a
+//! venv's python), which the launcher runs with `--no-python` once per local rank, so the
+//! user's own interpreter is used.
+
+use elasticjob_contract::install::WRAP_ARG;
 
 /// What the launcher is given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Invocation {
     /// The command was a torchrun: the launcher gets the rest of it (options, script, args).
     Torchrun { args: Vec<String> },
+    /// A shell command that calls torchrun: runs once per pod under `elastic-launch __wrap`,
+    /// which puts itself on the command's PATH as `torchrun`.
+    Wrapper { argv: Vec<String> },
     /// Any other program: the launcher runs `argv` as is (`--no-python`) for every local rank.
     Program { argv: Vec<String> },
     /// A command the launcher cannot stand in for; the text says why and what to write instead.
@@ -23,6 +30,9 @@ impl Invocation {
     pub fn launcher_args(&self) -> Vec<String> {
         match self {
             Invocation::Torchrun { args } => args.clone(),
+            Invocation::Wrapper { argv } => std::iter::once(WRAP_ARG.to_string())
+                .chain(argv.iter().cloned())
+                .collect(),
             Invocation::Program { argv } => std::iter::once("--no-python".to_string())
                 .chain(argv.iter().cloned())
                 .collect(),
@@ -42,6 +52,52 @@ fn is_python(program: &str) -> bool {
         .is_some_and(|v| v.chars().all(|c| c.is_ascii_digit() || c == '.'))
 }
 
+/// The script of `sh -c SCRIPT ...` (any POSIX shell, any option cluster holding `c`).
+fn shell_script(argv: &[String]) -> Option<&str> {
+    let shell = matches!(
+        basename(argv.first()?),
+        "sh" | "bash" | "dash" | "ash" | "ksh" | "zsh"
+    );
+    if !shell {
+        return None;
+    }
+    let mut rest = argv[1..].iter();
+    for arg in rest.by_ref() {
+        if !arg.starts_with('-') || arg == "--" {
+            return None;
+        }
+        if !arg.starts_with("--") && arg.contains('c') {
+            break;
+        }
+    }
+    rest.next().map(String::as_str)
+}
+
+/// The words of a shell script, split at blanks and operators (enough to spot a command name).
+fn script_words(script: &str) -> impl Iterator<Item = &str> + '_ {
+    script
+        .split(|c: char| c.is_whitespace() || ";&|()`'\"".contains(c))
+        .filter(|w| !w.is_empty())
+}
+
+/// Classifies a shell command: a wrapper when it calls torchrun, refused when it calls torch's
+/// own launcher module, else None (a plain program).
+fn classify_shell(argv: &[String]) -> Option<Invocation> {
+    let script = shell_script(argv)?;
+    if script_words(script)
+        .any(|w| w.contains("torch.distributed.run") || w.contains("torch.distributed.launch"))
+    {
+        return Some(Invocation::Unsupported(
+            "the shell command starts torch's own launcher (python -m torch.distributed.run or .launch): call torchrun instead, which the operator's launcher stands in for (sh -c \"... && torchrun [options] train.py\")".into(),
+        ));
+    }
+    script_words(script)
+        .any(|w| matches!(basename(w), "torchrun" | "elastic-launch"))
+        .then(|| Invocation::Wrapper {
+            argv: argv.to_vec(),
+        })
+}
+
 /// Classifies the full command line of the trainer container (`command` followed by `args`).
 pub fn invocation(argv: &[String]) -> Invocation {
     let Some(program) = argv.first() else {
@@ -51,6 +107,9 @@ pub fn invocation(argv: &[String]) -> Invocation {
         return Invocation::Torchrun {
             args: argv[1..].to_vec(),
         };
+    }
+    if let Some(shell) = classify_shell(argv) {
+        return shell;
     }
     if is_python(program) {
         // python [interpreter flags] -m torch.distributed.run ...
@@ -291,6 +350,9 @@ mod tests {
         );
         let inv = invocation(&v(&["/bin/sh", "-c", "exec ./train"]));
         assert!(matches!(inv, Invocation::Program { .. }));
+        // A script naming torchrun only as text is still a program.
+        let inv = invocation(&v(&["bash", "-c", "echo torchrun_is_not_called"]));
+        assert!(matches!(inv, Invocation::Program { .. }));
         // Not a python: `pythonista` is just a program.
         assert!(matches!(
             invocation(&v(&["pythonista", "-m", "torch.distributed.run"])),
@@ -336,5 +398,45 @@ mod tests {
         assert_eq!(script_index(&v(&["--", "train.py"])), Some(1));
         assert_eq!(script_index(&v(&["--tee", "3"])), None);
         assert_eq!(script_index(&v(&["--standalone"])), None);
+    }
+
+    #[test]
+    fn a_shell_command_that_calls_torchrun_runs_once_under_the_wrapper() {
+        for argv in [
+            v(&[
+                "bash",
+                "-c",
+                "pip install -r req.txt && torchrun --nproc-per-node=2 train.py",
+            ]),
+            v(&["/bin/sh", "-ec", "cd /work; exec torchrun train.py"]),
+            v(&[
+                "sh",
+                "-x",
+                "-c",
+                "setup;/opt/venv/bin/torchrun train.py",
+                "arg0",
+            ]),
+            v(&["bash", "-lc", "(torchrun train.py)"]),
+        ] {
+            let inv = invocation(&argv);
+            assert_eq!(inv, Invocation::Wrapper { argv: argv.clone() }, "{argv:?}");
+            let mut expected = v(&["__wrap"]);
+            expected.extend(argv.clone());
+            assert_eq!(inv.launcher_args(), expected);
+        }
+        // torch's own launcher inside a shell is refused, saying what to write.
+        let Invocation::Unsupported(why) = invocation(&v(&[
+            "bash",
+            "-c",
+            "pip install x && python -m torch.distributed.run train.py",
+        ])) else {
+            panic!("not refused");
+        };
+        assert!(why.contains("call torchrun instead"), "{why}");
+        // A shell running a script file is a program: its content cannot be seen.
+        assert!(matches!(
+            invocation(&v(&["bash", "run.sh"])),
+            Invocation::Program { .. }
+        ));
     }
 }

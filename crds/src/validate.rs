@@ -108,7 +108,7 @@ pub fn warnings(job: &ElasticJob) -> Vec<ValidationIssue> {
         {
             out.push(ValidationIssue::new(
                 format!("spec.template.spec.containers[{i}].command"),
-                "the command seems to run torchrun inside another program; the operator runs the command once per local rank under its own launcher, so start the command with torchrun itself",
+                "the command seems to run torchrun inside another program, which the operator runs once per local rank (a launcher in every worker): start the command with torchrun itself, or write it as a shell command (sh -c \"... && torchrun ...\"), which runs once per pod",
             ));
         }
     }
@@ -469,6 +469,8 @@ fn check_template(spec: &ElasticJobSpec, issues: &mut Vec<ValidationIssue>) {
                     );
                 }
             }
+            // Its torchrun reads the operator's PET_* variables: nothing to check here.
+            Invocation::Wrapper { .. } => {}
             Invocation::Program { argv } => {
                 if !spec.launcher.prewarm.is_empty() && command::python_entrypoint(&argv).is_none()
                 {
@@ -813,13 +815,24 @@ mod tests {
     }
 
     #[test]
-    fn shell_running_torchrun_is_a_warning() {
-        let j = job(vec![container("main", &["sh", "-c", "torchrun train.py"])]);
+    fn torchrun_inside_a_program_is_a_warning_and_inside_a_shell_command_is_fine() {
+        // A shell command calling torchrun runs once per pod (the launcher's __wrap).
+        let j = job(vec![container(
+            "main",
+            &["sh", "-c", "pip install x && torchrun train.py"],
+        )]);
+        assert_eq!(validate(&j), Ok(()));
+        assert!(warnings(&j).is_empty(), "{:?}", warnings(&j));
+        // A program handed torchrun would run it in every worker.
+        let j = job(vec![container(
+            "main",
+            &["./launch.sh", "torchrun", "train.py"],
+        )]);
         assert_eq!(validate(&j), Ok(()));
         assert!(
             warnings(&j)[0]
                 .message
-                .contains("start the command with torchrun itself")
+                .contains("start the command with torchrun itself, or write it as a shell command")
         );
     }
 }

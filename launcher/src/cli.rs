@@ -270,6 +270,17 @@ fn command() -> Command {
 
 /// Parse the launcher's command line (`argv` without the program name) with `PET_*` and the
 /// other variables looked up through `env`.
+/// Why this launcher must not run: in an ElasticJob pod (`ELASTICJOB_NODE_INDEX`), started by
+/// a worker of the pod's own launcher (`TORCHELASTIC_RUN_ID`): the pod's command, which runs
+/// once per local rank, calls torchrun, so every worker would start a launcher of its own.
+pub fn nested_in_a_worker(env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    let in_a_pod = env(elasticjob_contract::env::NODE_INDEX).is_some();
+    let in_a_worker = env("TORCHELASTIC_RUN_ID").is_some();
+    (in_a_pod && in_a_worker).then(|| {
+        "elastic-launch (torchrun) was started by a worker of this pod's launcher: the pod's command runs once per local rank, so each would start a launcher. Start the container's command with torchrun itself, or write it as a shell command (sh -c \"... && torchrun ...\"), which runs once per pod".to_string()
+    })
+}
+
 pub fn parse(argv: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Config, CliError> {
     let mut cmd = command();
     let mut argv = argv.to_vec();
@@ -1776,6 +1787,32 @@ mod tests {
             Duration::ZERO
         );
         assert!(err(&["--exit-barrier-timeout=-1", "s"], &[]).contains("must be >= 0"));
+    }
+
+    #[test]
+    fn a_launcher_started_by_a_worker_in_an_elasticjob_pod_is_refused() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let why = nested_in_a_worker(&env(&[
+            ("ELASTICJOB_NODE_INDEX", "0"),
+            ("TORCHELASTIC_RUN_ID", "uid"),
+        ]))
+        .unwrap();
+        assert!(why.contains("runs once per pod"), "{why}");
+        // The pod's own launcher, and torchrun anywhere else, run.
+        assert_eq!(
+            nested_in_a_worker(&env(&[("ELASTICJOB_NODE_INDEX", "0")])),
+            None
+        );
+        assert_eq!(
+            nested_in_a_worker(&env(&[("TORCHELASTIC_RUN_ID", "uid")])),
+            None
+        );
     }
 
     #[test]

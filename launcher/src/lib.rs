@@ -7,7 +7,8 @@
 //! `workers` spawns and supervises worker processes; `worker_env` builds their environment;
 //! `progress` is what the launcher serves about itself (`--status-port`); `logs`, `failures`,
 //! `devices` and `report` hold the rest; `install` copies the launcher into a
-//! pod (the operator's init container).
+//! pod (the operator's init container); `wrap` runs a shell command that calls `torchrun`
+//! once per pod, standing in as that `torchrun`.
 
 pub mod agent;
 pub mod cli;
@@ -28,3 +29,4 @@ pub mod template;
 pub mod training;
 pub mod worker_env;
 pub mod workers;
+pub mod wrap;

@@ -6,7 +6,7 @@ use anyhow::Context;
 use elastic_launch::agent::{Agent, AgentError, Outcome};
 use elastic_launch::config::Config;
 use elastic_launch::report::{self, RunFacts};
-use elastic_launch::{cli, entrypoint, failures, install, workers};
+use elastic_launch::{cli, entrypoint, failures, install, workers, wrap};
 use elasticjob_contract::report::{Reason, RunReport};
 
 fn main() -> ExitCode {
@@ -16,6 +16,13 @@ fn main() -> ExitCode {
     }
     if argv.first().map(String::as_str) == Some(elasticjob_contract::install::ARG) {
         return ExitCode::from(install::install_main(&argv[1..]));
+    }
+    if argv.first().map(String::as_str) == Some(elasticjob_contract::install::WRAP_ARG) {
+        return ExitCode::from(wrap::wrap_main(&argv[1..]));
+    }
+    if let Some(why) = cli::nested_in_a_worker(&|name| std::env::var(name).ok()) {
+        eprintln!("{why}");
+        return ExitCode::from(2);
     }
     let cfg = match cli::parse(&argv, &|name| std::env::var(name).ok()) {
         Ok(cfg) => cfg,

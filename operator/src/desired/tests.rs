@@ -334,6 +334,14 @@ fn other_commands_run_under_no_python() {
 }
 
 #[test]
+fn a_shell_command_calling_torchrun_runs_once_with_the_launcher_as_its_torchrun() {
+    let script = "pip install -r req.txt && torchrun --nproc-per-node=2 train.py";
+    let (program, args) = launched(&with_command(&["bash", "-c"], &[script]));
+    assert_eq!(program, ["/elasticjob/bin/elastic-launch"]);
+    assert_eq!(args, ["__wrap", "bash", "-c", script]);
+}
+
+#[test]
 fn with_prewarm_a_python_command_hands_the_launcher_its_script() {
     let mut j = with_command(&["/opt/venv/bin/python"], &["-u", "train.py", "--lr", "1"]);
     j.spec.launcher.prewarm = vec!["torch".into()];
