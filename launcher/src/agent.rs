@@ -12,6 +12,7 @@ use elasticjob_contract::report::{Reason, message};
 use elasticjob_contract::stop::{self, StopNotice, StopReason};
 use nix::sys::signal::Signal;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::config::{Config, RdzvBackend};
 use crate::devices;
@@ -338,7 +339,12 @@ enum GroupEvent {
     /// A peer of this round left the job (its pod is being stopped) and said so.
     PeerLeft(String),
     Signal(Signal),
-    StoreLost(StoreError),
+    /// The store is unreachable. `lease_end`: when this node's peers may count it lost, by
+    /// which its workers must be gone (set while it heartbeats).
+    StoreLost {
+        error: StoreError,
+        lease_end: Option<Instant>,
+    },
     /// Ranks that reported progress fell silent for `--stall-timeout`.
     Stalled {
         ranks: Vec<u32>,
@@ -355,7 +361,7 @@ impl GroupEvent {
             GroupEvent::MembershipChanged => GroupEnd::MembershipChanged,
             GroupEvent::PeerLost(_) | GroupEvent::PeerLeft(_) => GroupEnd::PeerLost,
             GroupEvent::Signal(sig) => GroupEnd::Signal(*sig),
-            GroupEvent::StoreLost(_) => GroupEnd::StoreLost,
+            GroupEvent::StoreLost { .. } => GroupEnd::StoreLost,
         }
     }
 }
@@ -444,7 +450,7 @@ fn stop_notice(
                 "node {peer} left the job (its pod is being stopped); the round is re-formed without it"
             ),
         ),
-        GroupEvent::StoreLost(e) => (
+        GroupEvent::StoreLost { error: e, .. } => (
             StopReason::StoreLost,
             format!("the rendezvous store is unreachable ({e}); the round is re-formed"),
         ),
@@ -500,9 +506,20 @@ fn log_group_end(event: &GroupEvent, round: u64) {
             peer = %peer,
             "a node of this round stopped heartbeating; re-forming without it (not counted as a restart)"
         ),
-        GroupEvent::StoreLost(e) => {
-            tracing::warn!(error = %e, "lost the rendezvous store; stopping workers and re-joining");
+        GroupEvent::StoreLost {
+            error,
+            lease_end: None,
+        } => {
+            tracing::warn!(%error, "lost the rendezvous store; stopping workers and re-joining");
         }
+        GroupEvent::StoreLost {
+            error,
+            lease_end: Some(end),
+        } => tracing::warn!(
+            %error,
+            lease_left_ms = end.saturating_duration_since(Instant::now()).as_millis() as u64,
+            "lost the rendezvous store (a partition, or its host gone): stopping workers before this node's heartbeat lease ends, when its peers may re-form without it, then re-joining"
+        ),
     }
 }
 
@@ -699,6 +716,14 @@ impl Agent {
             let grace = match grace {
                 Grace::Shutdown => self.cfg.shutdown_timeout,
                 Grace::Restart => RESTART_STOP_GRACE,
+            };
+            // Fenced: gone before the lease ends, whatever their grace would have been.
+            let grace = match &event {
+                GroupEvent::StoreLost {
+                    lease_end: Some(end),
+                    ..
+                } => grace.min(end.saturating_duration_since(Instant::now())),
+                _ => grace,
             };
             if let Some(notice) = stop_notice(&event, &self.stop_told, round.round, grace) {
                 write_stop_notice(&self.node.stop_file(), &notice);
@@ -982,7 +1007,12 @@ impl Agent {
             Backend::Dynamic(d) if round.group_world_size > 1 => {
                 match Heartbeat::start(d, &self.rdzv.store, round).await {
                     Ok(hb) => Some(hb),
-                    Err(e) => return GroupEvent::StoreLost(e),
+                    Err(error) => {
+                        return GroupEvent::StoreLost {
+                            error,
+                            lease_end: None,
+                        };
+                    }
                 }
             }
             _ => None,
@@ -1025,18 +1055,28 @@ impl Agent {
                     }
                 }
                 _ = beat.tick(), if heartbeat.is_some() => {
-                    match heartbeat.as_mut().expect("guarded").tick().await {
-                        Ok(None) => {}
-                        Ok(Some(peer)) => return GroupEvent::PeerLost(peer),
-                        Err(e) if e.is_connection_lost() => return GroupEvent::StoreLost(e),
-                        Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+                    let hb = heartbeat.as_mut().expect("guarded");
+                    // Not renewed by then, the lease is lost: fence this node.
+                    match tokio::time::timeout_at(hb.fence_at(), hb.tick()).await {
+                        Ok(Ok(None)) => {}
+                        Ok(Ok(Some(peer))) => return GroupEvent::PeerLost(peer),
+                        Ok(Err(error)) if error.is_connection_lost() => {
+                            return GroupEvent::StoreLost { error, lease_end: Some(hb.lease_end()) };
+                        }
+                        Ok(Err(e)) => tracing::warn!(error = %e, "heartbeat failed"),
+                        Err(_) => {
+                            return GroupEvent::StoreLost { error: hb.lease_lost(), lease_end: Some(hb.lease_end()) };
+                        }
                     }
                 }
                 result = async { match watcher.as_mut() { Some(w) => (&mut w.0).await, None => std::future::pending().await } } => {
                     watcher = None;
                     match result {
                         Ok(Ok(())) => return self.membership_event(round).await,
-                        Ok(Err(e)) => return GroupEvent::StoreLost(e),
+                        Ok(Err(error)) => {
+                            let lease_end = heartbeat.as_ref().map(Heartbeat::lease_end);
+                            return GroupEvent::StoreLost { error, lease_end };
+                        }
                         Err(_) => {}
                     }
                 }

@@ -829,6 +829,11 @@ const FINISHED: &[u8] = b"finished";
 /// nodes there are. A node whose heartbeat has not moved for `keep_alive_interval *
 /// keep_alive_max_attempt` (2 s by default; torchrun's 15 s) is declared lost. Time, not a count of
 /// checks, decides: a starved agent whose own checks bunch up must not declare a live peer dead.
+///
+/// The same time is this node's lease: its peers count it lost no sooner than `dead_after`
+/// after its last beat that reached the store, so a node that cannot renew the lease (cut off
+/// by a partition, or its store gone) must have stopped its workers by then ([`Heartbeat::
+/// fence_at`], [`Heartbeat::lease_end`]): two copies of a rank never run at once.
 pub struct Heartbeat {
     store: StoreClient,
     own_key: String,
@@ -838,6 +843,8 @@ pub struct Heartbeat {
     last_change: Instant,
     dead_after: Duration,
     beats: u64,
+    /// When the newest beat known to be in the store was sent (it got there no sooner).
+    renewed: Instant,
 }
 
 impl Heartbeat {
@@ -862,6 +869,8 @@ impl Heartbeat {
             last_change: Instant::now(),
             dead_after: rdzv.conf.keep_alive_interval * rdzv.conf.keep_alive_max_attempt,
             beats: 0,
+            // The round was just formed through this store.
+            renewed: Instant::now(),
         };
         hb.store.set(&hb.own_key, b"0").await?;
         Ok(hb)
@@ -877,13 +886,19 @@ impl Heartbeat {
     /// One beat and one look at the peer; `Some(peer)` once the peer counts as lost.
     pub async fn tick(&mut self) -> Result<Option<String>, StoreError> {
         self.beats += 1;
+        let sent = Instant::now();
         self.store
             .set(&self.own_key, self.beats.to_string().as_bytes())
             .await?;
+        // SET has no reply: the next reply on the connection says it is in.
         let Some(peer_key) = &self.peer_key else {
+            self.store.ping().await?;
+            self.renewed = sent;
             return Ok(None);
         };
-        let seen = if self.store.check(&[peer_key.as_str()]).await? {
+        let present = self.store.check(&[peer_key.as_str()]).await?;
+        self.renewed = sent;
+        let seen = if present {
             Some(self.store.get(peer_key).await?)
         } else {
             None
@@ -897,6 +912,29 @@ impl Heartbeat {
             return Ok(None);
         }
         Ok((self.last_change.elapsed() >= self.dead_after).then(|| self.peer_id.clone()))
+    }
+
+    /// When this node's lease ends unless renewed: its peers may count it lost from then.
+    pub fn lease_end(&self) -> Instant {
+        self.renewed + self.dead_after
+    }
+
+    /// When a node that could not renew its lease starts stopping its workers: a quarter of
+    /// the lease before it ends, which is their time to exit. A beat that starts late (this
+    /// agent was starved of CPU) still gets that quarter to get through: a starved node is
+    /// rarely a lost one, and a false fence restarts the whole job.
+    pub fn fence_at(&self) -> Instant {
+        let quarter = self.dead_after / 4;
+        (self.lease_end() - quarter).max(Instant::now() + quarter)
+    }
+
+    /// The error of a lease that could not be renewed in time.
+    pub fn lease_lost(&self) -> StoreError {
+        StoreError::Timeout {
+            addr: self.store.addr().to_string(),
+            what: "renewing this node's heartbeat lease".into(),
+            timeout: self.dead_after * 3 / 4,
+        }
     }
 }
 

@@ -645,6 +645,67 @@ fn a_store_host_that_comes_back_joins_the_store_the_others_moved_to() {
     assert!(!files(&d, "ws1").iter().any(|_| true), "no round of one");
 }
 
+/// Fencing: a node that cannot renew its heartbeat lease (here its store froze, as in a
+/// partition: no RST, no answer) has its workers gone before the lease ends, when its peers may
+/// count it lost and re-form without it, even a worker that ignores SIGTERM and would
+/// otherwise get the 30 s between rounds. Two copies of a rank never run at once.
+#[test]
+fn a_node_that_cannot_renew_its_lease_stops_its_workers_before_the_lease_ends() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().display();
+    // Each worker says it is alive every 50 ms, under its node's name, and ignores SIGTERM.
+    let worker = bash(format!(
+        r#"trap "" TERM; while true; do date +%s.%N > {dir}/alive_$NODE.tmp; mv {dir}/alive_$NODE.tmp {dir}/alive_$NODE; sleep 0.05; done"#
+    ));
+    let port = free_port();
+    let a = listening(
+        agent_with_env(port, "2", "", &worker, &[("NODE", "a")]),
+        port,
+    );
+    let b = agent_with_env(port, "2", "", &worker, &[("NODE", "b")]);
+    let alive = |node: &str| -> Option<f64> {
+        std::fs::read_to_string(d.path().join(format!("alive_{node}")))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    wait_until(Duration::from_secs(20), "both workers up", || {
+        alive("a").is_some() && alive("b").is_some()
+    });
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    // The store (in agent a) freezes: b can no longer renew its lease.
+    let pid = Pid::from_raw(a.id() as i32);
+    kill(pid, Signal::SIGSTOP).unwrap();
+    let frozen = now();
+    std::thread::sleep(Duration::from_secs(6));
+    let last = alive("b").unwrap();
+    kill(pid, Signal::SIGCONT).unwrap();
+    drop(a);
+    // b is trying to re-join by now; stop it to read what it said.
+    kill(Pid::from_raw(b.id() as i32), Signal::SIGTERM).unwrap();
+    let out = b.output(Duration::from_secs(30));
+    // The lease is 2 s from b's last beat that got through, which was before the freeze.
+    assert!(
+        last - frozen < 2.5,
+        "b's worker was still alive {:.1}s after its store froze:\n{}",
+        last - frozen,
+        describe(&out)
+    );
+    assert!(
+        describe(&out).contains("stopping workers before this node's heartbeat lease ends"),
+        "{}",
+        describe(&out)
+    );
+}
+
 /// The store host is gone and its pod is being deleted: SIGTERM ends the survivor's wait for a
 /// new host at once (exit 1, "received signal"), not after join_timeout.
 #[test]

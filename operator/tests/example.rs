@@ -91,3 +91,33 @@ fn the_example_runs_its_script_under_the_launcher() {
         ]
     );
 }
+
+/// examples/networkpolicy.yaml fences the example job: its selectors are the job's pod labels
+/// and the operator chart's pod labels, its port the launchers' status port.
+#[test]
+fn the_network_policy_example_selects_the_jobs_pods_and_admits_the_operator() {
+    let (job, _) = example();
+    let policy: Value =
+        serde_saphyr::from_str(include_str!("../../examples/networkpolicy.yaml")).unwrap();
+    let selector =
+        serde_json::to_value(desired::selector(&job.metadata.name.clone().unwrap())).unwrap();
+    assert_eq!(policy["spec"]["podSelector"]["matchLabels"], selector);
+    let ingress = policy["spec"]["ingress"].as_array().unwrap();
+    assert_eq!(
+        ingress[0]["from"][0]["podSelector"]["matchLabels"],
+        selector
+    );
+    assert!(
+        ingress[0].get("ports").is_none(),
+        "the job's pods on every port"
+    );
+    let operator = &ingress[1]["from"][0];
+    assert_eq!(
+        operator["podSelector"]["matchLabels"]["app.kubernetes.io/name"],
+        "elasticjob-operator"
+    );
+    assert_eq!(
+        ingress[1]["ports"][0]["port"],
+        i64::from(job.spec.launcher.status_port)
+    );
+}

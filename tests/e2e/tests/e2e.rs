@@ -241,6 +241,14 @@ fn wait_log(env: &Env, ns: &str, job: &str, needle: &str, timeout: Duration) -> 
     )
 }
 
+/// The time of the first log line holding every one of `needles` (the launcher's lines start
+/// with an RFC 3339 timestamp).
+fn first_line_time(log: &str, needles: &[&str]) -> Option<f64> {
+    log.lines()
+        .find(|l| needles.iter().all(|n| l.contains(n)))
+        .and_then(|l| parse_time(l.split_whitespace().next()?))
+}
+
 /// Per pod UID, how much of its trainer log exists now.
 fn log_marks(env: &Env, ns: &str, job: &str) -> Vec<(String, usize)> {
     env.pods(ns, job)
@@ -902,12 +910,35 @@ fn active_deadline(env: &Env, ns: &str) {
 /// Scenario 9: Deleting the job removes its pods and Service (garbage collection through owner
 /// references).
 fn deleting_the_job_removes_its_pods(env: &Env, ns: &str) {
-    let job = idle_job_doc(
+    let mut job = idle_job_doc(
         "gc",
         &json!({"minReplicas": 2, "maxReplicas": 2, "replicas": 2}),
     );
+    // A shell command that calls torchrun itself: it runs once per pod, the launcher standing
+    // in as its torchrun.
+    job["spec"]["template"]["spec"]["containers"][0]["command"] = json!([
+        "sh",
+        "-c",
+        "echo '[setup] once per pod' && torchrun /workspace/idle.py"
+    ]);
     apply_all(env, ns, &[idle_configmap(), job]);
     let pods = wait_running(env, ns, "gc", 2);
+    for p in &pods {
+        let name = p["metadata"]["name"].as_str().unwrap();
+        let log = wait_until(
+            &format!("the idle worker of {name}"),
+            T_RUN,
+            Duration::from_millis(500),
+            || {
+                env.logs(ns, name)
+                    .ok()
+                    .filter(|l| l.contains("[idle] rank"))
+            },
+            || env.logs(ns, name).unwrap_or_else(|e| e),
+        );
+        assert_eq!(log.matches("[setup] once per pod").count(), 1, "{log}");
+        assert_eq!(log.matches("[idle] rank").count(), 1, "{log}");
+    }
     for p in &pods {
         let owner = &p["metadata"]["ownerReferences"][0];
         assert_eq!(owner["kind"], "ElasticJob", "{owner:#}");
@@ -1225,6 +1256,29 @@ fn faults_above_min_train_again_in_seconds(env: &Env, ns: &str) {
         took < BACK_TRAINING,
         "training resumed only {took:?} after the partition"
     );
+    // Fenced: pod 2, unable to renew its heartbeat lease, stopped its workers (gone by the
+    // lease's end) before the other two started the round without it: never two copies of a
+    // rank. The launchers' log lines carry their time.
+    let new = logs_since(env, ns, "goodput", &marks);
+    let fenced = first_line_time(
+        &new,
+        &["stopping workers before this node's heartbeat lease ends"],
+    );
+    let restarted = first_line_time(&new, &["started workers", "world_size=2 "]);
+    match (fenced, restarted) {
+        (Some(fenced), Some(restarted)) => {
+            eprintln!(
+                "e2e: pod 2 fenced {:.2}s before the others started the round without it",
+                restarted - fenced
+            );
+            assert!(
+                fenced < restarted,
+                "pod 2 fenced after the others restarted:\n{}",
+                tail(&new, 60)
+            );
+        }
+        _ => panic!("no fence or no restart in the logs:\n{}", tail(&new, 60)),
+    }
     let marks = log_marks(env, ns, "goodput");
     env.faults
         .set_pod_network(ns, "goodput-worker-2", true)
