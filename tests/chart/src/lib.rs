@@ -11,7 +11,7 @@
 //! helm is `ELASTICJOB_HELM`, else the provisioned one (`tests/cluster/provision.sh`), else the
 //! one on PATH; nothing is skipped when it is missing: the tests fail and say how to get it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use serde_json::Value;
@@ -23,13 +23,7 @@ pub const NAMESPACE: &str = "elasticjob-system";
 /// `<release>-<chart>`: the name of the Deployment, ServiceAccount, ClusterRole, ...
 pub const FULLNAME: &str = "ej-elasticjob-operator";
 
-/// The repository root (tests/chart/../..).
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("repository root")
-}
+pub use local_cluster::testing::repo_root;
 
 pub fn chart_dir() -> PathBuf {
     repo_root().join("charts/elasticjob-operator")

@@ -84,13 +84,7 @@ pub const CRD: &str = "elasticjobs.elasticjob.dev";
 /// The pods' job label.
 pub const JOB_LABEL: &str = "elasticjob.dev/job-name";
 
-/// The repository root (tests/e2e/../..).
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("repository root")
-}
+pub use local_cluster::testing::repo_root;
 
 // ---- small utilities -------------------------------------------------------------------------
 
