@@ -395,6 +395,11 @@ pub struct Framer {
 }
 
 impl Framer {
+    /// True between requests: nothing of the next one has been scanned yet.
+    pub fn is_idle(&self) -> bool {
+        self.command.is_none()
+    }
+
     /// The length of the request at the front of `buf` once all of it is there (then the framer
     /// starts over for the next one), `None` while more bytes are needed. `buf` must start at
     /// the same request, holding at least the bytes of the previous call.

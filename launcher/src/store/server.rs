@@ -892,7 +892,8 @@ async fn connection_loop(
 }
 
 /// Applies every complete request at the front of `buf` under one lock; returns bytes consumed.
-/// `framer` carries over, between calls, how far the incomplete request at the end was scanned.
+/// `framer` carries over, between calls, how far the incomplete request at the end was scanned
+/// ([`next_request`]).
 fn process(
     buf: &[u8],
     me: ConnId,
@@ -902,12 +903,10 @@ fn process(
     admitted: &mut Admitted,
 ) -> Result<usize, Close> {
     let mut pos = 0;
-    // Frame before locking: a partial request needs no lock at all.
+    // Decode before locking: a partial request needs no lock at all.
     let mut state = None;
-    while let Some(len) = framer.frame(&buf[pos..])? {
-        let frame = &buf[pos..pos + len];
+    while let Some((req, len)) = next_request(&buf[pos..], framer)? {
         pos += len;
-        let (req, _) = codec::decode_request(frame)?.expect("the framer found a whole request");
         // The first request is VALIDATE: checked by the caller and the decoder.
         admitted.validated();
         if let Some(token) = &shared.config.agent_token {
@@ -949,6 +948,31 @@ fn process(
         state.flush_pending(me, out);
     }
     Ok(pos)
+}
+
+/// The whole request at the front of `buf`, if it is all there. One that is (the usual case)
+/// is decoded in one pass; one that is not is handed to `framer`, which scans only what is new
+/// on each later read, so a request trickling in costs one pass over its bytes, not one per
+/// read.
+fn next_request<'a>(
+    buf: &'a [u8],
+    framer: &mut Framer,
+) -> Result<Option<(Request<'a>, usize)>, DecodeError> {
+    if framer.is_idle()
+        && let Some((req, len)) = codec::decode_request(buf)?
+    {
+        if len as u64 > codec::MAX_REQUEST_LEN {
+            return Err(DecodeError::RequestTooLarge {
+                command: req.command(),
+            });
+        }
+        return Ok(Some((req, len)));
+    }
+    let Some(len) = framer.frame(buf)? else {
+        return Ok(None);
+    };
+    let (req, _) = codec::decode_request(&buf[..len])?.expect("the framer found a whole request");
+    Ok(Some((req, len)))
 }
 
 fn grows_the_store(req: &Request<'_>) -> bool {
