@@ -30,7 +30,7 @@ pub const PYTHON_EXEC: &str = "PYTHON_EXEC";
 /// The pod's replica index `i` (pod `<job>-worker-<i>`): orders the nodes' group ranks.
 pub const NODE_INDEX: &str = "ELASTICJOB_NODE_INDEX";
 /// The secret that makes a store connection one of the job's launchers, so only they write the
-/// rendezvous's keys (the operator sets the job's uid). The launcher keeps it from its workers.
+/// rendezvous's keys (the operator sets it from the job's Secret `<job>-store-token`). The launcher keeps it from its workers.
 pub const STORE_TOKEN: &str = "ELASTICJOB_STORE_TOKEN";
 
 /// Every `PET_*` variable the operator sets. Each must be a launcher option's variable.

@@ -64,6 +64,21 @@ fn listening(host: Running, port: u16) -> Running {
     host
 }
 
+/// Waits for agents `a` and `b` to exit, asserts both succeeded, and returns what both said.
+fn both_succeed(a: Running, b: Running) -> String {
+    let (out_a, out_b) = (
+        a.output(Duration::from_secs(60)),
+        b.output(Duration::from_secs(60)),
+    );
+    let both = format!(
+        "agent a:\n{}\nagent b:\n{}",
+        describe(&out_a),
+        describe(&out_b)
+    );
+    assert!(out_a.status.success() && out_b.status.success(), "{both}");
+    both
+}
+
 /// Heartbeats fast enough that a lost node is noticed in about two seconds.
 const FAST_HEARTBEAT: &str = ",keep_alive_interval=0.25,keep_alive_max_attempt=8";
 
@@ -100,21 +115,12 @@ fn a_finished_node_is_not_lost_while_another_finishes() {
     let port = free_port();
     let a = host_agent(port, "2", "", &worker);
     let b = agent(port, "2", "", &worker);
-    let (out_a, out_b) = (
-        a.output(Duration::from_secs(60)),
-        b.output(Duration::from_secs(60)),
-    );
-    let both = format!(
-        "agent a:\n{}\nagent b:\n{}",
-        describe(&out_a),
-        describe(&out_b)
-    );
-    assert!(out_a.status.success() && out_b.status.success(), "{both}");
+    let both = both_succeed(a, b);
     assert_eq!(files(&d, "done_"), set(&["done_0_0", "done_1_0"]), "{both}");
     assert!(!both.contains("stopped heartbeating"), "{both}");
 }
 
-/// The launchers of a job share `ELASTICJOB_STORE_TOKEN` (the operator sets the job's uid) and
+/// The launchers of a job share `ELASTICJOB_STORE_TOKEN` (the operator sets it per job) and
 /// their workers never see it; a launcher with another token is refused by the job's store with
 /// a message that names the variable, and the job carries on without it.
 #[test]
@@ -142,16 +148,7 @@ fn launchers_share_the_store_token_and_keep_it_from_their_workers() {
     assert!(!out.status.success(), "{log}");
     assert!(log.contains("ELASTICJOB_STORE_TOKEN"), "{log}");
     let b = agent_with_env(port, "2", ",join_timeout=20", &worker, &token);
-    let (out_a, out_b) = (
-        a.output(Duration::from_secs(60)),
-        b.output(Duration::from_secs(60)),
-    );
-    let both = format!(
-        "agent a:\n{}\nagent b:\n{}",
-        describe(&out_a),
-        describe(&out_b)
-    );
-    assert!(out_a.status.success() && out_b.status.success(), "{both}");
+    let both = both_succeed(a, b);
     assert_eq!(files(&d, "done_"), set(&["done_0", "done_1"]), "{both}");
 }
 
@@ -685,8 +682,17 @@ fn a_node_that_cannot_renew_its_lease_stops_its_workers_before_the_lease_ends() 
     let pid = Pid::from_raw(a.id() as i32);
     kill(pid, Signal::SIGSTOP).unwrap();
     let frozen = now();
-    std::thread::sleep(Duration::from_secs(6));
-    let last = alive("b").unwrap();
+    // Until b's worker has stopped saying it is alive (half a second without a word), or
+    // long enough that it plainly did not stop.
+    let mut last = alive("b").unwrap();
+    while now() - frozen < 10.0 {
+        std::thread::sleep(Duration::from_millis(100));
+        let seen = alive("b").unwrap();
+        if seen == last && now() - seen > 0.5 {
+            break;
+        }
+        last = seen;
+    }
     kill(pid, Signal::SIGCONT).unwrap();
     drop(a);
     // b is trying to re-join by now; stop it to read what it said.

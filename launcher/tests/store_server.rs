@@ -97,17 +97,10 @@ impl Raw {
 
     /// The server closes the connection (EOF or reset) promptly.
     async fn assert_closed(&mut self) {
-        let mut sink = [0u8; 256];
-        let closed = tokio::time::timeout(T, async {
-            loop {
-                match self.stream.read(&mut sink).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {}
-                }
-            }
-        })
-        .await;
-        assert!(closed.is_ok(), "server did not close the connection");
+        assert!(
+            closed_within(&mut self.stream, T).await,
+            "server did not close the connection"
+        );
     }
 }
 

@@ -67,14 +67,9 @@ fn sigterm_reaches_the_launcher_and_its_workers_and_leaves_nothing() {
     );
     let wrapper = Running::spawn(wrap(&script));
     let up = |rank: u32| d.path().join(format!("up_{rank}")).exists();
-    let start = std::time::Instant::now();
-    while !(up(0) && up(1)) {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "the workers did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(Duration::from_secs(30), "both workers up", || {
+        up(0) && up(1)
+    });
     std::process::Command::new("kill")
         .args(["-TERM", &wrapper.id().to_string()])
         .status()

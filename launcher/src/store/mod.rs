@@ -26,7 +26,7 @@ impl AgentToken {
         AgentToken(Arc::from(secret.as_ref()))
     }
 
-    /// The job's token: `given` (`ELASTICJOB_STORE_TOKEN`: the operator sets the job's uid)
+    /// The job's token: `given` (`ELASTICJOB_STORE_TOKEN`: the operator sets a random one per job)
     /// when set. Else one every launcher knows, which keeps out torch clients (workers) and
     /// strays but not another launcher; several runs may still share one store, as with
     /// torchrun.
