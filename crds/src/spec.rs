@@ -314,6 +314,10 @@ impl schemars::JsonSchema for NprocPerNode {
         .message("rendezvous.conf must not set join_timeout, last_call_timeout or close_timeout (use the fields of the same names) or is_host (the operator sets it)")
         .field_path(".conf")
         .reason(Reason::FieldValueForbidden),
+    validation = Rule::new("self.port == oldSelf.port")
+        .message("rendezvous.port cannot change: the job's running pods meet on the old port, and new pods would not find them; delete the job and create it again to change it")
+        .field_path(".port")
+        .reason(Reason::FieldValueForbidden),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RendezvousSpec {

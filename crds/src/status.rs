@@ -292,6 +292,10 @@ pub mod condition {
     /// True while a pod the job needs cannot be created because another object holds its name
     /// (`<job>-worker-<i>`, not owned by the job); the message names them.
     pub const POD_NAME_CONFLICT: &str = "PodNameConflict";
+    /// True while the spec is invalid after the job started (an edit the apiserver accepted
+    /// but the operator cannot run): the job goes on with its last valid spec, whose
+    /// generation the message names, until the spec is fixed.
+    pub const EDIT_REJECTED: &str = "EditRejected";
     pub const SUCCEEDED: &str = "Succeeded";
     pub const FAILED: &str = "Failed";
 }
@@ -321,8 +325,11 @@ pub mod reason {
     pub const RESUMED: &str = "Resumed";
     /// Succeeded: the launchers of the final round exited 0.
     pub const JOB_SUCCEEDED: &str = "JobSucceeded";
-    /// Failed: the spec is invalid; the message says what to fix.
+    /// Failed (a new job) or EditRejected True (a running one): the spec is invalid; the
+    /// message says what to fix.
     pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// EditRejected False: the spec is valid again and is the one the job runs.
+    pub const SPEC_VALID: &str = "SpecValid";
     /// Failed: a permanent failure (see status.recentFailures).
     pub const PERMANENT_FAILURE: &str = "PermanentFailure";
     /// Failed: the application failure budget is exhausted.

@@ -62,6 +62,22 @@ pub fn validate(job: &ElasticJob) -> Result<(), Vec<ValidationIssue>> {
     }
 }
 
+/// Problems of an edit that turns the spec a job runs, `running`, into `edited`: the checks of
+/// the CRD's transition rules (CEL `oldSelf`), for apiservers that do not run them.
+pub fn validate_edit(running: &ElasticJobSpec, edited: &ElasticJobSpec) -> Vec<ValidationIssue> {
+    let mut issues = Vec::new();
+    let (old, new) = (running.rendezvous.port, edited.rendezvous.port);
+    if old != new {
+        issues.push(ValidationIssue::new(
+            "spec.rendezvous.port",
+            format!(
+                "the port cannot change from {old} to {new}: the job's running pods meet on {old}, and new pods would not find them; set it back to {old}, or delete the job and create it again"
+            ),
+        ));
+    }
+    issues
+}
+
 /// Problems the operator works around and reports: `replicas` outside the bounds (it runs the
 /// nearest bound), `nprocPerNode` above the GPUs the trainer asks for, a shell that runs
 /// torchrun itself.
@@ -578,6 +594,22 @@ mod tests {
             .iter()
             .map(ToString::to_string)
             .collect()
+    }
+
+    #[test]
+    fn an_edit_may_not_move_the_rendezvous_port_of_a_running_job() {
+        let running = ok_job().spec;
+        let mut scaled = running.clone();
+        scaled.replicas = Some(3);
+        assert_eq!(validate_edit(&running, &scaled), vec![]);
+        let mut moved = running.clone();
+        moved.rendezvous.port = 29500;
+        let issues = validate_edit(&running, &moved);
+        assert_eq!(issues.len(), 1);
+        assert_eq!(
+            issues[0].to_string(),
+            "spec.rendezvous.port: the port cannot change from 29400 to 29500: the job's running pods meet on 29400, and new pods would not find them; set it back to 29400, or delete the job and create it again"
+        );
     }
 
     #[test]

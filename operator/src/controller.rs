@@ -7,12 +7,14 @@
 //! a pod nor loses what it recorded: the status is written before any pod is deleted, and a
 //! failure is recorded once by its pod's UID.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod, Secret, Service};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
@@ -26,11 +28,12 @@ use tracing::{debug, info, warn};
 use elasticjob_crds::names;
 use elasticjob_crds::spec::ElasticJob;
 use elasticjob_crds::status::{ElasticJobStatus, reason};
+use elasticjob_crds::validate::{describe, validate, validate_edit};
 
 use crate::desired::{self, Settings};
 use crate::event::{Event, EventType};
 use crate::metrics::{BudgetLabel, Metrics, ReasonLabel};
-use crate::next_status;
+use crate::next_status::{self, RejectedEdit};
 use crate::observed::ObservedPod;
 use crate::plan::{Action, DeleteReason, Plan, plan};
 use crate::poll::LauncherClient;
@@ -78,6 +81,8 @@ pub struct Context {
     /// By job UID: the pods that could not be created because something else holds their name
     /// (index → what), as the last creations found; the next status says so.
     pub name_conflicts: Mutex<HashMap<String, BTreeMap<u32, String>>>,
+    /// By job UID: the generation whose spec is saved as the job's last valid one.
+    pub saved_specs: Mutex<HashMap<String, i64>>,
 }
 
 fn is_status(e: &kube::Error, code: u16) -> bool {
@@ -103,6 +108,8 @@ async fn reconcile_job(job: &ElasticJob, ctx: &Context) -> Result<Requeue, Error
         // Garbage collection removes the pods and the Service through their owner references.
         return Ok(Requeue::await_change());
     }
+    let (job, rejected) = &job_to_run(ctx, job, &ns, &uid).await?;
+    let job: &ElasticJob = job;
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let selector = desired::selector(&name)
         .iter()
@@ -141,6 +148,12 @@ async fn reconcile_job(job: &ElasticJob, ctx: &Context) -> Result<Requeue, Error
     let old = job.status.clone().unwrap_or_default();
     let conflicts = name_conflicts_of(ctx, &uid, job);
     next_status::name_conflicts(&mut plan.status, &conflicts, now, job.metadata.generation);
+    plan.events.extend(next_status::rejected_edit(
+        &mut plan.status,
+        rejected.as_ref(),
+        now,
+        job.metadata.generation,
+    ));
     if plan.status != old {
         if !write_status(ctx, job, &ns, &plan.status).await? {
             // The job changed since the cache gave it to us (often: our own last status
@@ -169,6 +182,120 @@ async fn reconcile_job(job: &ElasticJob, ctx: &Context) -> Result<Requeue, Error
         Some(d) => Requeue::requeue(d.clamp(Duration::from_millis(200), resync)),
         None => Requeue::requeue(resync),
     })
+}
+
+/// The job to act on: as it is when its spec is valid (saved as its last valid spec once per
+/// generation); with its last valid spec when an edit made the spec invalid after that, so an
+/// edit the apiserver accepted (one without CEL, or one CEL cannot judge) never stops a running
+/// job; as it is when no valid spec was ever saved (it fails, as a new invalid job does).
+async fn job_to_run<'a>(
+    ctx: &Context,
+    job: &'a ElasticJob,
+    ns: &str,
+    uid: &str,
+) -> Result<(Cow<'a, ElasticJob>, Option<RejectedEdit>), Error> {
+    let finished = job
+        .status
+        .as_ref()
+        .is_some_and(|s| next_status::finished_state(&s.conditions).is_some());
+    if finished {
+        ctx.saved_specs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(uid);
+        return Ok((Cow::Borrowed(job), None));
+    }
+    let generation = job.metadata.generation.unwrap_or_default();
+    let valid = validate(job);
+    let saved_already = ctx
+        .saved_specs
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(uid)
+        == Some(&generation);
+    if valid.is_ok() && saved_already {
+        return Ok((Cow::Borrowed(job), None));
+    }
+    let saved = saved_specs(ctx, job, ns).await?;
+    let last_valid = desired::newest_valid_spec(&saved, uid);
+    let issues = match (valid, &last_valid) {
+        (Err(issues), _) => issues,
+        (Ok(()), Some((_, running))) => validate_edit(running, &job.spec),
+        (Ok(()), None) => Vec::new(),
+    };
+    if issues.is_empty() {
+        save_valid_spec(ctx, job, ns, &saved).await?;
+        ctx.saved_specs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(uid.to_string(), generation);
+        return Ok((Cow::Borrowed(job), None));
+    }
+    let Some((running_generation, spec)) = last_valid else {
+        return Ok((Cow::Borrowed(job), None));
+    };
+    let mut run = job.clone();
+    run.spec = spec;
+    Ok((
+        Cow::Owned(run),
+        Some(RejectedEdit {
+            issues: describe(&issues),
+            running_generation,
+        }),
+    ))
+}
+
+/// Saves the job's (valid) spec as this generation's ControllerRevision and deletes the older
+/// ones (`saved`): the newest is the one a bad edit falls back to.
+async fn save_valid_spec(
+    ctx: &Context,
+    job: &ElasticJob,
+    ns: &str,
+    saved: &[ControllerRevision],
+) -> Result<(), Error> {
+    let revision = desired::valid_spec_revision(job).map_err(|source| Error::Desired {
+        job: format!("{ns}/{}", job.name_any()),
+        source,
+    })?;
+    let api: Api<ControllerRevision> = Api::namespaced(ctx.client.clone(), ns);
+    match api.create(&PostParams::default(), &revision).await {
+        Ok(_) => {}
+        // Saved by an earlier reconcile, or an operator before this one.
+        Err(e) if is_status(&e, 409) => {}
+        Err(e) => {
+            return Err(kube_err(format!(
+                "saving the spec of {ns}/{} as ControllerRevision {}",
+                job.name_any(),
+                revision.name_any()
+            ))(e));
+        }
+    }
+    for old in saved.iter().filter(|r| r.revision < revision.revision) {
+        let name = old.name_any();
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(e) if is_status(&e, 404) => {}
+            Err(e) => {
+                return Err(kube_err(format!("deleting ControllerRevision {ns}/{name}"))(e));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The job's saved specs (ControllerRevisions with its label).
+async fn saved_specs(
+    ctx: &Context,
+    job: &ElasticJob,
+    ns: &str,
+) -> Result<Vec<ControllerRevision>, Error> {
+    let api: Api<ControllerRevision> = Api::namespaced(ctx.client.clone(), ns);
+    let name = job.name_any();
+    let list = api
+        .list(&ListParams::default().labels(&names::selector(&name)))
+        .await
+        .map_err(kube_err(format!("listing the saved specs of {ns}/{name}")))?;
+    Ok(list.items)
 }
 
 /// Neither finished nor suspended: its launchers' progress is worth reading.
@@ -637,6 +764,7 @@ pub async fn run(
         nodes,
         launchers: LauncherClient::default(),
         name_conflicts: Mutex::default(),
+        saved_specs: Mutex::default(),
     });
     let jobs: Api<ElasticJob> = scope.api(&client);
     let pods: Api<Pod> = scope.api(&client);

@@ -36,6 +36,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, Pod,
     PodSpec, ResourceRequirements, SeccompProfile, Secret, SecretKeySelector, SecurityContext,
@@ -43,8 +44,9 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::Resource;
+use kube::{Resource, ResourceExt};
 
 use elasticjob_contract::env as env_name;
 use elasticjob_contract::env::rdzv_conf::{
@@ -53,7 +55,7 @@ use elasticjob_contract::env::rdzv_conf::{
 use elasticjob_contract::install;
 use elasticjob_crds::command::{self, Invocation};
 use elasticjob_crds::names::*;
-use elasticjob_crds::spec::{ElasticJob, Nproc};
+use elasticjob_crds::spec::{ElasticJob, ElasticJobSpec, Nproc};
 use elasticjob_crds::validate::{full_command, gpu_limit};
 
 /// Kubernetes' default cluster DNS domain.
@@ -177,8 +179,6 @@ fn pod_address(job: &str, namespace: &str, cluster_domain: &str, index: &str) ->
     )
 }
 
-/// The job's headless Service: named after the job, no cluster IP, publishing pods before
-/// they are ready (the launchers must meet before any is ready), the rendezvous port.
 /// The Secret holding the job's launcher token (`ELASTICJOB_STORE_TOKEN`).
 pub fn store_token_secret_name(job: &str) -> String {
     format!("{job}-store-token")
@@ -206,6 +206,8 @@ pub fn store_token_secret(job: &ElasticJob, token: String) -> Result<Secret, Des
     })
 }
 
+/// The job's headless Service: named after the job, no cluster IP, publishing pods before
+/// they are ready (the launchers must meet before any is ready), the rendezvous port.
 pub fn service(job: &ElasticJob) -> Result<Service, DesiredError> {
     let j = job_ref(job)?;
     let port = job.spec.rendezvous.port;
@@ -569,6 +571,51 @@ pub fn pod(job: &ElasticJob, index: u32, settings: &Settings) -> Result<Pod, Des
         spec: Some(pod_spec),
         status: None,
     })
+}
+
+/// The ControllerRevision holding generation `generation` of the job's spec.
+pub fn valid_spec_name(job: &str, generation: i64) -> String {
+    format!("{job}-spec-{generation}")
+}
+
+/// The job's spec, saved once the operator found it valid: a ControllerRevision (as
+/// StatefulSets keep their history) whose revision is the job's generation. An invalid edit of
+/// a running job then does not stop it: the operator goes on with the newest saved spec.
+pub fn valid_spec_revision(job: &ElasticJob) -> Result<ControllerRevision, DesiredError> {
+    let j = job_ref(job)?;
+    let generation = job.metadata.generation.unwrap_or_default();
+    let data = serde_json::to_value(&job.spec)
+        .map_err(|e| DesiredError::Unsupported(format!("the spec does not serialize: {e}")))?;
+    Ok(ControllerRevision {
+        metadata: ObjectMeta {
+            name: Some(valid_spec_name(j.name, generation)),
+            namespace: Some(j.namespace.into()),
+            labels: Some(labels(j.name)),
+            owner_references: Some(vec![owner_reference(job)?]),
+            ..Default::default()
+        },
+        data: Some(RawExtension(data)),
+        revision: generation,
+    })
+}
+
+/// The newest spec saved by [`valid_spec_revision`] for the job with UID `uid`, with its
+/// generation. Revisions of another job (an earlier one of the same name) and ones that no
+/// longer parse are passed over.
+pub fn newest_valid_spec(
+    revisions: &[ControllerRevision],
+    uid: &str,
+) -> Option<(i64, ElasticJobSpec)> {
+    revisions
+        .iter()
+        .filter(|r| r.owner_references().iter().any(|o| o.uid == uid))
+        .filter_map(|r| {
+            Some((
+                r.revision,
+                serde_json::from_value(r.data.as_ref()?.0.clone()).ok()?,
+            ))
+        })
+        .max_by_key(|(generation, _)| *generation)
 }
 
 /// The name of the trainer container, for reading pod statuses.

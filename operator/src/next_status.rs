@@ -221,6 +221,57 @@ pub fn name_conflicts(
     );
 }
 
+/// An edit of a started job that the operator does not run: the spec's problems, and the
+/// generation of the last valid spec, which the job keeps running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedEdit {
+    pub issues: String,
+    pub running_generation: i64,
+}
+
+/// Sets EditRejected from the edit the reconcile rejected, if any; a Warning event when the
+/// condition becomes True or says something new (a second bad edit).
+pub fn rejected_edit(
+    st: &mut ElasticJobStatus,
+    rejected: Option<&RejectedEdit>,
+    now: Timestamp,
+    generation: Option<i64>,
+) -> Option<Event> {
+    let Some(r) = rejected else {
+        update_condition(
+            &mut st.conditions,
+            condition::EDIT_REJECTED,
+            false,
+            reason::SPEC_VALID,
+            "the spec is valid and is the one the job runs",
+            now,
+            generation,
+        );
+        return None;
+    };
+    let message = shorten(
+        &format!(
+            "generation {} of the spec is invalid: {}; the job keeps running generation {}, its last valid spec, until the spec is fixed",
+            generation.unwrap_or_default(),
+            r.issues,
+            r.running_generation
+        ),
+        MAX_CONDITION_MESSAGE,
+    );
+    let said = get(&st.conditions, condition::EDIT_REJECTED)
+        .is_some_and(|c| c.status == "True" && c.message == message);
+    set_condition(
+        &mut st.conditions,
+        condition::EDIT_REJECTED,
+        true,
+        reason::INVALID_SPEC,
+        &message,
+        now,
+        generation,
+    );
+    (!said).then(|| Event::warning(reason::INVALID_SPEC, message))
+}
+
 /// Events for conditions that became True (and for a resume).
 fn transition_events(old: &[Condition], new: &[Condition]) -> Vec<Event> {
     let mut events = Vec::new();

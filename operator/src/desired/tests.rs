@@ -849,3 +849,25 @@ fn optional_launcher_settings_become_its_variables() {
     assert_eq!(get(&env, "PET_PREWARM"), Some("torch,numpy"));
     assert_eq!(get(&env, "PET_STALL_TIMEOUT"), Some("120"));
 }
+
+#[test]
+fn the_newest_saved_spec_of_the_same_job_is_the_last_valid_one() {
+    let mut j = job();
+    j.metadata.generation = Some(2);
+    let older = valid_spec_revision(&j).unwrap();
+    j.metadata.generation = Some(5);
+    j.spec.max_replicas = 7;
+    let newer = valid_spec_revision(&j).unwrap();
+    assert_eq!(newer.metadata.name.as_deref(), Some("train-spec-5"));
+    assert_eq!(newer.revision, 5);
+    // An earlier job of the same name, not yet garbage-collected.
+    let mut other = newer.clone();
+    other.revision = 9;
+    other.metadata.owner_references.as_mut().unwrap()[0].uid = "another-uid".into();
+
+    let (generation, spec) =
+        newest_valid_spec(&[older.clone(), other.clone(), newer], UID).expect("a saved spec");
+    assert_eq!(generation, 5);
+    assert_eq!(spec, j.spec);
+    assert_eq!(newest_valid_spec(&[other], UID), None);
+}

@@ -784,3 +784,46 @@ fn a_thousand_pods_failing_at_once_keep_a_writable_status_and_the_right_counters
     let n = step(&mut j, &failing[1..], 70);
     assert_eq!(n.status.application_restarts, PODS as i32);
 }
+
+#[test]
+fn an_invalid_edit_of_a_started_job_is_a_condition_and_one_warning_until_fixed() {
+    let mut st = ElasticJobStatus::default();
+    assert_eq!(rejected_edit(&mut st, None, at(0), Some(3)), None);
+    assert_eq!(
+        cond(&st, condition::EDIT_REJECTED),
+        None,
+        "never rejected: absent"
+    );
+    let edit = RejectedEdit {
+        issues:
+            "spec.failurePolicy.retryableExitCodes: exit codes 3 are also in permanentExitCodes"
+                .into(),
+        running_generation: 3,
+    };
+    let event = rejected_edit(&mut st, Some(&edit), at(1), Some(4)).expect("a warning");
+    assert_eq!(event.type_, crate::event::EventType::Warning);
+    assert_eq!(
+        status_of(&st, condition::EDIT_REJECTED),
+        tf("True", reason::INVALID_SPEC)
+    );
+    let message = &cond(&st, condition::EDIT_REJECTED).unwrap().message;
+    assert_eq!(
+        message,
+        "generation 4 of the spec is invalid: spec.failurePolicy.retryableExitCodes: exit codes 3 are also in permanentExitCodes; the job keeps running generation 3, its last valid spec, until the spec is fixed"
+    );
+    assert_eq!(&event.note, message);
+    assert_eq!(
+        rejected_edit(&mut st, Some(&edit), at(2), Some(4)),
+        None,
+        "said once"
+    );
+    assert!(
+        rejected_edit(&mut st, Some(&edit), at(3), Some(5)).is_some(),
+        "a second bad edit is said again"
+    );
+    assert_eq!(rejected_edit(&mut st, None, at(4), Some(6)), None);
+    assert_eq!(
+        status_of(&st, condition::EDIT_REJECTED),
+        tf("False", reason::SPEC_VALID)
+    );
+}

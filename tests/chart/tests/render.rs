@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// What the operator does with jobs and their objects (ClusterRole, or Role in watchNamespace).
-const JOB_RULES: [&str; 6] = [
+const JOB_RULES: [&str; 7] = [
+    "apps controllerrevisions: create,delete,list",
     "core pods: create,delete,get,list,watch",
     "core secrets: create",
     "core services: create,get,list,patch,watch",
