@@ -525,6 +525,7 @@ impl DynamicRendezvous {
                 last_call
             };
             let last_call_ends = Instant::now() + last_call;
+            let mut quorum_warned = false;
             loop {
                 let step = look_every.min(last_call_ends.saturating_duration_since(Instant::now()));
                 match self.store.wait(&[sealed_key.as_str()], step).await {
@@ -535,6 +536,19 @@ impl DynamicRendezvous {
                     }
                     Err(_) => {
                         let joined = self.store.add(&format!("{r}/joined"), 0).await? as u64;
+                        let previous = self.previous(round).await?;
+                        if !has_quorum(joined, previous) {
+                            let warn = !std::mem::replace(&mut quorum_warned, true);
+                            self.wait_for_quorum(
+                                round,
+                                joined,
+                                previous,
+                                (deadline, started),
+                                warn,
+                            )
+                            .await?;
+                            continue;
+                        }
                         let count = seal_at(joined, max).to_string();
                         self.store
                             .compare_set(&sealed_key, b"", count.as_bytes())
@@ -579,19 +593,7 @@ impl DynamicRendezvous {
     async fn seal_if_everyone_is_in(&self, round: u64) -> Result<(), RendezvousError> {
         let r = format!("r{round}");
         let joined = self.store.add(&format!("{r}/joined"), 0).await? as u64;
-        let previous = match round.checked_sub(1) {
-            None => None,
-            Some(prev) => {
-                let p = format!("r{prev}");
-                let joined = self.store.add(&format!("{p}/joined"), 0).await? as u64;
-                let gone = self.store.add(&format!("{p}/gone"), 0).await? as u64;
-                let returned = self.store.add(&format!("{r}/returning"), 0).await? as u64;
-                Some(Previous {
-                    live: joined.saturating_sub(gone),
-                    returned,
-                })
-            }
-        };
+        let previous = self.previous(round).await?;
         let (min, max) = (self.nodes.min as u64, self.nodes.max as u64);
         if let Some(size) = seal_early(joined, min, max, previous, self.conf.expected_nodes) {
             let sealed = self
@@ -610,12 +612,47 @@ impl DynamicRendezvous {
         Ok(())
     }
 
-    /// Says that `id`, a member of `round`, is gone (its heartbeat stopped, or it left), so the
-    /// next round does not wait for it. Counted once however many nodes say it.
+    /// What the next round knows of the round before `round`, if there is one.
+    async fn previous(&self, round: u64) -> Result<Option<Previous>, RendezvousError> {
+        let Some(prev) = round.checked_sub(1) else {
+            return Ok(None);
+        };
+        let (p, r) = (format!("r{prev}"), format!("r{round}"));
+        let joined = self.store.add(&format!("{p}/joined"), 0).await? as u64;
+        let gone = self.store.add(&format!("{p}/gone"), 0).await? as u64;
+        let departed = self.store.add(&format!("{p}/departed"), 0).await? as u64;
+        let returned = self.store.add(&format!("{r}/returning"), 0).await? as u64;
+        // A moved store starts from the lost round's size alone; the move itself needed more
+        // than half of that round (store_failover), which is the quorum.
+        let seeded = self.store.check(&[format!("{p}/seeded").as_str()]).await?;
+        Ok(Some(Previous {
+            live: joined.saturating_sub(gone),
+            returned,
+            quorum_of: if seeded {
+                0
+            } else {
+                joined.saturating_sub(departed)
+            },
+        }))
+    }
+
+    /// Says that `id`, a member of `round`, is gone because its heartbeat stopped, so the next
+    /// round does not wait for it. Silence is no proof: it may still run on the other side of
+    /// a partition, so it still counts towards the next round's quorum ([`has_quorum`]).
+    /// Counted once however many nodes say it.
     pub async fn declare_gone(&self, round: u64, id: &str) -> Result<(), RendezvousError> {
+        self.mark_gone(round, id, false).await
+    }
+
+    /// Marks `id` gone from `round`; `departed` when that is certain (it left on a signal, or
+    /// its store connection closed): it no longer counts towards the next round's quorum.
+    async fn mark_gone(&self, round: u64, id: &str, departed: bool) -> Result<(), RendezvousError> {
         let r = format!("r{round}");
         if self.store.add(&format!("{r}/gone/{id}"), 1).await? == 1 {
             self.store.add(&format!("{r}/gone"), 1).await?;
+        }
+        if departed && self.store.add(&format!("{r}/departed/{id}"), 1).await? == 1 {
+            self.store.add(&format!("{r}/departed"), 1).await?;
         }
         // Nodes that already joined the next round may be waiting only for this one.
         let next = format!("r{}/joined", round + 1);
@@ -642,10 +679,57 @@ impl DynamicRendezvous {
         for id in previous.iter().filter(|id| !returned.contains(id)) {
             if !self.store.check(&[alive_key(id).as_str()]).await? {
                 tracing::info!(round = prev, node = %id, "a node of the previous round is gone (its store connection closed)");
-                self.declare_gone(prev, id).await?;
+                self.mark_gone(prev, id, true).await?;
+            } else if self.finished(prev, id).await? {
+                tracing::info!(round = prev, node = %id, "a node of the previous round is done (its workers succeeded)");
+                self.mark_gone(prev, id, true).await?;
             }
         }
         Ok(())
+    }
+
+    /// Without a quorum, a round must not seal: this side of a partition may be the smaller
+    /// one, and the other side, with more than half of the nodes, moves the store and trains.
+    /// Waits a heartbeat interval for more nodes (the partition heals, replacements come, a
+    /// silent node's connection turns out closed), up to join_timeout.
+    async fn wait_for_quorum(
+        &self,
+        round: u64,
+        joined: u64,
+        previous: Option<Previous>,
+        (deadline, started): (Instant, Instant),
+        warn: bool,
+    ) -> Result<(), RendezvousError> {
+        let quorum_of = previous.map_or(0, |p| p.quorum_of);
+        let what = format!(
+            "a quorum for round {round}: {joined} of the {quorum_of} nodes of round {} that did not leave are here, and at least half must be (the others stopped answering without leaving: a partition may have cut this side off, and the other side may be training)",
+            round - 1
+        );
+        if Instant::now() >= deadline {
+            return Err(RendezvousError::Timeout {
+                waited_s: started.elapsed().as_secs_f64(),
+                what: format!("waited for {what}"),
+            });
+        }
+        if warn {
+            tracing::warn!(round, joined, quorum_of, "waiting for {what}");
+        }
+        let sealed = format!("r{round}/sealed");
+        let step = self
+            .conf
+            .keep_alive_interval
+            .min(deadline.saturating_duration_since(Instant::now()));
+        match self.store.wait(&[sealed.as_str()], step).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_timeout() => self.count_departed(round).await,
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether `id`'s workers succeeded in `round` ([`Heartbeat::finish`]).
+    async fn finished(&self, round: u64, id: &str) -> Result<bool, RendezvousError> {
+        let key = format!("r{round}/hb/{id}");
+        Ok(self.store.check(&[key.as_str()]).await? && self.store.get(&key).await? == FINISHED)
     }
 
     /// The ids of every node that joined `round` so far (members and late arrivals).
@@ -680,7 +764,7 @@ impl DynamicRendezvous {
         let Some(round) = self.last_round else {
             return Ok(());
         };
-        self.declare_gone(round, &self.me.id).await?;
+        self.mark_gone(round, &self.me.id, true).await?;
         self.store
             .set(&format!("r{round}/left"), self.me.id.as_bytes())
             .await?;
@@ -965,11 +1049,24 @@ pub fn on_arrival(k: u64, min: u64, max: u64) -> Arrival {
 
 /// The nodes of the round before a re-form, members and those that came too late for it (they
 /// come to the next round, from reserve or at once): how many are still alive (joined minus
-/// gone) and how many of them joined the new round so far.
+/// gone), how many of them joined the new round so far, and how many did not provably leave
+/// (the quorum's base).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Previous {
     pub live: u64,
     pub returned: u64,
+    pub quorum_of: u64,
+}
+
+/// Whether `joined` nodes may form a round after `previous`: at least half of the previous
+/// round's nodes that did not provably leave (left on a signal, or their store connection
+/// closed) must be among them; replacements and new nodes count. A partition can leave the
+/// store on its smaller side, whose heartbeats see the others fall silent: without this rule it
+/// would re-form and train while the larger side, which moves the store only with more than
+/// half of those nodes (`store_failover`), trains too, two copies of every rank. So at most one
+/// side forms a round; a tie goes to the side that kept the store.
+pub fn has_quorum(joined: u64, previous: Option<Previous>) -> bool {
+    previous.is_none_or(|p| joined * 2 >= p.quorum_of)
 }
 
 /// The size to seal a round at before its last call runs out, if nobody else is coming: with at
@@ -983,7 +1080,7 @@ pub fn seal_early(
     previous: Option<Previous>,
     expected: Option<u64>,
 ) -> Option<u64> {
-    if joined < min {
+    if joined < min || !has_quorum(joined, previous) {
         return None;
     }
     let complete = match previous {
@@ -1186,7 +1283,13 @@ mod tests {
 
     #[test]
     fn a_round_closes_early_when_nobody_else_is_coming() {
-        let prev = |live, returned| Some(Previous { live, returned });
+        let prev = |live, returned| {
+            Some(Previous {
+                live,
+                returned,
+                quorum_of: live,
+            })
+        };
         // (joined, min, max, previous, expected) → seal at
         #[rustfmt::skip]
         let table = [
@@ -1208,6 +1311,8 @@ mod tests {
             // ... never below min, however many are gone.
             (1, 2, 4, prev(1, 1),   None,    None),
             (5, 2, 4, prev(9, 1),   None,    Some(4)),
+            // ... never without a quorum: 1 of the 3 nodes of the last round that did not leave.
+            (1, 1, 4, Some(Previous { live: 1, returned: 1, quorum_of: 3 }), None, None),
         ];
         for (joined, min, max, previous, expected, want) in table {
             assert_eq!(
@@ -1216,6 +1321,39 @@ mod tests {
                 "joined={joined} min={min} max={max} previous={previous:?} expected={expected:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_round_forms_only_with_half_of_the_last_round_that_did_not_leave() {
+        let after = |quorum_of| {
+            Some(Previous {
+                live: 0,
+                returned: 0,
+                quorum_of,
+            })
+        };
+        // (joined, quorum_of) → may form
+        let table = [
+            // Partitions of 5: the side with 2 waits; the side with 3 moved the store (more
+            // than half) and forms.
+            (2, 5, false),
+            (3, 5, true),
+            // A tie goes to the side that kept the store (the other needs more than half).
+            (1, 2, true),
+            (2, 4, true),
+            // Everyone else left on a signal: nobody to wait for.
+            (1, 1, true),
+            // Replacements count.
+            (3, 4, true),
+        ];
+        for (joined, quorum_of, want) in table {
+            assert_eq!(
+                has_quorum(joined, after(quorum_of)),
+                want,
+                "joined={joined} quorum_of={quorum_of}"
+            );
+        }
+        assert!(has_quorum(1, None), "a store's first round needs none");
     }
 
     #[test]

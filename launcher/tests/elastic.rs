@@ -712,6 +712,69 @@ fn a_node_that_cannot_renew_its_lease_stops_its_workers_before_the_lease_ends() 
     );
 }
 
+/// A partition leaves the store host with the smaller side (here: the two other nodes of the
+/// round freeze, so they fall silent without leaving, as across a cut network). The host's
+/// heartbeat sees them lost, but one node of three is no quorum: it must not train alone
+/// (minReplicas 1 would let it) while the larger side may be training. When the others come
+/// back, the round forms again with all three.
+#[test]
+fn the_store_host_cut_off_from_most_of_its_round_does_not_train_alone() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().display();
+    let worker = bash(format!(
+        r#"echo >> {dir}/ws_${{WORLD_SIZE}}_rank_$RANK; exec sleep 120"#
+    ));
+    let port = free_port();
+    let a = host_agent(port, "1:3", FAST_HEARTBEAT, &worker);
+    let b = agent(port, "1:3", FAST_HEARTBEAT, &worker);
+    let c = agent(port, "1:3", FAST_HEARTBEAT, &worker);
+    wait_until(Duration::from_secs(20), "a round of three", || {
+        files(&d, "ws_3").len() == 3
+    });
+    let frozen = [b.id(), c.id()].map(|pid| Pid::from_raw(pid as i32));
+    for pid in frozen {
+        kill(pid, Signal::SIGSTOP).unwrap();
+    }
+    // The heartbeat notices in 2 s; the last call is 0.5 s. Long enough to have re-formed.
+    std::thread::sleep(Duration::from_secs(6));
+    let alone = files(&d, "ws_1");
+    for pid in frozen {
+        kill(pid, Signal::SIGCONT).unwrap();
+    }
+    let starts = |f: &str| {
+        std::fs::read_to_string(d.path().join(f))
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    };
+    // Back: their leases ran out, they stop their workers and re-join the host's round.
+    let reformed = std::time::Instant::now();
+    while starts("ws_3_rank_0") < 2 && reformed.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    kill(Pid::from_raw(a.id() as i32), Signal::SIGTERM).unwrap();
+    let out = a.output(Duration::from_secs(30));
+    drop((b, c));
+    assert_eq!(
+        alone,
+        BTreeSet::new(),
+        "the host trained alone while the others were cut off:\n{}",
+        describe(&out)
+    );
+    assert!(
+        describe(&out).contains("waiting for a quorum for round 1: 1 of the 3 nodes of round 0"),
+        "{}",
+        describe(&out)
+    );
+    assert!(
+        (0..3).all(|r| starts(&format!("ws_3_rank_{r}")) == 2),
+        "the three nodes formed a round again: {:?}\n{}",
+        files(&d, "ws_"),
+        describe(&out)
+    );
+}
+
 /// The store host is gone and its pod is being deleted: SIGTERM ends the survivor's wait for a
 /// new host at once (exit 1, "received signal"), not after join_timeout.
 #[test]
