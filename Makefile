@@ -7,7 +7,7 @@ export CARGO_TARGET_DIR := $(CACHE)/target
 PYTHON_ENV := tests/scripts/python-env.sh
 LAUNCH := $(CARGO_TARGET_DIR)/release/elastic-launch
 
-.PHONY: all build test check test-fast test-cluster cargo-deny demo demo-down demo-standalone bench lint rust-toolchain python-env cluster-provision cluster-images cluster-test cluster e2e images kind-e2e shellcheck
+.PHONY: all build test check test-fast test-cluster cargo-deny demo demo-down demo-standalone bench lint rust-toolchain python-env cluster-provision cluster-images cluster-test cluster e2e soak images kind-e2e shellcheck
 
 VERSION ?= $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n 1)
 IMAGE_REPO ?= ghcr.io/elasticjob
@@ -37,7 +37,7 @@ build: rust-toolchain
 # (formatting, clippy, docs, dependency policy), then the tiers without a cluster (unit,
 # subprocess, PyTorch interop with real torch workers, doc tests), then the tiers on the local
 # Kubernetes cluster (real kubelets, containerd and runc; its binaries and images are built on
-# first use: ~20 min once, then cached).
+# first use: ~20 min once, then cached), the e2e suite and a 5-minute chaos soak among them.
 test: check test-fast test-cluster
 
 # Formatting, clippy with warnings as errors, the docs, the dependency policy (deny.toml:
@@ -97,7 +97,16 @@ cluster-test: rust-toolchain cluster-provision
 
 # The operator's end-to-end suite alone (~7-9 min on 2 cores); E2E_ARGS filters scenarios.
 e2e: rust-toolchain cluster-provision cluster-images
-	cargo test -p elasticjob-e2e --features e2e-tests -- $(E2E_ARGS)
+	cargo test -p elasticjob-e2e --features e2e-tests --test e2e -- $(E2E_ARGS)
+
+# The chaos soak alone (tests/e2e/tests/soak.rs): jobs of real PyTorch workers under faults
+# drawn from a seeded PRNG, invariants checked all along. DURATION of fault injection (5m, as
+# in `make test`; 30m, 2h, ...), SEED to reproduce a run (printed at its start and on failure).
+DURATION ?= 5m
+SEED ?=
+soak: rust-toolchain cluster-provision cluster-images
+	ELASTICJOB_SOAK_DURATION=$(DURATION) ELASTICJOB_SOAK_SEED=$(SEED) \
+	  cargo test -p elasticjob-e2e --features e2e-tests --test soak
 
 # A local cluster to look around in (Ctrl-C stops it and leaves nothing behind).
 cluster: rust-toolchain cluster-provision cluster-images

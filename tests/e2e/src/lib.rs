@@ -187,6 +187,9 @@ pub trait Faults: Send + Sync {
     fn set_pod_network(&self, namespace: &str, pod: &str, up: bool) -> Result<(), String>;
     /// The node's machine is gone.
     fn lose_node(&self, node: &str) -> Result<(), String>;
+    /// A lost node's machine comes back (its daemons start again on their kept state, as a
+    /// rebooted machine's would).
+    fn restore_node(&self, node: &str) -> Result<(), String>;
 }
 
 /// The text of a kubelet's container log file (CRI format: `<time> <stream> <P|F> <text>` per
@@ -216,6 +219,9 @@ impl Faults for LocalFaults {
     }
     fn lose_node(&self, node: &str) -> Result<(), String> {
         self.0.lose_node(node).map(|_| ())
+    }
+    fn restore_node(&self, node: &str) -> Result<(), String> {
+        self.0.restore_node(node)
     }
 }
 
@@ -261,6 +267,9 @@ impl Faults for ScriptFaults {
     fn lose_node(&self, node: &str) -> Result<(), String> {
         self.run(&["lose-node", node])
     }
+    fn restore_node(&self, node: &str) -> Result<(), String> {
+        self.run(&["restore-node", node])
+    }
 }
 
 /// A cluster the harness did not start and no fault script: every fault is refused, clearly.
@@ -274,6 +283,9 @@ impl Faults for ExternalFaults {
         Err(EXTERNAL_FAULTS.into())
     }
     fn lose_node(&self, _: &str) -> Result<(), String> {
+        Err(EXTERNAL_FAULTS.into())
+    }
+    fn restore_node(&self, _: &str) -> Result<(), String> {
         Err(EXTERNAL_FAULTS.into())
     }
 }
@@ -1208,6 +1220,66 @@ pub fn condition_srm(status: &Value, type_: &str) -> Option<(String, String, Str
 
 pub fn int(v: &Value) -> i64 {
     v.as_i64().unwrap_or(0)
+}
+
+// ---- helpers shared by the suites (e2e, soak) -----------------------------------------------
+
+/// The message of a caught panic.
+pub fn panic_message(e: &(dyn std::any::Any + Send)) -> String {
+    e.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panic".into())
+}
+
+/// Applies `docs` in `ns`, each ElasticJob adapted to the cluster ([`Env::adapt`]).
+pub fn apply_all(env: &Env, ns: &str, docs: &[Value]) {
+    for d in docs {
+        let mut d = d.clone();
+        if d["kind"] == "ElasticJob" {
+            env.adapt(&mut d);
+        }
+        env.kubectl.apply_in(ns, &d);
+    }
+}
+
+/// Pods recreated, by budget: (applicationRestarts, infrastructureRestarts). Checks that
+/// restartCount is their sum plus workerRestarts (restarts inside pods, which a peer's removal
+/// can cause: its workers' collectives fail).
+pub fn counters(status: &Value) -> (i64, i64) {
+    let (app, infra) = (
+        int(&status["applicationRestarts"]),
+        int(&status["infrastructureRestarts"]),
+    );
+    assert_eq!(
+        int(&status["restartCount"]),
+        app + infra + int(&status["workerRestarts"]),
+        "restartCount = application + infrastructure + worker restarts: {status:#}"
+    );
+    (app, infra)
+}
+
+/// `status.recentFailures`.
+pub fn failures(status: &Value) -> Vec<Value> {
+    status["recentFailures"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// `kubectl patch elasticjob <job> --type merge -p <patch>`.
+pub fn patch_job(env: &Env, ns: &str, job: &str, patch: &Value) {
+    env.kubectl.ok(&[
+        "patch",
+        "elasticjob",
+        job,
+        "-n",
+        ns,
+        "--type",
+        "merge",
+        "-p",
+        &patch.to_string(),
+    ]);
 }
 
 // ---- job documents ---------------------------------------------------------------------------

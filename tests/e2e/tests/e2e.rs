@@ -79,14 +79,9 @@ struct Suite {
 
 impl Suite {
     fn env(&self) -> &Env {
-        let env = self.env.get_or_init(|| {
-            catch_unwind(Env::start).map_err(|e| {
-                e.downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "panic".into())
-            })
-        });
+        let env = self
+            .env
+            .get_or_init(|| catch_unwind(Env::start).map_err(|e| panic_message(&*e)));
         match env {
             Ok(env) => env,
             Err(e) => panic!("the e2e environment failed to start: {e}"),
@@ -120,11 +115,7 @@ impl Suite {
                 Ok(())
             }
             Err(e) => {
-                let msg = e
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "panic".into());
+                let msg = panic_message(&*e);
                 eprintln!(
                     "e2e: {name} FAILED after {:.1}s: {msg}\n======== diagnostics of namespace {ns} (kept)\n{}",
                     took.as_secs_f64(),
@@ -170,16 +161,6 @@ fn main() {
 
 // ---- helpers ---------------------------------------------------------------------------------
 
-fn apply_all(env: &Env, ns: &str, docs: &[Value]) {
-    for d in docs {
-        let mut d = d.clone();
-        if d["kind"] == "ElasticJob" {
-            env.adapt(&mut d);
-        }
-        env.kubectl.apply_in(ns, &d);
-    }
-}
-
 /// A torch job from the example: `pods` pods (min = max = replicas) × 1 worker, one fake GPU
 /// each, backoff 1 s, a short grace period.
 fn torch_job(name: &str, pods: u32, spec_patch: Value, script_env: &[(&str, &str)]) -> Value {
@@ -193,29 +174,6 @@ fn torch_job(name: &str, pods: u32, spec_patch: Value, script_env: &[(&str, &str
     set_gpus(&mut job, Some(1));
     merge(&mut job["spec"], &spec_patch);
     job
-}
-
-/// Pods recreated, by budget: (applicationRestarts, infrastructureRestarts). Checks that
-/// restartCount is their sum plus workerRestarts (restarts inside pods, which a peer's removal
-/// can cause: its workers' collectives fail).
-fn counters(status: &Value) -> (i64, i64) {
-    let (app, infra) = (
-        int(&status["applicationRestarts"]),
-        int(&status["infrastructureRestarts"]),
-    );
-    assert_eq!(
-        int(&status["restartCount"]),
-        app + infra + int(&status["workerRestarts"]),
-        "restartCount = application + infrastructure + worker restarts: {status:#}"
-    );
-    (app, infra)
-}
-
-fn failures(status: &Value) -> Vec<Value> {
-    status["recentFailures"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
 }
 
 /// Waits until any of the job's pods' trainer logs contains `needle`; returns all logs.
@@ -338,20 +296,6 @@ fn losses(log: &str) -> Vec<f64> {
         .filter_map(|r| r.split("loss").nth(1))
         .filter_map(|x| x.trim().parse().ok())
         .collect()
-}
-
-fn patch_job(env: &Env, ns: &str, job: &str, patch: &Value) {
-    env.kubectl.ok(&[
-        "patch",
-        "elasticjob",
-        job,
-        "-n",
-        ns,
-        "--type",
-        "merge",
-        "-p",
-        &patch.to_string(),
-    ]);
 }
 
 // ---- scenarios -------------------------------------------------------------------------------
