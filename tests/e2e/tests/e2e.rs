@@ -62,6 +62,10 @@ const SCENARIOS: &[(&str, Scenario)] = &[
         "s15_a_foreign_pod_holding_a_pod_name_is_reported",
         foreign_pod_holding_a_pod_name,
     ),
+    (
+        "s17_a_store_host_cut_off_alone_does_not_train_alone",
+        store_host_cut_off_alone,
+    ),
     // Last: the lost node stays lost for the rest of the run.
     ("s16_node_loss_replaces_the_pod_on_another_node", node_loss),
 ];
@@ -1056,7 +1060,8 @@ fn operator_restart_mid_job(env: &Env, ns: &str) {
 /// Scenario 11: An invalid spec is refused by the schema (minReplicas 0: OpenAPI minimum) or by the
 /// CRD's CEL rules (min > max, a bad nprocPerNode) on the apiserver (the local cluster's 1.34
 /// must); on a cluster without CEL (before 1.25) it is marked Failed with reason InvalidSpec and a
-/// message that says what to fix, and no pods are made.
+/// message that says what to fix, and no pods are made. An invalid edit of a running job never
+/// stops it (see [`invalid_edits_of_a_running_job`]).
 fn invalid_specs(env: &Env, ns: &str) {
     let ex = example();
     env.kubectl.apply_in(ns, &ex.configmap);
@@ -1141,6 +1146,120 @@ fn invalid_specs(env: &Env, ns: &str) {
             "{name}: no Service for an invalid job"
         );
     }
+    invalid_edits_of_a_running_job(env, ns);
+}
+
+/// An edit of a running job: one the CRD's transition rule refuses (the rendezvous port), and
+/// one the apiserver accepts but the operator cannot run (an exit code both retryable and
+/// permanent): the job goes on with its last valid spec, replaces a lost pod from it, says what
+/// to fix, and takes the next valid edit.
+fn invalid_edits_of_a_running_job(env: &Env, ns: &str) {
+    let job = idle_job_doc(
+        "edited",
+        &json!({"minReplicas": 1, "maxReplicas": 2, "replicas": 1}),
+    );
+    apply_all(env, ns, &[idle_configmap(), job]);
+    wait_running(env, ns, "edited", 1);
+    let patch = |p: Value| {
+        env.kubectl.run(
+            &[
+                "patch",
+                "ej",
+                "edited",
+                "-n",
+                ns,
+                "--type=merge",
+                "-p",
+                &p.to_string(),
+            ],
+            None,
+        )
+    };
+
+    let o = patch(json!({"spec": {"rendezvous": {"port": 29500}}}));
+    if o.status.success() {
+        // No CEL (before 1.25): the operator refuses it instead.
+        assert!(
+            !env.is_local(),
+            "the local apiserver accepted a port change: the transition rule did not run"
+        );
+        env.wait_job(ns, "edited", "EditRejected for the port", T_RUN, |j| {
+            condition_srm(&j["status"], "EditRejected")
+                .is_some_and(|(s, _, m)| s == "True" && m.contains("spec.rendezvous.port"))
+        });
+        let o = patch(json!({"spec": {"rendezvous": {"port": 29400}}}));
+        assert!(o.status.success(), "{}", stderr(&o));
+    } else {
+        assert!(
+            stderr(&o).contains("rendezvous.port cannot change"),
+            "the transition rule's message: {}",
+            stderr(&o)
+        );
+    }
+
+    let running_generation = env.job(ns, "edited").unwrap()["metadata"]["generation"].clone();
+    let pod0 = uids(&env.pods(ns, "edited"))["edited-worker-0"].clone();
+    // Valid for the schema and CEL; the operator refuses it. With it, a scale to 2 that must
+    // wait for the fix.
+    let o = patch(json!({"spec": {"replicas": 2, "failurePolicy":
+        {"permanentExitCodes": [3], "retryableExitCodes": [3]}}}));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j = env.wait_job(ns, "edited", "EditRejected True", T_RUN, |j| {
+        condition_srm(&j["status"], "EditRejected").is_some_and(|(s, _, _)| s == "True")
+    });
+    let (_, reason, message) = condition_srm(&j["status"], "EditRejected").unwrap();
+    assert_eq!(reason, "InvalidSpec");
+    assert!(
+        message.contains(
+            "spec.failurePolicy.retryableExitCodes: exit codes 3 are also in permanentExitCodes"
+        ) && message.contains(&format!(
+            "the job keeps running generation {running_generation}, its last valid spec"
+        )),
+        "{message}"
+    );
+    let events = env.events(ns, "edited");
+    assert!(
+        events.iter().any(|(t, r, m)| t == "Warning"
+            && r == "InvalidSpec"
+            && m.contains("retryableExitCodes")),
+        "{events:?}"
+    );
+    assert!(
+        condition_srm(&j["status"], "Failed").is_none(),
+        "not failed: {:#}",
+        j["status"]
+    );
+    // Still one pod (the scale waits), the same one; a lost pod is replaced from the last
+    // valid spec.
+    let pods = env.pods(ns, "edited");
+    assert_eq!(
+        uids(&pods).into_iter().collect::<Vec<_>>(),
+        [("edited-worker-0".to_string(), pod0.clone())],
+        "{}",
+        pod_summary(&pods)
+    );
+    env.kubectl.ok(&[
+        "delete",
+        "pod",
+        "edited-worker-0",
+        "-n",
+        ns,
+        "--timeout=60s",
+    ]);
+    let pods = wait_running(env, ns, "edited", 1);
+    assert_eq!(pods.len(), 1, "{}", pod_summary(&pods));
+    assert_ne!(uids(&pods)["edited-worker-0"], pod0, "pod 0 was replaced");
+    let st = env.status(ns, "edited");
+    assert!(condition_srm(&st, "Failed").is_none(), "not failed: {st:#}");
+
+    // The fix: the pending scale to 2 goes ahead.
+    let o = patch(json!({"spec": {"failurePolicy": {"retryableExitCodes": []}}}));
+    assert!(o.status.success(), "{}", stderr(&o));
+    env.wait_job(ns, "edited", "EditRejected False", T_RUN, |j| {
+        condition_srm(&j["status"], "EditRejected")
+            .is_some_and(|(s, r, _)| s == "False" && r == "SpecValid")
+    });
+    wait_running(env, ns, "edited", 2);
 }
 
 /// Evicts `pod` through the Eviction API, as `kubectl drain` or the cluster autoscaler would
@@ -1157,6 +1276,75 @@ fn evict(env: &Env, ns: &str, pod: &str) {
         out.status.success(),
         "evicting {pod}: {}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Scenario 17: a partition that leaves pod 0, the rendezvous store's host, alone on its side
+/// (3 pods, min 1). The other two move the store and train; pod 0 keeps its store and sees them
+/// fall silent, but one of three is no quorum: it waits instead of training alone with its own
+/// ranks 0.. (two copies of rank 0 would write the same checkpoint). Healed, it finds the
+/// moved store and joins as a scale-up.
+fn store_host_cut_off_alone(env: &Env, ns: &str) {
+    let ex = example();
+    let mut job = job_doc(
+        "quorum",
+        &json!({"minReplicas": 1, "maxReplicas": 3, "replicas": 3, "nprocPerNode": 1,
+            "maxRestarts": 10,
+            "failurePolicy": {"backoff": {"initialSeconds": 1}},
+            "template": {"spec": {"terminationGracePeriodSeconds": 5}}}),
+        &[("STEPS", "1000000"), ("STEP_SLEEP", "0.2")],
+    );
+    set_gpus(&mut job, Some(1));
+    apply_all(env, ns, &[ex.configmap, job]);
+    wait_running(env, ns, "quorum", 3);
+    wait_log(env, ns, "quorum", "[train] world_size=3 ", T_JOB);
+
+    let marks = log_marks(env, ns, "quorum");
+    let pod0_from = env.logs(ns, "quorum-worker-0").unwrap_or_default().len();
+    let pod0 = || {
+        let log = env.logs(ns, "quorum-worker-0").unwrap_or_default();
+        log.get(pod0_from..).unwrap_or_default().to_string()
+    };
+    env.faults
+        .set_pod_network(ns, "quorum-worker-0", false)
+        .unwrap_or_else(|e| panic!("cut the network of quorum-worker-0: {e}"));
+    let t = Instant::now();
+    wait_new_log(env, ns, "quorum", &marks, "[train] world_size=2 ", T_JOB);
+    eprintln!(
+        "e2e: pods 1 and 2 training again {:.1}s after pod 0 was cut off",
+        t.elapsed().as_secs_f64()
+    );
+    wait_until(
+        "pod 0 waiting for a quorum",
+        T_RUN,
+        Duration::from_secs(1),
+        || pod0().contains("waiting for a quorum").then_some(()),
+        || tail(&pod0(), 40),
+    );
+    // Longer than its last call (30 s by default) would have taken to form a round alone.
+    std::thread::sleep(Duration::from_secs(35));
+    let alone = pod0();
+    assert!(
+        !alone.contains("[train] world_size=1 ") && !alone.contains("world_size=1 workers"),
+        "pod 0 trained alone while cut off:\n{}",
+        tail(&alone, 60)
+    );
+
+    let marks = log_marks(env, ns, "quorum");
+    env.faults
+        .set_pod_network(ns, "quorum-worker-0", true)
+        .unwrap_or_else(|e| panic!("restore the network of quorum-worker-0: {e}"));
+    let t = Instant::now();
+    wait_new_log(env, ns, "quorum", &marks, "[train] world_size=3 ", T_JOB);
+    eprintln!(
+        "e2e: pod 0 back in the job {:.1}s after its network was restored",
+        t.elapsed().as_secs_f64()
+    );
+    let st = env.status(ns, "quorum");
+    assert_eq!(
+        counters(&st),
+        (0, 0),
+        "a partition healed is no pod failure: {st:#}"
     );
 }
 
