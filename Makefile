@@ -7,7 +7,7 @@ export CARGO_TARGET_DIR := $(CACHE)/target
 PYTHON_ENV := tests/scripts/python-env.sh
 LAUNCH := $(CARGO_TARGET_DIR)/release/elastic-launch
 
-.PHONY: all build test check test-fast test-cluster cargo-deny demo demo-down demo-standalone bench lint rust-toolchain python-env cluster-provision cluster-images cluster-test cluster e2e soak images kind-e2e shellcheck
+.PHONY: all build test check test-fast test-cluster cargo-deny demo demo-down demo-standalone bench lint rust-toolchain python-env cluster-provision cluster-images cluster-test cluster e2e soak images kind-e2e shellcheck fuzz fuzz-smoke
 
 VERSION ?= $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n 1)
 IMAGE_REPO ?= ghcr.io/elasticjob
@@ -37,8 +37,9 @@ build: rust-toolchain
 # (formatting, clippy, docs, dependency policy), then the tiers without a cluster (unit,
 # subprocess, PyTorch interop with real torch workers, doc tests), then the tiers on the local
 # Kubernetes cluster (real kubelets, containerd and runc; its binaries and images are built on
-# first use: ~20 min once, then cached), the e2e suite and a 5-minute chaos soak among them.
-test: check test-fast test-cluster
+# first use: ~20 min once, then cached), the e2e suite and a 5-minute chaos soak among them;
+# a bounded fuzz run (fuzz-smoke) between the two.
+test: check test-fast fuzz-smoke test-cluster
 
 # Formatting, clippy with warnings as errors, the docs, the dependency policy (deny.toml:
 # licenses, banned crates, sources; offline), and bench/README.md matching its recorded runs.
@@ -52,6 +53,21 @@ check: rust-toolchain cargo-deny
 test-fast: rust-toolchain python-env shellcheck
 	ELASTICJOB_PYTHON="$$($(PYTHON_ENV))" cargo test --workspace --all-targets
 	ELASTICJOB_PYTHON="$$($(PYTHON_ENV))" cargo test --workspace --doc
+
+# Every fuzz target (fuzz/: the store codec and server, the launcher's command line and PET_*,
+# the operator's reading of termination messages and /status bodies) for FUZZ_SECONDS each,
+# built on stable Rust into $(CACHE)/fuzz-target (~13 min cold). A crash fails it and names
+# the reproducer (saved under $(CACHE)/fuzz/artifacts/); see fuzz/README.md.
+FUZZ_SECONDS ?= 300
+fuzz: rust-toolchain shellcheck
+	fuzz/run.sh run $(FUZZ_SECONDS)
+
+# A bounded fuzz run for `make test`: FUZZ_SMOKE_SECONDS (15) per target, under 2 minutes once
+# built; the corpus grows in $(CACHE)/fuzz/corpus/ from run to run.
+FUZZ_SMOKE_SECONDS ?= 15
+fuzz-smoke: rust-toolchain shellcheck
+	shellcheck fuzz/run.sh
+	fuzz/run.sh run $(FUZZ_SMOKE_SECONDS)
 
 test-cluster: rust-toolchain python-env cluster-provision cluster-images
 	ELASTICJOB_PYTHON="$$($(PYTHON_ENV))" cargo test $(CLUSTER_CRATES) --all-targets --features $(E2E_FEATURES)
