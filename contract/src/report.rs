@@ -149,10 +149,16 @@ impl RunReport {
             let keep = chars
                 .len()
                 .saturating_sub(excess.max(chars.len() / 8).max(1));
-            report.message = format!(
-                "…{}",
-                chars[chars.len() - keep..].iter().collect::<String>()
-            );
+            // Nothing kept: no "…" either, or a report too long without its message (a very
+            // long host) would loop forever on a message of "…" (found by fuzz/).
+            report.message = if keep == 0 {
+                String::new()
+            } else {
+                format!(
+                    "…{}",
+                    chars[chars.len() - keep..].iter().collect::<String>()
+                )
+            };
         }
     }
 }
@@ -177,6 +183,18 @@ mod tests {
                 1_700_000_000,
             )
         }
+    }
+
+    /// Found by fuzz/ (operator_termination): when the rest of the report alone passes the
+    /// limit, the message was cut to "…" again and again, forever.
+    #[test]
+    fn a_report_too_long_without_its_message_ends_with_an_empty_message() {
+        let mut r = worker_failed();
+        r.host = "h".repeat(TERMINATION_MESSAGE_LIMIT);
+        let json = r.to_bounded_json();
+        let again = RunReport::parse(&json).unwrap();
+        assert_eq!(again.message, "");
+        assert_eq!(again.host, r.host);
     }
 
     #[test]

@@ -92,6 +92,9 @@ SEEDS = {
         "abbreviations": "\n\n--nproc=2\n--te=3\n--prewarm=torch,torch.distributed\n"
                          "--duplicate-stdout-filters=loss,,x\ntrain.py\n",
         "help": "\n\n--help\n",
+        # Were panics (Duration::from_secs_f64); now usage errors.
+        "regression-huge-duration": "\n\n--monitor-interval=1e300\ntrain.py\n",
+        "regression-env-huge-duration": "TORCH_ELASTIC_EXIT_BARRIER_TIMEOUT=1e300\n\ntrain.py\n",
     },
     "operator_termination": {
         # i32 exit code, container reason, pod reason, flags, then the message.
@@ -106,6 +109,12 @@ SEEDS = {
         "log-tail": i64(137)[:4] + bytes([1, 0, 0]) + b"Killed\n",
         "evicted": i64(0)[:4] + bytes([0, 1, 2]) + b"The node was low on resource: memory.",
         "oom": i64(137)[:4] + bytes([2, 0, 4]) + b"",
+        # Was an overflow (negating i32::MIN to name the signal).
+        "regression-exit-code-min": i64(1)[:4] + bytes([1, 0, 0]) + b'{"kind":"elastic-launch/v1","reason":"WorkerFailed","exitCode":-2147483648}',
+        # Was an endless loop in RunReport::to_bounded_json (the host alone passes the limit).
+        "regression-long-host": i64(1)[:4] + bytes([1, 0, 0]) + json.dumps({
+            "kind": "elastic-launch/v1", "reason": "LauncherError", "host": "h" * 4100,
+            "message": "x"}).encode(),
     },
     "operator_status": {
         "running": b'{"kind":"elastic-launch/v1","state":"Running","round":2,"groupRank":0,"nnodes":2,"worldSize":8,"localWorldSize":4,"restartCount":1,"maxRestarts":3,"reForms":1,"stalls":0}',
@@ -113,6 +122,8 @@ SEEDS = {
         "older": b'{"kind":"elastic-launch/v1","state":"Running","round":2,"worldSize":4,"restartCount":1}',
         "newer-state": b'{"kind":"elastic-launch/v1","state":"Draining"}',
         "not-a-launcher": b"<html>404</html>",
+        # Was an overflow (two pods' new restarts summed) and counts wrapping to negative ones.
+        "regression-huge-counts": b'{"kind":"elastic-launch/v1","state":"Running","round":18446744073709551615,"worldSize":4294967295,"restartCount":2147483647,"stalls":4294967295}',
     },
 }
 

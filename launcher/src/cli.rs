@@ -539,10 +539,16 @@ fn int_in<T: TryFrom<i64>>(s: &str, what: &str) -> Result<T, String> {
 
 fn seconds(s: &str, what: &str, positive: bool) -> Result<Duration, String> {
     let f = py_float(s).ok_or_else(|| format!("invalid float value: '{s}'"))?;
-    if f < 0.0 || (positive && f == 0.0) {
+    if f < 0.0 {
         return Err(format!("{what}, got {s}"));
     }
-    Ok(Duration::from_secs_f64(f))
+    // A finite float can still be more than a Duration holds (1e300, found by fuzz/), and a
+    // positive one can round to zero nanoseconds (1e-300).
+    let d = Duration::try_from_secs_f64(f).map_err(|_| format!("{what}, got {s}: too long"))?;
+    if positive && d.is_zero() {
+        return Err(format!("{what}, got {s}"));
+    }
+    Ok(d)
 }
 
 /// The rendezvous settings after `--standalone`, the automatic single-node switch and the
@@ -1855,6 +1861,31 @@ mod tests {
             e.to_string(),
             "usage: elastic-launch [options] TRAINING_SCRIPT ...\n\
              elastic-launch: error: unrecognized arguments: --foo"
+        );
+    }
+
+    /// Found by fuzz/ (launcher_cli): a finite duration past what a `Duration` holds panicked
+    /// in `Duration::from_secs_f64`; one that rounds to 0 ns passed the `> 0` check.
+    #[test]
+    fn durations_too_long_or_rounding_to_zero_are_usage_errors() {
+        for (opt, value) in [
+            ("--monitor-interval", "1e300"),
+            ("--exit-barrier-timeout", "1e20"),
+            ("--stall-timeout", "1.9e19"),
+            ("--monitor-interval", "1e-300"),
+        ] {
+            let msg = err(&[&format!("{opt}={value}"), "train.py"], &[]);
+            assert!(msg.contains(opt) && msg.contains(value), "{msg}");
+        }
+        let msg = err(
+            &["train.py"],
+            &[("TORCH_ELASTIC_EXIT_BARRIER_TIMEOUT", "1e300")],
+        );
+        assert!(msg.contains("TORCH_ELASTIC_EXIT_BARRIER_TIMEOUT"), "{msg}");
+        assert_eq!(
+            ok(&["--stall-timeout=1e-300", "train.py"]).stall_timeout,
+            None,
+            "a stall timeout that rounds to 0 is off, as 0 is"
         );
     }
 }

@@ -346,7 +346,7 @@ fn by_worker_exit(r: &RunReport, policy: &FailurePolicy) -> Classification {
         let signal = r
             .signal
             .clone()
-            .unwrap_or_else(|| format!("signal {}", -code));
+            .unwrap_or_else(|| format!("signal {}", code.unsigned_abs()));
         let killed = signal == "SIGKILL";
         let message = format!(
             "{where_} was killed by {signal}{}: {}",
@@ -788,5 +788,19 @@ mod tests {
             classify_pod(&pod, &FailurePolicy::default()).reason,
             "Evicted"
         );
+    }
+
+    /// Found by fuzz/ (operator_termination): a report's negative exit code is negated to name
+    /// the signal, which overflowed for i32::MIN.
+    #[test]
+    fn a_report_with_the_most_negative_exit_code_names_a_signal_without_overflow() {
+        let t = trainer(
+            1,
+            Some("Error"),
+            Some(report("WorkerFailed", Some(i32::MIN), None, "")),
+        );
+        let c = classify(&t, &FailurePolicy::default());
+        assert_eq!(c.reason, reason::WORKER_SIGNALED);
+        assert_eq!(c.signal.as_deref(), Some("signal 2147483648"));
     }
 }

@@ -466,7 +466,7 @@ fn fold_launchers(
     events: &mut Vec<Event>,
 ) {
     let folded = progress::fold(&old.launchers, pods);
-    st.worker_restarts = old.worker_restarts + folded.total_new();
+    st.worker_restarts = old.worker_restarts.saturating_add(folded.total_new());
     for (pod, count, _) in &folded.new_restarts {
         let note = format!(
             "{pod}: its launcher restarted the workers after a worker failed (restart {count} of spec.maxRestarts {})",

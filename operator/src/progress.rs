@@ -60,9 +60,18 @@ pub struct Folded {
 }
 
 impl Folded {
+    /// Saturating: launchers' counts are what their bodies say, up to `i32::MAX` each.
     pub fn total_new(&self) -> i32 {
-        self.new_restarts.iter().map(|(_, _, n)| n).sum()
+        self.new_restarts
+            .iter()
+            .fold(0, |sum, (_, _, n)| sum.saturating_add(*n))
     }
+}
+
+/// A launcher's count as the status's `i32`, saturating: a count past `i32::MAX` (only a broken
+/// or hostile launcher sends one) must not wrap to a negative one.
+fn count(n: u32) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
 }
 
 /// Folds what the pods report now into what the status recorded (`old`). A pod that did not
@@ -82,7 +91,7 @@ pub fn fold(old: &[LauncherStatus], pods: &[ObservedPod]) -> Folded {
                 let counted = before.map_or(0, |b| b.restarts);
                 // A count never goes down: a late poll can read an older value than the final
                 // report did.
-                let restarts = (r.restart_count as i32).max(counted);
+                let restarts = count(r.restart_count).max(counted);
                 if restarts > counted {
                     folded
                         .new_restarts
@@ -92,13 +101,16 @@ pub fn fold(old: &[LauncherStatus], pods: &[ObservedPod]) -> Folded {
                     pod: pod.name.clone(),
                     pod_uid: uid.into(),
                     state: r.state.as_str().into(),
-                    round: r.round.map(|r| r as i64).or(before.and_then(|b| b.round)),
+                    round: r
+                        .round
+                        .map(|r| i64::try_from(r).unwrap_or(i64::MAX))
+                        .or(before.and_then(|b| b.round)),
                     world_size: r
                         .world_size
-                        .map(|w| w as i32)
+                        .map(count)
                         .or(before.and_then(|b| b.world_size)),
                     restarts,
-                    stalls: (r.stalls as i32).max(before.map_or(0, |b| b.stalls)),
+                    stalls: count(r.stalls).max(before.map_or(0, |b| b.stalls)),
                 }
             }
             (None, Some(before)) => before.clone(),
@@ -263,5 +275,26 @@ mod tests {
             .map(|l| l.pod_uid.as_str())
             .collect();
         assert_eq!(gone, ["b"]);
+    }
+
+    /// Found by fuzz/ (operator_status): counts past `i32::MAX` in a /status body wrapped to
+    /// negative ones in the status, and two pods' new restarts overflowed their sum.
+    #[test]
+    fn counts_past_i32_saturate_instead_of_wrapping_or_overflowing() {
+        let mut huge = pod(0, "a", Some((State::Running, u64::MAX, u32::MAX, u32::MAX)));
+        huge.launcher.as_mut().unwrap().stalls = u32::MAX;
+        let folded = fold(
+            &[],
+            &[
+                huge,
+                pod(1, "b", Some((State::Running, 1, 4, i32::MAX as u32))),
+            ],
+        );
+        let a = &folded.launchers[0];
+        assert_eq!(
+            (a.round, a.world_size, a.restarts, a.stalls),
+            (Some(i64::MAX), Some(i32::MAX), i32::MAX, i32::MAX)
+        );
+        assert_eq!(folded.total_new(), i32::MAX, "the sum saturates");
     }
 }
