@@ -28,7 +28,11 @@ fuzz_target!(|data: &[u8]| {
     let _ = cli::nested_in_a_worker(&lookup);
     match cli::parse(&argv, &lookup) {
         Ok(cfg) => {
-            assert!(0 < cfg.nnodes.min && cfg.nnodes.min <= cfg.nnodes.max, "{:?}", cfg.nnodes);
+            assert!(
+                0 < cfg.nnodes.min && cfg.nnodes.min <= cfg.nnodes.max,
+                "{:?}",
+                cfg.nnodes
+            );
             if let NprocSpec::Count(n) = cfg.nproc_per_node {
                 assert!(n > 0, "nproc_per_node 0");
             }

@@ -46,7 +46,10 @@ fuzz_target!(|data: &[u8]| {
             .find(|o| o.pod_uid == entry.pod_uid)
             .map_or(0, |o| o.restarts);
         assert!(entry.restarts >= counted, "restarts went down: {entry:?}");
-        assert!(entry.stalls >= 0 && entry.world_size.is_none_or(|w| w >= 0), "{entry:?}");
+        assert!(
+            entry.stalls >= 0 && entry.world_size.is_none_or(|w| w >= 0),
+            "{entry:?}"
+        );
     }
     for (pod, now, new) in &folded.new_restarts {
         assert!(*new > 0 && new <= now, "{pod}: {new} new of {now}");

@@ -55,7 +55,12 @@ fuzz_target!(|data: &[u8]| {
     let message = String::from_utf8_lossy(&data[7..]).into_owned();
 
     let end = ContainerEnd {
-        name: if flags & 1 != 0 { "elastic-launch-install" } else { "trainer" }.into(),
+        name: if flags & 1 != 0 {
+            "elastic-launch-install"
+        } else {
+            "trainer"
+        }
+        .into(),
         exit_code,
         reason: reason.map(String::from),
         message: Some(message.clone()),
@@ -79,8 +84,8 @@ fuzz_target!(|data: &[u8]| {
     pod.phase = Phase::Failed;
     pod.termination = termination;
     pod.node_ready = Some(flags & 4 != 0);
-    pod.disruption = (flags & 2 != 0)
-        .then(|| DISRUPTIONS[usize::from(data[5]) % DISRUPTIONS.len()].to_string());
+    pod.disruption =
+        (flags & 2 != 0).then(|| DISRUPTIONS[usize::from(data[5]) % DISRUPTIONS.len()].to_string());
     let _ = failure::classify_pod(&pod, &policy);
     let _ = failure::classify_disruption(&pod);
     let folded = progress::fold(&[], std::slice::from_ref(&pod));

@@ -37,14 +37,18 @@ fn one_shot(stream: &[u8]) {
     while pos < stream.len() {
         match codec::decode_request(&stream[pos..]) {
             Ok(Some((req, len))) => {
-                assert!(len > 0 && pos + len <= stream.len(), "consumed {len} at {pos}");
+                assert!(
+                    len > 0 && pos + len <= stream.len(),
+                    "consumed {len} at {pos}"
+                );
                 assert_eq!(
                     req.to_bytes(),
                     &stream[pos..pos + len],
                     "{req:?} does not re-encode to its bytes"
                 );
                 // What the server accepts, a client may send: limits agree with the decoder.
-                req.check_limits().expect("a decoded request is within the limits");
+                req.check_limits()
+                    .expect("a decoded request is within the limits");
                 pos += len;
             }
             Ok(None) | Err(_) => return,
@@ -112,7 +116,11 @@ fn replies(stream: &[u8]) {
             assert!(len <= stream.len());
             let mut again = Vec::new();
             reply.encode(&mut again);
-            assert_eq!(again, &stream[..len], "{shape:?} reply re-encodes to its bytes");
+            assert_eq!(
+                again,
+                &stream[..len],
+                "{shape:?} reply re-encodes to its bytes"
+            );
         }
     }
 }

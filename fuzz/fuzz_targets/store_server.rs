@@ -113,7 +113,10 @@ fn probe(addr: SocketAddr) {
         value,
     }
     .encode(&mut out);
-    Request::Get { key: b"/fuzz/probe" }.encode(&mut out);
+    Request::Get {
+        key: b"/fuzz/probe",
+    }
+    .encode(&mut out);
     Request::Ping { nonce: 0x5eed }.encode(&mut out);
     s.write_all(&out).expect("sending the probe");
 
