@@ -519,6 +519,10 @@ struct Job {
     state: String,
     /// Set once its end was checked; the job is then deleted.
     done: bool,
+    /// A racing fault hit it: a worker restart of an earlier fault may be lost (its pod gone
+    /// before the operator polled its launcher), so only the upper bound of workerRestarts
+    /// holds.
+    raced: bool,
 }
 
 impl Job {
@@ -591,6 +595,9 @@ struct Draw {
     pick: u32,
     param: u32,
     gap: Duration,
+    /// One draw in five races: it goes to a job that need not be settled (recovering from its
+    /// previous fault, restarting, pods starting), and only bounds of its counters are checked.
+    race: bool,
 }
 
 fn draw(rng: &mut StdRng) -> Draw {
@@ -614,6 +621,7 @@ fn draw(rng: &mut StdRng) -> Draw {
         pick: rng.random(),
         param: rng.random(),
         gap: Duration::from_millis(rng.random_range(3000..9000)),
+        race: rng.random_range(0..5) == 0,
     }
 }
 
@@ -803,6 +811,7 @@ impl Soak<'_> {
                 step_at_rv: 0,
                 state: String::new(),
                 done: false,
+                raced: false,
             },
         );
         self.fault(
@@ -994,8 +1003,35 @@ impl Soak<'_> {
         (0..replicas).all(|r| recent.contains(&(r, replicas)))
     }
 
-    /// The next job to hit, from slot `slot` on: settled jobs in name order, rotated.
-    fn target(&self, slot: u32) -> Option<String> {
+    /// Whether a racing fault may hit the job: it runs (or restarts), nothing of the soak's is
+    /// pending on it, it is not near its end, and it has pods.
+    fn raceable(&self, name: &str) -> bool {
+        {
+            let jobs = self.jobs.lock().unwrap();
+            let Some(j) = jobs.get(name) else {
+                return false;
+            };
+            if j.doomed()
+                || j.done
+                || j.busy.is_some()
+                || !matches!(j.state.as_str(), "Running" | "Restarting")
+            {
+                return false;
+            }
+        }
+        let near_end = self
+            .ledger
+            .lock()
+            .unwrap()
+            .progress
+            .get(name)
+            .is_some_and(|p| p.0 > STEPS - END_MARGIN);
+        !near_end && !self.pods(name).1.is_empty()
+    }
+
+    /// The next job to hit, from slot `slot` on: settled (or, for a racing draw, raceable)
+    /// jobs in name order, rotated.
+    fn target(&self, slot: u32, race: bool) -> Option<String> {
         let names: Vec<String> = self
             .jobs
             .lock()
@@ -1009,15 +1045,31 @@ impl Soak<'_> {
         }
         (0..names.len())
             .map(|i| &names[(slot as usize + i) % names.len()])
-            .find(|n| self.settled(n))
+            .find(|n| {
+                if race {
+                    self.raceable(n)
+                } else {
+                    self.settled(n)
+                }
+            })
             .cloned()
     }
 
-    fn charge(&self, job: &str, what: &str, add: &[(usize, i64, i64)]) {
+    /// Adds what a fault may count to the job's expectations. A racing fault (`race`: pods of
+    /// the job may be starting, failing or going) is a bound only: each counter from 0, worker
+    /// restarts up to one per pod (`n`).
+    fn charge(&self, job: &str, what: &str, add: &[(usize, i64, i64)], race: Option<i64>) {
         let mut jobs = self.jobs.lock().unwrap();
         if let Some(j) = jobs.get_mut(job) {
             for (c, lo, hi) in add {
-                j.expect.add(*c, *lo, *hi);
+                match race {
+                    Some(n) if *c == WORKER => j.expect.add(*c, 0, (*hi).max(n)),
+                    Some(_) => j.expect.add(*c, 0, *hi),
+                    None => j.expect.add(*c, *lo, *hi),
+                }
+            }
+            if race.is_some() {
+                j.raced = true;
             }
             j.last_fault = now();
             j.faults.push(what.to_string());
@@ -1026,7 +1078,7 @@ impl Soak<'_> {
 
     /// Injects one drawn fault (or says why not); returns the undo to schedule, if any.
     fn inject(&self, d: &Draw) -> Outcome {
-        let kind = format!("{:?}", d.kind);
+        let kind = format!("{:?}{}", d.kind, if d.race { " (race)" } else { "" });
         match d.kind {
             Kind::OperatorRestart => {
                 self.operator_panics();
@@ -1040,13 +1092,25 @@ impl Soak<'_> {
             Kind::NodeLoss => return self.lose_node(d),
             _ => {}
         }
-        let Some(job) = self.target(d.slot) else {
+        let Some(job) = self.target(d.slot, d.race) else {
             self.fault("skipped", format!("{kind}: no job trains at full size now"));
             return Outcome::Done;
         };
-        let (running, _) = self.pods(&job);
-        let n = running.len() as i64;
-        let pod = running[d.pick as usize % running.len()].clone();
+        let (running, all) = self.pods(&job);
+        // Pods that exist (a racing deletion may hit a pod that is still starting), else
+        // running ones.
+        let candidates: Vec<Value> = if d.race && d.kind == Kind::PodDelete {
+            all.iter().filter(|p| !is_deleting(p)).cloned().collect()
+        } else {
+            running.clone()
+        };
+        if candidates.is_empty() {
+            self.fault("skipped", format!("{kind}: {job} has no pod to hit now"));
+            return Outcome::Done;
+        }
+        let n = all.len().max(running.len()) as i64;
+        let race = d.race.then_some(n);
+        let pod = candidates[d.pick as usize % candidates.len()].clone();
         let pod_name = pod["metadata"]["name"].as_str().unwrap_or("").to_string();
         let uid = pod["metadata"]["uid"].as_str().unwrap_or("").to_string();
         match d.kind {
@@ -1074,7 +1138,7 @@ impl Soak<'_> {
                 }
                 // The launcher of that pod restarts its worker group: one worker restart. The
                 // peers, whose collectives broke with it, re-form without spending theirs.
-                self.charge(&job, &format!("{kind} {pod_name}"), &[(WORKER, 1, 1)]);
+                self.charge(&job, &format!("{kind} {pod_name}"), &[(WORKER, 1, 1)], race);
                 self.fault(
                     &kind,
                     format!("{job}/{pod_name}: SIGKILL to worker {workers:?}"),
@@ -1104,6 +1168,7 @@ impl Soak<'_> {
                         (INFRA_OR_DISRUPTION, 1, 1),
                         (WORKER, 0, n - 1),
                     ],
+                    race,
                 );
                 self.fault(&kind, format!("{job}/{pod_name} ({uid})"));
             }
@@ -1118,10 +1183,18 @@ impl Soak<'_> {
                 // as a scale-up: no pod fails, nothing is charged to a pod budget (e2e s12,
                 // s17). Worker restarts are a bound: a launcher whose workers' collective broke
                 // first in the round may spend one (any of the n).
+                // Racing (the pod may be starting, its round re-forming), its launcher may also
+                // give up while cut off: the pod fails, one infrastructure restart at most.
+                let may_fail = if d.race { 1 } else { 0 };
                 self.charge(
                     &job,
                     &format!("{kind} {pod_name} {secs}s"),
-                    &[(WORKER, 0, n)],
+                    &[
+                        (WORKER, 0, n),
+                        (INFRA, 0, may_fail),
+                        (INFRA_OR_DISRUPTION, 0, may_fail),
+                    ],
+                    race,
                 );
                 self.jobs.lock().unwrap().get_mut(&job).unwrap().busy =
                     Some(format!("partitioned {pod_name}"));
@@ -1154,7 +1227,7 @@ impl Soak<'_> {
                 ]);
                 // Scaling is no failure: the pods that leave say so and claim the round, the
                 // others re-form without spending a restart (e2e s06).
-                self.charge(&job, &format!("{kind} {cur}->{to}"), &[]);
+                self.charge(&job, &format!("{kind} {cur}->{to}"), &[], race);
                 self.jobs.lock().unwrap().get_mut(&job).unwrap().replicas = to;
                 self.fault(&kind, format!("{job}: {cur} -> {to} pods"));
             }
@@ -1167,7 +1240,7 @@ impl Soak<'_> {
                 );
                 let secs = 5 + d.param % 15;
                 // Suspension is no failure (e2e s07).
-                self.charge(&job, &format!("{kind} {secs}s"), &[]);
+                self.charge(&job, &format!("{kind} {secs}s"), &[], race);
                 self.jobs.lock().unwrap().get_mut(&job).unwrap().busy = Some("suspended".into());
                 self.fault(&kind, format!("{job} for {secs}s"));
                 return Outcome::Undo(Duration::from_secs(secs as u64), Undo::Resume { job });
@@ -1235,6 +1308,7 @@ impl Soak<'_> {
                     (INFRA_OR_DISRUPTION, lo, k),
                     (WORKER, 0, n),
                 ],
+                None,
             );
             hit.push(format!("{name}: {k}"));
         }
@@ -1390,7 +1464,14 @@ impl Soak<'_> {
                 "{name}: Succeeded, but its workers reported step {step} and checkpoint {ckpt} of {STEPS}"
             ));
         }
-        let within = (0..5).all(|i| (j.expect.lo[i]..=j.expect.hi[i]).contains(&v[i]));
+        let lo = |i: usize| {
+            if i == WORKER && j.raced {
+                0
+            } else {
+                j.expect.lo[i]
+            }
+        };
+        let within = (0..5).all(|i| (lo(i)..=j.expect.hi[i]).contains(&v[i]));
         if !within {
             self.violate(format!(
                 "{name}: its counters do not match the faults injected into it: {}; its faults: {:?}",
@@ -1785,8 +1866,8 @@ fn self_check() {
     for _ in 0..20 {
         let (x, y) = (draw(&mut a), draw(&mut b));
         assert_eq!(
-            (x.kind, x.slot, x.pick, x.param, x.gap),
-            (y.kind, y.slot, y.pick, y.param, y.gap),
+            (x.kind, x.slot, x.pick, x.param, x.gap, x.race),
+            (y.kind, y.slot, y.pick, y.param, y.gap, y.race),
             "the plan is a function of the seed"
         );
     }
