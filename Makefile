@@ -56,14 +56,14 @@ test-fast: rust-toolchain python-env shellcheck
 
 # Every fuzz target (fuzz/: the store codec and server, the launcher's command line and PET_*,
 # the operator's reading of termination messages and /status bodies) for FUZZ_SECONDS each,
-# built on stable Rust into $(CACHE)/fuzz-target (~13 min cold). A crash fails it and names
-# the reproducer (saved under $(CACHE)/fuzz/artifacts/); see fuzz/README.md.
+# built on stable Rust into $(CACHE)/fuzz-target (~15 min cold on 2 cores). A crash fails it
+# and names the reproducer (saved under $(CACHE)/fuzz/artifacts/); see fuzz/README.md.
 FUZZ_SECONDS ?= 300
 fuzz: rust-toolchain shellcheck
 	fuzz/run.sh run $(FUZZ_SECONDS)
 
-# A bounded fuzz run for `make test`: FUZZ_SMOKE_SECONDS (15) per target, under 2 minutes once
-# built; the corpus grows in $(CACHE)/fuzz/corpus/ from run to run.
+# A bounded fuzz run for `make test`: FUZZ_SMOKE_SECONDS (15) per target, ~80 s once built
+# (the seeds include every crash found so far); the corpus grows in $(CACHE)/fuzz/corpus/.
 FUZZ_SMOKE_SECONDS ?= 15
 fuzz-smoke: rust-toolchain shellcheck
 	shellcheck fuzz/run.sh
