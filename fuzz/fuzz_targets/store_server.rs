@@ -87,6 +87,8 @@ fuzz_target!(|data: &[u8]| {
         match hostile.read(&mut sink) {
             Ok(0) => break,
             Ok(_) => {}
+            // libFuzzer's timers (SIGALRM) interrupt blocking reads.
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 panic!("the server kept a finished connection open for {PATIENCE:?}")
             }
@@ -130,6 +132,7 @@ fn probe(addr: SocketAddr) {
         match s.read(&mut chunk) {
             Ok(0) => panic!("the server closed the probe's connection"),
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => panic!("the server did not answer the probe: {e}"),
         }
     };
