@@ -150,7 +150,7 @@ impl RunReport {
                 .len()
                 .saturating_sub(excess.max(chars.len() / 8).max(1));
             // Nothing kept: no "…" either, or a report too long without its message (a very
-            // long host) would loop forever on a message of "…" (found by fuzz/).
+            // long host) would loop forever on a message of "…" (found with fuzz/).
             report.message = if keep == 0 {
                 String::new()
             } else {
@@ -185,7 +185,7 @@ mod tests {
         }
     }
 
-    /// Found by fuzz/ (operator_termination): when the rest of the report alone passes the
+    /// Found with fuzz/ (operator_termination): when the rest of the report alone passes the
     /// limit, the message was cut to "…" again and again, forever.
     #[test]
     fn a_report_too_long_without_its_message_ends_with_an_empty_message() {

@@ -542,7 +542,7 @@ fn seconds(s: &str, what: &str, positive: bool) -> Result<Duration, String> {
     if f < 0.0 {
         return Err(format!("{what}, got {s}"));
     }
-    // A finite float can still be more than a Duration holds (1e300, found by fuzz/), and a
+    // A finite float can still be more than a Duration holds (1e300, found with fuzz/), and a
     // positive one can round to zero nanoseconds (1e-300).
     let d = Duration::try_from_secs_f64(f).map_err(|_| format!("{what}, got {s}: too long"))?;
     if positive && d.is_zero() {
@@ -1864,7 +1864,7 @@ mod tests {
         );
     }
 
-    /// Found by fuzz/ (launcher_cli): a finite duration past what a `Duration` holds panicked
+    /// Found with fuzz/ (launcher_cli): a finite duration past what a `Duration` holds panicked
     /// in `Duration::from_secs_f64`; one that rounds to 0 ns passed the `> 0` check.
     #[test]
     fn durations_too_long_or_rounding_to_zero_are_usage_errors() {

@@ -790,7 +790,7 @@ mod tests {
         );
     }
 
-    /// Found by fuzz/ (operator_termination): a report's negative exit code is negated to name
+    /// Found with fuzz/ (operator_termination): a report's negative exit code is negated to name
     /// the signal, which overflowed for i32::MIN.
     #[test]
     fn a_report_with_the_most_negative_exit_code_names_a_signal_without_overflow() {

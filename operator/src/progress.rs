@@ -277,7 +277,7 @@ mod tests {
         assert_eq!(gone, ["b"]);
     }
 
-    /// Found by fuzz/ (operator_status): counts past `i32::MAX` in a /status body wrapped to
+    /// Found with fuzz/ (operator_status): counts past `i32::MAX` in a /status body wrapped to
     /// negative ones in the status, and two pods' new restarts overflowed their sum.
     #[test]
     fn counts_past_i32_saturate_instead_of_wrapping_or_overflowing() {
