@@ -1545,13 +1545,12 @@ async fn reconnect(rdzv: &mut Rendezvous) -> Result<(), AgentError> {
 
 /// The static backend's `timeout` rdzv-conf key (torchrun injects 900 s).
 fn static_timeout(cfg: &Config) -> Duration {
-    Duration::from_secs_f64(
-        cfg.rdzv_conf
-            .get("timeout")
-            .and_then(|t| t.trim().parse().ok())
-            .filter(|t: &f64| *t > 0.0)
-            .unwrap_or(900.0),
-    )
+    cfg.rdzv_conf
+        .get("timeout")
+        .and_then(|t| t.trim().parse().ok())
+        .filter(|t: &f64| *t > 0.0)
+        .and_then(crate::config::duration_from_secs)
+        .unwrap_or(Duration::from_secs(900))
 }
 
 /// A spawned task that is cancelled when its handle goes out of scope.

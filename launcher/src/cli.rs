@@ -544,7 +544,12 @@ fn seconds(s: &str, what: &str, positive: bool) -> Result<Duration, String> {
     }
     // A finite float can still be more than a Duration holds (1e300, found with fuzz/), and a
     // positive one can round to zero nanoseconds (1e-300).
-    let d = Duration::try_from_secs_f64(f).map_err(|_| format!("{what}, got {s}: too long"))?;
+    let d = crate::config::duration_from_secs(f).ok_or_else(|| {
+        format!(
+            "{what}, got {s}: too long (at most {} seconds)",
+            crate::config::MAX_SECONDS
+        )
+    })?;
     if positive && d.is_zero() {
         return Err(format!("{what}, got {s}"));
     }

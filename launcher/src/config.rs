@@ -131,3 +131,15 @@ pub struct Config {
     pub training_script: String,
     pub training_script_args: Vec<String>,
 }
+
+/// The longest duration any setting may give (about 31 years): longer means "never" to a
+/// person, and `Instant + Duration` must not overflow (a `Duration` holds up to 1.8e19 s).
+pub const MAX_SECONDS: f64 = 1e9;
+
+/// `secs` (non-negative, as given) as a Duration; None when it is not finite or above
+/// [`MAX_SECONDS`].
+pub fn duration_from_secs(secs: f64) -> Option<Duration> {
+    (0.0..=MAX_SECONDS)
+        .contains(&secs)
+        .then(|| Duration::from_secs_f64(secs))
+}

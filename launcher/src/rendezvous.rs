@@ -137,12 +137,14 @@ pub fn parse_conf(conf: &BTreeMap<String, String>) -> Result<RendezvousConf, Str
                 "--rdzv-conf {name}={value}: the value does not represent a valid number of seconds"
             )
         })?;
-        if !(secs > 0.0 && secs.is_finite()) {
-            return Err(format!(
-                "--rdzv-conf {name}={value}: the {name} ({value}) must be positive"
-            ));
-        }
-        Ok(Duration::from_secs_f64(secs))
+        crate::config::duration_from_secs(secs)
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                format!(
+                    "--rdzv-conf {name}={value}: the {name} must be positive, at most {} seconds",
+                    crate::config::MAX_SECONDS
+                )
+            })
     };
     t.join = seconds(rdzv_conf::JOIN_TIMEOUT, t.join)?;
     t.last_call = seconds(rdzv_conf::LAST_CALL_TIMEOUT, t.last_call)?;
@@ -1254,8 +1256,15 @@ mod tests {
         assert_eq!(parse_conf(&expected).unwrap().expected_nodes, Some(3));
         let bad = BTreeMap::from([("expected_nodes".to_string(), "0".to_string())]);
         assert!(parse_conf(&bad).unwrap_err().contains("expected_nodes=0"));
-        let bad = BTreeMap::from([("join_timeout".to_string(), "-1".to_string())]);
-        assert!(parse_conf(&bad).unwrap_err().contains("must be positive"));
+        // 1e300 and inf were more than a Duration holds: a panic.
+        for value in ["-1", "0", "1e-300", "1e300", "inf", "NaN"] {
+            let bad = BTreeMap::from([("join_timeout".to_string(), value.to_string())]);
+            let err = parse_conf(&bad).unwrap_err();
+            assert!(
+                err.contains(&format!("join_timeout={value}")) && err.contains("must be positive"),
+                "{err}"
+            );
+        }
         let bad = BTreeMap::from([("last_call_timeout".to_string(), "soon".to_string())]);
         assert!(
             parse_conf(&bad)
