@@ -1,7 +1,7 @@
 //! The launcher's command line and `PET_*` environment (launcher/src/cli.rs, cli/values.rs) on
 //! arbitrary input: `cli::parse` gives a `Config` or a clean usage error (never a panic), a
 //! usage error exits 2 and says what is wrong, and a `Config` keeps the invariants the agent
-//! relies on.
+//! relies on, and its `--rdzv-conf` gives c10d settings or an error, never a panic.
 //!
 //! Input (lossy UTF-8): lines up to the first empty line are the environment (`NAME=VALUE`),
 //! the lines after it are argv (without the program name), one argument a line.
@@ -37,6 +37,10 @@ fuzz_target!(|data: &[u8]| {
                 assert!(n > 0, "nproc_per_node 0");
             }
             assert!(!cfg.monitor_interval.is_zero(), "monitor interval 0");
+            // The c10d backend's settings, read from --rdzv-conf when the agent starts.
+            if let Ok(conf) = elastic_launch::rendezvous::parse_conf(&cfg.rdzv_conf) {
+                assert!(!conf.join.is_zero() && !conf.keep_alive_interval.is_zero());
+            }
         }
         Err(e @ CliError::Usage(_)) => {
             assert_eq!(e.exit_code(), 2);
