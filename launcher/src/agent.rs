@@ -1354,10 +1354,12 @@ impl Agent {
     /// dies breaks the collectives of the others, so one crash makes every node's workers fail;
     /// only the first node to report is charged a restart (`--max-restarts`), the others re-form
     /// as after a membership change. A node stopped by a signal (a pod deleted by scale-down)
-    /// claims the round too, so the failures its departure causes are charged to no one.
-    /// torchrun charges every node, so one crash spends all nodes' budgets at once and then
-    /// fails them all. Static rendezvous and single-node rounds keep torchrun's rule; a store
-    /// that does not answer within a second charges the failure.
+    /// claims the round too, so the failures its departure causes are charged to no one; so
+    /// does a node that was killed (its pod or its node lost): it cannot claim, but its store
+    /// connection closed, and the first failure after it is not charged, nor is one whose store
+    /// went with its host. torchrun charges every node, so one crash spends all nodes' budgets
+    /// at once and then fails them all. Static rendezvous and single-node rounds keep torchrun's
+    /// rule; a store that does not answer within a second charges the failure.
     async fn claim_round_failure(&self, round: &RoundInfo) -> bool {
         let Backend::Dynamic(d) = &self.rdzv.backend else {
             return true;
@@ -1369,7 +1371,22 @@ impl Agent {
             .keys_on(&self.rdzv.store)
             .prefixed(&format!("r{}/failures", round.round));
         match tokio::time::timeout(Duration::from_secs(1), keys.add("count", 1)).await {
-            Ok(Ok(n)) => n == 1,
+            Ok(Ok(1)) => {
+                let departed =
+                    tokio::time::timeout(Duration::from_secs(1), d.departed_member(round)).await;
+                match departed {
+                    Ok(Ok(Some(node))) => {
+                        tracing::info!(node = %node, round = round.round, "a node of this round is gone (its store connection closed): its loss broke this node's workers; not counting a restart");
+                        false
+                    }
+                    _ => true,
+                }
+            }
+            Ok(Ok(_)) => false,
+            Ok(Err(e)) if e.is_connection_lost() => {
+                tracing::info!(error = %e, "the store went with its host, whose loss broke this node's workers; not counting a restart");
+                false
+            }
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "could not tell the other nodes of the failure; counting it here");
                 true

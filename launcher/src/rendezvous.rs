@@ -734,6 +734,27 @@ impl DynamicRendezvous {
         Ok(self.store.check(&[key.as_str()]).await? && self.store.get(&key).await? == FINISHED)
     }
 
+    /// A member of `round`, other than this node, whose store connection has closed: its
+    /// launcher is gone (killed with its pod, or its node), which breaks the others' collectives.
+    pub async fn departed_member(
+        &self,
+        round: &RoundInfo,
+    ) -> Result<Option<String>, RendezvousError> {
+        let members = self
+            .descriptions(round.round, round.group_world_size.into())
+            .await?;
+        for id in members
+            .into_iter()
+            .map(|d| d.id)
+            .filter(|id| *id != self.me.id)
+        {
+            if !self.store.check(&[alive_key(&id).as_str()]).await? {
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
+    }
+
     /// The ids of every node that joined `round` so far (members and late arrivals).
     async fn members_of(&self, round: u64) -> Result<Vec<String>, RendezvousError> {
         let joined = self.store.add(&format!("r{round}/joined"), 0).await? as u64;

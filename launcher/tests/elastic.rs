@@ -462,7 +462,9 @@ fn job_reforms_after_the_store_host_is_killed_and_replaced() {
         files(&d, "attempt_0").len() == 2
     });
     a.kill();
-    let a2 = host_agent(port, "2", ",join_timeout=30", &worker);
+    // Not `host_agent`: the replacement may host, form the round with b and finish before a
+    // poll for its port sees it listen.
+    let a2 = agent(port, "2", ",join_timeout=30", &worker);
     let out_b = b.output(Duration::from_secs(40));
     let out_a2 = a2.output(Duration::from_secs(40));
     assert!(
@@ -861,6 +863,55 @@ fn worker_failure_restarts_every_node_with_consistent_counts() {
         .flat_map(|a| (0..2).map(move |r| format!("attempt_{a}_rank_{r}")))
         .collect();
     assert_eq!(names(d.path()), expected);
+}
+
+/// A node killed outright (its pod SIGKILLed, its node lost) cannot claim the failure its loss
+/// causes; its store connection closed, so the survivor whose collective broke is not charged
+/// either. With --max-restarts=0 the survivor would otherwise fail; it re-forms alone (1:2)
+/// and succeeds, and reports no restart.
+#[test]
+fn a_failure_caused_by_a_killed_peer_is_not_charged() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().display();
+    let port = free_port();
+    let worker = |name: &str| {
+        let mut args = vec![
+            "--max-restarts=0".to_string(),
+            format!("--termination-message-path={dir}/term_{name}"),
+        ];
+        // a's worker fails once b is killed, as a broken collective would; b's ends with its
+        // agent.
+        args.extend(bash(format!(
+            r#"[ "$WORLD_SIZE" = 1 ] && exit 0; touch {dir}/up_$RANK; if [ -n "$VICTIM" ]; then while kill -0 $PPID 2>/dev/null; do sleep 0.05; done; exit 0; fi; while [ ! -e {dir}/killed ]; do sleep 0.01; done; exit 1"#
+        )));
+        args
+    };
+    let conf = ",last_call_timeout=3";
+    let a = host_agent(port, "1:2", conf, &worker("a"));
+    let mut b = agent_with_env(port, "1:2", conf, &worker("b"), &[("VICTIM", "1")]);
+    wait_until(Duration::from_secs(20), "both workers up", || {
+        files(&d, "up_").len() == 2
+    });
+    b.kill();
+    std::fs::write(d.path().join("killed"), "").unwrap();
+    let out_a = a.output(Duration::from_secs(60));
+    assert!(
+        out_a.status.success(),
+        "a is not charged for b's loss:\n{}",
+        describe(&out_a)
+    );
+    let text = std::fs::read_to_string(d.path().join("term_a")).unwrap();
+    let sa: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        (&sa["reason"], &sa["restartCount"]),
+        (&json!("Succeeded"), &json!(0)),
+        "{sa}"
+    );
+    assert!(
+        describe(&out_a).contains("a node of this round is gone (its store connection closed)"),
+        "{}",
+        describe(&out_a)
+    );
 }
 
 /// Agent b's worker crashes in every round; agent a's fails only because of it, a moment
