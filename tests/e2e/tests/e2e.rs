@@ -1285,19 +1285,7 @@ fn evict(env: &Env, ns: &str, pod: &str) {
 /// ranks 0.. (two copies of rank 0 would write the same checkpoint). Healed, it finds the
 /// moved store and joins as a scale-up.
 fn store_host_cut_off_alone(env: &Env, ns: &str) {
-    let ex = example();
-    let mut job = job_doc(
-        "quorum",
-        &json!({"minReplicas": 1, "maxReplicas": 3, "replicas": 3, "nprocPerNode": 1,
-            "maxRestarts": 10,
-            "failurePolicy": {"backoff": {"initialSeconds": 1}},
-            "template": {"spec": {"terminationGracePeriodSeconds": 5}}}),
-        &[("STEPS", "1000000"), ("STEP_SLEEP", "0.2")],
-    );
-    set_gpus(&mut job, Some(1));
-    apply_all(env, ns, &[ex.configmap, job]);
-    wait_running(env, ns, "quorum", 3);
-    wait_log(env, ns, "quorum", "[train] world_size=3 ", T_JOB);
+    three_pods_training(env, ns, "quorum", 1);
 
     let marks = log_marks(env, ns, "quorum");
     let pod0_from = env.logs(ns, "quorum-worker-0").unwrap_or_default().len();
@@ -1321,14 +1309,18 @@ fn store_host_cut_off_alone(env: &Env, ns: &str) {
         || pod0().contains("waiting for a quorum").then_some(()),
         || tail(&pod0(), 40),
     );
-    // Longer than its last call (30 s by default) would have taken to form a round alone.
-    std::thread::sleep(Duration::from_secs(35));
-    let alone = pod0();
-    assert!(
-        !alone.contains("[train] world_size=1 ") && !alone.contains("world_size=1 workers"),
-        "pod 0 trained alone while cut off:\n{}",
-        tail(&alone, 60)
-    );
+    // Never, for longer than its last call (30 s by default) would have taken to form a round
+    // alone: looked at every second, failing at the first sign.
+    let watch = Instant::now();
+    while watch.elapsed() < Duration::from_secs(35) {
+        let alone = pod0();
+        assert!(
+            !alone.contains("[train] world_size=1 ") && !alone.contains("world_size=1 workers"),
+            "pod 0 trained alone while cut off:\n{}",
+            tail(&alone, 60)
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
 
     let marks = log_marks(env, ns, "quorum");
     env.faults
@@ -1348,6 +1340,23 @@ fn store_host_cut_off_alone(env: &Env, ns: &str) {
     );
 }
 
+/// A job of 3 pods × 1 PyTorch worker (min `min`, 10 restarts, 1 s backoff) that trains until
+/// stopped, once all three train together.
+fn three_pods_training(env: &Env, ns: &str, name: &str, min: u32) {
+    let mut job = job_doc(
+        name,
+        &json!({"minReplicas": min, "maxReplicas": 3, "replicas": 3, "nprocPerNode": 1,
+            "maxRestarts": 10,
+            "failurePolicy": {"backoff": {"initialSeconds": 1}},
+            "template": {"spec": {"terminationGracePeriodSeconds": 5}}}),
+        &[("STEPS", "1000000"), ("STEP_SLEEP", "0.2")],
+    );
+    set_gpus(&mut job, Some(1));
+    apply_all(env, ns, &[example().configmap, job]);
+    wait_running(env, ns, name, 3);
+    wait_log(env, ns, name, "[train] world_size=3 ", T_JOB);
+}
+
 /// Scenario 12: with the CRD's rendezvous defaults (30 s last call), 3 pods × 1 PyTorch worker,
 /// min 2: a silent partition of a pod (no RST: the heartbeat must notice), an eviction above
 /// minReplicas and a pod SIGKILLed each leave two pods training again within seconds, not
@@ -1358,19 +1367,7 @@ fn faults_above_min_train_again_in_seconds(env: &Env, ns: &str) {
     // Below the 45 s that the heartbeat (15 s) and the last call (30 s) alone took before, with
     // room for a slow `import torch` on a loaded 2-core machine (usually 7 to 12 s in all).
     const BACK_TRAINING: Duration = Duration::from_secs(40);
-    let ex = example();
-    let mut job = job_doc(
-        "goodput",
-        &json!({"minReplicas": 2, "maxReplicas": 3, "replicas": 3, "nprocPerNode": 1,
-            "maxRestarts": 10,
-            "failurePolicy": {"backoff": {"initialSeconds": 1}},
-            "template": {"spec": {"terminationGracePeriodSeconds": 5}}}),
-        &[("STEPS", "1000000"), ("STEP_SLEEP", "0.2")],
-    );
-    set_gpus(&mut job, Some(1));
-    apply_all(env, ns, &[ex.configmap, job]);
-    wait_running(env, ns, "goodput", 3);
-    wait_log(env, ns, "goodput", "[train] world_size=3 ", T_JOB);
+    three_pods_training(env, ns, "goodput", 2);
 
     // A silent partition of pod 2: only the heartbeat can tell.
     let marks = log_marks(env, ns, "goodput");
