@@ -584,6 +584,10 @@ pub mod commands {
                 arg("requestheader-extra-headers-prefix", "X-Remote-Extra-"),
                 arg("proxy-client-cert-file", path(pcrt)),
                 arg("proxy-client-key-file", path(pkey)),
+                // Webhooks and aggregated APIs (Kueue's) are called at their endpoints' pod IPs,
+                // which this host routes, not at Service ClusterIPs: kube-proxy runs in the
+                // nodes' network namespaces, not beside the apiserver.
+                arg("enable-aggregator-routing", true),
                 arg("cert-dir", path(l.run_dir(Component::KubeApiserver))),
                 // The `kubernetes` Endpoints may not hold a loopback address (validation refuses
                 // 127.0.0.0/8): without a pod network the apiserver does not manage it.
