@@ -46,6 +46,10 @@ use serde_json::{Value, json};
 
 pub use nix::sys::signal::Signal;
 
+// Kueue and the coscheduling scheduler (install_kueue, apply_kueue_queues, install_coscheduling).
+mod addons;
+pub use addons::*;
+
 // ---- constants -------------------------------------------------------------------------------
 
 /// The chart's operator image repository (values.yaml `image.repository`).
