@@ -4,6 +4,8 @@
 #   elastic-launch    ghcr.io/elasticjob/elastic-launch:<version>       (launcher.Dockerfile)
 #   operator          ghcr.io/elasticjob/elasticjob-operator:<version>  (operator.Dockerfile)
 #   pytorch           ghcr.io/elasticjob/pytorch:<torch version>        (pytorch.Dockerfile)
+# and lists after them the cluster add-ons' images (Kueue, the coscheduling scheduler and its
+# PodGroup controller) that components/addons.sh builds.
 # The launcher and operator images take the static binaries cargo builds here
 # (BINARIES=prebuilt); the PyTorch image's Python base is Debian bookworm from debootstrap.
 #
@@ -132,5 +134,13 @@ fi
 archive pytorch "ghcr.io/elasticjob/pytorch:$torch_version" "$pytorch_key" "$repo/images" \
   "$repo/images/pytorch.Dockerfile" --build-arg "PYTHON_IMAGE=$base" "${mounts[@]}"
 
+# ------------------------------------------------------------ cluster add-ons
+# Kueue and the coscheduling scheduler (components/addons.sh: built from their pinned Go
+# modules, cached; about 15 minutes the first time on 2 cores), for Env::install_kueue and
+# Env::install_coscheduling.
+step="add-ons"
+addons="$("$repo/tests/cluster/components/addons.sh" | tail -n1)"
+[ -f "$addons/BUILT" ] || fail "components/addons.sh printed no add-ons dir"
+
 step="done"
-echo "$out/elastic-launch.tar,$out/operator.tar,$out/pytorch.tar"
+echo "$out/elastic-launch.tar,$out/operator.tar,$out/pytorch.tar,$addons/kueue.tar,$addons/sp-scheduler.tar,$addons/sp-controller.tar"
