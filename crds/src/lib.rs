@@ -4,11 +4,14 @@
 //! - [`spec`]: what the user writes ([`ElasticJob`], [`ElasticJobSpec`] and its parts);
 //! - [`status`]: what the operator reports ([`ElasticJobStatus`], failures, conditions);
 //! - [`names`]: labels, reserved names and other constants shared by the operator and the docs;
+//! - [`accelerator`]: which accelerator resource (`nvidia.com/gpu`, `amd.com/gpu`, ...) a
+//!   container asks for, and how many;
 //! - [`command`]: how the user's command is run under the launcher;
 //! - [`mod@validate`]: the checks the CRD's CEL rules make, and more, for servers that do not run
 //!   CEL (Kubernetes < 1.25) and for the operator itself;
 //! - [`schema`]: schema adjustments (the embedded pod template, int-or-string fields).
 
+pub mod accelerator;
 pub mod command;
 pub mod names;
 pub mod schema;

@@ -141,9 +141,11 @@ pub struct ElasticJobSpec {
     #[schemars(range(min = 1))]
     pub replicas: Option<i32>,
 
-    /// Worker processes per pod: `auto` (the trainer container's `nvidia.com/gpu` limit when
-    /// set, else what the launcher finds: visible GPUs, then CPUs), `gpu` (the GPUs the launcher
-    /// finds), `cpu` (the CPUs it finds) or a positive integer (a number or a string of digits). Default auto.
+    /// Worker processes per pod: `auto` (the number of accelerators the trainer container asks
+    /// for: its `nvidia.com/gpu`, `amd.com/gpu`, `gpu.intel.com/i915`, `gpu.intel.com/xe` or
+    /// `habana.ai/gaudi` limit, else request; without one, what the launcher finds: visible
+    /// accelerators, then CPUs), `gpu` (the NVIDIA or AMD GPUs the launcher finds), `cpu` (the
+    /// CPUs it finds) or a positive integer (a number or a string of digits). Default auto.
     #[serde(default, deserialize_with = "null_as_default")]
     pub nproc_per_node: NprocPerNode,
 

@@ -8,6 +8,7 @@ use std::fmt;
 
 use k8s_openapi::api::core::v1::Container;
 
+use crate::accelerator::accelerator_request;
 use crate::command::{self, Invocation};
 use crate::names::{
     INSTALL_CONTAINER, LAUNCHER_DIR, LAUNCHER_VOLUME, MAX_JOB_NAME_LEN, RESERVED_RDZV_CONF_KEYS,
@@ -79,7 +80,7 @@ pub fn validate_edit(running: &ElasticJobSpec, edited: &ElasticJobSpec) -> Vec<V
 }
 
 /// Problems the operator works around and reports: `replicas` outside the bounds (it runs the
-/// nearest bound), `nprocPerNode` above the GPUs the trainer asks for, a shell that runs
+/// nearest bound), `nprocPerNode` above the accelerators the trainer asks for, a shell that runs
 /// torchrun itself.
 pub fn warnings(job: &ElasticJob) -> Vec<ValidationIssue> {
     let spec = &job.spec;
@@ -105,14 +106,15 @@ pub fn warnings(job: &ElasticJob) -> Vec<ValidationIssue> {
             .as_ref()
             .expect("has a trainer")
             .containers[i];
-        if let (Ok(Nproc::Count(n)), Some(gpus)) = (spec.nproc_per_node.parse(), gpu_limit(c))
-            && n > gpus
+        if let (Ok(Nproc::Count(n)), Ok(Some(asked))) =
+            (spec.nproc_per_node.parse(), accelerator_request(c))
+            && n > asked.count
         {
             out.push(ValidationIssue::new(
                 "spec.nprocPerNode",
                 format!(
-                    "nprocPerNode {n} is more than the {gpus} nvidia.com/gpu the container {} asks for: workers will share GPUs; use nprocPerNode: auto for one worker per GPU",
-                    c.name
+                    "nprocPerNode {n} is more than the {} {} the container {} asks for: workers will share devices; use nprocPerNode: auto for one worker per device",
+                    asked.count, asked.resource, c.name
                 ),
             ));
         }
@@ -129,17 +131,6 @@ pub fn warnings(job: &ElasticJob) -> Vec<ValidationIssue> {
         }
     }
     out
-}
-
-/// The container's `nvidia.com/gpu` limit (else request) when it is a whole positive number.
-pub fn gpu_limit(c: &Container) -> Option<u32> {
-    let r = c.resources.as_ref()?;
-    let q = r
-        .limits
-        .as_ref()
-        .and_then(|l| l.get("nvidia.com/gpu"))
-        .or_else(|| r.requests.as_ref()?.get("nvidia.com/gpu"))?;
-    q.0.trim().parse::<u32>().ok().filter(|n| *n > 0)
 }
 
 /// The container's command followed by its args.
@@ -458,6 +449,9 @@ fn check_template(spec: &ElasticJobSpec, issues: &mut Vec<ValidationIssue>) {
     };
     let trainer = &pod.containers[t];
     let field = format!("spec.template.spec.containers[{t}]");
+    if let Err(e) = accelerator_request(trainer) {
+        issue(format!("{field}.resources"), e.to_string());
+    }
     if trainer.command.as_ref().is_none_or(|c| c.is_empty()) {
         issue(
             format!("{field}.command"),
@@ -829,20 +823,50 @@ mod tests {
     }
 
     #[test]
-    fn gpu_warnings() {
+    fn accelerator_warnings_name_the_resource() {
+        for resource in ["nvidia.com/gpu", "amd.com/gpu", "habana.ai/gaudi"] {
+            let mut c = container("main", &["python", "t.py"]);
+            c.resources = Some(ResourceRequirements {
+                limits: Some([(resource.to_string(), Quantity("2".into()))].into()),
+                ..Default::default()
+            });
+            let mut j = job(vec![c]);
+            assert!(warnings(&j).is_empty(), "{:?}", warnings(&j));
+            j.spec.nproc_per_node = NprocPerNode::count(4);
+            let w = warnings(&j);
+            assert!(
+                w[0].message
+                    .contains(&format!("nprocPerNode 4 is more than the 2 {resource}")),
+                "{w:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_trainer_asking_for_two_kinds_of_accelerator_is_refused() {
         let mut c = container("main", &["python", "t.py"]);
         c.resources = Some(ResourceRequirements {
-            limits: Some([("nvidia.com/gpu".to_string(), Quantity("2".into()))].into()),
+            limits: Some(
+                [
+                    ("nvidia.com/gpu".to_string(), Quantity("1".into())),
+                    ("amd.com/gpu".to_string(), Quantity("1".into())),
+                ]
+                .into(),
+            ),
             ..Default::default()
         });
-        assert_eq!(gpu_limit(&c), Some(2));
-        let mut j = job(vec![c]);
-        j.spec.nproc_per_node = NprocPerNode::count(4);
-        let w = warnings(&j);
+        let j = job(vec![c]);
+        let issues = validate(&j).unwrap_err();
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert_eq!(
+            issues[0].field,
+            "spec.template.spec.containers[0].resources"
+        );
         assert!(
-            w[0].message
-                .contains("nprocPerNode 4 is more than the 2 nvidia.com/gpu"),
-            "{w:?}"
+            issues[0]
+                .message
+                .contains("more than one kind of accelerator (nvidia.com/gpu, amd.com/gpu)"),
+            "{issues:?}"
         );
     }
 

@@ -531,7 +531,7 @@ impl Agent {
         if !matches!(cfg.nproc_per_node, crate::config::NprocSpec::Count(_)) {
             tracing::info!(
                 nproc_per_node = nproc.count,
-                device = nproc.device,
+                device = %nproc.device,
                 "resolved --nproc-per-node from the machine's devices"
             );
         }

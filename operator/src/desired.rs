@@ -56,7 +56,8 @@ use elasticjob_contract::install;
 use elasticjob_crds::command::{self, Invocation};
 use elasticjob_crds::names::*;
 use elasticjob_crds::spec::{ElasticJob, ElasticJobSpec, Nproc};
-use elasticjob_crds::validate::{full_command, gpu_limit};
+use elasticjob_crds::accelerator::accelerator_request;
+use elasticjob_crds::validate::full_command;
 
 /// Kubernetes' default cluster DNS domain.
 pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
@@ -236,15 +237,19 @@ pub fn service(job: &ElasticJob) -> Result<Service, DesiredError> {
     })
 }
 
-/// `PET_NPROC_PER_NODE`: `auto` becomes the container's `nvidia.com/gpu` limit when set.
+/// `PET_NPROC_PER_NODE`: `auto` becomes the number of accelerators the container asks for
+/// (`nvidia.com/gpu`, `amd.com/gpu`, `gpu.intel.com/i915|xe`, `habana.ai/gaudi`) when it asks
+/// for one kind; otherwise the launcher counts what the pod was given.
 pub fn nproc_per_node(job: &ElasticJob, trainer: &Container) -> String {
     match job.spec.nproc_per_node.parse() {
         Ok(Nproc::Count(n)) => n.to_string(),
         Ok(Nproc::Gpu) => "gpu".into(),
         Ok(Nproc::Cpu) => "cpu".into(),
-        Ok(Nproc::Auto) | Err(_) => gpu_limit(trainer)
-            .map(|n| n.to_string())
-            .unwrap_or_else(|| "auto".into()),
+        // Two kinds of accelerator is a validation error: such a job never gets pods.
+        Ok(Nproc::Auto) | Err(_) => match accelerator_request(trainer) {
+            Ok(Some(asked)) => asked.count.to_string(),
+            Ok(None) | Err(_) => "auto".into(),
+        },
     }
 }
 

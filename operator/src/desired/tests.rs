@@ -415,6 +415,33 @@ fn nproc_per_node_forms() {
 }
 
 #[test]
+fn auto_counts_every_vendors_accelerators() {
+    let j = job();
+    let mut trainer = j.spec.template.spec.as_ref().unwrap().containers[0].clone();
+    let ask = |pairs: &[(&str, &str)]| ResourceRequirements {
+        limits: Some(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    for (resource, want) in [
+        ("amd.com/gpu", "2"),
+        ("gpu.intel.com/xe", "2"),
+        ("gpu.intel.com/i915", "2"),
+        ("habana.ai/gaudi", "2"),
+    ] {
+        trainer.resources = Some(ask(&[(resource, "2")]));
+        assert_eq!(nproc_per_node(&j, &trainer), want, "{resource}");
+    }
+    // Two kinds cannot size the workers (validation refuses the job): the launcher decides.
+    trainer.resources = Some(ask(&[("amd.com/gpu", "2"), ("nvidia.com/gpu", "1")]));
+    assert_eq!(nproc_per_node(&j, &trainer), "auto");
+}
+
+#[test]
 fn the_user_template_is_kept_and_merged() {
     let mut j = job();
     j.spec.template.metadata = Some(ObjectMeta {

@@ -46,7 +46,7 @@ enum Cmd {
         /// (`tests/cluster/images.sh` prints the project's).
         #[arg(long, env = "ELASTICJOB_CLUSTER_IMAGES", value_delimiter = ',')]
         images: Vec<PathBuf>,
-        /// Fake `nvidia.com/gpu` devices per node.
+        /// Fake `nvidia.com/gpu` devices per node, and as many `amd.com/gpu` and `habana.ai/gaudi`.
         #[arg(long, default_value_t = 4)]
         gpus_per_node: u32,
     },

@@ -66,6 +66,10 @@ const SCENARIOS: &[(&str, Scenario)] = &[
         "s17_a_store_host_cut_off_alone_does_not_train_alone",
         store_host_cut_off_alone,
     ),
+    (
+        "s18_every_accelerator_sizes_the_workers",
+        every_accelerator_sizes_the_workers,
+    ),
     // Last: the lost node stays lost for the rest of the run.
     ("s16_node_loss_replaces_the_pod_on_another_node", node_loss),
 ];
@@ -1904,4 +1908,101 @@ fn node_loss(env: &Env, ns: &str) {
     );
     let logs = env.all_job_logs(ns, "lost");
     assert!(logs.contains("after 60 steps on 3 workers"), "{logs}");
+}
+
+/// Scenario 18: `nprocPerNode` counts every vendor's accelerators, not only NVIDIA's. The local
+/// cluster's nodes also advertise fake `amd.com/gpu` and `habana.ai/gaudi` (the device plugin
+/// hands containers what AMD's and Habana's plugins do: /dev/kfd and /dev/dri/renderD<N>;
+/// /dev/accel/accel<N> and HABANA_VISIBLE_DEVICES). Three one-pod jobs at once:
+/// - `amd.com/gpu: 2`, `auto`: the operator sizes the pod from the resource (2 workers);
+/// - `amd.com/gpu: 2`, `gpu`: the launcher finds the 2 AMD GPUs itself (torch.cuda on ROCm);
+/// - `habana.ai/gaudi: 2`, `auto`: 2 workers, with the Gaudi devices.
+///
+/// Each worker prints the devices it sees.
+fn every_accelerator_sizes_the_workers(env: &Env, ns: &str) {
+    let nodes = env.kubectl.json(&["get", "nodes"]).unwrap();
+    let advertised = |resource: &str| {
+        nodes["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|n| n["status"]["allocatable"][resource].is_string())
+    };
+    if !advertised("amd.com/gpu") || !advertised("habana.ai/gaudi") {
+        eprintln!("e2e: no node advertises amd.com/gpu and habana.ai/gaudi: nothing to test here");
+        return;
+    }
+    let show = "import os\n\
+        ls = lambda p: sorted(os.listdir(p)) if os.path.isdir(p) else []\n\
+        print(f\"[dev] local_rank={os.environ['LOCAL_RANK']} of {os.environ['LOCAL_WORLD_SIZE']} \
+        kfd={os.path.exists('/dev/kfd')} \
+        render={len([d for d in ls('/dev/dri') if d.startswith('renderD')])} \
+        accel={len([d for d in ls('/dev/accel') if d.startswith('accel') and d[5:].isdigit()])} \
+        habana={os.environ.get('HABANA_VISIBLE_DEVICES')}\", flush=True)\n";
+    let cases = [
+        ("amd-auto", "amd.com/gpu", "auto", "2"),
+        ("amd-gpu", "amd.com/gpu", "gpu", "gpu"),
+        ("gaudi-auto", "habana.ai/gaudi", "auto", "2"),
+    ];
+    let mut docs = vec![idle_configmap()];
+    for (name, resource, nproc, _) in cases {
+        let mut job = idle_job_doc(
+            name,
+            &json!({"minReplicas": 1, "maxReplicas": 1, "replicas": 1, "nprocPerNode": nproc}),
+        );
+        let c = job.pointer_mut("/spec/template/spec/containers/0").unwrap();
+        c["command"] = json!(["python", "-c", show]);
+        c["resources"] = json!({"limits": {resource: 2}});
+        docs.push(job);
+    }
+    let t = Instant::now();
+    apply_all(env, ns, &docs);
+    for (name, resource, _, pet) in cases {
+        let pods = env.wait_pods(ns, name, "a pod", T_RUN, |pods| pods.len() == 1);
+        let trainer = &pods[0]["spec"]["containers"][0];
+        let got = trainer["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["name"] == "PET_NPROC_PER_NODE")
+            .map(|e| e["value"].clone());
+        assert_eq!(got, Some(json!(pet)), "{name}: {trainer:#}");
+        let job = env.wait_state(ns, name, "Succeeded", T_RUN);
+        assert_no_failures(&job["status"], name);
+        let logs = env.all_job_logs(ns, name);
+        let (kfd, render, accel, habana) = if resource == "amd.com/gpu" {
+            ("True", 2, 0, "None")
+        } else {
+            ("False", 0, 2, "")
+        };
+        for rank in 0..2 {
+            let line = format!(
+                "[dev] local_rank={rank} of 2 kfd={kfd} render={render} accel={accel} habana={habana}"
+            );
+            assert!(logs.contains(&line), "{name}: {line}\n{logs}");
+        }
+        assert!(!logs.contains("local_rank=2"), "{name}: 2 workers\n{logs}");
+        if resource == "habana.ai/gaudi" {
+            // Two indices, e.g. habana=1,3.
+            assert!(
+                logs.lines()
+                    .any(|l| l.split("habana=").nth(1).is_some_and(|v| v
+                        .trim()
+                        .split(',')
+                        .count()
+                        == 2)),
+                "{logs}"
+            );
+        }
+        if pet == "gpu" {
+            assert!(
+                logs.contains("cuda (AMD GPU, ROCm)"),
+                "the launcher found the AMD GPUs: {logs}"
+            );
+        }
+    }
+    eprintln!(
+        "e2e: every accelerator: 3 jobs Succeeded {:.1}s after apply",
+        t.elapsed().as_secs_f64()
+    );
 }

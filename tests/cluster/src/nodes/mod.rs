@@ -53,7 +53,8 @@ use process::*;
 pub struct NodesConfig {
     /// `node-0` … `node-<count-1>` (0: no nodes, a control plane alone).
     pub count: u32,
-    /// Fake `nvidia.com/gpu` devices per node (the device plugin's `--count`).
+    /// Fake `nvidia.com/gpu` devices per node (the device plugin's `--count`), and as many of
+    /// each other [`FAKE_ACCELERATORS`].
     pub gpus_per_node: u32,
     /// OCI archives (`buildah push IMAGE oci-archive:FILE`) loaded into every node besides the
     /// pause image; pods use them by name, nothing is pulled.
@@ -501,9 +502,18 @@ async fn grant_coredns(admin: &Api) -> Result<(), String> {
     Ok(())
 }
 
-/// Names of the nodes whose Ready condition is True and that advertise `gpus` allocatable
-/// `nvidia.com/gpu` (the device plugin registers a moment after the kubelet is Ready; a job
-/// created in between would be unschedulable for a while).
+/// The accelerators every node advertises, `gpus_per_node` of each, and the name of the fake
+/// device plugin's process (and log) for each. The other vendors' devices let the e2e suite test
+/// `nprocPerNode: auto` for them; jobs asking for `nvidia.com/gpu` are unaffected by them.
+pub const FAKE_ACCELERATORS: [(&str, &str); 3] = [
+    ("nvidia.com/gpu", "fake-gpu-plugin"),
+    ("amd.com/gpu", "fake-amd-gpu-plugin"),
+    ("habana.ai/gaudi", "fake-gaudi-plugin"),
+];
+
+/// Names of the nodes whose Ready condition is True and that advertise `gpus` allocatable of
+/// each of [`FAKE_ACCELERATORS`] (the device plugins register a moment after the kubelet is
+/// Ready; a job created in between would be unschedulable for a while).
 pub fn ready_nodes(list: &Value, gpus: u32) -> Vec<String> {
     list["items"]
         .as_array()
@@ -517,7 +527,10 @@ pub fn ready_nodes(list: &Value, gpus: u32) -> Vec<String> {
                 .any(|c| c["type"] == "Ready" && c["status"] == "True")
         })
         .filter(|n| {
-            gpus == 0 || n["status"]["allocatable"]["nvidia.com/gpu"] == gpus.to_string().as_str()
+            gpus == 0
+                || FAKE_ACCELERATORS.iter().all(|(resource, _)| {
+                    n["status"]["allocatable"][resource] == gpus.to_string().as_str()
+                })
         })
         .filter_map(|n| n["metadata"]["name"].as_str().map(str::to_string))
         .collect()
@@ -659,13 +672,16 @@ fn start_node(l: NodeLayout, net: NodeNet, p: &RestartParams) -> Result<Node, St
         log: l.log("kube-proxy"),
     });
 
-    let mut c = in_node(hpid, bin.join("fake-gpu-plugin"));
-    c.args(["--count", &l.gpus.to_string(), "--node", &l.name]);
-    node.daemons.push(Daemon {
-        name: "fake-gpu-plugin".into(),
-        child: spawn(c, &l.log("fake-gpu-plugin"), &sys)?,
-        log: l.log("fake-gpu-plugin"),
-    });
+    for (resource, daemon) in FAKE_ACCELERATORS {
+        let mut c = in_node(hpid, bin.join("fake-gpu-plugin"));
+        c.args(["--count", &l.gpus.to_string(), "--node", &l.name])
+            .args(["--resource", resource]);
+        node.daemons.push(Daemon {
+            name: daemon.into(),
+            child: spawn(c, &l.log(daemon), &sys)?,
+            log: l.log(daemon),
+        });
+    }
     info!(node = %l.name, ip = %l.ip, pod_cidr = %l.pod_cidr, elapsed = ?t0.elapsed(), "node started");
     Ok(node)
 }
@@ -679,6 +695,8 @@ mod tests {
         let ready = json!([{"type": "Ready", "status": "True"}]);
         let list = json!({"items": [
             {"metadata": {"name": "a"}, "status": {"conditions": ready,
+                "allocatable": {"nvidia.com/gpu": "4", "amd.com/gpu": "4", "habana.ai/gaudi": "4"}}},
+            {"metadata": {"name": "a2"}, "status": {"conditions": ready,
                 "allocatable": {"nvidia.com/gpu": "4"}}},
             {"metadata": {"name": "b"}, "status": {"conditions": [{"type": "Ready", "status": "False"}]}},
             {"metadata": {"name": "c"}, "status": {}},
@@ -686,7 +704,7 @@ mod tests {
         assert_eq!(ready_nodes(&list, 4), vec!["a".to_string()]);
         assert_eq!(
             ready_nodes(&list, 0),
-            vec!["a".to_string(), "d".to_string()]
+            vec!["a".to_string(), "a2".to_string(), "d".to_string()]
         );
     }
 }
