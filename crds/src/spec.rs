@@ -453,6 +453,56 @@ fn default_max_infrastructure_restarts() -> i32 {
     10
 }
 /// 2: usage error (argparse, bash builtins); 126: not executable; 127: command not found.
+
+    /// New pods (replacements and scale-ups) avoid the nodes where this job recently lost a pod
+    /// because of the node: NodeLost, NodeShutdown, NodeRejected (the kubelet refused the pod,
+    /// e.g. UnexpectedAdmissionError or OutOf<resource> from a failing device plugin) and
+    /// DeviceUnavailable (status.recentFailures). Failures of the training code say nothing
+    /// about the node and are not counted. The avoidance is a preference (a node affinity term
+    /// preferredDuringSchedulingIgnoredDuringExecution, weight 100, matchFields metadata.name
+    /// NotIn each node), added to the template's own affinity: the scheduler picks another
+    /// node when one fits, and still uses an avoided node rather than leave the pod Pending.
+    /// Running pods are never moved. The job's AvoidingNodes events name the nodes. Default
+    /// on.
+    #[serde(default)]
+    pub avoid_failed_nodes: AvoidFailedNodes,
+}
+
+/// Which nodes new pods avoid after node failures (`spec.failurePolicy.avoidFailedNodes`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AvoidFailedNodes {
+    /// False: new pods go wherever the scheduler puts them. Default true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+
+    /// Seconds a node failure counts: a node is avoided while this job lost a pod there
+    /// because of the node within this many seconds. Default 1800 (30 minutes).
+    #[serde(default = "default_avoid_window")]
+    #[schemars(range(min = 1))]
+    pub window_seconds: i32,
+
+    /// The most nodes avoided at once: those of the most recent failures. Default 3.
+    #[serde(default = "default_avoid_max_nodes")]
+    #[schemars(range(min = 1))]
+    pub max_nodes: i32,
+}
+
+fn default_avoid_window() -> i32 {
+    1800
+}
+fn default_avoid_max_nodes() -> i32 {
+    3
+}
+
+impl Default for AvoidFailedNodes {
+    fn default() -> Self {
+        AvoidFailedNodes {
+            enabled: true,
+            window_seconds: default_avoid_window(),
+            max_nodes: default_avoid_max_nodes(),
+        }
+    }
 pub fn default_permanent_exit_codes() -> Vec<i32> {
     vec![2, 126, 127]
 }
@@ -483,6 +533,7 @@ impl Default for FailurePolicy {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[x_kube(
     validation = Rule::new("self.initialSeconds <= self.maxSeconds")
+            avoid_failed_nodes: AvoidFailedNodes::default(),
         .message("backoff.initialSeconds must be less than or equal to backoff.maxSeconds")
         .reason(Reason::FieldValueInvalid),
 )]

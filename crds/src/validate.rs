@@ -314,6 +314,21 @@ fn check_spec(spec: &ElasticJobSpec, issues: &mut Vec<ValidationIssue>) {
             format!(
                 "{} seconds: it must be at least 1",
                 fp.pod_termination_timeout_seconds
+    let avoid = &fp.avoid_failed_nodes;
+    for (field, value) in [
+        (
+            "spec.failurePolicy.avoidFailedNodes.windowSeconds",
+            avoid.window_seconds,
+        ),
+        (
+            "spec.failurePolicy.avoidFailedNodes.maxNodes",
+            avoid.max_nodes,
+        ),
+    ] {
+        if value < 1 {
+            issue(field, format!("{value}: it must be at least 1"));
+        }
+    }
             ),
         );
     }
@@ -805,6 +820,22 @@ mod tests {
         assert!(messages(&j)[0].starts_with("metadata.name: \"Train_1\" must be a DNS label"));
         j.metadata.name = Some("a".repeat(49));
         assert!(validate(&j).is_err());
+    #[test]
+    fn avoid_failed_nodes_needs_a_window_and_a_node() {
+        let mut j = ok_job();
+        j.spec.failure_policy.avoid_failed_nodes.window_seconds = 0;
+        j.spec.failure_policy.avoid_failed_nodes.max_nodes = -1;
+        let m = messages(&j);
+        assert_eq!(m.len(), 2, "{m:?}");
+        assert!(m[0].starts_with("spec.failurePolicy.avoidFailedNodes.windowSeconds: 0"));
+        assert!(m[1].starts_with("spec.failurePolicy.avoidFailedNodes.maxNodes: -1"));
+        // Off is valid, whatever the other values.
+        j.spec.failure_policy.avoid_failed_nodes.enabled = false;
+        j.spec.failure_policy.avoid_failed_nodes.window_seconds = 60;
+        j.spec.failure_policy.avoid_failed_nodes.max_nodes = 1;
+        assert_eq!(validate(&j), Ok(()));
+    }
+
         j.metadata.name = Some("a".repeat(48));
         assert_eq!(validate(&j), Ok(()));
     }

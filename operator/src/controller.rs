@@ -32,6 +32,7 @@ use elasticjob_crds::validate::{describe, validate, validate_edit};
 
 use crate::desired::{self, Settings};
 use crate::event::{Event, EventType};
+use crate::bad_nodes;
 use crate::metrics::{BudgetLabel, Metrics, ReasonLabel};
 use crate::next_status::{self, RejectedEdit};
 use crate::observed::ObservedPod;
@@ -454,7 +455,7 @@ async fn execute(
         ensure_store_token(ctx, job, ns).await?;
     }
     let created = futures::stream::iter(creates)
-        .map(|index| create_pod(ctx, job, &pods, index))
+        .map(|index| create_pod(ctx, job, &pods, index, avoided))
         .buffer_unordered(CREATE_CONCURRENCY)
         .collect::<Vec<_>>()
         .await;
@@ -503,6 +504,19 @@ async fn execute(
                     .inc();
                 info!(job = %name, namespace = %ns, %pod, reason = delete_reason(*why), "deleted pod");
             }
+    // New pods avoid the nodes of the failures the status (just written) records.
+    let avoid = &job.spec.failure_policy.avoid_failed_nodes;
+    let avoided = if creates.is_empty() {
+        Vec::new()
+    } else {
+        bad_nodes::avoided_nodes(&plan.status.recent_failures, avoid, Timestamp::now())
+    };
+    let new_pods: Vec<String> = creates.iter().map(|&i| names::pod_name(&name, i)).collect();
+    if let Some(event) = bad_nodes::event(&new_pods, &avoided, avoid) {
+        info!(job = %name, namespace = %ns, pods = ?new_pods, nodes = ?avoided, "new pods avoid nodes that lost pods of the job");
+        publish_events(ctx, job, &[event]).await;
+    }
+    let avoided = &avoided;
             Action::ForceDeletePod { name: pod, uid } => {
                 delete_pod(&pods, pod, uid.clone(), Some(0)).await?;
                 ctx.metrics
@@ -623,10 +637,11 @@ async fn create_pod(
     pods: &Api<Pod>,
     index: u32,
 ) -> Result<Option<(u32, String)>, Error> {
-    let pod = desired::pod(job, index, &ctx.settings).map_err(|source| Error::Desired {
-        job: format!("{}/{}", job.namespace().unwrap_or_default(), job.name_any()),
-        source,
-    })?;
+    let pod =
+        desired::new_pod(job, index, &ctx.settings, avoided).map_err(|source| Error::Desired {
+            job: format!("{}/{}", job.namespace().unwrap_or_default(), job.name_any()),
+            source,
+        })?;
     match pods.create(&PostParams::default(), &pod).await {
         Ok(_) => {
             ctx.metrics.pod_creations.inc();
@@ -672,6 +687,7 @@ fn delete_reason(why: DeleteReason) -> &'static str {
         DeleteReason::Suspend => "suspend",
         DeleteReason::Cleanup => "cleanup",
     }
+    avoided: &[String],
 }
 
 /// Deletes a pod; the UID precondition makes sure a newer pod of the same name survives.

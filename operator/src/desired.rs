@@ -579,6 +579,23 @@ pub fn pod(job: &ElasticJob, index: u32, settings: &Settings) -> Result<Pod, Des
 }
 
 /// The ControllerRevision holding generation `generation` of the job's spec.
+/// Pod `index` as it is created now: [`pod`], preferring nodes other than `avoided` (the nodes
+/// where the job recently lost pods because of the node: [`crate::bad_nodes`]). Pods are
+/// created, never patched or compared with this, so a running pod without the term is not
+/// "different": only new pods (replacements, scale-ups) get it.
+pub fn new_pod(
+    job: &ElasticJob,
+    index: u32,
+    settings: &Settings,
+    avoided: &[String],
+) -> Result<Pod, DesiredError> {
+    let mut p = pod(job, index, settings)?;
+    if let Some(spec) = p.spec.as_mut() {
+        crate::bad_nodes::avoid_nodes(spec, avoided);
+    }
+    Ok(p)
+}
+
 pub fn valid_spec_name(job: &str, generation: i64) -> String {
     format!("{job}-spec-{generation}")
 }

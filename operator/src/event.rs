@@ -57,4 +57,7 @@ pub mod reason {
     pub const TTL_EXPIRED: &str = "TTLExpired";
     /// A pod's launcher restarted its workers after a worker failed (status.workerRestarts).
     pub const WORKERS_RESTARTED: &str = "WorkersRestarted";
+    /// New pods prefer other nodes than those where the job recently lost pods to the node
+    /// (failurePolicy.avoidFailedNodes).
+    pub const AVOIDING_NODES: &str = "AvoidingNodes";
 }

@@ -7,6 +7,7 @@
 //! - [`leader`]: leader election through a Lease;
 //! - [`observed`]: the facts of a job's pods that the decisions use;
 //! - [`desired`]: the Service and pods a job should have (the pod contract);
+//! - [`bad_nodes`]: the nodes new pods avoid after the job lost pods there to the node;
 //! - [`failure`]: why a pod failed (application or infrastructure, retryable or permanent);
 //! - [`next_status`]: the next status (conditions, failures, counters) of a job;
 //! - [`mod@plan`]: the actions for one reconcile (create, delete, force-delete, requeue);
@@ -16,6 +17,7 @@
 
 pub mod controller;
 pub mod desired;
+pub mod bad_nodes;
 pub mod event;
 pub mod failure;
 pub mod http;
