@@ -37,7 +37,7 @@ use crate::status::ElasticJobStatus;
         name = "State",
         type_ = "string",
         json_path = ".status.state",
-        description = "Where the job is: Created, Running, Restarting, Suspended, Succeeded or Failed"
+        description = "Where the job is: Created, Running, Restarting, Suspended, Queued, Succeeded or Failed"
     ),
     printcolumn(
         name = "Min",
@@ -180,6 +180,15 @@ pub struct ElasticJobSpec {
     /// Where the launcher (elastic-launch, a drop-in torchrun) comes from.
     #[serde(default)]
     pub launcher: LauncherSpec,
+
+    /// Gang scheduling with the coscheduling plugin (kubernetes-sigs/scheduler-plugins): the
+    /// operator creates a PodGroup whose minMember is minReplicas and has the pods scheduled by
+    /// that scheduler, so either at least minReplicas pods are placed together or none are (two
+    /// jobs that cannot both reach their minimum never each hold part of the cluster); pods
+    /// above the minimum join as they fit. Unset: the default scheduler places each pod alone.
+    /// Under Kueue, leave this unset: Kueue admits the job only when its minimum fits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gang: Option<GangPolicy>,
 
     /// The pods to run, as in a Deployment or Job. The container that trains is the only
     /// container, or the one named `trainer`; its command (with args) is what you would run on
@@ -444,15 +453,6 @@ pub struct FailurePolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub stall_timeout_seconds: Option<i32>,
-}
-
-fn default_max_application_restarts() -> i32 {
-    3
-}
-fn default_max_infrastructure_restarts() -> i32 {
-    10
-}
-/// 2: usage error (argparse, bash builtins); 126: not executable; 127: command not found.
 
     /// New pods (replacements and scale-ups) avoid the nodes where this job recently lost a pod
     /// because of the node: NodeLost, NodeShutdown, NodeRejected (the kubelet refused the pod,
@@ -503,6 +503,15 @@ impl Default for AvoidFailedNodes {
             max_nodes: default_avoid_max_nodes(),
         }
     }
+}
+
+fn default_max_application_restarts() -> i32 {
+    3
+}
+fn default_max_infrastructure_restarts() -> i32 {
+    10
+}
+/// 2: usage error (argparse, bash builtins); 126: not executable; 127: command not found.
 pub fn default_permanent_exit_codes() -> Vec<i32> {
     vec![2, 126, 127]
 }
@@ -524,6 +533,7 @@ impl Default for FailurePolicy {
             pod_termination_timeout_seconds: default_pod_termination_timeout(),
             node_lost_timeout_seconds: default_node_lost_timeout(),
             stall_timeout_seconds: None,
+            avoid_failed_nodes: AvoidFailedNodes::default(),
         }
     }
 }
@@ -533,7 +543,6 @@ impl Default for FailurePolicy {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[x_kube(
     validation = Rule::new("self.initialSeconds <= self.maxSeconds")
-            avoid_failed_nodes: AvoidFailedNodes::default(),
         .message("backoff.initialSeconds must be less than or equal to backoff.maxSeconds")
         .reason(Reason::FieldValueInvalid),
 )]
@@ -567,6 +576,12 @@ impl Default for Backoff {
 
 /// Suspension, deadline, clean-up and time to live.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(
+    validation = Rule::new("has(self.managedBy) == has(oldSelf.managedBy) && (!has(self.managedBy) || self.managedBy == oldSelf.managedBy)")
+        .message("runPolicy.managedBy cannot change: the controller that runs the job is chosen when it is created")
+        .field_path(".managedBy")
+        .reason(Reason::FieldValueForbidden),
+)]
 #[serde(rename_all = "camelCase")]
 pub struct RunPolicy {
     /// True stops the job: its pods are deleted (the Service stays) and the Suspended condition
@@ -591,6 +606,55 @@ pub struct RunPolicy {
     /// still pending or running, keep finished ones for their logs) or All. Default Running.
     #[serde(default)]
     pub clean_pod_policy: CleanPodPolicy,
+
+    /// The controller that runs this job. Unset or `elasticjob.dev/elasticjob-operator`: this
+    /// operator. Any other value (MultiKueue's `kueue.x-k8s.io/multikueue`, for example): this
+    /// operator leaves the job, its pods and its status alone, as Kubernetes Jobs do with
+    /// spec.managedBy. Cannot change once set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub managed_by: Option<String>,
+}
+
+/// spec.runPolicy.managedBy of the jobs this operator runs (also the value it takes when unset).
+pub const MANAGED_BY_THIS_OPERATOR: &str = "elasticjob.dev/elasticjob-operator";
+
+impl RunPolicy {
+    /// Whether this operator runs the job (spec.runPolicy.managedBy unset or this operator).
+    pub fn managed_here(&self) -> bool {
+        self.managed_by
+            .as_deref()
+            .is_none_or(|m| m == MANAGED_BY_THIS_OPERATOR)
+    }
+}
+
+/// How the job's pods are gang-scheduled (see spec.gang).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(
+    validation = Rule::new("self == oldSelf")
+        .message("gang cannot change while the job exists: its pods are already bound to a scheduler; delete the job and create it again")
+        .reason(Reason::FieldValueForbidden),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct GangPolicy {
+    /// The scheduler that runs the coscheduling plugin. Default `scheduler-plugins-scheduler`
+    /// (the name scheduler-plugins' chart installs it under).
+    #[serde(default = "default_gang_scheduler")]
+    #[schemars(length(min = 1, max = 63))]
+    pub scheduler_name: String,
+    /// Seconds the pods of a gang wait in the scheduler for the rest of their minimum before
+    /// all of them are sent back to the queue (the PodGroup's scheduleTimeoutSeconds).
+    /// Default 60.
+    #[serde(default = "default_gang_timeout")]
+    #[schemars(range(min = 1))]
+    pub schedule_timeout_seconds: i32,
+}
+
+pub fn default_gang_scheduler() -> String {
+    "scheduler-plugins-scheduler".to_string()
+}
+fn default_gang_timeout() -> i32 {
+    60
 }
 
 /// Which pods are deleted when the job finishes.

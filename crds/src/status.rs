@@ -164,6 +164,9 @@ pub enum JobState {
     Restarting,
     /// spec.runPolicy.suspend is true.
     Suspended,
+    /// Waiting for admission by its queue (Kueue), or stopped by it (preempted or evicted):
+    /// no pods; the Queued condition says where it waits and why.
+    Queued,
     /// The training finished: the launchers of the last round exited 0.
     Succeeded,
     /// The job failed: see the Failed condition's reason and status.recentFailures.
@@ -171,11 +174,12 @@ pub enum JobState {
 }
 
 impl JobState {
-    pub const ALL: [JobState; 6] = [
+    pub const ALL: [JobState; 7] = [
         JobState::Created,
         JobState::Running,
         JobState::Restarting,
         JobState::Suspended,
+        JobState::Queued,
         JobState::Succeeded,
         JobState::Failed,
     ];
@@ -186,6 +190,7 @@ impl JobState {
             JobState::Running => "Running",
             JobState::Restarting => "Restarting",
             JobState::Suspended => "Suspended",
+            JobState::Queued => "Queued",
             JobState::Succeeded => "Succeeded",
             JobState::Failed => "Failed",
         }
@@ -296,6 +301,11 @@ pub mod condition {
     /// but the operator cannot run): the job goes on with its last valid spec, whose
     /// generation the message names, until the spec is fixed.
     pub const EDIT_REJECTED: &str = "EditRejected";
+    /// For a job labelled kueue.x-k8s.io/queue-name: True while it waits for its queue to
+    /// admit it, or after the queue stopped it (preempted, evicted), with no pods; the message
+    /// says which queue and why (Kueue's own words). False once admitted: the message says for
+    /// how many pods.
+    pub const QUEUED: &str = "Queued";
     pub const SUCCEEDED: &str = "Succeeded";
     pub const FAILED: &str = "Failed";
 }
@@ -340,4 +350,12 @@ pub mod reason {
     pub const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
     /// Running/Restarting False once the job finished.
     pub const JOB_FINISHED: &str = "JobFinished";
+    /// Queued True: waiting for the queue's admission (quota, a LocalQueue that does not
+    /// exist yet, Kueue not installed).
+    pub const PENDING_ADMISSION: &str = "PendingAdmission";
+    /// Queued True: the queue preempted the job for a higher-priority one, or evicted it;
+    /// its pods are stopped, no failure budget is charged, and it runs again once re-admitted.
+    pub const EVICTED: &str = "Evicted";
+    /// Queued False: the queue admitted the job.
+    pub const ADMITTED: &str = "Admitted";
 }

@@ -76,6 +76,12 @@ pub fn validate_edit(running: &ElasticJobSpec, edited: &ElasticJobSpec) -> Vec<V
             ),
         ));
     }
+    if running.gang != edited.gang {
+        issues.push(ValidationIssue::new(
+            "spec.gang",
+            "gang cannot change while the job exists: its pods are already bound to a scheduler; set it back, or delete the job and create it again",
+        ));
+    }
     issues
 }
 
@@ -308,12 +314,6 @@ fn check_spec(spec: &ElasticJobSpec, issues: &mut Vec<ValidationIssue>) {
             ),
         );
     }
-    if fp.pod_termination_timeout_seconds < 1 {
-        issue(
-            "spec.failurePolicy.podTerminationTimeoutSeconds",
-            format!(
-                "{} seconds: it must be at least 1",
-                fp.pod_termination_timeout_seconds
     let avoid = &fp.avoid_failed_nodes;
     for (field, value) in [
         (
@@ -329,6 +329,12 @@ fn check_spec(spec: &ElasticJobSpec, issues: &mut Vec<ValidationIssue>) {
             issue(field, format!("{value}: it must be at least 1"));
         }
     }
+    if fp.pod_termination_timeout_seconds < 1 {
+        issue(
+            "spec.failurePolicy.podTerminationTimeoutSeconds",
+            format!(
+                "{} seconds: it must be at least 1",
+                fp.pod_termination_timeout_seconds
             ),
         );
     }
@@ -580,6 +586,7 @@ mod tests {
                 failure_policy: Default::default(),
                 run_policy: Default::default(),
                 launcher: Default::default(),
+                gang: None,
                 template: PodTemplateSpec {
                     metadata: None,
                     spec: Some(PodSpec {
@@ -814,13 +821,6 @@ mod tests {
     }
 
     #[test]
-    fn job_names_must_fit_host_names() {
-        let mut j = ok_job();
-        j.metadata.name = Some("Train_1".into());
-        assert!(messages(&j)[0].starts_with("metadata.name: \"Train_1\" must be a DNS label"));
-        j.metadata.name = Some("a".repeat(49));
-        assert!(validate(&j).is_err());
-    #[test]
     fn avoid_failed_nodes_needs_a_window_and_a_node() {
         let mut j = ok_job();
         j.spec.failure_policy.avoid_failed_nodes.window_seconds = 0;
@@ -836,6 +836,13 @@ mod tests {
         assert_eq!(validate(&j), Ok(()));
     }
 
+    #[test]
+    fn job_names_must_fit_host_names() {
+        let mut j = ok_job();
+        j.metadata.name = Some("Train_1".into());
+        assert!(messages(&j)[0].starts_with("metadata.name: \"Train_1\" must be a DNS label"));
+        j.metadata.name = Some("a".repeat(49));
+        assert!(validate(&j).is_err());
         j.metadata.name = Some("a".repeat(48));
         assert_eq!(validate(&j), Ok(()));
     }

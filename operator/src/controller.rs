@@ -17,7 +17,9 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod, Secret, Service};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{
+    Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, Preconditions,
+};
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::events::{Event as KubeEvent, EventType as KubeEventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
@@ -27,17 +29,19 @@ use tracing::{debug, info, warn};
 
 use elasticjob_crds::names;
 use elasticjob_crds::spec::ElasticJob;
-use elasticjob_crds::status::{ElasticJobStatus, reason};
+use elasticjob_crds::status::{ElasticJobStatus, JobState, reason};
 use elasticjob_crds::validate::{describe, validate, validate_edit};
 
+use crate::bad_nodes;
 use crate::desired::{self, Settings};
 use crate::event::{Event, EventType};
-use crate::bad_nodes;
+use crate::kueue;
 use crate::metrics::{BudgetLabel, Metrics, ReasonLabel};
-use crate::next_status::{self, RejectedEdit};
+use crate::next_status::{self, Admission, RejectedEdit, Verdict};
 use crate::observed::ObservedPod;
-use crate::plan::{Action, DeleteReason, Plan, plan};
+use crate::plan::{Action, DeleteReason, Plan, plan_admitted};
 use crate::poll::LauncherClient;
+use crate::queueing;
 
 /// The field manager of everything the operator applies.
 pub const MANAGER: &str = "elasticjob-operator";
@@ -84,6 +88,8 @@ pub struct Context {
     pub name_conflicts: Mutex<HashMap<String, BTreeMap<u32, String>>>,
     /// By job UID: the generation whose spec is saved as the job's last valid one.
     pub saved_specs: Mutex<HashMap<String, i64>>,
+    /// Whether the cluster serves Kueue's Workload API (looked up at start).
+    pub kueue_installed: bool,
 }
 
 fn is_status(e: &kube::Error, code: u16) -> bool {
@@ -105,6 +111,10 @@ async fn reconcile_job(job: &ElasticJob, ctx: &Context) -> Result<Requeue, Error
         return Ok(Requeue::await_change());
     };
     let name = job.name_any();
+    if !job.spec.run_policy.managed_here() {
+        // Another controller runs it (spec.runPolicy.managedBy): leave it alone.
+        return Ok(Requeue::await_change());
+    }
     if job.meta().deletion_timestamp.is_some() {
         // Garbage collection removes the pods and the Service through their owner references.
         return Ok(Requeue::await_change());
@@ -121,6 +131,8 @@ async fn reconcile_job(job: &ElasticJob, ctx: &Context) -> Result<Requeue, Error
         .list(&ListParams::default().labels(&selector))
         .await
         .map_err(kube_err(format!("listing the pods of {ns}/{name}")))?;
+    let (job, admission) = &admit(ctx, job, &ns, &pods.items).await?;
+    let job: &ElasticJob = job;
     let trainer = desired::trainer_name(job);
     let mut observed: Vec<ObservedPod> = pods
         .items
@@ -141,7 +153,7 @@ async fn reconcile_job(job: &ElasticJob, ctx: &Context) -> Result<Requeue, Error
             .await;
     }
     let now = Timestamp::now();
-    let mut plan = plan(job, &observed, now);
+    let mut plan = plan_admitted(job, &observed, now, admission);
     debug!(job = %name, namespace = %ns, verdict = ?plan.verdict, actions = ?plan.actions, "plan");
 
     // Status first: a failure is recorded (by pod UID) before its pod is deleted, so a crash
@@ -166,6 +178,15 @@ async fn reconcile_job(job: &ElasticJob, ctx: &Context) -> Result<Requeue, Error
         count_restarts(&ctx.metrics, &old, &plan.status);
     }
     publish_events(ctx, job, &plan.events).await;
+    if kueue::queue_name(job).is_some() {
+        match plan.verdict {
+            Verdict::Finished(state) => {
+                queueing::release(ctx, job, &ns, Some(state == JobState::Succeeded)).await
+            }
+            Verdict::Suspended => queueing::release(ctx, job, &ns, None).await,
+            Verdict::Active | Verdict::Queued => {}
+        }
+    }
     let found = execute(ctx, job, &ns, &plan).await?;
     let warnings = remember_conflicts(ctx, &uid, job, &plan, found);
     if !warnings.is_empty() {
@@ -183,6 +204,34 @@ async fn reconcile_job(job: &ElasticJob, ctx: &Context) -> Result<Requeue, Error
         Some(d) => Requeue::requeue(d.clamp(Duration::from_millis(200), resync)),
         None => Requeue::requeue(resync),
     })
+}
+
+/// The job as its queue admits it, and what its status says of that: as it is when it is not
+/// queued (no `kueue.x-k8s.io/queue-name` label), finished or suspended.
+async fn admit<'a>(
+    ctx: &Context,
+    job: &'a ElasticJob,
+    ns: &str,
+    pods: &[Pod],
+) -> Result<(Cow<'a, ElasticJob>, Admission), Error> {
+    let Some(queue) = kueue::queue_name(job) else {
+        return Ok((Cow::Borrowed(job), Admission::Unqueued));
+    };
+    let finished = job
+        .status
+        .as_ref()
+        .is_some_and(|s| next_status::finished_state(&s.conditions).is_some());
+    if finished || job.spec.run_policy.suspend {
+        return Ok((Cow::Borrowed(job), Admission::Unqueued));
+    }
+    let active = pods
+        .iter()
+        .filter(|p| {
+            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+            !matches!(phase, Some("Succeeded") | Some("Failed"))
+        })
+        .count();
+    queueing::admit(ctx, job, ns, queue, active).await
 }
 
 /// The job to act on: as it is when its spec is valid (saved as its last valid spec once per
@@ -453,7 +502,21 @@ async fn execute(
         .collect();
     if !creates.is_empty() {
         ensure_store_token(ctx, job, ns).await?;
+        queueing::apply_pod_group(ctx, job, ns).await?;
     }
+    // New pods avoid the nodes of the failures the status (just written) records.
+    let avoid = &job.spec.failure_policy.avoid_failed_nodes;
+    let avoided = if creates.is_empty() {
+        Vec::new()
+    } else {
+        bad_nodes::avoided_nodes(&plan.status.recent_failures, avoid, Timestamp::now())
+    };
+    let new_pods: Vec<String> = creates.iter().map(|&i| names::pod_name(&name, i)).collect();
+    if let Some(event) = bad_nodes::event(&new_pods, &avoided, avoid) {
+        info!(job = %name, namespace = %ns, pods = ?new_pods, nodes = ?avoided, "new pods avoid nodes that lost pods of the job");
+        publish_events(ctx, job, &[event]).await;
+    }
+    let avoided = &avoided;
     let created = futures::stream::iter(creates)
         .map(|index| create_pod(ctx, job, &pods, index, avoided))
         .buffer_unordered(CREATE_CONCURRENCY)
@@ -504,19 +567,6 @@ async fn execute(
                     .inc();
                 info!(job = %name, namespace = %ns, %pod, reason = delete_reason(*why), "deleted pod");
             }
-    // New pods avoid the nodes of the failures the status (just written) records.
-    let avoid = &job.spec.failure_policy.avoid_failed_nodes;
-    let avoided = if creates.is_empty() {
-        Vec::new()
-    } else {
-        bad_nodes::avoided_nodes(&plan.status.recent_failures, avoid, Timestamp::now())
-    };
-    let new_pods: Vec<String> = creates.iter().map(|&i| names::pod_name(&name, i)).collect();
-    if let Some(event) = bad_nodes::event(&new_pods, &avoided, avoid) {
-        info!(job = %name, namespace = %ns, pods = ?new_pods, nodes = ?avoided, "new pods avoid nodes that lost pods of the job");
-        publish_events(ctx, job, &[event]).await;
-    }
-    let avoided = &avoided;
             Action::ForceDeletePod { name: pod, uid } => {
                 delete_pod(&pods, pod, uid.clone(), Some(0)).await?;
                 ctx.metrics
@@ -636,6 +686,7 @@ async fn create_pod(
     job: &ElasticJob,
     pods: &Api<Pod>,
     index: u32,
+    avoided: &[String],
 ) -> Result<Option<(u32, String)>, Error> {
     let pod =
         desired::new_pod(job, index, &ctx.settings, avoided).map_err(|source| Error::Desired {
@@ -685,9 +736,9 @@ fn delete_reason(why: DeleteReason) -> &'static str {
         DeleteReason::ScaleDown => "scale-down",
         DeleteReason::Recreate => "recreate",
         DeleteReason::Suspend => "suspend",
+        DeleteReason::Queued => "queued",
         DeleteReason::Cleanup => "cleanup",
     }
-    avoided: &[String],
 }
 
 /// Deletes a pod; the UID precondition makes sure a newer pod of the same name survives.
@@ -710,6 +761,21 @@ async fn delete_pod(
         // Already gone, or already replaced by a newer pod of that name.
         Err(e) if is_status(&e, 404) || is_status(&e, 409) => Ok(()),
         Err(e) => Err(kube_err(format!("deleting pod {name}"))(e)),
+    }
+}
+
+/// Whether the cluster serves Kueue's Workload API: only then are Workloads watched (a watch
+/// of an API that does not exist would fail forever).
+async fn serves_workloads(client: &Client) -> bool {
+    match client
+        .list_api_group_resources("kueue.x-k8s.io/v1beta2")
+        .await
+    {
+        Ok(list) => list.resources.iter().any(|r| r.name == "workloads"),
+        Err(e) => {
+            debug!(error = %e, "Kueue's API group kueue.x-k8s.io/v1beta2 is not served");
+            false
+        }
     }
 }
 
@@ -772,6 +838,11 @@ pub async fn run(
     if nodes.wait_until_ready().await.is_err() {
         warn!("the node cache never filled");
     }
+    let kueue_installed = serves_workloads(&client).await;
+    info!(
+        kueue_installed,
+        "Kueue's Workload API (kueue.x-k8s.io/v1beta2)"
+    );
     let ctx = Arc::new(Context {
         client: client.clone(),
         settings,
@@ -781,11 +852,12 @@ pub async fn run(
         launchers: LauncherClient::default(),
         name_conflicts: Mutex::default(),
         saved_specs: Mutex::default(),
+        kueue_installed,
     });
     let jobs: Api<ElasticJob> = scope.api(&client);
     let pods: Api<Pod> = scope.api(&client);
     let services: Api<Service> = scope.api(&client);
-    let controller = Controller::new(jobs, watcher::Config::default())
+    let mut controller = Controller::new(jobs, watcher::Config::default())
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .owns(
             pods,
@@ -794,8 +866,20 @@ pub async fn run(
         .owns(
             services,
             watcher::Config::default().labels(elasticjob_crds::names::LABEL_JOB_NAME),
-        )
-        .shutdown_on_signal();
+        );
+    if kueue_installed {
+        let ar = kueue::workload_resource();
+        let workloads: Api<DynamicObject> = match &scope {
+            Scope::All => Api::all_with(client.clone(), &ar),
+            Scope::Namespace(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        };
+        controller = controller.owns_with(
+            workloads,
+            ar,
+            watcher::Config::default().labels(elasticjob_crds::names::LABEL_JOB_NAME),
+        );
+    }
+    let controller = controller.shutdown_on_signal();
     on_store(controller.store());
     // Ready once connected with the node cache filled and the controller built. Not by awaiting
     // the controller's own store: its readiness future wakes only one waiter (kube-runtime 5's

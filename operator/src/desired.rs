@@ -53,10 +53,10 @@ use elasticjob_contract::env::rdzv_conf::{
     CLOSE_TIMEOUT, EXPECTED_NODES, IS_HOST, JOIN_TIMEOUT, LAST_CALL_TIMEOUT, STORE_HOSTS,
 };
 use elasticjob_contract::install;
+use elasticjob_crds::accelerator::accelerator_request;
 use elasticjob_crds::command::{self, Invocation};
 use elasticjob_crds::names::*;
 use elasticjob_crds::spec::{ElasticJob, ElasticJobSpec, Nproc};
-use elasticjob_crds::accelerator::accelerator_request;
 use elasticjob_crds::validate::full_command;
 
 /// Kubernetes' default cluster DNS domain.
@@ -563,6 +563,7 @@ pub fn pod(job: &ElasticJob, index: u32, settings: &Settings) -> Result<Pod, Des
     pod_spec.hostname = Some(name.clone());
     pod_spec.subdomain = Some(service_name(j.name));
     pod_spec.restart_policy = Some("Never".into());
+    crate::gang::join(job, &mut pod_spec, &mut labels);
 
     Ok(Pod {
         metadata: ObjectMeta {
@@ -578,7 +579,6 @@ pub fn pod(job: &ElasticJob, index: u32, settings: &Settings) -> Result<Pod, Des
     })
 }
 
-/// The ControllerRevision holding generation `generation` of the job's spec.
 /// Pod `index` as it is created now: [`pod`], preferring nodes other than `avoided` (the nodes
 /// where the job recently lost pods because of the node: [`crate::bad_nodes`]). Pods are
 /// created, never patched or compared with this, so a running pod without the term is not
@@ -596,6 +596,7 @@ pub fn new_pod(
     Ok(p)
 }
 
+/// The ControllerRevision holding generation `generation` of the job's spec.
 pub fn valid_spec_name(job: &str, generation: i64) -> String {
     format!("{job}-spec-{generation}")
 }

@@ -35,6 +35,7 @@ pub fn job() -> ElasticJob {
             failure_policy: Default::default(),
             run_policy: Default::default(),
             launcher: Default::default(),
+            gang: None,
             template: PodTemplateSpec {
                 metadata: None,
                 spec: Some(PodSpec {

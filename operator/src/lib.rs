@@ -7,6 +7,8 @@
 //! - [`leader`]: leader election through a Lease;
 //! - [`observed`]: the facts of a job's pods that the decisions use;
 //! - [`desired`]: the Service and pods a job should have (the pod contract);
+//! - [`kueue`]: admission through a Kueue Workload; [`gang`]: a scheduler-plugins PodGroup;
+//!   [`queueing`] does their IO;
 //! - [`bad_nodes`]: the nodes new pods avoid after the job lost pods there to the node;
 //! - [`failure`]: why a pod failed (application or infrastructure, retryable or permanent);
 //! - [`next_status`]: the next status (conditions, failures, counters) of a job;
@@ -15,12 +17,14 @@
 //! - [`progress`]: the launchers' own reports (round, world size, worker restarts) folded into
 //!   the status; [`poll`] reads them from the launchers' status endpoints.
 
+pub mod bad_nodes;
 pub mod controller;
 pub mod desired;
-pub mod bad_nodes;
 pub mod event;
 pub mod failure;
+pub mod gang;
 pub mod http;
+pub mod kueue;
 pub mod leader;
 pub mod metrics;
 pub mod next_status;
@@ -28,6 +32,7 @@ pub mod observed;
 pub mod plan;
 pub mod poll;
 pub mod progress;
+pub mod queueing;
 pub mod training;
 
 #[cfg(test)]

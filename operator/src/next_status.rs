@@ -38,8 +38,26 @@ pub enum Verdict {
     Active,
     /// Stop every pod; keep the job.
     Suspended,
+    /// Not admitted by the job's queue (waiting, or preempted): no pods, no budget charged.
+    Queued,
     /// Done (Succeeded or Failed): clean up per cleanPodPolicy, then the TTL.
     Finished(JobState),
+}
+
+/// What the job's queue (Kueue) allows it, as the controller read it from its Workload.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Admission {
+    /// The job is not queued: it runs as its spec says.
+    #[default]
+    Unqueued,
+    /// Admitted; the message says by which queue and for how many pods.
+    Admitted { message: String },
+    /// Waiting for admission, or stopped by the queue: no pods. `reason` is a Queued
+    /// condition reason (PendingAdmission, Evicted).
+    Waiting {
+        reason: &'static str,
+        message: String,
+    },
 }
 
 /// The next status, what it means for the pods, and the events of the change.
@@ -411,6 +429,16 @@ fn seconds(s: i64) -> SignedDuration {
 
 /// Computes the next status of `job` from its pods at time `now`.
 pub fn next_status(job: &ElasticJob, pods: &[ObservedPod], now: Timestamp) -> NextStatus {
+    next_status_admitted(job, pods, now, &Admission::Unqueued)
+}
+
+/// [`next_status`] of a job whose queue says `admission`.
+pub fn next_status_admitted(
+    job: &ElasticJob,
+    pods: &[ObservedPod],
+    now: Timestamp,
+    admission: &Admission,
+) -> NextStatus {
     let name = job.name_any();
     let generation = job.metadata.generation;
     let old = job.status.clone().unwrap_or_default();
@@ -426,12 +454,12 @@ pub fn next_status(job: &ElasticJob, pods: &[ObservedPod], now: Timestamp) -> Ne
         fold_launchers(job, pods, &old, &mut st, &mut events);
         fold_training(job, pods, &old, now, &mut st, &mut events);
     }
-    let verdict = decide(job, pods, now, &old, &mut st, &mut events);
+    let verdict = decide(job, pods, now, &old, &mut st, &mut events, admission);
     if !was_finished {
         let desired = job.spec.desired_replicas() as u32;
         let min = job.spec.min_pods();
         let training_now = verdict == Verdict::Active && training::all_training(pods, desired, min);
-        let active = verdict != Verdict::Suspended;
+        let active = !matches!(verdict, Verdict::Suspended | Verdict::Queued);
         let finishing = matches!(verdict, Verdict::Finished(_));
         if finishing || training::goodput_due(old.goodput.as_ref(), training_now, active, now) {
             st.goodput = Some(training::sample_goodput(
@@ -446,6 +474,7 @@ pub fn next_status(job: &ElasticJob, pods: &[ObservedPod], now: Timestamp) -> Ne
     st.state = Some(match verdict {
         Verdict::Finished(state) => state,
         Verdict::Suspended => JobState::Suspended,
+        Verdict::Queued => JobState::Queued,
         Verdict::Active => active_state(&st),
     });
     events.extend(transition_events(&old.conditions, &st.conditions));
@@ -571,6 +600,7 @@ fn decide(
     old: &ElasticJobStatus,
     st: &mut ElasticJobStatus,
     events: &mut Vec<Event>,
+    admission: &Admission,
 ) -> Verdict {
     let spec = &job.spec;
     let generation = job.metadata.generation;
@@ -617,6 +647,40 @@ fn decide(
         }
         st.start_time = None;
         return Verdict::Suspended;
+    }
+    match admission {
+        Admission::Unqueued => {}
+        Admission::Admitted { message } => {
+            set_condition(
+                conditions,
+                condition::QUEUED,
+                false,
+                reason::ADMITTED,
+                message,
+                now,
+                generation,
+            );
+        }
+        Admission::Waiting {
+            reason: why,
+            message,
+        } => {
+            set_condition(
+                conditions,
+                condition::QUEUED,
+                true,
+                why,
+                message,
+                now,
+                generation,
+            );
+            for type_ in [condition::RUNNING, condition::RESTARTING] {
+                update_condition(conditions, type_, false, why, message, now, generation);
+            }
+            // As while suspended: the deadline counts from the next admission.
+            st.start_time = None;
+            return Verdict::Queued;
+        }
     }
     update_condition(
         conditions,

@@ -22,7 +22,7 @@ use elasticjob_crds::spec::{Backoff, CleanPodPolicy, ElasticJob};
 use elasticjob_crds::status::{ElasticJobStatus, JobState, condition, reason};
 
 use crate::event::{self, Event};
-use crate::next_status::{self, NextStatus, Verdict};
+use crate::next_status::{self, Admission, NextStatus, Verdict};
 use crate::observed::{ObservedPod, Phase};
 
 /// Failures of the same pod index within this window count toward its backoff.
@@ -77,6 +77,13 @@ pub fn stop_request(
             StopReason::Suspended,
             "the job is suspended (runPolicy.suspend)".to_string(),
         ),
+        DeleteReason::Queued => (
+            StopReason::Suspended,
+            next_status::get(&status.conditions, condition::QUEUED).map_or_else(
+                || "the job's queue stopped it".to_string(),
+                |c| format!("the job's queue stopped it: {}", c.message),
+            ),
+        ),
         DeleteReason::Cleanup => {
             let deadline = next_status::get(&status.conditions, condition::FAILED)
                 .is_some_and(|c| c.status == "True" && c.reason == reason::DEADLINE_EXCEEDED);
@@ -105,6 +112,8 @@ pub enum DeleteReason {
     Recreate,
     /// The job is suspended.
     Suspend,
+    /// The job's queue has not admitted it, or took its admission back (preemption).
+    Queued,
     /// The job finished (cleanPodPolicy).
     Cleanup,
 }
@@ -122,11 +131,21 @@ pub struct Plan {
 
 /// Decides the next status and the actions for `job` given its pods at `now`.
 pub fn plan(job: &ElasticJob, pods: &[ObservedPod], now: Timestamp) -> Plan {
+    plan_admitted(job, pods, now, &Admission::Unqueued)
+}
+
+/// [`plan`] for a job whose queue says `admission`.
+pub fn plan_admitted(
+    job: &ElasticJob,
+    pods: &[ObservedPod],
+    now: Timestamp,
+    admission: &Admission,
+) -> Plan {
     let NextStatus {
         status,
         verdict,
         mut events,
-    } = next_status::next_status(job, pods, now);
+    } = next_status::next_status_admitted(job, pods, now, admission);
     let mut p = Planner {
         actions: Vec::new(),
         wake: Vec::new(),
@@ -141,6 +160,10 @@ pub fn plan(job: &ElasticJob, pods: &[ObservedPod], now: Timestamp) -> Plan {
         Verdict::Suspended => {
             let all: Vec<&ObservedPod> = pods.iter().collect();
             p.delete_in_order(&all, pods, DeleteReason::Suspend);
+        }
+        Verdict::Queued => {
+            let all: Vec<&ObservedPod> = pods.iter().collect();
+            p.delete_in_order(&all, pods, DeleteReason::Queued);
         }
         Verdict::Finished(state) => p.finished(job, pods, &status, state),
     }

@@ -40,6 +40,7 @@ fn job(name: &str, replicas: i32) -> ElasticJob {
             failure_policy: Default::default(),
             run_policy: Default::default(),
             launcher: Default::default(),
+            gang: None,
             template: PodTemplateSpec {
                 metadata: None,
                 spec: Some(PodSpec {

@@ -403,3 +403,54 @@ fn a_permanent_failure_stops_recreation_and_cleans_up() {
         "the failed pod stays for its logs"
     );
 }
+
+#[test]
+fn a_job_its_queue_does_not_admit_has_no_pods_and_is_charged_nothing() {
+    let mut j = job();
+    let waiting = Admission::Waiting {
+        reason: reason::PENDING_ADMISSION,
+        message: "waiting for LocalQueue team-a to admit Workload elasticjob-train".into(),
+    };
+    let p = plan_admitted(&j, &[], at(0), &waiting);
+    j.status = Some(p.status.clone());
+    assert_eq!(p.verdict, Verdict::Queued);
+    assert!(creates(&p).is_empty());
+    assert_eq!(p.status.state, Some(JobState::Queued));
+    let queued = next_status::get(&p.status.conditions, condition::QUEUED).unwrap();
+    assert_eq!(
+        (queued.status.as_str(), queued.reason.as_str()),
+        ("True", reason::PENDING_ADMISSION)
+    );
+    assert!(p.status.start_time.is_none());
+
+    // Admitted: it runs, and the condition says so.
+    let admitted = Admission::Admitted {
+        message: "admitted by ClusterQueue cq (LocalQueue team-a) for 2 pods".into(),
+    };
+    let p = plan_admitted(&j, &[], at(10), &admitted);
+    j.status = Some(p.status.clone());
+    assert_eq!(creates(&p), [0, 1]);
+    let queued = next_status::get(&p.status.conditions, condition::QUEUED).unwrap();
+    assert_eq!(
+        (queued.status.as_str(), queued.reason.as_str()),
+        ("False", reason::ADMITTED)
+    );
+
+    // Preempted while running: the pods stop (told why), no failure is counted.
+    let evicted = Admission::Waiting {
+        reason: reason::EVICTED,
+        message: "LocalQueue team-a took the job's admission back (Preempted: …)".into(),
+    };
+    let p = plan_admitted(&j, &[running(0), running(1)], at(20), &evicted);
+    assert_eq!(p.verdict, Verdict::Queued);
+    assert_eq!(
+        deletes(&p),
+        [("train-worker-1".into(), DeleteReason::Queued)]
+    );
+    assert_eq!(
+        told(&p),
+        [("train-worker-1@10.1.0.11".into(), StopReason::Suspended)]
+    );
+    assert_eq!(p.status.restart_count, 0);
+    assert!(p.status.recent_failures.is_empty());
+}

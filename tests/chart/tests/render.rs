@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// What the operator does with jobs and their objects (ClusterRole, or Role in watchNamespace).
-const JOB_RULES: [&str; 7] = [
+const JOB_RULES: [&str; 10] = [
     "apps controllerrevisions: create,delete,list",
     "core pods: create,delete,get,list,watch",
     "core secrets: create",
@@ -17,8 +17,16 @@ const JOB_RULES: [&str; 7] = [
     "elasticjob.dev elasticjobs/status: get,patch,update",
     "elasticjob.dev elasticjobs: delete,get,list,watch",
     "events.k8s.io events: create,patch",
+    "kueue.x-k8s.io workloads/status: patch",
+    "kueue.x-k8s.io workloads: create,delete,get,list,watch",
+    "scheduling.x-k8s.io podgroups: create,get,patch",
 ];
-const NODE_RULES: [&str; 1] = ["core nodes: get,list,watch"];
+const NODE_RULES: [&str; 4] = [
+    "core nodes: get,list,watch",
+    "kueue.x-k8s.io resourceflavors: get",
+    "kueue.x-k8s.io workloadpriorityclasses: get",
+    "scheduling.k8s.io priorityclasses: get",
+];
 const LEASE_RULES: [&str; 1] = ["coordination.k8s.io leases: create,get,list,patch,update,watch"];
 /// The CRD's name, and the object in `inventory` (cluster-scoped).
 const CRD: &str = "elasticjobs.elasticjob.dev";

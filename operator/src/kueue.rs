@@ -1,0 +1,427 @@
+//! Admission through Kueue (kueue.x-k8s.io/v1beta2): a job labelled with a LocalQueue
+//! (`kueue.x-k8s.io/queue-name`) runs only what its Workload is admitted for.
+//!
+//! The operator owns one Workload per queued job, `elasticjob-<job>`: one pod set, `workers`,
+//! whose count is the pods asked for and whose minCount is minReplicas (Kueue's partial
+//! admission), with the pod template the pods are made from and the priority of its class.
+//! Kueue admits it for some count between the two; the job then runs exactly that many pods,
+//! with the node labels and tolerations of the flavors it was given. When Kueue evicts the
+//! Workload (preemption, a stopped queue), the job stops its pods and, once they are gone,
+//! gives the quota back (clears the admission), so Kueue can queue it again; it runs again
+//! when re-admitted. Scaling below the admitted count marks the difference reclaimable, so
+//! Kueue can give it to others. A finished job finishes its Workload.
+//!
+//! Everything here is a plain function over the Workload's JSON; the controller does the IO.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{PodTemplateSpec, Toleration};
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ObjectMeta};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use elasticjob_crds::spec::ElasticJob;
+use elasticjob_crds::status::reason;
+
+use crate::desired;
+use crate::next_status::Admission;
+
+/// The label that puts a job in a LocalQueue of its namespace.
+pub const QUEUE_LABEL: &str = "kueue.x-k8s.io/queue-name";
+/// The label naming a Kueue WorkloadPriorityClass (else the pods' PriorityClass counts).
+pub const WORKLOAD_PRIORITY_LABEL: &str = "kueue.x-k8s.io/priority-class";
+/// The Workload's only pod set.
+pub const POD_SET: &str = "workers";
+
+fn kueue_resource(kind: &str, plural: &str) -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("kueue.x-k8s.io", "v1beta2", kind),
+        plural,
+    )
+}
+
+pub fn workload_resource() -> ApiResource {
+    kueue_resource("Workload", "workloads")
+}
+
+pub fn flavor_resource() -> ApiResource {
+    kueue_resource("ResourceFlavor", "resourceflavors")
+}
+
+pub fn workload_priority_class_resource() -> ApiResource {
+    kueue_resource("WorkloadPriorityClass", "workloadpriorityclasses")
+}
+
+/// The LocalQueue the job asks to be admitted by, if any.
+pub fn queue_name(job: &ElasticJob) -> Option<&str> {
+    job.labels()
+        .get(QUEUE_LABEL)
+        .map(String::as_str)
+        .filter(|q| !q.is_empty())
+}
+
+pub fn workload_name(job: &str) -> String {
+    format!("elasticjob-{job}")
+}
+
+/// Where the Workload's priority comes from, and its value (read by the controller).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Priority {
+    /// `scheduling.k8s.io` PriorityClass or `kueue.x-k8s.io` WorkloadPriorityClass.
+    pub group: &'static str,
+    pub kind: &'static str,
+    pub name: String,
+    pub value: i32,
+}
+
+/// The priority class the job names: the `kueue.x-k8s.io/priority-class` label (a
+/// WorkloadPriorityClass), else the pod template's priorityClassName.
+pub fn priority_class(job: &ElasticJob) -> Option<(&'static str, &'static str, String)> {
+    if let Some(name) = job.labels().get(WORKLOAD_PRIORITY_LABEL) {
+        return Some(("kueue.x-k8s.io", "WorkloadPriorityClass", name.to_string()));
+    }
+    let name = job
+        .spec
+        .template
+        .spec
+        .as_ref()?
+        .priority_class_name
+        .clone()?;
+    Some(("scheduling.k8s.io", "PriorityClass", name))
+}
+
+/// The Workload that asks the queue for the job's pods: `count` = the pods asked for now,
+/// `minCount` = minReplicas when fewer, and `template` as the pods are made.
+pub fn desired_workload(
+    job: &ElasticJob,
+    queue: &str,
+    template: PodTemplateSpec,
+    priority: Option<&Priority>,
+) -> Result<DynamicObject, desired::DesiredError> {
+    let name = job.name_any();
+    let count = job.spec.desired_replicas();
+    let min = job.spec.min_pods() as i32;
+    let mut pod_set = json!({"name": POD_SET, "count": count, "template": template});
+    if min < count {
+        pod_set["minCount"] = json!(min);
+    }
+    let mut spec = json!({"queueName": queue, "podSets": [pod_set]});
+    if let Some(p) = priority {
+        spec["priority"] = json!(p.value);
+        spec["priorityClassRef"] = json!({"group": p.group, "kind": p.kind, "name": p.name});
+    }
+    Ok(DynamicObject {
+        types: Some(kube::api::TypeMeta {
+            api_version: "kueue.x-k8s.io/v1beta2".into(),
+            kind: "Workload".into(),
+        }),
+        metadata: ObjectMeta {
+            name: Some(workload_name(&name)),
+            namespace: job.namespace(),
+            labels: Some(desired::labels(&name)),
+            owner_references: Some(vec![desired::owner_reference(job)?]),
+            ..ObjectMeta::default()
+        },
+        data: json!({"spec": spec}),
+    })
+}
+
+/// Whether an existing Workload asks for what `desired` asks (queue, counts, priority). Only
+/// a Workload without quota is replaced when not: an admitted one keeps its admission.
+pub fn asks_the_same(existing: &DynamicObject, desired: &DynamicObject) -> bool {
+    let ask = |w: &DynamicObject| {
+        let s = &w.data["spec"];
+        let ps = &s["podSets"][0];
+        (
+            s["queueName"].clone(),
+            ps["count"].clone(),
+            ps["minCount"].clone(),
+            s["priority"].clone(),
+        )
+    };
+    ask(existing) == ask(desired)
+}
+
+/// A Workload condition, as Kueue writes it.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct WorkloadCondition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub status: String,
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default)]
+    pub message: String,
+}
+
+/// What the Workload's status says, in the parts the operator acts on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// No quota reserved: wait. The message is Kueue's, when it gave one.
+    Pending { message: String },
+    /// Admitted for `count` pods, with these flavors (by resource).
+    Admitted {
+        cluster_queue: String,
+        count: i32,
+        flavors: Vec<String>,
+    },
+    /// Kueue took the admission back (Evicted True) and waits for the pods to stop.
+    Evicted { reason: String, message: String },
+    /// Finished (by us, or replaced): nothing to run under it.
+    Finished,
+}
+
+fn conditions(workload: &DynamicObject) -> Vec<WorkloadCondition> {
+    serde_json::from_value(workload.data["status"]["conditions"].clone()).unwrap_or_default()
+}
+
+fn is_true(conds: &[WorkloadCondition], type_: &str) -> Option<WorkloadCondition> {
+    conds
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == "True")
+        .cloned()
+}
+
+/// Reads the Workload's status.
+pub fn verdict(workload: &DynamicObject) -> Verdict {
+    let conds = conditions(workload);
+    if is_true(&conds, "Finished").is_some() {
+        return Verdict::Finished;
+    }
+    let status = &workload.data["status"];
+    let reserved = is_true(&conds, "QuotaReserved").is_some() && !status["admission"].is_null();
+    if let Some(ev) = is_true(&conds, "Evicted")
+        && reserved
+    {
+        return Verdict::Evicted {
+            reason: ev.reason,
+            message: ev.message,
+        };
+    }
+    if reserved && is_true(&conds, "Admitted").is_some() {
+        let admission = &status["admission"];
+        let assignment = admission["podSetAssignments"]
+            .as_array()
+            .and_then(|a| a.iter().find(|p| p["name"] == POD_SET))
+            .cloned()
+            .unwrap_or(Value::Null);
+        let asked = workload.data["spec"]["podSets"][0]["count"]
+            .as_i64()
+            .unwrap_or(0);
+        let count = assignment["count"].as_i64().unwrap_or(asked) as i32;
+        let mut flavors: Vec<String> = assignment["flavors"]
+            .as_object()
+            .map(|f| {
+                f.values()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        flavors.sort();
+        flavors.dedup();
+        return Verdict::Admitted {
+            cluster_queue: admission["clusterQueue"].as_str().unwrap_or("").to_string(),
+            count,
+            flavors,
+        };
+    }
+    let message = conds
+        .iter()
+        .find(|c| c.type_ == "QuotaReserved" && c.status == "False")
+        .or_else(|| conds.iter().find(|c| c.type_ == "Admitted"))
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    Verdict::Pending { message }
+}
+
+/// What the job's status says of the verdict (the Queued condition).
+pub fn admission(queue: &str, workload: &str, verdict: &Verdict, asked: i32) -> Admission {
+    match verdict {
+        Verdict::Admitted {
+            cluster_queue,
+            count,
+            ..
+        } => Admission::Admitted {
+            message: if *count < asked {
+                format!(
+                    "admitted by ClusterQueue {cluster_queue} (LocalQueue {queue}) for {count} of the {asked} pods asked; the rest wait for quota"
+                )
+            } else {
+                format!(
+                    "admitted by ClusterQueue {cluster_queue} (LocalQueue {queue}) for {count} pods"
+                )
+            },
+        },
+        Verdict::Evicted {
+            reason: why,
+            message,
+        } => Admission::Waiting {
+            reason: reason::EVICTED,
+            message: format!(
+                "LocalQueue {queue} took the job's admission back ({why}: {message}); its pods are stopped and it waits to be admitted again (Workload {workload})"
+            ),
+        },
+        Verdict::Pending { message } => Admission::Waiting {
+            reason: reason::PENDING_ADMISSION,
+            message: if message.is_empty() {
+                format!("waiting for LocalQueue {queue} to admit Workload {workload}")
+            } else {
+                format!("waiting for LocalQueue {queue} to admit Workload {workload}: {message}")
+            },
+        },
+        Verdict::Finished => Admission::Waiting {
+            reason: reason::PENDING_ADMISSION,
+            message: format!("Workload {workload} is finished; a new one is asked for"),
+        },
+    }
+}
+
+/// The job as admitted: `count` pods at most (within its bounds), placed with the flavors'
+/// node labels and tolerations.
+pub fn admitted_job(
+    job: &ElasticJob,
+    count: i32,
+    node_labels: &BTreeMap<String, String>,
+    tolerations: &[Toleration],
+) -> ElasticJob {
+    let mut j = job.clone();
+    let run = j.spec.desired_replicas().min(count);
+    j.spec.replicas = Some(run.max(j.spec.min_pods() as i32));
+    if !node_labels.is_empty() || !tolerations.is_empty() {
+        let pod = j.spec.template.spec.get_or_insert_with(Default::default);
+        pod.node_selector
+            .get_or_insert_with(BTreeMap::new)
+            .extend(node_labels.clone());
+        let tol = pod.tolerations.get_or_insert_with(Vec::new);
+        for t in tolerations {
+            if !tol.contains(t) {
+                tol.push(t.clone());
+            }
+        }
+    }
+    j
+}
+
+/// A ResourceFlavor's node labels and tolerations.
+pub fn flavor_placement(flavor: &DynamicObject) -> (BTreeMap<String, String>, Vec<Toleration>) {
+    let spec = &flavor.data["spec"];
+    (
+        serde_json::from_value(spec["nodeLabels"].clone()).unwrap_or_default(),
+        serde_json::from_value(spec["tolerations"].clone()).unwrap_or_default(),
+    )
+}
+
+/// The pods of an admitted Workload that the job no longer runs (scaled below the admitted
+/// count), for `status.reclaimablePods`; None when it already says so.
+pub fn reclaimable_patch(workload: &DynamicObject, admitted: i32, running: i32) -> Option<Value> {
+    let want = (admitted - running).max(0);
+    let have = workload.data["status"]["reclaimablePods"]
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["name"] == POD_SET))
+        .and_then(|p| p["count"].as_i64())
+        .unwrap_or(0) as i32;
+    (want != have).then(|| {
+        let pods = if want == 0 {
+            json!([])
+        } else {
+            json!([{"name": POD_SET, "count": want}])
+        };
+        precondition(workload, json!({"status": {"reclaimablePods": pods}}))
+    })
+}
+
+/// After an eviction, once the job's pods are gone: the quota goes back (no admission,
+/// QuotaReserved False), and a preempted Workload is marked requeued, as Kueue's own job
+/// integrations do, so Kueue queues it again.
+pub fn release_patch(workload: &DynamicObject, why: &str, message: &str, now: Timestamp) -> Value {
+    let requeued = matches!(why, "Preempted" | "NodeFailures");
+    let mut conds = raw_conditions(workload);
+    set(
+        &mut conds, "Requeued", requeued, why, message, now, workload,
+    );
+    set(
+        &mut conds,
+        "QuotaReserved",
+        false,
+        "Pending",
+        message,
+        now,
+        workload,
+    );
+    set(
+        &mut conds,
+        "Admitted",
+        false,
+        "NoReservation",
+        "The workload has no reservation",
+        now,
+        workload,
+    );
+    precondition(
+        workload,
+        json!({"status": {"admission": null, "conditions": conds}}),
+    )
+}
+
+/// The job finished: its Workload is Finished (reason Succeeded or Failed), which releases
+/// its quota.
+pub fn finish_patch(
+    workload: &DynamicObject,
+    succeeded: bool,
+    message: &str,
+    now: Timestamp,
+) -> Value {
+    let mut conds = raw_conditions(workload);
+    let why = if succeeded { "Succeeded" } else { "Failed" };
+    set(&mut conds, "Finished", true, why, message, now, workload);
+    precondition(workload, json!({"status": {"conditions": conds}}))
+}
+
+fn raw_conditions(workload: &DynamicObject) -> Vec<Value> {
+    workload.data["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Sets a condition in place; its lastTransitionTime moves only when its status does.
+fn set(
+    conds: &mut Vec<Value>,
+    type_: &str,
+    status: bool,
+    why: &str,
+    message: &str,
+    now: Timestamp,
+    workload: &DynamicObject,
+) {
+    let status = if status { "True" } else { "False" };
+    let mut c = json!({
+        "type": type_,
+        "status": status,
+        "reason": if why.is_empty() { "Unknown" } else { why },
+        "message": message.chars().take(32 * 1024).collect::<String>(),
+        "lastTransitionTime": now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        "observedGeneration": workload.metadata.generation.unwrap_or(0),
+    });
+    match conds.iter_mut().find(|x| x["type"] == type_) {
+        Some(old) => {
+            if old["status"] == status {
+                c["lastTransitionTime"] = old["lastTransitionTime"].clone();
+            }
+            *old = c;
+        }
+        None => conds.push(c),
+    }
+}
+
+/// A merge patch that applies only to the Workload as read (its resourceVersion): Kueue
+/// writes the same status, and a lost update would lose an admission or an eviction.
+fn precondition(workload: &DynamicObject, mut patch: Value) -> Value {
+    patch["metadata"] = json!({"resourceVersion": workload.metadata.resource_version});
+    patch
+}
+
+#[cfg(test)]
+mod tests;

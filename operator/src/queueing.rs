@@ -1,0 +1,309 @@
+//! The IO of admission through a queue (Kueue's Workload, see [`crate::kueue`]) and of gang
+//! scheduling (a scheduler-plugins PodGroup, see [`crate::gang`]).
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{PodTemplateSpec, Toleration};
+use k8s_openapi::api::scheduling::v1::PriorityClass;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, Preconditions};
+use tracing::{info, warn};
+
+use elasticjob_crds::spec::ElasticJob;
+use elasticjob_crds::status::reason;
+
+use crate::controller::{Context, Error, MANAGER};
+use crate::desired;
+use crate::gang;
+use crate::kueue::{self, Verdict};
+use crate::next_status::Admission;
+
+fn api_err(what: String) -> impl FnOnce(kube::Error) -> Error {
+    move |source| Error::Kube { what, source }
+}
+
+fn is_status(e: &kube::Error, code: u16) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == code)
+}
+
+/// Asks the job's queue for its pods (creating or replacing its Workload as needed) and
+/// returns the job as admitted with what its status says. `active_pods`: the job's pods that
+/// have not stopped (an evicted job gives its quota back only once they are gone).
+pub async fn admit<'a>(
+    ctx: &Context,
+    job: &'a ElasticJob,
+    ns: &str,
+    queue: &str,
+    active_pods: usize,
+) -> Result<(Cow<'a, ElasticJob>, Admission), Error> {
+    let name = job.name_any();
+    let wl_name = kueue::workload_name(&name);
+    if !ctx.kueue_installed {
+        let message = format!(
+            "the job is labelled {}={queue}, but Kueue's Workload API (kueue.x-k8s.io/v1beta2) is not installed: install Kueue (v0.15 or newer) and restart the operator, or remove the label to run the job without a queue",
+            kueue::QUEUE_LABEL
+        );
+        return Ok((Cow::Borrowed(job), waiting(message)));
+    }
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), ns, &kueue::workload_resource());
+    let existing = api
+        .get_opt(&wl_name)
+        .await
+        .map_err(api_err(format!("reading Workload {ns}/{wl_name}")))?;
+    let asked = job.spec.desired_replicas();
+    let Some(wl) = existing else {
+        create_workload(ctx, &api, job, queue).await?;
+        let verdict = Verdict::Pending {
+            message: String::new(),
+        };
+        return Ok((
+            Cow::Borrowed(job),
+            kueue::admission(queue, &wl_name, &verdict, asked),
+        ));
+    };
+    if !owned_by(&wl, job) {
+        let message = format!(
+            "Workload {ns}/{wl_name} exists and does not belong to this job: delete or rename it so the job can ask its queue for admission"
+        );
+        return Ok((Cow::Borrowed(job), waiting(message)));
+    }
+    let verdict = kueue::verdict(&wl);
+    match &verdict {
+        Verdict::Pending { .. } => {
+            let desired = workload(ctx, job, queue, None)?;
+            if !kueue::asks_the_same(&wl, &desired) {
+                // Not admitted yet: ask again for what the job asks now.
+                delete_workload(&api, &wl).await?;
+                create_workload(ctx, &api, job, queue).await?;
+            }
+        }
+        Verdict::Finished => delete_workload(&api, &wl).await?,
+        Verdict::Evicted {
+            reason: why,
+            message,
+        } if active_pods == 0 => {
+            let patch = kueue::release_patch(&wl, why, message, Timestamp::now());
+            patch_status(&api, &wl_name, &patch, ns).await?;
+            info!(job = %name, namespace = %ns, workload = %wl_name, reason = %why, "pods stopped after eviction; quota released");
+        }
+        Verdict::Evicted { .. } => {}
+        Verdict::Admitted { count, flavors, .. } => {
+            let (labels, tolerations) = placement(ctx, flavors).await?;
+            let admitted = kueue::admitted_job(job, *count, &labels, &tolerations);
+            if let Some(patch) =
+                kueue::reclaimable_patch(&wl, *count, admitted.spec.desired_replicas())
+            {
+                patch_status(&api, &wl_name, &patch, ns).await?;
+            }
+            return Ok((
+                Cow::Owned(admitted),
+                kueue::admission(queue, &wl_name, &verdict, asked),
+            ));
+        }
+    }
+    Ok((
+        Cow::Borrowed(job),
+        kueue::admission(queue, &wl_name, &verdict, asked),
+    ))
+}
+
+/// A suspended or finished job gives its quota back: a suspended one by deleting its
+/// Workload (it asks again when resumed), a finished one by finishing it.
+pub async fn release(ctx: &Context, job: &ElasticJob, ns: &str, finished: Option<bool>) {
+    if !ctx.kueue_installed {
+        return;
+    }
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), ns, &kueue::workload_resource());
+    let wl_name = kueue::workload_name(&job.name_any());
+    let wl = match api.get_opt(&wl_name).await {
+        Ok(Some(wl)) if owned_by(&wl, job) => wl,
+        Ok(_) => return,
+        Err(e) => {
+            warn!(workload = %wl_name, namespace = %ns, error = %e, "reading the Workload to release");
+            return;
+        }
+    };
+    let result = match finished {
+        Some(succeeded) if kueue::verdict(&wl) != Verdict::Finished => {
+            let message = if succeeded {
+                "the ElasticJob succeeded"
+            } else {
+                "the ElasticJob failed"
+            };
+            let patch = kueue::finish_patch(&wl, succeeded, message, Timestamp::now());
+            patch_status(&api, &wl_name, &patch, ns).await
+        }
+        Some(_) => Ok(()),
+        None => delete_workload(&api, &wl).await,
+    };
+    if let Err(e) = result {
+        warn!(workload = %wl_name, namespace = %ns, error = %e, "releasing the Workload");
+    }
+}
+
+fn waiting(message: String) -> Admission {
+    Admission::Waiting {
+        reason: reason::PENDING_ADMISSION,
+        message,
+    }
+}
+
+fn owned_by(wl: &DynamicObject, job: &ElasticJob) -> bool {
+    let uid = job.uid();
+    wl.owner_references()
+        .iter()
+        .any(|o| Some(&o.uid) == uid.as_ref())
+}
+
+fn workload(
+    ctx: &Context,
+    job: &ElasticJob,
+    queue: &str,
+    priority: Option<&kueue::Priority>,
+) -> Result<DynamicObject, Error> {
+    let desired_err = |source| Error::Desired {
+        job: format!("{}/{}", job.namespace().unwrap_or_default(), job.name_any()),
+        source,
+    };
+    // The template Kueue sizes the pods by: pod 0 as the operator makes it (the launcher's
+    // init container and sidecars included).
+    let pod = desired::pod(job, 0, &ctx.settings).map_err(desired_err)?;
+    let template = PodTemplateSpec {
+        metadata: Some(kube::api::ObjectMeta {
+            labels: pod.metadata.labels,
+            ..Default::default()
+        }),
+        spec: pod.spec,
+    };
+    kueue::desired_workload(job, queue, template, priority).map_err(desired_err)
+}
+
+async fn create_workload(
+    ctx: &Context,
+    api: &Api<DynamicObject>,
+    job: &ElasticJob,
+    queue: &str,
+) -> Result<(), Error> {
+    let priority = priority(ctx, job).await?;
+    let wl = workload(ctx, job, queue, priority.as_ref())?;
+    let name = wl.name_any();
+    match api.create(&PostParams::default(), &wl).await {
+        Ok(_) => {
+            info!(job = %job.name_any(), workload = %name, %queue, "asked the queue for admission");
+            Ok(())
+        }
+        Err(e) if is_status(&e, 409) => Ok(()),
+        Err(e) => Err(api_err(format!("creating Workload {name}"))(e)),
+    }
+}
+
+async fn delete_workload(api: &Api<DynamicObject>, wl: &DynamicObject) -> Result<(), Error> {
+    let dp = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: wl.uid(),
+            resource_version: None,
+        }),
+        ..DeleteParams::background()
+    };
+    match api.delete(&wl.name_any(), &dp).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_status(&e, 404) || is_status(&e, 409) => Ok(()),
+        Err(e) => Err(api_err(format!("deleting Workload {}", wl.name_any()))(e)),
+    }
+}
+
+/// A conflict means Kueue wrote the Workload since it was read: the next reconcile (its
+/// watch event) reads it again.
+async fn patch_status(
+    api: &Api<DynamicObject>,
+    name: &str,
+    patch: &serde_json::Value,
+    ns: &str,
+) -> Result<(), Error> {
+    match api
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if is_status(&e, 409) || is_status(&e, 404) => Ok(()),
+        Err(e) => Err(api_err(format!(
+            "writing the status of Workload {ns}/{name}"
+        ))(e)),
+    }
+}
+
+/// The priority of the job's class, for Kueue's preemption.
+async fn priority(ctx: &Context, job: &ElasticJob) -> Result<Option<kueue::Priority>, Error> {
+    let Some((group, kind, name)) = kueue::priority_class(job) else {
+        return Ok(None);
+    };
+    let value = if kind == "PriorityClass" {
+        let api: Api<PriorityClass> = Api::all(ctx.client.clone());
+        api.get_opt(&name)
+            .await
+            .map_err(api_err(format!("reading PriorityClass {name}")))?
+            .map(|pc| pc.value)
+    } else {
+        let api: Api<DynamicObject> = Api::all_with(
+            ctx.client.clone(),
+            &kueue::workload_priority_class_resource(),
+        );
+        api.get_opt(&name)
+            .await
+            .map_err(api_err(format!("reading WorkloadPriorityClass {name}")))?
+            .and_then(|c| c.data["value"].as_i64())
+            .map(|v| v as i32)
+    };
+    Ok(value.map(|value| kueue::Priority {
+        group,
+        kind,
+        name,
+        value,
+    }))
+}
+
+/// The node labels and tolerations of the flavors the job was admitted with.
+async fn placement(
+    ctx: &Context,
+    flavors: &[String],
+) -> Result<(BTreeMap<String, String>, Vec<Toleration>), Error> {
+    let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &kueue::flavor_resource());
+    let mut labels = BTreeMap::new();
+    let mut tolerations = Vec::new();
+    for f in flavors {
+        if let Some(flavor) = api
+            .get_opt(f)
+            .await
+            .map_err(api_err(format!("reading ResourceFlavor {f}")))?
+        {
+            let (l, t) = kueue::flavor_placement(&flavor);
+            labels.extend(l);
+            tolerations.extend(t);
+        }
+    }
+    Ok((labels, tolerations))
+}
+
+/// Creates the job's PodGroup before its pods, or brings its minMember up to date.
+pub async fn apply_pod_group(ctx: &Context, job: &ElasticJob, ns: &str) -> Result<(), Error> {
+    let Some(group) = gang::pod_group(job).map_err(|source| Error::Desired {
+        job: format!("{ns}/{}", job.name_any()),
+        source,
+    })?
+    else {
+        return Ok(());
+    };
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), ns, &gang::pod_group_resource());
+    let name = group.name_any();
+    api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&group))
+        .await
+        .map_err(api_err(format!(
+            "applying PodGroup {ns}/{name} (is scheduler-plugins' PodGroup CRD installed? spec.gang needs it)"
+        )))?;
+    Ok(())
+}
