@@ -70,6 +70,10 @@ const SCENARIOS: &[(&str, Scenario)] = &[
         "s18_every_accelerator_sizes_the_workers",
         every_accelerator_sizes_the_workers,
     ),
+    (
+        "s19_a_replacement_avoids_the_node_that_lost_a_pod",
+        replacement_avoids_failed_node,
+    ),
     // Last: the lost node stays lost for the rest of the run.
     ("s16_node_loss_replaces_the_pod_on_another_node", node_loss),
 ];
@@ -1699,6 +1703,256 @@ impl Drop for FollowedLog {
 /// nodes left), so on 3 nodes (local cluster; kind's 3 workers) such a node exists whenever the
 /// scheduler spread them; were they not spread, a node of the job's without the operator is lost,
 /// pod 0's if need be.
+/// The nodes a pod's operator-made avoiding term names (failurePolicy.avoidFailedNodes: a
+/// preferred node-affinity term of weight 100, `metadata.name NotIn` each node).
+fn avoided_by(pod: &Value) -> Vec<String> {
+    pod["spec"]["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["weight"] == 100)
+        .flat_map(|t| {
+            t["preference"]["matchFields"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter(|r| r["key"] == "metadata.name" && r["operator"] == "NotIn")
+        .flat_map(|r| r["values"].as_array().cloned().unwrap_or_default())
+        .filter_map(|v| v.as_str().map(String::from))
+        .collect()
+}
+
+/// Whether the node is Ready without a not-ready or unreachable taint (schedulable again).
+fn node_is_back(env: &Env, node: &str) -> bool {
+    let Some(n) = env.kubectl.json(&["get", "node", node]) else {
+        return false;
+    };
+    let ready = n["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True");
+    let tainted = n["spec"]["taints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|t| {
+            matches!(
+                t["key"].as_str(),
+                Some("node.kubernetes.io/not-ready" | "node.kubernetes.io/unreachable")
+            )
+        });
+    ready && !tainted
+}
+
+/// Restores a lost node when dropped, unless already restored: later scenarios need every node.
+struct RestoreNode<'a> {
+    env: &'a Env,
+    node: String,
+    done: bool,
+}
+
+impl RestoreNode<'_> {
+    fn now(&mut self) {
+        self.done = true;
+        self.env
+            .faults
+            .restore_node(&self.node)
+            .unwrap_or_else(|e| panic!("restore node {}: {e}", self.node));
+    }
+}
+
+impl Drop for RestoreNode<'_> {
+    fn drop(&mut self) {
+        if !self.done
+            && let Err(e) = self.env.faults.restore_node(&self.node)
+        {
+            eprintln!("e2e: restoring node {}: {e}", self.node);
+        }
+    }
+}
+
+/// Scenario 19: a job that lost a pod with its node avoids that node for its new pods
+/// (failurePolicy.avoidFailedNodes, on by default): the replacement carries a preferred
+/// `NotIn` of the node and runs elsewhere; once the node is back and schedulable, a scale-up's
+/// new pod still goes elsewhere; the template's own affinity is kept; with the field off, new
+/// pods carry no such term.
+fn replacement_avoids_failed_node(env: &Env, ns: &str) {
+    let operator_node = env.operator_node().expect("the operator pod's node");
+    // The job stays off the operator's node (losing it would lose the operator) through the
+    // template's own required node affinity, which the operator's term must keep.
+    let job = idle_job_doc(
+        "avoid",
+        &json!({"minReplicas": 1, "maxReplicas": 3, "replicas": 1,
+            "failurePolicy": {"podTerminationTimeoutSeconds": 2, "nodeLostTimeoutSeconds": 1,
+                "backoff": {"initialSeconds": 1}},
+            "template": {"spec": {"terminationGracePeriodSeconds": 2,
+                "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name",
+                        "operator": "NotIn", "values": [operator_node]}]}]}}}}}}),
+    );
+    apply_all(env, ns, &[idle_configmap(), job]);
+    let first = wait_running(env, ns, "avoid", 1).remove(0);
+    assert!(
+        avoided_by(&first).is_empty(),
+        "a job without node failures avoids no node: {:#}",
+        first["spec"]["affinity"]
+    );
+    let node = first["spec"]["nodeName"].as_str().unwrap().to_string();
+    let old_uid = first["metadata"]["uid"].as_str().unwrap().to_string();
+    assert_ne!(
+        node, operator_node,
+        "the template keeps the job off the operator's node"
+    );
+
+    eprintln!("e2e: losing node {node} with avoid-worker-0; the operator is on {operator_node}");
+    env.faults
+        .lose_node(&node)
+        .unwrap_or_else(|e| panic!("lose node {node}: {e}"));
+    let mut restore = RestoreNode {
+        env,
+        node: node.clone(),
+        done: false,
+    };
+    let t = Instant::now();
+    let job = env.wait_job(
+        ns,
+        "avoid",
+        "the node loss in status.recentFailures",
+        T_RUN,
+        |j| {
+            failures(&j["status"])
+                .iter()
+                .any(|f| f["podUID"] == old_uid.as_str())
+        },
+    );
+    let f = failures(&job["status"])
+        .into_iter()
+        .find(|f| f["podUID"] == old_uid.as_str())
+        .unwrap();
+    assert_eq!(
+        (f["reason"].as_str(), f["node"].as_str()),
+        (Some("NodeLost"), Some(node.as_str())),
+        "{f:#}"
+    );
+    eprintln!(
+        "e2e: failure recorded {:.1}s after the loss; restoring {node}",
+        t.elapsed().as_secs_f64()
+    );
+    restore.now();
+
+    // The replacement: avoids the lost node, keeps the template's affinity, runs elsewhere.
+    let pods = env.wait_pods(
+        ns,
+        "avoid",
+        "the replacement of pod 0 running",
+        T_RUN,
+        |pods| {
+            pods.iter().any(|p| {
+                p["metadata"]["uid"] != old_uid.as_str() && phase(p) == "Running" && !is_deleting(p)
+            })
+        },
+    );
+    let replacement = pods
+        .iter()
+        .find(|p| p["metadata"]["uid"] != old_uid.as_str() && phase(p) == "Running")
+        .unwrap();
+    assert_eq!(
+        avoided_by(replacement),
+        [node.clone()],
+        "{:#}",
+        replacement["spec"]["affinity"]
+    );
+    assert_eq!(
+        replacement["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            ["nodeSelectorTerms"][0]["matchFields"][0]["values"][0],
+        operator_node.as_str(),
+        "the template's own affinity is kept: {:#}",
+        replacement["spec"]["affinity"]
+    );
+    let other = replacement["spec"]["nodeName"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(other, node, "the replacement runs on another node");
+    assert!(
+        env.events(ns, "avoid")
+            .iter()
+            .any(|(_, reason, note)| reason == "AvoidingNodes" && note.contains(&node)),
+        "an AvoidingNodes event names {node}: {:?}",
+        env.events(ns, "avoid")
+    );
+
+    // Once the node is back and schedulable, a new pod (scale-up) still prefers another node.
+    wait_until(
+        &format!("node {node} Ready and untainted"),
+        T_RUN,
+        Duration::from_millis(500),
+        || node_is_back(env, &node).then_some(()),
+        || {
+            format!(
+                "{:#}",
+                env.kubectl
+                    .json(&["get", "node", &node])
+                    .unwrap_or_default()
+            )
+        },
+    );
+    eprintln!(
+        "e2e: node {node} back {:.1}s after the loss",
+        t.elapsed().as_secs_f64()
+    );
+    env.kubectl
+        .ok(&["scale", "ej/avoid", "--replicas=2", "-n", ns]);
+    let pods = env.wait_pods(ns, "avoid", "pod 1 scheduled", T_RUN, |pods| {
+        pods.iter()
+            .any(|p| p["metadata"]["name"] == "avoid-worker-1" && p["spec"]["nodeName"].is_string())
+    });
+    let pod1 = pods
+        .iter()
+        .find(|p| p["metadata"]["name"] == "avoid-worker-1")
+        .unwrap();
+    assert_eq!(
+        avoided_by(pod1),
+        [node.clone()],
+        "{:#}",
+        pod1["spec"]["affinity"]
+    );
+    assert_eq!(
+        pod1["spec"]["nodeName"].as_str(),
+        Some(other.as_str()),
+        "with {node} schedulable again, the new pod still prefers {other}"
+    );
+
+    // Off: new pods carry no avoiding term.
+    patch_job(
+        env,
+        ns,
+        "avoid",
+        &json!({"spec": {"failurePolicy": {"avoidFailedNodes": {"enabled": false}}, "replicas": 3}}),
+    );
+    let pods = env.wait_pods(ns, "avoid", "pod 2 created", T_RUN, |pods| {
+        pods.iter()
+            .any(|p| p["metadata"]["name"] == "avoid-worker-2")
+    });
+    let pod2 = pods
+        .iter()
+        .find(|p| p["metadata"]["name"] == "avoid-worker-2")
+        .unwrap();
+    assert!(
+        avoided_by(pod2).is_empty(),
+        "avoidFailedNodes off: {:#}",
+        pod2["spec"]["affinity"]
+    );
+    eprintln!(
+        "e2e: pod 2 (avoidance off) on {}",
+        pod2["spec"]["nodeName"]
+            .as_str()
+            .unwrap_or("(not yet scheduled)")
+    );
+}
+
 fn node_loss(env: &Env, ns: &str) {
     let ex = example();
     let job = torch_job(
