@@ -280,11 +280,42 @@ fn bare_workload_partial_admission_and_preemption(env: &Env, ns: &str) {
     let urgent = workload(env, ns, "urgent");
     show("the preemptor 20 s later", &urgent);
 
-    // The owner's part, as Kueue's job framework does it: clear the quota reservation. Then
-    // the preemptor gets the quota and the preempted one waits again.
-    let patch = json!({"status": {"admission": null, "conditions": [
-        {"type": "QuotaReserved", "status": "False", "reason": "Pending",
-         "message": "evicted: released by its owner", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
+    // The owner's part, as Kueue's job framework does it once the job's pods are gone
+    // (jobframework/reconciler.go, "handle eviction"): Requeued True (reason Preempted),
+    // QuotaReserved False (reason Pending, the eviction's message), Admitted False, no
+    // admission. Then the preemptor gets the quota and the preempted one waits again.
+    let w = workload(env, ns, "elastic");
+    let evicted_msg = cond(&w, "Evicted")
+        .map(|c| c["message"].clone())
+        .unwrap_or_default();
+    let at = cond(&w, "Evicted")
+        .map(|c| c["lastTransitionTime"].clone())
+        .unwrap_or_default();
+    let mut conditions: Vec<Value> = w["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| {
+            !matches!(
+                c["type"].as_str(),
+                Some("QuotaReserved" | "Admitted" | "Requeued")
+            )
+        })
+        .collect();
+    conditions.push(
+        json!({"type": "QuotaReserved", "status": "False", "reason": "Pending",
+                           "message": evicted_msg, "lastTransitionTime": at}),
+    );
+    conditions.push(
+        json!({"type": "Admitted", "status": "False", "reason": "NoReservation",
+                           "message": "The workload has no reservation", "lastTransitionTime": at}),
+    );
+    conditions.push(
+        json!({"type": "Requeued", "status": "True", "reason": "Preempted",
+                           "message": evicted_msg, "lastTransitionTime": at}),
+    );
+    let patch = json!({"status": {"admission": null, "conditions": conditions}});
     let o = env.kubectl.run(
         &[
             "patch",
