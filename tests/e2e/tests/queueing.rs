@@ -504,6 +504,9 @@ fn coscheduling_places_a_gang_or_nothing(env: &Env, ns: &str) {
     );
 }
 
+#[path = "queueing/elasticjobs.rs"]
+mod elasticjobs;
+
 type Scenario = fn(&Env, &str);
 
 #[test]
@@ -530,6 +533,33 @@ fn queueing_and_gang_scheduling() {
                 failures.push(format!("{name}: {}", panic_message(&*e)));
                 eprintln!("{}", env.diagnostics(&ns));
                 let _ = env.kubectl.run(&["get", "pods", "-A", "-o", "wide"], None);
+            }
+            env.delete_kueue_queues(&ns);
+        }
+        // ElasticJobs: the operator looks for Kueue's API when it starts.
+        env.restart_operator(Duration::ZERO);
+        let jobs: [(&str, Scenario); 3] = [
+            ("ej-share", elasticjobs::elastic_jobs_share_a_queue),
+            (
+                "ej-preempt",
+                elasticjobs::a_higher_priority_job_preempts_and_the_lower_one_finishes_later,
+            ),
+            (
+                "ej-gang",
+                elasticjobs::gang_jobs_get_their_minimum_or_nothing,
+            ),
+        ];
+        for (name, f) in jobs {
+            let ns = format!("{name}-{suffix}");
+            env.create_namespace(&ns);
+            eprintln!("---- {name} in {ns}");
+            let t = Instant::now();
+            match catch_unwind(AssertUnwindSafe(|| f(&env, &ns))) {
+                Ok(()) => eprintln!("---- {name} passed in {:.1}s", t.elapsed().as_secs_f64()),
+                Err(e) => {
+                    failures.push(format!("{name}: {}", panic_message(&*e)));
+                    eprintln!("{}", env.diagnostics(&ns));
+                }
             }
             env.delete_kueue_queues(&ns);
         }
