@@ -75,7 +75,7 @@ pub fn avoided_nodes(
         .filter_map(|f| Some((f.time.0, f.node.as_deref().filter(|n| !n.is_empty())?)))
         .collect();
     // Newest first (the status keeps them so; not relied on): the cap keeps the freshest.
-    recent.sort_by(|a, b| b.0.cmp(&a.0));
+    recent.sort_by_key(|&(time, _)| std::cmp::Reverse(time));
     let mut nodes: Vec<String> = Vec::new();
     for (_, node) in recent {
         if nodes.len() >= policy.max_nodes.max(0) as usize {

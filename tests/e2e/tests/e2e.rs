@@ -1860,7 +1860,7 @@ fn replacement_avoids_failed_node(env: &Env, ns: &str) {
         .unwrap();
     assert_eq!(
         avoided_by(replacement),
-        [node.clone()],
+        [node.as_str()],
         "{:#}",
         replacement["spec"]["affinity"]
     );
@@ -1915,7 +1915,7 @@ fn replacement_avoids_failed_node(env: &Env, ns: &str) {
         .unwrap();
     assert_eq!(
         avoided_by(pod1),
-        [node.clone()],
+        [node.as_str()],
         "{:#}",
         pod1["spec"]["affinity"]
     );
