@@ -140,7 +140,10 @@ fn nproc_files(nproc: &str, env: &[(&str, &str)]) -> std::collections::BTreeSet<
     ]);
     cmd.env_remove("CUDA_VISIBLE_DEVICES")
         .env_remove("NVIDIA_VISIBLE_DEVICES")
-        .env_remove("ZE_AFFINITY_MASK");
+        .env_remove("ZE_AFFINITY_MASK")
+        .env_remove("ROCR_VISIBLE_DEVICES")
+        .env_remove("HIP_VISIBLE_DEVICES")
+        .env_remove("HABANA_VISIBLE_DEVICES");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -201,6 +204,29 @@ fn test_nproc_xpu_launch_configurations() {
     assert_eq!(
         nproc_files("xpu", &[("ZE_AFFINITY_MASK", "0,1,2")]),
         ranks(3)
+    );
+}
+
+/// torch.cuda on ROCm counts AMD GPUs (ROCm's variables narrow them); `auto` takes Habana's.
+#[test]
+fn test_nproc_amd_and_gaudi_launch_configurations() {
+    assert_eq!(
+        nproc_files("gpu", &[("ROCR_VISIBLE_DEVICES", "0,1")]),
+        ranks(2)
+    );
+    assert_eq!(
+        nproc_files(
+            "auto",
+            &[
+                ("ROCR_VISIBLE_DEVICES", "0,1,2"),
+                ("HIP_VISIBLE_DEVICES", "1")
+            ]
+        ),
+        ranks(1)
+    );
+    assert_eq!(
+        nproc_files("auto", &[("HABANA_VISIBLE_DEVICES", "0,3")]),
+        ranks(2)
     );
 }
 
