@@ -629,6 +629,33 @@ mod tests {
     }
 
     #[test]
+    fn an_edit_may_not_turn_gang_scheduling_on_or_off() {
+        let running = ok_job().spec;
+        let mut gang = running.clone();
+        gang.gang = Some(crate::spec::GangPolicy {
+            scheduler_name: crate::spec::default_gang_scheduler(),
+            schedule_timeout_seconds: 60,
+        });
+        let issues = validate_edit(&running, &gang);
+        assert_eq!(issues.len(), 1);
+        assert!(
+            issues[0]
+                .to_string()
+                .starts_with("spec.gang: gang cannot change")
+        );
+    }
+
+    #[test]
+    fn only_jobs_managed_by_nobody_else_are_this_operators() {
+        let mut policy = crate::spec::RunPolicy::default();
+        assert!(policy.managed_here());
+        policy.managed_by = Some(crate::spec::MANAGED_BY_THIS_OPERATOR.into());
+        assert!(policy.managed_here());
+        policy.managed_by = Some("kueue.x-k8s.io/multikueue".into());
+        assert!(!policy.managed_here());
+    }
+
+    #[test]
     fn a_plain_job_is_valid() {
         assert_eq!(validate(&ok_job()), Ok(()));
         assert!(warnings(&ok_job()).is_empty());

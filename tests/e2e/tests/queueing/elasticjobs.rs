@@ -115,6 +115,16 @@ pub fn elastic_jobs_share_a_queue(env: &Env, ns: &str) {
     assert!(workload(env, ns, "free").is_none());
     assert!(queued_cond(env, ns, "free").is_none());
 
+    // Run by another controller (MultiKueue, say): this operator leaves it alone.
+    let mut elsewhere = idle_job("elsewhere", 1, 1, 3600, Some(lq));
+    elsewhere["spec"]["runPolicy"] = json!({"managedBy": "kueue.x-k8s.io/multikueue"});
+    apply_job(env, ns, &elsewhere);
+    std::thread::sleep(Duration::from_secs(5));
+    let j = env.job(ns, "elsewhere").unwrap();
+    assert!(j["status"].is_null(), "{:#}", j["status"]);
+    assert!(env.pods(ns, "elsewhere").is_empty());
+    assert!(workload(env, ns, "elsewhere").is_none());
+
     // Scale-down: the pod given up is reclaimable quota.
     env.kubectl
         .ok(&["scale", "-n", ns, "elasticjob/first", "--replicas=1"]);
@@ -155,7 +165,7 @@ pub fn elastic_jobs_share_a_queue(env: &Env, ns: &str) {
             )
         },
     );
-    for job in ["second", "free"] {
+    for job in ["second", "free", "elsewhere"] {
         env.kubectl.ok(&["delete", "elasticjob", "-n", ns, job]);
     }
 }
