@@ -24,7 +24,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cache="${ELASTICJOB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/elasticjob}"
 mods=(kueue/go.mod kueue/go.sum scheduler-plugins/go.mod scheduler-plugins/go.sum)
-key="$(cd "$here" && cat "$0" "${mods[@]}" | sha256sum | cut -c1-12)"
+key="$(cd "$here" && cat addons.sh "${mods[@]}" | sha256sum | cut -c1-12)"
 out="$cache/addons-$key"
 marker="$out/BUILT"
 step=""
