@@ -28,9 +28,9 @@ fn is_status(e: &kube::Error, code: u16) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == code)
 }
 
-/// Asks the job's queue for its pods (creating or replacing its Workload as needed) and
-/// returns the job as admitted with what its status says. `active_pods`: the job's pods that
-/// have not stopped (an evicted job gives its quota back only once they are gone).
+/// Asks the job's queue for its pods (creating, replacing or slicing its Workload as needed)
+/// and returns the job as admitted with what its status says. `active_pods`: the job's pods
+/// that have not stopped (an evicted job gives its quota back only once they are gone).
 pub async fn admit<'a>(
     ctx: &Context,
     job: &'a ElasticJob,
@@ -39,7 +39,6 @@ pub async fn admit<'a>(
     active_pods: usize,
 ) -> Result<(Cow<'a, ElasticJob>, Admission), Error> {
     let name = job.name_any();
-    let wl_name = kueue::workload_name(&name);
     if !ctx.kueue_installed {
         let message = format!(
             "the job is labelled {}={queue}, but Kueue's Workload API (kueue.x-k8s.io/v1beta2) is not installed: install Kueue (v0.15 or newer) and restart the operator, or remove the label to run the job without a queue",
@@ -49,99 +48,135 @@ pub async fn admit<'a>(
     }
     let api: Api<DynamicObject> =
         Api::namespaced_with(ctx.client.clone(), ns, &kueue::workload_resource());
-    let existing = api
-        .get_opt(&wl_name)
-        .await
-        .map_err(api_err(format!("reading Workload {ns}/{wl_name}")))?;
-    let asked = job.spec.desired_replicas();
-    let Some(wl) = existing else {
-        create_workload(ctx, &api, job, queue).await?;
-        let verdict = Verdict::Pending {
-            message: String::new(),
-        };
-        return Ok((
-            Cow::Borrowed(job),
-            kueue::admission(queue, &wl_name, &verdict, asked),
-        ));
-    };
-    if !owned_by(&wl, job) {
-        let message = format!(
-            "Workload {ns}/{wl_name} exists and does not belong to this job: delete or rename it so the job can ask its queue for admission"
-        );
-        return Ok((Cow::Borrowed(job), waiting(message)));
+    let (all, next_index) = workloads(&api, job, ns).await?;
+    // Finished ones (replaced slices, or one finished before a restart) hold nothing.
+    let mut live = Vec::new();
+    for w in all {
+        if kueue::verdict(&w) == Verdict::Finished {
+            delete_workload(&api, &w).await?;
+        } else {
+            live.push(w);
+        }
     }
+    let asked = job.spec.desired_replicas();
+    let slices = kueue::uses_slices(job);
+    let (current, replacement) = kueue::current_and_replacement(live);
+    let Some(wl) = current else {
+        let created = create_workload(ctx, &api, job, queue, next_index, None).await?;
+        return Ok((Cow::Borrowed(job), created));
+    };
+    let wl_name = wl.name_any();
     let verdict = kueue::verdict(&wl);
+    let said = kueue::admission(queue, &wl_name, &verdict, asked, slices);
+    let mut admitted = None;
     match &verdict {
         Verdict::Pending { .. } => {
-            let desired = workload(ctx, job, queue, None)?;
+            let ask = kueue::Ask {
+                index: next_index,
+                replaces: None,
+            };
+            let desired = workload(ctx, job, queue, None, ask)?;
             if !kueue::asks_the_same(&wl, &desired) {
                 // Not admitted yet: ask again for what the job asks now.
                 delete_workload(&api, &wl).await?;
-                create_workload(ctx, &api, job, queue).await?;
+                create_workload(ctx, &api, job, queue, next_index, None).await?;
             }
         }
-        Verdict::Finished => delete_workload(&api, &wl).await?,
+        Verdict::Finished => {}
         Verdict::Evicted {
             reason: why,
             message,
-        } if active_pods == 0 => {
-            let patch = kueue::release_patch(&wl, why, message, Timestamp::now());
-            patch_status(&api, &wl_name, &patch, ns).await?;
-            info!(job = %name, namespace = %ns, workload = %wl_name, reason = %why, "pods stopped after eviction; quota released");
+        } => {
+            if active_pods == 0 {
+                let patch = kueue::release_patch(&wl, why, message, Timestamp::now());
+                patch_status(&api, &wl_name, &patch, ns).await?;
+                info!(job = %name, namespace = %ns, workload = %wl_name, reason = %why, "pods stopped after eviction; quota released");
+            }
         }
-        Verdict::Evicted { .. } => {}
         Verdict::Admitted { count, flavors, .. } => {
             let (labels, tolerations) = placement(ctx, flavors).await?;
-            let admitted = kueue::admitted_job(job, *count, &labels, &tolerations);
-            if let Some(patch) =
-                kueue::reclaimable_patch(&wl, *count, admitted.spec.desired_replicas())
+            let job = kueue::admitted_job(job, *count, &labels, &tolerations);
+            if let Some(patch) = kueue::reclaimable_patch(&wl, *count, job.spec.desired_replicas())
             {
                 patch_status(&api, &wl_name, &patch, ns).await?;
             }
-            return Ok((
-                Cow::Owned(admitted),
-                kueue::admission(queue, &wl_name, &verdict, asked),
-            ));
+            admitted = Some((job, *count));
         }
     }
-    Ok((
-        Cow::Borrowed(job),
-        kueue::admission(queue, &wl_name, &verdict, asked),
-    ))
+    // A scale-up beyond the admitted count asks for the pods with a replacement slice; any
+    // other state needs none.
+    let count = admitted.as_ref().map_or(i32::MAX, |(_, c)| *c);
+    match kueue::slice_step(slices, count, asked, replacement.as_ref()) {
+        kueue::SliceStep::Nothing => {}
+        kueue::SliceStep::Create => {
+            create_workload(ctx, &api, job, queue, next_index, Some(&wl_name)).await?;
+        }
+        kueue::SliceStep::Delete => {
+            if let Some(r) = &replacement {
+                delete_workload(&api, r).await?;
+            }
+        }
+    }
+    Ok(match admitted {
+        Some((job, _)) => (Cow::Owned(job), said),
+        None => (Cow::Borrowed(job), said),
+    })
+}
+
+/// The job's Workloads, and the index of its next one.
+async fn workloads(
+    api: &Api<DynamicObject>,
+    job: &ElasticJob,
+    ns: &str,
+) -> Result<(Vec<DynamicObject>, u32), Error> {
+    let name = job.name_any();
+    let selector = format!("{}={name}", elasticjob_crds::names::LABEL_JOB_NAME);
+    let all: Vec<DynamicObject> = api
+        .list(&kube::api::ListParams::default().labels(&selector))
+        .await
+        .map_err(api_err(format!("listing the Workloads of {ns}/{name}")))?
+        .items
+        .into_iter()
+        .filter(|w| owned_by(w, job))
+        .collect();
+    let next =
+        kueue::next_workload_index(&name, all.iter().filter_map(|w| w.metadata.name.as_deref()));
+    Ok((all, next))
 }
 
 /// A suspended or finished job gives its quota back: a suspended one by deleting its
-/// Workload (it asks again when resumed), a finished one by finishing it.
+/// Workloads (it asks again when resumed), a finished one by finishing them.
 pub async fn release(ctx: &Context, job: &ElasticJob, ns: &str, finished: Option<bool>) {
     if !ctx.kueue_installed {
         return;
     }
     let api: Api<DynamicObject> =
         Api::namespaced_with(ctx.client.clone(), ns, &kueue::workload_resource());
-    let wl_name = kueue::workload_name(&job.name_any());
-    let wl = match api.get_opt(&wl_name).await {
-        Ok(Some(wl)) if owned_by(&wl, job) => wl,
-        Ok(_) => return,
+    let live = match workloads(&api, job, ns).await {
+        Ok((all, _)) => all
+            .into_iter()
+            .filter(|w| kueue::verdict(w) != Verdict::Finished),
         Err(e) => {
-            warn!(workload = %wl_name, namespace = %ns, error = %e, "reading the Workload to release");
+            warn!(job = %job.name_any(), namespace = %ns, error = %e, "reading the Workloads to release");
             return;
         }
     };
-    let result = match finished {
-        Some(succeeded) if kueue::verdict(&wl) != Verdict::Finished => {
-            let message = if succeeded {
-                "the ElasticJob succeeded"
-            } else {
-                "the ElasticJob failed"
-            };
-            let patch = kueue::finish_patch(&wl, succeeded, message, Timestamp::now());
-            patch_status(&api, &wl_name, &patch, ns).await
+    for wl in live {
+        let result = match finished {
+            Some(succeeded) => {
+                let message = if succeeded {
+                    "the ElasticJob succeeded"
+                } else {
+                    "the ElasticJob failed"
+                };
+                let patch = kueue::finish_patch(&wl, succeeded, message, Timestamp::now());
+                patch_status(&api, &wl.name_any(), &patch, ns).await
+            }
+            None => delete_workload(&api, &wl).await,
+        };
+        if let Err(e) = result {
+            warn!(workload = %wl.name_any(), namespace = %ns, error = %e, "releasing the Workload");
         }
-        Some(_) => Ok(()),
-        None => delete_workload(&api, &wl).await,
-    };
-    if let Err(e) = result {
-        warn!(workload = %wl_name, namespace = %ns, error = %e, "releasing the Workload");
     }
 }
 
@@ -164,6 +199,7 @@ fn workload(
     job: &ElasticJob,
     queue: &str,
     priority: Option<&kueue::Priority>,
+    ask: kueue::Ask,
 ) -> Result<DynamicObject, Error> {
     let desired_err = |source| Error::Desired {
         job: format!("{}/{}", job.namespace().unwrap_or_default(), job.name_any()),
@@ -179,24 +215,42 @@ fn workload(
         }),
         spec: pod.spec,
     };
-    kueue::desired_workload(job, queue, template, priority).map_err(desired_err)
+    kueue::desired_workload(job, queue, template, priority, ask).map_err(desired_err)
 }
 
+/// Creates the job's Workload number `index` (replacing `replaces` when it is a slice) and
+/// says what the job waits for.
 async fn create_workload(
     ctx: &Context,
     api: &Api<DynamicObject>,
     job: &ElasticJob,
     queue: &str,
-) -> Result<(), Error> {
+    index: u32,
+    replaces: Option<&str>,
+) -> Result<Admission, Error> {
     let priority = priority(ctx, job).await?;
-    let wl = workload(ctx, job, queue, priority.as_ref())?;
+    let ask = kueue::Ask { index, replaces };
+    let wl = workload(ctx, job, queue, priority.as_ref(), ask)?;
     let name = wl.name_any();
+    let pending = Verdict::Pending {
+        message: String::new(),
+    };
+    let said = kueue::admission(queue, &name, &pending, job.spec.desired_replicas(), false);
     match api.create(&PostParams::default(), &wl).await {
         Ok(_) => {
-            info!(job = %job.name_any(), workload = %name, %queue, "asked the queue for admission");
-            Ok(())
+            info!(job = %job.name_any(), workload = %name, %queue, replaces, "asked the queue for admission");
+            Ok(said)
         }
-        Err(e) if is_status(&e, 409) => Ok(()),
+        Err(e) if is_status(&e, 409) => {
+            // Ours but not seen yet, or someone else's.
+            match api.get_opt(&name).await {
+                Ok(Some(other)) if !owned_by(&other, job) => Ok(waiting(format!(
+                    "Workload {}/{name} exists and does not belong to this job: delete it so the job can ask its queue for admission",
+                    job.namespace().unwrap_or_default()
+                ))),
+                _ => Ok(said),
+            }
+        }
         Err(e) => Err(api_err(format!("creating Workload {name}"))(e)),
     }
 }

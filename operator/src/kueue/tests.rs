@@ -1,6 +1,11 @@
 use super::*;
 use crate::fixtures::{at, job};
 
+const FIRST: Ask = Ask {
+    index: 0,
+    replaces: None,
+};
+
 fn queued_job() -> ElasticJob {
     let mut j = job();
     j.spec.min_replicas = 2;
@@ -15,7 +20,7 @@ fn queued_job() -> ElasticJob {
 
 fn workload_with_status(status: Value) -> DynamicObject {
     let j = queued_job();
-    let mut wl = desired_workload(&j, "team-a", PodTemplateSpec::default(), None).unwrap();
+    let mut wl = desired_workload(&j, "team-a", PodTemplateSpec::default(), None, FIRST).unwrap();
     wl.metadata.resource_version = Some("42".into());
     wl.metadata.generation = Some(1);
     wl.data["status"] = status;
@@ -37,7 +42,7 @@ fn the_workload_asks_for_the_pods_with_minreplicas_as_its_minimum() {
         name: "high".into(),
         value: 1000,
     };
-    let wl = desired_workload(&j, "team-a", PodTemplateSpec::default(), Some(&p)).unwrap();
+    let wl = desired_workload(&j, "team-a", PodTemplateSpec::default(), Some(&p), FIRST).unwrap();
     assert_eq!(wl.name_any(), "elasticjob-train");
     let spec = &wl.data["spec"];
     assert_eq!(spec["queueName"], "team-a");
@@ -51,11 +56,11 @@ fn the_workload_asks_for_the_pods_with_minreplicas_as_its_minimum() {
     // A fixed-size job asks for all of it: no minCount.
     let mut fixed = queued_job();
     fixed.spec.min_replicas = 4;
-    let wl = desired_workload(&fixed, "team-a", PodTemplateSpec::default(), None).unwrap();
+    let wl = desired_workload(&fixed, "team-a", PodTemplateSpec::default(), None, FIRST).unwrap();
     assert!(wl.data["spec"]["podSets"][0].get("minCount").is_none());
     assert!(!asks_the_same(
         &wl,
-        &desired_workload(&j, "team-a", PodTemplateSpec::default(), None).unwrap()
+        &desired_workload(&j, "team-a", PodTemplateSpec::default(), None, FIRST).unwrap()
     ));
 }
 
@@ -81,7 +86,8 @@ fn a_partial_admission_runs_the_admitted_count_with_the_flavors_placement() {
             flavors: vec!["a100".into(), "default".into()],
         }
     );
-    let Admission::Admitted { message } = admission("team-a", "elasticjob-train", &v, 4) else {
+    let Admission::Admitted { message } = admission("team-a", "elasticjob-train", &v, 4, false)
+    else {
         panic!()
     };
     assert!(message.contains("for 3 of the 4 pods"), "{message}");
@@ -115,7 +121,8 @@ fn a_pending_workload_says_why_in_kueues_words() {
         "couldn't assign flavors to pod set workers: insufficient quota for nvidia.com/gpu")]}),
     );
     let v = verdict(&wl);
-    let Admission::Waiting { reason: r, message } = admission("team-a", "elasticjob-train", &v, 4)
+    let Admission::Waiting { reason: r, message } =
+        admission("team-a", "elasticjob-train", &v, 4, false)
     else {
         panic!()
     };
@@ -138,7 +145,7 @@ fn an_evicted_workload_stops_the_job_and_is_released_with_a_requeue() {
     let v = verdict(&wl);
     assert!(matches!(&v, Verdict::Evicted { reason, .. } if reason == "Preempted"));
     assert!(matches!(
-        admission("team-a", "elasticjob-train", &v, 4),
+        admission("team-a", "elasticjob-train", &v, 4, false),
         Admission::Waiting {
             reason: reason::EVICTED,
             ..
@@ -170,4 +177,65 @@ fn a_finished_job_finishes_its_workload() {
     let mut done = wl.clone();
     done.data["status"]["conditions"] = patch["status"]["conditions"].clone();
     assert_eq!(verdict(&done), Verdict::Finished);
+}
+
+#[test]
+fn workloads_are_numbered_after_the_job() {
+    assert_eq!(workload_name("train", 0), "elasticjob-train");
+    assert_eq!(workload_name("train", 2), "elasticjob-train-2");
+    assert_eq!(next_workload_index("train", []), 0);
+    assert_eq!(next_workload_index("train", ["elasticjob-train"]), 1);
+    assert_eq!(
+        next_workload_index("train", ["elasticjob-train-3", "elasticjob-train", "other"]),
+        4
+    );
+    // Another job whose name extends this one's is not counted.
+    assert_eq!(next_workload_index("train", ["elasticjob-train-big"]), 0);
+}
+
+#[test]
+fn a_scale_up_beyond_the_admission_asks_with_a_replacement_slice_when_the_job_opts_in() {
+    let mut j = queued_job();
+    j.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(ELASTIC_ANNOTATION.into(), "true".into());
+    assert!(uses_slices(&j));
+    let ask = Ask {
+        index: 1,
+        replaces: Some("elasticjob-train"),
+    };
+    let slice = desired_workload(&j, "team-a", PodTemplateSpec::default(), None, ask).unwrap();
+    assert_eq!(slice.name_any(), "elasticjob-train-1");
+    assert_eq!(
+        slice.annotations()[REPLACEMENT_FOR_ANNOTATION],
+        format!("{}/elasticjob-train", j.namespace().unwrap())
+    );
+    assert_eq!(slice.annotations()[ELASTIC_ANNOTATION], "true");
+    assert!(slice.data["spec"]["podSets"][0].get("minCount").is_none());
+
+    // 3 admitted, 4 asked: a slice for 4, once; none when it is not needed or not opted in.
+    assert_eq!(slice_step(true, 3, 4, None), SliceStep::Create);
+    assert_eq!(slice_step(true, 3, 4, Some(&slice)), SliceStep::Nothing);
+    assert_eq!(slice_step(false, 3, 4, None), SliceStep::Nothing);
+    assert_eq!(slice_step(true, 4, 4, None), SliceStep::Nothing);
+    assert_eq!(slice_step(true, 4, 4, Some(&slice)), SliceStep::Delete);
+    assert_eq!(slice_step(true, 2, 3, Some(&slice)), SliceStep::Delete);
+
+    // The current Workload is the admitted one; an admitted replacement takes over.
+    let mut first =
+        desired_workload(&j, "team-a", PodTemplateSpec::default(), None, FIRST).unwrap();
+    first.metadata.namespace = j.namespace();
+    let mut slice = slice;
+    slice.metadata.namespace = j.namespace();
+    let (c, r) = current_and_replacement(vec![slice.clone(), first.clone()]);
+    assert_eq!(c.unwrap().name_any(), "elasticjob-train");
+    assert_eq!(r.unwrap().name_any(), "elasticjob-train-1");
+    slice.data["status"] = json!({
+        "conditions": [cond("QuotaReserved", "True", "QuotaReserved", "r")],
+        "admission": {"clusterQueue": "cq", "podSetAssignments": [{"name": "workers", "count": 4}]}
+    });
+    let (c, r) = current_and_replacement(vec![first, slice]);
+    assert_eq!(c.unwrap().name_any(), "elasticjob-train-1");
+    assert!(r.is_none());
 }
