@@ -535,6 +535,7 @@ fn queueing_and_gang_scheduling() {
                 let _ = env.kubectl.run(&["get", "pods", "-A", "-o", "wide"], None);
             }
             env.delete_kueue_queues(&ns);
+            env.delete_namespace(&ns);
         }
         // ElasticJobs: the operator looks for Kueue's API when it starts.
         env.restart_operator(Duration::ZERO);
