@@ -30,9 +30,6 @@ pub const KUEUE_DEPLOYMENT: &str = "kueue-controller-manager";
 /// slices (scale up without requeueing). `PartialAdmission` (podSets' `minCount`) is beta and on
 /// by default in v0.17.
 pub const KUEUE_FEATURE_GATES: &[&str] = &["ElasticJobsViaWorkloadSlices"];
-/// The ElasticJob as a job kind Kueue knows is managed by another controller (Kueue's
-/// `integrations.externalFrameworks`): Kueue's pod integration leaves pods owned by one alone.
-pub const KUEUE_EXTERNAL_FRAMEWORK: &str = "ElasticJob.v1alpha1.elasticjob.dev";
 /// The queue label a job carries.
 pub const QUEUE_LABEL: &str = "kueue.x-k8s.io/queue-name";
 
@@ -137,18 +134,12 @@ pub fn kueue_queue_docs(ns: &str, cluster_queue: &str, quota: &QueueQuota) -> Ve
 }
 
 /// The values Kueue's chart is installed with: the image built for the nodes (IfNotPresent: it
-/// is preloaded), the feature gates of [`KUEUE_FEATURE_GATES`], and the chart's own manager
-/// configuration with the ElasticJob added to `integrations.externalFrameworks`.
-pub fn kueue_values(chart: &Path) -> Value {
-    let defaults = std::fs::read_to_string(chart.join("values.yaml"))
-        .unwrap_or_else(|e| panic!("{}/values.yaml: {e}", chart.display()));
-    let defaults: Value = serde_saphyr::from_str(&defaults).expect("Kueue's values.yaml parses");
-    let config = defaults["managerConfig"]["controllerManagerConfigYaml"]
-        .as_str()
-        .expect("Kueue's values.yaml has managerConfig.controllerManagerConfigYaml");
-    let mut config: Value =
-        serde_saphyr::from_str(config).expect("Kueue's default manager config parses");
-    config["integrations"]["externalFrameworks"] = json!([KUEUE_EXTERNAL_FRAMEWORK]);
+/// is preloaded) and the feature gates of [`KUEUE_FEATURE_GATES`]; the chart's own manager
+/// configuration otherwise. Not `integrations.externalFrameworks` with the ElasticJob: with it,
+/// Kueue's pod webhook looks up the owner of every pod the operator creates, which needs read
+/// access to ElasticJobs that Kueue's role lacks (each pod creation then times out after
+/// 10 s); a job's pods do not carry the queue label, so Kueue leaves them alone without it.
+pub fn kueue_values() -> Value {
     json!({
         "controllerManager": {
             "featureGates": KUEUE_FEATURE_GATES
@@ -163,8 +154,6 @@ pub fn kueue_values(chart: &Path) -> Value {
                 },
             },
         },
-        // JSON is YAML: Kueue reads it as its Configuration.
-        "managerConfig": {"controllerManagerConfigYaml": format!("{config:#}")},
     })
 }
 
@@ -249,12 +238,7 @@ impl Env {
     pub fn install_kueue(&self) {
         let chart = addons_dir().join("charts/kueue");
         if !self.kueue_answers() {
-            self.helm_install(
-                KUEUE_RELEASE,
-                &chart,
-                KUEUE_NAMESPACE,
-                &kueue_values(&chart),
-            );
+            self.helm_install(KUEUE_RELEASE, &chart, KUEUE_NAMESPACE, &kueue_values());
         }
         wait_until(
             "Kueue's webhooks to answer",
@@ -378,7 +362,32 @@ impl Env {
             COSCHEDULING_NAMESPACE,
             &coscheduling_values(),
         );
+        // The v0.32 chart's role lacks VolumeAttachments, which a 1.32 scheduler watches: its
+        // informers never sync and it schedules nothing until it may read them.
+        for doc in scheduler_volume_attachments_rbac() {
+            self.kubectl.apply_in(COSCHEDULING_NAMESPACE, &doc);
+        }
     }
+}
+
+/// Read access to VolumeAttachments for the second scheduler's ServiceAccount.
+fn scheduler_volume_attachments_rbac() -> [Value; 2] {
+    let name = "scheduler-plugins-scheduler-volumeattachments";
+    [
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": name},
+            "rules": [{"apiGroups": ["storage.k8s.io"], "resources": ["volumeattachments"],
+                       "verbs": ["get", "list", "watch"]}],
+        }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": COSCHEDULER_NAME,
+                          "namespace": COSCHEDULING_NAMESPACE}],
+        }),
+    ]
 }
 
 /// A LocalQueue that a server-side dry run sends through Kueue's webhooks.
