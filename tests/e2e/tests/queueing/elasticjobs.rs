@@ -16,7 +16,7 @@ const T: Duration = Duration::from_secs(150);
 fn idle_job(name: &str, min: i32, max: i32, sleep: u32, queue: Option<&str>) -> Value {
     let mut job = idle_job_doc(
         name,
-        &json!({"minReplicas": min, "maxReplicas": max,
+        &json!({"minReplicas": min, "maxReplicas": max, "replicas": max,
                 "failurePolicy": {"backoff": {"initialSeconds": 1}}}),
     );
     set_env(&mut job, &[("SLEEP", &sleep.to_string())]);
@@ -44,13 +44,6 @@ fn wait_queued(env: &Env, ns: &str, job: &str, status: &str, reason: Option<&str
             .is_some_and(|(s, r, _)| s == status && reason.is_none_or(|want| r == want))
     });
     condition_srm(&j["status"], "Queued").unwrap().2
-}
-
-fn running_pods(env: &Env, ns: &str, job: &str) -> usize {
-    env.pods(ns, job)
-        .iter()
-        .filter(|p| phase(p) == "Running" && !is_deleting(p))
-        .count()
 }
 
 fn workload(env: &Env, ns: &str, job: &str) -> Option<Value> {
@@ -215,7 +208,6 @@ pub fn a_higher_priority_job_preempts_and_the_lower_one_finishes_later(env: &Env
         (0, 0),
         "a preemption is charged to no budget: {st:#}"
     );
-    assert_eq!(running_pods(env, ns, "low"), 0);
     for name in ["ej-e2e-low", "ej-e2e-high"] {
         env.kubectl.ok(&["delete", "priorityclass", name]);
     }
@@ -282,4 +274,58 @@ pub fn gang_jobs_get_their_minimum_or_nothing(env: &Env, ns: &str) {
         std::thread::sleep(Duration::from_millis(300));
     }
     env.wait_state(ns, second, "Succeeded", Duration::from_secs(240));
+}
+
+/// A job that opts in to Kueue's Workload slices (`kueue.x-k8s.io/elastic-job: "true"`) grows
+/// while it runs: scaled beyond its admitted count, it asks with a replacement slice, and once
+/// Kueue admits the slice the new pod starts next to the running one, which is not stopped.
+pub fn a_job_that_opts_in_to_slices_grows_without_stopping(env: &Env, ns: &str) {
+    env.kubectl.apply_in(ns, &idle_configmap());
+    let q = env.apply_kueue_queues(ns, &QueueQuota::new("1", "4Gi", 0));
+    let mut job = idle_job("grow", 1, 2, 3600, Some(&q.local_queue));
+    job["spec"]["replicas"] = json!(1);
+    job["metadata"]["annotations"] = json!({"kueue.x-k8s.io/elastic-job": "true"});
+    apply_job(env, ns, &job);
+    env.wait_pods(ns, "grow", "1 running", T, |p| {
+        p.iter().filter(|p| phase(p) == "Running").count() == 1
+    });
+    let first_pod = uids(&env.pods(ns, "grow"));
+    env.kubectl
+        .ok(&["scale", "-n", ns, "elasticjob/grow", "--replicas=2"]);
+    env.wait_pods(ns, "grow", "2 running", T, |p| {
+        p.iter().filter(|p| phase(p) == "Running").count() == 2
+    });
+    let slice = workload(env, ns, "grow-1").expect("the replacement slice elasticjob-grow-1");
+    assert_eq!(
+        slice["metadata"]["annotations"]["kueue.x-k8s.io/workload-slice-replacement-for"],
+        format!("{ns}/elasticjob-grow"),
+        "{slice:#}"
+    );
+    assert_eq!(
+        slice["status"]["admission"]["podSetAssignments"][0]["count"], 2,
+        "{slice:#}"
+    );
+    let now = uids(&env.pods(ns, "grow"));
+    for (name, uid) in &first_pod {
+        assert_eq!(
+            now.get(name),
+            Some(uid),
+            "{name} was not replaced while growing"
+        );
+    }
+    let msg = wait_queued(env, ns, "grow", "False", Some("Admitted"));
+    assert!(msg.contains("for 2 pods"), "{msg}");
+    wait_until(
+        "the replaced slice elasticjob-grow to be gone",
+        T,
+        Duration::from_millis(500),
+        || workload(env, ns, "grow").is_none().then_some(()),
+        || {
+            format!(
+                "{:#}",
+                workload(env, ns, "grow").unwrap_or_default()["status"]
+            )
+        },
+    );
+    env.kubectl.ok(&["delete", "elasticjob", "-n", ns, "grow"]);
 }
