@@ -34,12 +34,6 @@ pub const QUEUE_LABEL: &str = "kueue.x-k8s.io/queue-name";
 pub const WORKLOAD_PRIORITY_LABEL: &str = "kueue.x-k8s.io/priority-class";
 /// The Workload's only pod set.
 pub const POD_SET: &str = "workers";
-/// Kueue's opt-in to elastic jobs through Workload slices (its ElasticJobsViaWorkloadSlices
-/// feature gate): on the ElasticJob, it makes the operator ask for a scale-up beyond the
-/// admitted count with a replacement slice instead of waiting for a requeue.
-pub const ELASTIC_ANNOTATION: &str = "kueue.x-k8s.io/elastic-job";
-/// On a replacement slice: `<namespace>/<name>` of the Workload it replaces.
-pub const REPLACEMENT_FOR_ANNOTATION: &str = "kueue.x-k8s.io/workload-slice-replacement-for";
 
 fn kueue_resource(kind: &str, plural: &str) -> ApiResource {
     ApiResource::from_gvk_with_plural(
@@ -69,7 +63,7 @@ pub fn queue_name(job: &ElasticJob) -> Option<&str> {
 }
 
 /// The job's `index`-th Workload: `elasticjob-<job>`, then `elasticjob-<job>-<index>` for the
-/// slices that replace it.
+/// ones asked for after it (a new count before admission, a resumed job).
 pub fn workload_name(job: &str, index: u32) -> String {
     match index {
         0 => format!("elasticjob-{job}"),
@@ -89,43 +83,6 @@ pub fn next_workload_index<'a>(job: &str, names: impl IntoIterator<Item = &'a st
         })
         .max()
         .unwrap_or(0)
-}
-
-/// Whether the job asks Kueue to grow it through Workload slices.
-pub fn uses_slices(job: &ElasticJob) -> bool {
-    job.annotations()
-        .get(ELASTIC_ANNOTATION)
-        .is_some_and(|v| v == "true")
-}
-
-/// The job's Workloads that are not finished: the one it runs under, and a replacement slice
-/// asking for more pods, if any. A replacement that Kueue admitted is the current one (Kueue
-/// finishes the one it replaced).
-pub fn current_and_replacement(
-    live: Vec<DynamicObject>,
-) -> (Option<DynamicObject>, Option<DynamicObject>) {
-    let key = |w: &DynamicObject| format!("{}/{}", w.namespace().unwrap_or_default(), w.name_any());
-    let replaces = |w: &DynamicObject| w.annotations().get(REPLACEMENT_FOR_ANNOTATION).cloned();
-    let (mut replacements, mut others): (Vec<_>, Vec<_>) =
-        live.into_iter().partition(|w| replaces(w).is_some());
-    others.sort_by_key(|w| w.creation_timestamp().map(|t| t.0));
-    let current = others.pop();
-    let replacement = replacements
-        .iter()
-        .position(|r| current.as_ref().is_none_or(|c| replaces(r) == Some(key(c))))
-        .map(|i| replacements.swap_remove(i));
-    match (current, replacement) {
-        // Admitted as the replacement: Kueue finishes the old one.
-        (Some(_), Some(r)) if reserved(&r) => (Some(r), None),
-        (None, Some(r)) => (Some(r), None),
-        other => other,
-    }
-}
-
-/// Whether Kueue reserved quota for the Workload.
-fn reserved(workload: &DynamicObject) -> bool {
-    is_true(&conditions(workload), "QuotaReserved").is_some()
-        && !workload.data["status"]["admission"].is_null()
 }
 
 /// Where the Workload's priority comes from, and its value (read by the controller).
@@ -154,40 +111,22 @@ pub fn priority_class(job: &ElasticJob) -> Option<(&'static str, &'static str, S
     Some(("scheduling.k8s.io", "PriorityClass", name))
 }
 
-/// Which of the job's Workloads to make: its `index` (see [`workload_name`]), and the one it
-/// replaces when it is a slice asking for more pods than that one was admitted for.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Ask<'a> {
-    pub index: u32,
-    pub replaces: Option<&'a str>,
-}
-
-/// The Workload that asks the queue for the job's pods: `count` = the pods asked for now,
-/// `minCount` = minReplicas when fewer (not on a replacement slice: the slice it replaces
-/// keeps the pods admitted so far), and `template` as the pods are made.
+/// The job's Workload number `index` (see [`workload_name`]), which asks the queue for its
+/// pods: `count` = the pods asked for now, `minCount` = minReplicas when fewer, and `template`
+/// as the pods are made.
 pub fn desired_workload(
     job: &ElasticJob,
     queue: &str,
     template: PodTemplateSpec,
     priority: Option<&Priority>,
-    ask: Ask,
+    index: u32,
 ) -> Result<DynamicObject, desired::DesiredError> {
     let name = job.name_any();
     let count = job.spec.desired_replicas();
     let min = job.spec.min_pods() as i32;
     let mut pod_set = json!({"name": POD_SET, "count": count, "template": template});
-    if min < count && ask.replaces.is_none() {
+    if min < count {
         pod_set["minCount"] = json!(min);
-    }
-    let mut annotations = BTreeMap::new();
-    if uses_slices(job) {
-        annotations.insert(ELASTIC_ANNOTATION.to_string(), "true".to_string());
-    }
-    if let Some(old) = ask.replaces {
-        annotations.insert(
-            REPLACEMENT_FOR_ANNOTATION.to_string(),
-            format!("{}/{old}", job.namespace().unwrap_or_default()),
-        );
     }
     let mut spec = json!({"queueName": queue, "podSets": [pod_set]});
     if let Some(p) = priority {
@@ -200,10 +139,9 @@ pub fn desired_workload(
             kind: "Workload".into(),
         }),
         metadata: ObjectMeta {
-            name: Some(workload_name(&name, ask.index)),
+            name: Some(workload_name(&name, index)),
             namespace: job.namespace(),
             labels: Some(desired::labels(&name)),
-            annotations: (!annotations.is_empty()).then_some(annotations),
             owner_references: Some(vec![desired::owner_reference(job)?]),
             ..ObjectMeta::default()
         },
@@ -319,26 +257,16 @@ pub fn verdict(workload: &DynamicObject) -> Verdict {
 }
 
 /// What the job's status says of the verdict (the Queued condition).
-pub fn admission(
-    queue: &str,
-    workload: &str,
-    verdict: &Verdict,
-    asked: i32,
-    uses_slices: bool,
-) -> Admission {
+pub fn admission(queue: &str, workload: &str, verdict: &Verdict, asked: i32) -> Admission {
     match verdict {
         Verdict::Admitted {
             cluster_queue,
             count,
             ..
         } => Admission::Admitted {
-            message: if *count < asked && uses_slices {
+            message: if *count < asked {
                 format!(
-                    "admitted by ClusterQueue {cluster_queue} (LocalQueue {queue}) for {count} of the {asked} pods asked; a Workload slice asks for the rest, which start when admitted"
-                )
-            } else if *count < asked {
-                format!(
-                    "admitted by ClusterQueue {cluster_queue} (LocalQueue {queue}) for {count} of the {asked} pods asked; the rest are asked for when the job is queued again (annotate the job {ELASTIC_ANNOTATION}=true, with Kueue's ElasticJobsViaWorkloadSlices on, to ask while it runs)"
+                    "admitted by ClusterQueue {cluster_queue} (LocalQueue {queue}) for {count} of the {asked} pods asked; the rest are asked for when the job is queued again"
                 )
             } else {
                 format!(
@@ -367,34 +295,6 @@ pub fn admission(
             reason: reason::PENDING_ADMISSION,
             message: format!("Workload {workload} is finished; a new one is asked for"),
         },
-    }
-}
-
-/// What to do about a replacement slice, given the current Workload's admitted `count` and
-/// the pods the job asks for now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SliceStep {
-    Nothing,
-    /// Ask for the job's pods with a new slice replacing the current Workload.
-    Create,
-    /// The replacement asks for another count, or is not needed any more.
-    Delete,
-}
-
-pub fn slice_step(
-    uses_slices: bool,
-    admitted: i32,
-    asked: i32,
-    replacement: Option<&DynamicObject>,
-) -> SliceStep {
-    let wants_more = uses_slices && asked > admitted;
-    match replacement {
-        None if wants_more => SliceStep::Create,
-        None => SliceStep::Nothing,
-        Some(r) if wants_more && r.data["spec"]["podSets"][0]["count"] == asked => {
-            SliceStep::Nothing
-        }
-        Some(_) => SliceStep::Delete,
     }
 }
 

@@ -28,7 +28,7 @@ fn is_status(e: &kube::Error, code: u16) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == code)
 }
 
-/// Asks the job's queue for its pods (creating, replacing or slicing its Workload as needed)
+/// Asks the job's queue for its pods (creating or replacing its Workload as needed)
 /// and returns the job as admitted with what its status says. `active_pods`: the job's pods
 /// that have not stopped (an evicted job gives its quota back only once they are gone).
 pub async fn admit<'a>(
@@ -49,9 +49,12 @@ pub async fn admit<'a>(
     let api: Api<DynamicObject> =
         Api::namespaced_with(ctx.client.clone(), ns, &kueue::workload_resource());
     let (all, next_index) = workloads(&api, job, ns).await?;
-    // Finished ones (replaced slices, or one finished before a restart) hold nothing.
+    // A finished one (by Kueue, or before a restart) holds nothing; one being deleted is gone.
     let mut live = Vec::new();
     for w in all {
+        if w.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
         if kueue::verdict(&w) == Verdict::Finished {
             delete_workload(&api, &w).await?;
         } else {
@@ -59,27 +62,26 @@ pub async fn admit<'a>(
         }
     }
     let asked = job.spec.desired_replicas();
-    let slices = kueue::uses_slices(job);
-    let (current, replacement) = kueue::current_and_replacement(live);
-    let Some(wl) = current else {
-        let created = create_workload(ctx, &api, job, queue, next_index, None).await?;
+    // One at a time: the newest, should an older one survive a crash between a delete and a
+    // create.
+    live.sort_by_key(|w| w.creation_timestamp().map(|t| t.0));
+    let Some(wl) = live.pop() else {
+        let created = create_workload(ctx, &api, job, queue, next_index).await?;
         return Ok((Cow::Borrowed(job), created));
     };
     let wl_name = wl.name_any();
     let verdict = kueue::verdict(&wl);
-    let said = kueue::admission(queue, &wl_name, &verdict, asked, slices);
-    let mut admitted = None;
+    for older in &live {
+        delete_workload(&api, older).await?;
+    }
+    let said = kueue::admission(queue, &wl_name, &verdict, asked);
     match &verdict {
         Verdict::Pending { .. } => {
-            let ask = kueue::Ask {
-                index: next_index,
-                replaces: None,
-            };
-            let desired = workload(ctx, job, queue, None, ask)?;
+            let desired = workload(ctx, job, queue, None, next_index)?;
             if !kueue::asks_the_same(&wl, &desired) {
                 // Not admitted yet: ask again for what the job asks now.
                 delete_workload(&api, &wl).await?;
-                create_workload(ctx, &api, job, queue, next_index, None).await?;
+                create_workload(ctx, &api, job, queue, next_index).await?;
             }
         }
         Verdict::Finished => {}
@@ -100,27 +102,10 @@ pub async fn admit<'a>(
             {
                 patch_status(&api, &wl_name, &patch, ns).await?;
             }
-            admitted = Some((job, *count));
+            return Ok((Cow::Owned(job), said));
         }
     }
-    // A scale-up beyond the admitted count asks for the pods with a replacement slice; any
-    // other state needs none.
-    let count = admitted.as_ref().map_or(i32::MAX, |(_, c)| *c);
-    match kueue::slice_step(slices, count, asked, replacement.as_ref()) {
-        kueue::SliceStep::Nothing => {}
-        kueue::SliceStep::Create => {
-            create_workload(ctx, &api, job, queue, next_index, Some(&wl_name)).await?;
-        }
-        kueue::SliceStep::Delete => {
-            if let Some(r) = &replacement {
-                delete_workload(&api, r).await?;
-            }
-        }
-    }
-    Ok(match admitted {
-        Some((job, _)) => (Cow::Owned(job), said),
-        None => (Cow::Borrowed(job), said),
-    })
+    Ok((Cow::Borrowed(job), said))
 }
 
 /// The job's Workloads, and the index of its next one.
@@ -199,7 +184,7 @@ fn workload(
     job: &ElasticJob,
     queue: &str,
     priority: Option<&kueue::Priority>,
-    ask: kueue::Ask,
+    index: u32,
 ) -> Result<DynamicObject, Error> {
     let desired_err = |source| Error::Desired {
         job: format!("{}/{}", job.namespace().unwrap_or_default(), job.name_any()),
@@ -215,30 +200,27 @@ fn workload(
         }),
         spec: pod.spec,
     };
-    kueue::desired_workload(job, queue, template, priority, ask).map_err(desired_err)
+    kueue::desired_workload(job, queue, template, priority, index).map_err(desired_err)
 }
 
-/// Creates the job's Workload number `index` (replacing `replaces` when it is a slice) and
-/// says what the job waits for.
+/// Creates the job's Workload number `index` and says what the job waits for.
 async fn create_workload(
     ctx: &Context,
     api: &Api<DynamicObject>,
     job: &ElasticJob,
     queue: &str,
     index: u32,
-    replaces: Option<&str>,
 ) -> Result<Admission, Error> {
     let priority = priority(ctx, job).await?;
-    let ask = kueue::Ask { index, replaces };
-    let wl = workload(ctx, job, queue, priority.as_ref(), ask)?;
+    let wl = workload(ctx, job, queue, priority.as_ref(), index)?;
     let name = wl.name_any();
     let pending = Verdict::Pending {
         message: String::new(),
     };
-    let said = kueue::admission(queue, &name, &pending, job.spec.desired_replicas(), false);
+    let said = kueue::admission(queue, &name, &pending, job.spec.desired_replicas());
     match api.create(&PostParams::default(), &wl).await {
         Ok(_) => {
-            info!(job = %job.name_any(), workload = %name, %queue, replaces, "asked the queue for admission");
+            info!(job = %job.name_any(), workload = %name, %queue, "asked the queue for admission");
             Ok(said)
         }
         Err(e) if is_status(&e, 409) => {

@@ -1,10 +1,7 @@
 use super::*;
 use crate::fixtures::{at, job};
 
-const FIRST: Ask = Ask {
-    index: 0,
-    replaces: None,
-};
+const FIRST: u32 = 0;
 
 fn queued_job() -> ElasticJob {
     let mut j = job();
@@ -86,8 +83,7 @@ fn a_partial_admission_runs_the_admitted_count_with_the_flavors_placement() {
             flavors: vec!["a100".into(), "default".into()],
         }
     );
-    let Admission::Admitted { message } = admission("team-a", "elasticjob-train", &v, 4, false)
-    else {
+    let Admission::Admitted { message } = admission("team-a", "elasticjob-train", &v, 4) else {
         panic!()
     };
     assert!(message.contains("for 3 of the 4 pods"), "{message}");
@@ -121,8 +117,7 @@ fn a_pending_workload_says_why_in_kueues_words() {
         "couldn't assign flavors to pod set workers: insufficient quota for nvidia.com/gpu")]}),
     );
     let v = verdict(&wl);
-    let Admission::Waiting { reason: r, message } =
-        admission("team-a", "elasticjob-train", &v, 4, false)
+    let Admission::Waiting { reason: r, message } = admission("team-a", "elasticjob-train", &v, 4)
     else {
         panic!()
     };
@@ -145,7 +140,7 @@ fn an_evicted_workload_stops_the_job_and_is_released_with_a_requeue() {
     let v = verdict(&wl);
     assert!(matches!(&v, Verdict::Evicted { reason, .. } if reason == "Preempted"));
     assert!(matches!(
-        admission("team-a", "elasticjob-train", &v, 4, false),
+        admission("team-a", "elasticjob-train", &v, 4),
         Admission::Waiting {
             reason: reason::EVICTED,
             ..
@@ -191,51 +186,4 @@ fn workloads_are_numbered_after_the_job() {
     );
     // Another job whose name extends this one's is not counted.
     assert_eq!(next_workload_index("train", ["elasticjob-train-big"]), 0);
-}
-
-#[test]
-fn a_scale_up_beyond_the_admission_asks_with_a_replacement_slice_when_the_job_opts_in() {
-    let mut j = queued_job();
-    j.metadata
-        .annotations
-        .get_or_insert_with(Default::default)
-        .insert(ELASTIC_ANNOTATION.into(), "true".into());
-    assert!(uses_slices(&j));
-    let ask = Ask {
-        index: 1,
-        replaces: Some("elasticjob-train"),
-    };
-    let slice = desired_workload(&j, "team-a", PodTemplateSpec::default(), None, ask).unwrap();
-    assert_eq!(slice.name_any(), "elasticjob-train-1");
-    assert_eq!(
-        slice.annotations()[REPLACEMENT_FOR_ANNOTATION],
-        format!("{}/elasticjob-train", j.namespace().unwrap())
-    );
-    assert_eq!(slice.annotations()[ELASTIC_ANNOTATION], "true");
-    assert!(slice.data["spec"]["podSets"][0].get("minCount").is_none());
-
-    // 3 admitted, 4 asked: a slice for 4, once; none when it is not needed or not opted in.
-    assert_eq!(slice_step(true, 3, 4, None), SliceStep::Create);
-    assert_eq!(slice_step(true, 3, 4, Some(&slice)), SliceStep::Nothing);
-    assert_eq!(slice_step(false, 3, 4, None), SliceStep::Nothing);
-    assert_eq!(slice_step(true, 4, 4, None), SliceStep::Nothing);
-    assert_eq!(slice_step(true, 4, 4, Some(&slice)), SliceStep::Delete);
-    assert_eq!(slice_step(true, 2, 3, Some(&slice)), SliceStep::Delete);
-
-    // The current Workload is the admitted one; an admitted replacement takes over.
-    let mut first =
-        desired_workload(&j, "team-a", PodTemplateSpec::default(), None, FIRST).unwrap();
-    first.metadata.namespace = j.namespace();
-    let mut slice = slice;
-    slice.metadata.namespace = j.namespace();
-    let (c, r) = current_and_replacement(vec![slice.clone(), first.clone()]);
-    assert_eq!(c.unwrap().name_any(), "elasticjob-train");
-    assert_eq!(r.unwrap().name_any(), "elasticjob-train-1");
-    slice.data["status"] = json!({
-        "conditions": [cond("QuotaReserved", "True", "QuotaReserved", "r")],
-        "admission": {"clusterQueue": "cq", "podSetAssignments": [{"name": "workers", "count": 4}]}
-    });
-    let (c, r) = current_and_replacement(vec![first, slice]);
-    assert_eq!(c.unwrap().name_any(), "elasticjob-train-1");
-    assert!(r.is_none());
 }

@@ -539,12 +539,8 @@ fn queueing_and_gang_scheduling() {
         }
         // ElasticJobs: the operator looks for Kueue's API when it starts.
         env.restart_operator(Duration::ZERO);
-        let jobs: [(&str, Scenario); 4] = [
+        let jobs: [(&str, Scenario); 3] = [
             ("ej-share", elasticjobs::elastic_jobs_share_a_queue),
-            (
-                "ej-grow",
-                elasticjobs::a_job_that_opts_in_to_slices_grows_without_stopping,
-            ),
             (
                 "ej-preempt",
                 elasticjobs::a_higher_priority_job_preempts_and_the_lower_one_finishes_later,
