@@ -456,7 +456,7 @@ pub struct FailurePolicy {
 
     /// New pods (replacements and scale-ups) avoid the nodes where this job recently lost a pod
     /// because of the node: NodeLost, NodeShutdown, NodeRejected (the kubelet refused the pod,
-    /// e.g. UnexpectedAdmissionError or OutOf<resource> from a failing device plugin) and
+    /// e.g. UnexpectedAdmissionError or `OutOf<resource>` from a failing device plugin) and
     /// DeviceUnavailable (status.recentFailures). Failures of the training code say nothing
     /// about the node and are not counted. The avoidance is a preference (a node affinity term
     /// preferredDuringSchedulingIgnoredDuringExecution, weight 100, matchFields metadata.name
