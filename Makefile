@@ -48,6 +48,8 @@ check: rust-toolchain cargo-deny
 	python3 bench/render.py --check
 	cargo clippy --workspace --all-targets --features $(E2E_FEATURES) -- -D warnings
 	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+	@# cargo-deny reads every platform's crates offline: fetch them first (a fresh machine has only its own).
+	cargo fetch --locked --quiet
 	$(CARGO_DENY) --log-level error --frozen check licenses bans sources
 
 test-fast: rust-toolchain python-env shellcheck
