@@ -752,7 +752,11 @@ fn the_store_host_cut_off_from_most_of_its_round_does_not_train_alone() {
     };
     // Back: their leases ran out, they stop their workers and re-join the host's round.
     let reformed = std::time::Instant::now();
-    while starts("ws_3_rank_0") < 2 && reformed.elapsed() < Duration::from_secs(30) {
+    // Every rank of the new 3-node round, not only rank 0: they start one after the other, and
+    // on a loaded machine the others may not have yet when rank 0 has.
+    while (0..3).any(|r| starts(&format!("ws_3_rank_{r}")) < 2)
+        && reformed.elapsed() < Duration::from_secs(30)
+    {
         std::thread::sleep(Duration::from_millis(100));
     }
     kill(Pid::from_raw(a.id() as i32), Signal::SIGTERM).unwrap();
