@@ -45,7 +45,7 @@ pub fn images() -> Vec<PathBuf> {
 
 /// Runs a script of `tests/cluster/` (its progress on stderr) and returns the last line it
 /// printed on stdout.
-fn last_line_of(script: &str) -> String {
+pub fn last_line_of(script: &str) -> String {
     let script = repo_root().join("tests/cluster").join(script);
     let out = Command::new("bash")
         .arg(&script)

@@ -50,20 +50,7 @@ pub fn addons_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("ELASTICJOB_E2E_ADDONS").filter(|d| !d.is_empty()) {
         return PathBuf::from(d);
     }
-    let script = repo_root().join("tests/cluster/components/addons.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
-    assert!(
-        out.status.success(),
-        "{} failed ({}): see its messages above",
-        script.display(),
-        out.status
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    PathBuf::from(text.lines().last().unwrap_or_default().trim())
+    PathBuf::from(local_cluster::testing::last_line_of("components/addons.sh"))
 }
 
 /// Quota of a ClusterQueue (its one flavor): CPU and memory as quantities, whole GPUs.
