@@ -11,6 +11,15 @@
 //! when re-admitted. Scaling below the admitted count marks the difference reclaimable, so
 //! Kueue can give it to others. A finished job finishes its Workload.
 //!
+//! Growing beyond the admitted count while running uses Kueue's Workload slices (its
+//! `ElasticJobsViaWorkloadSlices` feature gate), for a job annotated
+//! `kueue.x-k8s.io/elastic-job: "true"`: the operator asks for the new count with a
+//! replacement slice that names the Workload it replaces. Kueue admits the slice as a whole
+//! (its quota counted net of the one it replaces): it first finishes the old slice (reason
+//! `WorkloadSliceReplaced`) and then, in a second write, admits the new one. Between the two
+//! the job keeps running under the old slice's admission, so growing never stops a pod.
+//! Without the annotation, the rest are asked for when the job is queued again.
+//!
 //! Everything here is a plain function over the Workload's JSON; the controller does the IO.
 
 use std::collections::BTreeMap;
@@ -34,6 +43,14 @@ pub const QUEUE_LABEL: &str = "kueue.x-k8s.io/queue-name";
 pub const WORKLOAD_PRIORITY_LABEL: &str = "kueue.x-k8s.io/priority-class";
 /// The Workload's only pod set.
 pub const POD_SET: &str = "workers";
+/// Kueue's opt-in to elastic jobs through Workload slices, on the ElasticJob and its
+/// Workloads: a scale-up beyond the admitted count is asked for with a replacement slice
+/// while the job runs, instead of waiting for the job to be queued again.
+pub const ELASTIC_ANNOTATION: &str = "kueue.x-k8s.io/elastic-job";
+/// On a replacement slice: `<namespace>/<name>` of the Workload it replaces.
+pub const REPLACEMENT_FOR_ANNOTATION: &str = "kueue.x-k8s.io/workload-slice-replacement-for";
+/// The reason of the Finished condition Kueue gives a slice it replaced.
+const SLICE_REPLACED: &str = "WorkloadSliceReplaced";
 
 fn kueue_resource(kind: &str, plural: &str) -> ApiResource {
     ApiResource::from_gvk_with_plural(
@@ -63,7 +80,7 @@ pub fn queue_name(job: &ElasticJob) -> Option<&str> {
 }
 
 /// The job's `index`-th Workload: `elasticjob-<job>`, then `elasticjob-<job>-<index>` for the
-/// ones asked for after it (a new count before admission, a resumed job).
+/// ones asked for after it (a new count before admission, a resumed job, a replacement slice).
 pub fn workload_name(job: &str, index: u32) -> String {
     match index {
         0 => format!("elasticjob-{job}"),
@@ -71,18 +88,35 @@ pub fn workload_name(job: &str, index: u32) -> String {
     }
 }
 
+/// The index of a Workload of the job, from its name (see [`workload_name`]).
+fn workload_index(job: &str, name: &str) -> Option<u32> {
+    match name.strip_prefix(workload_name(job, 0).as_str())? {
+        "" => Some(0),
+        rest => rest.strip_prefix('-')?.parse::<u32>().ok(),
+    }
+}
+
 /// The index of the job's next Workload, after those it has (by name).
 pub fn next_workload_index<'a>(job: &str, names: impl IntoIterator<Item = &'a str>) -> u32 {
-    let first = workload_name(job, 0);
     names
         .into_iter()
-        .filter_map(|n| match n.strip_prefix(first.as_str()) {
-            Some("") => Some(1),
-            Some(rest) => rest.strip_prefix('-')?.parse::<u32>().ok().map(|i| i + 1),
-            None => None,
-        })
+        .filter_map(|n| workload_index(job, n))
+        .map(|i| i + 1)
         .max()
         .unwrap_or(0)
+}
+
+/// Whether the job asks Kueue to grow it through Workload slices while it runs.
+pub fn uses_slices(job: &ElasticJob) -> bool {
+    job.annotations()
+        .get(ELASTIC_ANNOTATION)
+        .is_some_and(|v| v == "true")
+}
+
+/// The name of the Workload a replacement slice replaces.
+fn replaces(workload: &DynamicObject) -> Option<&str> {
+    let key = workload.annotations().get(REPLACEMENT_FOR_ANNOTATION)?;
+    Some(key.rsplit_once('/').map_or(key.as_str(), |(_, name)| name))
 }
 
 /// Where the Workload's priority comes from, and its value (read by the controller).
@@ -111,22 +145,41 @@ pub fn priority_class(job: &ElasticJob) -> Option<(&'static str, &'static str, S
     Some(("scheduling.k8s.io", "PriorityClass", name))
 }
 
-/// The job's Workload number `index` (see [`workload_name`]), which asks the queue for its
-/// pods: `count` = the pods asked for now, `minCount` = minReplicas when fewer, and `template`
-/// as the pods are made.
+/// Which of the job's Workloads to make: its `index` (see [`workload_name`]), and the name of
+/// the one it replaces when it is a slice asking for more pods than that one was admitted for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ask<'a> {
+    pub index: u32,
+    pub replaces: Option<&'a str>,
+}
+
+/// The job's Workload that asks the queue for its pods: `count` = the pods asked for now,
+/// `minCount` = minReplicas when fewer (not on a replacement slice, which Kueue admits whole:
+/// the slice it replaces keeps the pods admitted so far until then), and `template` as the
+/// pods are made.
 pub fn desired_workload(
     job: &ElasticJob,
     queue: &str,
     template: PodTemplateSpec,
     priority: Option<&Priority>,
-    index: u32,
+    ask: Ask,
 ) -> Result<DynamicObject, desired::DesiredError> {
     let name = job.name_any();
     let count = job.spec.desired_replicas();
     let min = job.spec.min_pods() as i32;
     let mut pod_set = json!({"name": POD_SET, "count": count, "template": template});
-    if min < count {
+    if min < count && ask.replaces.is_none() {
         pod_set["minCount"] = json!(min);
+    }
+    let mut annotations = BTreeMap::new();
+    if uses_slices(job) {
+        annotations.insert(ELASTIC_ANNOTATION.to_string(), "true".to_string());
+    }
+    if let Some(old) = ask.replaces {
+        annotations.insert(
+            REPLACEMENT_FOR_ANNOTATION.to_string(),
+            format!("{}/{old}", job.namespace().unwrap_or_default()),
+        );
     }
     let mut spec = json!({"queueName": queue, "podSets": [pod_set]});
     if let Some(p) = priority {
@@ -139,9 +192,10 @@ pub fn desired_workload(
             kind: "Workload".into(),
         }),
         metadata: ObjectMeta {
-            name: Some(workload_name(&name, index)),
+            name: Some(workload_name(&name, ask.index)),
             namespace: job.namespace(),
             labels: Some(desired::labels(&name)),
+            annotations: (!annotations.is_empty()).then_some(annotations),
             owner_references: Some(vec![desired::owner_reference(job)?]),
             ..ObjectMeta::default()
         },
@@ -206,10 +260,16 @@ fn is_true(conds: &[WorkloadCondition], type_: &str) -> Option<WorkloadCondition
 
 /// Reads the Workload's status.
 pub fn verdict(workload: &DynamicObject) -> Verdict {
-    let conds = conditions(workload);
-    if is_true(&conds, "Finished").is_some() {
+    if is_true(&conditions(workload), "Finished").is_some() {
         return Verdict::Finished;
     }
+    admission_verdict(workload)
+}
+
+/// The Workload's status, Finished aside: a slice Kueue replaced keeps its admission, which
+/// the job runs under until the replacement's is written.
+fn admission_verdict(workload: &DynamicObject) -> Verdict {
+    let conds = conditions(workload);
     let status = &workload.data["status"];
     let reserved = is_true(&conds, "QuotaReserved").is_some() && !status["admission"].is_null();
     if let Some(ev) = is_true(&conds, "Evicted")
@@ -256,17 +316,118 @@ pub fn verdict(workload: &DynamicObject) -> Verdict {
     Verdict::Pending { message }
 }
 
+/// The job's Workloads, sorted out.
+#[derive(Debug, Clone, Default)]
+pub struct Standing {
+    /// The Workload the job runs under (or waits for), with what its status says.
+    pub current: Option<(DynamicObject, Verdict)>,
+    /// A replacement slice of `current`, asking for more pods, not admitted yet.
+    pub replacement: Option<DynamicObject>,
+    /// Whether Kueue is admitting `replacement`: it finished `current` for it and is about to
+    /// write the replacement's admission. The job runs under `current`'s until then.
+    pub replacing: bool,
+    /// The rest, to delete: finished ones (they hold nothing), ones left behind by a crash
+    /// between a delete and a create, a predecessor once its replacement is admitted.
+    pub stale: Vec<DynamicObject>,
+}
+
+/// Sorts out the job's Workloads (all it owns). One is current, at most one replacement slice
+/// asks for more; ones being deleted are gone already.
+pub fn standing(job: &str, all: Vec<DynamicObject>) -> Standing {
+    let (mut finished, mut live): (Vec<_>, Vec<_>) = all
+        .into_iter()
+        .filter(|w| w.metadata.deletion_timestamp.is_none())
+        .partition(|w| verdict(w) == Verdict::Finished);
+    // Names are numbered in the order they were made (timestamps have seconds only).
+    live.sort_by_key(|w| workload_index(job, &w.name_any()));
+    let mut out = Standing::default();
+    if let Some(i) = live.iter().rposition(|w| replaces(w).is_some()) {
+        let slice = live.remove(i);
+        let old = replaces(&slice).unwrap_or_default().to_string();
+        let is_old = |w: &DynamicObject| w.name_any() == old;
+        if !matches!(admission_verdict(&slice), Verdict::Pending { .. }) {
+            // Admitted as the replacement: it is the job's Workload now.
+            out.current = Some((slice.clone(), verdict(&slice)));
+        } else if let Some(j) = live.iter().position(is_old) {
+            let old = live.remove(j);
+            out.current = Some((old.clone(), verdict(&old)));
+            out.replacement = Some(slice);
+        } else if let Some(j) = finished
+            .iter()
+            .position(|w| is_old(w) && finished_reason(w).as_deref() == Some(SLICE_REPLACED))
+        {
+            let old = finished.remove(j);
+            out.current = Some((old.clone(), admission_verdict(&old)));
+            out.replacement = Some(slice);
+            out.replacing = true;
+        } else {
+            // What it replaced is gone: it is a Workload like any other.
+            live.push(slice);
+        }
+    }
+    if out.current.is_none() {
+        out.current = live.pop().map(|w| {
+            let v = verdict(&w);
+            (w, v)
+        });
+    }
+    out.stale = live.into_iter().chain(finished).collect();
+    out
+}
+
+fn finished_reason(workload: &DynamicObject) -> Option<String> {
+    is_true(&conditions(workload), "Finished").map(|c| c.reason)
+}
+
+/// What to do about a replacement slice, given the pods admitted and the pods asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SliceStep {
+    Nothing,
+    /// Ask for the job's pods with a new slice replacing the current Workload.
+    Create,
+    /// The replacement asks for another count than the job now asks for: ask anew.
+    Replace,
+    /// The replacement is not needed any more.
+    Delete,
+}
+
+pub fn slice_step(
+    uses_slices: bool,
+    admitted: i32,
+    asked: i32,
+    replacement: Option<&DynamicObject>,
+) -> SliceStep {
+    let wants_more = uses_slices && asked > admitted;
+    match (replacement, wants_more) {
+        (None, true) => SliceStep::Create,
+        (None, false) => SliceStep::Nothing,
+        (Some(r), true) if r.data["spec"]["podSets"][0]["count"] == asked => SliceStep::Nothing,
+        (Some(_), true) => SliceStep::Replace,
+        (Some(_), false) => SliceStep::Delete,
+    }
+}
+
 /// What the job's status says of the verdict (the Queued condition).
-pub fn admission(queue: &str, workload: &str, verdict: &Verdict, asked: i32) -> Admission {
+pub fn admission(
+    queue: &str,
+    workload: &str,
+    verdict: &Verdict,
+    asked: i32,
+    uses_slices: bool,
+) -> Admission {
     match verdict {
         Verdict::Admitted {
             cluster_queue,
             count,
             ..
         } => Admission::Admitted {
-            message: if *count < asked {
+            message: if *count < asked && uses_slices {
                 format!(
-                    "admitted by ClusterQueue {cluster_queue} (LocalQueue {queue}) for {count} of the {asked} pods asked; the rest are asked for when the job is queued again"
+                    "admitted by ClusterQueue {cluster_queue} (LocalQueue {queue}) for {count} of the {asked} pods asked; a Workload slice asks for all {asked}, and the others start when it is admitted"
+                )
+            } else if *count < asked {
+                format!(
+                    "admitted by ClusterQueue {cluster_queue} (LocalQueue {queue}) for {count} of the {asked} pods asked; the rest are asked for when the job is queued again (annotate the job {ELASTIC_ANNOTATION}=true, with Kueue's ElasticJobsViaWorkloadSlices feature gate on, to ask while it runs)"
                 )
             } else {
                 format!(

@@ -28,7 +28,8 @@ fn is_status(e: &kube::Error, code: u16) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == code)
 }
 
-/// Asks the job's queue for its pods (creating or replacing its Workload as needed)
+/// Asks the job's queue for its pods (creating or replacing its Workload, or asking for more
+/// with a replacement slice, as needed)
 /// and returns the job as admitted with what its status says. `active_pods`: the job's pods
 /// that have not stopped (an evicted job gives its quota back only once they are gone).
 pub async fn admit<'a>(
@@ -49,39 +50,73 @@ pub async fn admit<'a>(
     let api: Api<DynamicObject> =
         Api::namespaced_with(ctx.client.clone(), ns, &kueue::workload_resource());
     let (all, next_index) = workloads(&api, job, ns).await?;
-    // A finished one (by Kueue, or before a restart) holds nothing; one being deleted is gone.
-    let mut live = Vec::new();
-    for w in all {
-        if w.metadata.deletion_timestamp.is_some() {
-            continue;
-        }
-        if kueue::verdict(&w) == Verdict::Finished {
-            delete_workload(&api, &w).await?;
-        } else {
-            live.push(w);
-        }
+    let kueue::Standing {
+        current,
+        replacement,
+        replacing,
+        stale,
+    } = kueue::standing(&name, all);
+    for w in &stale {
+        delete_workload(&api, w).await?;
     }
-    let asked = job.spec.desired_replicas();
-    // One at a time: the newest, should an older one survive a crash between a delete and a
-    // create.
-    live.sort_by_key(|w| w.creation_timestamp().map(|t| t.0));
-    let Some(wl) = live.pop() else {
-        let created = create_workload(ctx, &api, job, queue, next_index).await?;
+    let Some((wl, verdict)) = current else {
+        let created = create_workload(
+            ctx,
+            &api,
+            job,
+            queue,
+            kueue::Ask {
+                index: next_index,
+                replaces: None,
+            },
+        )
+        .await?;
         return Ok((Cow::Borrowed(job), created));
     };
     let wl_name = wl.name_any();
-    let verdict = kueue::verdict(&wl);
-    for older in &live {
-        delete_workload(&api, older).await?;
-    }
-    let said = kueue::admission(queue, &wl_name, &verdict, asked);
+    let asked = job.spec.desired_replicas();
+    let slices = kueue::uses_slices(job);
+    let said = kueue::admission(queue, &wl_name, &verdict, asked, slices);
+    let first_ask = kueue::Ask {
+        index: next_index,
+        replaces: None,
+    };
     match &verdict {
+        Verdict::Admitted { count, flavors, .. } => {
+            if !replacing {
+                let step = kueue::slice_step(slices, *count, asked, replacement.as_ref());
+                if let (kueue::SliceStep::Replace | kueue::SliceStep::Delete, Some(r)) =
+                    (step, &replacement)
+                {
+                    delete_workload(&api, r).await?;
+                }
+                if let kueue::SliceStep::Create | kueue::SliceStep::Replace = step {
+                    let ask = kueue::Ask {
+                        index: next_index,
+                        replaces: Some(&wl_name),
+                    };
+                    create_workload(ctx, &api, job, queue, ask).await?;
+                }
+            }
+            let (labels, tolerations) = placement(ctx, flavors).await?;
+            let job = kueue::admitted_job(job, *count, &labels, &tolerations);
+            if !replacing
+                && let Some(patch) =
+                    kueue::reclaimable_patch(&wl, *count, job.spec.desired_replicas())
+            {
+                patch_status(&api, &wl_name, &patch, ns).await?;
+            }
+            return Ok((Cow::Owned(job), said));
+        }
         Verdict::Pending { .. } => {
-            let desired = workload(ctx, job, queue, None, next_index)?;
+            if let Some(r) = &replacement {
+                delete_workload(&api, r).await?;
+            }
+            let desired = workload(ctx, job, queue, None, first_ask)?;
             if !kueue::asks_the_same(&wl, &desired) {
                 // Not admitted yet: ask again for what the job asks now.
                 delete_workload(&api, &wl).await?;
-                create_workload(ctx, &api, job, queue, next_index).await?;
+                create_workload(ctx, &api, job, queue, first_ask).await?;
             }
         }
         Verdict::Finished => {}
@@ -89,20 +124,15 @@ pub async fn admit<'a>(
             reason: why,
             message,
         } => {
+            // Asked again, whole, once the evicted one is released.
+            if let Some(r) = &replacement {
+                delete_workload(&api, r).await?;
+            }
             if active_pods == 0 {
                 let patch = kueue::release_patch(&wl, why, message, Timestamp::now());
                 patch_status(&api, &wl_name, &patch, ns).await?;
                 info!(job = %name, namespace = %ns, workload = %wl_name, reason = %why, "pods stopped after eviction; quota released");
             }
-        }
-        Verdict::Admitted { count, flavors, .. } => {
-            let (labels, tolerations) = placement(ctx, flavors).await?;
-            let job = kueue::admitted_job(job, *count, &labels, &tolerations);
-            if let Some(patch) = kueue::reclaimable_patch(&wl, *count, job.spec.desired_replicas())
-            {
-                patch_status(&api, &wl_name, &patch, ns).await?;
-            }
-            return Ok((Cow::Owned(job), said));
         }
     }
     Ok((Cow::Borrowed(job), said))
@@ -184,7 +214,7 @@ fn workload(
     job: &ElasticJob,
     queue: &str,
     priority: Option<&kueue::Priority>,
-    index: u32,
+    ask: kueue::Ask,
 ) -> Result<DynamicObject, Error> {
     let desired_err = |source| Error::Desired {
         job: format!("{}/{}", job.namespace().unwrap_or_default(), job.name_any()),
@@ -200,27 +230,33 @@ fn workload(
         }),
         spec: pod.spec,
     };
-    kueue::desired_workload(job, queue, template, priority, index).map_err(desired_err)
+    kueue::desired_workload(job, queue, template, priority, ask).map_err(desired_err)
 }
 
-/// Creates the job's Workload number `index` and says what the job waits for.
+/// Creates the job's Workload as `ask` says and what the job waits for meanwhile.
 async fn create_workload(
     ctx: &Context,
     api: &Api<DynamicObject>,
     job: &ElasticJob,
     queue: &str,
-    index: u32,
+    ask: kueue::Ask<'_>,
 ) -> Result<Admission, Error> {
     let priority = priority(ctx, job).await?;
-    let wl = workload(ctx, job, queue, priority.as_ref(), index)?;
+    let wl = workload(ctx, job, queue, priority.as_ref(), ask)?;
     let name = wl.name_any();
     let pending = Verdict::Pending {
         message: String::new(),
     };
-    let said = kueue::admission(queue, &name, &pending, job.spec.desired_replicas());
+    let said = kueue::admission(
+        queue,
+        &name,
+        &pending,
+        job.spec.desired_replicas(),
+        kueue::uses_slices(job),
+    );
     match api.create(&PostParams::default(), &wl).await {
         Ok(_) => {
-            info!(job = %job.name_any(), workload = %name, %queue, "asked the queue for admission");
+            info!(job = %job.name_any(), workload = %name, %queue, replaces = ask.replaces, "asked the queue for admission");
             Ok(said)
         }
         Err(e) if is_status(&e, 409) => {

@@ -1,7 +1,10 @@
 use super::*;
 use crate::fixtures::{at, job};
 
-const FIRST: u32 = 0;
+const FIRST: Ask = Ask {
+    index: 0,
+    replaces: None,
+};
 
 fn queued_job() -> ElasticJob {
     let mut j = job();
@@ -83,7 +86,8 @@ fn a_partial_admission_runs_the_admitted_count_with_the_flavors_placement() {
             flavors: vec!["a100".into(), "default".into()],
         }
     );
-    let Admission::Admitted { message } = admission("team-a", "elasticjob-train", &v, 4) else {
+    let Admission::Admitted { message } = admission("team-a", "elasticjob-train", &v, 4, false)
+    else {
         panic!()
     };
     assert!(message.contains("for 3 of the 4 pods"), "{message}");
@@ -117,7 +121,8 @@ fn a_pending_workload_says_why_in_kueues_words() {
         "couldn't assign flavors to pod set workers: insufficient quota for nvidia.com/gpu")]}),
     );
     let v = verdict(&wl);
-    let Admission::Waiting { reason: r, message } = admission("team-a", "elasticjob-train", &v, 4)
+    let Admission::Waiting { reason: r, message } =
+        admission("team-a", "elasticjob-train", &v, 4, false)
     else {
         panic!()
     };
@@ -140,7 +145,7 @@ fn an_evicted_workload_stops_the_job_and_is_released_with_a_requeue() {
     let v = verdict(&wl);
     assert!(matches!(&v, Verdict::Evicted { reason, .. } if reason == "Preempted"));
     assert!(matches!(
-        admission("team-a", "elasticjob-train", &v, 4),
+        admission("team-a", "elasticjob-train", &v, 4, false),
         Admission::Waiting {
             reason: reason::EVICTED,
             ..
@@ -186,4 +191,171 @@ fn workloads_are_numbered_after_the_job() {
     );
     // Another job whose name extends this one's is not counted.
     assert_eq!(next_workload_index("train", ["elasticjob-train-big"]), 0);
+}
+
+fn named(mut wl: DynamicObject, ns: &str, status: Value) -> DynamicObject {
+    wl.metadata.namespace = Some(ns.into());
+    wl.data["status"] = status;
+    wl
+}
+
+fn admitted_status(count: i32) -> Value {
+    json!({
+        "conditions": [cond("QuotaReserved", "True", "QuotaReserved", "r"),
+                       cond("Admitted", "True", "Admitted", "a")],
+        "admission": {"clusterQueue": "cq", "podSetAssignments": [{"name": "workers", "count": count}]}
+    })
+}
+
+#[test]
+fn a_scale_up_beyond_the_admission_asks_with_a_replacement_slice_when_the_job_opts_in() {
+    let mut j = queued_job();
+    j.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(ELASTIC_ANNOTATION.into(), "true".into());
+    assert!(uses_slices(&j));
+    let ns = j.namespace().unwrap();
+    let ask = Ask {
+        index: 1,
+        replaces: Some("elasticjob-train"),
+    };
+    let slice = desired_workload(&j, "team-a", PodTemplateSpec::default(), None, ask).unwrap();
+    assert_eq!(slice.name_any(), "elasticjob-train-1");
+    assert_eq!(
+        slice.annotations()[REPLACEMENT_FOR_ANNOTATION],
+        format!("{ns}/elasticjob-train")
+    );
+    assert_eq!(slice.annotations()[ELASTIC_ANNOTATION], "true");
+    // Kueue admits a slice whole.
+    assert!(slice.data["spec"]["podSets"][0].get("minCount").is_none());
+
+    // 3 admitted, 4 asked: a slice for 4, once; asked anew for another count; none when it is
+    // not needed or the job does not opt in.
+    assert_eq!(slice_step(true, 3, 4, None), SliceStep::Create);
+    assert_eq!(slice_step(true, 3, 4, Some(&slice)), SliceStep::Nothing);
+    assert_eq!(slice_step(true, 2, 3, Some(&slice)), SliceStep::Replace);
+    assert_eq!(slice_step(false, 3, 4, None), SliceStep::Nothing);
+    assert_eq!(slice_step(true, 4, 4, None), SliceStep::Nothing);
+    assert_eq!(slice_step(true, 4, 4, Some(&slice)), SliceStep::Delete);
+    let Admission::Admitted { message } = admission(
+        "team-a",
+        "elasticjob-train",
+        &verdict(&named(slice.clone(), &ns, admitted_status(3))),
+        4,
+        true,
+    ) else {
+        panic!()
+    };
+    assert!(
+        message.contains("a Workload slice asks for all 4"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_job_runs_under_the_replaced_slice_until_kueue_writes_the_replacements_admission() {
+    let j = queued_job();
+    let ns = j.namespace().unwrap();
+    let first = desired_workload(&j, "team-a", PodTemplateSpec::default(), None, FIRST).unwrap();
+    let slice = desired_workload(
+        &j,
+        "team-a",
+        PodTemplateSpec::default(),
+        None,
+        Ask {
+            index: 1,
+            replaces: Some("elasticjob-train"),
+        },
+    )
+    .unwrap();
+    let names = |s: &Standing| {
+        (
+            s.current.as_ref().map(|(w, _)| w.name_any()),
+            s.replacement.as_ref().map(|w| w.name_any()),
+            s.stale.iter().map(|w| w.name_any()).collect::<Vec<_>>(),
+            s.replacing,
+        )
+    };
+
+    // Asked: the admitted one is current, the slice waits beside it.
+    let old = named(first.clone(), &ns, admitted_status(2));
+    let new = named(slice.clone(), &ns, json!({}));
+    let s = standing("train", vec![new.clone(), old.clone()]);
+    assert_eq!(
+        names(&s),
+        (
+            Some("elasticjob-train".into()),
+            Some("elasticjob-train-1".into()),
+            vec![],
+            false
+        )
+    );
+    assert!(matches!(
+        s.current.unwrap().1,
+        Verdict::Admitted { count: 2, .. }
+    ));
+
+    // Kueue finished the old one for the slice, and has not written the slice's admission
+    // yet: the job keeps its 2 pods, and neither Workload is touched.
+    let mut replaced = admitted_status(2);
+    replaced["conditions"].as_array_mut().unwrap().push(cond(
+        "Finished",
+        "True",
+        "WorkloadSliceReplaced",
+        "Replaced",
+    ));
+    let old_finished = named(first.clone(), &ns, replaced);
+    let s = standing("train", vec![old_finished.clone(), new.clone()]);
+    assert_eq!(
+        names(&s),
+        (
+            Some("elasticjob-train".into()),
+            Some("elasticjob-train-1".into()),
+            vec![],
+            true
+        )
+    );
+    assert!(matches!(
+        s.current.unwrap().1,
+        Verdict::Admitted { count: 2, .. }
+    ));
+
+    // Admitted: the slice is current, the old one goes.
+    let new_admitted = named(slice.clone(), &ns, admitted_status(4));
+    let s = standing("train", vec![old_finished, new_admitted]);
+    assert_eq!(
+        names(&s),
+        (
+            Some("elasticjob-train-1".into()),
+            None,
+            vec!["elasticjob-train".into()],
+            false
+        )
+    );
+    assert!(matches!(
+        s.current.unwrap().1,
+        Verdict::Admitted { count: 4, .. }
+    ));
+
+    // A slice whose predecessor is gone (finished by the job, or deleted) is an ordinary
+    // Workload; finished ones and older ones left by a crash go.
+    let mut done = json!({"conditions": [cond("Finished", "True", "Succeeded", "done")]});
+    let gone = named(first.clone(), &ns, done.take());
+    let s = standing("train", vec![gone, new.clone()]);
+    assert_eq!(
+        names(&s),
+        (
+            Some("elasticjob-train-1".into()),
+            None,
+            vec!["elasticjob-train".into()],
+            false
+        )
+    );
+    let mut deleting = named(first, &ns, json!({}));
+    deleting.metadata.deletion_timestamp = Some(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()),
+    );
+    let s = standing("train", vec![deleting]);
+    assert!(s.current.is_none() && s.stale.is_empty());
 }

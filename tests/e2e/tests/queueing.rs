@@ -509,6 +509,13 @@ mod elasticjobs;
 
 type Scenario = fn(&Env, &str);
 
+/// Whether to run the scenario: all, or those named in `ELASTICJOB_E2E_SCENARIOS`
+/// (comma-separated), to run one while working on it.
+fn selected(name: &str) -> bool {
+    std::env::var("ELASTICJOB_E2E_SCENARIOS")
+        .map_or(true, |only| only.split(',').any(|s| s.trim() == name))
+}
+
 #[test]
 fn queueing_and_gang_scheduling() {
     let env = Env::start();
@@ -525,7 +532,7 @@ fn queueing_and_gang_scheduling() {
     if let Err(e) = installed {
         failures.push(format!("install_kueue: {}", panic_message(&*e)));
     } else {
-        for (name, f) in scenarios {
+        for (name, f) in scenarios.into_iter().filter(|(n, _)| selected(n)) {
             let ns = format!("{name}-{suffix}");
             env.create_namespace(&ns);
             eprintln!("---- {name} in {ns}");
@@ -539,8 +546,12 @@ fn queueing_and_gang_scheduling() {
         }
         // ElasticJobs: the operator looks for Kueue's API when it starts.
         env.restart_operator(Duration::ZERO);
-        let jobs: [(&str, Scenario); 3] = [
+        let jobs: [(&str, Scenario); 4] = [
             ("ej-share", elasticjobs::elastic_jobs_share_a_queue),
+            (
+                "ej-grow",
+                elasticjobs::a_job_that_opts_in_to_slices_grows_without_stopping,
+            ),
             (
                 "ej-preempt",
                 elasticjobs::a_higher_priority_job_preempts_and_the_lower_one_finishes_later,
@@ -550,7 +561,7 @@ fn queueing_and_gang_scheduling() {
                 elasticjobs::gang_jobs_get_their_minimum_or_nothing,
             ),
         ];
-        for (name, f) in jobs {
+        for (name, f) in jobs.into_iter().filter(|(n, _)| selected(n)) {
             let ns = format!("{name}-{suffix}");
             env.create_namespace(&ns);
             eprintln!("---- {name} in {ns}");

@@ -279,3 +279,113 @@ pub fn gang_jobs_get_their_minimum_or_nothing(env: &Env, ns: &str) {
     }
     env.wait_state(ns, second, "Succeeded", Duration::from_secs(240));
 }
+
+/// A job that opts in to Kueue's Workload slices (`kueue.x-k8s.io/elastic-job: "true"`) grows
+/// while it runs: scaled beyond its admitted count, it asks with a replacement slice, and once
+/// Kueue admits the slice the new pod starts next to the running one, which is not stopped. A
+/// slice that does not fit waits while the job runs what it has, and is withdrawn when the job
+/// scales back.
+pub fn a_job_that_opts_in_to_slices_grows_without_stopping(env: &Env, ns: &str) {
+    env.kubectl.apply_in(ns, &idle_configmap());
+    // Two pods of 500m.
+    let q = env.apply_kueue_queues(ns, &QueueQuota::new("1", "4Gi", 0));
+    let mut job = idle_job("grow", 1, 3, 3600, Some(&q.local_queue));
+    job["spec"]["replicas"] = json!(1);
+    job["metadata"]["annotations"] = json!({"kueue.x-k8s.io/elastic-job": "true"});
+    apply_job(env, ns, &job);
+    env.wait_pods(ns, "grow", "1 running", T, |p| {
+        p.iter().filter(|p| phase(p) == "Running").count() == 1
+    });
+    let first_pod = uids(&env.pods(ns, "grow"));
+    let scale = |n: u32| {
+        env.kubectl.ok(&[
+            "scale",
+            "-n",
+            ns,
+            "elasticjob/grow",
+            &format!("--replicas={n}"),
+        ])
+    };
+
+    scale(2);
+    env.wait_pods(ns, "grow", "2 running", T, |p| {
+        p.iter().filter(|p| phase(p) == "Running").count() == 2
+    });
+    let slice = workload(env, ns, "grow-1").expect("the replacement slice elasticjob-grow-1");
+    assert_eq!(
+        slice["metadata"]["annotations"]["kueue.x-k8s.io/workload-slice-replacement-for"],
+        format!("{ns}/elasticjob-grow"),
+        "{slice:#}"
+    );
+    assert_eq!(
+        slice["status"]["admission"]["podSetAssignments"][0]["count"], 2,
+        "{slice:#}"
+    );
+    let now = uids(&env.pods(ns, "grow"));
+    for (name, uid) in &first_pod {
+        assert_eq!(
+            now.get(name),
+            Some(uid),
+            "{name} was replaced while growing"
+        );
+    }
+    let msg = wait_queued(env, ns, "grow", "False", Some("Admitted"));
+    assert!(msg.contains("for 2 pods"), "{msg}");
+    wait_until(
+        "the replaced slice elasticjob-grow to be gone",
+        T,
+        Duration::from_millis(500),
+        || workload(env, ns, "grow").is_none().then_some(()),
+        || {
+            format!(
+                "{:#}",
+                workload(env, ns, "grow").unwrap_or_default()["status"]
+            )
+        },
+    );
+
+    // Beyond the quota: the slice for 3 waits, the job keeps its 2 pods and says so.
+    scale(3);
+    let waiting = wait_until(
+        "the slice elasticjob-grow-2 to wait for quota",
+        T,
+        Duration::from_millis(500),
+        || {
+            let w = workload(env, ns, "grow-2")?;
+            let pending = w["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter().any(|c| {
+                    c["type"] == "QuotaReserved"
+                        && c["status"] == "False"
+                        && c["message"].as_str().is_some_and(|m| !m.is_empty())
+                })
+            });
+            pending.then_some(w)
+        },
+        || format!("{:#}", workload(env, ns, "grow-2").unwrap_or_default()),
+    );
+    eprintln!("grow-2 waits: {}", waiting["status"]["conditions"]);
+    let msg = wait_queued(env, ns, "grow", "False", Some("Admitted"));
+    assert!(msg.contains("for 2 of the 3 pods"), "{msg}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        uids(&env.pods(ns, "grow")),
+        now,
+        "the running pods were touched"
+    );
+
+    // Back to 2: the slice is withdrawn.
+    scale(2);
+    wait_until(
+        "the slice elasticjob-grow-2 to be withdrawn",
+        T,
+        Duration::from_millis(500),
+        || workload(env, ns, "grow-2").is_none().then_some(()),
+        || format!("{:#}", workload(env, ns, "grow-2").unwrap_or_default()),
+    );
+    assert_eq!(
+        uids(&env.pods(ns, "grow")),
+        now,
+        "the running pods were touched"
+    );
+    env.kubectl.ok(&["delete", "elasticjob", "-n", ns, "grow"]);
+}
