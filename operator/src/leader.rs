@@ -2,6 +2,11 @@
 //! replica holding the Lease reconciles; the others wait. A leader that loses the Lease exits,
 //! so that its Deployment restarts it as a standby (the usual controller-runtime behaviour: no
 //! two replicas ever reconcile at once). A leader that is stopped releases the Lease first.
+//!
+//! A leader that dies without releasing (SIGKILL, a lost node) is replaced once its Lease
+//! lapses: a standby sleeps until the Lease's expiry, takes it within a second after, and
+//! starts. So failover after a crash takes between `grace` and `duration` seconds (the leader
+//! renews `grace` seconds before expiry) plus the start; `bench/failover.sh` measures it.
 
 use std::time::Duration;
 
@@ -11,9 +16,54 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-/// Lease timing: held for 15 s, renewed well before it lapses.
-const LEASE_SECONDS: u64 = 15;
-const GRACE_SECONDS: u64 = 5;
+/// How long the Lease holds without renewal, and how long before it lapses the leader renews
+/// it: a leader that crashed is replaced after `duration - grace` to `duration` seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseTiming {
+    pub duration_seconds: u64,
+    pub grace_seconds: u64,
+}
+
+impl Default for LeaseTiming {
+    /// client-go's defaults for controllers (15 s lease, renewed 5 s before it lapses).
+    fn default() -> Self {
+        LeaseTiming {
+            duration_seconds: 15,
+            grace_seconds: 5,
+        }
+    }
+}
+
+/// Why a lease timing cannot work.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TimingError {
+    #[error(
+        "the leader lease duration ({duration} s) must be longer than its renewal grace ({grace} s), by at least 2 s, so the leader renews it before it lapses: raise --leader-elect-lease-duration or lower --leader-elect-renew-grace"
+    )]
+    GraceTooLong { duration: u64, grace: u64 },
+    #[error(
+        "the leader lease renewal grace must be at least 1 s (--leader-elect-renew-grace): with none, the Lease lapses while it is renewed"
+    )]
+    NoGrace,
+}
+
+impl LeaseTiming {
+    pub fn new(duration_seconds: u64, grace_seconds: u64) -> Result<Self, TimingError> {
+        if grace_seconds == 0 {
+            return Err(TimingError::NoGrace);
+        }
+        if duration_seconds < grace_seconds + 2 {
+            return Err(TimingError::GraceTooLong {
+                duration: duration_seconds,
+                grace: grace_seconds,
+            });
+        }
+        Ok(LeaseTiming {
+            duration_seconds,
+            grace_seconds,
+        })
+    }
+}
 
 /// The Lease this replica holds.
 pub struct Leadership {
@@ -43,11 +93,16 @@ pub async fn acquire(
     namespace: &str,
     name: &str,
     identity: &str,
+    timing: LeaseTiming,
 ) -> Result<Leadership, LeaseManagerError> {
     let manager = LeaseManagerBuilder::new(client, name)
         .with_namespace(namespace)
         .with_identity(identity)
-        .with_parameters(LeaseParams::new(identity, LEASE_SECONDS, GRACE_SECONDS))
+        .with_parameters(LeaseParams::new(
+            identity,
+            timing.duration_seconds,
+            timing.grace_seconds,
+        ))
         .build()
         .await?;
     let (mut held, task) = manager.watch().await;
@@ -61,4 +116,25 @@ pub async fn acquire(
     // Let the first renewal settle before reconciling.
     tokio::time::sleep(Duration::from_millis(100)).await;
     Ok(Leadership { held, task })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_must_be_renewed_before_it_lapses() {
+        assert_eq!(LeaseTiming::new(15, 5), Ok(LeaseTiming::default()));
+        assert_eq!(LeaseTiming::new(4, 2).map(|t| t.duration_seconds), Ok(4));
+        assert_eq!(
+            LeaseTiming::new(5, 4),
+            Err(TimingError::GraceTooLong {
+                duration: 5,
+                grace: 4
+            })
+        );
+        assert_eq!(LeaseTiming::new(15, 0), Err(TimingError::NoGrace));
+        let msg = LeaseTiming::new(5, 5).unwrap_err().to_string();
+        assert!(msg.contains("--leader-elect-lease-duration"), "{msg}");
+    }
 }

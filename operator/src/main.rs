@@ -45,6 +45,13 @@ struct Args {
     /// Name of the leader Lease.
     #[arg(long, default_value = "elasticjob-operator")]
     lease_name: String,
+    /// Seconds the leader Lease holds without renewal: after a leader crashes, a standby
+    /// takes over within this long.
+    #[arg(long, env = "ELASTICJOB_LEADER_ELECT_LEASE_DURATION", default_value_t = leader::LeaseTiming::default().duration_seconds)]
+    leader_elect_lease_duration: u64,
+    /// Seconds before the Lease lapses that the leader renews it.
+    #[arg(long, env = "ELASTICJOB_LEADER_ELECT_RENEW_GRACE", default_value_t = leader::LeaseTiming::default().grace_seconds)]
+    leader_elect_renew_grace: u64,
     /// Namespace of the leader Lease (default: the pod's namespace, POD_NAMESPACE).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     lease_namespace: String,
@@ -128,6 +135,10 @@ async fn main() -> Result<()> {
     };
     let mut lease: Option<leader::Leadership> = None;
     if args.leader_elect {
+        let timing = leader::LeaseTiming::new(
+            args.leader_elect_lease_duration,
+            args.leader_elect_renew_grace,
+        )?;
         // A standby is ready: it serves and can take over. (Were it not, a rolling update, which
         // waits for the new pod to be ready before stopping the old leader, would never finish.)
         ready.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -136,6 +147,7 @@ async fn main() -> Result<()> {
             &args.lease_namespace,
             &args.lease_name,
             &identity,
+            timing,
         )
         .await
         .context("leader election")?;

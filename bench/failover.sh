@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Leader failover on the local cluster (no nodes): two operators with --leader-elect, the
+# release build outside the cluster. REPS times each: stop the leader, at once create a
+# one-replica ElasticJob, and time until the job has a status (the first reconcile of the
+# replica that took over). Stopped two ways: SIGKILL (a crash: the Lease lapses) and SIGTERM
+# (a clean shutdown: the Lease is released). The stopped one comes back as the next standby,
+# under a new identity. Knobs: REPS (5), LEASE (seconds, 15), GRACE (seconds, 5).
+# Prints every time (JSON lines), then medians as a markdown table.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/elasticjob"
+export CARGO_TARGET_DIR="$cache/target"
+reps="${REPS:-5}"
+lease="${LEASE:-15}"
+grace="${GRACE:-5}"
+bin="$(tests/cluster/provision.sh 2>/dev/null | tail -1)"
+cargo build --release -q -p local-cluster -p elasticjob-operator --bin cluster --bin elasticjob-operator
+rel="$CARGO_TARGET_DIR/release"
+work="$(mktemp -d)"
+dir="$work/cluster"
+declare -A pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  "$rel/cluster" down --dir "$dir" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+"$rel/cluster" up --dir "$dir" --nodes 0 >"$work/up.log" 2>&1 &
+until [ -f "$dir/cluster.json" ]; do sleep 0.2; done
+export KUBECONFIG="$dir/kubeconfig"
+k() { "$bin/kubectl" "$@"; }
+k apply --validate=false -f crds/elasticjob.yaml >/dev/null
+until [ "$(k get crd elasticjobs.elasticjob.dev \
+  -o jsonpath='{.status.conditions[?(@.type=="Established")].status}' 2>/dev/null)" = True ]; do sleep 0.2; done
+until k get serviceaccount default >/dev/null 2>&1; do sleep 0.2; done
+
+now() { date +%s.%N; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+generation=0
+# Starts an operator under a new identity; prints the identity.
+start_operator() {
+  generation=$((generation + 1))
+  local id="op-$generation" port
+  port="$(free_port)"
+  RUST_LOG=warn "$rel/elasticjob-operator" --launcher-image elasticjob/elastic-launch:bench \
+    --metrics-addr "127.0.0.1:$port" --leader-elect --lease-namespace default --identity "$id" \
+    --leader-elect-lease-duration "$lease" --leader-elect-renew-grace "$grace" \
+    >"$work/$id.log" 2>&1 &
+  pids[$id]=$!
+  until curl -sf "127.0.0.1:$port/readyz" >/dev/null; do
+    kill -0 "${pids[$id]}" 2>/dev/null || { cat "$work/$id.log" >&2; exit 1; }
+    sleep 0.1
+  done
+  echo "$id"
+}
+holder() { k get lease elasticjob-operator -n default -o jsonpath='{.spec.holderIdentity}' 2>/dev/null || true; }
+job() {
+  cat <<EOF
+apiVersion: elasticjob.dev/v1alpha1
+kind: ElasticJob
+metadata: {name: $1, namespace: default}
+spec:
+  minReplicas: 1
+  maxReplicas: 1
+  template:
+    spec:
+      containers: [{name: trainer, image: busybox, command: [sleep, "3600"]}]
+EOF
+}
+
+start_operator >/dev/null
+start_operator >/dev/null
+until [ -n "$(holder)" ]; do sleep 0.2; done
+# The first leader has reconciled once before it is stopped.
+job warmup | k apply -f - >/dev/null
+until [ -n "$(k get ej warmup -o jsonpath='{.status.state}')" ]; do sleep 0.1; done
+
+n=0
+for i in $(seq "$reps"); do
+  for signal in KILL TERM; do
+    n=$((n + 1))
+    leader="$(holder)"
+    # Renewals land at a random point of the lease: wait a random part of it, as a crash would.
+    sleep "$(python3 -c "import random; print(round(random.uniform(0, $lease), 2))")"
+    t0="$(now)"
+    kill -s "$signal" "${pids[$leader]}"
+    job "f$n" | k apply -f - >/dev/null
+    until [ -n "$(k get ej "f$n" -o jsonpath='{.status.state}' 2>/dev/null)" ]; do sleep 0.05; done
+    t1="$(now)"
+    wait "${pids[$leader]}" 2>/dev/null || true
+    unset "pids[$leader]"
+    echo "{\"stop\": \"SIG$signal\", \"seconds_to_first_reconcile\": $(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", b - a}'), \"new_leader\": \"$(holder)\"}" | tee -a "$work/failover.jsonl"
+    start_operator >/dev/null
+  done
+done
+python3 - "$work/failover.jsonl" "$lease" "$grace" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+print()
+print(f"| leader stopped by (lease {sys.argv[2]} s, renewed {sys.argv[3]} s before it lapses) | runs | median s | min s | max s |")
+print("|---|---:|---:|---:|---:|")
+for stop, label in (("SIGKILL", "SIGKILL (crash)"), ("SIGTERM", "SIGTERM (clean shutdown)")):
+    v = [r["seconds_to_first_reconcile"] for r in rows if r["stop"] == stop]
+    print(f"| {label} | {len(v)} | {statistics.median(v):.2f} | {min(v):.2f} | {max(v):.2f} |")
+PY
