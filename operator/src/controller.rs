@@ -51,6 +51,8 @@ pub const MANAGER: &str = "elasticjob-operator";
 const CREATE_CONCURRENCY: usize = 16;
 /// Look again at least this often, even if nothing changes.
 const RESYNC: Duration = Duration::from_secs(300);
+/// How often a running job is looked at even if nothing changes: its goodput sample period.
+const GOODPUT_RESYNC: Duration = Duration::from_secs(crate::training::GOODPUT_SAMPLE_EVERY as u64);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -201,11 +203,17 @@ async fn reconcile_job(job: &ElasticJob, ctx: &Context) -> Result<Requeue, Error
         // Said in the status by the next reconcile.
         return Ok(Requeue::requeue(STALE_RETRY));
     }
-    // No periodic look at a running job for its launchers' progress: the poller asks for a
-    // reconcile when it changes.
+    // The poller asks for a reconcile when a launcher's progress changes; a running job is
+    // still looked at every goodput sample period, so its goodput stays as fresh when nothing
+    // changes (no network IO: the progress is read from the poller).
+    let resync = if job_is_active(job) && observed.iter().any(ObservedPod::is_running) {
+        GOODPUT_RESYNC
+    } else {
+        RESYNC
+    };
     Ok(match plan.requeue_after {
-        Some(d) => Requeue::requeue(d.clamp(Duration::from_millis(200), RESYNC)),
-        None => Requeue::requeue(RESYNC),
+        Some(d) => Requeue::requeue(d.clamp(Duration::from_millis(200), resync)),
+        None => Requeue::requeue(resync),
     })
 }
 

@@ -23,7 +23,7 @@ const MAX_BODY: usize = 64 * 1024;
 /// What one read of a launcher's `/status` got.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    Ok(Progress),
+    Ok(Box<Progress>),
     /// No answer within the timeout (often: a network policy drops the packets).
     Timeout,
     /// No connection, or it broke: refused, unreachable, reset.
@@ -45,7 +45,7 @@ impl Outcome {
 
     pub fn into_progress(self) -> Option<Progress> {
         match self {
-            Outcome::Ok(p) => Some(p),
+            Outcome::Ok(p) => Some(*p),
             _ => None,
         }
     }
@@ -147,7 +147,7 @@ impl LauncherClient {
         })
         .await;
         match answer {
-            Ok(Ok(progress)) => Outcome::Ok(progress),
+            Ok(Ok(progress)) => Outcome::Ok(Box::new(progress)),
             Ok(Err(outcome)) => outcome,
             Err(_) => {
                 debug!(url, "launcher status: no answer in time");

@@ -114,7 +114,7 @@ pub fn spread(uid: &str, within: Duration) -> Duration {
 /// The wait before the next read of a pod after `failures` reads in a row that got no answer:
 /// one interval, then doubling, up to `max`.
 pub fn backoff(failures: u32, interval: Duration, max: Duration) -> Duration {
-    let doublings = failures.saturating_sub(1).min(32);
+    let doublings = failures.saturating_sub(1).min(31);
     interval
         .checked_mul(1 << doublings)
         .unwrap_or(Duration::MAX)
@@ -125,7 +125,12 @@ pub fn backoff(failures: u32, interval: Duration, max: Duration) -> Duration {
 /// first of the pod's places (`phase` + k × `interval`) from half an interval before `delay` is
 /// up. A read on time is followed by one exactly `delay` later; a late one (the reads in flight
 /// were full) does not make the next one late or early, and never a burst of catch-ups.
-pub fn next_due(started: Duration, delay: Duration, phase: Duration, interval: Duration) -> Duration {
+pub fn next_due(
+    started: Duration,
+    delay: Duration,
+    phase: Duration,
+    interval: Duration,
+) -> Duration {
     let earliest = (started + delay).saturating_sub(interval / 2);
     if earliest <= phase || interval.is_zero() {
         return earliest.max(phase);
@@ -309,10 +314,11 @@ impl Book {
                     // A new address (the status port changed): read it soon, afresh.
                     self.unschedule(&uid);
                     let entry = self.pods.get_mut(&uid).expect("known");
-                    if entry.failures > 0 {
+                    let was_failing = entry.failures > 0;
+                    (entry.ip, entry.port, entry.failures) = (t.ip, t.port, 0);
+                    if was_failing {
                         self.in_backoff -= 1;
                     }
-                    (entry.ip, entry.port, entry.failures) = (t.ip, t.port, 0);
                     self.schedule(&uid, now + spread(&uid, cfg.first_within));
                 }
                 Some((false, _)) | None => {
@@ -434,15 +440,15 @@ impl Book {
             Some(_) => 0,
             None => entry.failures.saturating_add(1),
         };
-        match (was_failing, entry.failures > 0) {
-            (false, true) => self.in_backoff += 1,
-            (true, false) => self.in_backoff -= 1,
-            _ => {}
-        }
         let seen = change(entry.latest.as_ref(), progress.as_ref());
         entry.latest = progress;
         let failures = entry.failures;
         let job = entry.job.clone();
+        match (was_failing, failures > 0) {
+            (false, true) => self.in_backoff += 1,
+            (true, false) => self.in_backoff -= 1,
+            _ => {}
+        }
         let delay = backoff(failures, cfg.interval, cfg.max_backoff);
         let at = next_due(
             read.started,
@@ -692,7 +698,7 @@ async fn read_one(
         })
         .inc();
     if !matches!(outcome, Outcome::Ok(_)) {
-        debug!(pod_uid = %read.uid, ip = read.ip, outcome = outcome.label(), "launcher did not answer");
+        debug!(pod_uid = %read.uid, ip = %read.ip, outcome = outcome.label(), "launcher did not answer");
     }
     let now = shared.now();
     let trigger = {
