@@ -51,8 +51,9 @@ pub struct PollerConfig {
     pub timeout: Duration,
     /// Reads in flight at once, all pods together.
     pub concurrency: usize,
-    /// Of those, reads of pods that did not answer last time: they often wait out the
-    /// timeout, and must not crowd out the launchers that answer.
+    /// Of those, reads of pods that did not answer the last two times: they often wait out
+    /// the timeout, and must not crowd out the launchers that answer. (A pod that missed once,
+    /// often a launcher still starting, is read again with the others, not behind them.)
     pub backoff_concurrency: usize,
     /// The least time between two triggers of a job for a change of a launcher's state,
     /// round, world size, restarts or stalls, or a launcher that starts or stops answering.
@@ -189,6 +190,9 @@ pub fn trigger_at(
     pending.map_or(at, |p| p.min(at))
 }
 
+/// Reads missed in a row after which a pod's reads go under the backoff share.
+const BACKING_OFF_AFTER: u32 = 2;
+
 /// A place in a schedule: its time, and a sequence number that makes it unique.
 type Slot = (Duration, u64);
 
@@ -220,7 +224,7 @@ pub struct Read {
     pub id: u64,
     pub ip: String,
     pub port: i32,
-    /// Whether the pod did not answer last time (it reads under the backoff share).
+    /// Whether the pod did not answer the last times (it reads under the backoff share).
     pub backing_off: bool,
     pub started: Duration,
 }
@@ -231,9 +235,9 @@ pub struct Read {
 pub struct Book {
     pods: HashMap<Arc<str>, PodEntry>,
     jobs: HashMap<Arc<JobRef>, JobEntry>,
-    /// Pods that answered last time (or were never read), by when they are due.
+    /// Pods that answered (or missed once, or were never read), by when they are due.
     answering: BTreeMap<Slot, Arc<str>>,
-    /// Pods that did not answer last time, by when they are due.
+    /// Pods that missed [`BACKING_OFF_AFTER`] reads in a row or more, by when they are due.
     backing_off: BTreeMap<Slot, Arc<str>>,
     triggers: BTreeMap<Slot, Arc<JobRef>>,
     seq: u64,
@@ -252,7 +256,7 @@ impl Book {
             return;
         };
         entry.due = Some(slot);
-        let queue = if entry.failures > 0 {
+        let queue = if entry.failures >= BACKING_OFF_AFTER {
             &mut self.backing_off
         } else {
             &mut self.answering

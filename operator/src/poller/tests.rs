@@ -359,14 +359,24 @@ fn reads_of_pods_that_do_not_answer_get_a_small_share_and_come_last() {
     let (mut book, cfg) = (Book::default(), cfg());
     let pods = (0..6).map(|i| target(&format!("p{i}"))).collect();
     book.track(&job("a"), pods, Duration::ZERO, &cfg);
-    let reads = due(&mut book, S);
-    for (i, r) in reads.iter().enumerate() {
-        let answer = (i % 2 == 0).then(|| running(1));
-        book.record(r, answer, S, &cfg);
+    // Three pods miss twice.
+    let mut now = S;
+    for _ in 0..2 {
+        let reads = due(&mut book, now);
+        assert_eq!(reads.len(), 6);
+        assert!(
+            reads.iter().all(|r| !r.backing_off),
+            "a pod that missed once is not behind"
+        );
+        for r in &reads {
+            let answer = ["p0", "p2", "p4"].contains(&&*r.uid).then(|| running(1));
+            book.record(r, answer, now, &cfg);
+        }
+        now += 2 * cfg.interval;
     }
     assert_eq!(book.pods_in_backoff(), 3);
-    // All six are due again a little over an interval later.
-    let later = S + 2 * cfg.interval;
+    // All six are due again.
+    let later = now + 2 * cfg.interval;
     let reads = book.due(later, 4, 1, &always);
     let backing_off = reads.iter().filter(|r| r.backing_off).count();
     assert_eq!((reads.len(), backing_off), (4, 1));
