@@ -1,7 +1,8 @@
 //! The reconcile loop: the IO around [`crate::plan()`].
 //!
 //! For each ElasticJob (kube-rs `Controller`, woken by changes of the job, of the pods and
-//! Service it owns, and by the plan's requeue time): read its pods, compute the plan, write the
+//! Service it owns, by the plan's requeue time, and by the launcher poller when a launcher's
+//! progress changes): read its pods, compute the plan, write the
 //! status, carry out the actions, publish the events. Writes are idempotent and names are
 //! deterministic, so an operator that crashes mid-reconcile and starts again neither duplicates
 //! a pod nor loses what it recorded: the status is written before any pod is deleted, and a
@@ -41,6 +42,7 @@ use crate::next_status::{self, Admission, RejectedEdit, Verdict};
 use crate::observed::ObservedPod;
 use crate::plan::{Action, DeleteReason, Plan, plan_admitted};
 use crate::poll::LauncherClient;
+use crate::poller::{self, Poller, PollerConfig};
 use crate::queueing;
 
 /// The field manager of everything the operator applies.
@@ -49,8 +51,8 @@ pub const MANAGER: &str = "elasticjob-operator";
 const CREATE_CONCURRENCY: usize = 16;
 /// Look again at least this often, even if nothing changes.
 const RESYNC: Duration = Duration::from_secs(300);
-/// How often the launchers of a running job are polled for their progress.
-const POLL_INTERVAL: Duration = Duration::from_secs(10);
+/// How often a running job is looked at even if nothing changes: its goodput sample period.
+const GOODPUT_RESYNC: Duration = Duration::from_secs(crate::training::GOODPUT_SAMPLE_EVERY as u64);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -81,8 +83,11 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Nodes, for the readiness of each pod's node (a lost node's pods).
     pub nodes: Store<Node>,
-    /// Reads the launchers' status endpoints.
+    /// Tells launchers why their pods stop.
     pub launchers: LauncherClient,
+    /// Reads the launchers' progress in the background; the reconcile says which pods to read
+    /// and takes what was read last, without waiting on the network.
+    pub poller: Poller,
     /// By job UID: the pods that could not be created because something else holds their name
     /// (index → what), as the last creations found; the next status says so.
     pub name_conflicts: Mutex<HashMap<String, BTreeMap<u32, String>>>,
@@ -111,12 +116,15 @@ async fn reconcile_job(job: &ElasticJob, ctx: &Context) -> Result<Requeue, Error
         return Ok(Requeue::await_change());
     };
     let name = job.name_any();
+    let job_ref = reflector::ObjectRef::from_obj(job);
     if !job.spec.run_policy.managed_here() {
         // Another controller runs it (spec.runPolicy.managedBy): leave it alone.
+        ctx.poller.untrack(&job_ref);
         return Ok(Requeue::await_change());
     }
     if job.meta().deletion_timestamp.is_some() {
         // Garbage collection removes the pods and the Service through their owner references.
+        ctx.poller.untrack(&job_ref);
         return Ok(Requeue::await_change());
     }
     let (job, rejected) = &job_to_run(ctx, job, &ns, &uid).await?;
@@ -146,11 +154,12 @@ async fn reconcile_job(job: &ElasticJob, ctx: &Context) -> Result<Requeue, Error
             ObservedPod::from_pod(&name, &uid, trainer.as_deref(), p, node_ready)
         })
         .collect();
-    let polled = job_is_active(job);
-    if polled {
-        ctx.launchers
-            .poll(&mut observed, job.spec.launcher.status_port)
-            .await;
+    if job_is_active(job) {
+        let port = job.spec.launcher.status_port;
+        ctx.poller.track(&job_ref, poller::targets(&observed, port));
+        ctx.poller.fill(&mut observed);
+    } else {
+        ctx.poller.untrack(&job_ref);
     }
     let now = Timestamp::now();
     let mut plan = plan_admitted(job, &observed, now, admission);
@@ -194,9 +203,11 @@ async fn reconcile_job(job: &ElasticJob, ctx: &Context) -> Result<Requeue, Error
         // Said in the status by the next reconcile.
         return Ok(Requeue::requeue(STALE_RETRY));
     }
-    // A running job is looked at again every POLL_INTERVAL for its launchers' progress.
-    let resync = if polled && observed.iter().any(ObservedPod::is_running) {
-        POLL_INTERVAL
+    // The poller asks for a reconcile when a launcher's progress changes; a running job is
+    // still looked at every goodput sample period, so its goodput stays as fresh when nothing
+    // changes (no network IO: the progress is read from the poller).
+    let resync = if job_is_active(job) && observed.iter().any(ObservedPod::is_running) {
+        GOODPUT_RESYNC
     } else {
         RESYNC
     };
@@ -843,17 +854,6 @@ pub async fn run(
         kueue_installed,
         "Kueue's Workload API (kueue.x-k8s.io/v1beta2)"
     );
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        settings,
-        recorder: Recorder::new(client.clone(), reporter),
-        metrics,
-        nodes,
-        launchers: LauncherClient::default(),
-        name_conflicts: Mutex::default(),
-        saved_specs: Mutex::default(),
-        kueue_installed,
-    });
     let jobs: Api<ElasticJob> = scope.api(&client);
     let pods: Api<Pod> = scope.api(&client);
     let services: Api<Service> = scope.api(&client);
@@ -879,8 +879,26 @@ pub async fn run(
             watcher::Config::default().labels(elasticjob_crds::names::LABEL_JOB_NAME),
         );
     }
-    let controller = controller.shutdown_on_signal();
+    let store = controller.store();
+    // Stopped when dropped, with the controller.
+    let (poller, changed, _poller_task) =
+        Poller::start(PollerConfig::default(), metrics.clone(), move |job| {
+            store.get(job).is_some()
+        });
+    let controller = controller.reconcile_on(changed).shutdown_on_signal();
     on_store(controller.store());
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        settings,
+        recorder: Recorder::new(client.clone(), reporter),
+        metrics,
+        nodes,
+        launchers: LauncherClient::default(),
+        poller,
+        name_conflicts: Mutex::default(),
+        saved_specs: Mutex::default(),
+        kueue_installed,
+    });
     // Ready once connected with the node cache filled and the controller built. Not by awaiting
     // the controller's own store: its readiness future wakes only one waiter (kube-runtime 5's
     // DelayedInit is a oneshot), and a second waiter can starve the controller's runner.

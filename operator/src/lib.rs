@@ -15,7 +15,8 @@
 //! - [`mod@plan`]: the actions for one reconcile (create, delete, force-delete, requeue);
 //! - [`event`]: the events to publish;
 //! - [`progress`]: the launchers' own reports (round, world size, worker restarts) folded into
-//!   the status; [`poll`] reads them from the launchers' status endpoints.
+//!   the status; [`poller`] reads them from the launchers' status endpoints in the background
+//!   ([`poll`] is its HTTP client).
 
 pub mod bad_nodes;
 pub mod controller;
@@ -31,6 +32,7 @@ pub mod next_status;
 pub mod observed;
 pub mod plan;
 pub mod poll;
+pub mod poller;
 pub mod progress;
 pub mod queueing;
 pub mod training;

@@ -9,7 +9,11 @@
 //! - `elasticjob_reconcile_duration_seconds`, `elasticjob_reconcile_errors_total`;
 //! - `elasticjob_operator_leader`: 1 while this replica leads;
 //! - `elasticjob_job_goodput_ratio{namespace,job}` and `elasticjob_job_training_seconds{...}`:
-//!   each job's goodput (`status.goodput`), from the cache at scrape time.
+//!   each job's goodput (`status.goodput`), from the cache at scrape time;
+//! - the launcher poller ([`PollMetrics`]): `elasticjob_launcher_poll_duration_seconds`,
+//!   `elasticjob_launcher_polls_total{outcome}` (ok, timeout, refused, bad_body),
+//!   `elasticjob_launcher_poll_tracked_pods`, `elasticjob_launcher_poll_backoff_pods`,
+//!   `elasticjob_launcher_poll_triggers_total` (reconciles asked for by a change).
 
 use std::sync::atomic::{AtomicI64, AtomicU64};
 
@@ -54,6 +58,7 @@ pub struct Metrics {
     pub leader: Gauge<i64, AtomicI64>,
     pub goodput: Family<JobLabel, Gauge<f64, AtomicU64>>,
     pub training_seconds: Family<JobLabel, Gauge<f64, AtomicU64>>,
+    pub poll: PollMetrics,
 }
 
 impl Default for Metrics {
@@ -109,7 +114,9 @@ impl Default for Metrics {
             "Seconds in which all the job's pods trained (status.goodput.trainingSeconds)",
             training_seconds.clone(),
         );
+        let poll = PollMetrics::register(&mut registry);
         Metrics {
+            poll,
             registry,
             goodput,
             training_seconds,
@@ -120,6 +127,65 @@ impl Default for Metrics {
             reconcile_duration,
             reconcile_errors,
             leader,
+        }
+    }
+}
+
+// The launcher poller's metrics (crate::poller).
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: String,
+}
+
+pub struct PollMetrics {
+    pub duration: Histogram,
+    pub results: Family<OutcomeLabel, Counter>,
+    pub tracked_pods: Gauge<i64, AtomicI64>,
+    pub pods_in_backoff: Gauge<i64, AtomicI64>,
+    pub triggers: Counter,
+}
+
+impl PollMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        // 0.5 ms to 4 s: a kept-alive read in the cluster takes about a millisecond; the
+        // timeout is 2 s.
+        let duration = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
+        registry.register(
+            "launcher_poll_duration_seconds",
+            "Time of one read of a launcher's /status, answered or not",
+            duration.clone(),
+        );
+        let results = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "launcher_polls",
+            "Reads of launchers' /status by outcome: ok, timeout, refused (no connection), bad_body (not a launcher's status)",
+            results.clone(),
+        );
+        let tracked_pods = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "launcher_poll_tracked_pods",
+            "Running pods whose launchers are read",
+            tracked_pods.clone(),
+        );
+        let pods_in_backoff = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "launcher_poll_backoff_pods",
+            "Tracked pods whose launcher did not answer its last read (read again after a backoff)",
+            pods_in_backoff.clone(),
+        );
+        let triggers = Counter::default();
+        registry.register(
+            "launcher_poll_triggers",
+            "Reconciles asked for because a launcher's progress changed",
+            triggers.clone(),
+        );
+        PollMetrics {
+            duration,
+            results,
+            tracked_pods,
+            pods_in_backoff,
+            triggers,
         }
     }
 }
@@ -198,6 +264,13 @@ mod tests {
             job: "train".into(),
         };
         m.set_goodput([(label, &g)]);
+        m.poll
+            .results
+            .get_or_create(&OutcomeLabel {
+                outcome: "timeout".into(),
+            })
+            .inc();
+        m.poll.duration.observe(2.0);
         let text = m.encode();
         for want in [
             "elasticjob_jobs{state=\"Running\"} 2",
@@ -208,6 +281,11 @@ mod tests {
             "elasticjob_operator_leader 0",
             "elasticjob_job_goodput_ratio{namespace=\"ml\",job=\"train\"} 0.75",
             "elasticjob_job_training_seconds{namespace=\"ml\",job=\"train\"} 30.0",
+            "elasticjob_launcher_polls_total{outcome=\"timeout\"} 1",
+            "elasticjob_launcher_poll_duration_seconds_count 1",
+            "elasticjob_launcher_poll_tracked_pods 0",
+            "elasticjob_launcher_poll_backoff_pods 0",
+            "elasticjob_launcher_poll_triggers_total 0",
         ] {
             assert!(text.contains(want), "{want} missing in:\n{text}");
         }

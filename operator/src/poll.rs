@@ -1,71 +1,92 @@
 //! Reads the launchers' status endpoints (`GET http://<pod IP>:<statusPort>/status`): the IO
-//! behind [`crate::progress`]; and tells a launcher why its pod is about to be deleted
+//! behind [`crate::progress`], scheduled by [`crate::poller`]; and tells a launcher why its pod is about to be deleted
 //! (`POST /stop`). No credentials either way; a launcher that does not answer in time is
 //! skipped (its last report in the status stays; its pod is deleted all the same).
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::StreamExt;
 use http_body_util::{BodyExt, Empty, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tracing::debug;
 
-use crate::observed::ObservedPod;
 use elasticjob_contract::progress::Progress;
 use elasticjob_contract::stop::{self, StopRequest};
 
 /// How long one launcher gets to answer.
-const TIMEOUT: Duration = Duration::from_secs(2);
-/// Requests in flight at once, per reconcile.
-const CONCURRENCY: usize = 32;
+pub const TIMEOUT: Duration = Duration::from_secs(2);
 /// A status is a few hundred bytes; anything much larger is not a launcher.
 const MAX_BODY: usize = 64 * 1024;
 
-/// An HTTP/1 client for the launchers, shared by all reconciles.
-#[derive(Clone)]
-pub struct LauncherClient {
-    http: Client<HttpConnector, Empty<Bytes>>,
-    post: Client<HttpConnector, Full<Bytes>>,
+/// What one read of a launcher's `/status` got.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Ok(Box<Progress>),
+    /// No answer within the timeout (often: a network policy drops the packets).
+    Timeout,
+    /// No connection, or it broke: refused, unreachable, reset.
+    Refused,
+    /// An answer, but not a launcher's status: an HTTP error, too large, or unparsable.
+    BadBody,
 }
 
-impl Default for LauncherClient {
-    fn default() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(TIMEOUT));
-        connector.set_nodelay(true);
-        LauncherClient {
-            http: Client::builder(TokioExecutor::new())
-                .pool_max_idle_per_host(0)
-                .build(connector.clone()),
-            post: Client::builder(TokioExecutor::new())
-                .pool_max_idle_per_host(0)
-                .build(connector),
+impl Outcome {
+    /// The metrics label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Ok(_) => "ok",
+            Outcome::Timeout => "timeout",
+            Outcome::Refused => "refused",
+            Outcome::BadBody => "bad_body",
+        }
+    }
+
+    pub fn into_progress(self) -> Option<Progress> {
+        match self {
+            Outcome::Ok(p) => Some(*p),
+            _ => None,
         }
     }
 }
 
+/// An HTTP/1 client for the launchers, shared by all reconciles and the poller.
+#[derive(Clone)]
+pub struct LauncherClient {
+    http: Client<HttpConnector, Empty<Bytes>>,
+    post: Client<HttpConnector, Full<Bytes>>,
+    timeout: Duration,
+}
+
+impl Default for LauncherClient {
+    fn default() -> Self {
+        LauncherClient::new(TIMEOUT, Duration::from_secs(30))
+    }
+}
+
 impl LauncherClient {
-    /// Fills in `launcher` of every running pod with an IP, from `port`.
-    pub async fn poll(&self, pods: &mut [ObservedPod], port: i32) {
-        let targets: Vec<(usize, String)> = pods
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.is_running())
-            .filter_map(|(i, p)| Some((i, status_url(p.ip.as_deref()?, port))))
-            .collect();
-        let results: Vec<(usize, Option<Progress>)> =
-            futures::stream::iter(targets.into_iter().map(|(i, url)| async move {
-                let progress = self.get(&url).await;
-                (i, progress)
-            }))
-            .buffer_unordered(CONCURRENCY)
-            .collect()
-            .await;
-        for (i, progress) in results {
-            pods[i].launcher = progress;
+    /// A client whose requests get `timeout`, and whose `/status` connections stay open while
+    /// idle for `keep_idle`: a launcher is read every poll interval, and a new connection each
+    /// time would cost the operator a handshake and a TIME_WAIT socket per read.
+    pub fn new(timeout: Duration, keep_idle: Duration) -> Self {
+        // No connect timeout of its own: `timeout` bounds the whole read, and a connection that
+        // never forms (a network policy dropping the packets) then counts as a timeout.
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        LauncherClient {
+            // One connection per launcher is enough: it is read one request at a time. The
+            // timer reaps idle connections, so those of pods no longer polled do not linger.
+            http: Client::builder(TokioExecutor::new())
+                .pool_max_idle_per_host(1)
+                .pool_idle_timeout(keep_idle)
+                .pool_timer(TokioTimer::new())
+                .build(connector.clone()),
+            // A stop is told once per pod, just before it goes: nothing to keep.
+            post: Client::builder(TokioExecutor::new())
+                .pool_max_idle_per_host(0)
+                .build(connector),
+            timeout,
         }
     }
 
@@ -73,7 +94,7 @@ impl LauncherClient {
     pub async fn tell_stop(&self, ip: &str, port: i32, request: &StopRequest) {
         let url = endpoint_url(ip, port, stop::PATH);
         let body = serde_json::to_vec(request).expect("stop request serializes");
-        let answer = tokio::time::timeout(TIMEOUT, async {
+        let answer = tokio::time::timeout(self.timeout, async {
             let req = hyper::Request::post(url.as_str())
                 .header(hyper::header::CONTENT_TYPE, "application/json")
                 .body(Full::new(Bytes::from(body)))
@@ -98,36 +119,39 @@ impl LauncherClient {
         }
     }
 
-    async fn get(&self, url: &str) -> Option<Progress> {
-        let answer = tokio::time::timeout(TIMEOUT, async {
-            let uri: hyper::Uri = url.parse().map_err(|e| format!("{e}"))?;
-            let response = self.http.get(uri).await.map_err(|e| format!("{e}"))?;
+    /// Reads the status of the launcher at `ip`:`port`.
+    pub async fn status(&self, ip: &str, port: i32) -> Outcome {
+        let url = status_url(ip, port);
+        let answer = tokio::time::timeout(self.timeout, async {
+            let uri: hyper::Uri = url.parse().map_err(|_| Outcome::BadBody)?;
+            let response = self.http.get(uri).await.map_err(|e| {
+                debug!(url, error = %e, "launcher status not read");
+                Outcome::Refused
+            })?;
             if !response.status().is_success() {
-                return Err(format!("HTTP {}", response.status()));
+                debug!(url, status = %response.status(), "launcher status: HTTP error");
+                return Err(Outcome::BadBody);
             }
             let body = Limited::new(response.into_body(), MAX_BODY)
                 .collect()
                 .await
-                .map_err(|e| format!("{e}"))?
+                .map_err(|e| {
+                    debug!(url, error = %e, "launcher status body not read");
+                    Outcome::BadBody
+                })?
                 .to_bytes();
-            Ok(String::from_utf8_lossy(&body).into_owned())
+            Progress::parse(&String::from_utf8_lossy(&body)).ok_or_else(|| {
+                debug!(url, "not a launcher's status");
+                Outcome::BadBody
+            })
         })
         .await;
         match answer {
-            Ok(Ok(body)) => {
-                let progress = Progress::parse(&body);
-                if progress.is_none() {
-                    debug!(url, "not a launcher's status");
-                }
-                progress
-            }
-            Ok(Err(error)) => {
-                debug!(url, error, "launcher status not read");
-                None
-            }
+            Ok(Ok(progress)) => Outcome::Ok(Box::new(progress)),
+            Ok(Err(outcome)) => outcome,
             Err(_) => {
                 debug!(url, "launcher status: no answer in time");
-                None
+                Outcome::Timeout
             }
         }
     }
@@ -148,7 +172,6 @@ fn endpoint_url(ip: &str, port: i32, path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::observed::Phase;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[test]
@@ -160,17 +183,14 @@ mod tests {
         assert_eq!(status_url("fd00::5", 1), "http://[fd00::5]:1/status");
     }
 
-    /// A real server on loopback: the running pod that answers gets its progress; a pending
-    /// pod is not asked; a pod whose port is closed gets none.
-    #[tokio::test]
-    async fn polls_running_pods_only() {
+    /// A server on loopback that answers every request with `body`, then closes.
+    async fn answering(body: &'static str) -> i32 {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port() as i32;
         tokio::spawn(async move {
             while let Ok((mut s, _)) = listener.accept().await {
                 let mut buf = [0u8; 1024];
                 let _ = s.read(&mut buf).await;
-                let body = r#"{"kind":"elastic-launch/v1","state":"Running","round":2,"worldSize":4,"restartCount":1}"#;
                 let _ = s
                     .write_all(
                         format!(
@@ -182,20 +202,31 @@ mod tests {
                     .await;
             }
         });
-        let mut up = crate::fixtures::pod(0, Phase::Running);
-        up.ip = Some("127.0.0.1".into());
-        let mut pending = crate::fixtures::pod(1, Phase::Pending);
-        pending.ip = Some("127.0.0.1".into());
-        let mut closed = crate::fixtures::pod(2, Phase::Running);
-        closed.ip = Some("127.0.0.2".into());
-        let mut pods = [up, pending, closed];
-        LauncherClient::default().poll(&mut pods, port).await;
-        let got = pods[0].launcher.as_ref().expect("the running pod answered");
+        port
+    }
+
+    /// Real servers on loopback: a launcher's body is read; anything else is a bad body; a
+    /// closed port is refused.
+    #[tokio::test]
+    async fn outcomes_of_a_status_read() {
+        let client = LauncherClient::default();
+        let launcher = answering(
+            r#"{"kind":"elastic-launch/v1","state":"Running","round":2,"worldSize":4,"restartCount":1}"#,
+        )
+        .await;
+        let Outcome::Ok(got) = client.status("127.0.0.1", launcher).await else {
+            panic!("the launcher answered");
+        };
         assert_eq!(
             (got.round, got.world_size, got.restart_count),
             (Some(2), Some(4), 1)
         );
-        assert_eq!(pods[1].launcher, None);
-        assert_eq!(pods[2].launcher, None);
+        let other = answering("hello").await;
+        assert_eq!(client.status("127.0.0.1", other).await, Outcome::BadBody);
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port() as i32
+        };
+        assert_eq!(client.status("127.0.0.1", closed).await, Outcome::Refused);
     }
 }

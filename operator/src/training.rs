@@ -97,7 +97,8 @@ pub fn all_training(pods: &[ObservedPod], desired: u32, min: usize) -> bool {
 
 /// How long a sample may stand when nothing changes. Every sample writes the status, which
 /// wakes the controller again, so goodput is sampled when the job starts or stops training and
-/// otherwise at most this often (the launchers are polled every 10 s).
+/// otherwise at most this often (a running job is reconciled at least this often, and whenever
+/// a launcher's report changes).
 pub const GOODPUT_SAMPLE_EVERY: f64 = 30.0;
 
 /// Whether to take a goodput sample now: the first, when training starts or stops, when the job
