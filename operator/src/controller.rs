@@ -1,8 +1,11 @@
 //! The reconcile loop: the IO around [`crate::plan()`].
 //!
-//! For each ElasticJob (kube-rs `Controller`, woken by changes of the job, of the pods and
-//! Service it owns, and by the plan's requeue time): read its pods, compute the plan, write the
-//! status, carry out the actions, publish the events. Writes are idempotent and names are
+//! For each ElasticJob (kube-rs `Controller`, woken by changes of the job's spec, labels,
+//! annotations or deletion, not its status, which only this loop writes; by changes of the pods
+//! and Service it owns; and by the plan's requeue time): read its pods from the pod cache
+//! ([`crate::pod_cache`]; a job waits while the cache does not show its last pod writes),
+//! compute the plan, write the status if it changed, carry out the actions (the Service only if
+//! the cached one differs), publish the events. Writes are idempotent and names are
 //! deterministic, so an operator that crashes mid-reconcile and starts again neither duplicates
 //! a pod nor loses what it recorded: the status is written before any pod is deleted, and a
 //! failure is recorded once by its pod's UID.
