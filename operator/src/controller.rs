@@ -1,9 +1,13 @@
 //! The reconcile loop: the IO around [`crate::plan()`].
 //!
-//! For each ElasticJob (kube-rs `Controller`, woken by changes of the job, of the pods and
-//! Service it owns, by the plan's requeue time, and by the launcher poller when a launcher's
-//! progress changes): read its pods, compute the plan, write the
-//! status, carry out the actions, publish the events. Writes are idempotent and names are
+//! For each ElasticJob (kube-rs `Controller`, woken by changes of the job's spec, labels,
+//! annotations or deletion, not its status, which only this loop writes; by changes of the pods
+//! and Service it owns; by the plan's requeue time; and by the launcher poller
+//! ([`crate::poller`]) when a launcher's progress changes): read its pods from the pod cache
+//! ([`crate::pod_cache`]; a job waits while the cache does not show its last pod writes) and its
+//! launchers' progress from the poller, compute the plan, write the status if it changed, carry
+//! out the actions (the Service only if the cached one differs), publish the events. Writes are
+//! idempotent and names are
 //! deterministic, so an operator that crashes mid-reconcile and starts again neither duplicates
 //! a pod nor loses what it recorded: the status is written before any pod is deleted, and a
 //! failure is recorded once by its pod's UID.
@@ -14,9 +18,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::ControllerRevision;
-use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{
+    Node, NodeCondition, NodeStatus, ObjectReference, Pod, Secret, Service,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{
     Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, Preconditions,
@@ -25,6 +32,7 @@ use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::events::{Event as KubeEvent, EventType as KubeEventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
+
 use kube::{Client, Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
@@ -36,11 +44,14 @@ use elasticjob_crds::validate::{describe, validate, validate_edit};
 use crate::bad_nodes;
 use crate::desired::{self, Settings};
 use crate::event::{Event, EventType};
+use crate::expectations::{Expect, JobKey};
 use crate::kueue;
+use crate::metrics::Outcome;
 use crate::metrics::{BudgetLabel, Metrics, ReasonLabel};
 use crate::next_status::{self, Admission, RejectedEdit, Verdict};
 use crate::observed::ObservedPod;
 use crate::plan::{Action, DeleteReason, Plan, plan_admitted};
+use crate::pod_cache::PodCache;
 use crate::poll::LauncherClient;
 use crate::poller::{self, Poller, PollerConfig};
 use crate::queueing;
@@ -81,8 +92,13 @@ pub struct Context {
     pub settings: Settings,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
-    /// Nodes, for the readiness of each pod's node (a lost node's pods).
+    /// Nodes, for the readiness of each pod's node (a lost node's pods); trimmed to their
+    /// Ready condition ([`trim_node`]).
     pub nodes: Store<Node>,
+    /// The jobs' pods, from the watch that also triggers their jobs.
+    pub pods: Arc<PodCache>,
+    /// The jobs' Services, so an unchanged one is not applied again.
+    pub services: Store<Service>,
     /// Tells launchers why their pods stop.
     pub launchers: LauncherClient,
     /// Reads the launchers' progress in the background; the reconcile says which pods to read
@@ -104,56 +120,74 @@ fn is_status(e: &kube::Error, code: u16) -> bool {
 /// One reconcile of one job.
 pub async fn reconcile(job: Arc<ElasticJob>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     let started = Instant::now();
+    let _in_flight = ctx.metrics.reconcile_started();
     let result = reconcile_job(&job, &ctx).await;
+    let (outcome, result) = match result {
+        Ok(Reconciled::Done(r)) => (Outcome::Ok, Ok(r)),
+        Ok(Reconciled::Stale(r)) => (Outcome::Stale, Ok(r)),
+        Err(e) => (Outcome::Error, Err(e)),
+    };
     ctx.metrics
-        .reconcile_duration
-        .observe(started.elapsed().as_secs_f64());
+        .observe_reconcile(outcome, started.elapsed().as_secs_f64());
     result
 }
 
-async fn reconcile_job(job: &ElasticJob, ctx: &Context) -> Result<Requeue, Error> {
+async fn reconcile_job(job: &ElasticJob, ctx: &Context) -> Result<Reconciled, Error> {
     let (Some(ns), Some(uid)) = (job.namespace(), job.uid()) else {
-        return Ok(Requeue::await_change());
+        return Ok(Reconciled::Done(Requeue::await_change()));
     };
     let name = job.name_any();
+    let key: JobKey = (ns.clone(), name.clone());
     let job_ref = reflector::ObjectRef::from_obj(job);
     if !job.spec.run_policy.managed_here() {
         // Another controller runs it (spec.runPolicy.managedBy): leave it alone.
         ctx.poller.untrack(&job_ref);
-        return Ok(Requeue::await_change());
+        return Ok(Reconciled::Done(Requeue::await_change()));
     }
     if job.meta().deletion_timestamp.is_some() {
         // Garbage collection removes the pods and the Service through their owner references.
+        ctx.pods.forget(&key);
         ctx.poller.untrack(&job_ref);
-        return Ok(Requeue::await_change());
+        return Ok(Reconciled::Done(Requeue::await_change()));
+    }
+    // Before the first list is in, every job would look as if it had no pods.
+    ctx.pods.wait_until_synced().await;
+    let unmet = ctx.pods.unmet(&key);
+    if !unmet.is_empty() {
+        // The watch event that shows the last write triggers the job again; this is a fallback.
+        debug!(job = %name, namespace = %ns, pods = ?unmet, "the pod cache does not show this job's last writes yet");
+        return Ok(Reconciled::Stale(Requeue::requeue(STALE_RETRY)));
     }
     let (job, rejected) = &job_to_run(ctx, job, &ns, &uid).await?;
     let job: &ElasticJob = job;
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let selector = desired::selector(&name)
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let pods = pods_api
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .map_err(kube_err(format!("listing the pods of {ns}/{name}")))?;
-    let (job, admission) = &admit(ctx, job, &ns, &pods.items).await?;
+    let pods = ctx.pods.pods(&key);
+    let (job, admission) = &admit(ctx, job, &ns, &pods).await?;
     let job: &ElasticJob = job;
     let trainer = desired::trainer_name(job);
-    let mut observed: Vec<ObservedPod> = pods
-        .items
-        .iter()
-        .filter_map(|p| {
-            let node_ready = p
-                .spec
-                .as_ref()
-                .and_then(|s| s.node_name.as_deref())
-                .map(|n| node_is_ready(&ctx.nodes, n));
-            ObservedPod::from_pod(&name, &uid, trainer.as_deref(), p, node_ready)
-        })
-        .collect();
+    let observe = |p: &Pod| {
+        let node_ready = p
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .map(|n| node_is_ready(&ctx.nodes, n));
+        ObservedPod::from_pod(&name, &uid, trainer.as_deref(), p, node_ready)
+    };
+    let mut observed: Vec<ObservedPod> = pods.iter().filter_map(|p| observe(p)).collect();
+    for pod in unconfirmed_absences(job, &observed) {
+        // Charged as vanished if it is really gone: the cache must not be the only witness.
+        let fresh = pods_api
+            .get_opt(&pod.name)
+            .await
+            .map_err(kube_err(format!("reading pod {ns}/{}", pod.name)))?;
+        if let Some(o) = fresh
+            .filter(|p| p.uid() == pod.uid)
+            .and_then(|p| observe(&p))
+        {
+            debug!(job = %name, namespace = %ns, pod = %o.name, "a running pod not in the cache yet");
+            observed.push(o);
+        }
+    }
     if job_is_active(job) {
         let port = job.spec.launcher.status_port;
         ctx.poller.track(&job_ref, poller::targets(&observed, port));
@@ -182,7 +216,7 @@ async fn reconcile_job(job: &ElasticJob, ctx: &Context) -> Result<Requeue, Error
             // write, not seen yet). Acting on it could count a failure twice or undo a
             // condition; the watch event of the change reconciles again, this is a fallback.
             debug!(job = %name, namespace = %ns, "the job changed since it was read; reconciling the fresh one");
-            return Ok(Requeue::requeue(STALE_RETRY));
+            return Ok(Reconciled::Stale(Requeue::requeue(STALE_RETRY)));
         }
         count_restarts(&ctx.metrics, &old, &plan.status);
     }
@@ -201,7 +235,7 @@ async fn reconcile_job(job: &ElasticJob, ctx: &Context) -> Result<Requeue, Error
     if !warnings.is_empty() {
         publish_events(ctx, job, &warnings).await;
         // Said in the status by the next reconcile.
-        return Ok(Requeue::requeue(STALE_RETRY));
+        return Ok(Reconciled::Done(Requeue::requeue(STALE_RETRY)));
     }
     // The poller asks for a reconcile when a launcher's progress changes; a running job is
     // still looked at every goodput sample period, so its goodput stays as fresh when nothing
@@ -211,10 +245,29 @@ async fn reconcile_job(job: &ElasticJob, ctx: &Context) -> Result<Requeue, Error
     } else {
         RESYNC
     };
-    Ok(match plan.requeue_after {
+    Ok(Reconciled::Done(match plan.requeue_after {
         Some(d) => Requeue::requeue(d.clamp(Duration::from_millis(200), resync)),
         None => Requeue::requeue(resync),
-    })
+    }))
+}
+
+/// How a reconcile ended, for the duration metric.
+enum Reconciled {
+    /// It acted on what it saw.
+    Done(Requeue),
+    /// It did nothing: the job or its pods in the cache were older than the operator's own
+    /// last writes.
+    Stale(Requeue),
+}
+
+/// The pods the job's last status saw running that the cache no longer shows and whose
+/// absence would be charged (`next_status::vanished_pods`).
+fn unconfirmed_absences(job: &ElasticJob, observed: &[ObservedPod]) -> Vec<ObservedPod> {
+    let Some(status) = &job.status else {
+        return Vec::new();
+    };
+    let desired = job.spec.desired_replicas().max(0) as u32;
+    next_status::vanished_pods(job, &status.launchers, observed, desired)
 }
 
 /// The job as its queue admits it, and what its status says of that: as it is when it is not
@@ -223,7 +276,7 @@ async fn admit<'a>(
     ctx: &Context,
     job: &'a ElasticJob,
     ns: &str,
-    pods: &[Pod],
+    pods: &[Arc<Pod>],
 ) -> Result<(Cow<'a, ElasticJob>, Admission), Error> {
     let Some(queue) = kueue::queue_name(job) else {
         return Ok((Cow::Borrowed(job), Admission::Unqueued));
@@ -367,6 +420,45 @@ fn job_is_active(job: &ElasticJob) -> bool {
     !finished && !job.spec.run_policy.suspend
 }
 
+/// What the node cache keeps of a Node: its name and its Ready condition's status (the rest,
+/// images and managed fields above all, is most of a Node's bytes and is never read).
+pub fn trim_node(node: &mut Node) {
+    let ready = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| NodeCondition {
+            type_: c.type_.clone(),
+            status: c.status.clone(),
+            ..NodeCondition::default()
+        });
+    node.metadata = ObjectMeta {
+        name: node.metadata.name.take(),
+        resource_version: node.metadata.resource_version.take(),
+        ..ObjectMeta::default()
+    };
+    node.spec = None;
+    node.status = Some(NodeStatus {
+        conditions: ready.map(|c| vec![c]),
+        ..NodeStatus::default()
+    });
+}
+
+/// What of a job is worth a reconcile: its identity, generation (spec), labels, annotations
+/// and deletion. Not its status, which only the operator writes.
+fn job_change(job: &ElasticJob) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let meta = job.meta();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    meta.uid.hash(&mut h);
+    meta.generation.hash(&mut h);
+    meta.labels.hash(&mut h);
+    meta.annotations.hash(&mut h);
+    meta.deletion_timestamp.as_ref().map(|t| t.0).hash(&mut h);
+    Some(h.finish())
+}
+
 /// Ready unless the node says otherwise or is gone (`Some(false)`); unknown nodes that the
 /// cache has never seen count as gone only once the cache is filled (it is, before reconciles).
 fn node_is_ready(nodes: &Store<Node>, name: &str) -> bool {
@@ -501,6 +593,7 @@ async fn execute(
         source,
     };
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let key: JobKey = (ns.to_string(), name.clone());
     // Pod creations go out concurrently (a 256-replica job is created at the apiserver's pace,
     // not one round trip at a time); everything else in the plan's order.
     let creates: Vec<u32> = plan
@@ -553,6 +646,12 @@ async fn execute(
         match action {
             Action::ApplyService => {
                 let svc = desired::service(job).map_err(desired_err)?;
+                let cached = ctx
+                    .services
+                    .get(&reflector::ObjectRef::new(&svc.name_any()).within(ns));
+                if cached.is_some_and(|live| desired::holds(&svc, live.as_ref())) {
+                    continue;
+                }
                 let api: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
                 api.patch(
                     &svc.name_any(),
@@ -569,7 +668,7 @@ async fn execute(
                 why,
                 ..
             } => {
-                delete_pod(&pods, pod, uid.clone(), None).await?;
+                delete_pod(ctx, &key, &pods, pod, uid.clone(), None).await?;
                 ctx.metrics
                     .pod_deletions
                     .get_or_create(&ReasonLabel {
@@ -579,7 +678,7 @@ async fn execute(
                 info!(job = %name, namespace = %ns, %pod, reason = delete_reason(*why), "deleted pod");
             }
             Action::ForceDeletePod { name: pod, uid } => {
-                delete_pod(&pods, pod, uid.clone(), Some(0)).await?;
+                delete_pod(ctx, &key, &pods, pod, uid.clone(), Some(0)).await?;
                 ctx.metrics
                     .pod_deletions
                     .get_or_create(&ReasonLabel {
@@ -705,7 +804,15 @@ async fn create_pod(
             source,
         })?;
     match pods.create(&PostParams::default(), &pod).await {
-        Ok(_) => {
+        Ok(created) => {
+            if let (Some(ns), Some(uid)) = (created.namespace(), created.uid()) {
+                ctx.pods.expect(
+                    (ns, job.name_any()),
+                    &created.name_any(),
+                    &uid,
+                    Expect::Created,
+                );
+            }
             ctx.metrics.pod_creations.inc();
             info!(job = %job.name_any(), pod = %pod.name_any(), "created pod");
             Ok(None)
@@ -752,8 +859,11 @@ fn delete_reason(why: DeleteReason) -> &'static str {
     }
 }
 
-/// Deletes a pod; the UID precondition makes sure a newer pod of the same name survives.
+/// Deletes a pod of `job`; the UID precondition makes sure a newer pod of the same name
+/// survives.
 async fn delete_pod(
+    ctx: &Context,
+    job: &JobKey,
     api: &Api<Pod>,
     name: &str,
     uid: Option<String>,
@@ -761,14 +871,24 @@ async fn delete_pod(
 ) -> Result<(), Error> {
     let dp = DeleteParams {
         grace_period_seconds: grace,
-        preconditions: uid.map(|uid| Preconditions {
+        preconditions: uid.clone().map(|uid| Preconditions {
             uid: Some(uid),
             resource_version: None,
         }),
         ..DeleteParams::default()
     };
     match api.delete(name, &dp).await {
-        Ok(_) => Ok(()),
+        Ok(_) => {
+            if let Some(uid) = uid {
+                let what = if grace == Some(0) {
+                    Expect::Gone
+                } else {
+                    Expect::Deleting
+                };
+                ctx.pods.expect(job.clone(), name, &uid, what);
+            }
+            Ok(())
+        }
         // Already gone, or already replaced by a newer pod of that name.
         Err(e) if is_status(&e, 404) || is_status(&e, 409) => Ok(()),
         Err(e) => Err(kube_err(format!("deleting pod {name}"))(e)),
@@ -843,6 +963,7 @@ pub async fn run(
     let (nodes, writer) = reflector::store();
     let node_watch = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
         .default_backoff()
+        .modify(trim_node)
         .reflect(writer)
         .for_each(|_| futures::future::ready(()));
     let node_task = tokio::spawn(node_watch);
@@ -854,30 +975,57 @@ pub async fn run(
         kueue_installed,
         "Kueue's Workload API (kueue.x-k8s.io/v1beta2)"
     );
-    let jobs: Api<ElasticJob> = scope.api(&client);
-    let pods: Api<Pod> = scope.api(&client);
-    let services: Api<Service> = scope.api(&client);
-    let mut controller = Controller::new(jobs, watcher::Config::default())
+    let owned = || watcher::Config::default().labels(elasticjob_crds::names::LABEL_JOB_NAME);
+    // One watch of the pods: it fills the pod cache and, through the same events (applied
+    // first), triggers their jobs.
+    let pod_cache = Arc::new(PodCache::default());
+    let pod_events = watcher(scope.api::<Pod>(&client), owned())
+        .default_backoff()
+        .modify(crate::pod_cache::strip)
+        .map_ok({
+            let (cache, metrics) = (pod_cache.clone(), metrics.clone());
+            move |event| {
+                cache.apply(&event);
+                metrics.trigger("pod");
+                event
+            }
+        })
+        .touched_objects();
+    let (services, service_writer) = reflector::store();
+    let service_events = watcher(scope.api::<Service>(&client), owned())
+        .default_backoff()
+        .modify(|s: &mut Service| s.metadata.managed_fields = None)
+        .reflect(service_writer)
+        .inspect_ok({
+            let metrics = metrics.clone();
+            move |_| metrics.trigger("service")
+        })
+        .touched_objects();
+    // The job's own status writes are not a reason to look again (the reconcile that wrote
+    // it has acted on it, and requeued itself); spec, label, annotation and deletion changes
+    // are. The cache still gets every change.
+    let (jobs, job_writer) = reflector::store();
+    let job_events = watcher(scope.api::<ElasticJob>(&client), watcher::Config::default())
+        .default_backoff()
+        .modify(|j: &mut ElasticJob| j.metadata.managed_fields = None)
+        .reflect(job_writer)
+        .applied_objects()
+        .predicate_filter(job_change, Default::default())
+        .inspect_ok({
+            let metrics = metrics.clone();
+            move |_| metrics.trigger("job")
+        });
+    let mut controller = Controller::for_stream(job_events, jobs)
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
-        .owns(
-            pods,
-            watcher::Config::default().labels(elasticjob_crds::names::LABEL_JOB_NAME),
-        )
-        .owns(
-            services,
-            watcher::Config::default().labels(elasticjob_crds::names::LABEL_JOB_NAME),
-        );
+        .owns_stream(pod_events)
+        .owns_stream(service_events);
     if kueue_installed {
         let ar = kueue::workload_resource();
         let workloads: Api<DynamicObject> = match &scope {
             Scope::All => Api::all_with(client.clone(), &ar),
             Scope::Namespace(ns) => Api::namespaced_with(client.clone(), ns, &ar),
         };
-        controller = controller.owns_with(
-            workloads,
-            ar,
-            watcher::Config::default().labels(elasticjob_crds::names::LABEL_JOB_NAME),
-        );
+        controller = controller.owns_with(workloads, ar, owned());
     }
     let store = controller.store();
     // Stopped when dropped, with the controller.
@@ -893,6 +1041,8 @@ pub async fn run(
         recorder: Recorder::new(client.clone(), reporter),
         metrics,
         nodes,
+        pods: pod_cache,
+        services,
         launchers: LauncherClient::default(),
         poller,
         name_conflicts: Mutex::default(),

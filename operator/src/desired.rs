@@ -647,5 +647,29 @@ pub fn trainer_name(job: &ElasticJob) -> Option<String> {
     Some(job.spec.template.spec.as_ref()?.containers[i].name.clone())
 }
 
+/// Whether `live` (an object as the apiserver has it) already holds every field `desired`
+/// sets, so a server-side apply of `desired` would change nothing. What the apiserver or others
+/// add (defaults, clusterIP, other managers' fields) is ignored; lists must match item by
+/// item. A field the operator stops setting is not noticed (the apply that would drop it is
+/// skipped); the operator's objects never lose a field while they live.
+pub fn holds(desired: &impl serde::Serialize, live: &impl serde::Serialize) -> bool {
+    fn subset(want: &serde_json::Value, have: &serde_json::Value) -> bool {
+        use serde_json::Value;
+        match (want, have) {
+            (Value::Object(w), Value::Object(h)) => w
+                .iter()
+                .all(|(k, v)| v.is_null() || h.get(k).is_some_and(|hv| subset(v, hv))),
+            (Value::Array(w), Value::Array(h)) => {
+                w.len() == h.len() && w.iter().zip(h).all(|(a, b)| subset(a, b))
+            }
+            _ => want == have,
+        }
+    }
+    match (serde_json::to_value(desired), serde_json::to_value(live)) {
+        (Ok(d), Ok(l)) => subset(&d, &l),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,10 @@
 //!
 //! - [`controller`]: the reconcile loop (read pods, plan, write status, act, publish events);
 //! - [`metrics`], [`http`]: Prometheus metrics, /metrics, /healthz, /readyz;
-//! - [`leader`]: leader election through a Lease;
+//! - [`leader`]: leader election through a Lease; [`client`]: the rate limit and request
+//!   metrics of the operator's Kubernetes client;
+//! - [`pod_cache`]: the jobs' pods from one watch, indexed by job; [`expectations`]: the
+//!   operator's own pod writes the cache does not show yet;
 //! - [`observed`]: the facts of a job's pods that the decisions use;
 //! - [`desired`]: the Service and pods a job should have (the pod contract);
 //! - [`kueue`]: admission through a Kueue Workload; [`gang`]: a scheduler-plugins PodGroup;
@@ -19,9 +22,11 @@
 //!   ([`poll`] is its HTTP client).
 
 pub mod bad_nodes;
+pub mod client;
 pub mod controller;
 pub mod desired;
 pub mod event;
+pub mod expectations;
 pub mod failure;
 pub mod gang;
 pub mod http;
@@ -31,6 +36,7 @@ pub mod metrics;
 pub mod next_status;
 pub mod observed;
 pub mod plan;
+pub mod pod_cache;
 pub mod poll;
 pub mod poller;
 pub mod progress;

@@ -8,10 +8,11 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, ValueEnum};
-use kube::Client;
+use kube::client::ClientBuilder;
 use kube::runtime::events::Reporter;
 use tracing::{error, info};
 
+use elasticjob_operator::client::{ApiLayer, RateLimit};
 use elasticjob_operator::controller::{self, Scope};
 use elasticjob_operator::http::{self, Health};
 use elasticjob_operator::metrics::Metrics;
@@ -61,6 +62,13 @@ struct Args {
     /// Jobs reconciled at once (the rest wait in the queue).
     #[arg(long, env = "ELASTICJOB_CONCURRENCY", default_value_t = 16)]
     concurrency: u16,
+    /// Requests a second to the apiserver, sustained (0: no limit). Leader election has its
+    /// own client and is never held back by it.
+    #[arg(long, env = "ELASTICJOB_KUBE_QPS", default_value_t = 50.0)]
+    kube_qps: f64,
+    /// Requests to the apiserver allowed at once above --kube-qps.
+    #[arg(long, env = "ELASTICJOB_KUBE_BURST", default_value_t = 100)]
+    kube_burst: u32,
     /// Log format; the level comes from RUST_LOG (default info).
     #[arg(
         long,
@@ -91,10 +99,24 @@ async fn main() -> Result<()> {
         .identity
         .clone()
         .unwrap_or_else(|| format!("elasticjob-operator-{}", hostname_or_pid()));
-    let client = Client::try_default()
+    let config = kube::Config::infer()
         .await
         .context("connecting to Kubernetes (KUBECONFIG or the in-cluster service account)")?;
     let metrics = Arc::new(Metrics::default());
+    let layer = |limit| ApiLayer {
+        metrics: metrics.clone(),
+        limit,
+    };
+    let builder =
+        || ClientBuilder::try_from(config.clone()).context("building the Kubernetes client");
+    let client = builder()?
+        .with_layer(&layer(Some(RateLimit {
+            qps: args.kube_qps,
+            burst: args.kube_burst,
+        })))
+        .build();
+    // The Lease is renewed on time even when reconciles use up the rate limit.
+    let lease_client = builder()?.with_layer(&layer(None)).build();
     let ready = Arc::new(AtomicBool::new(false));
     let store = Arc::new(std::sync::OnceLock::new());
     let health = Health {
@@ -143,7 +165,7 @@ async fn main() -> Result<()> {
         // waits for the new pod to be ready before stopping the old leader, would never finish.)
         ready.store(true, std::sync::atomic::Ordering::SeqCst);
         let leadership = leader::acquire(
-            client.clone(),
+            lease_client,
             &args.lease_namespace,
             &args.lease_name,
             &identity,

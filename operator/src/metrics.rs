@@ -6,7 +6,19 @@
 //!   budgets;
 //! - `elasticjob_pod_creations_total`, `elasticjob_pod_deletions_total{reason}` (reason
 //!   `recreate` counts pod recreations after failures);
-//! - `elasticjob_reconcile_duration_seconds`, `elasticjob_reconcile_errors_total`;
+//! - `elasticjob_reconcile_duration_seconds{outcome}` (`ok`; `stale`: nothing done because the
+//!   cache did not show the operator's own last writes yet; `error`),
+//!   `elasticjob_reconcile_errors_total`;
+//! - `elasticjob_operator_reconciles_in_flight`: reconciles running now (at `--concurrency`,
+//!   the controller's queue is backing up);
+//! - `elasticjob_operator_reconcile_triggers_total{source}`: watch events that asked for a
+//!   reconcile (`job`, `pod`, `service`). kube-rs' controller does not expose its queue; it
+//!   merges the triggers of a job that is already queued, so these are an upper bound on what
+//!   enters the queue, and triggers minus reconciles (by duration count) is how many merged;
+//! - `elasticjob_operator_api_requests_total{verb,code}`: requests to the apiserver by HTTP
+//!   verb (`WATCH` for watches) and status class (`2xx`, `4xx`, ..., `error` when no response
+//!   came); `elasticjob_operator_api_rate_limit_wait_seconds`: how long requests waited for
+//!   the client-side rate limit (`--kube-qps`, `--kube-burst`);
 //! - `elasticjob_operator_leader`: 1 while this replica leads;
 //! - `elasticjob_job_goodput_ratio{namespace,job}` and `elasticjob_job_training_seconds{...}`:
 //!   each job's goodput (`status.goodput`), from the cache at scrape time;
@@ -47,14 +59,66 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    pub source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabel {
+    pub verb: String,
+    pub code: &'static str,
+}
+
+/// How a reconcile ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    /// It did nothing: what the caches held was older than the operator's own last writes.
+    Stale,
+    Error,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Stale => "stale",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+/// Counts a reconcile as in flight while it lives.
+pub struct InFlight(Gauge<i64, AtomicI64>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+fn reconcile_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 1.5, 24))
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub jobs: Family<StateLabel, Gauge<i64, AtomicI64>>,
     pub restarts: Family<BudgetLabel, Counter>,
     pub pod_creations: Counter,
     pub pod_deletions: Family<ReasonLabel, Counter>,
-    pub reconcile_duration: Histogram,
+    pub reconcile_duration: Family<OutcomeLabel, Histogram, fn() -> Histogram>,
     pub reconcile_errors: Counter,
+    pub reconciles_in_flight: Gauge<i64, AtomicI64>,
+    pub triggers: Family<SourceLabel, Counter>,
+    pub api_requests: Family<RequestLabel, Counter>,
+    pub rate_limit_wait: Histogram,
     pub leader: Gauge<i64, AtomicI64>,
     pub goodput: Family<JobLabel, Gauge<f64, AtomicU64>>,
     pub training_seconds: Family<JobLabel, Gauge<f64, AtomicU64>>,
@@ -84,11 +148,38 @@ impl Default for Metrics {
             "Worker pods deleted, by reason (recreate = replaced after a failure)",
             pod_deletions.clone(),
         );
-        let reconcile_duration = Histogram::new(exponential_buckets(0.0005, 1.5, 24));
+        let reconcile_duration =
+            Family::<OutcomeLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+                reconcile_buckets,
+            );
         registry.register(
             "reconcile_duration_seconds",
-            "Time of one reconcile",
+            "Time of one reconcile, by outcome (ok, stale: the cache did not show the operator's last writes yet, error)",
             reconcile_duration.clone(),
+        );
+        let reconciles_in_flight = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "operator_reconciles_in_flight",
+            "Reconciles running now (at --concurrency, jobs wait in the controller's queue)",
+            reconciles_in_flight.clone(),
+        );
+        let triggers = Family::<SourceLabel, Counter>::default();
+        registry.register(
+            "operator_reconcile_triggers",
+            "Watch events that asked for a reconcile, by source (triggers of a job already queued merge)",
+            triggers.clone(),
+        );
+        let api_requests = Family::<RequestLabel, Counter>::default();
+        registry.register(
+            "operator_api_requests",
+            "Requests to the Kubernetes apiserver by verb (WATCH for watches) and status class (error: no response)",
+            api_requests.clone(),
+        );
+        let rate_limit_wait = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            "operator_api_rate_limit_wait_seconds",
+            "Time requests waited for the client-side rate limit (--kube-qps, --kube-burst)",
+            rate_limit_wait.clone(),
         );
         let reconcile_errors = Counter::default();
         registry.register(
@@ -126,17 +217,16 @@ impl Default for Metrics {
             pod_deletions,
             reconcile_duration,
             reconcile_errors,
+            reconciles_in_flight,
+            triggers,
+            api_requests,
+            rate_limit_wait,
             leader,
         }
     }
 }
 
 // The launcher poller's metrics (crate::poller).
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OutcomeLabel {
-    pub outcome: String,
-}
 
 pub struct PollMetrics {
     pub duration: Histogram,
@@ -191,6 +281,25 @@ impl PollMetrics {
 }
 
 impl Metrics {
+    /// Counts a reconcile in flight until the guard is dropped.
+    pub fn reconcile_started(&self) -> InFlight {
+        self.reconciles_in_flight.inc();
+        InFlight(self.reconciles_in_flight.clone())
+    }
+
+    pub fn observe_reconcile(&self, outcome: Outcome, seconds: f64) {
+        self.reconcile_duration
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.as_str(),
+            })
+            .observe(seconds);
+    }
+
+    /// A watch event of `source` asked for a reconcile.
+    pub fn trigger(&self, source: &'static str) {
+        self.triggers.get_or_create(&SourceLabel { source }).inc();
+    }
+
     /// Sets the jobs-by-state gauge from the states of every job the operator sees.
     pub fn set_job_states(&self, states: impl IntoIterator<Item = JobState>) {
         let mut counts = std::collections::BTreeMap::new();
@@ -249,7 +358,15 @@ mod tests {
                 budget: "application".into(),
             })
             .inc();
-        m.reconcile_duration.observe(0.01);
+        m.observe_reconcile(Outcome::Stale, 0.01);
+        let in_flight = m.reconcile_started();
+        m.trigger("pod");
+        m.api_requests
+            .get_or_create(&RequestLabel {
+                verb: "PATCH".into(),
+                code: "2xx",
+            })
+            .inc();
         let g = Goodput {
             training_seconds: 30.0,
             elapsed_seconds: 40.0,
@@ -266,9 +383,7 @@ mod tests {
         m.set_goodput([(label, &g)]);
         m.poll
             .results
-            .get_or_create(&OutcomeLabel {
-                outcome: "timeout".into(),
-            })
+            .get_or_create(&OutcomeLabel { outcome: "timeout" })
             .inc();
         m.poll.duration.observe(2.0);
         let text = m.encode();
@@ -277,7 +392,11 @@ mod tests {
             "elasticjob_jobs{state=\"Failed\"} 1",
             "elasticjob_jobs{state=\"Succeeded\"} 0",
             "elasticjob_restarts_total{budget=\"application\"} 1",
-            "elasticjob_reconcile_duration_seconds_count 1",
+            "elasticjob_reconcile_duration_seconds_count{outcome=\"stale\"} 1",
+            "elasticjob_operator_reconciles_in_flight 1",
+            "elasticjob_operator_reconcile_triggers_total{source=\"pod\"} 1",
+            "elasticjob_operator_api_requests_total{verb=\"PATCH\",code=\"2xx\"} 1",
+            "elasticjob_operator_api_rate_limit_wait_seconds_count 0",
             "elasticjob_operator_leader 0",
             "elasticjob_job_goodput_ratio{namespace=\"ml\",job=\"train\"} 0.75",
             "elasticjob_job_training_seconds{namespace=\"ml\",job=\"train\"} 30.0",
@@ -289,5 +408,10 @@ mod tests {
         ] {
             assert!(text.contains(want), "{want} missing in:\n{text}");
         }
+        drop(in_flight);
+        assert!(
+            m.encode()
+                .contains("elasticjob_operator_reconciles_in_flight 0")
+        );
     }
 }

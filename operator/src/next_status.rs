@@ -404,8 +404,9 @@ fn failed_pods<'a>(
 }
 
 /// Pods below the desired count that were running at the last status and are gone now,
-/// unseen (`progress::vanished`).
-fn vanished_pods(
+/// unseen (`progress::vanished`): each is charged once as a failure. (The controller confirms
+/// their absence with the apiserver first: see `pod_cache`.)
+pub fn vanished_pods(
     job: &ElasticJob,
     old: &[LauncherStatus],
     pods: &[ObservedPod],

@@ -698,7 +698,7 @@ async fn read_one(
     m.duration.observe(started.elapsed().as_secs_f64());
     m.results
         .get_or_create(&crate::metrics::OutcomeLabel {
-            outcome: outcome.label().into(),
+            outcome: outcome.label(),
         })
         .inc();
     if !matches!(outcome, Outcome::Ok(_)) {

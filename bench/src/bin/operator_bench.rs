@@ -145,19 +145,30 @@ async fn create_jobs(client: Client, ns: &str, count: usize) -> Result<f64> {
 
 /// p50 and p99 of a Prometheus histogram (linear interpolation inside the bucket).
 fn quantiles(text: &str, name: &str) -> Result<(f64, f64, u64)> {
+    // Buckets of every label set (e.g. the reconcile outcome) added up, by bound.
     let mut buckets: Vec<(f64, f64)> = Vec::new();
     for line in text.lines() {
-        let Some(rest) = line.strip_prefix(&format!("{name}_bucket{{le=\"")) else {
+        let Some(rest) = line.strip_prefix(&format!("{name}_bucket{{")) else {
             continue;
         };
-        let (le, count) = rest.split_once("\"} ").context("bucket line")?;
+        let (labels, count) = rest.rsplit_once("} ").context("bucket line")?;
+        let le = labels
+            .split(',')
+            .find_map(|l| l.strip_prefix("le=\""))
+            .and_then(|l| l.strip_suffix('"'))
+            .context("bucket line without le")?;
         let le = if le == "+Inf" {
             f64::INFINITY
         } else {
             le.parse()?
         };
-        buckets.push((le, count.trim().parse()?));
+        let count: f64 = count.trim().parse()?;
+        match buckets.iter_mut().find(|b| b.0 == le) {
+            Some(b) => b.1 += count,
+            None => buckets.push((le, count)),
+        }
     }
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
     let total = buckets.last().map(|b| b.1).unwrap_or(0.0);
     if total == 0.0 {
         bail!("no observations of {name}");

@@ -898,3 +898,38 @@ fn the_newest_saved_spec_of_the_same_job_is_the_last_valid_one() {
     assert_eq!(spec, j.spec);
     assert_eq!(newest_valid_spec(&[other], UID), None);
 }
+
+#[test]
+fn a_live_service_with_the_apiservers_additions_holds_the_desired_one() {
+    let svc = service(&job()).unwrap();
+    let mut live = serde_json::to_value(&svc).unwrap();
+    live["metadata"]["resourceVersion"] = json!("7");
+    live["metadata"]["uid"] = json!("s1");
+    live["spec"]["sessionAffinity"] = json!("None");
+    live["spec"]["clusterIPs"] = json!(["None"]);
+    live["spec"]["ports"][0]["appProtocol"] = json!("tcp");
+    live["status"] = json!({"loadBalancer": {}});
+    let live: Service = serde_json::from_value(live).unwrap();
+    assert!(holds(&svc, &live));
+
+    let mut edited = live.clone();
+    edited.spec.as_mut().unwrap().publish_not_ready_addresses = Some(false);
+    assert!(
+        !holds(&svc, &edited),
+        "someone changed a field the operator sets"
+    );
+    let mut relabelled = live.clone();
+    relabelled.metadata.labels.as_mut().unwrap().clear();
+    assert!(!holds(&svc, &relabelled));
+    let mut more_ports = live;
+    let port = more_ports.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].clone();
+    more_ports
+        .spec
+        .as_mut()
+        .unwrap()
+        .ports
+        .as_mut()
+        .unwrap()
+        .push(port);
+    assert!(!holds(&svc, &more_ports));
+}

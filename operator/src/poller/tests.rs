@@ -492,9 +492,7 @@ async fn polls_real_launchers_in_the_background() {
     let reads_up = metrics
         .poll
         .results
-        .get_or_create(&crate::metrics::OutcomeLabel {
-            outcome: "ok".into(),
-        })
+        .get_or_create(&crate::metrics::OutcomeLabel { outcome: "ok" })
         .get();
     assert!(reads_up >= 8, "read about every 100 ms: {reads_up}");
     assert_eq!(peers.lock().unwrap().len(), 1, "one kept-alive connection");
@@ -502,9 +500,7 @@ async fn polls_real_launchers_in_the_background() {
     let refused = metrics
         .poll
         .results
-        .get_or_create(&crate::metrics::OutcomeLabel {
-            outcome: "refused".into(),
-        })
+        .get_or_create(&crate::metrics::OutcomeLabel { outcome: "refused" })
         .get();
     assert!((2..=6).contains(&refused), "refused {refused} times");
     let hung_reads = *accepted.lock().unwrap();

@@ -148,6 +148,9 @@ fn default_values_render_cluster_wide_rbac_leader_election_and_metrics_service()
             "--cluster-domain=cluster.local".into(),
             "--metrics-addr=[::]:8080".into(),
             "--log-format=json".into(),
+            "--concurrency=16".into(),
+            "--kube-qps=50".into(),
+            "--kube-burst=100".into(),
             "--leader-elect".into(),
             format!("--lease-name={FULLNAME}"),
         ]
@@ -474,6 +477,9 @@ fn other_values_reach_the_deployment() {
         "clusterDomain=corp.local",
         "metrics.port=9090",
         "serviceAccount.name=ops",
+        "concurrency=64",
+        "kubeApi.qps=200",
+        "kubeApi.burst=400",
     ]);
     let c = operator_container(&docs);
     assert_eq!(c["image"], "registry.example/op:dev");
@@ -483,6 +489,9 @@ fn other_values_reach_the_deployment() {
         "--cluster-domain=corp.local",
         "--metrics-addr=[::]:9090",
         "--log-format=text",
+        "--concurrency=64",
+        "--kube-qps=200",
+        "--kube-burst=400",
     ] {
         assert!(args.contains(&want.to_string()), "{want} in {args:?}");
     }
@@ -530,6 +539,7 @@ fn wrong_values_fail_with_the_schema_message() {
             &["leaderelection", "enabled", "true"],
         ),
         (&["replicaCount=0"], &["/replicacount", "minimum"]),
+        (&["kubeApi.qps=-1"], &["/kubeapi/qps", "minimum"]),
         (&["nosuchKey=1"], &["nosuchkey", "not allowed"]),
         (&["image.nosuch=1"], &["image", "nosuch", "not allowed"]),
         (&["watchNamespace=Team_A"], &["watchnamespace", "pattern"]),
