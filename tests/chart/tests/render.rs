@@ -153,6 +153,8 @@ fn default_values_render_cluster_wide_rbac_leader_election_and_metrics_service()
             "--kube-burst=100".into(),
             "--leader-elect".into(),
             format!("--lease-name={FULLNAME}"),
+            "--leader-elect-lease-duration=15".into(),
+            "--leader-elect-renew-grace=5".into(),
         ]
     );
     let env: Vec<&Value> = c["env"].as_array().unwrap().iter().collect();
@@ -388,12 +390,23 @@ fn watch_namespace_renders_a_role_there_and_the_nodes_cluster_role() {
 
 #[test]
 fn two_replicas_run_with_leader_election() {
-    let docs = render(&["replicaCount=2"]);
+    let docs = render(&[
+        "replicaCount=2",
+        "leaderElection.leaseDurationSeconds=6",
+        "leaderElection.renewGraceSeconds=2",
+    ]);
     assert_eq!(find(&docs, "Deployment", FULLNAME)["spec"]["replicas"], 2);
     let args = operator_args(&docs);
     assert!(args.contains(&"--leader-elect".to_string()), "{args:?}");
     assert!(
         args.contains(&format!("--lease-name={FULLNAME}")),
+        "{args:?}"
+    );
+    assert!(
+        args.ends_with(&[
+            "--leader-elect-lease-duration=6".to_string(),
+            "--leader-elect-renew-grace=2".to_string()
+        ]),
         "{args:?}"
     );
     assert_eq!(
