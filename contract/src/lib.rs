@@ -8,10 +8,12 @@
 //! - [`report`]: the launcher's last word, its container's termination message;
 //! - [`progress`]: the body of the launcher's `GET /status` while it runs;
 //! - [`stop`]: why workers are stopped, told to them (and by the operator to the launcher);
-//! - [`listen`]: how both sides listen on their ports, IPv6 and IPv4 alike.
+//! - [`listen`]: how both sides listen on their ports, IPv6 and IPv4 alike;
+//! - [`limits`]: process limits both raise at start.
 
 pub mod env;
 pub mod install;
+pub mod limits;
 pub mod listen;
 pub mod progress;
 pub mod report;

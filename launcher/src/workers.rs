@@ -46,19 +46,11 @@ pub fn become_subreaper() {
     }
 }
 
-/// Raises the soft limit on open files to the hard limit. The agent that hosts the store holds
-/// a few connections per node (1000 nodes exhaust the common default of 1024), and data-loading
-/// workers inherit the higher limit, as they would under most container runtimes.
+/// Raises the soft limit on open files to the hard limit: data-loading workers inherit the
+/// higher limit, as they would under most container runtimes.
 pub fn raise_open_files_limit() {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    match getrlimit(Resource::RLIMIT_NOFILE) {
-        Ok((soft, hard)) if soft < hard => {
-            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-                tracing::warn!(soft, hard, error = %e, "cannot raise the open files limit");
-            }
-        }
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "cannot read the open files limit"),
+    if let Err(e) = elasticjob_contract::limits::raise_open_files_limit() {
+        tracing::warn!(error = %e, "cannot raise the open files limit");
     }
 }
 
