@@ -95,11 +95,11 @@ pub fn all_training(pods: &[ObservedPod], desired: u32, min: usize) -> bool {
         && open_stall(pods).is_none()
 }
 
-/// How long a sample may stand when nothing changes. Every sample writes the status, which
-/// wakes the controller again, so goodput is sampled when the job starts or stops training and
-/// otherwise at most this often (a running job is reconciled at least this often, and whenever
-/// a launcher's report changes).
-pub const GOODPUT_SAMPLE_EVERY: f64 = 30.0;
+/// How long a sample may stand when nothing changes. Samples at the moments training starts
+/// or stops make goodput exact; this one only keeps the status's figures fresh. Every sample
+/// writes the status, so it is also the status writes a quiet running job costs: one a minute
+/// (a running job is reconciled at least this often, and whenever a launcher's report changes).
+pub const GOODPUT_SAMPLE_EVERY: f64 = 60.0;
 
 /// Whether to take a goodput sample now: the first, when training starts or stops, when the job
 /// is suspended or resumed, or once the last sample is old.
@@ -244,7 +244,11 @@ mod tests {
             "resumed, training"
         );
         assert!(
-            goodput_due(Some(&g), false, false, at(130)),
+            !goodput_due(Some(&g), false, false, at(130)),
+            "a sample 30 s old stands"
+        );
+        assert!(
+            goodput_due(Some(&g), false, false, at(160)),
             "an old sample"
         );
     }
