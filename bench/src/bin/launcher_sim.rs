@@ -151,12 +151,7 @@ async fn serve(
 #[tokio::main]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let arg = |k: &str| {
-        args.iter()
-            .position(|a| a == k)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let arg = |k: &str| bench::flag(&args, k);
     let port: u16 = arg("--port").unwrap_or_else(|| "29401".into()).parse()?;
     let silent: f64 = arg("--silent").unwrap_or_else(|| "0".into()).parse()?;
     let listener = TcpListener::bind(("0.0.0.0", port))

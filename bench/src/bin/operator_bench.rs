@@ -15,47 +15,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, PodTemplateSpec};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 
-use elasticjob_crds::spec::{ElasticJob, ElasticJobSpec};
+use elasticjob_crds::spec::ElasticJob;
 use elasticjob_operator::desired::{self, Settings};
 
 /// The operator's pod creation concurrency (operator/src/controller.rs), so both sides send the
 /// same way.
 const CONCURRENCY: usize = 16;
-
-fn job(name: &str, replicas: i32) -> ElasticJob {
-    ElasticJob::new(
-        name,
-        ElasticJobSpec {
-            min_replicas: 1,
-            max_replicas: replicas,
-            replicas: Some(replicas),
-            nproc_per_node: Default::default(),
-            max_restarts: 0,
-            rendezvous: Default::default(),
-            failure_policy: Default::default(),
-            run_policy: Default::default(),
-            launcher: Default::default(),
-            gang: None,
-            template: PodTemplateSpec {
-                metadata: None,
-                spec: Some(PodSpec {
-                    containers: vec![Container {
-                        name: "trainer".into(),
-                        image: Some("busybox".into()),
-                        command: Some(vec!["sleep".into(), "3600".into()]),
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }),
-            },
-        },
-    )
-}
 
 /// Seconds from `start` until a watch of pods with the job's label has seen `n` distinct pods.
 async fn wait_pods(pods: Api<Pod>, job: String, n: usize, start: Instant) -> Result<f64> {
@@ -76,7 +46,7 @@ async fn create_job(client: Client, ns: &str, name: &str, replicas: i32) -> Resu
     let jobs: Api<ElasticJob> = Api::namespaced(client, ns);
     let start = Instant::now();
     let watch = tokio::spawn(wait_pods(pods, name.to_string(), replicas as usize, start));
-    jobs.create(&PostParams::default(), &job(name, replicas))
+    jobs.create(&PostParams::default(), &bench::idle_job(name, replicas))
         .await
         .context("creating the job")?;
     watch.await?
@@ -85,7 +55,7 @@ async fn create_job(client: Client, ns: &str, name: &str, replicas: i32) -> Resu
 async fn create_plain(client: Client, ns: &str, name: &str, replicas: i32) -> Result<f64> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     // The operator's pods for this job, owned by a (never created) job of that name.
-    let mut j = job(name, replicas);
+    let mut j = bench::idle_job(name, replicas);
     j.metadata.namespace = Some(ns.into());
     j.metadata.uid = Some("00000000-0000-0000-0000-00000000beef".into());
     let settings = Settings {
@@ -122,8 +92,11 @@ async fn create_jobs(client: Client, ns: &str, count: usize) -> Result<f64> {
         .map(|i| {
             let jobs = jobs.clone();
             async move {
-                jobs.create(&PostParams::default(), &job(&format!("j{i}"), 1))
-                    .await
+                jobs.create(
+                    &PostParams::default(),
+                    &bench::idle_job(&format!("j{i}"), 1),
+                )
+                .await
             }
         })
         .buffer_unordered(CONCURRENCY)
@@ -143,67 +116,19 @@ async fn create_jobs(client: Client, ns: &str, count: usize) -> Result<f64> {
     }
 }
 
-/// p50 and p99 of a Prometheus histogram (linear interpolation inside the bucket).
+/// p50 and p99 of a Prometheus histogram (all label sets added up), and its observations.
 fn quantiles(text: &str, name: &str) -> Result<(f64, f64, u64)> {
-    // Buckets of every label set (e.g. the reconcile outcome) added up, by bound.
-    let mut buckets: Vec<(f64, f64)> = Vec::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix(&format!("{name}_bucket{{")) else {
-            continue;
-        };
-        let (labels, count) = rest.rsplit_once("} ").context("bucket line")?;
-        let le = labels
-            .split(',')
-            .find_map(|l| l.strip_prefix("le=\""))
-            .and_then(|l| l.strip_suffix('"'))
-            .context("bucket line without le")?;
-        let le = if le == "+Inf" {
-            f64::INFINITY
-        } else {
-            le.parse()?
-        };
-        let count: f64 = count.trim().parse()?;
-        match buckets.iter_mut().find(|b| b.0 == le) {
-            Some(b) => b.1 += count,
-            None => buckets.push((le, count)),
-        }
+    let b = bench::buckets(text, name);
+    match (bench::quantile(&b, 0.5), bench::quantile(&b, 0.99)) {
+        (Some(p50), Some(p99)) => Ok((p50, p99, b.last().map_or(0, |b| b.1 as u64))),
+        _ => bail!("no observations of {name}"),
     }
-    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let total = buckets.last().map(|b| b.1).unwrap_or(0.0);
-    if total == 0.0 {
-        bail!("no observations of {name}");
-    }
-    let q = |q: f64| {
-        let want = q * total;
-        let mut prev = (0.0, 0.0);
-        for &(le, c) in &buckets {
-            if c >= want {
-                if le.is_infinite() {
-                    return prev.0;
-                }
-                let frac = if c > prev.1 {
-                    (want - prev.1) / (c - prev.1)
-                } else {
-                    1.0
-                };
-                return prev.0 + frac * (le - prev.0);
-            }
-            prev = (le, c);
-        }
-        prev.0
-    };
-    Ok((q(0.5), q(0.99), total as u64))
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let arg = |k: &str| {
-        args.iter()
-            .position(|a| a == k)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let arg = |k: &str| bench::flag(&args, k);
     let ns = arg("--namespace").unwrap_or_else(|| "default".into());
     match args.get(1).map(String::as_str) {
         Some("create-job") | Some("create-plain") => {
@@ -230,7 +155,7 @@ async fn main() -> Result<()> {
         }
         Some("quantiles") => {
             let url = arg("--metrics").context("--metrics URL")?;
-            let text = reqwest_get(&url).await?;
+            let text = bench::http_get(&url).await?;
             let (p50, p99, n) = quantiles(&text, "elasticjob_reconcile_duration_seconds")?;
             println!(
                 r#"{{"mode":"quantiles","reconciles":{n},"p50_ms":{:.2},"p99_ms":{:.2}}}"#,
@@ -243,22 +168,6 @@ async fn main() -> Result<()> {
         ),
     }
     Ok(())
-}
-
-/// A plain HTTP GET (the metrics endpoint is local and unencrypted).
-async fn reqwest_get(url: &str) -> Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url.strip_prefix("http://").context("http:// URL")?;
-    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let mut s = tokio::net::TcpStream::connect(host).await?;
-    s.write_all(format!("GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
-        .await?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).await?;
-    Ok(body
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or(body))
 }
 
 #[cfg(test)]

@@ -20,49 +20,32 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 
+use bench::{buckets, http_get, quantile, sample};
 use elasticjob_crds::names::{LABEL_JOB_NAME, LABEL_REPLICA_INDEX};
-use elasticjob_crds::spec::{ElasticJob, ElasticJobSpec, FailurePolicy};
+use elasticjob_crds::spec::{Backoff, ElasticJob, FailurePolicy};
 
 /// Requests in flight when creating objects (the operator's pod creation concurrency).
 const CONCURRENCY: usize = 16;
 
+/// The jobs measured: idle, and for the failure measurement, never out of restarts and
+/// recreating a failed pod at once (`backoff: {initialSeconds: 0, maxSeconds: 0}`; the default
+/// waits 10 s by design), so that a replacement's time is the operator's reaction alone.
 fn job(name: &str, replicas: i32) -> ElasticJob {
-    ElasticJob::new(
-        name,
-        ElasticJobSpec {
-            min_replicas: 1,
-            max_replicas: replicas,
-            replicas: Some(replicas),
-            nproc_per_node: Default::default(),
-            max_restarts: 0,
-            rendezvous: Default::default(),
-            // The failure benchmark fails pods again and again: never run out of restarts.
-            failure_policy: FailurePolicy {
-                max_application_restarts: 1_000_000,
-                ..Default::default()
-            },
-            run_policy: Default::default(),
-            launcher: Default::default(),
-            gang: None,
-            template: PodTemplateSpec {
-                metadata: None,
-                spec: Some(PodSpec {
-                    containers: vec![Container {
-                        name: "trainer".into(),
-                        image: Some("busybox".into()),
-                        command: Some(vec!["sleep".into(), "infinity".into()]),
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }),
-            },
+    let mut j = bench::idle_job(name, replicas);
+    j.spec.failure_policy = FailurePolicy {
+        max_application_restarts: 1_000_000,
+        backoff: Backoff {
+            initial_seconds: 0,
+            max_seconds: 0,
         },
-    )
+        ..Default::default()
+    };
+    j
 }
 
 async fn create_nodes(client: Client, count: usize, pods: usize) -> Result<()> {
@@ -162,25 +145,6 @@ async fn create_jobs(client: Client, ns: &str, count: usize, replicas: i32) -> R
     Ok((created, running))
 }
 
-/// A Prometheus sample line: name, labels, value.
-fn sample(line: &str) -> Option<(&str, BTreeMap<&str, &str>, f64)> {
-    if line.starts_with('#') {
-        return None;
-    }
-    let (head, value) = line.rsplit_once(' ')?;
-    let value: f64 = value.parse().ok()?;
-    let (name, labels) = match head.split_once('{') {
-        Some((n, rest)) => (n, rest.strip_suffix('}')?),
-        None => (head, ""),
-    };
-    let mut map = BTreeMap::new();
-    for kv in labels.split("\",").filter(|s| !s.is_empty()) {
-        let (k, v) = kv.split_once("=\"")?;
-        map.insert(k.trim_start_matches(','), v.trim_end_matches('"'));
-    }
-    Some((name, map, value))
-}
-
 /// `apiserver_request_total` summed by (verb, resource/subresource).
 fn requests_by_verb(text: &str) -> BTreeMap<(String, String), f64> {
     let mut out = BTreeMap::new();
@@ -201,49 +165,6 @@ fn requests_by_verb(text: &str) -> BTreeMap<(String, String), f64> {
     out
 }
 
-/// The cumulative buckets (le, count) of a histogram.
-fn buckets(text: &str, name: &str) -> Vec<(f64, f64)> {
-    let want = format!("{name}_bucket");
-    text.lines()
-        .filter_map(sample)
-        .filter(|(n, _, _)| *n == want)
-        .filter_map(|(_, l, v)| {
-            let le = l.get("le")?;
-            let le = if *le == "+Inf" {
-                f64::INFINITY
-            } else {
-                le.parse().ok()?
-            };
-            Some((le, v))
-        })
-        .collect()
-}
-
-/// Quantile `q` of cumulative buckets (linear inside a bucket); None without observations.
-fn quantile(b: &[(f64, f64)], q: f64) -> Option<f64> {
-    let total = b.last()?.1;
-    if total <= 0.0 {
-        return None;
-    }
-    let want = q * total;
-    let mut prev = (0.0, 0.0);
-    for &(le, c) in b {
-        if c >= want {
-            if le.is_infinite() {
-                return Some(prev.0);
-            }
-            let frac = if c > prev.1 {
-                (want - prev.1) / (c - prev.1)
-            } else {
-                1.0
-            };
-            return Some(prev.0 + frac * (le - prev.0));
-        }
-        prev = (le, c);
-    }
-    Some(prev.0)
-}
-
 /// utime+stime of a process in seconds, and its RSS in MiB.
 fn proc_usage(pid: u32) -> Result<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
@@ -259,21 +180,6 @@ fn proc_usage(pid: u32) -> Result<(f64, f64)> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0);
     Ok((ticks / 100.0, rss_kib / 1024.0))
-}
-
-async fn http_get(url: &str) -> Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url.strip_prefix("http://").context("http:// URL")?;
-    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let mut s = tokio::net::TcpStream::connect(host).await?;
-    s.write_all(format!("GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
-        .await?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).await?;
-    Ok(body
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or(body))
 }
 
 async fn apiserver_metrics(client: &Client) -> Result<String> {
@@ -465,12 +371,7 @@ async fn fail_one(client: Client, ns: &str, name: &str) -> Result<(f64, f64)> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let arg = |k: &str| {
-        args.iter()
-            .position(|a| a == k)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let arg = |k: &str| bench::flag(&args, k);
     let num = |k: &str| -> Result<usize> {
         arg(k)
             .with_context(|| format!("{k} N"))?
@@ -556,18 +457,5 @@ apiserver_request_total{code="200",component="apiserver",dry_run="",group="elast
         let r = requests_by_verb(text);
         assert_eq!(r[&("LIST".into(), "pods".into())], 4.0);
         assert_eq!(r[&("PATCH".into(), "elasticjobs/status".into())], 2.0);
-    }
-
-    #[test]
-    fn histogram_window_quantiles() {
-        let b = vec![
-            (0.01, 50.0),
-            (0.02, 99.0),
-            (0.04, 100.0),
-            (f64::INFINITY, 100.0),
-        ];
-        assert!((quantile(&b, 0.5).unwrap() - 0.01).abs() < 1e-9);
-        assert!((quantile(&b, 0.99).unwrap() - 0.02).abs() < 1e-9);
-        assert_eq!(quantile(&[(1.0, 0.0)], 0.5), None);
     }
 }
