@@ -8,6 +8,8 @@
 # Prints every time (JSON lines), then medians as a markdown table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/elasticjob"
 export CARGO_TARGET_DIR="$cache/target"
 reps="${REPS:-5}"
@@ -21,21 +23,14 @@ dir="$work/cluster"
 declare -A pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  "$rel/cluster" down --dir "$dir" >/dev/null 2>&1 || true
+  stop_cluster "$rel/cluster" "$dir"
   rm -rf "$work"
 }
 trap cleanup EXIT
-"$rel/cluster" up --dir "$dir" --nodes 0 >"$work/up.log" 2>&1 &
-until [ -f "$dir/cluster.json" ]; do sleep 0.2; done
-export KUBECONFIG="$dir/kubeconfig"
-k() { "$bin/kubectl" "$@"; }
-k apply --validate=false -f crds/elasticjob.yaml >/dev/null
-until [ "$(k get crd elasticjobs.elasticjob.dev \
-  -o jsonpath='{.status.conditions[?(@.type=="Established")].status}' 2>/dev/null)" = True ]; do sleep 0.2; done
-until k get serviceaccount default >/dev/null 2>&1; do sleep 0.2; done
+start_cluster_without_nodes "$rel/cluster" "$bin/kubectl" "$dir" "$work/up.log"
+wait_serviceaccount default
 
 now() { date +%s.%N; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 generation=0
 # Starts an operator under a new identity; prints the identity.
 start_operator() {
@@ -47,10 +42,7 @@ start_operator() {
     --leader-elect-lease-duration "$lease" --leader-elect-renew-grace "$grace" \
     >"$work/$id.log" 2>&1 &
   pids[$id]=$!
-  until curl -sf "127.0.0.1:$port/readyz" >/dev/null; do
-    kill -0 "${pids[$id]}" 2>/dev/null || { cat "$work/$id.log" >&2; exit 1; }
-    sleep 0.1
-  done
+  wait_ready "$port" "${pids[$id]}" "$work/$id.log"
   echo "$id"
 }
 holder() { k get lease elasticjob-operator -n default -o jsonpath='{.spec.holderIdentity}' 2>/dev/null || true; }
@@ -76,7 +68,7 @@ job warmup | k apply -f - >/dev/null
 until [ -n "$(k get ej warmup -o jsonpath='{.status.state}')" ]; do sleep 0.1; done
 
 n=0
-for i in $(seq "$reps"); do
+for _ in $(seq "$reps"); do
   for signal in KILL TERM; do
     n=$((n + 1))
     leader="$(holder)"

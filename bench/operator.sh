@@ -9,6 +9,8 @@
 # OPERATOR_ARGS adds flags to the operator (e.g. "--concurrency 64").
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/elasticjob"
 export CARGO_TARGET_DIR="$cache/target"
 reps="${REPS:-3}"
@@ -23,30 +25,21 @@ dir="$work/cluster"
 op_pid=""
 cleanup() {
   if [ -n "$op_pid" ]; then kill "$op_pid" 2>/dev/null || true; fi
-  "$rel/cluster" down --dir "$dir" >/dev/null 2>&1 || true
+  stop_cluster "$rel/cluster" "$dir"
   rm -rf "$work"
 }
 trap cleanup EXIT
-"$rel/cluster" up --dir "$dir" --nodes 0 >"$work/up.log" 2>&1 &
-until [ -f "$dir/cluster.json" ]; do sleep 0.2; done
-export KUBECONFIG="$dir/kubeconfig"
-k() { "$bin/kubectl" "$@"; }
-k apply --validate=false -f crds/elasticjob.yaml >/dev/null
-until [ "$(k get crd elasticjobs.elasticjob.dev \
-  -o jsonpath='{.status.conditions[?(@.type=="Established")].status}' 2>/dev/null)" = True ]; do sleep 0.2; done
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+start_cluster_without_nodes "$rel/cluster" "$bin/kubectl" "$dir" "$work/up.log"
+port="$(free_port)"
 start_operator() {
   # shellcheck disable=SC2086 # OPERATOR_ARGS is a list of flags
   RUST_LOG=warn "$rel/elasticjob-operator" --launcher-image elasticjob/elastic-launch:bench \
     --metrics-addr "127.0.0.1:$port" ${OPERATOR_ARGS:-} >"$work/operator.log" 2>&1 &
   op_pid=$!
-  until curl -sf "127.0.0.1:$port/readyz" >/dev/null; do
-    kill -0 "$op_pid" 2>/dev/null || { cat "$work/operator.log"; exit 1; }
-    sleep 0.1
-  done
+  wait_ready "$port" "$op_pid" "$work/operator.log"
 }
 start_operator
-until k get serviceaccount default >/dev/null 2>&1; do sleep 0.2; done
+wait_serviceaccount default
 
 echo "== $replicas-replica job vs a plain client, $reps runs each (alternating)"
 for i in $(seq "$reps"); do

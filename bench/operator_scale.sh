@@ -9,8 +9,14 @@
 #    RSS, the apiserver's requests by verb and resource per running job per minute (the
 #    apiserver's own apiserver_request_total; the operator is the only client of elasticjobs
 #    and the only one listing pods), reconcile p50/p99 within the window.
+#    Then the events in namespace scale by reason, reporting controller and involved kind
+#    (appended to $work/events.log and printed to stderr; the top reasons in the final tables),
+#    to see who writes events at every reconcile.
 # 2. FAILURES times, one running pod of one of those jobs is failed (status patched to Failed,
 #    exit code 1): seconds until the job's status records it and until its replacement runs.
+#    The jobs set failurePolicy.backoff {initialSeconds: 0, maxSeconds: 0} (the default waits
+#    10 s before recreating a failed pod, by design), so the replacement time measures the
+#    operator's reaction: failure -> status record -> recreate -> kwok Running.
 # 3. With BIG>0 (default 1024): the JOBS jobs are deleted, then a BIG-pod job against a plain
 #    client creating the same pods (bench/operator-bench create-job / create-plain, REPS runs
 #    each), and the operator's RSS after.
@@ -19,6 +25,8 @@
 # Prints the raw measurements (JSON lines) and markdown tables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/elasticjob"
 export CARGO_TARGET_DIR="$cache/target"
 jobs="${JOBS:-1000}"
@@ -44,7 +52,7 @@ dir="$work/cluster"
 op_pid="" kwok_pid="" sim_pid=""
 cleanup() {
   for p in $op_pid $kwok_pid $sim_pid; do kill "$p" 2>/dev/null || true; done
-  "$rel/cluster" down --dir "$dir" >/dev/null 2>&1 || true
+  stop_cluster "$rel/cluster" "$dir"
   if [ -n "${KEEP_LOGS:-}" ]; then cp -r "$work" "$KEEP_LOGS" 2>/dev/null || true; fi
   rm -rf "$work"
 }
@@ -54,13 +62,7 @@ log() { echo "operator_scale: $*" >&2; }
 ulimit -n 1048576 2>/dev/null || ulimit -n 65536 2>/dev/null || true
 "$rel/launcher-sim" --port "$status_port" --silent "$silent" 2>"$work/sim.log" &
 sim_pid=$!
-"$rel/cluster" up --dir "$dir" --nodes 0 >"$work/up.log" 2>&1 &
-until [ -f "$dir/cluster.json" ]; do sleep 0.2; done
-export KUBECONFIG="$dir/kubeconfig"
-k() { "$bin/kubectl" "$@"; }
-k apply --validate=false -f crds/elasticjob.yaml >/dev/null
-until [ "$(k get crd elasticjobs.elasticjob.dev \
-  -o jsonpath='{.status.conditions[?(@.type=="Established")].status}' 2>/dev/null)" = True ]; do sleep 0.2; done
+start_cluster_without_nodes "$rel/cluster" "$bin/kubectl" "$dir" "$work/up.log"
 
 # kwok: nodes renew their Lease every 5 s (duration 20 s; the local cluster's node grace is 12 s).
 "$kwok_dir/bin/kwok" --kubeconfig "$KUBECONFIG" --config "$kwok_dir/kwok.yaml" \
@@ -75,25 +77,57 @@ until [ "$(k get nodes -o jsonpath='{range .items[*]}{.status.conditions[?(@.typ
 done
 log "$nodes kwok nodes Ready"
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port="$(free_port)"
 # shellcheck disable=SC2086 # OPERATOR_ARGS is a list of flags
 RUST_LOG=warn "$rel/elasticjob-operator" --launcher-image elasticjob/elastic-launch:bench \
   --metrics-addr "127.0.0.1:$port" ${OPERATOR_ARGS:-} >"$work/operator.log" 2>&1 &
 op_pid=$!
-until curl -sf "127.0.0.1:$port/readyz" >/dev/null; do
-  kill -0 "$op_pid" 2>/dev/null || { cat "$work/operator.log"; exit 1; }
-  sleep 0.1
-done
+wait_ready "$port" "$op_pid" "$work/operator.log"
 k create namespace scale >/dev/null
-until k get serviceaccount default -n scale >/dev/null 2>&1; do sleep 0.2; done
+wait_serviceaccount scale
 
 echo "== $jobs jobs × $pods pods on $nodes kwok nodes, silent launchers: $silent"
 "$rel/operator-scale" create-jobs --count "$jobs" --replicas "$pods" | tee "$work/run.jsonl"
 # Let the creation burst settle (statuses written, requeues spread) before measuring.
 sleep "${SETTLE_SECONDS:-30}"
+steady_start="$(date +%s)"
 "$rel/operator-scale" steady --seconds "$steady" --pid "$op_pid" --jobs "$jobs" \
   --metrics "http://127.0.0.1:$port/metrics" --sim "http://127.0.0.1:$status_port/sim-stats" \
   | tee -a "$work/run.jsonl"
+# Who writes events in steady state: the events in namespace scale by reason and reporter (all
+# of them, creation burst included; "in window" counts those last seen since the window began).
+if k get events -n scale -o json >"$work/events.json" 2>>"$work/events.log"; then
+  python3 - "$work/events.json" "$steady_start" >"$work/events.jsonl" <<'PY' || log "events: summary failed"
+import collections, datetime, json, sys
+items = json.load(open(sys.argv[1])).get("items", [])
+since = float(sys.argv[2])
+def seen(e):
+    t = (e.get("series") or {}).get("lastObservedTime") or e.get("lastTimestamp") \
+        or e.get("eventTime") or e["metadata"].get("creationTimestamp")
+    if not t:
+        return 0.0
+    t = t.rstrip("Z").split(".")[0]
+    return datetime.datetime.strptime(t, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=datetime.timezone.utc).timestamp()
+rows = collections.defaultdict(lambda: [0, 0, 0])
+for e in items:
+    who = e.get("reportingComponent") or e.get("reportingController") \
+        or (e.get("source") or {}).get("component") or "?"
+    key = (e.get("reason") or "?", who, (e.get("involvedObject") or {}).get("kind") or "?")
+    n = (e.get("series") or {}).get("count") or e.get("count") or 1
+    r = rows[key]
+    r[0] += 1
+    r[1] += n
+    r[2] += seen(e) >= since
+for (reason, who, kind), (objects, count, window) in sorted(rows.items(), key=lambda kv: -kv[1][1]):
+    print(json.dumps({"mode": "events", "reason": reason, "reporter": who, "kind": kind,
+                      "objects": objects, "count": count, "in_window": window}))
+PY
+  { echo "== events in namespace scale after the steady window"; cat "$work/events.jsonl"; } \
+    | tee -a "$work/events.log" >&2
+  cat "$work/events.jsonl" >>"$work/run.jsonl"
+else
+  log "events: kubectl get events failed (see $work/events.log)"
+fi
 "$rel/operator-scale" failures --count "$failures" --jobs "$jobs" | tee -a "$work/run.jsonl"
 
 if [ "$big" -gt 0 ]; then
@@ -153,7 +187,16 @@ print()
 print("| | p50 | max | goal |")
 print("|---|---:|---:|---|")
 print(f"| failure in the job's status | {f['recorded_p50_s']:.2f} | {f['recorded_max_s']:.2f} | < 2 s p99 |")
-print(f"| replacement pod Running | {f['replaced_p50_s']:.2f} | {f['replaced_max_s']:.2f} | < 2 s p99 |")
+print(f"| replacement pod Running (no backoff) | {f['replaced_p50_s']:.2f} | {f['replaced_max_s']:.2f} | < 2 s p99 |")
+events = [r for r in rows if r["mode"] == "events"]
+if events:
+    print()
+    print("events in the scale namespace by reason (top 10 by count; in window: last seen during the steady window):")
+    print()
+    print("| reason | reporter | involved kind | events | count | in window |")
+    print("|---|---|---|---:|---:|---:|")
+    for e in events[:10]:
+        print(f"| {e['reason']} | {e['reporter']} | {e['kind']} | {e['objects']} | {e['count']} | {e['in_window']} |")
 big = sys.argv[2]
 if os.path.exists(big):
     rows = [json.loads(l) for l in open(big) if l.startswith("{")]
