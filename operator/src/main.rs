@@ -62,9 +62,11 @@ struct Args {
     /// Jobs reconciled at once (the rest wait in the queue).
     #[arg(long, env = "ELASTICJOB_CONCURRENCY", default_value_t = 16)]
     concurrency: u16,
-    /// Requests a second to the apiserver, sustained (0: no limit). Leader election has its
-    /// own client and is never held back by it.
-    #[arg(long, env = "ELASTICJOB_KUBE_QPS", default_value_t = 50.0)]
+    /// Requests a second to the apiserver, sustained (0, the default: no client-side limit;
+    /// the apiserver's API Priority and Fairness protects it, and --concurrency bounds what
+    /// the operator has in flight). Leader election has its own client and is never held back
+    /// by it.
+    #[arg(long, env = "ELASTICJOB_KUBE_QPS", default_value_t = 0.0)]
     kube_qps: f64,
     /// Requests to the apiserver allowed at once above --kube-qps.
     #[arg(long, env = "ELASTICJOB_KUBE_BURST", default_value_t = 100)]

@@ -149,7 +149,7 @@ fn default_values_render_cluster_wide_rbac_leader_election_and_metrics_service()
             "--metrics-addr=[::]:8080".into(),
             "--log-format=json".into(),
             "--concurrency=16".into(),
-            "--kube-qps=50".into(),
+            "--kube-qps=0".into(),
             "--kube-burst=100".into(),
             "--leader-elect".into(),
             format!("--lease-name={FULLNAME}"),
