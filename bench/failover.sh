@@ -16,8 +16,12 @@ reps="${REPS:-5}"
 lease="${LEASE:-15}"
 grace="${GRACE:-5}"
 bin="$(tests/cluster/provision.sh 2>/dev/null | tail -1)"
-cargo build --release -q -p local-cluster -p elasticjob-operator --bin cluster --bin elasticjob-operator
-rel="$CARGO_TARGET_DIR/release"
+# Built as tests/cluster/images.sh builds the operator (static, explicit --target): the release
+# artifacts the other benchmarks and the cluster images use, not a second set.
+triple="$(rustc -vV | sed -n 's/^host: //p')"
+RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -q --target "$triple" \
+  -p local-cluster -p elasticjob-operator --bin cluster --bin elasticjob-operator
+rel="$CARGO_TARGET_DIR/$triple/release"
 work="$(mktemp -d)"
 dir="$work/cluster"
 declare -A pids=()
