@@ -10,7 +10,7 @@
 //! small share of the reads in flight: a job whose launchers cannot be reached (a network
 //! policy, a launcher without a status port) costs a read every few minutes per pod, and never
 //! slows the reads of the others. When a read changes what the job's status would show, the
-//! job is reconciled ([`Poller::triggers`] feeds `Controller::reconcile_on`), at most once per
+//! job is reconciled (the trigger stream [`Poller::start`] returns feeds `Controller::reconcile_on`), at most once per
 //! gap: one second for a change of state, round, world size, restarts or stalls, 30 s for the
 //! workers' training progress alone (it changes at nearly every read).
 //!
