@@ -4,7 +4,9 @@
 # one-replica ElasticJob, and time until the job has a status (the first reconcile of the
 # replica that took over). Stopped two ways: SIGKILL (a crash: the Lease lapses) and SIGTERM
 # (a clean shutdown: the Lease is released). The stopped one comes back as the next standby,
-# under a new identity. Knobs: REPS (5), LEASE (seconds, 15), GRACE (seconds, 5).
+# under a new identity. Knobs: REPS (5), LEASE (seconds, 15), GRACE (seconds, 5), and JOBS (0)
+# jobs of PODS (8) pods that stay Pending (no nodes) present throughout: the pods the replica
+# that takes over must have cached, and the jobs it reconciles before the new one.
 # Prints every time (JSON lines), then medians as a markdown table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +17,8 @@ export CARGO_TARGET_DIR="$cache/target"
 reps="${REPS:-5}"
 lease="${LEASE:-15}"
 grace="${GRACE:-5}"
+jobs="${JOBS:-0}"
+pods="${PODS:-8}"
 bin="$(tests/cluster/provision.sh 2>/dev/null | tail -1)"
 # Built as tests/cluster/images.sh builds the operator (static, explicit --target): the release
 # artifacts the other benchmarks and the cluster images use, not a second set.
@@ -50,14 +54,15 @@ start_operator() {
   echo "$id"
 }
 holder() { k get lease elasticjob-operator -n default -o jsonpath='{.spec.holderIdentity}' 2>/dev/null || true; }
+# job NAME [REPLICAS]
 job() {
   cat <<EOF
 apiVersion: elasticjob.dev/v1alpha1
 kind: ElasticJob
 metadata: {name: $1, namespace: default}
 spec:
-  minReplicas: 1
-  maxReplicas: 1
+  minReplicas: ${2:-1}
+  maxReplicas: ${2:-1}
   template:
     spec:
       containers: [{name: trainer, image: busybox, command: [sleep, "3600"]}]
@@ -70,6 +75,12 @@ until [ -n "$(holder)" ]; do sleep 0.2; done
 # The first leader has reconciled once before it is stopped.
 job warmup | k apply -f - >/dev/null
 until [ -n "$(k get ej warmup -o jsonpath='{.status.state}')" ]; do sleep 0.1; done
+if [ "$jobs" -gt 0 ]; then
+  for i in $(seq "$jobs"); do job "load-$i" "$pods"; echo ---; done | k apply -f - >/dev/null
+  want=$((jobs * pods + 1))
+  until [ "$(k get pods -l elasticjob.dev/job-name --no-headers 2>/dev/null | wc -l)" -ge "$want" ]; do sleep 2; done
+  echo "{\"load\": \"$jobs jobs of $pods pods\", \"pods\": $want}" >&2
+fi
 
 n=0
 for _ in $(seq "$reps"); do
@@ -89,11 +100,12 @@ for _ in $(seq "$reps"); do
     start_operator >/dev/null
   done
 done
-python3 - "$work/failover.jsonl" "$lease" "$grace" <<'PY'
+python3 - "$work/failover.jsonl" "$lease" "$grace" "$jobs" "$pods" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 print()
-print(f"| leader stopped by (lease {sys.argv[2]} s, renewed {sys.argv[3]} s before it lapses) | runs | median s | min s | max s |")
+load = f", {sys.argv[4]} jobs of {sys.argv[5]} pods present" if sys.argv[4] != "0" else ""
+print(f"| leader stopped by (lease {sys.argv[2]} s, renewed {sys.argv[3]} s before it lapses{load}) | runs | median s | min s | max s |")
 print("|---|---:|---:|---:|---:|")
 for stop, label in (("SIGKILL", "SIGKILL (crash)"), ("SIGTERM", "SIGTERM (clean shutdown)")):
     v = [r["seconds_to_first_reconcile"] for r in rows if r["stop"] == stop]

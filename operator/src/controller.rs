@@ -20,10 +20,7 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::ControllerRevision;
-use k8s_openapi::api::core::v1::{
-    Node, NodeCondition, NodeStatus, ObjectReference, Pod, Secret, Service,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod, Secret, Service};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{
     Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, Preconditions,
@@ -42,6 +39,7 @@ use elasticjob_crds::status::{ElasticJobStatus, JobState, reason};
 use elasticjob_crds::validate::{describe, validate, validate_edit};
 
 use crate::bad_nodes;
+use crate::caches::{Caches, Scope};
 use crate::desired::{self, Settings};
 use crate::event::{Event, EventType};
 use crate::expectations::{Expect, JobKey};
@@ -93,7 +91,7 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     /// Nodes, for the readiness of each pod's node (a lost node's pods); trimmed to their
-    /// Ready condition ([`trim_node`]).
+    /// Ready condition ([`crate::caches::trim_node`]).
     pub nodes: Store<Node>,
     /// The jobs' pods, from the watch that also triggers their jobs.
     pub pods: Arc<PodCache>,
@@ -418,31 +416,6 @@ fn job_is_active(job: &ElasticJob) -> bool {
     let finished =
         status.is_some_and(|s| crate::next_status::finished_state(&s.conditions).is_some());
     !finished && !job.spec.run_policy.suspend
-}
-
-/// What the node cache keeps of a Node: its name and its Ready condition's status (the rest,
-/// images and managed fields above all, is most of a Node's bytes and is never read).
-pub fn trim_node(node: &mut Node) {
-    let ready = node
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
-        .map(|c| NodeCondition {
-            type_: c.type_.clone(),
-            status: c.status.clone(),
-            ..NodeCondition::default()
-        });
-    node.metadata = ObjectMeta {
-        name: node.metadata.name.take(),
-        resource_version: node.metadata.resource_version.take(),
-        ..ObjectMeta::default()
-    };
-    node.spec = None;
-    node.status = Some(NodeStatus {
-        conditions: ready.map(|c| vec![c]),
-        ..NodeStatus::default()
-    });
 }
 
 /// What of a job is worth a reconcile: its identity, generation (spec), labels, annotations
@@ -917,25 +890,6 @@ pub fn error_policy(job: Arc<ElasticJob>, err: &Error, ctx: Arc<Context>) -> Req
     Requeue::requeue(Duration::from_secs(5))
 }
 
-/// Where the operator looks: every namespace, or one.
-#[derive(Debug, Clone)]
-pub enum Scope {
-    All,
-    Namespace(String),
-}
-
-impl Scope {
-    fn api<K>(&self, client: &Client) -> Api<K>
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-    {
-        match self {
-            Scope::All => Api::all(client.clone()),
-            Scope::Namespace(ns) => Api::namespaced(client.clone(), ns),
-        }
-    }
-}
-
 /// How to run the controller: what to watch, how to shape objects, who reports events.
 pub struct RunConfig {
     pub scope: Scope,
@@ -945,10 +899,12 @@ pub struct RunConfig {
     pub concurrency: u16,
 }
 
-/// Runs the controller until a shutdown signal. `ready` turns true once it is reconciling;
+/// Runs the controller over `caches` (started before, see [`crate::caches`]) until a shutdown
+/// signal. `ready` turns true once it is reconciling;
 /// `metrics`'s job-state gauge is refreshed from the controller's cache through `on_store`.
 pub async fn run(
     client: Client,
+    mut caches: Caches,
     cfg: RunConfig,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
@@ -960,14 +916,7 @@ pub async fn run(
         reporter,
         concurrency,
     } = cfg;
-    let (nodes, writer) = reflector::store();
-    let node_watch = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .modify(trim_node)
-        .reflect(writer)
-        .for_each(|_| futures::future::ready(()));
-    let node_task = tokio::spawn(node_watch);
-    if nodes.wait_until_ready().await.is_err() {
+    if caches.nodes.wait_until_ready().await.is_err() {
         warn!("the node cache never filled");
     }
     let kueue_installed = serves_workloads(&client).await;
@@ -975,32 +924,7 @@ pub async fn run(
         kueue_installed,
         "Kueue's Workload API (kueue.x-k8s.io/v1beta2)"
     );
-    let owned = || watcher::Config::default().labels(elasticjob_crds::names::LABEL_JOB_NAME);
-    // One watch of the pods: it fills the pod cache and, through the same events (applied
-    // first), triggers their jobs.
-    let pod_cache = Arc::new(PodCache::default());
-    let pod_events = watcher(scope.api::<Pod>(&client), owned())
-        .default_backoff()
-        .modify(crate::pod_cache::strip)
-        .map_ok({
-            let (cache, metrics) = (pod_cache.clone(), metrics.clone());
-            move |event| {
-                cache.apply(&event);
-                metrics.trigger("pod");
-                event
-            }
-        })
-        .touched_objects();
-    let (services, service_writer) = reflector::store();
-    let service_events = watcher(scope.api::<Service>(&client), owned())
-        .default_backoff()
-        .modify(|s: &mut Service| s.metadata.managed_fields = None)
-        .reflect(service_writer)
-        .inspect_ok({
-            let metrics = metrics.clone();
-            move |_| metrics.trigger("service")
-        })
-        .touched_objects();
+    let (pod_changes, service_changes) = caches.triggers();
     // The job's own status writes are not a reason to look again (the reconcile that wrote
     // it has acted on it, and requeued itself); spec, label, annotation and deletion changes
     // are. The cache still gets every change.
@@ -1017,15 +941,15 @@ pub async fn run(
         });
     let mut controller = Controller::for_stream(job_events, jobs)
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
-        .owns_stream(pod_events)
-        .owns_stream(service_events);
+        .owns_stream(pod_changes)
+        .owns_stream(service_changes);
     if kueue_installed {
         let ar = kueue::workload_resource();
         let workloads: Api<DynamicObject> = match &scope {
             Scope::All => Api::all_with(client.clone(), &ar),
             Scope::Namespace(ns) => Api::namespaced_with(client.clone(), ns, &ar),
         };
-        controller = controller.owns_with(workloads, ar, owned());
+        controller = controller.owns_with(workloads, ar, crate::caches::owned());
     }
     let store = controller.store();
     // Stopped when dropped, with the controller.
@@ -1040,9 +964,9 @@ pub async fn run(
         settings,
         recorder: Recorder::new(client.clone(), reporter),
         metrics,
-        nodes,
-        pods: pod_cache,
-        services,
+        nodes: caches.nodes.clone(),
+        pods: caches.pods.clone(),
+        services: caches.services.clone(),
         launchers: LauncherClient::default(),
         poller,
         name_conflicts: Mutex::default(),
@@ -1063,7 +987,7 @@ pub async fn run(
             futures::future::ready(())
         })
         .await;
-    node_task.abort();
+    drop(caches);
     ready.store(false, Ordering::SeqCst);
 }
 

@@ -7,14 +7,22 @@
 //! lapses: a standby sleeps until the Lease's expiry, takes it within a second after, and
 //! starts. So failover after a crash takes between `grace` and `duration` seconds (the leader
 //! renews `grace` seconds before expiry) plus the start; `bench/failover.sh` measures it.
+//!
+//! A released Lease is taken at once: kube-lease-manager's standby would sleep until the
+//! expiry it last read, so the standby also watches the Lease and, when it shows no holder,
+//! starts its manager afresh (a new manager reads the Lease before anything else).
 
+use std::pin::pin;
 use std::time::Duration;
 
-use kube::Client;
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
 use kube_lease_manager::{LeaseManager, LeaseManagerBuilder, LeaseManagerError, LeaseParams};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// How long the Lease holds without renewal, and how long before it lapses the leader renews
 /// it: a leader that crashed is replaced after `duration - grace` to `duration` seconds.
@@ -65,6 +73,15 @@ impl LeaseTiming {
     }
 }
 
+/// Why this replica could not wait for the Lease.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaderError {
+    #[error(transparent)]
+    Lease(#[from] LeaseManagerError),
+    #[error("the lease manager stopped before this replica held the Lease")]
+    Stopped,
+}
+
 /// The Lease this replica holds.
 pub struct Leadership {
     /// Turns false when the Lease is lost.
@@ -94,28 +111,64 @@ pub async fn acquire(
     name: &str,
     identity: &str,
     timing: LeaseTiming,
-) -> Result<Leadership, LeaseManagerError> {
-    let manager = LeaseManagerBuilder::new(client, name)
-        .with_namespace(namespace)
-        .with_identity(identity)
-        .with_parameters(LeaseParams::new(
-            identity,
-            timing.duration_seconds,
-            timing.grace_seconds,
-        ))
-        .build()
-        .await?;
-    let (mut held, task) = manager.watch().await;
+) -> Result<Leadership, LeaderError> {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), namespace);
+    let by_name = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut released = pin!(
+        watcher(leases, by_name)
+            .default_backoff()
+            .applied_objects()
+            .filter_map(|lease| {
+                if let Err(e) = &lease {
+                    debug!(error = %e, "watching the leader lease");
+                }
+                futures::future::ready(lease.ok().filter(has_no_holder))
+            })
+    );
     info!(lease = %name, %namespace, %identity, "waiting for the leader lease");
-    while !*held.borrow_and_update() {
-        if held.changed().await.is_err() {
-            break;
+    loop {
+        let manager = LeaseManagerBuilder::new(client.clone(), name)
+            .with_namespace(namespace)
+            .with_identity(identity)
+            .with_parameters(LeaseParams::new(
+                identity,
+                timing.duration_seconds,
+                timing.grace_seconds,
+            ))
+            .build()
+            .await?;
+        let (mut held, task) = manager.watch().await;
+        tokio::select! {
+            acquired = async { held.wait_for(|held| *held).await.is_ok() } => {
+                if !acquired {
+                    return Err(match task.await {
+                        Ok(Err(e)) => e.into(),
+                        _ => LeaderError::Stopped,
+                    });
+                }
+                info!(lease = %name, %identity, "acquired the leader lease");
+                // Let the first renewal settle before reconciling.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return Ok(Leadership { held, task });
+            }
+            Some(_) = released.next() => {
+                // A standby holds nothing, so stopping its manager mid-step loses nothing: had
+                // it just taken the Lease, the next manager (same identity) finds itself the
+                // holder.
+                task.abort();
+                debug!(lease = %name, "the leader lease has no holder; reading it afresh");
+            }
         }
     }
-    info!(lease = %name, %identity, "acquired the leader lease");
-    // Let the first renewal settle before reconciling.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    Ok(Leadership { held, task })
+}
+
+/// Released (kube-lease-manager clears the holder; client-go leaves it empty).
+fn has_no_holder(lease: &Lease) -> bool {
+    lease
+        .spec
+        .as_ref()
+        .and_then(|s| s.holder_identity.as_deref())
+        .is_none_or(str::is_empty)
 }
 
 #[cfg(test)]
@@ -136,5 +189,21 @@ mod tests {
         assert_eq!(LeaseTiming::new(15, 0), Err(TimingError::NoGrace));
         let msg = LeaseTiming::new(5, 5).unwrap_err().to_string();
         assert!(msg.contains("--leader-elect-lease-duration"), "{msg}");
+    }
+
+    #[test]
+    fn a_lease_without_a_holder_is_released() {
+        use k8s_openapi::api::coordination::v1::LeaseSpec;
+        let lease = |holder: Option<&str>| Lease {
+            spec: Some(LeaseSpec {
+                holder_identity: holder.map(Into::into),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(has_no_holder(&lease(None)));
+        assert!(has_no_holder(&lease(Some(""))));
+        assert!(has_no_holder(&Lease::default()));
+        assert!(!has_no_holder(&lease(Some("op-1"))));
     }
 }

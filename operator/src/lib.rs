@@ -6,7 +6,8 @@
 //! - [`metrics`], [`http`]: Prometheus metrics, /metrics, /healthz, /readyz;
 //! - [`leader`]: leader election through a Lease; [`client`]: the rate limit and request
 //!   metrics of the operator's Kubernetes client;
-//! - [`pod_cache`]: the jobs' pods from one watch, indexed by job; [`expectations`]: the
+//! - [`caches`]: the watches of nodes, pods and Services, warm on a standby too;
+//!   [`pod_cache`]: the jobs' pods from one watch, indexed by job; [`expectations`]: the
 //!   operator's own pod writes the cache does not show yet;
 //! - [`observed`]: the facts of a job's pods that the decisions use;
 //! - [`desired`]: the Service and pods a job should have (the pod contract);
@@ -22,6 +23,7 @@
 //!   ([`poll`] is its HTTP client).
 
 pub mod bad_nodes;
+pub mod caches;
 pub mod client;
 pub mod controller;
 pub mod desired;

@@ -12,8 +12,9 @@ use kube::client::ClientBuilder;
 use kube::runtime::events::Reporter;
 use tracing::{error, info};
 
+use elasticjob_operator::caches::{Caches, Scope};
 use elasticjob_operator::client::{ApiLayer, RateLimit};
-use elasticjob_operator::controller::{self, Scope};
+use elasticjob_operator::controller;
 use elasticjob_operator::http::{self, Health};
 use elasticjob_operator::metrics::Metrics;
 use elasticjob_operator::{Settings, leader};
@@ -157,6 +158,8 @@ async fn main() -> Result<()> {
         Some(ns) => Scope::Namespace(ns.clone()),
         None => Scope::All,
     };
+    // Filled from now on, on a standby too, so that taking over costs no relist.
+    let caches = Caches::start(&client, &scope, &metrics);
     let mut lease: Option<leader::Leadership> = None;
     if args.leader_elect {
         let timing = leader::LeaseTiming::new(
@@ -196,7 +199,7 @@ async fn main() -> Result<()> {
         reporter,
         concurrency: args.concurrency,
     };
-    let run = controller::run(client, cfg, metrics, ready, move |s| {
+    let run = controller::run(client, caches, cfg, metrics, ready, move |s| {
         let _ = store.set(s);
     });
     tokio::select! {
