@@ -119,7 +119,7 @@ def render():
     for line in TEMPLATE.read_text(encoding="utf-8").splitlines():
         m = MARKER.match(line)
         if m:
-            names.add(m.group(1))
+            names.add(m.group(1).partition("/")[0])
             out += section(m.group(1))
         else:
             out.append(line)
