@@ -533,7 +533,11 @@ async fn publish_events(ctx: &Context, job: &ElasticJob, events: &[Event]) {
         };
         // An event that cannot be published is not worth failing the reconcile for.
         if let Err(err) = ctx.recorder.publish(&ev, &regarding).await {
-            warn!(job = %job.name_any(), reason = %e.reason, "publishing an event: {err}");
+            if namespace_terminating(&err) {
+                debug!(job = %job.name_any(), reason = %e.reason, "publishing an event: {err}");
+            } else {
+                warn!(job = %job.name_any(), reason = %e.reason, "publishing an event: {err}");
+            }
         }
     }
 }
@@ -886,8 +890,20 @@ async fn serves_workloads(client: &Client) -> bool {
 /// Requeue after a failed reconcile (the error is logged and counted).
 pub fn error_policy(job: Arc<ElasticJob>, err: &Error, ctx: Arc<Context>) -> Requeue {
     ctx.metrics.reconcile_errors.inc();
-    warn!(job = %job.name_any(), namespace = ?job.namespace(), "reconcile failed: {err}");
+    match err {
+        Error::Kube { source, .. } if namespace_terminating(source) => {
+            debug!(job = %job.name_any(), namespace = ?job.namespace(), "reconcile failed: {err}");
+        }
+        _ => warn!(job = %job.name_any(), namespace = ?job.namespace(), "reconcile failed: {err}"),
+    }
     Requeue::requeue(Duration::from_secs(5))
+}
+
+/// Whether the apiserver refused a write because the job's namespace is being deleted: the job
+/// goes with it (pods deleted first are not recreated), so that is no failure to warn about.
+fn namespace_terminating(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 403
+        && s.details.as_ref().is_some_and(|d| d.causes.iter().any(|c| c.reason == "NamespaceTerminating")))
 }
 
 /// How to run the controller: what to watch, how to shape objects, who reports events.
@@ -994,6 +1010,25 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_write_into_a_namespace_being_deleted_is_told_apart() {
+        // The apiserver's answer, as it comes.
+        let forbidden = |cause: &str| {
+            kube::Error::Api(Box::new(
+                serde_json::from_value(serde_json::json!({
+                    "kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 403,
+                    "reason": "Forbidden",
+                    "message": "secrets \"j0-store-token\" is forbidden: unable to create new content in namespace scale because it is being terminated",
+                    "details": {"name": "j0-store-token", "kind": "secrets",
+                                "causes": [{"reason": cause, "field": "metadata.namespace"}]},
+                }))
+                .unwrap(),
+            ))
+        };
+        assert!(namespace_terminating(&forbidden("NamespaceTerminating")));
+        assert!(!namespace_terminating(&forbidden("FieldValueForbidden")));
+    }
 
     #[test]
     fn a_pod_holding_a_jobs_pod_name_is_foreign_unless_the_job_controls_it() {
