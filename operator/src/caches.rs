@@ -1,27 +1,30 @@
-//! The watches behind the operator's caches (nodes, the jobs' pods, their Services), started
-//! before the leader Lease is held: a standby keeps them warm, so the replica that takes over
-//! reconciles at once instead of first listing every pod of the fleet (64,000 at 1,000 jobs of
-//! 64). This is controller-runtime's split too: caches run on every replica, controllers only
-//! on the leader.
+//! The watches behind the operator's caches (nodes, the jobs' pods, their Services, and under
+//! Kueue their Workloads and the ResourceFlavors), started before the leader Lease is held: a
+//! standby keeps them warm, so the replica that takes over reconciles at once instead of first
+//! listing every pod of the fleet (64,000 at 1,000 jobs of 64). This is controller-runtime's
+//! split too: caches run on every replica, controllers only on the leader.
 //!
-//! A change of a pod or a Service is applied to its cache first and then, once the controller
-//! runs ([`Caches::triggers`]), wakes its job. Changes before that wake nothing, and need not:
-//! the controller's first list of the jobs reconciles every job, from caches that already hold
-//! those changes.
+//! A change of a pod, a Service or a Workload is applied to its cache first and then, once the
+//! controller runs ([`Caches::triggers`]), wakes its job. Changes before that wake nothing, and
+//! need not: the controller's first list of the jobs reconciles every job, from caches that
+//! already hold those changes.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::channel::mpsc;
+use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeStatus, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use tokio::task::JoinHandle;
-use tracing::debug;
+use tracing::{debug, info};
 
+use crate::kueue;
 use crate::metrics::Metrics;
 use crate::pod_cache::PodCache;
 
@@ -42,11 +45,38 @@ impl Scope {
             Scope::Namespace(ns) => Api::namespaced(client.clone(), ns),
         }
     }
+
+    /// The same for a resource known at run time (Kueue's Workloads).
+    pub fn api_with(&self, client: &Client, resource: &ApiResource) -> Api<DynamicObject> {
+        match self {
+            Scope::All => Api::all_with(client.clone(), resource),
+            Scope::Namespace(ns) => Api::namespaced_with(client.clone(), ns, resource),
+        }
+    }
 }
 
 /// What the operator's watches of its own objects select: the `elasticjob.dev/job-name` label.
 pub fn owned() -> watcher::Config {
     watcher::Config::default().labels(elasticjob_crds::names::LABEL_JOB_NAME)
+}
+
+/// Kueue's objects the reconciles read, when the cluster serves Kueue's Workload API.
+#[derive(Clone)]
+pub struct KueueCaches {
+    /// The jobs' Workloads (the `elasticjob.dev/job-name` label), managed fields stripped.
+    pub workloads: Store<DynamicObject>,
+    /// Every ResourceFlavor (cluster-scoped, few): the node labels and tolerations an
+    /// admission places the pods with.
+    pub flavors: Store<DynamicObject>,
+}
+
+impl KueueCaches {
+    /// Waits until both have their first list (each store can be waited on once: kube-runtime
+    /// 5's readiness is a oneshot).
+    pub async fn wait_until_ready(&self) -> bool {
+        self.workloads.wait_until_ready().await.is_ok()
+            && self.flavors.wait_until_ready().await.is_ok()
+    }
 }
 
 /// The caches, filled by watches that run until this is dropped.
@@ -57,14 +87,27 @@ pub struct Caches {
     pub pods: Arc<PodCache>,
     /// The jobs' Services.
     pub services: Store<Service>,
+    /// Kueue's Workloads and ResourceFlavors, when Kueue's Workload API is served.
+    pub kueue: Option<KueueCaches>,
     pod_changes: Gate<Pod>,
     service_changes: Gate<Service>,
+    workload_changes: Option<Gate<DynamicObject>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// The changes that wake jobs, from [`Caches::triggers`].
+pub struct Triggers {
+    pub pods: BoxStream<'static, Result<Pod, watcher::Error>>,
+    pub services: BoxStream<'static, Result<Service, watcher::Error>>,
+    /// `None` without Kueue's Workload API.
+    pub workloads: Option<BoxStream<'static, Result<DynamicObject, watcher::Error>>>,
+}
+
 impl Caches {
-    /// Starts the watches (each retries with backoff on its own; nothing here fails).
-    pub fn start(client: &Client, scope: &Scope, metrics: &Arc<Metrics>) -> Caches {
+    /// Starts the watches (each retries with backoff on its own; nothing here fails). Kueue's
+    /// are started only if the cluster serves its Workload API (a watch of an API that does
+    /// not exist would fail forever).
+    pub async fn start(client: &Client, scope: &Scope, metrics: &Arc<Metrics>) -> Caches {
         let (nodes, node_writer) = reflector::store();
         let node_watch = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
             .default_backoff()
@@ -108,29 +151,100 @@ impl Caches {
                 futures::future::ready(())
             });
 
-        Caches {
+        let mut caches = Caches {
             nodes,
             pods,
             services,
+            kueue: None,
             pod_changes,
             service_changes,
+            workload_changes: None,
             tasks: vec![
                 tokio::spawn(node_watch),
                 tokio::spawn(pod_watch),
                 tokio::spawn(service_watch),
             ],
-        }
+        };
+        caches.watch_kueue(client, scope, metrics).await;
+        caches
     }
 
-    /// The changes of pods and of Services from now on, for the controller to map to their
-    /// jobs (callable once; later calls get streams that end at once).
-    pub fn triggers(
-        &mut self,
-    ) -> (
-        impl Stream<Item = Result<Pod, watcher::Error>> + use<>,
-        impl Stream<Item = Result<Service, watcher::Error>> + use<>,
-    ) {
-        (self.pod_changes.open(), self.service_changes.open())
+    /// Starts the watches of Kueue's Workloads and ResourceFlavors if they are not running
+    /// and the cluster serves Kueue's Workload API now. Called at start and again when the
+    /// controller starts: a standby started before Kueue was installed sees it on taking over,
+    /// as a replica that starts then does.
+    pub async fn watch_kueue(&mut self, client: &Client, scope: &Scope, metrics: &Arc<Metrics>) {
+        if self.kueue.is_some() {
+            return;
+        }
+        let served = serves_workloads(client).await;
+        info!(
+            kueue_installed = served,
+            "Kueue's Workload API (kueue.x-k8s.io/v1beta2)"
+        );
+        if !served {
+            return;
+        }
+        let workload_resource = kueue::workload_resource();
+        let workload_writer = reflector::store::Writer::new(workload_resource.clone());
+        let workloads = workload_writer.as_reader();
+        let (workload_changes, workload_sender) = Gate::new(metrics.clone(), "workload");
+        let workload_watch = watcher(scope.api_with(client, &workload_resource), owned())
+            .default_backoff()
+            .modify(|w: &mut DynamicObject| w.metadata.managed_fields = None)
+            .reflect(workload_writer)
+            .touched_objects()
+            .for_each(move |workload| {
+                match workload {
+                    Ok(workload) => workload_sender.send(workload),
+                    Err(e) => debug!(error = %e, "watching the jobs' Workloads"),
+                }
+                futures::future::ready(())
+            });
+
+        let flavor_resource = kueue::flavor_resource();
+        let flavor_writer = reflector::store::Writer::new(flavor_resource.clone());
+        let flavors = flavor_writer.as_reader();
+        let flavor_api: Api<DynamicObject> = Api::all_with(client.clone(), &flavor_resource);
+        let flavor_watch = watcher(flavor_api, watcher::Config::default())
+            .default_backoff()
+            .modify(|f: &mut DynamicObject| f.metadata.managed_fields = None)
+            .reflect(flavor_writer)
+            .for_each(|event| {
+                if let Err(e) = event {
+                    debug!(error = %e, "watching the ResourceFlavors");
+                }
+                futures::future::ready(())
+            });
+
+        self.kueue = Some(KueueCaches { workloads, flavors });
+        self.workload_changes = Some(workload_changes);
+        self.tasks.push(tokio::spawn(workload_watch));
+        self.tasks.push(tokio::spawn(flavor_watch));
+    }
+
+    /// The changes of pods, Services and Workloads from now on, for the controller to map to
+    /// their jobs (callable once; later calls get streams that end at once).
+    pub fn triggers(&mut self) -> Triggers {
+        Triggers {
+            pods: self.pod_changes.open().boxed(),
+            services: self.service_changes.open().boxed(),
+            workloads: self.workload_changes.as_mut().map(|g| g.open().boxed()),
+        }
+    }
+}
+
+/// Whether the cluster serves Kueue's Workload API (one discovery request).
+async fn serves_workloads(client: &Client) -> bool {
+    match client
+        .list_api_group_resources("kueue.x-k8s.io/v1beta2")
+        .await
+    {
+        Ok(list) => list.resources.iter().any(|r| r.name == "workloads"),
+        Err(e) => {
+            debug!(error = %e, "Kueue's API group kueue.x-k8s.io/v1beta2 is not served");
+            false
+        }
     }
 }
 

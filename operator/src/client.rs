@@ -94,7 +94,7 @@ pub struct ApiService<S> {
 }
 
 /// The verb of a request as the apiserver's audit log says it, as far as the request shows:
-/// the HTTP method, `WATCH` for a watch.
+/// `WATCH` for a watch, `LIST` for a read of a collection, else the HTTP method.
 fn verb<B>(req: &Request<B>) -> String {
     let watch = req
         .uri()
@@ -102,9 +102,23 @@ fn verb<B>(req: &Request<B>) -> String {
         .is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1"));
     if watch {
         "WATCH".into()
+    } else if req.method() == hyper::Method::GET && is_collection(req.uri().path()) {
+        "LIST".into()
     } else {
         req.method().as_str().to_string()
     }
+}
+
+/// Whether `path` names a collection of a resource (`/api/v1/nodes`,
+/// `/apis/<group>/<version>/namespaces/<ns>/<resource>`), not one object, a subresource or
+/// discovery.
+fn is_collection(path: &str) -> bool {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let rest = match parts.as_slice() {
+        ["api", _version, rest @ ..] | ["apis", _, _version, rest @ ..] => rest,
+        _ => return false,
+    };
+    matches!(rest, [_resource] | ["namespaces", _, _resource])
 }
 
 fn class(status: u16) -> &'static str {
@@ -211,7 +225,24 @@ mod tests {
             verb(&req("GET", "/api/v1/pods?labelSelector=a&watch=true")),
             "WATCH"
         );
-        assert_eq!(verb(&req("GET", "/api/v1/pods?labelSelector=a")), "GET");
+        assert_eq!(verb(&req("GET", "/api/v1/pods?labelSelector=a")), "LIST");
+        assert_eq!(
+            verb(&req(
+                "GET",
+                "/apis/kueue.x-k8s.io/v1beta2/namespaces/ml/workloads?labelSelector=a"
+            )),
+            "LIST"
+        );
+        assert_eq!(verb(&req("GET", "/api/v1/namespaces")), "LIST");
+        assert_eq!(verb(&req("GET", "/api/v1/namespaces/ml")), "GET");
+        assert_eq!(verb(&req("GET", "/api/v1/namespaces/ml/pods/p")), "GET");
+        assert_eq!(verb(&req("GET", "/api/v1/nodes/n1")), "GET");
+        assert_eq!(
+            verb(&req("GET", "/apis/kueue.x-k8s.io/v1beta2")),
+            "GET",
+            "discovery"
+        );
+        assert_eq!(verb(&req("POST", "/api/v1/namespaces/ml/pods")), "POST");
         assert_eq!(verb(&req("PATCH", "/api/v1/namespaces/ml/pods/p")), "PATCH");
         assert_eq!(class(409), "4xx");
         assert_eq!(class(201), "2xx");

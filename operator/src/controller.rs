@@ -1,8 +1,8 @@
 //! The reconcile loop: the IO around [`crate::plan()`].
 //!
 //! For each ElasticJob (kube-rs `Controller`, woken by changes of the job's spec, labels,
-//! annotations or deletion, not its status, which only this loop writes; by changes of the pods
-//! and Service it owns; by the plan's requeue time; and by the launcher poller
+//! annotations or deletion, not its status, which only this loop writes; by changes of the pods,
+//! Service and Kueue Workloads it owns; by the plan's requeue time; and by the launcher poller
 //! ([`crate::poller`]) when a launcher's progress changes): read its pods from the pod cache
 //! ([`crate::pod_cache`]; a job waits while the cache does not show its last pod writes) and its
 //! launchers' progress from the poller, compute the plan, write the status if it changed, carry
@@ -22,9 +22,7 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod, Secret, Service};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{
-    Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, Preconditions,
-};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::events::{Event as KubeEvent, EventType as KubeEventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
@@ -39,7 +37,7 @@ use elasticjob_crds::status::{ElasticJobStatus, JobState, reason};
 use elasticjob_crds::validate::{describe, validate, validate_edit};
 
 use crate::bad_nodes;
-use crate::caches::{Caches, Scope};
+use crate::caches::{Caches, KueueCaches, Scope};
 use crate::desired::{self, Settings};
 use crate::event::{Event, EventType};
 use crate::expectations::{Expect, JobKey};
@@ -53,6 +51,7 @@ use crate::pod_cache::PodCache;
 use crate::poll::LauncherClient;
 use crate::poller::{self, Poller, PollerConfig};
 use crate::queueing;
+use crate::workload_writes::Writes as WorkloadWrites;
 
 /// The field manager of everything the operator applies.
 pub const MANAGER: &str = "elasticjob-operator";
@@ -107,8 +106,12 @@ pub struct Context {
     pub name_conflicts: Mutex<HashMap<String, BTreeMap<u32, String>>>,
     /// By job UID: the generation whose spec is saved as the job's last valid one.
     pub saved_specs: Mutex<HashMap<String, i64>>,
-    /// Whether the cluster serves Kueue's Workload API (looked up at start).
-    pub kueue_installed: bool,
+    /// Kueue's Workloads and ResourceFlavors; `None` when the cluster does not serve Kueue's
+    /// Workload API (looked up at start).
+    pub kueue: Option<KueueCaches>,
+    /// This process's recent writes to each job's Workloads: such a job reads them with a LIST
+    /// until the Workload cache surely shows the write.
+    pub workload_writes: Mutex<WorkloadWrites>,
 }
 
 fn is_status(e: &kube::Error, code: u16) -> bool {
@@ -143,8 +146,13 @@ async fn reconcile_job(job: &ElasticJob, ctx: &Context) -> Result<Reconciled, Er
         return Ok(Reconciled::Done(Requeue::await_change()));
     }
     if job.meta().deletion_timestamp.is_some() {
-        // Garbage collection removes the pods and the Service through their owner references.
+        // Garbage collection removes the pods, the Service and the Workloads through their owner
+        // references.
         ctx.pods.forget(&key);
+        ctx.workload_writes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .forget(&key);
         ctx.poller.untrack(&job_ref);
         return Ok(Reconciled::Done(Requeue::await_change()));
     }
@@ -872,21 +880,6 @@ async fn delete_pod(
     }
 }
 
-/// Whether the cluster serves Kueue's Workload API: only then are Workloads watched (a watch
-/// of an API that does not exist would fail forever).
-async fn serves_workloads(client: &Client) -> bool {
-    match client
-        .list_api_group_resources("kueue.x-k8s.io/v1beta2")
-        .await
-    {
-        Ok(list) => list.resources.iter().any(|r| r.name == "workloads"),
-        Err(e) => {
-            debug!(error = %e, "Kueue's API group kueue.x-k8s.io/v1beta2 is not served");
-            false
-        }
-    }
-}
-
 /// Requeue after a failed reconcile (the error is logged and counted).
 pub fn error_policy(job: Arc<ElasticJob>, err: &Error, ctx: Arc<Context>) -> Requeue {
     ctx.metrics.reconcile_errors.inc();
@@ -935,12 +928,14 @@ pub async fn run(
     if caches.nodes.wait_until_ready().await.is_err() {
         warn!("the node cache never filled");
     }
-    let kueue_installed = serves_workloads(&client).await;
-    info!(
-        kueue_installed,
-        "Kueue's Workload API (kueue.x-k8s.io/v1beta2)"
-    );
-    let (pod_changes, service_changes) = caches.triggers();
+    caches.watch_kueue(&client, &scope, &metrics).await;
+    if let Some(kueue) = &caches.kueue {
+        info!("waiting for the Workload and ResourceFlavor caches to fill");
+        if !kueue.wait_until_ready().await {
+            warn!("the Workload or ResourceFlavor cache never filled");
+        }
+    }
+    let triggers = caches.triggers();
     // The job's own status writes are not a reason to look again (the reconcile that wrote
     // it has acted on it, and requeued itself); spec, label, annotation and deletion changes
     // are. The cache still gets every change.
@@ -957,15 +952,10 @@ pub async fn run(
         });
     let mut controller = Controller::for_stream(job_events, jobs)
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
-        .owns_stream(pod_changes)
-        .owns_stream(service_changes);
-    if kueue_installed {
-        let ar = kueue::workload_resource();
-        let workloads: Api<DynamicObject> = match &scope {
-            Scope::All => Api::all_with(client.clone(), &ar),
-            Scope::Namespace(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-        };
-        controller = controller.owns_with(workloads, ar, crate::caches::owned());
+        .owns_stream(triggers.pods)
+        .owns_stream(triggers.services);
+    if let Some(workload_changes) = triggers.workloads {
+        controller = controller.owns_stream_with(workload_changes, kueue::workload_resource());
     }
     let store = controller.store();
     // Stopped when dropped, with the controller.
@@ -987,13 +977,14 @@ pub async fn run(
         poller,
         name_conflicts: Mutex::default(),
         saved_specs: Mutex::default(),
-        kueue_installed,
+        kueue: caches.kueue.clone(),
+        workload_writes: Mutex::new(WorkloadWrites::new(Instant::now())),
     });
     // Ready once connected with the node cache filled and the controller built. Not by awaiting
     // the controller's own store: its readiness future wakes only one waiter (kube-runtime 5's
     // DelayedInit is a oneshot), and a second waiter can starve the controller's runner.
     ready.store(true, Ordering::SeqCst);
-    info!("node cache synced; reconciling");
+    info!("caches synced; reconciling");
     controller
         .run(reconcile, error_policy, ctx)
         .for_each(|r| {

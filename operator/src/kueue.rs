@@ -79,6 +79,23 @@ pub fn queue_name(job: &ElasticJob) -> Option<&str> {
         .filter(|q| !q.is_empty())
 }
 
+/// Whether `workload` is one of job `job` (UID `uid`) in namespace `ns`: in its namespace,
+/// labelled with its name (`elasticjob.dev/job-name`) and owned by it (a job deleted and made
+/// again under its name has another UID; its predecessor's Workloads are not its own).
+pub fn is_of_job(workload: &DynamicObject, ns: &str, job: &str, uid: &str) -> bool {
+    workload.metadata.namespace.as_deref() == Some(ns)
+        && workload
+            .labels()
+            .get(elasticjob_crds::names::LABEL_JOB_NAME)
+            == Some(&job.to_string())
+        && owned_by(workload, uid)
+}
+
+/// Whether `workload` has an owner of UID `uid`.
+pub fn owned_by(workload: &DynamicObject, uid: &str) -> bool {
+    workload.owner_references().iter().any(|o| o.uid == uid)
+}
+
 /// The job's `index`-th Workload: `elasticjob-<job>`, then `elasticjob-<job>-<index>` for the
 /// ones asked for after it (a new count before admission, a resumed job, a replacement slice).
 pub fn workload_name(job: &str, index: u32) -> String {

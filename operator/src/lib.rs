@@ -6,9 +6,11 @@
 //! - [`metrics`], [`http`]: Prometheus metrics, /metrics, /healthz, /readyz;
 //! - [`leader`]: leader election through a Lease; [`client`]: the rate limit and request
 //!   metrics of the operator's Kubernetes client;
-//! - [`caches`]: the watches of nodes, pods and Services, warm on a standby too;
-//!   [`pod_cache`]: the jobs' pods from one watch, indexed by job; [`expectations`]: the
-//!   operator's own pod writes the cache does not show yet;
+//! - [`caches`]: the watches of nodes, pods, Services and Kueue's Workloads and
+//!   ResourceFlavors, warm on a standby too; [`pod_cache`]: the jobs' pods from one watch,
+//!   indexed by job; [`expectations`]: the operator's own pod writes the cache does not show
+//!   yet; [`workload_writes`]: the operator's recent Workload writes, after which a job lists
+//!   its Workloads instead of reading the cache;
 //! - [`observed`]: the facts of a job's pods that the decisions use;
 //! - [`desired`]: the Service and pods a job should have (the pod contract);
 //! - [`kueue`]: admission through a Kueue Workload; [`gang`]: a scheduler-plugins PodGroup;
@@ -44,6 +46,7 @@ pub mod poller;
 pub mod progress;
 pub mod queueing;
 pub mod training;
+pub mod workload_writes;
 
 #[cfg(test)]
 pub(crate) mod fixtures;

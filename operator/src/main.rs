@@ -159,7 +159,7 @@ async fn main() -> Result<()> {
         None => Scope::All,
     };
     // Filled from now on, on a standby too, so that taking over costs no relist.
-    let caches = Caches::start(&client, &scope, &metrics);
+    let caches = Caches::start(&client, &scope, &metrics).await;
     let mut lease: Option<leader::Leadership> = None;
     if args.leader_elect {
         let timing = leader::LeaseTiming::new(

@@ -12,13 +12,14 @@
 //! - `elasticjob_operator_reconciles_in_flight`: reconciles running now (at `--concurrency`,
 //!   the controller's queue is backing up);
 //! - `elasticjob_operator_reconcile_triggers_total{source}`: watch events that asked for a
-//!   reconcile (`job`, `pod`, `service`). kube-rs' controller does not expose its queue; it
-//!   merges the triggers of a job that is already queued, so these are an upper bound on what
-//!   enters the queue, and triggers minus reconciles (by duration count) is how many merged;
+//!   reconcile (`job`, `pod`, `service`, `workload`). kube-rs' controller does not expose its
+//!   queue; it merges the triggers of a job that is already queued, so these are an upper bound
+//!   on what enters the queue, and triggers minus reconciles (by duration count) is how many
+//!   merged;
 //! - `elasticjob_operator_api_requests_total{verb,code}`: requests to the apiserver by HTTP
-//!   verb (`WATCH` for watches) and status class (`2xx`, `4xx`, ..., `error` when no response
-//!   came); `elasticjob_operator_api_rate_limit_wait_seconds`: how long requests waited for
-//!   the client-side rate limit (`--kube-qps`, `--kube-burst`);
+//!   verb (`WATCH` for watches, `LIST` for reads of a collection) and status class (`2xx`,
+//!   `4xx`, ..., `error` when no response came); `elasticjob_operator_api_rate_limit_wait_seconds`:
+//!   how long requests waited for the client-side rate limit (`--kube-qps`, `--kube-burst`);
 //! - `elasticjob_operator_leader`: 1 while this replica leads;
 //! - `elasticjob_job_goodput_ratio{namespace,job}` and `elasticjob_job_training_seconds{...}`:
 //!   each job's goodput (`status.goodput`), from the cache at scrape time;
@@ -172,7 +173,7 @@ impl Default for Metrics {
         let api_requests = Family::<RequestLabel, Counter>::default();
         registry.register(
             "operator_api_requests",
-            "Requests to the Kubernetes apiserver by verb (WATCH for watches) and status class (error: no response)",
+            "Requests to the Kubernetes apiserver by verb (WATCH for watches, LIST for reads of a collection) and status class (error: no response)",
             api_requests.clone(),
         );
         let rate_limit_wait = Histogram::new(exponential_buckets(0.001, 2.0, 16));

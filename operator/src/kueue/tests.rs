@@ -359,3 +359,33 @@ fn a_job_runs_under_the_replaced_slice_until_kueue_writes_the_replacements_admis
     let s = standing("train", vec![deleting]);
     assert!(s.current.is_none() && s.stale.is_empty());
 }
+
+#[test]
+fn a_jobs_workloads_are_those_in_its_namespace_with_its_label_and_owned_by_it() {
+    let j = queued_job();
+    let ns = j.namespace().unwrap();
+    let uid = j.uid().unwrap();
+    let mine = desired_workload(&j, "team-a", PodTemplateSpec::default(), None, FIRST).unwrap();
+    assert!(is_of_job(&mine, &ns, "train", &uid));
+    let mut elsewhere = mine.clone();
+    elsewhere.metadata.namespace = Some("other".into());
+    let mut other_job = mine.clone();
+    other_job.metadata.labels.as_mut().unwrap().insert(
+        elasticjob_crds::names::LABEL_JOB_NAME.into(),
+        "other".into(),
+    );
+    // Left by a job of the same name deleted before this one was made.
+    let mut predecessor = mine.clone();
+    predecessor.metadata.owner_references.as_mut().unwrap()[0].uid = "old-uid".into();
+    let mut unlabelled = mine.clone();
+    unlabelled.metadata.labels = None;
+    for (what, w) in [
+        ("another namespace", &elsewhere),
+        ("another job", &other_job),
+        ("a predecessor", &predecessor),
+        ("no label", &unlabelled),
+    ] {
+        assert!(!is_of_job(w, &ns, "train", &uid), "{what}");
+    }
+    assert!(owned_by(&mine, &uid) && !owned_by(&predecessor, &uid));
+}

@@ -23,7 +23,7 @@ const JOB_RULES: [&str; 10] = [
 ];
 const NODE_RULES: [&str; 4] = [
     "core nodes: get,list,watch",
-    "kueue.x-k8s.io resourceflavors: get",
+    "kueue.x-k8s.io resourceflavors: get,list,watch",
     "kueue.x-k8s.io workloadpriorityclasses: get",
     "scheduling.k8s.io priorityclasses: get",
 ];
