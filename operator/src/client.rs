@@ -1,6 +1,6 @@
 //! The operator's Kubernetes client: kube's own stack with a layer that rate-limits requests
 //! (a token bucket, as client-go's `--kube-api-qps` / `--kube-api-burst`) and counts them by
-//! verb and status class for `/metrics`.
+//! verb, resource and status class for `/metrics`.
 //!
 //! The limit is in `poll_ready`: kube's `Client` runs its service behind a `Buffer`, so one
 //! task calls it, and a request waits there, in order, until a token is free. A watch takes a
@@ -93,32 +93,44 @@ pub struct ApiService<S> {
     reserved: bool,
 }
 
-/// The verb of a request as the apiserver's audit log says it, as far as the request shows:
-/// `WATCH` for a watch, `LIST` for a read of a collection, else the HTTP method.
-fn verb<B>(req: &Request<B>) -> String {
+/// What a request is to the apiserver, as its audit log and `apiserver_request_total` name
+/// it as far as the request shows: the verb (`WATCH` for a watch, `LIST` for a read of a
+/// collection, else the HTTP method) and the resource (`pods`, `elasticjobs/status`;
+/// `discovery` for a path that names none).
+#[derive(Debug, PartialEq, Eq)]
+struct Target {
+    verb: String,
+    resource: String,
+}
+
+fn target<B>(req: &Request<B>) -> Target {
+    let parts: Vec<&str> = req.uri().path().trim_matches('/').split('/').collect();
+    // What follows `/api/<version>` or `/apis/<group>/<version>`, without the namespace.
+    let rest = match parts.as_slice() {
+        ["api", _version, rest @ ..] | ["apis", _, _version, rest @ ..] => match rest {
+            ["namespaces", _, rest @ ..] if !rest.is_empty() => rest,
+            rest => rest,
+        },
+        _ => &[][..],
+    };
+    let (resource, collection) = match rest {
+        [] => ("discovery".to_string(), false),
+        [resource] => (resource.to_string(), true),
+        [resource, _name] => (resource.to_string(), false),
+        [resource, _name, sub, ..] => (format!("{resource}/{sub}"), false),
+    };
     let watch = req
         .uri()
         .query()
         .is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1"));
-    if watch {
+    let verb = if watch {
         "WATCH".into()
-    } else if req.method() == hyper::Method::GET && is_collection(req.uri().path()) {
+    } else if req.method() == hyper::Method::GET && collection {
         "LIST".into()
     } else {
         req.method().as_str().to_string()
-    }
-}
-
-/// Whether `path` names a collection of a resource (`/api/v1/nodes`,
-/// `/apis/<group>/<version>/namespaces/<ns>/<resource>`), not one object, a subresource or
-/// discovery.
-fn is_collection(path: &str) -> bool {
-    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let rest = match parts.as_slice() {
-        ["api", _version, rest @ ..] | ["apis", _, _version, rest @ ..] => rest,
-        _ => return false,
     };
-    matches!(rest, [_resource] | ["namespaces", _, _resource])
+    Target { verb, resource }
 }
 
 fn class(status: u16) -> &'static str {
@@ -171,7 +183,7 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         self.reserved = false;
-        let verb = verb(&req);
+        let Target { verb, resource } = target(&req);
         let metrics = self.metrics.clone();
         let response = self.inner.call(req);
         Box::pin(async move {
@@ -182,7 +194,11 @@ where
             };
             metrics
                 .api_requests
-                .get_or_create(&RequestLabel { verb, code })
+                .get_or_create(&RequestLabel {
+                    verb,
+                    resource,
+                    code,
+                })
                 .inc();
             result
         })
@@ -218,32 +234,58 @@ mod tests {
     }
 
     #[test]
-    fn requests_are_named_by_verb() {
-        let req =
-            |method: &str, uri: &str| Request::builder().method(method).uri(uri).body(()).unwrap();
-        assert_eq!(
-            verb(&req("GET", "/api/v1/pods?labelSelector=a&watch=true")),
-            "WATCH"
-        );
-        assert_eq!(verb(&req("GET", "/api/v1/pods?labelSelector=a")), "LIST");
-        assert_eq!(
-            verb(&req(
+    fn requests_are_named_by_verb_and_resource() {
+        let target = |method: &str, uri: &str| {
+            let t = target(&Request::builder().method(method).uri(uri).body(()).unwrap());
+            (t.verb, t.resource)
+        };
+        for (method, uri, verb, resource) in [
+            (
                 "GET",
-                "/apis/kueue.x-k8s.io/v1beta2/namespaces/ml/workloads?labelSelector=a"
-            )),
-            "LIST"
-        );
-        assert_eq!(verb(&req("GET", "/api/v1/namespaces")), "LIST");
-        assert_eq!(verb(&req("GET", "/api/v1/namespaces/ml")), "GET");
-        assert_eq!(verb(&req("GET", "/api/v1/namespaces/ml/pods/p")), "GET");
-        assert_eq!(verb(&req("GET", "/api/v1/nodes/n1")), "GET");
-        assert_eq!(
-            verb(&req("GET", "/apis/kueue.x-k8s.io/v1beta2")),
-            "GET",
-            "discovery"
-        );
-        assert_eq!(verb(&req("POST", "/api/v1/namespaces/ml/pods")), "POST");
-        assert_eq!(verb(&req("PATCH", "/api/v1/namespaces/ml/pods/p")), "PATCH");
+                "/api/v1/pods?labelSelector=a&watch=true",
+                "WATCH",
+                "pods",
+            ),
+            ("GET", "/api/v1/pods?labelSelector=a", "LIST", "pods"),
+            (
+                "GET",
+                "/apis/kueue.x-k8s.io/v1beta2/namespaces/ml/workloads?labelSelector=a",
+                "LIST",
+                "workloads",
+            ),
+            ("GET", "/api/v1/namespaces", "LIST", "namespaces"),
+            ("GET", "/api/v1/namespaces/ml", "GET", "namespaces"),
+            ("GET", "/api/v1/namespaces/ml/pods/p", "GET", "pods"),
+            ("GET", "/api/v1/nodes/n1", "GET", "nodes"),
+            ("GET", "/apis/kueue.x-k8s.io/v1beta2", "GET", "discovery"),
+            ("GET", "/version", "GET", "discovery"),
+            ("POST", "/api/v1/namespaces/ml/pods", "POST", "pods"),
+            ("PATCH", "/api/v1/namespaces/ml/pods/p", "PATCH", "pods"),
+            (
+                "PATCH",
+                "/apis/elasticjob.dev/v1alpha1/namespaces/ml/elasticjobs/train/status",
+                "PATCH",
+                "elasticjobs/status",
+            ),
+            (
+                "POST",
+                "/api/v1/namespaces/ml/pods/p/eviction",
+                "POST",
+                "pods/eviction",
+            ),
+            (
+                "PUT",
+                "/apis/coordination.k8s.io/v1/namespaces/ops/leases/elasticjob-operator",
+                "PUT",
+                "leases",
+            ),
+        ] {
+            assert_eq!(
+                target(method, uri),
+                (verb.to_string(), resource.to_string()),
+                "{method} {uri}"
+            );
+        }
         assert_eq!(class(409), "4xx");
         assert_eq!(class(201), "2xx");
     }
@@ -268,7 +310,7 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::from_secs(1));
         let text = metrics.encode();
         assert!(
-            text.contains("elasticjob_operator_api_requests_total{verb=\"GET\",code=\"4xx\"} 3"),
+            text.contains("elasticjob_operator_api_requests_total{verb=\"GET\",resource=\"pods\",code=\"4xx\"} 3"),
             "{text}"
         );
         assert!(text.contains("elasticjob_operator_api_rate_limit_wait_seconds_count 3"));

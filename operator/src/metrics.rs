@@ -16,8 +16,9 @@
 //!   queue; it merges the triggers of a job that is already queued, so these are an upper bound
 //!   on what enters the queue, and triggers minus reconciles (by duration count) is how many
 //!   merged;
-//! - `elasticjob_operator_api_requests_total{verb,code}`: requests to the apiserver by HTTP
-//!   verb (`WATCH` for watches, `LIST` for reads of a collection) and status class (`2xx`,
+//! - `elasticjob_operator_api_requests_total{verb,resource,code}`: requests to the apiserver
+//!   by verb (`WATCH` for watches, `LIST` for reads of a collection, else the HTTP method),
+//!   resource (`pods`, `elasticjobs/status`, `leases`, ...) and status class (`2xx`,
 //!   `4xx`, ..., `error` when no response came); `elasticjob_operator_api_rate_limit_wait_seconds`:
 //!   how long requests waited for the client-side rate limit (`--kube-qps`, `--kube-burst`);
 //! - `elasticjob_operator_leader`: 1 while this replica leads;
@@ -73,6 +74,7 @@ pub struct SourceLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabel {
     pub verb: String,
+    pub resource: String,
     pub code: &'static str,
 }
 
@@ -173,7 +175,7 @@ impl Default for Metrics {
         let api_requests = Family::<RequestLabel, Counter>::default();
         registry.register(
             "operator_api_requests",
-            "Requests to the Kubernetes apiserver by verb (WATCH for watches, LIST for reads of a collection) and status class (error: no response)",
+            "Requests to the Kubernetes apiserver by verb (WATCH for watches, LIST for reads of a collection), resource and status class (error: no response)",
             api_requests.clone(),
         );
         let rate_limit_wait = Histogram::new(exponential_buckets(0.001, 2.0, 16));
@@ -365,6 +367,7 @@ mod tests {
         m.api_requests
             .get_or_create(&RequestLabel {
                 verb: "PATCH".into(),
+                resource: "pods".into(),
                 code: "2xx",
             })
             .inc();
@@ -396,7 +399,7 @@ mod tests {
             "elasticjob_reconcile_duration_seconds_count{outcome=\"stale\"} 1",
             "elasticjob_operator_reconciles_in_flight 1",
             "elasticjob_operator_reconcile_triggers_total{source=\"pod\"} 1",
-            "elasticjob_operator_api_requests_total{verb=\"PATCH\",code=\"2xx\"} 1",
+            "elasticjob_operator_api_requests_total{verb=\"PATCH\",resource=\"pods\",code=\"2xx\"} 1",
             "elasticjob_operator_api_rate_limit_wait_seconds_count 0",
             "elasticjob_operator_leader 0",
             "elasticjob_job_goodput_ratio{namespace=\"ml\",job=\"train\"} 0.75",

@@ -1286,6 +1286,58 @@ pub fn patch_job(env: &Env, ns: &str, job: &str, patch: &Value) {
     ]);
 }
 
+// ---- metrics ---------------------------------------------------------------------------------
+
+/// The labels of a metric sample.
+pub type Labels = BTreeMap<String, String>;
+
+/// The samples of metric `name` in a Prometheus text exposition: labels and value.
+pub fn samples(text: &str, name: &str) -> Vec<(Labels, f64)> {
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let (labels, value) = match rest.strip_prefix('{') {
+                Some(r) => r.split_once("} ")?,
+                None => ("", rest.strip_prefix(' ')?),
+            };
+            let value = value.split_whitespace().next()?.parse().ok()?;
+            let labels = labels
+                .split("\",")
+                .filter_map(|kv| {
+                    let (k, v) = kv.split_once("=\"")?;
+                    Some((k.to_string(), v.trim_end_matches('"').to_string()))
+                })
+                .collect();
+            Some((labels, value))
+        })
+        .collect()
+}
+
+/// The samples of counter `name` summed by `key` (None: left out), and how much each sum grew
+/// from `before` to `after`.
+pub fn grown_by(
+    before: &str,
+    after: &str,
+    name: &str,
+    key: impl Fn(&Labels) -> Option<String>,
+) -> BTreeMap<String, f64> {
+    let sums = |text: &str| {
+        let mut sums = BTreeMap::new();
+        for (l, v) in samples(text, name) {
+            if let Some(k) = key(&l) {
+                *sums.entry(k).or_insert(0.0) += v;
+            }
+        }
+        sums
+    };
+    let before = sums(before);
+    let mut grown = sums(after);
+    for (k, v) in &mut grown {
+        *v -= before.get(k).copied().unwrap_or(0.0);
+    }
+    grown
+}
+
 // ---- job documents ---------------------------------------------------------------------------
 
 /// examples/elasticjob.yaml: its ConfigMap and its ElasticJob.
@@ -1445,6 +1497,36 @@ mod tests {
             j["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"],
             "idle-script"
         );
+    }
+
+    #[test]
+    fn counters_grow_by_label() {
+        let before = "# HELP x_total X\n# TYPE x_total counter\n\
+                      x_total{verb=\"GET\",code=\"2xx\"} 3\n\
+                      x_total{verb=\"PATCH\",code=\"2xx\"} 1\n\
+                      x_total_other{verb=\"GET\"} 100\n";
+        let after = "x_total{verb=\"GET\",code=\"2xx\"} 5\n\
+                     x_total{verb=\"GET\",code=\"4xx\"} 1\n\
+                     x_total{verb=\"PATCH\",code=\"2xx\"} 1\n\
+                     x_total{verb=\"WATCH\",code=\"2xx\"} 2.5e+00\n\
+                     y_count 7\n# EOF\n";
+        assert_eq!(
+            samples(after, "x_total")[1],
+            (
+                Labels::from([("verb".into(), "GET".into()), ("code".into(), "4xx".into())]),
+                1.0
+            )
+        );
+        let grown = grown_by(before, after, "x_total", |l| l.get("verb").cloned());
+        assert_eq!(
+            grown.into_iter().collect::<Vec<_>>(),
+            [
+                ("GET".to_string(), 3.0),
+                ("PATCH".to_string(), 0.0),
+                ("WATCH".to_string(), 2.5)
+            ]
+        );
+        assert_eq!(samples(after, "y_count"), [(Labels::new(), 7.0)]);
     }
 
     #[test]

@@ -74,6 +74,10 @@ const SCENARIOS: &[(&str, Scenario)] = &[
         "s19_a_replacement_avoids_the_node_that_lost_a_pod",
         replacement_avoids_failed_node,
     ),
+    (
+        "s20_quiet_running_jobs_cost_the_apiserver_almost_nothing",
+        quiet_jobs_cost_almost_nothing,
+    ),
     // Last: the lost node stays lost for the rest of the run.
     ("s16_node_loss_replaces_the_pod_on_another_node", node_loss),
 ];
@@ -2259,4 +2263,162 @@ fn every_accelerator_sizes_the_workers(env: &Env, ns: &str) {
         "e2e: every accelerator: 3 jobs Succeeded {:.1}s after apply",
         t.elapsed().as_secs_f64()
     );
+}
+
+/// Scenario 20 (issue 16: the short version of bench/operator_scale.sh's steady state): running
+/// jobs in which nothing happens cost the apiserver almost nothing. Two jobs of 2 pods whose
+/// workers sleep, once running with their launchers read, are watched for about 75 s (so that
+/// each job's once-a-minute goodput sample falls inside) through the operator's own request
+/// counters (`elasticjob_operator_api_requests_total{verb,resource}`): no LIST and no other
+/// read (everything it reads comes from its watches), and per running job at most one write
+/// per started minute of the window plus one (a window can hold two samples); no more
+/// reconciles than that either. The leader Lease's renewals (a GET and a write every 10 s) are
+/// the only requests left out. Counts, not times: a slow machine only lowers them.
+fn quiet_jobs_cost_almost_nothing(env: &Env, ns: &str) {
+    const WINDOW: Duration = Duration::from_secs(75);
+    const JOBS: [&str; 2] = ["quiet-a", "quiet-b"];
+    let mut docs = vec![idle_configmap()];
+    for name in JOBS {
+        docs.push(idle_job_doc(
+            name,
+            &json!({"minReplicas": 2, "maxReplicas": 2, "replicas": 2,
+                "template": {"spec": {"terminationGracePeriodSeconds": 5}}}),
+        ));
+    }
+    apply_all(env, ns, &docs);
+    for name in JOBS {
+        wait_running(env, ns, name, 2);
+        env.wait_job(ns, name, "both launchers running, training", T_RUN, |j| {
+            let st = &j["status"];
+            let launchers = st["launchers"].as_array().cloned().unwrap_or_default();
+            st["state"] == "Running"
+                && launchers.len() == 2
+                && launchers.iter().all(|l| l["state"] == "Running")
+                && st["goodput"]["training"] == true
+        });
+    }
+    // The namespaces of the scenarios before are deleted in the background: the namespace
+    // controller deletes their jobs and pods, and the operator hears of it. Not quiet.
+    let k = &env.kubectl;
+    wait_until(
+        "no namespace terminating",
+        Duration::from_secs(180),
+        Duration::from_secs(1),
+        || {
+            let list = k.json(&["get", "namespaces"])?;
+            (!list["items"]
+                .as_array()?
+                .iter()
+                .any(|n| n["status"]["phase"] == "Terminating"))
+            .then_some(())
+        },
+        || k.ok(&["get", "namespaces"]),
+    );
+    // A failed scenario keeps its namespace and its jobs: those that still run cost what these
+    // do, so every unfinished job in the cluster counts in the budget.
+    let active: Vec<String> = k.json_ok(&["get", "elasticjobs", "--all-namespaces"])["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter(|j| !matches!(j["status"]["state"].as_str(), Some("Succeeded" | "Failed")))
+        .map(|j| {
+            let m = &j["metadata"];
+            format!(
+                "{}/{}",
+                m["namespace"].as_str().unwrap_or("?"),
+                m["name"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+
+    let metrics = || {
+        env.operator_get("/metrics")
+            .unwrap_or_else(|e| panic!("GET /metrics on the operator: {e}"))
+    };
+    let (start, started) = (metrics(), Instant::now());
+    std::thread::sleep(WINDOW);
+    let (end, seconds) = (metrics(), started.elapsed().as_secs_f64());
+
+    // By verb and resource, the leader Lease's renewals left out.
+    let requests = grown_by(
+        &start,
+        &end,
+        "elasticjob_operator_api_requests_total",
+        |l| {
+            let get = |k: &str| l.get(k).map(String::as_str).unwrap_or_default();
+            (get("resource") != "leases").then(|| format!("{} {}", get("verb"), get("resource")))
+        },
+    );
+    let count = |pick: &dyn Fn(&str) -> bool| -> f64 {
+        requests
+            .iter()
+            .filter(|(what, _)| pick(what.split(' ').next().unwrap_or_default()))
+            .map(|(_, n)| n)
+            .sum()
+    };
+    let reads = count(&|verb| verb == "GET" || verb == "LIST");
+    let writes = count(&|verb| !matches!(verb, "GET" | "LIST" | "WATCH"));
+    let reconciles: f64 = grown_by(
+        &start,
+        &end,
+        "elasticjob_reconcile_duration_seconds_count",
+        |l| l.get("outcome").cloned(),
+    )
+    .values()
+    .sum();
+    let triggers = grown_by(
+        &start,
+        &end,
+        "elasticjob_operator_reconcile_triggers_total",
+        |l| l.get("source").cloned(),
+    );
+    let moved: Vec<String> = requests
+        .iter()
+        .filter(|(_, n)| **n > 0.0)
+        .map(|(what, n)| format!("{what} {n:.0}"))
+        .collect();
+
+    // One goodput sample a minute per running job is a status write, and a reconcile: per
+    // started minute one, plus one because a window can hold two.
+    let jobs = active.len() as f64;
+    let per_job = (seconds / 60.0).ceil() + 1.0;
+    let budget = jobs * per_job;
+    let per_minute = |n: f64| n / jobs / (seconds / 60.0);
+    let report = format!(
+        "{} unfinished jobs ({}) over {seconds:.0} s: the operator's requests besides its \
+         Lease's [{}]: {reads:.0} reads, {writes:.0} writes ({:.2} per job per minute); \
+         {reconciles:.0} reconciles ({:.2} per job per minute; triggers {triggers:?}); budget \
+         {budget:.0} ({per_job:.0} per job)",
+        active.len(),
+        active.join(", "),
+        moved.join(", "),
+        per_minute(writes),
+        per_minute(reconciles),
+    );
+    eprintln!("e2e: {report}");
+    let mut wrong = Vec::new();
+    if reads > 0.0 {
+        wrong.push(format!(
+            "{reads:.0} reads (a LIST or a GET): none expected, the caches are fed by watches"
+        ));
+    }
+    if writes > budget {
+        wrong.push(format!(
+            "{writes:.0} writes, over the budget of {budget:.0}"
+        ));
+    }
+    if reconciles > budget {
+        wrong.push(format!(
+            "{reconciles:.0} reconciles, over the budget of {budget:.0}"
+        ));
+    }
+    assert!(
+        wrong.is_empty(),
+        "quiet jobs cost the apiserver too much: {}\n{report}",
+        wrong.join("; ")
+    );
+    for name in JOBS {
+        k.ok(&["delete", "elasticjob", name, "-n", ns, "--wait=false"]);
+    }
 }
