@@ -8,7 +8,8 @@
 # 1. JOBS jobs × PODS pods, all Running; then STEADY_SECONDS of steady state: operator CPU and
 #    RSS, the apiserver's requests by verb and resource per running job per minute (the
 #    apiserver's own apiserver_request_total; the operator is the only client of elasticjobs
-#    and the only one listing pods), reconcile p50/p99 within the window.
+#    and the only one listing pods) and the operator's own (its /metrics), reconcile p50/p99
+#    within the window.
 #    Then the events in namespace scale by reason, reporting controller and involved kind
 #    (appended to $work/events.log and printed to stderr; the top reasons in the final tables),
 #    to see who writes events at every reconcile.
@@ -174,6 +175,15 @@ lists = per(lambda verb, res: verb == "LIST" and res.split("/")[0] in ours)
 print(f"| writes of elasticjobs, services, events per job per minute | {w:.2f} | ≤ 1 |")
 print(f"| writes of pods per job per minute (kwok's status writes count here too) | {w_pods:.2f} | |")
 print(f"| LISTs of elasticjobs, pods, services, events per job per minute | {lists:.2f} | 0 |")
+# The operator's own count (its elasticjob_operator_api_requests_total), exact where the
+# apiserver's mixes in other clients; the leader Lease's renewals left out.
+ours_req = s.get("operator_requests")
+if ours_req is not None:
+    def ours_per(pred):
+        return sum(v["per_job_per_minute"] for k, v in ours_req.items()
+                   if k.split(" ", 1)[1] != "leases" and pred(k.split(" ", 1)[0]))
+    print(f"| the operator's own writes per job per minute (its metrics; Lease renewals left out) | {ours_per(lambda v: v not in ('GET', 'LIST', 'WATCH')):.2f} | ≤ 1 |")
+    print(f"| the operator's own LISTs / GETs per job per minute | {ours_per(lambda v: v == 'LIST'):.2f} / {ours_per(lambda v: v == 'GET'):.2f} | 0 |")
 print()
 print(f"apiserver requests in the window, by verb and resource (all clients; per running job per minute):")
 print()

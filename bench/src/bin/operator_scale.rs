@@ -6,7 +6,8 @@
 //!   pods run; prints the seconds until all were created and until all ran.
 //! - `steady --seconds S --pid PID --metrics URL [--sim URL] --jobs J`: over S seconds of
 //!   steady state: the operator's CPU (utime+stime of PID) and RSS, the apiserver's requests by
-//!   verb and resource (its own `apiserver_request_total`, before and after), per job per minute,
+//!   verb and resource (its own `apiserver_request_total`, before and after) and the operator's
+//!   own (its `elasticjob_operator_api_requests_total`), per job per minute,
 //!   the reconcile duration p50/p99 of the reconciles in the window (difference of the
 //!   operator's histogram), and the status requests the launchers got (launcher-sim's counts).
 //! - `failures --count K --jobs J`: K times, one running pod of a random job is failed (its
@@ -145,14 +146,15 @@ async fn create_jobs(client: Client, ns: &str, count: usize, replicas: i32) -> R
     Ok((created, running))
 }
 
-/// `apiserver_request_total` summed by (verb, resource/subresource).
-fn requests_by_verb(text: &str) -> BTreeMap<(String, String), f64> {
+/// Request counter `metric` (the apiserver's `apiserver_request_total`, the operator's
+/// `elasticjob_operator_api_requests_total`) summed by (verb, resource/subresource).
+fn requests_by_verb(text: &str, metric: &str) -> BTreeMap<(String, String), f64> {
     let mut out = BTreeMap::new();
     for line in text.lines() {
         let Some((name, labels, v)) = sample(line) else {
             continue;
         };
-        if name != "apiserver_request_total" {
+        if name != metric {
             continue;
         }
         let mut resource = labels.get("resource").copied().unwrap_or("").to_string();
@@ -202,7 +204,9 @@ async fn steady(
     sim: Option<&str>,
     jobs: usize,
 ) -> Result<serde_json::Value> {
-    let api0 = requests_by_verb(&apiserver_metrics(&client).await?);
+    const APISERVER: &str = "apiserver_request_total";
+    const OPERATOR: &str = "elasticjob_operator_api_requests_total";
+    let api0 = requests_by_verb(&apiserver_metrics(&client).await?, APISERVER);
     let op0 = http_get(metrics).await?;
     let sim0 = sim_stats(sim).await?;
     let (cpu0, _) = proc_usage(pid)?;
@@ -216,22 +220,27 @@ async fn steady(
     let secs = t0.elapsed().as_secs_f64();
     let sim1 = sim_stats(sim).await?;
     let op1 = http_get(metrics).await?;
-    let api1 = requests_by_verb(&apiserver_metrics(&client).await?);
+    let api1 = requests_by_verb(&apiserver_metrics(&client).await?, APISERVER);
     let per_job_min = |n: f64| n / jobs as f64 / (secs / 60.0);
-    let mut requests = serde_json::Map::new();
-    for ((verb, resource), v1) in &api1 {
-        let d = v1
-            - api0
-                .get(&(verb.clone(), resource.clone()))
-                .copied()
-                .unwrap_or(0.0);
-        if d > 0.0 {
-            requests.insert(
-                format!("{verb} {resource}"),
-                serde_json::json!({"total": d, "per_job_per_minute": per_job_min(d)}),
-            );
+    let grown = |before: &BTreeMap<(String, String), f64>,
+                 after: &BTreeMap<(String, String), f64>| {
+        let mut requests = serde_json::Map::new();
+        for (key @ (verb, resource), v1) in after {
+            let d = v1 - before.get(key).copied().unwrap_or(0.0);
+            if d > 0.0 {
+                requests.insert(
+                    format!("{verb} {resource}"),
+                    serde_json::json!({"total": d, "per_job_per_minute": per_job_min(d)}),
+                );
+            }
         }
-    }
+        requests
+    };
+    let requests = grown(&api0, &api1);
+    let operator_requests = grown(
+        &requests_by_verb(&op0, OPERATOR),
+        &requests_by_verb(&op1, OPERATOR),
+    );
     let name = "elasticjob_reconcile_duration_seconds";
     let (b0, b1) = (buckets(&op0, name), buckets(&op1, name));
     let window: Vec<(f64, f64)> = b1
@@ -262,6 +271,7 @@ async fn steady(
         "launcher_status_requests_per_second": diff("status") / secs,
         "launcher_silent_connections_per_second": diff("silent") / secs,
         "requests": requests,
+        "operator_requests": operator_requests,
     }))
 }
 
@@ -448,14 +458,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn apiserver_requests_sum_by_verb_and_resource() {
+    fn requests_sum_by_verb_and_resource() {
         let text = r#"# HELP x
 apiserver_request_total{code="200",component="apiserver",dry_run="",group="",resource="pods",scope="namespace",subresource="",verb="LIST",version="v1"} 3
 apiserver_request_total{code="500",component="apiserver",dry_run="",group="",resource="pods",scope="namespace",subresource="",verb="LIST",version="v1"} 1
 apiserver_request_total{code="200",component="apiserver",dry_run="",group="elasticjob.dev",resource="elasticjobs",scope="resource",subresource="status",verb="PATCH",version="v1"} 2
+elasticjob_operator_api_requests_total{verb="PATCH",resource="elasticjobs/status",code="2xx"} 5
+elasticjob_operator_api_requests_total{verb="PATCH",resource="elasticjobs/status",code="4xx"} 1
 "#;
-        let r = requests_by_verb(text);
+        let r = requests_by_verb(text, "apiserver_request_total");
         assert_eq!(r[&("LIST".into(), "pods".into())], 4.0);
         assert_eq!(r[&("PATCH".into(), "elasticjobs/status".into())], 2.0);
+        let ours = requests_by_verb(text, "elasticjob_operator_api_requests_total");
+        assert_eq!(ours.len(), 1);
+        assert_eq!(ours[&("PATCH".into(), "elasticjobs/status".into())], 6.0);
     }
 }
