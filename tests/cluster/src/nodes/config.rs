@@ -9,12 +9,15 @@ use serde_json::json;
 
 use super::*;
 
+/// The kubelet's root dir (its default `--root-dir`).
+const KUBELET_ROOT: &str = "/var/lib/kubelet";
+
 /// Paths the kubelet, containerd and the CNI plugins hard-code, each bind-mounted from a
 /// per-node directory (named after the path) inside the node's mount namespace.
 pub(super) const PRIVATE_PATHS: [&str; 8] = [
     "/run/containerd",
     "/var/lib/containerd",
-    "/var/lib/kubelet",
+    KUBELET_ROOT,
     "/var/log/pods",
     "/var/log/containers",
     "/var/lib/cni",
@@ -183,11 +186,18 @@ pub fn kube_proxy_config(n: &NodeLayout, kubeconfig: &Path) -> String {
 
 /// The shell run by the holder inside its fresh mount and UTS namespaces: the private bind
 /// mounts, the host name, then `sleep infinity` (it owns the namespaces).
+///
+/// The kubelet's root dir is made a shared mount here, as a real node's (systemd mounts / shared)
+/// and kind's (its entrypoint) are. On a private one the kubelet bind-mounts the dir over itself
+/// to make it shared, while its pod-resources server is creating its socket there (a temporary
+/// file renamed into place): a rename across the new mount fails with EXDEV ("invalid
+/// cross-device link") and the kubelet exits, at random, one start in a few.
 pub fn holder_script(n: &NodeLayout) -> String {
     let mut s = String::from("set -e\nmount --make-rprivate /\n");
     for p in PRIVATE_PATHS {
         s += &format!("mount --bind '{}' '{p}'\n", n.private_dir(p).display());
     }
+    s += &format!("mount --make-rshared '{KUBELET_ROOT}'\n");
     s += &format!("hostname '{}'\nexec sleep infinity\n", n.name);
     s
 }
@@ -258,7 +268,9 @@ mod tests {
             assert!(s.contains(&want), "{want} in\n{s}");
         }
         assert!(s.starts_with("set -e\nmount --make-rprivate /\n"));
-        assert!(s.ends_with("hostname 'node-1'\nexec sleep infinity\n"));
+        assert!(s.ends_with(
+            "mount --make-rshared '/var/lib/kubelet'\nhostname 'node-1'\nexec sleep infinity\n"
+        ));
     }
 
     #[test]
