@@ -29,6 +29,11 @@ pub const PREWARM: &str = "PET_PREWARM";
 pub const PYTHON_EXEC: &str = "PYTHON_EXEC";
 /// The pod's replica index `i` (pod `<job>-worker-<i>`): orders the nodes' group ranks.
 pub const NODE_INDEX: &str = "ELASTICJOB_NODE_INDEX";
+/// The pod's IP (the Downward API's `status.podIP`): the address a launcher that is a round's
+/// group rank 0 gives the workers as their store (`MASTER_ADDR`). Its pod's DNS name is no
+/// good there: for seconds after a pod is replaced, it can still resolve to the old pod's IP
+/// (the Service's endpoints and the DNS caches lag), and the workers' connect fails.
+pub const POD_IP: &str = "ELASTICJOB_POD_IP";
 /// The secret that makes a store connection one of the job's launchers, so only they write the
 /// rendezvous's keys (the operator sets it from the job's Secret `<job>-store-token`). The launcher keeps it from its workers.
 pub const STORE_TOKEN: &str = "ELASTICJOB_STORE_TOKEN";

@@ -126,10 +126,10 @@ mod tests {
     #[test]
     fn every_variable_the_operator_sets_is_reserved() {
         let contract = elasticjob_contract::env::LAUNCHER_OPTIONS;
-        for name in contract
-            .iter()
-            .chain([&elasticjob_contract::env::NODE_INDEX])
-        {
+        for name in contract.iter().chain([
+            &elasticjob_contract::env::NODE_INDEX,
+            &elasticjob_contract::env::POD_IP,
+        ]) {
             assert!(is_reserved_env(name), "{name}");
         }
     }

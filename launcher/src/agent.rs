@@ -798,13 +798,27 @@ impl Agent {
         }
         let server = store::threads::bind("::", 0, ServerConfig::for_agents(&self.cfg.store_token))
             .map_err(|source| AgentError::HostStore { port: 0, source })?;
-        let addr = match (&self.rdzv.failover, &self.rdzv.server, &self.cfg.local_addr) {
+        let pod_ip = self
+            .node
+            .parent_env
+            .get(elasticjob_contract::env::POD_IP)
+            .map(|ip| ip.trim())
+            .filter(|ip| !ip.is_empty());
+        let addr = match (
+            pod_ip,
+            &self.rdzv.failover,
+            &self.rdzv.server,
+            &self.cfg.local_addr,
+        ) {
+            // In an ElasticJob pod: its IP, not its DNS name, which may still resolve to the
+            // pod it replaced (`env::POD_IP`).
+            (Some(ip), ..) => ip.to_string(),
             // Every node's address is known.
-            (Some(f), _, _) => f.hosts.host(f.me),
+            (None, Some(f), _, _) => f.hosts.host(f.me),
             // Hosting the rendezvous store means the endpoint reaches this machine.
-            (None, Some(_), _) => self.rdzv.endpoint_host.clone(),
-            (None, None, Some(local)) => local.clone(),
-            (None, None, None) => self.node.host.clone(),
+            (None, None, Some(_), _) => self.rdzv.endpoint_host.clone(),
+            (None, None, None, Some(local)) => local.clone(),
+            (None, None, None, None) => self.node.host.clone(),
         };
         d.publish_master(round.round, &addr, server.port()).await?;
         let port = server.port();

@@ -152,6 +152,25 @@ fn launchers_share_the_store_token_and_keep_it_from_their_workers() {
     assert_eq!(files(&d, "done_"), set(&["done_0", "done_1"]), "{both}");
 }
 
+/// In an ElasticJob pod the operator sets `ELASTICJOB_POD_IP`: the group rank 0 gives its
+/// workers' store that address as `MASTER_ADDR`, not its host name, which a recreated pod's
+/// peers may still resolve to the pod it replaced.
+#[test]
+fn the_workers_store_is_at_the_pod_ip() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().display();
+    let worker = bash(format!(r#"echo "$MASTER_ADDR" > {dir}/master_${{RANK}}"#));
+    let port = free_port();
+    let pod_ip = [("ELASTICJOB_POD_IP", "127.0.0.5")];
+    let a = listening(agent_with_env(port, "2", "", &worker, &pod_ip), port);
+    let b = agent_with_env(port, "2", "", &worker, &pod_ip);
+    let both = both_succeed(a, b);
+    for rank in 0..2 {
+        let master = std::fs::read_to_string(d.path().join(format!("master_{rank}"))).unwrap();
+        assert_eq!(master.trim(), "127.0.0.5", "rank {rank}:\n{both}");
+    }
+}
+
 /// 1:3 with two agents running; a third joins: everyone restarts into a round of three
 /// (not counted against --max-restarts=0), WORLD_SIZE grows from 2 to 3.
 #[test]

@@ -175,6 +175,7 @@ fn a_pod_for_a_two_gpu_template() {
             "PET_STATUS_PORT",
             "PET_SHUTDOWN_TIMEOUT",
             "ELASTICJOB_NODE_INDEX",
+            "ELASTICJOB_POD_IP",
             "ELASTICJOB_STORE_TOKEN",
             "PYTHONUNBUFFERED",
         ],
@@ -203,6 +204,24 @@ fn a_pod_for_a_two_gpu_template() {
     assert_eq!(get(&env, "PET_STATUS_PORT"), Some("29401"));
     assert_eq!(get(&env, "PET_SHUTDOWN_TIMEOUT"), Some("27"));
     assert_eq!(get(&env, "ELASTICJOB_NODE_INDEX"), Some("1"));
+    let pod_ip = c
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|e| e.name == "ELASTICJOB_POD_IP")
+        .unwrap();
+    assert_eq!(
+        pod_ip
+            .value_from
+            .as_ref()
+            .unwrap()
+            .field_ref
+            .as_ref()
+            .unwrap()
+            .field_path,
+        "status.podIP"
+    );
     // The launchers' token comes from the job's Secret, never in the pod spec itself.
     let token = c
         .env
