@@ -811,8 +811,11 @@ impl Agent {
             &self.cfg.local_addr,
         ) {
             // In an ElasticJob pod: its IP, not its DNS name, which may still resolve to the
-            // pod it replaced (`env::POD_IP`).
-            (Some(ip), ..) => ip.to_string(),
+            // pod it replaced (`env::POD_IP`). An IPv6 one bracketed, as an endpoint's is.
+            (Some(ip), ..) => match ip.parse::<std::net::Ipv6Addr>() {
+                Ok(v6) => format!("[{v6}]"),
+                Err(_) => ip.to_string(),
+            },
             // Every node's address is known.
             (None, Some(f), _, _) => f.hosts.host(f.me),
             // Hosting the rendezvous store means the endpoint reaches this machine.

@@ -154,20 +154,22 @@ fn launchers_share_the_store_token_and_keep_it_from_their_workers() {
 
 /// In an ElasticJob pod the operator sets `ELASTICJOB_POD_IP`: the group rank 0 gives its
 /// workers' store that address as `MASTER_ADDR`, not its host name, which a recreated pod's
-/// peers may still resolve to the pod it replaced.
+/// peers may still resolve to the pod it replaced. An IPv6 one is bracketed.
 #[test]
 fn the_workers_store_is_at_the_pod_ip() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().display();
     let worker = bash(format!(r#"echo "$MASTER_ADDR" > {dir}/master_${{RANK}}"#));
-    let port = free_port();
-    let pod_ip = [("ELASTICJOB_POD_IP", "127.0.0.5")];
-    let a = listening(agent_with_env(port, "2", "", &worker, &pod_ip), port);
-    let b = agent_with_env(port, "2", "", &worker, &pod_ip);
-    let both = both_succeed(a, b);
-    for rank in 0..2 {
-        let master = std::fs::read_to_string(d.path().join(format!("master_{rank}"))).unwrap();
-        assert_eq!(master.trim(), "127.0.0.5", "rank {rank}:\n{both}");
+    for (pod_ip, master_addr) in [("127.0.0.5", "127.0.0.5"), ("::1", "[::1]")] {
+        let port = free_port();
+        let env = [("ELASTICJOB_POD_IP", pod_ip)];
+        let a = listening(agent_with_env(port, "2", "", &worker, &env), port);
+        let b = agent_with_env(port, "2", "", &worker, &env);
+        let both = both_succeed(a, b);
+        for rank in 0..2 {
+            let master = std::fs::read_to_string(d.path().join(format!("master_{rank}"))).unwrap();
+            assert_eq!(master.trim(), master_addr, "rank {rank}:\n{both}");
+        }
     }
 }
 
