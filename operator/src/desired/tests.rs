@@ -22,6 +22,14 @@ fn get<'a>(env: &'a [(String, String)], name: &str) -> Option<&'a str> {
     env.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
+/// The source of a variable set from elsewhere (a Secret, a field of the pod).
+fn value_from<'a>(c: &'a Container, name: &str) -> &'a EnvVarSource {
+    let var = c.env.iter().flatten().find(|e| e.name == name);
+    let var = var.unwrap_or_else(|| panic!("{name} is not set"));
+    assert_eq!(var.value, None, "{name} has a value of its own");
+    var.value_from.as_ref().unwrap()
+}
+
 /// The job of examples/elasticjob.yaml with a 2-GPU trainer and a user env var.
 fn gpu_job() -> ElasticJob {
     let mut j = job();
@@ -204,18 +212,8 @@ fn a_pod_for_a_two_gpu_template() {
     assert_eq!(get(&env, "PET_STATUS_PORT"), Some("29401"));
     assert_eq!(get(&env, "PET_SHUTDOWN_TIMEOUT"), Some("27"));
     assert_eq!(get(&env, "ELASTICJOB_NODE_INDEX"), Some("1"));
-    let pod_ip = c
-        .env
-        .as_ref()
-        .unwrap()
-        .iter()
-        .find(|e| e.name == "ELASTICJOB_POD_IP")
-        .unwrap();
     assert_eq!(
-        pod_ip
-            .value_from
-            .as_ref()
-            .unwrap()
+        value_from(c, "ELASTICJOB_POD_IP")
             .field_ref
             .as_ref()
             .unwrap()
@@ -223,18 +221,7 @@ fn a_pod_for_a_two_gpu_template() {
         "status.podIP"
     );
     // The launchers' token comes from the job's Secret, never in the pod spec itself.
-    let token = c
-        .env
-        .as_ref()
-        .unwrap()
-        .iter()
-        .find(|e| e.name == "ELASTICJOB_STORE_TOKEN")
-        .unwrap();
-    assert_eq!(token.value, None);
-    let from = token
-        .value_from
-        .as_ref()
-        .unwrap()
+    let from = value_from(c, "ELASTICJOB_STORE_TOKEN")
         .secret_key_ref
         .as_ref()
         .unwrap();
